@@ -15,12 +15,53 @@ class TimeParseError(ValueError):
     """A timestamp that is not RFC 3339."""
 
 
+def _days_from_civil(y: int, m: int, d: int) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
+    y -= m <= 2
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+_DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _fast_utc(text: str) -> float | None:
+    """The common ``YYYY-MM-DDTHH:MM:SSZ`` form by arithmetic; None for anything else."""
+    if (
+        len(text) != 20
+        or text[19] != "Z"
+        or text[4] != "-"
+        or text[7] != "-"
+        or text[10] != "T"
+        or text[13] != ":"
+        or text[16] != ":"
+    ):
+        return None
+    digits = text[0:4] + text[5:7] + text[8:10] + text[11:13] + text[14:16] + text[17:19]
+    if not (digits.isascii() and digits.isdigit()):
+        return None
+    y, mo, d = int(text[0:4]), int(text[5:7]), int(text[8:10])
+    h, mi, s = int(text[11:13]), int(text[14:16]), int(text[17:19])
+    if not (1 <= mo <= 12 and 1 <= d <= _DAYS_IN_MONTH[mo - 1] and h < 24 and mi < 60 and s < 60):
+        return None  # the slow path gives the precise error (or accepts Feb 29 properly)
+    if mo == 2 and d == 29 and not (y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)):
+        return None
+    return float(_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s)
+
+
 def parse_rfc3339(text: str) -> float:
     """Parse an RFC 3339 timestamp (``Z`` or an offset) into epoch seconds.
 
     A timestamp without an offset is rejected: RFC 3339 requires one, and guessing a
     zone would silently shift a SIM's history by hours.
     """
+    if isinstance(text, str):
+        fast = _fast_utc(text)
+        if fast is not None:
+            return fast
     if not isinstance(text, str) or len(text) < 20 or text[10] not in "Tt ":
         raise TimeParseError(f"not an RFC 3339 timestamp: {text!r}")
     try:
@@ -57,3 +98,9 @@ class CachedTimeParser:
 def format_rfc3339(ts: float) -> str:
     """Format epoch seconds as ``2026-11-20T10:15:00Z`` (whole seconds, UTC)."""
     return datetime.fromtimestamp(round(ts), tz=_UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def month_of(ts: float) -> int:
+    """Calendar month number (year*12 + month-1, counted from January 2020) of an epoch time."""
+    d = datetime.fromtimestamp(ts, tz=_UTC)
+    return (d.year - 2020) * 12 + d.month - 1

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from simwatch.timeutil import CachedTimeParser, TimeParseError, format_rfc3339, parse_rfc3339
@@ -37,3 +39,23 @@ def test_cached_parser_is_bounded_and_correct() -> None:
 def test_format_round_trips() -> None:
     assert format_rfc3339(1795169700.0) == "2026-11-20T10:15:00Z"
     assert parse_rfc3339(format_rfc3339(1795169700.4)) == 1795169700.0
+
+
+def test_fast_path_agrees_with_datetime_over_many_dates() -> None:
+    t = datetime(1999, 12, 25, 23, 59, 59, tzinfo=UTC)
+    for _ in range(2000):
+        t += timedelta(days=13, seconds=3607)
+        text = t.strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert parse_rfc3339(text) == t.timestamp(), text
+
+
+@pytest.mark.parametrize(
+    "text", ["2026-02-29T00:00:00Z", "2026-04-31T00:00:00Z", "2026-11-20T24:00:00Z"]
+)
+def test_fast_path_leaves_invalid_dates_to_the_strict_parser(text: str) -> None:
+    with pytest.raises(TimeParseError):
+        parse_rfc3339(text)
+
+
+def test_leap_day_is_accepted() -> None:
+    assert format_rfc3339(parse_rfc3339("2028-02-29T12:00:00Z")) == "2028-02-29T12:00:00Z"

@@ -1,0 +1,145 @@
+"""Engine benchmark: ingest records/s, evaluation-cycle time and memory per SIM.
+
+    python bench/bench_engine.py --sims 100000 1000000 --reports 8
+
+For each fleet size: an inventory of N SIMs is loaded, then `reports` usage records
+per SIM (15-minute rhythm, 40 partners in 16 countries, 12 APNs) are decoded from NDJSON
+bytes and applied one by one exactly as replay does (decode + dedup + ingest), then
+evaluation cycles run (median of several). Memory: the state's own arrays (nbytes) and
+the process's resident-set growth, both per SIM. One process, one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from simwatch.engine import Engine, EngineConfig
+from simwatch.inventory import InventoryRow
+from simwatch.records import Record, RecordDecoder
+from simwatch.timeutil import format_rfc3339
+
+T0 = 1_794_960_000.0  # 2026-11-18T00:00:00Z
+PARTNERS = [(str(262 + c), f"{m:02d}") for c in range(16) for m in (1, 2, 3)][:40]
+APNS = [f"apn{k}.iot" for k in range(12)]
+
+
+def rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def iccid(i: int) -> str:
+    return f"8931{i:015d}"
+
+
+def lines_for_round(n: int, k: int, rng: np.random.Generator) -> list[bytes]:
+    out = []
+    end = T0 + k * 900.0
+    start_text = format_rfc3339(end - 900)
+    partner = rng.integers(0, len(PARTNERS), n)
+    apn = rng.integers(0, len(APNS), n)
+    offsets = rng.integers(0, 600, n)
+    ends = {o: format_rfc3339(end + o) for o in range(600)}
+    for i in range(n):
+        mcc, mnc = PARTNERS[partner[i]]
+        out.append(
+            orjson.dumps(
+                {
+                    "kind": "usage",
+                    "record_id": f"u-{k}-{i}",
+                    "iccid": iccid(i),
+                    "start": start_text,
+                    "end": ends[int(offsets[i])],
+                    "bytes_up": 1200,
+                    "bytes_down": 340,
+                    "apn": APNS[apn[i]],
+                    "mcc": mcc,
+                    "mnc": mnc,
+                    "rat": "LTE-M",
+                }
+            )
+        )
+    return out
+
+
+def run(n: int, reports: int, cycles: int) -> dict[str, float]:
+    gc.collect()
+    rss0 = rss_bytes()
+    engine = Engine(replace(EngineConfig(), warmup_s=0.0, initial_capacity=n))
+    engine.load_inventory(
+        InventoryRow(
+            iccid=iccid(i),
+            imsi=None,
+            customer=f"c{i % 20}",
+            apns=(APNS[i % 12],),
+            plan=None,
+            data_cap_bytes=None,
+            status="active",
+            tags=frozenset(),
+            extra={},
+        )
+        for i in range(n)
+    )
+    decoder = RecordDecoder()
+    wall = T0 + 30 * 86400
+    rng = np.random.default_rng(1)
+    ingest_s = 0.0
+    records = 0
+    for k in range(reports):
+        lines = lines_for_round(n, k, rng)
+        started = time.perf_counter()
+        for line in lines:
+            rec = decoder.decode_line(line, wall)
+            if isinstance(rec, Record):
+                engine.ingest_record(rec)
+        ingest_s += time.perf_counter() - started
+        records += len(lines)
+        del lines
+    now = T0 + reports * 900.0 + 1800
+    times = []
+    for c in range(cycles):
+        started = time.perf_counter()
+        engine.evaluate(now + c * 60)
+        times.append(time.perf_counter() - started)
+    gc.collect()
+    rss1 = rss_bytes()
+    return {
+        "sims": n,
+        "records": records,
+        "ingest_records_per_s": records / ingest_s,
+        "eval_ms_median": statistics.median(times) * 1000,
+        "eval_ms_max": max(times) * 1000,
+        "state_bytes_per_sim": engine.state.nbytes() / n,
+        "rss_bytes_per_sim": (rss1 - rss0) / n,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sims", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--reports", type=int, default=8, help="usage records per SIM")
+    parser.add_argument("--cycles", type=int, default=7)
+    args = parser.parse_args()
+    for n in args.sims:
+        result = run(n, args.reports, args.cycles)
+        print(
+            f"{result['sims']:>9,} SIMs  {result['records']:>10,} records  "
+            f"ingest {result['ingest_records_per_s']:>9,.0f} rec/s  "
+            f"eval median {result['eval_ms_median']:7.1f} ms (max {result['eval_ms_max']:.1f})  "
+            f"state {result['state_bytes_per_sim']:6.1f} B/SIM  "
+            f"RSS {result['rss_bytes_per_sim']:6.1f} B/SIM"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Score simwatch.localize on the RS root-cause benchmark.
+
+Usage::
+
+    python bench/rca.py [--data DIR] [--preset sim|rs] [--min-affected X] ... [-v]
+
+For each case: the leaves at the anomalous minute; a leaf's expected failing
+count is the mean of its failure share (value / cnt) over the 4 minutes before
+the anomaly (only the minutes where the leaf exists) times its current ``cnt``;
+a leaf with no history gets the share of all leaves over those minutes. The
+prediction is compared with ``anomaly.yaml`` element by element (``attr=value``
+pairs sorted and joined by ``&``, exact match only); TP, FP, FN are summed over
+the cases and F1 = 2·TP / (2·TP + FP + FN).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from simwatch.localize import LeafTable, LocalizeParams, localize
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "rca" / "RS"
+HISTORY = 4
+
+# Parameters tuned on RS (see docs/localization.md); "sim" is LocalizeParams().
+PRESETS: dict[str, LocalizeParams] = {
+    "sim": LocalizeParams(),
+    "rs": LocalizeParams(max_causes=2, min_relative_score=0.3),
+}
+
+
+def element_key(dims: dict[str, Any]) -> str:
+    return "&".join(sorted(f"{k}={v}" for k, v in dims.items()))
+
+
+def load_case(path: Path, ts: int) -> LeafTable:
+    with path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields = reader.fieldnames or []
+        dims = tuple(f for f in fields if f not in {"min", "value", "cnt"})
+        now: dict[tuple[str, ...], list[float]] = defaultdict(lambda: [0.0, 0.0])
+        hist: dict[int, dict[tuple[str, ...], list[float]]] = defaultdict(
+            lambda: defaultdict(lambda: [0.0, 0.0])
+        )
+        for row in reader:
+            minute = int(float(row["min"]))
+            if minute > ts:
+                continue
+            key = tuple(row[d] for d in dims)
+            acc = now[key] if minute == ts else hist[minute][key]
+            acc[0] += float(row["value"])
+            acc[1] += float(row["cnt"])
+    minutes = sorted(m for m in hist if m < ts)[-HISTORY:]
+    share_sum: dict[tuple[str, ...], float] = defaultdict(float)
+    share_n: dict[tuple[str, ...], int] = defaultdict(int)
+    all_v = all_c = 0.0
+    for m in minutes:
+        for key, (v, c) in hist[m].items():
+            all_v += v
+            all_c += c
+            if c > 0:
+                share_sum[key] += v / c
+                share_n[key] += 1
+    fallback = all_v / all_c if all_c > 0 else 0.0
+    rows = []
+    for key, (v, c) in now.items():
+        k = share_n.get(key, 0)
+        share = share_sum[key] / k if k else fallback
+        rows.append((key, v, c, share * c))
+    return LeafTable.from_rows(dims, rows)
+
+
+def truth_elements(cause: Any) -> set[str]:  # noqa: ANN401 - raw YAML value
+    items = cause if isinstance(cause, list) else [cause]
+    return {element_key(dict(el)) for el in items}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="sim")
+    for f in dataclasses.fields(LocalizeParams):
+        flag = "--" + f.name.replace("_", "-")
+        kind = int if f.name in {"max_depth", "max_causes"} else float
+        ap.add_argument(flag, type=kind, default=None, help=f"override {f.name}")
+    ap.add_argument("-v", "--verbose", action="store_true", help="print one line per case")
+    args = ap.parse_args(argv)
+
+    params = PRESETS[args.preset]
+    overrides = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(LocalizeParams)
+        if getattr(args, f.name) is not None
+    }
+    params = dataclasses.replace(params, **overrides)
+
+    with (args.data / "anomaly.yaml").open(encoding="utf-8") as fh:
+        cases = yaml.safe_load(fh)
+    tp = fp = fn = 0
+    elapsed = 0.0
+    n_cases = 0
+    for case in cases:
+        path = args.data / f"{case['data']}.csv"
+        table = load_case(path, int(case["timestamp"]))
+        t0 = time.perf_counter()
+        causes = localize(table, params)
+        elapsed += time.perf_counter() - t0
+        n_cases += 1
+        truth = truth_elements(case["cause"])
+        pred = {element_key(dict(c.dims)) for c in causes}
+        c_tp = len(truth & pred)
+        tp += c_tp
+        fp += len(pred - truth)
+        fn += len(truth - pred)
+        if args.verbose:
+            mark = "ok " if pred == truth else "   "
+            print(
+                f"{mark}{case['data']}: leaves={len(table.actual)} "
+                f"truth={sorted(truth)} pred={sorted(pred)}"
+            )
+    prec = tp / (tp + fp) if tp + fp else 0.0
+    rec = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+    print(f"params: {params}")
+    print(f"cases={n_cases} TP={tp} FP={fp} FN={fn}")
+    print(f"precision={prec:.3f} recall={rec:.3f} F1={f1:.3f}")
+    print(f"localize time: total={elapsed:.3f}s mean={1000 * elapsed / max(n_cases, 1):.2f}ms/case")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

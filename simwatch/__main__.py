@@ -1,0 +1,7 @@
+"""``python -m simwatch``."""
+
+import sys
+
+from simwatch.cli import main
+
+sys.exit(main())

@@ -1,0 +1,120 @@
+"""Each group's own normal: the learned share of overdue SIMs per leaf and hour of day.
+
+For every leaf group (a combination of dimension values) and every UTC hour of the day,
+an exponentially weighted sum of overdue SIMs and of counted SIMs is kept. The expected
+overdue count of a leaf now is its learned ratio for this hour times its current size,
+shrunk towards the leaf's all-day ratio and the fleet's ratio where the leaf has little
+history (small leaves are noisy; a new leaf borrows the fleet's normal).
+
+Learning skips leaves that are abnormal right now (significantly above their own
+baseline or inside an open incident), so an outage is never learned as normal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+HOURS = 24
+
+
+@dataclass(frozen=True, slots=True)
+class BaselineParams:
+    # Time constant of the learning, in days of that hour of day (3: a new normal is
+    # mostly learned after three days).
+    memory_days: float = 3.0
+    # Pseudo-count (SIM-cycles) with which a leaf's hourly ratio is pulled towards its
+    # all-day ratio, and the all-day ratio towards the fleet's.
+    shrink: float = 30.0
+    # A leaf is left out of learning this cycle when its overdue count is this many
+    # standard deviations above expected.
+    skip_z: float = 3.0
+    # Floor on any expected ratio: a group that was never overdue can still have a
+    # SIM late now and then; without a floor one late SIM would look infinitely unusual.
+    min_ratio: float = 0.002
+    # A leaf's anomalies are only kept out of learning once it has a history: a learned
+    # weight (sum over the 24 hours, in units of the leaf's current size) of at least
+    # this much. About half a day at memory_days=3. Before that everything is learned,
+    # or a new leaf would never get a baseline at all.
+    established_weight: float = 4.0
+
+
+class GroupBaseline:
+    """Learned overdue ratios per leaf and hour of day (float64 arrays, grown as leaves appear)."""
+
+    def __init__(self, params: BaselineParams | None = None) -> None:
+        self.params = params or BaselineParams()
+        self.overdue = np.zeros((0, HOURS))
+        self.counted = np.zeros((0, HOURS))
+        self.fleet_overdue = np.zeros(HOURS)
+        self.fleet_counted = np.zeros(HOURS)
+        self.learned_seconds = 0.0
+
+    def _fit(self, n_leaves: int) -> None:
+        have = self.overdue.shape[0]
+        if n_leaves > have:
+            pad = np.zeros((n_leaves - have, HOURS))
+            self.overdue = np.vstack([self.overdue, pad])
+            self.counted = np.vstack([self.counted, pad])
+
+    @staticmethod
+    def hour(now: float) -> int:
+        return int(now // 3600) % HOURS
+
+    def expected_ratio(self, now: float, n_leaves: int) -> np.ndarray:
+        """Expected overdue ratio per leaf at ``now``."""
+        self._fit(n_leaves)
+        p = self.params
+        h = self.hour(now)
+        fleet_all = _ratio(self.fleet_overdue.sum(), self.fleet_counted.sum(), p.min_ratio)
+        fleet_hour = (self.fleet_overdue[h] + p.shrink * fleet_all) / (
+            self.fleet_counted[h] + p.shrink
+        )
+        over = self.overdue[:n_leaves]
+        counted = self.counted[:n_leaves]
+        leaf_all = (over.sum(axis=1) + p.shrink * fleet_all) / (counted.sum(axis=1) + p.shrink)
+        # hour-of-day shape: the leaf's own hour where it has history, else the fleet's
+        # hour-of-day factor applied to the leaf's all-day ratio
+        fleet_factor = fleet_hour / max(fleet_all, p.min_ratio)
+        prior = leaf_all * fleet_factor
+        ratio = (over[:, h] + p.shrink * prior) / (counted[:, h] + p.shrink)
+        return np.asarray(np.maximum(ratio, p.min_ratio), dtype=np.float64)
+
+    def update(
+        self,
+        now: float,
+        interval_s: float,
+        *,
+        overdue: np.ndarray,
+        counted: np.ndarray,
+        expected: np.ndarray,
+        frozen: np.ndarray | None = None,
+    ) -> None:
+        """Learn from one evaluation cycle (per-leaf counts); ``frozen`` leaves are skipped."""
+        n = overdue.shape[0]
+        self._fit(n)
+        p = self.params
+        h = self.hour(now)
+        # one cycle's weight: a time constant of memory_days of this hour of day
+        alpha = min(1.0, interval_s / (p.memory_days * 3600.0))
+        sd = np.sqrt(np.maximum(expected, 1.0))
+        established = self.counted[:n].sum(axis=1) >= p.established_weight * np.maximum(
+            counted, 1.0
+        )
+        learn = ~established | ((overdue - expected) <= p.skip_z * sd)
+        if frozen is not None:
+            learn &= ~frozen
+        decay = np.where(learn, 1.0 - alpha, 1.0)
+        self.overdue[:n, h] = self.overdue[:n, h] * decay + np.where(learn, overdue * alpha, 0.0)
+        self.counted[:n, h] = self.counted[:n, h] * decay + np.where(learn, counted * alpha, 0.0)
+        self.fleet_overdue[h] = self.fleet_overdue[h] * (1 - alpha) + overdue[learn].sum() * alpha
+        self.fleet_counted[h] = self.fleet_counted[h] * (1 - alpha) + counted[learn].sum() * alpha
+        self.learned_seconds += interval_s
+
+    def nbytes(self) -> int:
+        return int(self.overdue.nbytes + self.counted.nbytes)
+
+
+def _ratio(num: float, den: float, floor: float) -> float:
+    return max(floor, num / den) if den > 0 else floor

@@ -1,0 +1,61 @@
+"""The ``simwatch`` command: one subcommand per entry point."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+from simwatch import __version__
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+USAGE = """usage: simwatch COMMAND [options]
+
+commands:
+  replay     replay NDJSON records on their own clock and print the incidents found
+  simulate   generate a realistic fleet (inventory, records, ground truth), with faults
+  version    print the version
+
+Run 'simwatch COMMAND --help' for a command's options.
+"""
+
+
+def _replay(argv: Sequence[str]) -> int:
+    from simwatch import replay  # noqa: PLC0415 - each command loads only what it needs
+
+    return replay.main(argv)
+
+
+def _simulate(argv: Sequence[str]) -> int:
+    from simwatch import simulate  # noqa: PLC0415 - each command loads only what it needs
+
+    return simulate.main(argv)
+
+
+def _version(_argv: Sequence[str]) -> int:
+    print(f"simwatch {__version__}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "replay": _replay,
+    "simulate": _simulate,
+    "version": _version,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0 if args else 2
+    command = COMMANDS.get(args[0])
+    if command is None:
+        print(f"simwatch: unknown command {args[0]!r}\n\n{USAGE}", end="", file=sys.stderr)
+        return 2
+    return command(args[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

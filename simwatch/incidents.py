@@ -1,0 +1,254 @@
+"""Incident lifecycle: open -> updated -> resolved, with hysteresis and stable ids.
+
+Group incidents come from localization causes; SIM incidents (severity ``ticket``) from
+single SIMs that matter (tagged ``vip``) going silent. A candidate must be seen in
+``open_after`` consecutive evaluation cycles before it opens (one noisy cycle never
+pages), and an open incident resolves after ``close_after`` consecutive cycles without
+it. Ids are sequential (``inc-0001``) and never reused; the counter is part of the state
+that is checkpointed, so a restart keeps them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from simwatch.timeutil import format_rfc3339
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from simwatch.localize import Cause
+
+ChangeKind = Literal["opened", "updated", "resolved"]
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentParams:
+    open_after: int = 2  # consecutive cycles a cause must be seen before it opens
+    close_after: int = 5  # consecutive cycles without it before it resolves
+    update_change: float = 0.2  # relative change of `affected` that counts as an update
+    keep_resolved: int = 1000  # resolved incidents kept in memory for the API
+
+
+@dataclass(slots=True)
+class Incident:
+    id: str
+    kind: Literal["group", "sim"]
+    dims: dict[str, str]
+    severity: Literal["page", "ticket"]
+    opened_at: float
+    updated_at: float
+    affected: float
+    total: float
+    expected: float
+    score: float
+    resolved_at: float | None = None
+    iccid: str | None = None
+    peak_affected: float = 0.0
+    reasons: list[str] = field(default_factory=list)
+    missing_cycles: int = 0
+    reported_affected: float = 0.0  # `affected` at the last opened/updated change
+
+    @property
+    def state(self) -> str:
+        return "open" if self.resolved_at is None else "resolved"
+
+    @property
+    def ratio(self) -> float:
+        return self.affected / self.total if self.total else 0.0
+
+    @property
+    def baseline_ratio(self) -> float:
+        return self.expected / self.total if self.total else 0.0
+
+    @property
+    def key(self) -> tuple[tuple[str, str], ...]:
+        return tuple(sorted(self.dims.items()))
+
+    def to_json(self) -> dict[str, object]:
+        """The FORMATS.md incident object (plus optional extension fields)."""
+        out: dict[str, object] = {
+            "id": self.id,
+            "dims": dict(self.dims),
+            "state": self.state,
+            "severity": self.severity,
+            "opened_at": format_rfc3339(self.opened_at),
+            "resolved_at": None if self.resolved_at is None else format_rfc3339(self.resolved_at),
+            "affected": round(self.affected),
+            "total": round(self.total),
+            "ratio": round(self.ratio, 4),
+            "baseline_ratio": round(self.baseline_ratio, 4),
+            "score": round(self.score, 1),
+            "kind": self.kind,
+            "updated_at": format_rfc3339(self.updated_at),
+            "peak_affected": round(self.peak_affected),
+        }
+        if self.iccid is not None:
+            out["iccid"] = self.iccid
+            out["reasons"] = list(self.reasons)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentChange:
+    kind: ChangeKind
+    incident: Incident
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SimAlarm:
+    """A single SIM that matters and is silent now."""
+
+    iccid: str
+    dims: Mapping[str, str]
+    reasons: tuple[str, ...]
+
+
+Key = tuple[tuple[str, str], ...]
+
+
+class IncidentTracker:
+    def __init__(self, params: IncidentParams | None = None, *, next_id: int = 1) -> None:
+        self.params = params or IncidentParams()
+        self.next_id = next_id
+        self.open: dict[Key, Incident] = {}
+        self.resolved: list[Incident] = []
+        # candidate key -> consecutive cycles seen, for group causes and SIM alarms
+        self._pending_groups: dict[Key, int] = {}
+        self._pending_sims: dict[Key, int] = {}
+
+    def all(self) -> list[Incident]:
+        """Every incident known, oldest first."""
+        return sorted([*self.resolved, *self.open.values()], key=lambda i: i.id)
+
+    def get(self, incident_id: str) -> Incident | None:
+        for incident in self.all():
+            if incident.id == incident_id:
+                return incident
+        return None
+
+    def _new_id(self) -> str:
+        incident_id = f"inc-{self.next_id:04d}"
+        self.next_id += 1
+        return incident_id
+
+    def update_groups(self, now: float, causes: Iterable[Cause]) -> list[IncidentChange]:
+        """Feed one cycle's localization result; returns what changed."""
+        seen: dict[Key, Cause] = {tuple(sorted(c.dims.items())): c for c in causes}
+        changes: list[IncidentChange] = []
+        for key, cause in seen.items():
+            incident = self.open.get(key)
+            if incident is not None and incident.kind == "group":
+                self._refresh(incident, now, cause.affected, cause.total, cause.expected)
+                incident.score = max(incident.score, cause.score)
+                if self._is_update(incident):
+                    changes.append(IncidentChange("updated", incident, now))
+                continue
+            if self._confirmed(self._pending_groups, key):
+                incident = Incident(
+                    id=self._new_id(),
+                    kind="group",
+                    dims=dict(cause.dims),
+                    severity="page",
+                    opened_at=now,
+                    updated_at=now,
+                    affected=cause.affected,
+                    total=cause.total,
+                    expected=cause.expected,
+                    score=cause.score,
+                    peak_affected=cause.affected,
+                    reported_affected=cause.affected,
+                )
+                self.open[key] = incident
+                changes.append(IncidentChange("opened", incident, now))
+        self._forget_unseen(self._pending_groups, seen.keys())
+        changes.extend(self._age_missing(now, seen.keys(), kind="group"))
+        return changes
+
+    def update_sims(self, now: float, alarms: Iterable[SimAlarm]) -> list[IncidentChange]:
+        """Feed the single SIMs that warrant a ticket now; returns what changed."""
+        seen = {(("iccid", a.iccid),): a for a in alarms}
+        changes: list[IncidentChange] = []
+        for key, alarm in seen.items():
+            incident = self.open.get(key)
+            if incident is not None:
+                incident.missing_cycles = 0
+                if tuple(incident.reasons) != alarm.reasons:
+                    incident.reasons = list(alarm.reasons)
+                    incident.updated_at = now
+                    changes.append(IncidentChange("updated", incident, now))
+                continue
+            if self._confirmed(self._pending_sims, key):
+                incident = Incident(
+                    id=self._new_id(),
+                    kind="sim",
+                    dims={"iccid": alarm.iccid},
+                    severity="ticket",
+                    opened_at=now,
+                    updated_at=now,
+                    affected=1,
+                    total=1,
+                    expected=0,
+                    score=0,
+                    iccid=alarm.iccid,
+                    peak_affected=1,
+                    reasons=list(alarm.reasons),
+                    reported_affected=1,
+                )
+                self.open[key] = incident
+                changes.append(IncidentChange("opened", incident, now))
+        self._forget_unseen(self._pending_sims, seen.keys())
+        changes.extend(self._age_missing(now, seen.keys(), kind="sim"))
+        return changes
+
+    def _confirmed(self, pending: dict[Key, int], key: Key) -> bool:
+        """Count one more consecutive sighting; True once it is enough to open."""
+        count = pending.get(key, 0) + 1
+        if count >= self.params.open_after:
+            pending.pop(key, None)
+            return True
+        pending[key] = count
+        return False
+
+    @staticmethod
+    def _forget_unseen(pending: dict[Key, int], seen: Iterable[Key]) -> None:
+        keep = set(seen)
+        for key in [k for k in pending if k not in keep]:
+            del pending[key]
+
+    def _refresh(
+        self, incident: Incident, now: float, affected: float, total: float, expected: float
+    ) -> None:
+        incident.missing_cycles = 0
+        incident.affected = affected
+        incident.total = total
+        incident.expected = expected
+        incident.peak_affected = max(incident.peak_affected, affected)
+        incident.updated_at = now
+
+    def _is_update(self, incident: Incident) -> bool:
+        before = incident.reported_affected
+        if abs(incident.affected - before) > self.params.update_change * max(before, 1.0):
+            incident.reported_affected = incident.affected
+            return True
+        return False
+
+    def _age_missing(self, now: float, seen: Iterable[Key], kind: str) -> list[IncidentChange]:
+        seen_keys = set(seen)
+        changes = []
+        for key, incident in list(self.open.items()):
+            if incident.kind != kind or key in seen_keys:
+                continue
+            incident.missing_cycles += 1
+            if incident.missing_cycles >= self.params.close_after:
+                incident.resolved_at = now
+                incident.updated_at = now
+                del self.open[key]
+                self.resolved.append(incident)
+                changes.append(IncidentChange("resolved", incident, now))
+        overflow = len(self.resolved) - self.params.keep_resolved
+        if overflow > 0:
+            del self.resolved[:overflow]
+        return changes

@@ -1,0 +1,196 @@
+"""Applying decoded records to the fleet state.
+
+One job: turn a valid ``Record`` into column updates. Deduplication happens here too
+(a repeated ``record_id`` counts once), so every caller — replay, the file and MQTT
+sources, the REST pollers — gets the same semantics.
+
+Out-of-order records (minutes late) are applied correctly: data times only ever move a
+SIM's last-data time forward, attributes are taken from the newest record that carries
+them, and session bookkeeping compares event times rather than arrival order.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from simwatch.records import Deduplicator
+from simwatch.state import (
+    NEVER,
+    SESSION_RING,
+    Flag,
+    RejectKind,
+    rel,
+)
+from simwatch.timeutil import month_of
+
+if TYPE_CHECKING:
+    from simwatch.operators import OperatorTable
+    from simwatch.records import Record
+    from simwatch.state import FleetState
+
+REJECT_MEMORY_S = 86_400  # a reject run is forgotten after a day without rejects
+
+
+@dataclass(slots=True)
+class IngestStats:
+    applied: int = 0
+    duplicates: int = 0
+    unknown_sims: int = 0  # records for SIMs not in the inventory (they are tracked anyway)
+    by_kind: Counter[str] = field(default_factory=Counter)
+
+
+class Ingestor:
+    """Applies records to a ``FleetState``; keeps the partner names given by records."""
+
+    def __init__(
+        self,
+        state: FleetState,
+        operators: OperatorTable,
+        *,
+        dedup_capacity: int = 2_000_000,
+    ) -> None:
+        self.state = state
+        self.operators = operators
+        self.dedup = Deduplicator(dedup_capacity)
+        self.stats = IngestStats()
+        self.partner_names: dict[str, str] = {}  # names given in records win over the table
+        self._country_of_partner: dict[int, int] = {0: 0}
+        self._month_cache: tuple[int, int, int] = (0, 0, -1)  # (start, end, month) of last lookup
+
+    def apply(self, record: Record) -> bool:
+        """Apply one record. Returns False when it was a duplicate delivery."""
+        if self.dedup.seen(record.record_id):
+            self.stats.duplicates += 1
+            return False
+        state = self.state
+        row = state.row(record.iccid)
+        if row < 0:
+            row = state.ensure_row(record.iccid)
+            self.stats.unknown_sims += 1
+        cols = state.cols
+        ts = record.ts
+        t = rel(ts)
+        if record.mcc is not None or record.apn is not None or record.rat is not None:
+            self._attributes(row, t, record)
+        kind = record.kind
+        if kind == "usage":
+            total = record.bytes_up + record.bytes_down
+            if total > 0:
+                state.rhythm.observe(row, ts)
+                cols.flags[row] |= Flag.HAS_USAGE
+                self._add_month_bytes(row, ts, total)
+        elif kind == "session":
+            self._session(row, t, ts, record)
+        else:
+            self._event(row, t, record)
+        self.stats.applied += 1
+        self.stats.by_kind[kind] += 1
+        return True
+
+    # ---- parts ------------------------------------------------------------------------
+
+    def _attributes(self, row: int, t: int, record: Record) -> None:
+        state = self.state
+        cols = state.cols
+        if t < cols.attrs_at[row]:
+            return  # a late record: newer attributes are already known
+        changed = cols.attrs_at[row] == NEVER
+        cols.attrs_at[row] = t
+        if record.apn is not None:
+            code = state.apns.code(record.apn)
+            if code != cols.apn[row]:
+                cols.apn[row] = code
+                changed = True
+        if record.mcc is not None and record.mnc is not None:
+            partner = record.mcc + record.mnc
+            code = state.partners.code(partner)
+            if code != cols.partner[row]:
+                cols.partner[row] = code
+                cols.country[row] = self._country_code(code, record.mcc)
+                changed = True
+            if record.operator:
+                self.partner_names[partner] = record.operator
+        if record.rat is not None:
+            code = state.rats.code(record.rat)
+            if code != cols.rat[row]:
+                cols.rat[row] = code
+                changed = True
+        if changed:
+            state.refresh_leaf(row)
+
+    def _country_code(self, partner_code: int, mcc: str) -> int:
+        found = self._country_of_partner.get(partner_code)
+        if found is None:
+            country = self.operators.country(mcc) or f"MCC{mcc}"
+            found = self.state.countries.code(country)
+            self._country_of_partner[partner_code] = found
+        return found
+
+    def _add_month_bytes(self, row: int, ts: float, total: int) -> None:
+        t = int(ts)
+        start, end, month = self._month_cache
+        if not start <= t < end:
+            month = month_of(ts)
+            d = datetime.fromtimestamp(ts, tz=UTC)
+            first = datetime(d.year, d.month, 1, tzinfo=UTC)
+            nxt = datetime(d.year + d.month // 12, d.month % 12 + 1, 1, tzinfo=UTC)
+            start, end = int(first.timestamp()), int(nxt.timestamp())
+            self._month_cache = (start, end, month)
+        cols = self.state.cols
+        current = int(cols.month[row])
+        if month > current:
+            cols.month[row] = month
+            cols.month_bytes[row] = total
+        elif month == current:
+            cols.month_bytes[row] += total
+        # older months: a very late record; this month's usage is unaffected
+
+    def _session(self, row: int, t: int, ts: float, record: Record) -> None:
+        cols = self.state.cols
+        status = record.status
+        if status == "started":
+            ring = cols.session_starts[row]
+            if t not in ring:
+                oldest = int(ring.argmin())
+                ring[oldest] = max(ring[oldest], t)
+            if t >= cols.session_start[row]:
+                cols.session_open[row] = 1
+                cols.session_start[row] = t
+                cols.session_bytes[row] = 0
+            return
+        total = record.bytes_up + record.bytes_down
+        if t >= cols.session_start[row]:
+            previous = int(cols.session_bytes[row])
+            if total > previous:
+                self.state.rhythm.observe(row, ts)
+                if not cols.flags[row] & Flag.HAS_USAGE:
+                    self._add_month_bytes(row, ts, total - previous)
+                cols.session_bytes[row] = total
+            if status == "ended":
+                cols.session_open[row] = 0
+        if status == "ended" and record.end_cause == "network_failure":
+            cols.session_drops[row] += 1
+
+    def _event(self, row: int, t: int, record: Record) -> None:
+        cols = self.state.cols
+        kind = record.event_type
+        if kind in ("auth_failure", "pdp_reject"):
+            if t < cols.reject_at[row]:
+                return  # a late reject: the newer one already describes the SIM
+            if cols.reject_at[row] == NEVER or t - cols.reject_at[row] > REJECT_MEMORY_S:
+                cols.reject_count[row] = 0
+            cols.reject_count[row] = min(int(cols.reject_count[row]) + 1, 65535)
+            cols.reject_at[row] = t
+            cols.reject_kind[row] = (
+                RejectKind.AUTH_FAILURE if kind == "auth_failure" else RejectKind.PDP_REJECT
+            )
+            cols.reject_apn[row] = self.state.apns.code(record.apn)
+            cols.reject_cause[row] = self.state.causes.code(record.cause)
+        elif kind in ("detach", "purge") and t >= cols.session_start[row]:
+            cols.session_open[row] = 0
+
+
+__all__ = ["SESSION_RING", "IngestStats", "Ingestor"]

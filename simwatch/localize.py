@@ -1,0 +1,413 @@
+"""Multi-dimensional root-cause localization.
+
+Given per-leaf counts (a leaf is one combination of dimension values, e.g. one
+``(apn, country, partner)``), name the fewest, most specific groups of leaves
+whose failures are far beyond their expected level.
+
+Method (see docs/localization.md for the long form):
+
+1. Candidates are every group defined by fixing 0..``max_depth`` dimensions
+   (depth 0 is the whole fleet, ``{}``). All groups of all cuboids are summed
+   in one ``np.bincount`` pass over a stacked group-id array.
+2. A group is *significant* when its one-sided Poisson log-likelihood ratio
+   ``A·ln(A/E) - (A - E)`` exceeds the Bonferroni threshold for ``alpha`` over
+   the number of non-empty candidate groups, and it has at least
+   ``min_affected`` failing members, an excess ``A - E`` of at least
+   ``min_excess`` and a lift ``A/E`` of at least ``min_lift``.
+3. Greedy explanation: pick the significant group with the largest LLR, mark
+   its leaves explained, recompute every group over the unexplained leaves
+   only, and repeat. A group that merely contains an anomalous child plus
+   normal leaves scores lower than the child (the normal leaves are penalised
+   at the child's lift), while a parent whose children are all elevated scores
+   the sum of them and wins. Exact ties (the same leaves, e.g. a country with a
+   single partner) go to the group with fewer attributes, then to the earlier
+   dimension order.
+4. If a cause picked later covers an earlier one (its leaves are a superset),
+   the earlier one is dropped: the parent explains it.
+
+The core is pure: no I/O, no clock, no global state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from itertools import combinations
+from statistics import NormalDist
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+_DENSE_LIMIT = 4096  # mixed-radix keys up to this many cells use a dense bincount
+_TIE_RTOL = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class LeafTable:
+    """Per-leaf counts for one evaluation instant."""
+
+    dims: tuple[str, ...]
+    codes: npt.NDArray[np.int32]
+    labels: tuple[tuple[str, ...], ...]
+    actual: FloatArray
+    total: FloatArray
+    expected: FloatArray
+
+    @classmethod
+    def from_rows(
+        cls,
+        dims: Sequence[str],
+        rows: Iterable[tuple[Sequence[str], float, float, float]],
+    ) -> LeafTable:
+        """Build a table from ``(values per dim, actual, total, expected)`` rows.
+
+        Duplicate leaves (same values in every dimension) are summed.
+        """
+        dims_t = tuple(dims)
+        n_dims = len(dims_t)
+        maps: list[dict[str, int]] = [{} for _ in range(n_dims)]
+        index: dict[tuple[int, ...], int] = {}
+        codes: list[tuple[int, ...]] = []
+        sums: list[list[float]] = []
+        for values, actual, total, expected in rows:
+            if len(values) != n_dims:
+                raise ValueError(f"row has {len(values)} values for {n_dims} dims")
+            key = tuple(m.setdefault(str(v), len(m)) for m, v in zip(maps, values, strict=True))
+            pos = index.get(key)
+            if pos is None:
+                index[key] = len(codes)
+                codes.append(key)
+                sums.append([float(actual), float(total), float(expected)])
+            else:
+                acc = sums[pos]
+                acc[0] += float(actual)
+                acc[1] += float(total)
+                acc[2] += float(expected)
+        code_arr = np.asarray(codes, dtype=np.int32).reshape(len(codes), n_dims)
+        num = np.asarray(sums, dtype=np.float64).reshape(len(sums), 3)
+        labels = tuple(tuple(m) for m in maps)  # dicts keep insertion order = code order
+        return cls(
+            dims=dims_t,
+            codes=code_arr,
+            labels=labels,
+            actual=np.ascontiguousarray(num[:, 0]),
+            total=np.ascontiguousarray(num[:, 1]),
+            expected=np.ascontiguousarray(num[:, 2]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Cause:
+    """One localized group.
+
+    ``score`` is the one-sided Poisson log-likelihood ratio (nats) of the group's
+    failing count against its expected count, ``A·ln(A/E) - (A - E)``;
+    ``sqrt(2·score)`` is approximately the z-score.
+    """
+
+    dims: Mapping[str, str]
+    affected: float
+    total: float
+    expected: float
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class LocalizeParams:
+    """Tuning knobs of :func:`localize`.
+
+    - ``min_affected``: a group with fewer failing members never forms a cause.
+    - ``min_excess``: minimum ``affected - expected`` of a cause.
+    - ``min_lift``: minimum ``affected / expected`` of a cause (guards against a
+      slightly biased baseline on very large groups).
+    - ``alpha``: family-wise false-alarm probability per call; the LLR threshold
+      is the one-sided normal quantile of ``alpha / m`` (Bonferroni over the
+      ``m`` non-empty candidate groups), ``z²/2``.
+    - ``min_baseline_ratio``: floor on the expected failing share of a group
+      (``E ≥ ratio · total``) so that a group with a zero baseline is not
+      infinitely surprising.
+    - ``max_depth``: the most dimensions a cause may fix (``None``: all dims, at
+      most 3).
+    - ``max_causes``: the most causes returned.
+    - ``min_relative_score``: a cause whose score is below this fraction of the
+      best cause's score is dropped (0 keeps every significant cause).
+    - ``generalize_margin``: evidence (nats) the rest of a parent group must show
+      for failing like the picked group rather than like its baseline before the
+      parent replaces the picked group (see :func:`_generalize`); ``inf``
+      disables the climb.
+    """
+
+    min_affected: float = 5.0
+    min_excess: float = 3.0
+    min_lift: float = 1.5
+    alpha: float = 1e-3
+    min_baseline_ratio: float = 1e-3
+    max_depth: int | None = None
+    max_causes: int = 5
+    min_relative_score: float = 0.0
+    generalize_margin: float = 3.0
+    generalize_rest_factor: float = 1.0
+
+
+def _llr(a: FloatArray, e: FloatArray) -> FloatArray:
+    """One-sided Poisson log-likelihood ratio, 0 where ``a <= e``."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(a > e, a / e, 1.0)
+        out = a * np.log(ratio) - (a - e)
+    return np.where(a > e, out, 0.0)
+
+
+def llr_threshold(alpha: float, n_tests: int) -> float:
+    """LLR a group needs for a one-sided p-value below ``alpha / n_tests``."""
+    p = alpha / max(n_tests, 1)
+    p = min(max(p, 1e-300), 0.5)
+    z = -NormalDist().inv_cdf(p) if p > 1e-15 else math.sqrt(-2.0 * math.log(p))
+    return 0.5 * z * z
+
+
+@dataclass(frozen=True, slots=True)
+class _Groups:
+    cuboids: tuple[tuple[int, ...], ...]
+    local: IntArray  # (n_cuboids, n_leaves): group id within the cuboid
+    flat: IntArray  # (n_cuboids * n_leaves,): global group id
+    offsets: IntArray  # (n_cuboids + 1,)
+    depth: IntArray  # (n_groups,)
+    cuboid_of: IntArray  # (n_groups,)
+    n_groups: int
+
+
+def _build_groups(table: LeafTable, max_depth: int) -> _Groups:
+    n_leaves, n_dims = table.codes.shape
+    codes = table.codes.astype(np.int64, copy=False)
+    card = [len(lab) for lab in table.labels]
+    cuboids = tuple(c for d in range(max_depth + 1) for c in combinations(range(n_dims), d))
+    local = np.empty((len(cuboids), n_leaves), dtype=np.int64)
+    sizes: list[int] = []
+    for ci, cub in enumerate(cuboids):
+        key = np.zeros(n_leaves, dtype=np.int64)
+        cells = 1
+        for d in cub:
+            key = key * card[d] + codes[:, d]
+            cells *= card[d]
+        if cells <= max(_DENSE_LIMIT, 2 * n_leaves):
+            local[ci] = key
+            sizes.append(cells)
+        else:
+            uniq, inv = np.unique(key, return_inverse=True)
+            local[ci] = inv.reshape(-1)
+            sizes.append(len(uniq))
+    offsets = np.zeros(len(cuboids) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    flat = (local + offsets[:-1, None]).reshape(-1)
+    n_groups = int(offsets[-1])
+    cuboid_of = np.repeat(np.arange(len(cuboids), dtype=np.int64), sizes)
+    depth = np.asarray([len(c) for c in cuboids], dtype=np.int64)[cuboid_of]
+    return _Groups(cuboids, local, flat, offsets, depth, cuboid_of, n_groups)
+
+
+def _sums(groups: _Groups, weights: FloatArray, n_cuboids: int) -> FloatArray:
+    out = np.bincount(groups.flat, weights=np.tile(weights, n_cuboids), minlength=groups.n_groups)
+    return out.astype(np.float64, copy=False)
+
+
+def _significant(
+    a: FloatArray, n: FloatArray, e: FloatArray, params: LocalizeParams, threshold: float
+) -> tuple[npt.NDArray[np.bool_], FloatArray]:
+    e_eff = np.maximum(e, params.min_baseline_ratio * n)
+    cheap = (
+        (a >= params.min_affected)
+        & (a - e_eff >= params.min_excess)
+        & (a >= params.min_lift * e_eff)
+    )
+    idx = np.flatnonzero(cheap)
+    score = np.zeros(a.shape, dtype=np.float64)  # only computed where the cheap filters pass
+    score[idx] = _llr(a[idx], e_eff[idx])
+    ok = cheap & (score >= threshold)
+    return ok, score
+
+
+def _rest_evidence(
+    c_mask: npt.NDArray[np.bool_],
+    rest: npt.NDArray[np.bool_],
+    leaf_stats: tuple[FloatArray, FloatArray, FloatArray],
+    params: LocalizeParams,
+    rest_threshold: float,
+) -> float:
+    """Evidence (nats) that the leaves ``rest`` fail like the group ``c_mask`` rather than normally.
+
+    The larger of: ``A_R·ln(r) - (r - 1)·E_R``, the log-likelihood ratio of the
+    rest failing at the group's lift ``r`` against its baseline; and the rest's
+    own one-sided LLR when that alone is significant (``rest_threshold``) with a
+    lift of at least ``min_lift``. ``-inf`` when the group is not elevated.
+    """
+    a, n, e = leaf_stats
+    floor = params.min_baseline_ratio
+    a_c = float(a[c_mask].sum())
+    e_c = max(float(e[c_mask].sum()), floor * float(n[c_mask].sum()))
+    if e_c <= 0.0 or a_c <= e_c:
+        return -math.inf
+    lift = a_c / e_c
+    a_r = float(a[rest].sum())
+    e_r = max(float(e[rest].sum()), floor * float(n[rest].sum()))
+    ev = a_r * math.log(lift) - (lift - 1.0) * e_r
+    if e_r > 0.0 and a_r > e_r and a_r >= params.min_lift * e_r:
+        own = a_r * math.log(a_r / e_r) - (a_r - e_r)
+        if own >= rest_threshold:
+            ev = max(ev, own)
+    return ev
+
+
+def _generalize(  # noqa: PLR0917 - private helper, called once with all of them
+    g: int,
+    others: list[npt.NDArray[np.bool_]],
+    groups: _Groups,
+    cub_index: Mapping[tuple[int, ...], int],
+    ok: npt.NDArray[np.bool_],
+    leaf_stats: tuple[FloatArray, FloatArray, FloatArray],
+    params: LocalizeParams,
+    rest_threshold: float,
+) -> int:
+    """Climb from group ``g`` to a parent while the rest of the parent looks anomalous too.
+
+    For each parent P of the group C (one attribute fewer, P significant), the
+    rest R = P minus C is scored by :func:`_rest_evidence`, leaving out the
+    leaves of the other causes (``others``) that reach outside P (an
+    independent fault elsewhere must not drag C up to a common ancestor); a
+    cause inside P counts as part of the rest, except when P is the whole
+    fleet (fleet-wide needs the fleet beyond all causes to be elevated). Above
+    ``generalize_margin`` the best parent replaces C and the climb repeats.
+    """
+    while True:
+        ci = int(groups.cuboid_of[g])
+        cub = groups.cuboids[ci]
+        if not cub:
+            return g
+        c_mask = groups.local[ci] == g - int(groups.offsets[ci])
+        leaf = int(np.flatnonzero(c_mask)[0])
+        best_g, best_ev = -1, params.generalize_margin
+        for d in cub:
+            pi = cub_index[tuple(x for x in cub if x != d)]
+            local_id = groups.local[pi, leaf]
+            pg = int(local_id + groups.offsets[pi])
+            if not ok[pg]:
+                continue
+            p_mask = groups.local[pi] == local_id
+            rest = p_mask & ~c_mask
+            for om in others:
+                # a cause inside a (non-fleet) parent is a sibling: it counts as rest
+                if len(cub) == 1 or not np.all(p_mask[om]):
+                    rest &= ~om
+            ev = _rest_evidence(c_mask, rest, leaf_stats, params, rest_threshold)
+            if ev > best_ev:
+                best_g, best_ev = pg, ev
+        if best_g < 0:
+            return g
+        g = best_g
+
+
+def quick_check(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> bool:
+    """Cheap necessary condition for any cause: False means :func:`localize` returns ``[]``.
+
+    No group can have more failing members than the whole table, nor a larger
+    excess than the sum of the leaves' positive excesses.
+    """
+    a = table.actual
+    total_a = float(a.sum())
+    if total_a < params.min_affected:
+        return False
+    pos_excess = float(np.maximum(a - table.expected, 0.0).sum())
+    return pos_excess >= params.min_excess
+
+
+def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> list[Cause]:
+    """Return the fewest, most specific significant causes, sorted by score descending."""
+    n_leaves, n_dims = table.codes.shape
+    if n_leaves == 0 or not quick_check(table, params):
+        return []
+    max_depth = min(n_dims, 3) if params.max_depth is None else min(params.max_depth, n_dims)
+    groups = _build_groups(table, max_depth)
+    n_cub = len(groups.cuboids)
+    a_leaf, n_leaf, e_leaf = table.actual, table.total, table.expected
+    a_g = _sums(groups, a_leaf, n_cub)
+    n_g = _sums(groups, n_leaf, n_cub)
+    e_g = _sums(groups, e_leaf, n_cub)
+    n_tests = int(np.count_nonzero(n_g > 0))
+    threshold = llr_threshold(params.alpha, n_tests)
+    ok, score = _significant(a_g, n_g, e_g, params, threshold)
+    rest_threshold = threshold * params.generalize_rest_factor
+    if not ok.any():
+        return []
+
+    cub_index = {c: i for i, c in enumerate(groups.cuboids)}
+    uncovered = np.ones(n_leaves, dtype=bool)
+    picked: list[tuple[int, npt.NDArray[np.bool_]]] = []
+    while len(picked) < params.max_causes + 4:
+        if picked:
+            w = uncovered.astype(np.float64)
+            a_r = _sums(groups, a_leaf * w, n_cub)
+            n_r = _sums(groups, n_leaf * w, n_cub)
+            e_r = _sums(groups, e_leaf * w, n_cub)
+            ok_r, score_r = _significant(a_r, n_r, e_r, params, threshold)
+        else:
+            ok_r, score_r = ok, score
+        cand = np.flatnonzero(ok_r)
+        if cand.size == 0:
+            break
+        best = float(score_r[cand].max())
+        near = cand[score_r[cand] >= best * (1.0 - _TIE_RTOL)]
+        # fewest attributes first, then cuboid order (dimension order), then group id
+        order = np.lexsort((near, groups.cuboid_of[near], groups.depth[near]))
+        g = int(near[order[0]])
+        ci = int(groups.cuboid_of[g])
+        members = groups.local[ci] == g - int(groups.offsets[ci])
+        picked.append((g, members))
+        uncovered &= ~members
+        if not uncovered.any():
+            break
+
+    # climb to parents whose rest is elevated too, then drop causes covered by another
+    leaf_stats = (a_leaf, n_leaf, e_leaf)
+    for i, (g, _) in enumerate(picked):
+        others = [m for k, (_, m) in enumerate(picked) if k != i]
+        g2 = _generalize(g, others, groups, cub_index, ok, leaf_stats, params, rest_threshold)
+        if g2 != g:
+            ci = int(groups.cuboid_of[g2])
+            picked[i] = (g2, groups.local[ci] == g2 - int(groups.offsets[ci]))
+    kept: list[tuple[int, npt.NDArray[np.bool_]]] = []
+    for i, (g, m) in enumerate(picked):
+        covered = any(
+            k != i and (np.all(om[m]) and (not np.all(m[om]) or k < i))
+            for k, (_, om) in enumerate(picked)
+        )
+        if not covered:
+            kept.append((g, m))
+    picked = kept
+
+    causes: list[Cause] = []
+    for g, members in picked:
+        ci = int(groups.cuboid_of[g])
+        leaf = int(np.flatnonzero(members)[0])
+        dims = {
+            table.dims[d]: table.labels[d][int(table.codes[leaf, d])] for d in groups.cuboids[ci]
+        }
+        causes.append(
+            Cause(
+                dims=dims,
+                affected=float(a_g[g]),
+                total=float(n_g[g]),
+                expected=float(e_g[g]),
+                score=float(score[g]),
+            )
+        )
+    causes.sort(key=lambda c: (-c.score, len(c.dims), sorted(c.dims.items())))
+    if causes and params.min_relative_score > 0.0:
+        floor = causes[0].score * params.min_relative_score
+        causes = [c for c in causes if c.score >= floor]
+    return causes[: params.max_causes]

@@ -1,0 +1,337 @@
+"""Fleet state: one row per SIM in numpy columns, indexed by a compact ICCID index.
+
+No Python object per SIM: every per-SIM fact is a slot in a typed column, so a million
+SIMs fit in well under 200 bytes each. Strings that repeat across SIMs (APNs, partners,
+customers, causes) are interned to small integer codes.
+
+Times are stored as int32 seconds relative to ``EPOCH_BASE`` (good until 2088); -1 means
+"never". Only this module knows the column layout; ingest and evaluation go through it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from simwatch.iccid_index import IccidIndex
+from simwatch.rhythm import RhythmModel, RhythmParams
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from simwatch.inventory import InventoryRow
+
+EPOCH_BASE = 1_577_836_800  # 2020-01-01T00:00:00Z
+NEVER = -1
+SESSION_RING = 6  # session starts remembered per SIM (enough to see "four drops in an hour")
+
+# Dimensions a group can be described by. The first three come from the records; the
+# others from the inventory (any inventory extra column can be added by name).
+RECORD_DIMS = ("apn", "country", "partner", "rat")
+INVENTORY_DIMS = ("customer", "plan")
+
+
+class Status(IntEnum):
+    """Inventory status; only ACTIVE SIMs are expected to send data."""
+
+    ACTIVE = 0
+    SUSPENDED = 1
+    TEST = 2
+    DEACTIVATED = 3
+
+
+STATUS_BY_NAME = {s.name.lower(): s for s in Status}
+
+
+class RejectKind(IntEnum):
+    NONE = 0
+    AUTH_FAILURE = 1
+    PDP_REJECT = 2
+
+
+class Flag(IntEnum):
+    IN_INVENTORY = 1
+    VIP = 2
+    HAS_USAGE = 4  # the SIM's volume comes from usage records (session totals then are not added)
+
+
+def rel(ts: float) -> int:
+    """Epoch seconds to the int32 relative time of the columns."""
+    return int(ts) - EPOCH_BASE
+
+
+def absolute(value: int) -> float | None:
+    """Relative column time back to epoch seconds (None for NEVER)."""
+    return None if value == NEVER else float(value + EPOCH_BASE)
+
+
+class Interner:
+    """Bidirectional map between strings and dense int codes; code 0 is the empty value."""
+
+    __slots__ = ("_codes", "values")
+
+    def __init__(self) -> None:
+        self.values: list[str] = [""]
+        self._codes: dict[str, int] = {"": 0}
+
+    def code(self, value: str | None) -> int:
+        if not value:
+            return 0
+        found = self._codes.get(value)
+        if found is None:
+            found = len(self.values)
+            self._codes[value] = found
+            self.values.append(value)
+        return found
+
+    def find(self, value: str) -> int:
+        """Code of a known value, or -1."""
+        return self._codes.get(value, -1)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+@dataclass(slots=True)
+class Columns:
+    """Typed per-SIM columns. All arrays have the same length (the capacity)."""
+
+    status: np.ndarray
+    flags: np.ndarray
+    customer: np.ndarray
+    plan: np.ndarray
+    allowed_apns: np.ndarray  # code of the ';'-joined allowed APN list
+    data_cap: np.ndarray  # bytes per month, -1 = none
+    apn: np.ndarray
+    partner: np.ndarray
+    country: np.ndarray
+    rat: np.ndarray
+    attrs_at: np.ndarray  # event time of the attributes above (late records don't override)
+    session_open: np.ndarray
+    session_start: np.ndarray
+    session_bytes: np.ndarray  # running total of the open session
+    session_starts: np.ndarray  # (capacity, SESSION_RING) ring of recent starts
+    session_drops: np.ndarray  # sessions ended by network_failure (lifetime counter)
+    reject_kind: np.ndarray
+    reject_at: np.ndarray
+    reject_count: np.ndarray  # rejects in the current 24 h run (reset after a quiet day)
+    reject_apn: np.ndarray
+    reject_cause: np.ndarray
+    month: np.ndarray  # year*12+month-1 of month_bytes, -1 = none
+    month_bytes: np.ndarray
+    leaf: np.ndarray  # code of the SIM's leaf group (combination of its dimension values)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # extra inventory dimensions
+
+    @classmethod
+    def empty(cls, capacity: int, extra_dims: Sequence[str]) -> Columns:
+        i32 = np.int32
+        return cls(
+            status=np.zeros(capacity, np.int8),
+            flags=np.zeros(capacity, np.uint8),
+            customer=np.zeros(capacity, i32),
+            plan=np.zeros(capacity, i32),
+            allowed_apns=np.zeros(capacity, i32),
+            data_cap=np.full(capacity, -1, np.int64),
+            apn=np.zeros(capacity, i32),
+            partner=np.zeros(capacity, i32),
+            country=np.zeros(capacity, np.int16),
+            rat=np.zeros(capacity, np.int16),
+            attrs_at=np.full(capacity, NEVER, i32),
+            session_open=np.zeros(capacity, np.uint8),
+            session_start=np.full(capacity, NEVER, i32),
+            session_bytes=np.zeros(capacity, np.int64),
+            session_starts=np.full((capacity, SESSION_RING), NEVER, i32),
+            session_drops=np.zeros(capacity, np.uint16),
+            reject_kind=np.zeros(capacity, np.int8),
+            reject_at=np.full(capacity, NEVER, i32),
+            reject_count=np.zeros(capacity, np.uint16),
+            reject_apn=np.zeros(capacity, i32),
+            reject_cause=np.zeros(capacity, i32),
+            month=np.full(capacity, -1, np.int16),
+            month_bytes=np.zeros(capacity, np.int64),
+            leaf=np.full(capacity, -1, i32),
+            extra={name: np.zeros(capacity, i32) for name in extra_dims},
+        )
+
+    def arrays(self) -> list[np.ndarray]:
+        out = [getattr(self, name) for name in self.__slots__ if name != "extra"]
+        return [a for a in out if isinstance(a, np.ndarray)] + list(self.extra.values())
+
+    def grow(self, capacity: int) -> None:
+        for name in self.__slots__:
+            if name != "extra":
+                setattr(self, name, _grown(getattr(self, name), capacity, _FILL.get(name, 0)))
+        for name, old in list(self.extra.items()):
+            self.extra[name] = _grown(old, capacity, 0)
+
+
+# The "empty" value of columns whose empty value is not 0.
+_FILL = {
+    "attrs_at": NEVER,
+    "session_start": NEVER,
+    "session_starts": NEVER,
+    "reject_at": NEVER,
+    "data_cap": -1,
+    "month": -1,
+    "leaf": -1,
+}
+
+
+def _grown(old: np.ndarray, capacity: int, fill: int) -> np.ndarray:
+    new = np.full((capacity, *old.shape[1:]), fill, old.dtype)
+    new[: old.shape[0]] = old
+    return new
+
+
+class FleetState:
+    """All per-SIM state, the interned value tables and the leaf-group registry."""
+
+    def __init__(
+        self,
+        *,
+        dims: Sequence[str] = ("apn", "country", "partner"),
+        capacity: int = 1024,
+        rhythm: RhythmParams | None = None,
+    ) -> None:
+        unknown = [d for d in dims if not d]
+        if unknown:
+            raise ValueError("empty dimension name")
+        self.dims: tuple[str, ...] = tuple(dims)
+        self.extra_dims = tuple(d for d in self.dims if d not in RECORD_DIMS + INVENTORY_DIMS)
+        self.index = IccidIndex(capacity)
+        self.cols = Columns.empty(capacity, self.extra_dims)
+        self.rhythm = RhythmModel(capacity, rhythm or RhythmParams())
+        self.capacity = capacity
+        self.apns = Interner()
+        self.partners = Interner()
+        self.countries = Interner()
+        self.rats = Interner()
+        self.customers = Interner()
+        self.plans = Interner()
+        self.causes = Interner()
+        self.apn_sets = Interner()  # ';'-joined allowed APN lists
+        self.extra_values = {name: Interner() for name in self.extra_dims}
+        self._allowed_cache: dict[int, frozenset[int]] = {0: frozenset()}
+        # Leaf groups: the tuple of dimension codes -> leaf id.
+        self.leaf_keys: list[tuple[int, ...]] = []
+        self._leaf_ids: dict[tuple[int, ...], int] = {}
+
+    # ---- rows -------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def row(self, iccid: str) -> int:
+        """Row of a known SIM, or -1."""
+        return self.index.get(iccid)
+
+    def ensure_row(self, iccid: str) -> int:
+        """Row of a SIM, creating it (as an active SIM not in the inventory) if new."""
+        row = self.index.add(iccid)
+        if row >= self.capacity:
+            self._grow(max(self.capacity * 2, row + 1))
+        return row
+
+    def _grow(self, capacity: int) -> None:
+        self.cols.grow(capacity)
+        self.rhythm.resize(capacity)
+        self.capacity = capacity
+
+    # ---- inventory --------------------------------------------------------------------
+
+    def load_inventory(self, rows: Iterable[InventoryRow]) -> int:
+        """Apply inventory rows (new SIMs are added, known ones updated). Returns the count."""
+        c = self.cols
+        count = 0
+        for item in rows:
+            row = self.ensure_row(item.iccid)
+            c = self.cols
+            c.status[row] = STATUS_BY_NAME.get(item.status, Status.ACTIVE)
+            flags = int(c.flags[row]) | Flag.IN_INVENTORY
+            flags = flags | Flag.VIP if "vip" in item.tags else flags & ~Flag.VIP
+            c.flags[row] = flags
+            c.customer[row] = self.customers.code(item.customer)
+            c.plan[row] = self.plans.code(item.plan)
+            c.allowed_apns[row] = self.apn_sets.code(";".join(item.apns))
+            c.data_cap[row] = -1 if item.data_cap_bytes is None else item.data_cap_bytes
+            for name in self.extra_dims:
+                c.extra[name][row] = self.extra_values[name].code(item.extra.get(name))
+            count += 1
+        return count
+
+    def allowed_apns(self, row: int) -> frozenset[int]:
+        """APN codes the SIM's profile allows (empty: the inventory says nothing)."""
+        code = int(self.cols.allowed_apns[row])
+        found = self._allowed_cache.get(code)
+        if found is None:
+            names = self.apn_sets.values[code].split(";")
+            found = frozenset(self.apns.code(n) for n in names if n)
+            self._allowed_cache[code] = found
+        return found
+
+    def allowed_apn_names(self, row: int) -> list[str]:
+        text = self.apn_sets.values[int(self.cols.allowed_apns[row])]
+        return [n for n in text.split(";") if n]
+
+    # ---- leaf groups ------------------------------------------------------------------
+
+    def dim_codes(self, row: int) -> tuple[int, ...]:
+        c = self.cols
+        out = []
+        for dim in self.dims:
+            column = c.extra[dim] if dim in c.extra else getattr(c, dim)
+            out.append(int(column[row]))
+        return tuple(out)
+
+    def dim_values(self, dim: str) -> list[str]:
+        """String value of every code of a dimension."""
+        return self._interner(dim).values
+
+    def _interner(self, dim: str) -> Interner:
+        table = {
+            "apn": self.apns,
+            "country": self.countries,
+            "partner": self.partners,
+            "rat": self.rats,
+            "customer": self.customers,
+            "plan": self.plans,
+        }
+        return table.get(dim) or self.extra_values[dim]
+
+    def refresh_leaf(self, row: int) -> None:
+        """Recompute the SIM's leaf after one of its dimension values changed."""
+        key = self.dim_codes(row)
+        leaf = self._leaf_ids.get(key)
+        if leaf is None:
+            leaf = len(self.leaf_keys)
+            self._leaf_ids[key] = leaf
+            self.leaf_keys.append(key)
+        self.cols.leaf[row] = leaf
+
+    def refresh_all_leaves(self) -> None:
+        for row in range(len(self)):
+            if self.cols.attrs_at[row] != NEVER:
+                self.refresh_leaf(row)
+
+    @property
+    def n_leaves(self) -> int:
+        return len(self.leaf_keys)
+
+    def leaf_codes(self) -> np.ndarray:
+        """(n_leaves, n_dims) int32 codes of every leaf."""
+        if not self.leaf_keys:
+            return np.zeros((0, len(self.dims)), np.int32)
+        return np.asarray(self.leaf_keys, dtype=np.int32)
+
+    def find_code(self, dim: str, value: str) -> int:
+        return self._interner(dim).find(value)
+
+    # ---- memory -----------------------------------------------------------------------
+
+    def nbytes(self) -> int:
+        """Bytes held by the per-SIM columns, the rhythm model and the index."""
+        cols = sum(a.nbytes for a in self.cols.arrays())
+        return cols + self.rhythm.nbytes() + self.index.nbytes()

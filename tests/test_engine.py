@@ -1,0 +1,237 @@
+"""The engine on hand-made fleets: per-SIM states, explanations, hints, ingest semantics."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import orjson
+import pytest
+
+from simwatch.engine import Engine, EngineConfig
+from simwatch.inventory import InventoryRow
+from simwatch.records import Record, RecordDecoder
+from simwatch.timeutil import format_rfc3339
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+T0 = 1_794_960_000.0  # 2026-11-18T00:00:00Z
+DAY = 86_400.0
+WALL = T0 + 30 * DAY
+ICCIDS = [f"89314400000000{i:05d}" for i in range(40)]
+
+
+def inventory_row(iccid: str, **kw: object) -> InventoryRow:
+    base: dict[str, object] = {
+        "iccid": iccid,
+        "imsi": None,
+        "customer": "acme",
+        "apns": ("meters.acme",),
+        "plan": None,
+        "data_cap_bytes": None,
+        "status": "active",
+        "tags": frozenset(),
+        "extra": {},
+    }
+    base.update(kw)
+    return InventoryRow(**base)  # type: ignore[arg-type]
+
+
+class Feed:
+    """Builds FORMATS.md records and sends them through the real decoder."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.decoder = RecordDecoder()
+        self.n = 0
+
+    def send(self, obj: dict[str, object]) -> Record:
+        self.n += 1
+        obj.setdefault("record_id", f"r-{self.n}")
+        result = self.decoder.decode_line(orjson.dumps(obj), WALL)
+        assert isinstance(result, Record), result
+        self.engine.ingest_record(result)
+        return result
+
+    def usage(self, iccid: str, end: float, **kw: object) -> Record:
+        obj: dict[str, object] = {
+            "kind": "usage",
+            "iccid": iccid,
+            "start": format_rfc3339(end - 60),
+            "end": format_rfc3339(end),
+            "bytes_up": 1200,
+            "bytes_down": 300,
+            "apn": "meters.acme",
+            "mcc": "262",
+            "mnc": "02",
+            "rat": "LTE-M",
+        }
+        obj.update(kw)
+        return self.send(obj)
+
+    def event(self, iccid: str, ts: float, kind: str, **kw: object) -> Record:
+        obj: dict[str, object] = {"kind": "event", "iccid": iccid, "ts": format_rfc3339(ts)}
+        obj.update(kw, type=kind)
+        return self.send(obj)
+
+    def session(self, iccid: str, ts: float, status: str, **kw: object) -> Record:
+        obj: dict[str, object] = {
+            "kind": "session",
+            "iccid": iccid,
+            "ts": format_rfc3339(ts),
+            "session_id": f"s-{self.n}",
+            "status": status,
+        }
+        obj.update(kw)
+        return self.send(obj)
+
+
+def every(start: float, end: float, step: float) -> Iterator[float]:
+    t = start
+    while t < end:
+        yield t
+        t += step
+
+
+@pytest.fixture
+def engine() -> Engine:
+    eng = Engine(replace(EngineConfig(), warmup_s=0.0))
+    eng.load_inventory(inventory_row(i) for i in ICCIDS)
+    return eng
+
+
+def learn_15min(feed: Feed, iccids: list[str], days: float = 3.0) -> float:
+    """Every SIM reports every 15 minutes for `days`; returns the last report time."""
+    end = T0 + days * DAY
+    for t in every(T0, end, 900.0):
+        for i, iccid in enumerate(iccids):
+            feed.usage(iccid, t + i)  # a second apart: realistic spread, same rhythm
+    return end - 900.0 + len(iccids)
+
+
+def codes(engine: Engine, iccid: str, now: float) -> list[str]:
+    engine.evaluate(now)
+    findings = engine.diagnose(iccid, now)
+    assert findings is not None
+    return [f.code for f in findings]
+
+
+def test_learned_sim_goes_late_then_silent(engine: Engine) -> None:
+    feed = Feed(engine)
+    last = learn_15min(feed, ICCIDS[:2])
+    assert codes(engine, ICCIDS[0], last + 600) == ["ok"]
+    assert "late" in codes(engine, ICCIDS[0], last + 3600)
+    assert "silent" in codes(engine, ICCIDS[0], last + 4 * 3600)
+    findings = engine.diagnose(ICCIDS[0], last + 4 * 3600)
+    assert findings is not None
+    assert "normally reports every 15 min" in findings[-1].hint
+
+
+def test_never_seen_and_inactive(engine: Engine) -> None:
+    engine.load_inventory([inventory_row(ICCIDS[5], status="suspended")])
+    assert codes(engine, ICCIDS[4], T0) == ["never_seen"]
+    assert codes(engine, ICCIDS[5], T0) == ["inactive"]
+    assert engine.diagnose("8931440000000099999", T0) is None
+
+
+def test_wrong_apn_is_named_with_both_apns(engine: Engine) -> None:
+    feed = Feed(engine)
+    last = learn_15min(feed, ICCIDS[:1])
+    for k in range(6):
+        feed.event(ICCIDS[0], last + 600 + k * 300, "auth_failure", apn="internet",
+                   mcc="262", mnc="02", cause="apn_not_allowed")  # fmt: skip
+    now = last + 3 * 3600
+    engine.evaluate(now)
+    findings = engine.diagnose(ICCIDS[0], now)
+    assert findings is not None
+    wrong = next(f for f in findings if f.code == "wrong_apn")
+    assert "'internet'" in wrong.hint
+    assert "'meters.acme'" in wrong.hint
+    evaluation = engine.last_evaluation
+    assert evaluation is not None
+    row = engine.state.row(ICCIDS[0])
+    assert not evaluation.overdue[row]  # explained per SIM: never counted towards a group
+
+
+def test_allowed_apn_auth_failure_is_not_wrong_apn(engine: Engine) -> None:
+    feed = Feed(engine)
+    last = learn_15min(feed, ICCIDS[:1])
+    feed.event(ICCIDS[0], last + 600, "auth_failure", apn="meters.acme", cause="bad_password")
+    found = codes(engine, ICCIDS[0], last + 3 * 3600)
+    assert "auth_failure" in found
+    assert "wrong_apn" not in found
+
+
+def test_data_cap_reached(engine: Engine) -> None:
+    engine.load_inventory([inventory_row(ICCIDS[0], data_cap_bytes=100_000)])
+    feed = Feed(engine)
+    last = learn_15min(feed, ICCIDS[:1], days=2.0)  # 1500 bytes * 192 reports > 100 kB
+    findings = engine.diagnose(ICCIDS[0], last + 60)
+    engine.evaluate(last + 60)
+    findings = engine.diagnose(ICCIDS[0], last + 60)
+    assert findings is not None
+    cap = next(f for f in findings if f.code == "data_cap")
+    assert "100.0 kB" in cap.hint
+
+
+def test_daily_reset_is_not_churn_but_four_drops_an_hour_is(engine: Engine) -> None:
+    feed = Feed(engine)
+    last = learn_15min(feed, ICCIDS[:2])
+    for day in range(3):  # one scheduled reset a day
+        t = T0 + day * DAY + 5
+        feed.session(ICCIDS[0], t - 4, "ended", end_cause="scheduled_reset")
+        feed.session(ICCIDS[0], t, "started", apn="meters.acme", mcc="262", mnc="02")
+    for k in range(5):  # five drops within the last hour
+        t = last - 3000 + k * 600
+        feed.session(ICCIDS[1], t - 2, "ended", end_cause="network_failure")
+        feed.session(ICCIDS[1], t, "started", apn="meters.acme", mcc="262", mnc="02")
+    assert "session_churn" not in codes(engine, ICCIDS[0], last + 60)
+    found = codes(engine, ICCIDS[1], last + 60)
+    assert "session_churn" in found
+
+
+def test_duplicates_count_once_and_late_records_do_not_roll_back(engine: Engine) -> None:
+    feed = Feed(engine)
+    feed.usage(ICCIDS[0], T0 + 600, record_id="dup", mnc="02")
+    feed.usage(ICCIDS[0], T0 + 600, record_id="dup", mnc="02")
+    assert engine.ingestor.stats.duplicates == 1
+    assert engine.ingestor.stats.applied == 1
+    feed.usage(ICCIDS[0], T0 + 1200, mnc="03")  # moved to another partner
+    feed.usage(ICCIDS[0], T0 + 900, mnc="02")  # a late record from the old partner
+    assert engine.sim_dims(engine.state.row(ICCIDS[0]))["partner"] == "26203"
+    assert engine.state.rhythm.last_data[engine.state.row(ICCIDS[0])] == T0 + 1200
+
+
+def test_unknown_sims_are_tracked(engine: Engine) -> None:
+    feed = Feed(engine)
+    feed.usage("8949000000000000001", T0 + 60)
+    assert engine.ingestor.stats.unknown_sims == 1
+    assert engine.state.row("8949000000000000001") >= 0
+
+
+def test_country_and_operator_names(engine: Engine) -> None:
+    feed = Feed(engine)
+    feed.usage(ICCIDS[0], T0 + 60, mcc="310", mnc="410")
+    feed.usage(ICCIDS[1], T0 + 60, mcc="262", mnc="02", operator="Partner Name From Records")
+    dims = engine.sim_dims(engine.state.row(ICCIDS[0]))
+    assert dims["country"] == "US"
+    assert dims["partner"] == "310410"
+    assert engine.partner_label("26202") == "26202 (Partner Name From Records)"
+
+
+def test_vip_sim_raises_a_ticket(engine: Engine) -> None:
+    engine.load_inventory([inventory_row(ICCIDS[0], tags=frozenset({"vip"}))])
+    feed = Feed(engine)
+    last = learn_15min(feed, ICCIDS[:3])
+    changes = []
+    for minute in range(0, 6 * 60, 1):
+        now = last + minute * 60
+        if minute % 15 == 0:
+            feed.usage(ICCIDS[1], now)
+            feed.usage(ICCIDS[2], now + 1)
+        changes += engine.evaluate(now).changes
+    opened = [c.incident for c in changes if c.kind == "opened"]
+    assert [i.severity for i in opened] == ["ticket"]
+    assert opened[0].iccid == ICCIDS[0]
+    assert "silent" in opened[0].reasons

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+from simwatch.incidents import IncidentParams, IncidentTracker, SimAlarm
+from simwatch.localize import Cause
+
+PARTNER = Cause(dims={"partner": "26202"}, affected=120, total=300, expected=6, score=50.0)
+
+
+def cycle(tracker: IncidentTracker, minute: int, causes: list[Cause]) -> list[str]:
+    return [f"{c.kind}:{c.incident.id}" for c in tracker.update_groups(minute * 60.0, causes)]
+
+
+def test_opens_only_after_consecutive_sightings() -> None:
+    tracker = IncidentTracker(IncidentParams(open_after=2, close_after=3))
+    assert cycle(tracker, 0, [PARTNER]) == []
+    assert cycle(tracker, 1, []) == []  # the streak is broken: one noisy cycle never pages
+    assert cycle(tracker, 2, [PARTNER]) == []
+    assert cycle(tracker, 3, [PARTNER]) == ["opened:inc-0001"]
+    incident = tracker.open[(("partner", "26202"),)]
+    assert incident.opened_at == 180.0
+    assert incident.severity == "page"
+    assert incident.state == "open"
+
+
+def test_resolves_after_close_after_missing_cycles_and_ids_are_not_reused() -> None:
+    tracker = IncidentTracker(IncidentParams(open_after=1, close_after=3))
+    assert cycle(tracker, 0, [PARTNER]) == ["opened:inc-0001"]
+    assert cycle(tracker, 1, []) == []
+    assert cycle(tracker, 2, [PARTNER]) == []  # back: the missing count restarts
+    assert cycle(tracker, 3, []) == []
+    assert cycle(tracker, 4, []) == []
+    assert cycle(tracker, 5, []) == ["resolved:inc-0001"]
+    resolved = tracker.get("inc-0001")
+    assert resolved is not None
+    assert resolved.resolved_at == 300.0
+    assert resolved.to_json()["resolved_at"] == "1970-01-01T00:05:00Z"
+    assert cycle(tracker, 6, [PARTNER]) == ["opened:inc-0002"]
+
+
+def test_updates_when_affected_changes_materially() -> None:
+    tracker = IncidentTracker(IncidentParams(open_after=1, update_change=0.2))
+    cycle(tracker, 0, [PARTNER])
+    small = Cause(dims=PARTNER.dims, affected=130, total=300, expected=6, score=40.0)
+    big = Cause(dims=PARTNER.dims, affected=200, total=300, expected=6, score=90.0)
+    assert cycle(tracker, 1, [small]) == []
+    assert cycle(tracker, 2, [big]) == ["updated:inc-0001"]
+    incident = tracker.open[(("partner", "26202"),)]
+    assert incident.peak_affected == 200
+    assert incident.score == 90.0
+
+
+def test_two_causes_are_two_incidents_and_json_matches_formats() -> None:
+    tracker = IncidentTracker(IncidentParams(open_after=1))
+    apn = Cause(dims={"apn": "meters.acme"}, affected=40, total=80, expected=1.6, score=30.0)
+    assert cycle(tracker, 0, [PARTNER, apn]) == ["opened:inc-0001", "opened:inc-0002"]
+    doc = tracker.open[(("partner", "26202"),)].to_json()
+    for key in ("id", "dims", "state", "severity", "opened_at", "resolved_at", "affected",
+                "total", "ratio", "baseline_ratio", "score"):  # fmt: skip
+        assert key in doc
+    assert doc["dims"] == {"partner": "26202"}
+    assert doc["ratio"] == 0.4
+    assert doc["baseline_ratio"] == 0.02
+    assert doc["resolved_at"] is None
+
+
+def test_sim_tickets_have_their_own_lifecycle() -> None:
+    tracker = IncidentTracker(IncidentParams(open_after=2, close_after=2))
+    alarm = SimAlarm(iccid="8931440000000000011", dims={}, reasons=("silent",))
+    assert tracker.update_sims(0, [alarm]) == []
+    changes = tracker.update_sims(60, [alarm])
+    assert [c.kind for c in changes] == ["opened"]
+    ticket = changes[0].incident
+    assert ticket.severity == "ticket"
+    assert ticket.dims == {"iccid": "8931440000000000011"}
+    # group updates do not age SIM tickets
+    cycle(tracker, 2, [])
+    cycle(tracker, 3, [])
+    assert ticket.state == "open"
+    reasons = SimAlarm(iccid=alarm.iccid, dims={}, reasons=("wrong_apn",))
+    assert [c.kind for c in tracker.update_sims(120, [reasons])] == ["updated"]
+    tracker.update_sims(180, [])
+    assert [c.kind for c in tracker.update_sims(240, [])] == ["resolved"]
+
+
+def test_resolved_history_is_bounded() -> None:
+    tracker = IncidentTracker(IncidentParams(open_after=1, close_after=1, keep_resolved=3))
+    for minute in range(0, 20, 2):
+        cause = Cause(dims={"apn": f"a{minute}"}, affected=9, total=9, expected=0.1, score=9.0)
+        cycle(tracker, minute, [cause])
+        cycle(tracker, minute + 1, [])
+    assert len(tracker.resolved) == 3
+    assert tracker.next_id == 11
