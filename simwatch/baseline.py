@@ -33,11 +33,12 @@ class BaselineParams:
     # Floor on any expected ratio: a group that was never overdue can still have a
     # SIM late now and then; without a floor one late SIM would look infinitely unusual.
     min_ratio: float = 0.002
-    # A leaf's anomalies are only kept out of learning once it has a history: a learned
-    # weight (sum over the 24 hours, in units of the leaf's current size) of at least
-    # this much. About half a day at memory_days=3. Before that everything is learned,
-    # or a new leaf would never get a baseline at all.
-    established_weight: float = 4.0
+    # A leaf's anomalies are only kept out of learning once that hour of day has a
+    # history: a learned weight (in units of the leaf's current size) of at least this
+    # much, about one day of that hour at memory_days=3. Before that everything is
+    # learned — otherwise a pattern that recurs at one hour every day (devices that stop
+    # in the evening) would look abnormal on its first day and never be learned.
+    established_weight: float = 0.25
 
 
 class GroupBaseline:
@@ -99,9 +100,7 @@ class GroupBaseline:
         # one cycle's weight: a time constant of memory_days of this hour of day
         alpha = min(1.0, interval_s / (p.memory_days * 3600.0))
         sd = np.sqrt(np.maximum(expected, 1.0))
-        established = self.counted[:n].sum(axis=1) >= p.established_weight * np.maximum(
-            counted, 1.0
-        )
+        established = self.counted[:n, h] >= p.established_weight * np.maximum(counted, 1.0)
         learn = ~established | ((overdue - expected) <= p.skip_z * sd)
         if frozen is not None:
             learn &= ~frozen

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 USAGE = """usage: simwatch COMMAND [options]
 
 commands:
+  demo       simulate a fleet with a fault and replay it: the built-in defaults, no setup
   replay     replay NDJSON records on their own clock and print the incidents found
   simulate   generate a realistic fleet (inventory, records, ground truth), with faults
   version    print the version
@@ -33,12 +34,19 @@ def _simulate(argv: Sequence[str]) -> int:
     return simulate.main(argv)
 
 
+def _demo(argv: Sequence[str]) -> int:
+    from simwatch import demo  # noqa: PLC0415 - each command loads only what it needs
+
+    return demo.main(argv)
+
+
 def _version(_argv: Sequence[str]) -> int:
     print(f"simwatch {__version__}")
     return 0
 
 
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "demo": _demo,
     "replay": _replay,
     "simulate": _simulate,
     "version": _version,

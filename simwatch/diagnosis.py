@@ -145,11 +145,12 @@ def diagnose(
         now_rel = rel(now)
         starts = sum(1 for t in ring if t != NEVER and now_rel - params.churn_window_s < t)
         more = "+" if starts >= SESSION_RING else ""
+        window = human_duration(params.churn_window_s)
         findings.append(
             Finding(
                 "session_churn",
                 "warning",
-                f"The data session restarted {starts}{more} times in the last hour; a daily "
+                f"The data session restarted {starts}{more} times in the last {window}; a daily "
                 "reset is normal, this is not. Check coverage at the device's location, "
                 "its antenna and its modem firmware.",
             )

@@ -16,7 +16,14 @@ import numpy as np
 
 from simwatch.baseline import BaselineParams, GroupBaseline
 from simwatch.diagnosis import Finding, diagnose
-from simwatch.evaluate import EvalParams, Evaluation, evaluate, leaf_mask, vip_rows
+from simwatch.evaluate import (
+    EvalParams,
+    Evaluation,
+    evaluate,
+    leaf_mask,
+    reason_codes,
+    vip_rows,
+)
 from simwatch.incidents import (
     Incident,
     IncidentChange,
@@ -42,8 +49,10 @@ class EngineConfig:
     dims: tuple[str, ...] = ("apn", "country", "partner")
     eval_interval_s: float = 60.0
     # No group incident before this much record time has passed since the first record:
-    # rhythms and group baselines must be learned first.
-    warmup_s: float = 12 * 3600.0
+    # rhythms and every hour of the group baselines must be learned first. A daytime-only
+    # device is only recognised as such at its second morning (before that its first
+    # night looks like silence), which on a fleet spread over time zones takes two days.
+    warmup_s: float = 48 * 3600.0
     rhythm: RhythmParams = field(default_factory=RhythmParams)
     baseline: BaselineParams = field(default_factory=BaselineParams)
     localize: LocalizeParams = field(default_factory=LocalizeParams)
@@ -135,18 +144,14 @@ class Engine:
         return CycleResult(evaluation, changes, time.perf_counter() - started)
 
     def _sim_alarms(self, evaluation: Evaluation) -> list[SimAlarm]:
-        alarms = []
-        for row in vip_rows(self.state, evaluation):
-            r = int(row)
-            findings = diagnose(self.state, r, evaluation, self.config.evaluation)
-            alarms.append(
-                SimAlarm(
-                    iccid=self.state.index.iccid(r),
-                    dims=self.sim_dims(r),
-                    reasons=tuple(f.code for f in findings if f.severity != "info"),
-                )
+        return [
+            SimAlarm(
+                iccid=self.state.index.iccid(int(row)),
+                dims=self.sim_dims(int(row)),
+                reasons=reason_codes(evaluation, int(row)),
             )
-        return alarms
+            for row in vip_rows(self.state, evaluation)
+        ]
 
     # ---- queries ----------------------------------------------------------------------
 

@@ -39,8 +39,11 @@ class Why:
 @dataclass(frozen=True, slots=True)
 class EvalParams:
     reject_window_s: float = 6 * 3600.0  # rejects older than this no longer explain silence
-    churn_window_s: float = 3600.0
-    churn_starts: int = 4  # session starts within the window that make churn ("four drops an hour")
+    # Session churn: this many session starts within the window. A scheduled reset is one
+    # a day; "four drops in an hour" is an outage — and so is the same count over two
+    # hours, which also catches devices that flap every 20-30 minutes.
+    churn_window_s: float = 7200.0
+    churn_starts: int = 4
 
 
 @dataclass(slots=True)
@@ -157,6 +160,25 @@ def evaluate(
         leaf_expected=expected,
         causes=causes,
     )
+
+
+_WHY_CODES = (
+    (Why.WRONG_APN, "wrong_apn"),
+    (Why.AUTH_FAILURE, "auth_failure"),
+    (Why.PDP_REJECT, "pdp_reject"),
+    (Why.DATA_CAP, "data_cap"),
+    (Why.CHURN, "session_churn"),
+)
+
+
+def reason_codes(evaluation: Evaluation, row: int) -> tuple[str, ...]:
+    """Finding codes of one SIM from the cycle's vectors (the cheap form of diagnosis)."""
+    why = int(evaluation.why[row])
+    codes = [code for bit, code in _WHY_CODES if why & bit]
+    state = int(evaluation.states[row])
+    if state in (SimState.LATE, SimState.SILENT, SimState.NEVER_SEEN):
+        codes.append(STATE_NAMES[state])
+    return tuple(codes)
 
 
 def vip_rows(state: FleetState, evaluation: Evaluation) -> np.ndarray:

@@ -28,6 +28,7 @@ class IncidentParams:
     open_after: int = 2  # consecutive cycles a cause must be seen before it opens
     close_after: int = 5  # consecutive cycles without it before it resolves
     update_change: float = 0.2  # relative change of `affected` that counts as an update
+    sibling_window_s: float = 3600.0  # a sibling group failing this soon after: same fault
     keep_resolved: int = 1000  # resolved incidents kept in memory for the API
 
 
@@ -138,13 +139,28 @@ class IncidentTracker:
         """Feed one cycle's localization result; returns what changed."""
         seen: dict[Key, Cause] = {tuple(sorted(c.dims.items())): c for c in causes}
         changes: list[IncidentChange] = []
-        for key, cause in seen.items():
+        for key in sorted(seen, key=len):  # widest groups first: they cover their parts
+            cause = seen[key]
             incident = self.open.get(key)
-            if incident is not None and incident.kind == "group":
+            rescoped = False
+            if incident is None:
+                incident = self._rescope(key, now, changes)
+                rescoped = incident is not None
+            if incident is not None:
                 self._refresh(incident, now, cause.affected, cause.total, cause.expected)
                 incident.score = max(incident.score, cause.score)
-                if self._is_update(incident):
+                if rescoped:
+                    incident.reported_affected = incident.affected
+                elif self._is_update(incident):
                     changes.append(IncidentChange("updated", incident, now))
+                continue
+            parent = self._open_ancestor(key)
+            if parent is None:
+                parent = self._merge_sibling(key, now, changes)
+            if parent is not None:
+                # A part of an open incident's group: the open incident covers it.
+                seen[parent] = seen.get(parent, cause)
+                del seen[key]
                 continue
             if self._confirmed(self._pending_groups, key):
                 incident = Incident(
@@ -166,6 +182,68 @@ class IncidentTracker:
         self._forget_unseen(self._pending_groups, seen.keys())
         changes.extend(self._age_missing(now, seen.keys(), kind="group"))
         return changes
+
+    def _rescope(self, key: Key, now: float, changes: list[IncidentChange]) -> Incident | None:
+        """Widen an open incident of a subgroup of ``key`` to ``key`` (same id, one page).
+
+        At the start of a partner outage the devices that report every minute are
+        overdue first, so the first cause can be {apn, partner} and a few cycles later
+        {partner}: that is one fault whose known extent grew, not a second incident.
+        """
+        wider = set(key)
+        for old_key, incident in list(self.open.items()):
+            if incident.kind == "group" and wider < set(old_key):
+                del self.open[old_key]
+                incident.dims = dict(key)
+                self.open[key] = incident
+                changes.append(IncidentChange("updated", incident, now))
+                for other_key, other in list(self.open.items()):  # merge further subgroups
+                    if other is not incident and other.kind == "group" and wider < set(other_key):
+                        del self.open[other_key]
+                        other.resolved_at = now
+                        other.updated_at = now
+                        self.resolved.append(other)
+                        changes.append(IncidentChange("resolved", other, now))
+                return incident
+        return None
+
+    def _merge_sibling(self, key: Key, now: float, changes: list[IncidentChange]) -> Key | None:
+        """Widen an open incident of a sibling group to the parent both share.
+
+        An APN outage shows first where that APN's fastest reporters are (one country),
+        then in the next country: {apn, country=PL}, then {apn, country=NL}. Two
+        subgroups of one parent failing within ``sibling_window_s`` of each other are
+        one fault of the parent. The shared part must not be empty: two partners'
+        outages are never merged into one fleet-wide incident.
+        """
+        new = dict(key)
+        for old_key, incident in list(self.open.items()):
+            if incident.kind != "group" or now - incident.opened_at > self.params.sibling_window_s:
+                continue
+            old = dict(old_key)
+            if old.keys() != new.keys():
+                continue
+            common = {k: v for k, v in old.items() if new[k] == v}
+            if not common or len(common) != len(old) - 1:
+                continue
+            wider: Key = tuple(sorted(common.items()))
+            if wider in self.open:
+                return wider
+            del self.open[old_key]
+            incident.dims = common
+            incident.updated_at = now
+            self.open[wider] = incident
+            changes.append(IncidentChange("updated", incident, now))
+            return wider
+        return None
+
+    def _open_ancestor(self, key: Key) -> Key | None:
+        """The key of an open group incident whose group contains the group of ``key``."""
+        narrow = set(key)
+        for old_key, incident in self.open.items():
+            if incident.kind == "group" and set(old_key) < narrow:
+                return old_key
+        return None
 
     def update_sims(self, now: float, alarms: Iterable[SimAlarm]) -> list[IncidentChange]:
         """Feed the single SIMs that warrant a ticket now; returns what changed."""

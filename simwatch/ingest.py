@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING
 
 from simwatch.records import Deduplicator
 from simwatch.state import (
+    EPOCH_BASE,
     NEVER,
     SESSION_RING,
     Flag,
     RejectKind,
-    rel,
 )
 from simwatch.timeutil import month_of
 
@@ -32,6 +32,11 @@ if TYPE_CHECKING:
     from simwatch.state import FleetState
 
 REJECT_MEMORY_S = 86_400  # a reject run is forgotten after a day without rejects
+
+# Plain ints for the hot path: attribute access on an Enum class is slow in 3.11.
+HAS_USAGE = int(Flag.HAS_USAGE)
+AUTH_FAILURE = int(RejectKind.AUTH_FAILURE)
+PDP_REJECT = int(RejectKind.PDP_REJECT)
 
 
 @dataclass(slots=True)
@@ -66,13 +71,12 @@ class Ingestor:
             self.stats.duplicates += 1
             return False
         state = self.state
-        row = state.row(record.iccid)
+        row = state.index.get(record.iccid)
         if row < 0:
             row = state.ensure_row(record.iccid)
             self.stats.unknown_sims += 1
-        cols = state.cols
         ts = record.ts
-        t = rel(ts)
+        t = int(ts) - EPOCH_BASE
         if record.mcc is not None or record.apn is not None or record.rat is not None:
             self._attributes(row, t, record)
         kind = record.kind
@@ -80,7 +84,9 @@ class Ingestor:
             total = record.bytes_up + record.bytes_down
             if total > 0:
                 state.rhythm.observe(row, ts)
-                cols.flags[row] |= Flag.HAS_USAGE
+                flags = state.cols.flags
+                if not flags[row] & HAS_USAGE:
+                    flags[row] |= HAS_USAGE
                 self._add_month_bytes(row, ts, total)
         elif kind == "session":
             self._session(row, t, ts, record)
@@ -95,9 +101,10 @@ class Ingestor:
     def _attributes(self, row: int, t: int, record: Record) -> None:
         state = self.state
         cols = state.cols
-        if t < cols.attrs_at[row]:
+        seen_at = int(cols.attrs_at[row])
+        if t < seen_at:
             return  # a late record: newer attributes are already known
-        changed = cols.attrs_at[row] == NEVER
+        changed = seen_at == NEVER
         cols.attrs_at[row] = t
         if record.apn is not None:
             code = state.apns.code(record.apn)
@@ -165,8 +172,11 @@ class Ingestor:
         if t >= cols.session_start[row]:
             previous = int(cols.session_bytes[row])
             if total > previous:
-                self.state.rhythm.observe(row, ts)
-                if not cols.flags[row] & Flag.HAS_USAGE:
+                # A grown running total proves data *somewhere* since the last report,
+                # not at `ts`; usage records say when. So session totals are the data
+                # evidence only of SIMs whose feed has no usage records.
+                if not cols.flags[row] & HAS_USAGE:
+                    self.state.rhythm.observe(row, ts)
                     self._add_month_bytes(row, ts, total - previous)
                 cols.session_bytes[row] = total
             if status == "ended":
@@ -184,9 +194,7 @@ class Ingestor:
                 cols.reject_count[row] = 0
             cols.reject_count[row] = min(int(cols.reject_count[row]) + 1, 65535)
             cols.reject_at[row] = t
-            cols.reject_kind[row] = (
-                RejectKind.AUTH_FAILURE if kind == "auth_failure" else RejectKind.PDP_REJECT
-            )
+            cols.reject_kind[row] = AUTH_FAILURE if kind == "auth_failure" else PDP_REJECT
             cols.reject_apn[row] = self.state.apns.code(record.apn)
             cols.reject_cause[row] = self.state.causes.code(record.cause)
         elif kind in ("detach", "purge") and t >= cols.session_start[row]:

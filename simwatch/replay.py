@@ -10,6 +10,7 @@ clock, would have seen. Late records are applied when they arrive, not earlier.
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import sys
 import time
@@ -258,7 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--eval-interval", type=float, default=60.0, help="seconds (default 60)")
     parser.add_argument(
-        "--warmup", type=float, default=12 * 3600.0, help="seconds before group incidents"
+        "--warmup",
+        type=float,
+        default=EngineConfig().warmup_s,
+        help="seconds of records before group incidents (default 48 h)",
     )
     parser.add_argument(
         "--include-tickets", action="store_true", help="also list per-SIM ticket incidents"
@@ -266,8 +270,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def tune_gc() -> None:
+    """Process policy for bulk ingest: records make no reference cycles, so the cyclic
+    collector's frequent young-generation passes are pure overhead (about a quarter of
+    decode time). Collect less often; reference counting still frees everything."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 50)
+
+
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
+    tune_gc()
     if not args.records.is_file():
         print(f"simwatch replay: records file not found: {args.records}", file=sys.stderr)
         return 2

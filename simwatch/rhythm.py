@@ -192,6 +192,32 @@ def _quiet_block_hours(mask: int) -> int:
     return run
 
 
+def _core_hours(mask: int) -> int:
+    """The hours of ``mask`` whose neighbours are active too (edge hours trimmed).
+
+    A daytime device's first and last active hour are only partly active (it starts at
+    06:45, stops at 18:10), so counting them whole would make it overdue every evening
+    and before its first report every morning. Elapsed time is measured over the core
+    hours; a block of one or two hours keeps its hours (nothing would be left).
+    """
+    mask &= _HOURS_MASK
+    left = ((mask << 1) | (mask >> 23)) & _HOURS_MASK  # bit h set: hour h-1 active
+    right = ((mask >> 1) | (mask << 23)) & _HOURS_MASK  # bit h set: hour h+1 active
+    core = mask & left & right
+    return core or mask
+
+
+def _core_hours_vec(masks: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
+    """Vectorized ``_core_hours``."""
+    hours = np.uint32(_HOURS_MASK)
+    m = masks & hours
+    left = ((m << np.uint32(1)) | (m >> np.uint32(23))) & hours
+    right = ((m >> np.uint32(1)) | (m << np.uint32(23))) & hours
+    core = m & left & right
+    out: npt.NDArray[np.uint32] = np.where(core != 0, core, m)
+    return out
+
+
 def _active_clock(t: float, mask: int, per_day: float) -> float:
     """Active seconds from the epoch to ``t`` counting only hours set in ``mask``."""
     day, sod = divmod(t, _DAY)
@@ -383,9 +409,9 @@ class RhythmModel:
                     for h in range(h_a, h_b + 1):
                         cur |= 1 << (h % 24)
             if prev & _DIURNAL_BIT:
-                union = (cur | prev) & _HOURS_MASK
-                per_day = union.bit_count() * _HOUR
-                gap = _active_clock(ts, union, per_day) - _active_clock(last, union, per_day)
+                core = _core_hours(cur | prev)
+                per_day = core.bit_count() * _HOUR
+                gap = _active_clock(ts, core, per_day) - _active_clock(last, core, per_day)
             else:
                 gap = wall
             n = self._learn(row, gap, p) if gap >= p.gap_floor_s else self._n_mv[row]
@@ -494,7 +520,7 @@ class RhythmModel:
             ok = ~np.isnan(sub_last)
             idx = idx[ok]
             sub_last = sub_last[ok]
-            masks = (self._mask_cur[lo:hi][idx] | prev[idx]) & np.uint32(_HOURS_MASK)
+            masks = _core_hours_vec(self._mask_cur[lo:hi][idx] | prev[idx])
             per_day = np.bitwise_count(masks).astype(np.float64) * _HOUR
             t_now = np.full(idx.size, now, dtype=np.float64)
             elapsed[idx] = _active_clock_vec(t_now, masks, per_day) - _active_clock_vec(

@@ -191,6 +191,9 @@ class _Sim:
         "iccid",
         "in_gap",
         "mcc",
+        "missed_down",
+        "missed_since",
+        "missed_up",
         "mnc",
         "month_bytes",
         "month_end",
@@ -235,6 +238,11 @@ class _Sim:
         self.sending = True
         self.token = 0
         self.bad_apn = ""
+        # Store and forward: what the device could not send while it had no data
+        # session (outage, coverage gap, rejected session) goes out once it has one.
+        self.missed_up = 0
+        self.missed_down = 0
+        self.missed_since: float | None = None
         self.carry: list[Happening] = []
         self.plan: list[Happening] = []
 
@@ -721,6 +729,11 @@ class FleetSimulator:
             if code == _REPORT:
                 if sim.sending:
                     self._usage(sim, t, sim.window, a, b)
+                elif not sim.blackholed:  # a black hole swallows data the device thinks it sent
+                    sim.missed_up += a
+                    sim.missed_down += b
+                    if sim.missed_since is None:
+                        sim.missed_since = t - sim.window
             elif code == _INTERIM:
                 if sim.visible and sim.sess_id is not None and not sim.detached:
                     self._session(sim, t, "interim")
@@ -829,6 +842,11 @@ class FleetSimulator:
             sim.sess_down = 0
             sim.refresh()
             self._session(sim, t, "started")
+            if sim.missed_since is not None and sim.sending:
+                sent = t + 2.0 + rnd.random() * 28.0
+                self._usage(sim, sent, sent - sim.missed_since, sim.missed_up, sim.missed_down)
+                sim.missed_up = sim.missed_down = 0
+                sim.missed_since = None
             return
         if block == "wrong_apn":
             self._event(sim, t, "auth_failure", sim.bad_apn, "apn_not_allowed")

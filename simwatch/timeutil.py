@@ -77,15 +77,34 @@ def parse_rfc3339(text: str) -> float:
 
 
 class CachedTimeParser:
-    """``parse_rfc3339`` with a bounded memo: record streams repeat timestamps a lot."""
+    """``parse_rfc3339`` with bounded memos: record streams repeat timestamps a lot.
 
-    __slots__ = ("_cache", "_limit")
+    The common ``YYYY-MM-DDTHH:MM:SSZ`` form is memoized per minute (the epoch of
+    ``YYYY-MM-DDTHH:MM:00Z``) and the seconds added, so nearly every call is one dict
+    lookup; other forms are memoized whole.
+    """
+
+    __slots__ = ("_cache", "_limit", "_minutes")
 
     def __init__(self, limit: int = 65536) -> None:
         self._cache: dict[str, float] = {}
+        self._minutes: dict[str, float] = {}
         self._limit = limit
 
     def __call__(self, text: str) -> float:
+        if len(text) == 20 and text[19] == "Z" and text[16] == ":":
+            tens, ones = text[17], text[18]
+            if "0" <= tens <= "5" and "0" <= ones <= "9":
+                minute = text[:17]
+                base = self._minutes.get(minute)
+                if base is None:
+                    base = _fast_utc(minute + "00Z")
+                    if base is not None:
+                        if len(self._minutes) >= self._limit:
+                            self._minutes.clear()
+                        self._minutes[minute] = base
+                if base is not None:
+                    return base + (ord(tens) - 48) * 10 + (ord(ones) - 48)
         value = self._cache.get(text)
         if value is None:
             value = parse_rfc3339(text)

@@ -90,3 +90,56 @@ def test_resolved_history_is_bounded() -> None:
         cycle(tracker, minute + 1, [])
     assert len(tracker.resolved) == 3
     assert tracker.next_id == 11
+
+
+def test_a_widening_cause_rescopes_the_open_incident() -> None:
+    tracker = IncidentTracker(IncidentParams(open_after=1, close_after=2))
+    trackers = Cause(dims={"apn": "fleet.link", "partner": "26201"}, affected=11, total=11,
+                     expected=0.1, score=50.0)  # fmt: skip
+    assert cycle(tracker, 0, [trackers]) == ["opened:inc-0001"]
+    whole = Cause(dims={"partner": "26201"}, affected=120, total=160, expected=2, score=400.0)
+    assert cycle(tracker, 1, [whole]) == ["updated:inc-0001"]
+    incident = tracker.open[(("partner", "26201"),)]
+    assert incident.id == "inc-0001"
+    assert incident.dims == {"partner": "26201"}
+    # the subgroup again, while the partner incident is open: covered, nothing new
+    assert cycle(tracker, 2, [trackers]) == []
+    assert len(tracker.open) == 1
+    assert cycle(tracker, 3, []) == []
+    assert cycle(tracker, 4, []) == ["resolved:inc-0001"]
+    assert tracker.next_id == 2
+
+
+def test_unrelated_causes_are_not_merged() -> None:
+    tracker = IncidentTracker(IncidentParams(open_after=1))
+    cycle(tracker, 0, [Cause(dims={"apn": "a", "country": "DE"}, affected=9, total=9,
+                             expected=0.1, score=9.0)])  # fmt: skip
+    assert cycle(tracker, 1, [PARTNER]) == ["opened:inc-0002"]
+    assert len(tracker.open) == 2
+
+
+def test_a_failing_sibling_widens_the_incident_to_the_shared_parent() -> None:
+    tracker = IncidentTracker(IncidentParams(open_after=1, sibling_window_s=3600))
+    pl = Cause(dims={"apn": "internet.iot", "country": "PL"}, affected=5, total=8,
+               expected=0.1, score=16.0)  # fmt: skip
+    nl = Cause(dims={"apn": "internet.iot", "country": "NL"}, affected=6, total=17,
+               expected=0.3, score=12.0)  # fmt: skip
+    assert cycle(tracker, 0, [pl]) == ["opened:inc-0001"]
+    assert cycle(tracker, 10, [pl, nl]) == ["updated:inc-0001"]
+    assert list(tracker.open) == [(("apn", "internet.iot"),)]
+    assert tracker.next_id == 2
+
+
+def test_siblings_without_a_shared_part_are_not_merged() -> None:
+    tracker = IncidentTracker(IncidentParams(open_after=1))
+    other = Cause(dims={"partner": "20801"}, affected=50, total=90, expected=1, score=80.0)
+    cycle(tracker, 0, [PARTNER])
+    assert cycle(tracker, 1, [PARTNER, other]) == ["opened:inc-0002"]  # never fleet-wide
+
+
+def test_a_late_sibling_is_a_new_incident() -> None:
+    tracker = IncidentTracker(IncidentParams(open_after=1, sibling_window_s=600))
+    a = Cause(dims={"apn": "x", "country": "PL"}, affected=9, total=9, expected=0.1, score=9.0)
+    b = Cause(dims={"apn": "x", "country": "NL"}, affected=9, total=9, expected=0.1, score=9.0)
+    cycle(tracker, 0, [a])
+    assert cycle(tracker, 30, [a, b]) == ["opened:inc-0002"]

@@ -31,9 +31,21 @@ def test_parse_rejects_non_rfc3339(text: str) -> None:
 def test_cached_parser_is_bounded_and_correct() -> None:
     parse = CachedTimeParser(limit=4)
     for minute in range(10):
-        text = f"2026-11-20T10:{minute:02d}:00Z"
-        assert parse(text) == parse_rfc3339(text)
+        for second in (0, 7, 59):
+            text = f"2026-11-20T10:{minute:02d}:{second:02d}Z"
+            assert parse(text) == parse_rfc3339(text)
+            offset = f"2026-11-20T11:{minute:02d}:{second:02d}+01:00"
+            assert parse(offset) == parse_rfc3339(offset)
         assert len(parse._cache) <= 4
+        assert len(parse._minutes) <= 4
+
+
+@pytest.mark.parametrize(
+    "text", ["2026-11-20T10:15:60Z", "2026-11-20T10:15:6aZ", "2026-13-20T10:15:00Z"]
+)
+def test_cached_parser_rejects_what_the_strict_parser_rejects(text: str) -> None:
+    with pytest.raises(TimeParseError):
+        CachedTimeParser()(text)
 
 
 def test_format_round_trips() -> None:
