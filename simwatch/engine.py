@@ -125,8 +125,12 @@ class Engine:
             localize_params=cfg.localize,
             localize_groups=self.warmed_up(now),
         )
+        warm = self.warmed_up(now)
         changes = self.incidents.update_groups(now, evaluation.causes)
-        changes += self.incidents.update_sims(now, self._sim_alarms(evaluation))
+        # Tickets wait for the warm-up too: before a daytime-only device's second
+        # morning its first night cannot be told from silence.
+        alarms = self._sim_alarms(evaluation) if warm else []
+        changes += self.incidents.update_sims(now, alarms)
         frozen = np.zeros(state.n_leaves, bool)
         for incident in self.incidents.open.values():
             if incident.kind == "group":
@@ -147,7 +151,6 @@ class Engine:
         return [
             SimAlarm(
                 iccid=self.state.index.iccid(int(row)),
-                dims=self.sim_dims(int(row)),
                 reasons=reason_codes(evaluation, int(row)),
             )
             for row in vip_rows(self.state, evaluation)

@@ -142,7 +142,7 @@ def evaluate(
         table = LeafTable(
             dims=state.dims,
             codes=state.leaf_codes(),
-            labels=tuple(tuple(state.dim_values(d)) for d in state.dims),
+            labels=state.leaf_labels(),
             actual=actual,
             total=total,
             expected=expected,

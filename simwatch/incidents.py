@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 from simwatch.timeutil import format_rfc3339
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable
 
     from simwatch.localize import Cause
 
@@ -103,7 +103,6 @@ class SimAlarm:
     """A single SIM that matters and is silent now."""
 
     iccid: str
-    dims: Mapping[str, str]
     reasons: tuple[str, ...]
 
 

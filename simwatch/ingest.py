@@ -84,9 +84,8 @@ class Ingestor:
             total = record.bytes_up + record.bytes_down
             if total > 0:
                 state.rhythm.observe(row, ts)
-                flags = state.cols.flags
-                if not flags[row] & HAS_USAGE:
-                    flags[row] |= HAS_USAGE
+                flags = state.mv["flags"]
+                flags[row] |= HAS_USAGE
                 self._add_month_bytes(row, ts, total)
         elif kind == "session":
             self._session(row, t, ts, record)
@@ -100,30 +99,35 @@ class Ingestor:
 
     def _attributes(self, row: int, t: int, record: Record) -> None:
         state = self.state
-        cols = state.cols
-        seen_at = int(cols.attrs_at[row])
+        mv = state.mv
+        attrs_at = mv["attrs_at"]
+        seen_at = attrs_at[row]
         if t < seen_at:
             return  # a late record: newer attributes are already known
         changed = seen_at == NEVER
-        cols.attrs_at[row] = t
+        attrs_at[row] = t
         if record.apn is not None:
             code = state.apns.code(record.apn)
-            if code != cols.apn[row]:
-                cols.apn[row] = code
+            column = mv["apn"]
+            if code != column[row]:
+                column[row] = code
                 changed = True
-        if record.mcc is not None and record.mnc is not None:
-            partner = record.mcc + record.mnc
+        mcc = record.mcc
+        if mcc is not None and record.mnc is not None:
+            partner = mcc + record.mnc
             code = state.partners.code(partner)
-            if code != cols.partner[row]:
-                cols.partner[row] = code
-                cols.country[row] = self._country_code(code, record.mcc)
+            column = mv["partner"]
+            if code != column[row]:
+                column[row] = code
+                mv["country"][row] = self._country_code(code, mcc)
                 changed = True
             if record.operator:
                 self.partner_names[partner] = record.operator
         if record.rat is not None:
             code = state.rats.code(record.rat)
-            if code != cols.rat[row]:
-                cols.rat[row] = code
+            column = mv["rat"]
+            if code != column[row]:
+                column[row] = code
                 changed = True
         if changed:
             state.refresh_leaf(row)
@@ -146,43 +150,47 @@ class Ingestor:
             nxt = datetime(d.year + d.month // 12, d.month % 12 + 1, 1, tzinfo=UTC)
             start, end = int(first.timestamp()), int(nxt.timestamp())
             self._month_cache = (start, end, month)
-        cols = self.state.cols
-        current = int(cols.month[row])
+        mv = self.state.mv
+        months = mv["month"]
+        current = months[row]
         if month > current:
-            cols.month[row] = month
-            cols.month_bytes[row] = total
+            months[row] = month
+            mv["month_bytes"][row] = total
         elif month == current:
-            cols.month_bytes[row] += total
+            mv["month_bytes"][row] += total
         # older months: a very late record; this month's usage is unaffected
 
     def _session(self, row: int, t: int, ts: float, record: Record) -> None:
-        cols = self.state.cols
+        state = self.state
+        mv = state.mv
         status = record.status
+        session_start = mv["session_start"]
         if status == "started":
-            ring = cols.session_starts[row]
+            ring = state.cols.session_starts[row]
             if t not in ring:
                 oldest = int(ring.argmin())
                 ring[oldest] = max(ring[oldest], t)
-            if t >= cols.session_start[row]:
-                cols.session_open[row] = 1
-                cols.session_start[row] = t
-                cols.session_bytes[row] = 0
+            if t >= session_start[row]:
+                mv["session_open"][row] = 1
+                session_start[row] = t
+                mv["session_bytes"][row] = 0
             return
         total = record.bytes_up + record.bytes_down
-        if t >= cols.session_start[row]:
-            previous = int(cols.session_bytes[row])
+        if t >= session_start[row]:
+            session_bytes = mv["session_bytes"]
+            previous = session_bytes[row]
             if total > previous:
                 # A grown running total proves data *somewhere* since the last report,
                 # not at `ts`; usage records say when. So session totals are the data
                 # evidence only of SIMs whose feed has no usage records.
-                if not cols.flags[row] & HAS_USAGE:
-                    self.state.rhythm.observe(row, ts)
+                if not mv["flags"][row] & HAS_USAGE:
+                    state.rhythm.observe(row, ts)
                     self._add_month_bytes(row, ts, total - previous)
-                cols.session_bytes[row] = total
+                session_bytes[row] = total
             if status == "ended":
-                cols.session_open[row] = 0
+                mv["session_open"][row] = 0
         if status == "ended" and record.end_cause == "network_failure":
-            cols.session_drops[row] += 1
+            state.cols.session_drops[row] += 1
 
     def _event(self, row: int, t: int, record: Record) -> None:
         cols = self.state.cols

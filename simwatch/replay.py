@@ -195,7 +195,7 @@ def summary(engine: Engine, stats: ReplayStats) -> dict[str, object]:
 def incident_table(engine: Engine, incidents: Sequence[Incident]) -> str:
     header = (
         "ID", "SEVERITY", "STATE", "OPENED", "RESOLVED", "LASTED", "GROUP",
-        "AFFECTED", "RATIO", "NORMAL", "SCORE",
+        "PEAK", "RATIO", "NORMAL", "SCORE",
     )  # fmt: skip
     rows = [header]
     for inc in incidents:
@@ -216,7 +216,7 @@ def incident_table(engine: Engine, incidents: Sequence[Incident]) -> str:
                 human_duration(end - inc.opened_at),
                 group or "(fleet-wide)",
                 f"{round(inc.peak_affected)}/{round(inc.total)}",
-                f"{inc.ratio:.0%}",
+                f"{inc.peak_affected / inc.total:.0%}" if inc.total else "-",
                 f"{inc.baseline_ratio:.1%}",
                 f"{inc.score:.1f}",
             )

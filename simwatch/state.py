@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -186,6 +186,43 @@ def _grown(old: np.ndarray, capacity: int, fill: int) -> np.ndarray:
     return new
 
 
+_IntFormat = Literal["b", "B", "h", "H", "i", "q"]
+_INT_FORMATS: dict[tuple[int, str], _IntFormat] = {
+    (1, "i"): "b",
+    (1, "u"): "B",
+    (2, "i"): "h",
+    (2, "u"): "H",
+    (4, "i"): "i",
+    (8, "i"): "q",
+}
+HOT_COLUMNS = (
+    "flags",
+    "apn",
+    "partner",
+    "country",
+    "rat",
+    "attrs_at",
+    "session_open",
+    "session_start",
+    "session_bytes",
+    "month",
+    "month_bytes",
+)
+
+
+def views(cols: Columns) -> dict[str, memoryview[int]]:
+    """Memoryviews of the columns the ingest hot path touches per record.
+
+    Reading or writing one element through a memoryview is a plain Python int and
+    costs a third of numpy's scalar indexing. Rebuilt whenever the columns grow.
+    """
+    out: dict[str, memoryview[int]] = {}
+    for name in HOT_COLUMNS:
+        array: np.ndarray = getattr(cols, name)
+        out[name] = array.data.cast("B").cast(_INT_FORMATS[array.dtype.itemsize, array.dtype.kind])
+    return out
+
+
 class FleetState:
     """All per-SIM state, the interned value tables and the leaf-group registry."""
 
@@ -203,6 +240,7 @@ class FleetState:
         self.extra_dims = tuple(d for d in self.dims if d not in RECORD_DIMS + INVENTORY_DIMS)
         self.index = IccidIndex(capacity)
         self.cols = Columns.empty(capacity, self.extra_dims)
+        self.mv = views(self.cols)
         self.rhythm = RhythmModel(capacity, rhythm or RhythmParams())
         self.capacity = capacity
         self.apns = Interner()
@@ -218,6 +256,8 @@ class FleetState:
         # Leaf groups: the tuple of dimension codes -> leaf id.
         self.leaf_keys: list[tuple[int, ...]] = []
         self._leaf_ids: dict[tuple[int, ...], int] = {}
+        self._leaf_codes = np.zeros((0, len(self.dims)), np.int32)
+        self._labels: tuple[tuple[int, ...], tuple[tuple[str, ...], ...]] = ((), ())
 
     # ---- rows -------------------------------------------------------------------------
 
@@ -237,6 +277,7 @@ class FleetState:
 
     def _grow(self, capacity: int) -> None:
         self.cols.grow(capacity)
+        self.mv = views(self.cols)
         self.rhythm.resize(capacity)
         self.capacity = capacity
 
@@ -244,11 +285,10 @@ class FleetState:
 
     def load_inventory(self, rows: Iterable[InventoryRow]) -> int:
         """Apply inventory rows (new SIMs are added, known ones updated). Returns the count."""
-        c = self.cols
         count = 0
         for item in rows:
             row = self.ensure_row(item.iccid)
-            c = self.cols
+            c = self.cols  # after ensure_row: the columns may have grown
             c.status[row] = STATUS_BY_NAME.get(item.status, Status.ACTIVE)
             flags = int(c.flags[row]) | Flag.IN_INVENTORY
             flags = flags | Flag.VIP if "vip" in item.tags else flags & ~Flag.VIP
@@ -321,10 +361,20 @@ class FleetState:
         return len(self.leaf_keys)
 
     def leaf_codes(self) -> np.ndarray:
-        """(n_leaves, n_dims) int32 codes of every leaf."""
-        if not self.leaf_keys:
-            return np.zeros((0, len(self.dims)), np.int32)
-        return np.asarray(self.leaf_keys, dtype=np.int32)
+        """(n_leaves, n_dims) int32 codes of every leaf (cached until a leaf is added)."""
+        cached = self._leaf_codes
+        if cached.shape[0] != len(self.leaf_keys):
+            shape = (len(self.leaf_keys), len(self.dims))
+            cached = np.asarray(self.leaf_keys, dtype=np.int32).reshape(shape)
+            self._leaf_codes = cached
+        return cached
+
+    def leaf_labels(self) -> tuple[tuple[str, ...], ...]:
+        """Per dimension, the string of every code (cached until a value is added)."""
+        sizes = tuple(len(self._interner(d)) for d in self.dims)
+        if self._labels[0] != sizes:
+            self._labels = (sizes, tuple(tuple(self.dim_values(d)) for d in self.dims))
+        return self._labels[1]
 
     def find_code(self, dim: str, value: str) -> int:
         return self._interner(dim).find(value)

@@ -235,3 +235,15 @@ def test_vip_sim_raises_a_ticket(engine: Engine) -> None:
     assert [i.severity for i in opened] == ["ticket"]
     assert opened[0].iccid == ICCIDS[0]
     assert "silent" in opened[0].reasons
+
+
+def test_no_ticket_during_warmup() -> None:
+    engine = Engine(replace(EngineConfig(), warmup_s=10 * DAY))
+    engine.load_inventory([inventory_row(ICCIDS[0], tags=frozenset({"vip"}))])
+    feed = Feed(engine)
+    last = learn_15min(feed, ICCIDS[:1])
+    changes = []
+    for minute in range(0, 6 * 60, 5):
+        changes += engine.evaluate(last + minute * 60).changes
+    assert changes == []
+    assert "silent" in codes(engine, ICCIDS[0], last + 6 * 3600)  # diagnosed, not ticketed

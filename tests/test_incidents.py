@@ -65,7 +65,7 @@ def test_two_causes_are_two_incidents_and_json_matches_formats() -> None:
 
 def test_sim_tickets_have_their_own_lifecycle() -> None:
     tracker = IncidentTracker(IncidentParams(open_after=2, close_after=2))
-    alarm = SimAlarm(iccid="8931440000000000011", dims={}, reasons=("silent",))
+    alarm = SimAlarm(iccid="8931440000000000011", reasons=("silent",))
     assert tracker.update_sims(0, [alarm]) == []
     changes = tracker.update_sims(60, [alarm])
     assert [c.kind for c in changes] == ["opened"]
@@ -76,7 +76,7 @@ def test_sim_tickets_have_their_own_lifecycle() -> None:
     cycle(tracker, 2, [])
     cycle(tracker, 3, [])
     assert ticket.state == "open"
-    reasons = SimAlarm(iccid=alarm.iccid, dims={}, reasons=("wrong_apn",))
+    reasons = SimAlarm(iccid=alarm.iccid, reasons=("wrong_apn",))
     assert [c.kind for c in tracker.update_sims(120, [reasons])] == ["updated"]
     tracker.update_sims(180, [])
     assert [c.kind for c in tracker.update_sims(240, [])] == ["resolved"]
