@@ -1,0 +1,545 @@
+"""Configuration loading: TOML + SIMWATCH_ env, exact error messages, secrets, check-config."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from simwatch.config import (
+    ConfigError,
+    EngineSettings,
+    FileSourceSettings,
+    HttpSettings,
+    HttpSourceSettings,
+    LogSettings,
+    MqttSourceSettings,
+    Settings,
+    SimulatorSourceSettings,
+    check_config_main,
+    load_settings,
+)
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+SHIPPED = Path(__file__).resolve().parent.parent / "config" / "simwatch.toml"
+MQTT = "[[sources.mqtt]]\nname = 'broker-a'\ntopics = ['sims/#']\n"
+HTTP_SRC = "[[sources.http]]\nname = 'emnify'\nadapter = 'emnify'\nbase_url = 'https://x.test'\n"
+SECRET = "hunter2-very-secret"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "simwatch.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load_error(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text.replace("{tmp}", str(tmp_path))), env or {})
+    return str(info.value)
+
+
+BAD_CONFIGS: list[tuple[str, str, dict[str, str], str]] = [
+    (
+        "port above range",
+        "[http]\nport = 70000\n",
+        {},
+        "http.port: Input should be less than or equal to 65535 (got 70000)",
+    ),
+    (
+        "port of wrong type",
+        "[http]\nport = 'eighty'\n",
+        {},
+        (
+            "http.port: Input should be a valid integer, unable to parse string as an integer "
+            "(got 'eighty')"
+        ),
+    ),
+    (
+        "float not positive",
+        "[engine]\neval_interval_s = 0\n",
+        {},
+        "engine.eval_interval_s: Input should be greater than 0 (got 0)",
+    ),
+    (
+        "literal choice",
+        "[http]\nauth = 'maybe'\n",
+        {},
+        "http.auth: Input should be 'auto', 'on' or 'off' (got 'maybe')",
+    ),
+    (
+        "bool type",
+        MQTT + "tls = 'yes please'\n",
+        {},
+        (
+            "sources.mqtt[0].tls: Input should be a valid boolean, unable to interpret input "
+            "(got 'yes please')"
+        ),
+    ),
+    (
+        "unknown top-level key",
+        "stat_dir = 'x'\n",
+        {},
+        "stat_dir: unknown option (did you mean 'state_dir'?)",
+    ),
+    (
+        "unknown section key, with a suggestion",
+        "[engine]\ndimz = ['apn']\n",
+        {},
+        "engine.dimz: unknown option (did you mean 'dims'?)",
+    ),
+    (
+        "unknown key in a list item",
+        MQTT + "topic = 'x'\n",
+        {},
+        "sources.mqtt[0].topic: unknown option (did you mean 'topics'?)",
+    ),
+    ("unknown section", "[sources.kafka]\nx = 1\n", {}, "sources.kafka: unknown option"),
+    (
+        "missing required field",
+        "[[sources.mqtt]]\nname = 'a'\n",
+        {},
+        "sources.mqtt[0].topics: Field required",
+    ),
+    (
+        "two missing fields, one message",
+        "[[sources.http]]\nname = 'a'\n",
+        {},
+        "sources.http[0].adapter: Field required; sources.http[0].base_url: Field required",
+    ),
+    (
+        "empty topic list",
+        "[[sources.mqtt]]\nname = 'a'\ntopics = []\n",
+        {},
+        "sources.mqtt[0].topics: List should have at least 1 item after validation, not 0 (got [])",
+    ),
+    (
+        "duplicate source names across kinds",
+        "[[sources.file]]\nname = 'a'\npath = 'x'\n" + MQTT.replace("broker-a", "a"),
+        {},
+        "sources.mqtt[0].name: duplicate source name 'a' (also sources.file[0])",
+    ),
+    (
+        "reconnect bounds",
+        MQTT + "reconnect_min_s = 40\n",
+        {},
+        "sources.mqtt[0].reconnect_min_s: must not exceed reconnect_max_s (got 40 > 30)",
+    ),
+    (
+        "duplicate dimension",
+        "[engine]\ndims = ['apn', 'country', 'apn']\n",
+        {},
+        "engine.dims: duplicate dimension 'apn' (got ['apn', 'country', 'apn'])",
+    ),
+    (
+        "empty dims",
+        "[engine]\ndims = []\n",
+        {},
+        "engine.dims: List should have at least 1 item after validation, not 0 (got [])",
+    ),
+    (
+        "bad base_url",
+        HTTP_SRC.replace("https://x.test", "ftp://x.test"),
+        {},
+        (
+            "sources.http[0].base_url: must start with http:// or https:// and a host "
+            "(got 'ftp://x.test')"
+        ),
+    ),
+    (
+        "password and password_file",
+        MQTT + f"password = '{SECRET}'\npassword_file = '{{tmp}}/pw'\n",
+        {},
+        "sources.mqtt[0].password_file: give either password or password_file, not both",
+    ),
+    (
+        "missing secret file",
+        MQTT + "password_file = '{tmp}/nope'\n",
+        {},
+        "sources.mqtt[0].password_file: cannot read {tmp}/nope: No such file or directory",
+    ),
+    (
+        "secret file is a folder",
+        HTTP_SRC + "token_file = '{tmp}'\n",
+        {},
+        "sources.http[0].token_file: cannot read {tmp}: Is a directory",
+    ),
+    (
+        "tls file missing",
+        MQTT + "tls = true\nca_file = '{tmp}/ca.pem'\n",
+        {},
+        "sources.mqtt[0].ca_file: no such file: {tmp}/ca.pem",
+    ),
+    (
+        "tls files without tls",
+        MQTT + "ca_file = '{tmp}/ca.pem'\n",
+        {},
+        "sources.mqtt[0].ca_file: given but tls is false (set tls = true)",
+    ),
+    (
+        "client cert without key",
+        MQTT + "tls = true\ncert_file = '{tmp}/c.pem'\n",
+        {},
+        "sources.mqtt[0].key_file: required when cert_file is given",
+    ),
+    (
+        "auth needs tokens off loopback",
+        "[http]\nhost = '0.0.0.0'\n",
+        {},
+        (
+            "http.tokens_file: required when auth is on (auth is auto and host 0.0.0.0 "
+            "is not loopback)"
+        ),
+    ),
+    (
+        "inventory file missing",
+        "[engine]\ninventory_file = '{tmp}/inv.csv'\n",
+        {},
+        "engine.inventory_file: no such file: {tmp}/inv.csv",
+    ),
+    (
+        "section of wrong type",
+        "engine = 3\n",
+        {},
+        "engine: Input should be a valid dictionary or instance of EngineSettings (got 3)",
+    ),
+    (
+        "bad env value names the variable",
+        "",
+        {"SIMWATCH_HTTP__PORT": "abc"},
+        (
+            "http.port (from SIMWATCH_HTTP__PORT): Input should be a valid integer, unable to "
+            "parse string as an integer (got 'abc')"
+        ),
+    ),
+    (
+        "unknown env option",
+        "",
+        {"SIMWATCH_HTTP__PROT": "1"},
+        "http.prot (from SIMWATCH_HTTP__PROT): unknown option (did you mean 'port'?)",
+    ),
+    (
+        "env list not JSON",
+        "",
+        {"SIMWATCH_ENGINE__DIMS": "apn,country"},
+        (
+            "engine.dims (from SIMWATCH_ENGINE__DIMS): not valid JSON: Expecting value: "
+            "line 1 column 1 (char 0)"
+        ),
+    ),
+    (
+        "error inside a whole-list env value",
+        "",
+        {"SIMWATCH_SOURCES__MQTT": '[{"name": "a", "topics": ["t"], "qos": 7}]'},
+        "sources.mqtt[0].qos (from SIMWATCH_SOURCES__MQTT): Input should be 0, 1 or 2 (got 7)",
+    ),
+    (
+        "env item override beyond the file's list",
+        MQTT,
+        {"SIMWATCH_SOURCES__MQTT__1__PORT": "1884"},
+        (
+            "sources.mqtt[1] (from SIMWATCH_SOURCES__MQTT__1__PORT): no such item to override; "
+            "set the whole list as JSON in SIMWATCH_SOURCES__MQTT"
+        ),
+    ),
+    (
+        "several problems in one message",
+        "state_dir = 3\n[log]\nlevel = 'loud'\n",
+        {},
+        (
+            "log.level: Input should be 'debug', 'info', 'warning' or 'error' (got 'loud'); "
+            "state_dir: Input is not a valid path (got 3)"
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "expected"),
+    [case[1:] for case in BAD_CONFIGS],
+    ids=[case[0] for case in BAD_CONFIGS],
+)
+def test_bad_config_message(tmp_path: Path, text: str, env: dict[str, str], expected: str) -> None:
+    assert load_error(tmp_path, text, env) == expected.replace("{tmp}", str(tmp_path))
+
+
+def test_bad_toml_names_line_and_column(tmp_path: Path) -> None:
+    path = write(tmp_path, "[http]\nport = 1\nhost = \n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, {})
+    assert str(info.value) == f"{path}: invalid TOML: Invalid value (at line 3, column 8)"
+
+
+def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(tmp_path / "absent.toml", {})
+    assert (
+        str(info.value)
+        == f"cannot read config file {tmp_path}/absent.toml: No such file or directory"
+    )
+
+
+def test_no_file_gives_defaults() -> None:
+    settings = load_settings(None, {})
+    assert settings == Settings()
+    assert settings.http.port == 39153
+    assert settings.engine.dims == ["apn", "country", "partner"]
+    assert not settings.sources.any()
+
+
+def test_shipped_config_loads_and_equals_defaults() -> None:
+    assert load_settings(SHIPPED, {}) == load_settings(None, {})
+
+
+def test_shipped_config_mentions_every_option() -> None:
+    text = SHIPPED.read_text(encoding="utf-8")
+    models: list[type[BaseModel]] = [
+        EngineSettings,
+        HttpSettings,
+        LogSettings,
+        SimulatorSourceSettings,
+        FileSourceSettings,
+        MqttSourceSettings,
+        HttpSourceSettings,
+    ]
+    missing = [
+        f"{model.__name__}.{name}"
+        for model in models
+        for name in model.model_fields
+        if f"{name} = " not in text
+    ]
+    assert missing == []
+
+
+def test_shipped_config_examples_are_valid(tmp_path: Path) -> None:
+    """Uncommenting every example source gives a valid config (modulo secret files)."""
+    text = SHIPPED.read_text(encoding="utf-8")
+    examples = text[text.index("# --- Sources") :].splitlines()
+    files = ("password_file", "token_file", "ca_file", "cert_file", "key_file", "tls")
+    lines = [
+        line.removeprefix("# ")
+        for line in examples
+        if re.match(r"# (\[\[sources\.\w+\]\]|\w+ = )", line)
+        and not line.removeprefix("# ").startswith(files)
+    ]
+    assert len(lines) > 40  # every example option, not just the headers
+    settings = load_settings(write(tmp_path, "\n".join(lines) + "\n"), {})
+    assert [s.name for s in settings.sources.http] == ["emnify", "1nce", "jasper", "gateway"]
+    assert [s.adapter for s in settings.sources.http] == ["emnify", "1nce", "cisco", "generic"]
+    assert settings.sources.mqtt[0].topics == ["sims/+/records"]
+    assert settings.sources.file[0].path == Path("/var/spool/simwatch")
+    assert settings.sources.simulator[0].name == "simulator"
+
+
+def test_env_overrides_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "[http]\nport = 40000\nhost = '127.0.0.2'\n[engine]\nalpha = 0.01\n")
+    env = {
+        "SIMWATCH_HTTP__PORT": "39200",
+        "SIMWATCH_ENGINE__DIMS": '["apn","country","customer","region"]',
+        "SIMWATCH_LOG__FORMAT": "json",
+        "SIMWATCH_STATE_DIR": "/srv/simwatch",
+        "SIMWATCH_ENGINE__INVENTORY_FILE": "",  # "" means not set
+        "OTHER_VAR": "ignored",
+    }
+    settings = load_settings(path, env)
+    assert settings.http.port == 39200  # env wins
+    assert settings.http.host == "127.0.0.2"  # file kept where env is silent
+    assert settings.engine.alpha == 0.01
+    assert settings.engine.dims == ["apn", "country", "customer", "region"]  # extra dim allowed
+    assert settings.engine.engine_config().dims == ("apn", "country", "customer", "region")
+    assert settings.engine.inventory_file is None
+    assert settings.log.format == "json"
+    assert settings.state_dir == Path("/srv/simwatch")
+
+
+def test_env_section_json_merges_and_deeper_variable_refines() -> None:
+    env = {"SIMWATCH_HTTP": '{"port": 1234, "auth": "off"}', "SIMWATCH_HTTP__PORT": "4321"}
+    settings = load_settings(None, env)
+    assert settings.http.port == 4321
+    assert settings.http.auth == "off"
+
+
+def test_env_overrides_one_field_of_a_file_list_item(tmp_path: Path) -> None:
+    path = write(tmp_path, MQTT + "port = 1883\n")
+    settings = load_settings(path, {"SIMWATCH_SOURCES__MQTT__0__PASSWORD": SECRET})
+    assert settings.sources.mqtt[0].resolved_password() == SECRET
+    assert settings.sources.mqtt[0].name == "broker-a"
+
+
+def test_env_whole_source_list() -> None:
+    env = {
+        "SIMWATCH_SOURCES__HTTP": '[{"name": "e", "adapter": "emnify", '
+        '"base_url": "https://x.test", "token": "' + SECRET + '"}]'
+    }
+    settings = load_settings(None, env)
+    assert settings.sources.http[0].resolved_token() == SECRET
+    assert SECRET not in repr(settings)
+
+
+def test_secret_files_are_read_and_stripped(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text(f"  {SECRET}\n", encoding="utf-8")
+    (tmp_path / "tok").write_text(f"{SECRET}-tok\n", encoding="utf-8")
+    text = MQTT + "password_file = '{tmp}/pw'\n" + HTTP_SRC + "token_file = '{tmp}/tok'\n"
+    settings = load_settings(write(tmp_path, text.replace("{tmp}", str(tmp_path))), {})
+    # read at load: removing the files afterwards changes nothing
+    (tmp_path / "pw").unlink()
+    (tmp_path / "tok").unlink()
+    assert settings.sources.mqtt[0].resolved_password() == SECRET
+    assert settings.sources.http[0].resolved_token() == f"{SECRET}-tok"
+    assert SECRET not in str(settings)
+    assert SECRET not in repr(settings)
+    assert SECRET not in settings.model_dump_json()
+
+
+def test_empty_secret_file_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("\n", encoding="utf-8")
+    message = load_error(tmp_path, MQTT + "password_file = '{tmp}/pw'\n")
+    assert message == f"sources.mqtt[0].password_file: cannot read {tmp_path}/pw: file is empty"
+
+
+def test_no_password_resolves_to_none() -> None:
+    mqtt = MqttSourceSettings(name="a", topics=["t"])
+    assert mqtt.resolved_password() is None
+    http = HttpSourceSettings(name="b", adapter="generic", base_url="http://127.0.0.1:1")
+    assert http.resolved_token() is None
+
+
+def test_directly_built_source_reads_its_secret_file_lazily(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text(SECRET, encoding="utf-8")
+    mqtt = MqttSourceSettings(name="a", topics=["t"], password_file=tmp_path / "pw")
+    assert mqtt.resolved_password() == SECRET
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        MQTT + f"password = 5\nusername = '{SECRET}x'\n",
+        MQTT + f"password = '{SECRET}'\npassword_file = '/x'\n",
+        MQTT + f"password = ['{SECRET}']\n",
+        HTTP_SRC + f"token = {{ value = '{SECRET}' }}\n",
+        f"[[sources.http]]\nname = 'x'\ntoken = '{SECRET}'\n",
+    ],
+)
+def test_secrets_never_in_error_messages(tmp_path: Path, text: str) -> None:
+    message = load_error(tmp_path, text)
+    assert SECRET not in message.replace(f"{SECRET}x", "")
+    assert "sources." in message
+
+
+def test_secret_in_bad_env_list_not_in_message() -> None:
+    env = {"SIMWATCH_SOURCES__MQTT": f'[{{"name": "a", "password": "{SECRET}"}}]'}
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, env)
+    assert str(info.value) == (
+        "sources.mqtt[0].topics (from SIMWATCH_SOURCES__MQTT): Field required"
+    )
+
+
+def test_secret_str_hidden_in_repr() -> None:
+    mqtt = MqttSourceSettings.model_validate({"name": "a", "topics": ["t"], "password": SECRET})
+    assert SECRET not in repr(mqtt)
+    assert SECRET not in str(mqtt)
+    assert "**********" in repr(mqtt)
+
+
+def test_extra_dimensions_are_allowed() -> None:
+    engine = EngineSettings(dims=["rat", "plan", "region"])
+    assert engine.engine_config().dims == ("rat", "plan", "region")
+
+
+@pytest.mark.parametrize(
+    ("host", "auth", "required"),
+    [
+        ("127.0.0.1", "auto", False),
+        ("::1", "auto", False),
+        ("localhost", "auto", False),
+        ("[::1]", "auto", False),
+        ("127.0.0.9", "auto", False),
+        ("0.0.0.0", "auto", True),
+        ("example.net", "auto", True),
+        ("127.0.0.1", "on", True),
+        ("0.0.0.0", "off", False),
+    ],
+)
+def test_auth_required(host: str, auth: str, required: bool) -> None:
+    settings = HttpSettings.model_validate({"host": host, "auth": auth})
+    assert settings.auth_required() is required
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in list(os.environ):
+        if name.upper().startswith("SIMWATCH_"):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def test_check_config_defaults(
+    clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert check_config_main([]) == 0
+    out = capsys.readouterr()
+    assert out.err == ""
+    assert out.out.splitlines() == [
+        "config OK: built-in defaults",
+        "sources:",
+        "  simulator 'simulator': 3000 simulated SIMs, seed 1 (built-in: no source configured)",
+        "http: listening on 127.0.0.1:39153, auth off (auto: loopback host)",
+    ]
+
+
+def test_check_config_file_with_sources(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "tokens").write_text("t1\n", encoding="utf-8")
+    text = (
+        f"[http]\nhost = '0.0.0.0'\nport = 8080\ntokens_file = '{tmp_path}/tokens'\n"
+        + MQTT
+        + HTTP_SRC
+        + "[[sources.file]]\nname = 'spool'\npath = '/var/spool/sw'\n"
+    )
+    path = write(tmp_path, text)
+    assert check_config_main(["--config.file", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"config OK: {path}",
+        "sources:",
+        "  file 'spool': /var/spool/sw",
+        "  mqtt 'broker-a': mqtt://127.0.0.1:1883, topics sims/#",
+        "  http 'emnify': emnify adapter, https://x.test",
+        "http: listening on 0.0.0.0:8080, auth on (auto: non-loopback host)",
+    ]
+
+
+def test_check_config_bad_file(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, "[http]\nport = 0\n")
+    assert check_config_main([f"--config.file={path}"]) == 1
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert out.err == (
+        "simwatch: bad config: http.port: Input should be greater than or equal to 1 (got 0)\n"
+    )
+
+
+def test_check_config_reads_the_environment(
+    clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clean_env.setenv("SIMWATCH_LOG__LEVEL", "chatty")
+    assert check_config_main([]) == 1
+    assert capsys.readouterr().err == (
+        "simwatch: bad config: log.level (from SIMWATCH_LOG__LEVEL): Input should be "
+        "'debug', 'info', 'warning' or 'error' (got 'chatty')\n"
+    )
+
+
+def test_check_config_missing_file(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert check_config_main(["--config.file", str(tmp_path / "x.toml")]) == 1
+    assert "cannot read config file" in capsys.readouterr().err
