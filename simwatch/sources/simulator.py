@@ -1,0 +1,243 @@
+"""The ``simulator`` source: a simulated fleet (simwatch.simulate) played on the wall clock.
+
+The fleet starts ``history_s`` before now: that history is generated and handed over at
+start, as fast as ingest takes it, so rhythms and group baselines are learned at once.
+Then, every ``tick_s``, the simulator advances to ``clock()`` and the lines that arrived
+meanwhile are handed over.
+
+Random group faults (partner, partial blackhole, APN, country, APN in a country) are
+planned up front over a ten-year horizon: one starts about every ``fault_every_s``
+(exponential gaps, seeded), each lasts ``fault_duration_s``. The simulator's cost grows
+with faults x SIMs (every group fault is planned into every SIM), so the fleet is played
+in windows of ``WINDOW_S``: each window is a fresh ``FleetSimulator`` of the same fleet
+(same seed) given only the faults that touch it. Its record ids get a ``w<k>-`` prefix so
+they stay unique across windows; the previous window is kept for ``DRAIN_S`` to deliver
+its late and duplicated records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import random
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from simwatch.inventory import InventoryRow, iter_inventory
+from simwatch.sim_fleet import DAY, HOUR, all_partners
+from simwatch.simulate import CHUNK, FaultSpec, FleetSimulator, SimConfig
+from simwatch.sources.base import Batch, SourceStats
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+    from simwatch.config import SimulatorSourceSettings
+    from simwatch.sim_fleet import SimCard
+    from simwatch.sources.base import Sink
+
+__all__ = [
+    "BATCH_LINES",
+    "DRAIN_S",
+    "HORIZON_DAYS",
+    "MIN_GROUP_SIMS",
+    "WINDOW_S",
+    "SimulatorSource",
+    "plan_faults",
+]
+
+BATCH_LINES: Final = 5000
+WINDOW_S: Final = 7 * DAY  # one FleetSimulator per window of event time
+DRAIN_S: Final = 2 * HOUR  # a window's late/duplicated deliveries arrive within this after it
+HORIZON_DAYS: Final = 3650.0  # faults are planned this far ahead
+MIN_GROUP_SIMS: Final = 5  # a fault hits a group of at least this many active SIMs
+_RECORD_ID: Final = b'"record_id":"'
+
+
+def plan_faults(
+    cards: Sequence[SimCard],
+    partners: Mapping[str, str],
+    *,
+    seed: int,
+    start: float,
+    end: float,
+    every_s: float,
+    duration_s: float,
+) -> list[FaultSpec]:
+    """Random group faults over ``[start, end)``, sorted by start (pure, deterministic).
+
+    Gaps between starts are exponential with mean ``every_s``. A fault picks a kind, then a
+    group of at least MIN_GROUP_SIMS active SIMs (by their home attributes); partner faults
+    only pick partners of countries with more than one partner (the others can take over).
+    """
+    codes = [p.code for p in all_partners()]
+    per_country = Counter(partners.values())
+    active = [c for c in cards if c.status == "active"]
+    partner_n = Counter(codes[c.home_partner] for c in active)
+    groups: dict[str, list[dict[str, str]]] = {
+        "partner": [
+            {"partner": p}
+            for p, n in sorted(partner_n.items())
+            if n >= MIN_GROUP_SIMS and per_country[partners[p]] > 1
+        ],
+        "apn": [
+            {"apn": a}
+            for a, n in sorted(Counter(c.apn for c in active).items())
+            if n >= MIN_GROUP_SIMS
+        ],
+        "country": [
+            {"country": k}
+            for k, n in sorted(Counter(c.country for c in active).items())
+            if n >= MIN_GROUP_SIMS
+        ],
+        "apn_country": [
+            {"apn": a, "country": k}
+            for (a, k), n in sorted(Counter((c.apn, c.country) for c in active).items())
+            if n >= MIN_GROUP_SIMS
+        ],
+    }
+    kinds = [
+        (kind, groups[over])
+        for kind, over in (
+            ("partner_outage", "partner"),
+            ("partial_blackhole", "partner"),
+            ("apn_outage", "apn"),
+            ("country_outage", "country"),
+            ("apn_country", "apn_country"),
+        )
+        if groups[over]
+    ]
+    if not kinds:
+        return []
+    rnd = random.Random(f"simwatch-faults-{seed}")  # noqa: S311 - synthetic data, not crypto
+    faults: list[FaultSpec] = []
+    t = start
+    while True:
+        t += rnd.expovariate(1.0 / every_s)
+        if t >= end:
+            return faults
+        kind, candidates = kinds[rnd.randrange(len(kinds))]
+        dims = candidates[rnd.randrange(len(candidates))]
+        fraction = round(rnd.uniform(0.3, 0.7), 2) if kind == "partial_blackhole" else 1.0
+        faults.append(FaultSpec(kind, t, t + duration_s, dims, fraction=fraction))
+
+
+class SimulatorSource:
+    """A simulated fleet as a live source (see the module docstring)."""
+
+    def __init__(
+        self, settings: SimulatorSourceSettings, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.settings = settings
+        self.stats = SourceStats(name=settings.name, kind="simulator")
+        self.caught_up = asyncio.Event()  # set once the history was handed over
+        self._clock = clock
+        now = clock()
+        self._start = now - settings.history_s
+        probe = FleetSimulator(
+            SimConfig(sims=settings.sims, days=CHUNK / DAY, start=self._start, seed=settings.seed)
+        )
+        self._inventory_csv = probe.inventory_csv()
+        self._faults = plan_faults(
+            probe.cards,
+            probe.partners,
+            seed=settings.seed,
+            start=now,
+            end=self._start + HORIZON_DAYS * DAY,
+            every_s=settings.fault_every_s,
+            duration_s=settings.fault_duration_s,
+        )
+        self._fault_starts = [f.start for f in self._faults]
+        self._live: list[tuple[int, FleetSimulator]] = []
+        self._next_window = 0
+
+    # ---------------------------------------------------------------- for the daemon
+
+    @property
+    def start(self) -> float:
+        """Epoch s where the simulated fleet starts (``clock() - history_s`` at creation)."""
+        return self._start
+
+    def inventory_rows(self) -> list[InventoryRow]:
+        """The simulated fleet's inventory (blocking: a temp file; call it before the loop)."""
+        with tempfile.TemporaryDirectory(prefix="simwatch-sim-") as folder:
+            path = Path(folder) / "inventory.csv"
+            path.write_text(self._inventory_csv, encoding="utf-8")
+            items = list(iter_inventory(path))
+        rows = [item for item in items if isinstance(item, InventoryRow)]
+        if len(rows) != len(items):
+            raise RuntimeError(f"{len(items) - len(rows)} simulated inventory rows rejected")
+        return rows
+
+    def faults(self, *, until: float | None = None) -> list[dict[str, object]]:
+        """The planned faults (FaultSpec.to_json), those starting before ``until`` if given."""
+        n = len(self._faults) if until is None else bisect.bisect_left(self._fault_starts, until)
+        return [f.to_json() for f in self._faults[:n]]
+
+    # ---------------------------------------------------------------- the loop
+
+    async def run(self, sink: Sink) -> None:
+        t = self._start
+        now = self._clock()
+        while t < now:  # the history, chunk by chunk, as fast as ingest takes it
+            t = min(t + CHUNK, now)
+            await self._hand_over(sink, t)
+        self.caught_up.set()
+        while True:
+            await asyncio.sleep(self.settings.tick_s)
+            await self._hand_over(sink, self._clock())
+
+    async def _hand_over(self, sink: Sink, until: float) -> None:
+        lines = await asyncio.to_thread(self._advance, until)
+        for i in range(0, len(lines), BATCH_LINES):
+            chunk = lines[i : i + BATCH_LINES]
+            await sink.put(Batch(source=self.settings.name, lines=chunk))
+            self.stats.received += len(chunk)
+        self.stats.connected = True
+        self.stats.last_success = self._clock()
+
+    # ---------------------------------------------------------------- worker thread
+
+    def _window_start(self, k: int) -> float:
+        return self._start + k * WINDOW_S
+
+    def _window_faults(self, k: int) -> tuple[FaultSpec, ...]:
+        """The faults touching window k, clipped to it."""
+        w0, w1 = self._window_start(k), self._window_start(k + 1)
+        lo = bisect.bisect_right(self._fault_starts, w0 - self.settings.fault_duration_s)
+        hi = bisect.bisect_left(self._fault_starts, w1)
+        out: list[FaultSpec] = []
+        for f in self._faults[lo:hi]:
+            start, end = max(f.start, w0), min(f.end, w1)
+            if end > start:
+                out.append(
+                    FaultSpec(f.kind, start, end, f.dims, f.fraction, f.steer_fraction, f.sims)
+                )
+        return tuple(out)
+
+    def _build(self, k: int) -> FleetSimulator:
+        s = self.settings
+        config = SimConfig(
+            sims=s.sims,
+            days=WINDOW_S / DAY,
+            start=self._window_start(k),
+            seed=s.seed,
+            faults=self._window_faults(k),
+        )
+        return FleetSimulator(config)
+
+    def _advance(self, until: float) -> list[bytes]:
+        """Lines arrived by ``until`` from every live window (blocking: in a thread)."""
+        while self._window_start(self._next_window) <= until:
+            self._live.append((self._next_window, self._build(self._next_window)))
+            self._next_window += 1
+        lines: list[bytes] = []
+        for k, sim in self._live:
+            prefix = _RECORD_ID + f"w{k}-".encode()
+            lines.extend(line.replace(_RECORD_ID, prefix, 1) for line in sim.advance(until))
+        self._live = [
+            (k, sim) for k, sim in self._live if self._window_start(k + 1) + DRAIN_S > until
+        ]
+        return lines
