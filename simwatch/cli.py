@@ -13,7 +13,10 @@ if TYPE_CHECKING:
 USAGE = """usage: simwatch COMMAND [options]
 
 commands:
-  demo       simulate a fleet with a fault and replay it: the built-in defaults, no setup
+  run        run the daemon (built-in simulator source and HTTP API on 127.0.0.1:39153
+             when no config is given; --config.file PATH, --config.check)
+  check-config  check a configuration file (and SIMWATCH_ environment) and exit
+  demo       simulate a fleet with a fault and replay it offline, no setup
   replay     replay NDJSON records on their own clock and print the incidents found
   simulate   generate a realistic fleet (inventory, records, ground truth), with faults
   version    print the version
@@ -34,6 +37,18 @@ def _simulate(argv: Sequence[str]) -> int:
     return simulate.main(argv)
 
 
+def _run(argv: Sequence[str]) -> int:
+    from simwatch import run  # noqa: PLC0415 - each command loads only what it needs
+
+    return run.main(argv)
+
+
+def _check_config(argv: Sequence[str]) -> int:
+    from simwatch.config import check_config_main  # noqa: PLC0415 - loads only what it needs
+
+    return check_config_main(argv)
+
+
 def _demo(argv: Sequence[str]) -> int:
     from simwatch import demo  # noqa: PLC0415 - each command loads only what it needs
 
@@ -46,6 +61,8 @@ def _version(_argv: Sequence[str]) -> int:
 
 
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "run": _run,
+    "check-config": _check_config,
     "demo": _demo,
     "replay": _replay,
     "simulate": _simulate,

@@ -38,9 +38,9 @@ Model (all per SIM, one row per SIM, see ``RhythmModel``)
 * Unlearned SIMs (fewer than ``min_gaps`` gaps) use ``default_late_s`` /
   ``default_silent_s``. Early rule: a SIM with ``early_min_gaps <= gaps < min_gaps`` uses
   ``early_*_factor * (largest gap)``, floored at ``early_*_min_s`` and never above the
-  defaults: it can only *tighten* the generous defaults, and only cautiously (a
-  1-min device with two gaps is late after 30 min and silent after 3 h, not 2 h / 26 h;
-  a daily device stays on the defaults).
+  silent default (a 1-min device with two gaps is late after 30 min and silent after
+  3 h, not 2 h / 26 h; a daily device with two one-day gaps is late and silent after
+  26 h, not "late" two hours after every report).
 * Daytime-only devices. An hour-of-day activity mask (24 bits, UTC hours) is kept in two
   generations of ``mask_generation_s`` (the union covers the last 3.5 to 7 days by
   default). A learned gap no longer than ``mask_max_gap_s`` marks the UTC hours of its
@@ -138,7 +138,7 @@ class RhythmParams:
     gmax_growth: float = 4.0
     gmax_tau_s: float = 259200.0
     # Early rule for early_min_gaps <= gaps < min_gaps: clamp(factor * largest gap,
-    # min, default).
+    # min, default_silent_s).
     early_min_gaps: int = 2
     early_late_factor: float = 3.0
     early_late_min_s: float = 1800.0
@@ -555,7 +555,7 @@ class RhythmModel:
                 e_idx = np.flatnonzero(early)
                 big = gmax[e_idx]
                 late[e_idx] = np.clip(
-                    big * np.float32(p.early_late_factor), p.early_late_min_s, p.default_late_s
+                    big * np.float32(p.early_late_factor), p.early_late_min_s, p.default_silent_s
                 )
                 silent[e_idx] = np.clip(
                     big * np.float32(p.early_silent_factor),
