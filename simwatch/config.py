@@ -162,6 +162,9 @@ class SimulatorSourceSettings(_Model):
     # a random group fault (partner, APN, country...) starts about this often
     fault_every_s: float = Field(6 * 3600.0, gt=0)
     fault_duration_s: float = Field(2 * 3600.0, gt=0)
+    # the first live fault starts this long after start (0: only random ones); the
+    # history also holds one that ended an hour before start
+    first_fault_after_s: float = Field(120.0, ge=0)
     # history generated before "now" at start so rhythms and baselines are learned at once
     history_s: float = Field(3 * 86400.0, ge=0)
     tick_s: float = Field(1.0, gt=0, le=60)

@@ -65,8 +65,12 @@ def plan_faults(
     end: float,
     every_s: float,
     duration_s: float,
+    fixed_starts: Sequence[float] = (),
 ) -> list[FaultSpec]:
     """Random group faults over ``[start, end)``, sorted by start (pure, deterministic).
+
+    ``fixed_starts`` (sorted) are faults that start exactly then (the demo's fault in the
+    recent history and its first live one); after the last of them, random gaps follow.
 
     Gaps between starts are exponential with mean ``every_s``. A fault picks a kind, then a
     group of at least MIN_GROUP_SIMS active SIMs (by their home attributes); partner faults
@@ -113,9 +117,13 @@ def plan_faults(
         return []
     rnd = random.Random(f"simwatch-faults-{seed}")  # noqa: S311 - synthetic data, not crypto
     faults: list[FaultSpec] = []
-    t = start
+    fixed = list(fixed_starts)
+    t = fixed[-1] if fixed else start
     while True:
-        t += rnd.expovariate(1.0 / every_s)
+        if fixed:
+            t = fixed.pop(0)
+        else:
+            t += rnd.expovariate(1.0 / every_s)
         if t >= end:
             return faults
         kind, candidates = kinds[rnd.randrange(len(kinds))]
@@ -126,6 +134,18 @@ def plan_faults(
 
 class SimulatorSource:
     """A simulated fleet as a live source (see the module docstring)."""
+
+    def _demo_fault_starts(self, now: float) -> list[float]:
+        """A fault that ended an hour before start (when the history is long enough to
+        have learned the fleet first: two days), and the first live fault soon after."""
+        cfg = self.settings
+        starts = []
+        past = now - 3600.0 - cfg.fault_duration_s
+        if past - self._start >= 2 * DAY:
+            starts.append(past)
+        if cfg.first_fault_after_s > 0:
+            starts.append(now + cfg.first_fault_after_s)
+        return starts
 
     def __init__(
         self, settings: SimulatorSourceSettings, *, clock: Callable[[], float] = time.time
@@ -148,6 +168,7 @@ class SimulatorSource:
             end=self._start + HORIZON_DAYS * DAY,
             every_s=settings.fault_every_s,
             duration_s=settings.fault_duration_s,
+            fixed_starts=self._demo_fault_starts(now),
         )
         self._fault_starts = [f.start for f in self._faults]
         self._live: list[tuple[int, FleetSimulator]] = []
