@@ -96,6 +96,7 @@ class Daemon:
         self._next_eval: float | None = None  # the next evaluation boundary
         self._watermark = -math.inf  # newest event time applied
         self._stop = asyncio.Event()
+        self._failing = False  # the last evaluation failed (logged once until recovery)
         self.on_cycle: list[Callable[[CycleResult], None]] = [self._log_changes]
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -255,8 +256,13 @@ class Daemon:
             result = self.engine.evaluate(now)
         except Exception:
             self.health.evaluation_failures += 1
-            log.exception("evaluation at %s failed", now)
+            if not self._failing:  # log a failure when it starts, not every cycle
+                log.exception("evaluation at %s failed; retrying every cycle", now)
+            self._failing = True
             return
+        if self._failing:
+            log.info("evaluation recovered")
+            self._failing = False
         self.health.evaluations += 1
         self.health.last_evaluation_s = result.duration_s
         self.health.last_evaluation_at = now

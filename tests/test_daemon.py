@@ -161,3 +161,27 @@ async def test_no_slow_callbacks_while_ingesting(
     slow = [r.getMessage() for r in caplog.records if "took" in r.getMessage()]
     assert slow == []
     assert source.stats.received == 18_000
+
+
+async def test_evaluation_failure_is_logged_once_and_recovery_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    daemon = Daemon(settings(tmp_path), [ListSource("idle", [])])
+    real = daemon.engine.evaluate
+    calls = {"n": 0}
+
+    def flaky(now: float) -> object:
+        calls["n"] += 1
+        if calls["n"] <= 3:
+            raise RuntimeError("disk on fire")
+        return real(now)
+
+    monkeypatch.setattr(daemon.engine, "evaluate", flaky)
+    with caplog.at_level(logging.INFO, logger="simwatch"):
+        for k in range(5):
+            daemon._evaluate(1_795_000_000.0 + 60 * k)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("failed" in m for m in messages) == 1
+    assert sum("recovered" in m for m in messages) == 1
+    assert daemon.health.evaluation_failures == 3
+    assert daemon.health.evaluations == 2
