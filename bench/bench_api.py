@@ -1,0 +1,408 @@
+"""HTTP API latency at fleet scale while the daemon ingests and evaluates.
+
+    python bench/bench_api.py --sims 1000000 --rate 500 --seconds 20 --ingest-rate 20000
+
+The server (this process, one event loop on one core) builds an engine of N SIMs the
+way bench_engine.py does (an inventory, then ``--reports`` usage records per SIM decoded
+from NDJSON bytes and applied one by one), runs one evaluation, then serves the real app
+(``simwatch.api.make_app``) on 127.0.0.1 while, on the same loop, an ingest task applies
+fresh usage records for random SIMs at a steady rate (decode + apply in chunks of 500,
+yielding between chunks, as the daemon does) and an evaluation runs every 5 s.
+
+The load generator is a separate process (this script with ``--client``): open-loop
+requests at a fixed rate against 127.0.0.1 only, a mix of one SIM (80 %), a filtered SIM
+page of 100 (10 %), the incident list (5 %) and the partner groups (5 %). Latency is
+measured per request from just before it is sent until its body is read, so a request
+waiting behind an evaluation or an ingest chunk counts the wait. Everything is bounded:
+``rate * seconds`` requests, a hard deadline, loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import random
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import orjson
+from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
+
+from simwatch import views
+from simwatch.api import make_app
+from simwatch.config import HttpSettings
+from simwatch.engine import Engine, EngineConfig
+from simwatch.inventory import InventoryRow
+from simwatch.records import Record, RecordDecoder
+from simwatch.timeutil import format_rfc3339
+
+HOST = "127.0.0.1"
+SCRIPT = Path(__file__).resolve()
+PARTNERS = [(str(262 + c), f"{m:02d}") for c in range(16) for m in (1, 2, 3)][:40]
+APNS = [f"apn{k}.iot" for k in range(12)]
+CHUNK = 500  # records decoded and applied between yields, as in the daemon
+EVAL_INTERVAL_S = 5.0
+ENDPOINTS = ("sim", "sims", "incidents", "groups")
+WEIGHTS = (80, 10, 5, 5)
+LIVE_LINE = (
+    b'{"kind":"usage","record_id":"live-%d","iccid":"%s","start":"%s","end":"%s",'
+    b'"bytes_up":1200,"bytes_down":340,"apn":"%s","mcc":"%s","mnc":"%s","rat":"LTE-M"}'
+)
+
+
+def iccid(i: int) -> str:
+    return f"8931{i:015d}"
+
+
+# ---- server: fill -------------------------------------------------------------------------
+
+
+def fill_lines(n: int, end: float, k: int, rng: np.random.Generator) -> list[bytes]:
+    """One usage record per SIM ending within 10 minutes after ``end``."""
+    start_text = format_rfc3339(end - 900)
+    partner = rng.integers(0, len(PARTNERS), n)
+    apn = rng.integers(0, len(APNS), n)
+    offsets = rng.integers(0, 600, n)
+    ends = {o: format_rfc3339(end + o) for o in range(600)}
+    out = []
+    for i in range(n):
+        mcc, mnc = PARTNERS[partner[i]]
+        out.append(
+            orjson.dumps(
+                {
+                    "kind": "usage",
+                    "record_id": f"u-{k}-{i}",
+                    "iccid": iccid(i),
+                    "start": start_text,
+                    "end": ends[int(offsets[i])],
+                    "bytes_up": 1200,
+                    "bytes_down": 340,
+                    "apn": APNS[apn[i]],
+                    "mcc": mcc,
+                    "mnc": mnc,
+                    "rat": "LTE-M",
+                }
+            )
+        )
+    return out
+
+
+def build_engine(n: int, reports: int) -> Engine:
+    """Inventory of ``n`` SIMs, then ``reports`` rounds of usage ending before now."""
+    engine = Engine(replace(EngineConfig(), warmup_s=0.0, initial_capacity=n))
+    engine.load_inventory(
+        InventoryRow(
+            iccid=iccid(i),
+            imsi=None,
+            customer=f"c{i % 20}",
+            apns=(APNS[i % 12],),
+            plan=None,
+            data_cap_bytes=None,
+            status="active",
+            tags=frozenset(),
+            extra={},
+        )
+        for i in range(n)
+    )
+    decoder = RecordDecoder()
+    rng = np.random.default_rng(1)
+    wall = time.time()
+    for k in range(reports):
+        end = wall - 600 - (reports - k) * 900.0
+        for line in fill_lines(n, end, k, rng):
+            rec = decoder.decode_line(line, wall)
+            if isinstance(rec, Record):
+                engine.ingest_record(rec)
+    return engine
+
+
+# ---- server: live ingest and evaluation ---------------------------------------------------
+
+
+@dataclass
+class LiveStats:
+    records: int = 0
+    rejected: int = 0
+    busy_s: float = 0.0  # decoding and applying
+    gen_s: float = 0.0  # generating the lines (stands in for a source's own work)
+    started: float = 0.0
+    stopped: float = 0.0
+    eval_s: list[float] = field(default_factory=list)
+    gc_s: list[float] = field(default_factory=list)  # pauses of full (generation 2) collections
+    _gc_began: float = 0.0
+
+    def on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if info.get("generation") != 2:  # the oldest generation
+            return
+        if phase == "start":
+            self._gc_began = time.perf_counter()
+        else:
+            self.gc_s.append(time.perf_counter() - self._gc_began)
+
+
+def live_chunk(n: int, seq: int, now: float, rng: random.Random) -> list[bytes]:
+    start_text = format_rfc3339(now - 900).encode()
+    end_text = format_rfc3339(now).encode()
+    lines = []
+    for j in range(CHUNK):
+        mcc, mnc = PARTNERS[rng.randrange(len(PARTNERS))]
+        lines.append(
+            LIVE_LINE
+            % (
+                seq + j,
+                iccid(rng.randrange(n)).encode(),
+                start_text,
+                end_text,
+                APNS[rng.randrange(len(APNS))].encode(),
+                mcc.encode(),
+                mnc.encode(),
+            )
+        )
+    return lines
+
+
+async def ingest_loop(engine: Engine, n: int, rate: float, stats: LiveStats) -> None:
+    """Fresh records for random SIMs at ``rate`` per second, decoded and applied per chunk."""
+    decoder = RecordDecoder()
+    rng = random.Random(2)
+    chunks = 0
+    while True:
+        due = stats.started + chunks * CHUNK / rate
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        began = time.perf_counter()
+        now = time.time()
+        lines = live_chunk(n, chunks * CHUNK, now, rng)
+        made = time.perf_counter()
+        stats.gen_s += made - began
+        for line in lines:
+            rec = decoder.decode_line(line, now)
+            if isinstance(rec, Record):
+                engine.ingest_record(rec)
+                stats.records += 1
+            else:
+                stats.rejected += 1
+        chunks += 1
+        stats.busy_s += time.perf_counter() - made
+
+
+async def eval_loop(engine: Engine, stats: LiveStats) -> None:
+    while True:
+        await asyncio.sleep(EVAL_INTERVAL_S)
+        began = time.perf_counter()
+        engine.evaluate(time.time())
+        stats.eval_s.append(time.perf_counter() - began)
+
+
+def service_times(engine: Engine, n: int, repeats: int = 30) -> dict[str, float]:
+    """Median time of each endpoint's view plus JSON encoding, in-process, no HTTP."""
+    rng = random.Random(4)
+    out = {}
+    for kind in ENDPOINTS:
+        times = []
+        for _ in range(repeats):
+            began = time.perf_counter()
+            now = time.time()
+            if kind == "sim":
+                body = views.sim_view(engine, iccid(rng.randrange(n)), now)
+            elif kind == "sims":
+                mcc, mnc = PARTNERS[rng.randrange(len(PARTNERS))]
+                body = views.list_sims(engine, now, {"partner": mcc + mnc}, limit=100)
+            elif kind == "incidents":
+                body = views.incidents_view(engine)
+            else:
+                body = views.groups_view(engine, now, "partner")
+            orjson.dumps(body)
+            times.append(time.perf_counter() - began)
+        out[kind] = statistics.median(times)
+    return out
+
+
+# ---- client ------------------------------------------------------------------------------
+
+
+def request_path(kind: str, n: int, rng: random.Random) -> str:
+    if kind == "sim":
+        return f"/api/v1/sims/{iccid(rng.randrange(n))}"
+    if kind == "sims":
+        mcc, mnc = PARTNERS[rng.randrange(len(PARTNERS))]
+        return f"/api/v1/sims?partner={mcc}{mnc}&limit=100"
+    if kind == "incidents":
+        return "/api/v1/incidents"
+    return "/api/v1/groups?dim=partner"
+
+
+async def client(port: int, n: int, rate: float, seconds: float) -> dict[str, object]:
+    """Open-loop load: request ``i`` is sent at ``i / rate`` seconds, whatever came back."""
+    rng = random.Random(3)
+    base = f"http://{HOST}:{port}"
+    latencies: dict[str, list[float]] = {k: [] for k in ENDPOINTS}
+    errors: dict[str, int] = dict.fromkeys(ENDPOINTS, 0)
+    total = int(rate * seconds)
+    timeout = ClientTimeout(total=30.0)
+    async with ClientSession(connector=TCPConnector(limit=100), timeout=timeout) as session:
+
+        async def one(kind: str, path: str) -> None:
+            began = time.perf_counter()
+            try:
+                async with session.get(base + path) as response:
+                    await response.read()
+                    ok = response.status == 200
+            except (ClientError, OSError, TimeoutError):
+                ok = False
+            latencies[kind].append(time.perf_counter() - began)
+            if not ok:
+                errors[kind] += 1
+
+        tasks = []
+        t0 = time.perf_counter()
+        for i in range(total):
+            await asyncio.sleep(max(0.0, t0 + i / rate - time.perf_counter()))
+            kind = rng.choices(ENDPOINTS, WEIGHTS)[0]
+            tasks.append(asyncio.create_task(one(kind, request_path(kind, n, rng))))
+        sent_s = time.perf_counter() - t0
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=60.0)
+        done_s = time.perf_counter() - t0
+    return {"latencies": latencies, "errors": errors, "sent_s": sent_s, "done_s": done_s}
+
+
+def client_main(port: int, n: int, rate: float, seconds: float) -> None:
+    result = asyncio.run(client(port, n, rate, seconds))
+    sys.stdout.buffer.write(orjson.dumps(result))
+
+
+# ---- server main -------------------------------------------------------------------------
+
+
+def describe(name: str, values: list[float], errors: int) -> str:
+    if not values:
+        return f"  {name:<10} no requests"
+    ms = np.asarray(values) * 1000
+    p50, p99 = np.percentile(ms, [50, 99])
+    return (
+        f"  {name:<10} {len(ms):>6} req  p50 {p50:7.2f} ms  p99 {p99:8.2f} ms  "
+        f"max {ms.max():8.2f} ms  errors {errors}"
+    )
+
+
+async def serve(args: argparse.Namespace, engine: Engine) -> None:
+    settings = HttpSettings(host=HOST, port=args.port or 39153)
+    app = make_app(engine, now=time.time, settings=settings)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, HOST, args.port)
+    await site.start()
+    port = int(runner.addresses[0][1])
+    stats = LiveStats(started=time.perf_counter())
+    gc.callbacks.append(stats.on_gc)
+    live = [asyncio.create_task(eval_loop(engine, stats))]
+    if args.ingest_rate > 0:
+        live.append(asyncio.create_task(ingest_loop(engine, args.sims, args.ingest_rate, stats)))
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(SCRIPT),
+            "--client",
+            "--port",
+            str(port),
+            "--sims",
+            str(args.sims),
+            "--rate",
+            str(args.rate),
+            "--seconds",
+            str(args.seconds),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout=args.seconds + 120)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise
+    finally:
+        stats.stopped = time.perf_counter()
+        gc.callbacks.remove(stats.on_gc)
+        for task in live:
+            task.cancel()
+        for task in live:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await runner.cleanup()
+    if proc.returncode != 0:
+        raise SystemExit(f"client failed with exit code {proc.returncode}")
+    report(args, orjson.loads(out), stats)
+
+
+def report(args: argparse.Namespace, result: dict[str, object], stats: LiveStats) -> None:
+    latencies: dict[str, list[float]] = result["latencies"]  # type: ignore[assignment]
+    errors: dict[str, int] = result["errors"]  # type: ignore[assignment]
+    done_s = float(result["done_s"])  # type: ignore[arg-type]
+    every = [v for k in ENDPOINTS for v in latencies[k]]
+    live_s = max(stats.stopped - stats.started, 1e-9)
+    print(
+        f"requests: {len(every)} in {done_s:.1f} s = {len(every) / done_s:.0f} req/s "
+        f"(target {args.rate:.0f}/s for {args.seconds:.0f} s, open loop)"
+    )
+    for kind in ENDPOINTS:
+        print(describe(kind, latencies[kind], errors[kind]))
+    print(describe("all", every, sum(errors.values())))
+    print(
+        f"ingest during the run: {stats.records:,} records in {live_s:.1f} s = "
+        f"{stats.records / live_s:,.0f} rec/s (target {args.ingest_rate:,.0f}/s), "
+        f"{stats.rejected} rejected; loop busy {stats.busy_s / live_s:.0%} decoding and "
+        f"applying ({stats.busy_s / max(stats.records, 1) * 1e6:.1f} us/record), "
+        f"{stats.gen_s / live_s:.0%} generating lines"
+    )
+    if stats.eval_s:
+        print(
+            f"evaluations during the run: {len(stats.eval_s)}, median "
+            f"{statistics.median(stats.eval_s) * 1000:.0f} ms, "
+            f"max {max(stats.eval_s) * 1000:.0f} ms"
+        )
+    if stats.gc_s:
+        print(
+            f"full garbage collections during the run: {len(stats.gc_s)}, "
+            f"max pause {max(stats.gc_s) * 1000:.0f} ms"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sims", type=int, default=1_000_000)
+    parser.add_argument("--rate", type=float, default=500.0, help="requests per second")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of the load")
+    parser.add_argument("--ingest-rate", type=float, default=20_000.0, help="records per second")
+    parser.add_argument("--reports", type=int, default=2, help="usage records per SIM in the fill")
+    parser.add_argument("--port", type=int, default=0, help="0: any free port")
+    parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.client:
+        client_main(args.port, args.sims, args.rate, args.seconds)
+        return
+    began = time.perf_counter()
+    engine = build_engine(args.sims, args.reports)
+    fill_s = time.perf_counter() - began
+    print(
+        f"fill: {args.sims:,} SIMs, {args.sims * args.reports:,} records in {fill_s:.1f} s "
+        f"({args.sims * args.reports / fill_s:,.0f} rec/s incl. generating the lines)"
+    )
+    began = time.perf_counter()
+    engine.evaluate(time.time())
+    print(f"first evaluation: {(time.perf_counter() - began) * 1000:.0f} ms")
+    service = service_times(engine, args.sims)
+    cost = sum(service[k] * w / 100 for k, w in zip(ENDPOINTS, WEIGHTS, strict=True))
+    print(
+        "service time per request (view + JSON, no HTTP, median): "
+        + ", ".join(f"{k} {v * 1000:.2f} ms" for k, v in service.items())
+        + f"; the mix costs {cost * args.rate:.0%} of a core at {args.rate:.0f} req/s"
+    )
+    asyncio.run(serve(args, engine))
+
+
+if __name__ == "__main__":
+    main()
