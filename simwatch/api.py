@@ -10,7 +10,6 @@ never a stack trace.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import logging
 from typing import TYPE_CHECKING, Final
 
@@ -65,22 +64,6 @@ def error_response(
     if headers:
         response.headers.update(headers)
     return response
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (``127.0.0.0/8``, ``::1``)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def auth_required(settings: HttpSettings) -> bool:
-    if settings.auth == "on":
-        return True
-    return settings.auth == "auto" and not is_loopback(settings.host)
 
 
 def token_matches(given: str, tokens: frozenset[str]) -> bool:
@@ -207,7 +190,7 @@ def make_app(
     """The API application. Raises ``ValueError`` when tokens are required but none given."""
     tokens = frozenset(t for t in tokens if t)  # an empty line must never be a token
     middlewares: list[Middleware] = [_errors]
-    if auth_required(settings):
+    if settings.auth_required():
         if not tokens:
             raise ValueError(
                 f"the API needs bearer tokens (http.auth={settings.auth!r}, host "
@@ -231,4 +214,4 @@ def make_app(
     return app
 
 
-__all__ = ["auth_required", "is_loopback", "make_app", "token_matches"]
+__all__ = ["make_app", "token_matches"]

@@ -124,8 +124,8 @@ class EngineSettings(_Model):
         )
 
 
-def _is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (as ``simwatch.api.is_loopback``)."""
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (``127.0.0.0/8``, ``::1``)."""
     if host.lower() == "localhost":
         return True
     try:
@@ -146,7 +146,7 @@ class HttpSettings(_Model):
     def auth_required(self) -> bool:
         """Whether requests need a bearer token ("auto": yes unless the host is loopback)."""
         if self.auth == "auto":
-            return not _is_loopback(self.host)
+            return not is_loopback(self.host)
         return self.auth == "on"
 
 

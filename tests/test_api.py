@@ -25,8 +25,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from simwatch.api import is_loopback, make_app, token_matches
-from simwatch.config import HttpSettings
+from simwatch.api import make_app, token_matches
+from simwatch.config import HttpSettings, is_loopback
 from simwatch.engine import Engine, EngineConfig
 from simwatch.inventory import InventoryRow
 from simwatch.openapi import openapi_document
