@@ -179,6 +179,18 @@ class FileSourceSettings(_Model):
     state_file: OptionalPath = None  # offsets, so a restart neither loses nor repeats
 
 
+def _secret_value(
+    value: SecretStr | None, from_file: SecretStr | None, path: Path | None
+) -> str | None:
+    """A secret given inline, else the content of its file (read by ``load_secrets``,
+    or now when the settings were built directly)."""
+    if value is not None:
+        return value.get_secret_value()
+    if path is None:
+        return None
+    return (from_file or _read_secret(path)).get_secret_value()
+
+
 def _read_secret(path: Path) -> SecretStr:
     """The stripped content of a secret file; ``OSError``/``ValueError`` when unusable."""
     text = path.read_text(encoding="utf-8").strip()
@@ -234,14 +246,7 @@ class MqttSourceSettings(_Model):
 
     def resolved_password(self) -> str | None:
         """The password, from ``password`` or the content of ``password_file``."""
-        if self.password is not None:
-            return self.password.get_secret_value()
-        if self.password_file is None:
-            return None
-        if self._password_from_file is None:
-            self.load_secrets()
-        assert self._password_from_file is not None
-        return self._password_from_file.get_secret_value()
+        return _secret_value(self.password, self._password_from_file, self.password_file)
 
 
 class HttpSourceSettings(_Model):
@@ -281,14 +286,7 @@ class HttpSourceSettings(_Model):
 
     def resolved_token(self) -> str | None:
         """The API token, from ``token`` or the content of ``token_file``."""
-        if self.token is not None:
-            return self.token.get_secret_value()
-        if self.token_file is None:
-            return None
-        if self._token_from_file is None:
-            self.load_secrets()
-        assert self._token_from_file is not None
-        return self._token_from_file.get_secret_value()
+        return _secret_value(self.token, self._token_from_file, self.token_file)
 
 
 class SourcesSettings(_Model):

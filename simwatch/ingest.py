@@ -20,7 +20,6 @@ from simwatch.records import Deduplicator
 from simwatch.state import (
     EPOCH_BASE,
     NEVER,
-    SESSION_RING,
     Flag,
     RejectKind,
 )
@@ -189,8 +188,6 @@ class Ingestor:
                 session_bytes[row] = total
             if status == "ended":
                 mv["session_open"][row] = 0
-        if status == "ended" and record.end_cause == "network_failure":
-            state.cols.session_drops[row] += 1
 
     def _event(self, row: int, t: int, record: Record) -> None:
         cols = self.state.cols
@@ -209,4 +206,4 @@ class Ingestor:
             cols.session_open[row] = 0
 
 
-__all__ = ["SESSION_RING", "IngestStats", "Ingestor"]
+__all__ = ["IngestStats", "Ingestor"]

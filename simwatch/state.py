@@ -114,7 +114,6 @@ class Columns:
     session_start: np.ndarray
     session_bytes: np.ndarray  # running total of the open session
     session_starts: np.ndarray  # (capacity, SESSION_RING) ring of recent starts
-    session_drops: np.ndarray  # sessions ended by network_failure (lifetime counter)
     reject_kind: np.ndarray
     reject_at: np.ndarray
     reject_count: np.ndarray  # rejects in the current 24 h run (reset after a quiet day)
@@ -144,7 +143,6 @@ class Columns:
             session_start=np.full(capacity, NEVER, i32),
             session_bytes=np.zeros(capacity, np.int64),
             session_starts=np.full((capacity, SESSION_RING), NEVER, i32),
-            session_drops=np.zeros(capacity, np.uint16),
             reject_kind=np.zeros(capacity, np.int8),
             reject_at=np.full(capacity, NEVER, i32),
             reject_count=np.zeros(capacity, np.uint16),
