@@ -15,6 +15,12 @@ page of 100 (10 %), the incident list (5 %) and the partner groups (5 %). Latenc
 measured per request from just before it is sent until its body is read, so a request
 waiting behind an evaluation or an ingest chunk counts the wait. Everything is bounded:
 ``rate * seconds`` requests, a hard deadline, loopback only.
+
+``/metrics`` is served as in ``simwatch run`` (``EngineCollector`` in a registry with the
+process metrics). Before the load, its collect + render is timed in-process (text and
+OpenMetrics); with ``--scrape-every S`` the client also GETs it every S seconds during
+the load, alternating the text format and OpenMetrics and asking for gzip as Prometheus
+does, and reports latency and size. At the end the server prints its resident memory.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import gc
 import random
 import statistics
@@ -29,93 +36,58 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
+from benchfleet import APNS, PARTNERS, iccid, inventory, usage_lines
+from prometheus_client import exposition
+from prometheus_client.openmetrics import exposition as om_exposition
 
-from simwatch import views
+from simwatch import __version__, views
 from simwatch.api import make_app
 from simwatch.config import HttpSettings
 from simwatch.engine import Engine, EngineConfig
-from simwatch.inventory import InventoryRow
+from simwatch.metrics import (
+    DaemonHealth,
+    EngineCollector,
+    make_registry,
+    metrics_handler,
+)
 from simwatch.records import Record, RecordDecoder
 from simwatch.timeutil import format_rfc3339
 
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
 HOST = "127.0.0.1"
 SCRIPT = Path(__file__).resolve()
-PARTNERS = [(str(262 + c), f"{m:02d}") for c in range(16) for m in (1, 2, 3)][:40]
-APNS = [f"apn{k}.iot" for k in range(12)]
 CHUNK = 500  # records decoded and applied between yields, as in the daemon
 EVAL_INTERVAL_S = 5.0
 ENDPOINTS = ("sim", "sims", "incidents", "groups")
 WEIGHTS = (80, 10, 5, 5)
+OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+SCRAPE_FORMATS = ("text", "openmetrics")
 LIVE_LINE = (
     b'{"kind":"usage","record_id":"live-%d","iccid":"%s","start":"%s","end":"%s",'
     b'"bytes_up":1200,"bytes_down":340,"apn":"%s","mcc":"%s","mnc":"%s","rat":"LTE-M"}'
 )
 
 
-def iccid(i: int) -> str:
-    return f"8931{i:015d}"
-
-
 # ---- server: fill -------------------------------------------------------------------------
-
-
-def fill_lines(n: int, end: float, k: int, rng: np.random.Generator) -> list[bytes]:
-    """One usage record per SIM ending within 10 minutes after ``end``."""
-    start_text = format_rfc3339(end - 900)
-    partner = rng.integers(0, len(PARTNERS), n)
-    apn = rng.integers(0, len(APNS), n)
-    offsets = rng.integers(0, 600, n)
-    ends = {o: format_rfc3339(end + o) for o in range(600)}
-    out = []
-    for i in range(n):
-        mcc, mnc = PARTNERS[partner[i]]
-        out.append(
-            orjson.dumps(
-                {
-                    "kind": "usage",
-                    "record_id": f"u-{k}-{i}",
-                    "iccid": iccid(i),
-                    "start": start_text,
-                    "end": ends[int(offsets[i])],
-                    "bytes_up": 1200,
-                    "bytes_down": 340,
-                    "apn": APNS[apn[i]],
-                    "mcc": mcc,
-                    "mnc": mnc,
-                    "rat": "LTE-M",
-                }
-            )
-        )
-    return out
 
 
 def build_engine(n: int, reports: int) -> Engine:
     """Inventory of ``n`` SIMs, then ``reports`` rounds of usage ending before now."""
     engine = Engine(replace(EngineConfig(), warmup_s=0.0, initial_capacity=n))
-    engine.load_inventory(
-        InventoryRow(
-            iccid=iccid(i),
-            imsi=None,
-            customer=f"c{i % 20}",
-            apns=(APNS[i % 12],),
-            plan=None,
-            data_cap_bytes=None,
-            status="active",
-            tags=frozenset(),
-            extra={},
-        )
-        for i in range(n)
-    )
+    engine.load_inventory(inventory(n))
     decoder = RecordDecoder()
     rng = np.random.default_rng(1)
     wall = time.time()
     for k in range(reports):
         end = wall - 600 - (reports - k) * 900.0
-        for line in fill_lines(n, end, k, rng):
+        for line in usage_lines(n, end, k, rng):
             rec = decoder.decode_line(line, wall)
             if isinstance(rec, Record):
                 engine.ingest_record(rec)
@@ -223,6 +195,48 @@ def service_times(engine: Engine, n: int, repeats: int = 30) -> dict[str, float]
     return out
 
 
+def make_metrics(engine: Engine) -> CollectorRegistry:
+    """The /metrics registry exactly as ``simwatch run`` builds it (no sources, no sinks)."""
+    health = DaemonHealth(started_at=time.time())
+    return make_registry(EngineCollector(engine, health, tuple, version=__version__))
+
+
+def scrape_times(registry: CollectorRegistry, repeats: int = 5) -> dict[str, tuple[float, int]]:
+    """Median collect + render time (s) and body size (bytes) of each format, in-process."""
+    out = {}
+    for name, render in (
+        ("text", exposition.generate_latest),
+        ("openmetrics", om_exposition.generate_latest),
+    ):
+        times, size = [], 0
+        for _ in range(repeats):
+            began = time.perf_counter()
+            size = len(render(registry))
+            times.append(time.perf_counter() - began)
+        out[name] = (statistics.median(times), size)
+    return out
+
+
+def rss_status() -> dict[str, int]:
+    """VmRSS and VmHWM (peak) of this process, bytes, as the kernel reports them."""
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0]) * 1024
+    return out
+
+
+def malloc_trim() -> None:
+    """Hand freed heap back to the OS (glibc): the fill's line buffers, gone but resident."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 # ---- client ------------------------------------------------------------------------------
 
 
@@ -237,12 +251,40 @@ def request_path(kind: str, n: int, rng: random.Random) -> str:
     return "/api/v1/groups?dim=partner"
 
 
-async def client(port: int, n: int, rate: float, seconds: float) -> dict[str, object]:
+async def scraper(
+    session: ClientSession, base: str, every: float, out: list[tuple[str, float, int, int, bool]]
+) -> None:
+    """GET /metrics every ``every`` seconds, alternating text and OpenMetrics, with gzip:
+    (format, latency s, body bytes, bytes on the wire, ok) per scrape."""
+    k = 0
+    t0 = time.perf_counter()
+    while True:
+        await asyncio.sleep(max(0.0, t0 + (k + 1) * every - time.perf_counter()))
+        fmt = SCRAPE_FORMATS[k % 2]
+        headers = {"Accept-Encoding": "gzip"}
+        if fmt == "openmetrics":
+            headers["Accept"] = OPENMETRICS
+        began = time.perf_counter()
+        try:
+            async with session.get(base + "/metrics", headers=headers) as response:
+                body = await response.read()
+                wire = response.content_length or len(body)
+                ok = response.status == 200
+        except (ClientError, OSError, TimeoutError):
+            body, wire, ok = b"", 0, False
+        out.append((fmt, time.perf_counter() - began, len(body), wire, ok))
+        k += 1
+
+
+async def client(
+    port: int, n: int, rate: float, seconds: float, scrape_every: float = 0.0
+) -> dict[str, object]:
     """Open-loop load: request ``i`` is sent at ``i / rate`` seconds, whatever came back."""
     rng = random.Random(3)
     base = f"http://{HOST}:{port}"
     latencies: dict[str, list[float]] = {k: [] for k in ENDPOINTS}
     errors: dict[str, int] = dict.fromkeys(ENDPOINTS, 0)
+    scrapes: list[tuple[str, float, int, int, bool]] = []
     total = int(rate * seconds)
     timeout = ClientTimeout(total=30.0)
     async with ClientSession(connector=TCPConnector(limit=100), timeout=timeout) as session:
@@ -260,6 +302,9 @@ async def client(port: int, n: int, rate: float, seconds: float) -> dict[str, ob
                 errors[kind] += 1
 
         tasks = []
+        scraping = None
+        if scrape_every > 0:
+            scraping = asyncio.create_task(scraper(session, base, scrape_every, scrapes))
         t0 = time.perf_counter()
         for i in range(total):
             await asyncio.sleep(max(0.0, t0 + i / rate - time.perf_counter()))
@@ -268,11 +313,21 @@ async def client(port: int, n: int, rate: float, seconds: float) -> dict[str, ob
         sent_s = time.perf_counter() - t0
         await asyncio.wait_for(asyncio.gather(*tasks), timeout=60.0)
         done_s = time.perf_counter() - t0
-    return {"latencies": latencies, "errors": errors, "sent_s": sent_s, "done_s": done_s}
+        if scraping is not None:
+            scraping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await scraping
+    return {
+        "latencies": latencies,
+        "errors": errors,
+        "sent_s": sent_s,
+        "done_s": done_s,
+        "scrapes": scrapes,
+    }
 
 
-def client_main(port: int, n: int, rate: float, seconds: float) -> None:
-    result = asyncio.run(client(port, n, rate, seconds))
+def client_main(port: int, n: int, rate: float, seconds: float, scrape_every: float) -> None:
+    result = asyncio.run(client(port, n, rate, seconds, scrape_every))
     sys.stdout.buffer.write(orjson.dumps(result))
 
 
@@ -290,36 +345,56 @@ def describe(name: str, values: list[float], errors: int) -> str:
     )
 
 
-async def serve(args: argparse.Namespace, engine: Engine) -> None:
-    settings = HttpSettings(host=HOST, port=args.port or 39153)
-    app = make_app(engine, now=time.time, settings=settings)
+def client_command(port: int, args: argparse.Namespace) -> list[str]:
+    """The load generator's command line (a separate process: its own core)."""
+    return [
+        sys.executable,
+        str(SCRIPT),
+        "--client",
+        "--port",
+        str(port),
+        "--sims",
+        str(args.sims),
+        "--rate",
+        str(args.rate),
+        "--seconds",
+        str(args.seconds),
+        "--scrape-every",
+        str(args.scrape_every),
+    ]
+
+
+async def start_server(engine: Engine, port: int) -> web.AppRunner:
+    """The real API app with /metrics as ``simwatch run`` serves them, on 127.0.0.1."""
+    settings = HttpSettings(host=HOST, port=port or 39153)
+    registry = make_metrics(engine)
+    app = make_app(
+        engine, now=time.time, settings=settings, metrics_handler=metrics_handler(registry)
+    )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, HOST, args.port)
+    site = web.TCPSite(runner, HOST, port)
     await site.start()
-    port = int(runner.addresses[0][1])
-    stats = LiveStats(started=time.perf_counter())
-    gc.callbacks.append(stats.on_gc)
-    live = [asyncio.create_task(eval_loop(engine, stats))]
-    if args.ingest_rate > 0:
-        live.append(asyncio.create_task(ingest_loop(engine, args.sims, args.ingest_rate, stats)))
+    return runner
+
+
+async def run_load(
+    port: int,
+    client_args: argparse.Namespace,
+    *,
+    limit_s: float,
+    runner: web.AppRunner,
+    stats: LiveStats,
+    live: list[asyncio.Task[None]],
+) -> bytes:
+    """Run the load client to its end, then stop the server-side tasks and the server;
+    returns the client's JSON report."""
     try:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(SCRIPT),
-            "--client",
-            "--port",
-            str(port),
-            "--sims",
-            str(args.sims),
-            "--rate",
-            str(args.rate),
-            "--seconds",
-            str(args.seconds),
-            stdout=asyncio.subprocess.PIPE,
+            *client_command(port, client_args), stdout=asyncio.subprocess.PIPE
         )
         try:
-            out, _ = await asyncio.wait_for(proc.communicate(), timeout=args.seconds + 120)
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout=limit_s)
         except TimeoutError:
             proc.kill()
             await proc.wait()
@@ -335,6 +410,20 @@ async def serve(args: argparse.Namespace, engine: Engine) -> None:
         await runner.cleanup()
     if proc.returncode != 0:
         raise SystemExit(f"client failed with exit code {proc.returncode}")
+    return out
+
+
+async def serve(args: argparse.Namespace, engine: Engine) -> None:
+    runner = await start_server(engine, args.port)
+    port = int(runner.addresses[0][1])
+    stats = LiveStats(started=time.perf_counter())
+    gc.callbacks.append(stats.on_gc)
+    live = [asyncio.create_task(eval_loop(engine, stats))]
+    if args.ingest_rate > 0:
+        live.append(asyncio.create_task(ingest_loop(engine, args.sims, args.ingest_rate, stats)))
+    out = await run_load(
+        port, args, limit_s=args.seconds + 120, runner=runner, stats=stats, live=live
+    )
     report(args, orjson.loads(out), stats)
 
 
@@ -369,6 +458,28 @@ def report(args: argparse.Namespace, result: dict[str, object], stats: LiveStats
             f"full garbage collections during the run: {len(stats.gc_s)}, "
             f"max pause {max(stats.gc_s) * 1000:.0f} ms"
         )
+    report_scrapes(result.get("scrapes", []))  # type: ignore[arg-type]
+    rss = rss_status()
+    print(
+        f"server resident memory at the end: {rss['VmRSS'] / 2**20:,.0f} MiB "
+        f"(peak {rss['VmHWM'] / 2**20:,.0f} MiB); load average {load_average()}"
+    )
+
+
+def report_scrapes(scrapes: list[list[object]]) -> None:
+    """Latency and size of the client's /metrics scrapes, per format."""
+    for fmt in SCRAPE_FORMATS:
+        rows = [s for s in scrapes if s[0] == fmt]
+        if not rows:
+            continue
+        ms = np.asarray([float(s[1]) for s in rows]) * 1000  # type: ignore[arg-type]
+        p50, p99 = np.percentile(ms, [50, 99])
+        failed = sum(1 for s in rows if not s[4])
+        print(
+            f"  /metrics {fmt:<11} {len(rows):>4} scrapes  p50 {p50:7.1f} ms  p99 {p99:7.1f} ms"
+            f"  max {ms.max():7.1f} ms  {rows[-1][2]:,} bytes ({rows[-1][3]:,} gzipped)"
+            f"  errors {failed}"
+        )
 
 
 def main() -> None:
@@ -379,14 +490,18 @@ def main() -> None:
     parser.add_argument("--ingest-rate", type=float, default=20_000.0, help="records per second")
     parser.add_argument("--reports", type=int, default=2, help="usage records per SIM in the fill")
     parser.add_argument("--port", type=int, default=0, help="0: any free port")
+    parser.add_argument(
+        "--scrape-every", type=float, default=0.0, help="GET /metrics every S seconds (0: never)"
+    )
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
-        client_main(args.port, args.sims, args.rate, args.seconds)
+        client_main(args.port, args.sims, args.rate, args.seconds, args.scrape_every)
         return
     began = time.perf_counter()
     engine = build_engine(args.sims, args.reports)
     fill_s = time.perf_counter() - began
+    print(f"load average at start: {load_average()}")
     print(
         f"fill: {args.sims:,} SIMs, {args.sims * args.reports:,} records in {fill_s:.1f} s "
         f"({args.sims * args.reports / fill_s:,.0f} rec/s incl. generating the lines)"
@@ -400,6 +515,22 @@ def main() -> None:
         "service time per request (view + JSON, no HTTP, median): "
         + ", ".join(f"{k} {v * 1000:.2f} ms" for k, v in service.items())
         + f"; the mix costs {cost * args.rate:.0%} of a core at {args.rate:.0f} req/s"
+    )
+    scrape = scrape_times(make_metrics(engine))
+    print(
+        "/metrics collect + render in-process (median of 5): "
+        + ", ".join(f"{k} {t * 1000:.0f} ms, {size:,} bytes" for k, (t, size) in scrape.items())
+    )
+    before = rss_status()["VmRSS"]
+    gc.collect()
+    malloc_trim()
+    rss = rss_status()
+    print(
+        f"resident memory after the fill: {before / 2**20:,.0f} MiB, "
+        f"{rss['VmRSS'] / 2**20:,.0f} MiB after gc + malloc_trim (the fill's buffers)"
+    )
+    print(
+        f"resident memory before the load: {rss['VmRSS'] / 2**20:,.0f} MiB; load {load_average()}"
     )
     asyncio.run(serve(args, engine))
 

@@ -23,16 +23,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import orjson
+from benchfleet import inventory, usage_lines
 
 from simwatch.engine import Engine, EngineConfig
-from simwatch.inventory import InventoryRow
 from simwatch.records import Record, RecordDecoder
-from simwatch.timeutil import format_rfc3339
 
 T0 = 1_794_960_000.0  # 2026-11-18T00:00:00Z
-PARTNERS = [(str(262 + c), f"{m:02d}") for c in range(16) for m in (1, 2, 3)][:40]
-APNS = [f"apn{k}.iot" for k in range(12)]
 
 
 def rss_bytes() -> int:
@@ -46,65 +42,18 @@ def rss_bytes() -> int:
     return 0
 
 
-def iccid(i: int) -> str:
-    return f"8931{i:015d}"
-
-
-def lines_for_round(n: int, k: int, rng: np.random.Generator) -> list[bytes]:
-    out = []
-    end = T0 + k * 900.0
-    start_text = format_rfc3339(end - 900)
-    partner = rng.integers(0, len(PARTNERS), n)
-    apn = rng.integers(0, len(APNS), n)
-    offsets = rng.integers(0, 600, n)
-    ends = {o: format_rfc3339(end + o) for o in range(600)}
-    for i in range(n):
-        mcc, mnc = PARTNERS[partner[i]]
-        out.append(
-            orjson.dumps(
-                {
-                    "kind": "usage",
-                    "record_id": f"u-{k}-{i}",
-                    "iccid": iccid(i),
-                    "start": start_text,
-                    "end": ends[int(offsets[i])],
-                    "bytes_up": 1200,
-                    "bytes_down": 340,
-                    "apn": APNS[apn[i]],
-                    "mcc": mcc,
-                    "mnc": mnc,
-                    "rat": "LTE-M",
-                }
-            )
-        )
-    return out
-
-
 def run(n: int, reports: int, cycles: int) -> dict[str, float]:
     gc.collect()
     rss0 = rss_bytes()
     engine = Engine(replace(EngineConfig(), warmup_s=0.0, initial_capacity=n))
-    engine.load_inventory(
-        InventoryRow(
-            iccid=iccid(i),
-            imsi=None,
-            customer=f"c{i % 20}",
-            apns=(APNS[i % 12],),
-            plan=None,
-            data_cap_bytes=None,
-            status="active",
-            tags=frozenset(),
-            extra={},
-        )
-        for i in range(n)
-    )
+    engine.load_inventory(inventory(n))
     decoder = RecordDecoder()
     wall = T0 + 30 * 86400
     rng = np.random.default_rng(1)
     ingest_s = 0.0
     records = 0
     for k in range(reports):
-        lines = lines_for_round(n, k, rng)
+        lines = usage_lines(n, T0 + k * 900.0, k, rng)
         started = time.perf_counter()
         for line in lines:
             rec = decoder.decode_line(line, wall)

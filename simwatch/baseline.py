@@ -13,8 +13,12 @@ baseline or inside an open incident), so an outage is never learned as normal.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 HOURS = 24
 
@@ -113,6 +117,31 @@ class GroupBaseline:
 
     def nbytes(self) -> int:
         return int(self.overdue.nbytes + self.counted.nbytes)
+
+    def export(self) -> tuple[dict[str, np.ndarray], dict[str, object]]:
+        """Copies of the learned arrays and the learned time (for a checkpoint)."""
+        arrays = {
+            "overdue": self.overdue.copy(),
+            "counted": self.counted.copy(),
+            "fleet_overdue": self.fleet_overdue.copy(),
+            "fleet_counted": self.fleet_counted.copy(),
+        }
+        return arrays, {"learned_seconds": self.learned_seconds}
+
+    def restore(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, object]) -> None:
+        """Load ``export()``'s output; ``ValueError`` when the shapes do not fit."""
+        overdue, counted = arrays["overdue"], arrays["counted"]
+        if overdue.shape != counted.shape or overdue.ndim != 2 or overdue.shape[1] != HOURS:
+            raise ValueError(f"baseline arrays of shape {overdue.shape} / {counted.shape}")
+        fleet_overdue, fleet_counted = arrays["fleet_overdue"], arrays["fleet_counted"]
+        if fleet_overdue.shape != (HOURS,) or fleet_counted.shape != (HOURS,):
+            raise ValueError("fleet baseline arrays must hold 24 hours")
+        self.overdue = overdue.astype(np.float64, copy=True)
+        self.counted = counted.astype(np.float64, copy=True)
+        self.fleet_overdue = fleet_overdue.astype(np.float64, copy=True)
+        self.fleet_counted = fleet_counted.astype(np.float64, copy=True)
+        learned = meta.get("learned_seconds", 0.0)
+        self.learned_seconds = float(learned) if isinstance(learned, int | float) else 0.0
 
 
 def _ratio(num: float, den: float, floor: float) -> float:

@@ -24,9 +24,10 @@ import sys
 import tomllib
 import types
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, Union, get_args, get_origin
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -162,9 +163,10 @@ class SimulatorSourceSettings(_Model):
     # a random group fault (partner, APN, country...) starts about this often
     fault_every_s: float = Field(6 * 3600.0, gt=0)
     fault_duration_s: float = Field(2 * 3600.0, gt=0)
-    # the first live fault starts this long after start (0: only random ones); the
-    # history also holds one that ended an hour before start
-    first_fault_after_s: float = Field(120.0, ge=0)
+    # the first live fault starts this long after start (0: only random ones; negative:
+    # it began that long before start, so an incident is open at once); the history
+    # also holds one that ended an hour before start
+    first_fault_after_s: float = Field(120.0, ge=-86400.0)
     # history generated before "now" at start so rhythms and baselines are learned at once
     history_s: float = Field(3 * 86400.0, ge=0)
     tick_s: float = Field(1.0, gt=0, le=60)
@@ -191,6 +193,13 @@ def _secret_value(
     return (from_file or _read_secret(path)).get_secret_value()
 
 
+def read_tokens(path: Path) -> frozenset[str]:
+    """The bearer tokens in a tokens file: one per line, blank lines and ``#`` comments
+    skipped (blocking)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return frozenset(t.strip() for t in lines if t.strip() and not t.lstrip().startswith("#"))
+
+
 def _read_secret(path: Path) -> SecretStr:
     """The stripped content of a secret file; ``OSError``/``ValueError`` when unusable."""
     text = path.read_text(encoding="utf-8").strip()
@@ -199,14 +208,12 @@ def _read_secret(path: Path) -> SecretStr:
     return SecretStr(text)
 
 
-class MqttSourceSettings(_Model):
-    name: str = Field(min_length=1)
+class MqttConnectionSettings(_Model):
+    """How to reach an MQTT broker: shared by the MQTT source and the MQTT sink."""
+
     host: str = "127.0.0.1"
     port: int = Field(1883, ge=1, le=65535)
-    topics: list[str] = Field(min_length=1)
-    qos: Literal[0, 1, 2] = 1
     client_id: str = "simwatch"
-    clean_session: bool = False  # persistent session: QoS 1 messages survive a reconnect
     username: str | None = None
     password: SecretStr | None = None
     password_file: OptionalPath = None
@@ -220,7 +227,7 @@ class MqttSourceSettings(_Model):
     _password_from_file: SecretStr | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
-    def _cross_fields(self) -> MqttSourceSettings:
+    def _cross_fields(self) -> Self:
         if self.password is not None and self.password_file is not None:
             raise _field_error("password_file", "give either password or password_file, not both")
         if self.reconnect_min_s > self.reconnect_max_s:
@@ -249,32 +256,36 @@ class MqttSourceSettings(_Model):
         return _secret_value(self.password, self._password_from_file, self.password_file)
 
 
-class HttpSourceSettings(_Model):
+class MqttSourceSettings(MqttConnectionSettings):
     name: str = Field(min_length=1)
-    adapter: Literal["generic", "emnify", "1nce", "cisco"]
-    base_url: str
+    topics: list[str] = Field(min_length=1)
+    qos: Literal[0, 1, 2] = 1
+    clean_session: bool = False  # persistent session: QoS 1 messages survive a reconnect
+    # messages held in memory while ingest is behind; beyond this, new ones are dropped
+    # and counted (the broker has already been told they arrived)
+    max_queued_messages: int = Field(10_000, ge=10, le=10_000_000)
+
+
+def _check_url(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("http", "https") or not rest:
+        raise PydanticCustomError("url", "must start with http:// or https:// and a host")
+    return url.rstrip("/")
+
+
+HttpUrl = Annotated[str, AfterValidator(_check_url)]
+
+
+class _TokenSettings(_Model):
+    """An API token given inline or, better, in a file (shared by HTTP clients)."""
+
     token: SecretStr | None = None
     token_file: OptionalPath = None
-    poll_interval_s: float = Field(60.0, gt=0)
-    page_size: int = Field(500, ge=1, le=10_000)
-    max_concurrency: int = Field(4, ge=1, le=64)
-    rate_limit_per_s: float = Field(10.0, gt=0)
-    timeout_s: float = Field(30.0, gt=0)
-    cursor_file: OptionalPath = None
-    iccids: list[str] = Field(default_factory=list)  # per-SIM endpoints (1NCE, Cisco)
 
     _token_from_file: SecretStr | None = PrivateAttr(default=None)
 
-    @field_validator("base_url")
-    @classmethod
-    def _url_valid(cls, url: str) -> str:
-        scheme, sep, rest = url.partition("://")
-        if not sep or scheme not in ("http", "https") or not rest:
-            raise PydanticCustomError("url", "must start with http:// or https:// and a host")
-        return url
-
     @model_validator(mode="after")
-    def _cross_fields(self) -> HttpSourceSettings:
+    def _one_token(self) -> Self:
         if self.token is not None and self.token_file is not None:
             raise _field_error("token_file", "give either token or token_file, not both")
         return self
@@ -287,6 +298,19 @@ class HttpSourceSettings(_Model):
     def resolved_token(self) -> str | None:
         """The API token, from ``token`` or the content of ``token_file``."""
         return _secret_value(self.token, self._token_from_file, self.token_file)
+
+
+class HttpSourceSettings(_TokenSettings):
+    name: str = Field(min_length=1)
+    adapter: Literal["generic", "emnify", "1nce", "cisco"]
+    base_url: HttpUrl
+    poll_interval_s: float = Field(60.0, gt=0)
+    page_size: int = Field(500, ge=1, le=10_000)
+    max_concurrency: int = Field(4, ge=1, le=64)
+    rate_limit_per_s: float = Field(10.0, gt=0)
+    timeout_s: float = Field(30.0, gt=0)
+    cursor_file: OptionalPath = None
+    iccids: list[str] = Field(default_factory=list)  # per-SIM endpoints (1NCE, Cisco)
 
 
 class SourcesSettings(_Model):
@@ -319,11 +343,113 @@ class SourcesSettings(_Model):
         return self
 
 
+class AlertmanagerSinkSettings(_Model):
+    """Incidents sent to Alertmanager's v2 API (every replica gets every alert)."""
+
+    urls: list[HttpUrl] = Field(min_length=1)  # each replica's base URL
+    resend_interval_s: float = Field(60.0, gt=0)  # firing alerts are re-sent this often
+    # each send says the alert ends this far ahead unless re-sent (must exceed the interval)
+    ends_at_after_s: float = Field(300.0, gt=0)
+    timeout_s: float = Field(10.0, gt=0)
+    retry_min_s: float = Field(1.0, gt=0)
+    retry_max_s: float = Field(60.0, gt=0)
+    # simwatch's base URL as people reach it (generatorURL); default: from http.host/port
+    external_url: HttpUrl | None = None
+    grafana_url: HttpUrl = "http://127.0.0.1:3000"  # dashboard links in alerts
+    runbook_url: HttpUrl = (
+        "https://github.com/simwatch/simwatch/blob/main/docs/operations.md#runbook"
+    )
+    labels: dict[str, str] = Field(default_factory=dict)  # static labels, e.g. env
+    tickets: bool = True  # also send severity=ticket alerts for single tagged SIMs
+
+    @model_validator(mode="after")
+    def _cross_fields(self) -> Self:
+        if self.ends_at_after_s <= self.resend_interval_s:
+            raise _field_error(
+                "ends_at_after_s",
+                f"must exceed resend_interval_s, or alerts flap between re-sends "
+                f"(got {self.ends_at_after_s:g} <= {self.resend_interval_s:g})",
+            )
+        if self.retry_min_s > self.retry_max_s:
+            raise _field_error("retry_min_s", "must not exceed retry_max_s")
+        return self
+
+
+class InfluxSinkSettings(_TokenSettings):
+    """Per-SIM and per-group history written with the InfluxDB v2 write API."""
+
+    url: HttpUrl
+    org: str = "simwatch"
+    bucket: str = "simwatch"
+    batch_size: int = Field(5000, ge=1, le=100_000)  # points per write request
+    flush_interval_s: float = Field(5.0, gt=0)
+    max_buffer_points: int = Field(500_000, ge=1000)  # beyond this, points are dropped
+    timeout_s: float = Field(10.0, gt=0)
+    retry_min_s: float = Field(1.0, gt=0)
+    retry_max_s: float = Field(60.0, gt=0)
+    sim_points: bool = True  # per-SIM usage and state-change points (ICCID as a tag)
+
+    @model_validator(mode="after")
+    def _cross_fields(self) -> Self:
+        if self.retry_min_s > self.retry_max_s:
+            raise _field_error("retry_min_s", "must not exceed retry_max_s")
+        return self
+
+
+class MqttSinkSettings(MqttConnectionSettings):
+    """Incident and SIM state-change events published as JSON."""
+
+    client_id: str = "simwatch-events"
+    topic_prefix: str = Field("simwatch", min_length=1)
+    qos: Literal[0, 1, 2] = 1
+    sim_changes: bool = True  # publish per-SIM state changes too
+    # retained per-SIM state topics: a last-known state for new subscribers, but one
+    # retained message per SIM stays on the broker
+    sim_changes_retain: bool = False
+    # per-SIM messages per cycle at most (the first live cycle can carry the whole fleet)
+    sim_changes_max_per_cycle: int = Field(1000, ge=1, le=1_000_000)
+    max_buffer: int = Field(100_000, ge=100)  # messages waiting; beyond this, dropped
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _topic_valid(cls, prefix: str) -> str:
+        if any(c in prefix for c in "+#\0") or prefix.startswith("/") or prefix.endswith("/"):
+            raise PydanticCustomError(
+                "topic", "must not contain + or # or NUL, nor start or end with /"
+            )
+        return prefix
+
+
+class SinksSettings(_Model):
+    alertmanager: AlertmanagerSinkSettings | None = None
+    influxdb: InfluxSinkSettings | None = None
+    mqtt: MqttSinkSettings | None = None
+
+
+class MetricsSettings(_Model):
+    top_n: int = Field(200, ge=1, le=10_000)  # values per dimension; the rest is "_other"
+    # opt-in per-SIM series (a label per SIM!) for at most sim_series_max tagged SIMs
+    sim_series: bool = False
+    sim_series_max: int = Field(100, ge=1, le=10_000)
+
+
+class CheckpointSettings(_Model):
+    """Checkpoints of the whole state in ``state_dir`` (docs/persistence.md)."""
+
+    enabled: bool = True
+    # seconds between two checkpoints (and one more at shutdown): at most this much state
+    # is lost on a crash (re-read from file/HTTP sources, lost for MQTT)
+    interval_s: float = Field(60.0, ge=1, le=86400)
+
+
 class Settings(_Model):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     sources: SourcesSettings = Field(default_factory=SourcesSettings)
+    sinks: SinksSettings = Field(default_factory=SinksSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
     state_dir: Path = Path("var")
 
 
@@ -442,7 +568,7 @@ def _env_target(path: Sequence[int | str]) -> tuple[bool, bool] | None:
 
 def _env_path(name: str) -> tuple[int | str, ...]:
     parts = name[len(ENV_PREFIX) :].lower().split(ENV_NESTING)
-    return tuple(int(p) if p.isdigit() else p for p in parts)
+    return tuple(int(p) if p.isascii() and p.isdigit() else p for p in parts)
 
 
 def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -475,7 +601,7 @@ def _apply_env(
             if is_json:
                 try:
                     value = json.loads(raw)
-                except json.JSONDecodeError as exc:
+                except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
                     where = _dotted(path)
                     raise ConfigError([f"{where} (from {name}): not valid JSON: {exc}"]) from None
             elif optional and raw == "":
@@ -501,6 +627,9 @@ def _apply_env(
                     node[part] = {}
                 node = node[part]
         last = path[-1]
+        if not isinstance(node, dict):
+            where = _dotted(path[:-1])
+            raise ConfigError([f"{where} (from {name}): not a section, so it has no {last!r}"])
         if isinstance(last, int):
             where = _dotted(path)
             raise ConfigError([f"{where} (from {name}): set list items as JSON, not by index"])
@@ -525,6 +654,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: invalid TOML: {exc}"]) from None
+    except (ValueError, RecursionError) as exc:  # a 5000-digit number, arrays nested deep
+        raise ConfigError([f"{path}: invalid TOML: {type(exc).__name__}: {exc}"[:300]]) from None
 
 
 def _why(exc: Exception) -> str:
@@ -533,12 +664,22 @@ def _why(exc: Exception) -> str:
     return str(exc)
 
 
+_HasSecrets = MqttConnectionSettings | _TokenSettings
+
+
 def _check_files(settings: Settings) -> list[str]:
     """File-system checks and secret files, done at load (not in the pure validators)."""
     problems: list[str] = []
 
     def must_exist(where: str, path: Path | None) -> None:
-        if path is not None and not path.is_file():
+        if path is None:
+            return
+        try:
+            found = path.is_file()
+        except OSError as exc:  # e.g. a name too long: is_file only swallows "not found"
+            problems.append(f"{where}: cannot check {str(path)[:80]!r}: {_why(exc)}")
+            return
+        if not found:
             problems.append(f"{where}: no such file: {path}")
 
     must_exist("engine.inventory_file", settings.engine.inventory_file)
@@ -548,16 +689,35 @@ def _check_files(settings: Settings) -> list[str]:
         why = "on" if http.auth == "on" else f"auto and host {http.host} is not loopback"
         problems.append(f"http.tokens_file: required when auth is on (auth is {why})")
     must_exist("http.tokens_file", http.tokens_file)
+    if http.auth_required() and http.tokens_file is not None and http.tokens_file.is_file():
+        try:
+            if not read_tokens(http.tokens_file):
+                problems.append(
+                    f"http.tokens_file: no token in {http.tokens_file} (only blank lines or "
+                    "comments) while auth is on"
+                )
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(f"http.tokens_file: cannot read {http.tokens_file}: {_why(exc)}")
     for i, mqtt in enumerate(settings.sources.mqtt):
         for name in ("ca_file", "cert_file", "key_file"):
             must_exist(f"sources.mqtt[{i}].{name}", getattr(mqtt, name))
-    secret_sources: list[tuple[str, MqttSourceSettings | HttpSourceSettings, Path | None]] = [
+    sinks = settings.sinks
+    if sinks.mqtt is not None:
+        for name in ("ca_file", "cert_file", "key_file"):
+            must_exist(f"sinks.mqtt.{name}", getattr(sinks.mqtt, name))
+    secret_sources: list[tuple[str, _HasSecrets, Path | None]] = [
         (f"sources.mqtt[{i}].password_file", s, s.password_file)
         for i, s in enumerate(settings.sources.mqtt)
     ] + [
         (f"sources.http[{i}].token_file", s, s.token_file)
         for i, s in enumerate(settings.sources.http)
     ]
+    if sinks.mqtt is not None:
+        secret_sources.append(("sinks.mqtt.password_file", sinks.mqtt, sinks.mqtt.password_file))
+    if sinks.influxdb is not None:
+        secret_sources.append(
+            ("sinks.influxdb.token_file", sinks.influxdb, sinks.influxdb.token_file)
+        )
     for where, source, path in secret_sources:
         try:
             source.load_secrets()

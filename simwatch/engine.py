@@ -34,14 +34,16 @@ from simwatch.incidents import (
 from simwatch.ingest import Ingestor
 from simwatch.localize import LocalizeParams
 from simwatch.operators import OperatorTable
-from simwatch.rhythm import RhythmParams
+from simwatch.rhythm import RhythmParams, SimState
 from simwatch.state import FleetState
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
     from simwatch.inventory import InventoryRow
     from simwatch.records import Record, Rejection
+
+NEVER_SEEN = int(SimState.NEVER_SEEN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +64,30 @@ class EngineConfig:
     initial_capacity: int = 4096
 
 
+@dataclass(frozen=True, slots=True)
+class StateChanges:
+    """SIMs whose state differs from the previous cycle's (a SIM new to the fleet since
+    then counts as coming from ``never_seen``). Parallel arrays, one entry per SIM."""
+
+    rows: np.ndarray  # int64 row numbers (``engine.state.index.iccid(row)``)
+    old: np.ndarray  # int8 previous state codes (``STATE_NAMES``)
+    new: np.ndarray  # int8 current state codes
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+_EMPTY_ROWS = np.zeros(0, np.int64)
+_EMPTY_STATES = np.zeros(0, np.int8)
+_NO_CHANGES = StateChanges(_EMPTY_ROWS, _EMPTY_STATES, _EMPTY_STATES)
+
+
 @dataclass(slots=True)
 class CycleResult:
     evaluation: Evaluation
     changes: list[IncidentChange]
     duration_s: float
+    state_changes: StateChanges = field(default_factory=lambda: _NO_CHANGES)
 
 
 class Engine:
@@ -89,6 +110,7 @@ class Engine:
         self.first_record_at: float | None = None
         self.last_evaluation: Evaluation | None = None
         self.cycles = 0
+        self._prev_states = _EMPTY_STATES  # per-SIM states of the previous cycle
 
     # ---- input ------------------------------------------------------------------------
 
@@ -145,7 +167,16 @@ class Engine:
         )
         self.last_evaluation = evaluation
         self.cycles += 1
-        return CycleResult(evaluation, changes, time.perf_counter() - started)
+        state_changes = self._state_changes(evaluation.states)
+        return CycleResult(evaluation, changes, time.perf_counter() - started, state_changes)
+
+    def _state_changes(self, states: np.ndarray) -> StateChanges:
+        prev = self._prev_states
+        if len(prev) < len(states):  # SIMs new since the last cycle come from never_seen
+            prev = np.concatenate([prev, np.full(len(states) - len(prev), NEVER_SEEN, np.int8)])
+        rows = np.flatnonzero(prev[: len(states)] != states)
+        self._prev_states = states
+        return StateChanges(rows, prev[rows], states[rows])
 
     def _sim_alarms(self, evaluation: Evaluation) -> list[SimAlarm]:
         return [
@@ -155,6 +186,60 @@ class Engine:
             )
             for row in vip_rows(self.state, evaluation)
         ]
+
+    # ---- checkpoint -------------------------------------------------------------------
+
+    def export_state(
+        self, *, lists: bool = False
+    ) -> tuple[dict[str, np.ndarray | list[int]], dict[str, object]]:
+        """Everything evaluation needs to go on where it stopped, as copies: numpy arrays
+        (per-SIM columns, index, rhythm, leaves, baseline, dedup memory, last states) and
+        JSON-able metadata (value tables, incidents, counters). Synchronous and read-only;
+        take it between two batches (``simwatch.checkpoint``). ``lists``: the dedup memory
+        as lists of ints (a quicker copy; ``records.int64_array`` converts them)."""
+        state_arrays, state_meta = self.state.export()
+        arrays: dict[str, np.ndarray | list[int]] = dict(state_arrays)
+        ingest_arrays, ingest_meta = self.ingestor.export(lists=lists)
+        arrays.update(ingest_arrays)
+        base_arrays, base_meta = self.baseline.export()
+        arrays.update({f"baseline.{k}": v for k, v in base_arrays.items()})
+        arrays["engine.prev_states"] = self._prev_states.copy()
+        meta: dict[str, object] = {
+            "state": state_meta,
+            "ingest": ingest_meta,
+            "baseline": base_meta,
+            "incidents": self.incidents.export(),
+            "rejected": dict(self.rejected),
+            "first_record_at": self.first_record_at,
+            "cycles": self.cycles,
+        }
+        return arrays, meta
+
+    def restore_state(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, object]) -> None:
+        """Load ``export_state()``'s output into this fresh engine. Raises ``ValueError``
+        (or ``KeyError`` for a missing array) when the checkpoint does not fit the
+        configuration (other dims) or is malformed; the engine is then unusable."""
+        self.state.restore(arrays, _section(meta, "state"))
+        self.ingestor.state = self.state
+        self.ingestor.restore(arrays, _section(meta, "ingest"))
+        self.baseline.restore(
+            {k[len("baseline.") :]: v for k, v in arrays.items() if k.startswith("baseline.")},
+            _section(meta, "baseline"),
+        )
+        self.incidents.restore(_section(meta, "incidents"))
+        rejected = meta.get("rejected", {})
+        if not isinstance(rejected, dict):
+            raise TypeError("malformed rejection counts in checkpoint")
+        self.rejected = Counter({str(k): int(v) for k, v in rejected.items()})
+        first = meta.get("first_record_at")
+        self.first_record_at = float(first) if isinstance(first, int | float) else None
+        cycles = meta.get("cycles", 0)
+        self.cycles = int(cycles) if isinstance(cycles, int) else 0
+        prev = arrays["engine.prev_states"]
+        if prev.dtype != np.int8 or prev.ndim != 1 or len(prev) > len(self.state):
+            raise ValueError("malformed previous states in checkpoint")
+        self._prev_states = prev.copy()
+        self.last_evaluation = None
 
     # ---- queries ----------------------------------------------------------------------
 
@@ -207,3 +292,10 @@ class Engine:
             incident=incident,
             partner_label=self.partner_label(partner) if partner else None,
         )
+
+
+def _section(meta: Mapping[str, object], name: str) -> Mapping[str, object]:
+    section = meta.get(name)
+    if not isinstance(section, dict):
+        raise TypeError(f"checkpoint has no {name} section")
+    return section

@@ -382,6 +382,30 @@ class IccidIndex:
             his, los = self._hi[r].tolist(), self._lo[r].tolist()
         return [_decode(h, lo) for h, lo in zip(his, los, strict=True)]
 
+    # -- checkpoint ------------------------------------------------------------------
+
+    def keys(self) -> tuple[npt.NDArray[np.uint16], npt.NDArray[np.uint64]]:
+        """Copies of the (hi, lo) key columns of rows ``0..len-1`` (for a checkpoint)."""
+        n = self._n
+        return self._hi[:n].copy(), self._lo[:n].copy()
+
+    def restore(self, hi: npt.NDArray[np.uint16], lo: npt.NDArray[np.uint64]) -> None:
+        """Replace the index with the rows of ``keys()`` (same rows, same order)."""
+        if hi.shape != lo.shape or hi.ndim != 1:
+            raise ValueError("hi and lo must be 1-d arrays of the same length")
+        if hi.dtype != np.uint16 or lo.dtype != np.uint64:
+            raise ValueError(f"key dtypes must be uint16/uint64, got {hi.dtype}/{lo.dtype}")
+        n = int(lo.size)
+        if n > _MAX_ROWS:
+            raise OverflowError(f"IccidIndex holds at most {_MAX_ROWS} rows")
+        self._n = 0
+        self._alloc(_bits_for(max(n, 1)))
+        self._hi[:n] = hi
+        self._lo[:n] = lo
+        self._n = n
+        if n:
+            self._insert_many(_hash_many(self._lo[:n], self._shift), np.arange(n, dtype=np.int32))
+
     # -- misc ------------------------------------------------------------------------
 
     def nbytes(self) -> int:

@@ -10,13 +10,14 @@ that is checkpointed, so a restart keeps them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Literal
 
 from simwatch.timeutil import format_rfc3339
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
     from simwatch.localize import Cause
 
@@ -91,6 +92,62 @@ class Incident:
         return out
 
 
+def _json_number(value: float) -> float | str:
+    """A float JSON can carry: non-finite values as their name ("inf", "nan")."""
+    return value if math.isfinite(value) else str(value)
+
+
+def _number(value: object) -> float:
+    if isinstance(value, int | float | str):
+        return float(value)
+    raise ValueError(f"not a number: {value!r}")
+
+
+def incident_state(incident: Incident) -> dict[str, object]:
+    """Every field of an incident, JSON-able (for a checkpoint; not the API shape)."""
+    out: dict[str, object] = {}
+    for f in fields(Incident):
+        value = getattr(incident, f.name)
+        if isinstance(value, float):
+            value = _json_number(value)
+        elif isinstance(value, dict | list):
+            value = value.copy()
+        out[f.name] = value
+    return out
+
+
+def incident_from_state(data: Mapping[str, object]) -> Incident:
+    """The incident ``incident_state`` described; ``ValueError`` when malformed."""
+    try:
+        dims = _mapping(data["dims"])
+        reasons = _list(data.get("reasons", []))
+        kind = data["kind"]
+        severity = data["severity"]
+        _check_kind(kind, severity)
+        resolved = data.get("resolved_at")
+        iccid = data.get("iccid")
+        return Incident(
+            id=str(data["id"]),
+            kind="group" if kind == "group" else "sim",
+            dims={str(k): str(v) for k, v in dims.items()},
+            severity="page" if severity == "page" else "ticket",
+            opened_at=_number(data["opened_at"]),
+            updated_at=_number(data["updated_at"]),
+            affected=_number(data["affected"]),
+            total=_number(data["total"]),
+            expected=_number(data["expected"]),
+            score=_number(data["score"]),
+            resolved_at=None if resolved is None else _number(resolved),
+            iccid=None if iccid is None else str(iccid),
+            peak_affected=_number(data.get("peak_affected", 0.0)),
+            reasons=[str(r) for r in reasons],
+            missing_cycles=int(_number(data.get("missing_cycles", 0))),
+            reported_affected=_number(data.get("reported_affected", 0.0)),
+        )
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"malformed incident in checkpoint: {exc}") from exc
+
+
 @dataclass(frozen=True, slots=True)
 class IncidentChange:
     kind: ChangeKind
@@ -118,6 +175,38 @@ class IncidentTracker:
         # candidate key -> consecutive cycles seen, for group causes and SIM alarms
         self._pending_groups: dict[Key, int] = {}
         self._pending_sims: dict[Key, int] = {}
+
+    def export(self) -> dict[str, object]:
+        """The whole tracker, JSON-able: open incidents with their keys, the resolved ones
+        kept, the pending (not yet confirmed) candidates and the id counter."""
+        return {
+            "next_id": self.next_id,
+            "open": [[list(map(list, k)), incident_state(i)] for k, i in self.open.items()],
+            "resolved": [incident_state(i) for i in self.resolved],
+            "pending_groups": [[list(map(list, k)), n] for k, n in self._pending_groups.items()],
+            "pending_sims": [[list(map(list, k)), n] for k, n in self._pending_sims.items()],
+        }
+
+    def restore(self, data: Mapping[str, object]) -> None:
+        """Load ``export()``'s output; ``ValueError`` when malformed."""
+        try:
+            next_id = int(_number(data["next_id"]))
+            opened = {
+                _key(key): incident_from_state(_mapping(state))
+                for key, state in _pairs(data.get("open", []))
+            }
+            resolved = [
+                incident_from_state(_mapping(state)) for state in _list(data.get("resolved", []))
+            ]
+            groups = {_key(k): int(_number(n)) for k, n in _pairs(data.get("pending_groups", []))}
+            sims = {_key(k): int(_number(n)) for k, n in _pairs(data.get("pending_sims", []))}
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"malformed incident tracker in checkpoint: {exc}") from exc
+        self.next_id = next_id
+        self.open = opened
+        self.resolved = resolved
+        self._pending_groups = groups
+        self._pending_sims = sims
 
     def all(self) -> list[Incident]:
         """Every incident known, oldest first."""
@@ -329,3 +418,37 @@ class IncidentTracker:
         if overflow > 0:
             del self.resolved[:overflow]
         return changes
+
+
+def _mapping(value: object) -> Mapping[str, object]:
+    if not isinstance(value, dict):
+        raise TypeError(f"expected an object, got {value!r}")
+    return value
+
+
+def _list(value: object) -> list[object]:
+    if not isinstance(value, list):
+        raise TypeError(f"expected a list, got {value!r}")
+    return value
+
+
+def _check_kind(kind: object, severity: object) -> None:
+    if kind not in ("group", "sim") or severity not in ("page", "ticket"):
+        raise TypeError(f"kind {kind!r} / severity {severity!r}")
+
+
+def _pairs(value: object) -> list[tuple[object, object]]:
+    if not isinstance(value, list) or not all(isinstance(p, list) and len(p) == 2 for p in value):
+        raise TypeError("expected a list of [key, value] pairs")
+    return [(p[0], p[1]) for p in value]
+
+
+def _key(value: object) -> Key:
+    if not isinstance(value, list):
+        raise TypeError(f"bad incident key {value!r}")
+    out = []
+    for pair in value:
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise TypeError(f"bad incident key {value!r}")
+        out.append((str(pair[0]), str(pair[1])))
+    return tuple(out)

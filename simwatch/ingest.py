@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from simwatch.records import Deduplicator
+from simwatch.records import MAX_COUNT, Deduplicator
 from simwatch.state import (
     EPOCH_BASE,
     NEVER,
@@ -26,6 +26,10 @@ from simwatch.state import (
 from simwatch.timeutil import month_of
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import numpy as np
+
     from simwatch.operators import OperatorTable
     from simwatch.records import Record
     from simwatch.state import FleetState
@@ -94,6 +98,42 @@ class Ingestor:
         self.stats.by_kind[kind] += 1
         return True
 
+    # ---- checkpoint -------------------------------------------------------------------
+
+    def export(
+        self, *, lists: bool = False
+    ) -> tuple[dict[str, np.ndarray | list[int]], dict[str, object]]:
+        """The dedup memory (int64 arrays, or with ``lists`` plain lists of ints, a faster
+        copy to convert later), counters and partner names (for a checkpoint)."""
+        current: np.ndarray | list[int]
+        old: np.ndarray | list[int]
+        current, old = self.dedup.key_lists() if lists else self.dedup.export()
+        stats = self.stats
+        meta: dict[str, object] = {
+            "applied": stats.applied,
+            "duplicates": stats.duplicates,
+            "unknown_sims": stats.unknown_sims,
+            "by_kind": dict(stats.by_kind),
+            "partner_names": dict(self.partner_names),
+        }
+        return {"dedup.current": current, "dedup.old": old}, meta
+
+    def restore(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, object]) -> None:
+        """Load ``export()``'s output; ``ValueError`` when malformed."""
+        self.dedup.restore(arrays["dedup.current"], arrays["dedup.old"])
+        by_kind = meta.get("by_kind", {})
+        names = meta.get("partner_names", {})
+        if not isinstance(by_kind, dict) or not isinstance(names, dict):
+            raise TypeError("malformed ingest counters in checkpoint")
+        self.stats = IngestStats(
+            applied=_int(meta.get("applied", 0)),
+            duplicates=_int(meta.get("duplicates", 0)),
+            unknown_sims=_int(meta.get("unknown_sims", 0)),
+            by_kind=Counter({str(k): _int(v) for k, v in by_kind.items()}),
+        )
+        self.partner_names = {str(k): str(v) for k, v in names.items()}
+        self._country_of_partner = {0: 0}
+
     # ---- parts ------------------------------------------------------------------------
 
     def _attributes(self, row: int, t: int, record: Record) -> None:
@@ -154,9 +194,10 @@ class Ingestor:
         current = months[row]
         if month > current:
             months[row] = month
-            mv["month_bytes"][row] = total
+            mv["month_bytes"][row] = min(total, MAX_COUNT)
         elif month == current:
-            mv["month_bytes"][row] += total
+            column = mv["month_bytes"]
+            column[row] = min(column[row] + total, MAX_COUNT)  # saturate, never overflow
         # older months: a very late record; this month's usage is unaffected
 
     def _session(self, row: int, t: int, ts: float, record: Record) -> None:
@@ -178,6 +219,7 @@ class Ingestor:
         if t >= session_start[row]:
             session_bytes = mv["session_bytes"]
             previous = session_bytes[row]
+            total = min(total, MAX_COUNT)
             if total > previous:
                 # A grown running total proves data *somewhere* since the last report,
                 # not at `ts`; usage records say when. So session totals are the data
@@ -204,6 +246,12 @@ class Ingestor:
             cols.reject_cause[row] = self.state.causes.code(record.cause)
         elif kind in ("detach", "purge") and t >= cols.session_start[row]:
             cols.session_open[row] = 0
+
+
+def _int(value: object) -> int:
+    if isinstance(value, int | float):
+        return int(value)
+    raise ValueError(f"not a count: {value!r}")
 
 
 __all__ = ["IngestStats", "Ingestor"]

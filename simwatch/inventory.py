@@ -11,7 +11,7 @@ import csv
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-from simwatch.records import Rejection, RejectReason
+from simwatch.records import MAX_COUNT, Rejection, RejectReason
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -203,9 +203,13 @@ def _parse_row(row: list[str], columns: list[str], raw: str, line: int) -> Inven
         body = cap_text[1:] if cap_text[0] in "+-" else cap_text
         if not (body.isascii() and body.isdigit()):
             return bad("data_cap_bytes", f"{_show(cap_text)} is not a whole number of bytes")
+        if len(body.lstrip("0")) > len(str(MAX_COUNT)):  # before int(): no giant numbers
+            return bad("data_cap_bytes", f"{_show(cap_text)} is over 2**53 bytes")
         cap = int(cap_text)
         if cap < 0:
             return bad("data_cap_bytes", f"{cap} is negative")
+        if cap > MAX_COUNT:
+            return bad("data_cap_bytes", f"{cap} is over 2**53 bytes")
 
     return InventoryRow(
         iccid=iccid,

@@ -7,18 +7,21 @@ them (a prometheus-client custom collector). It runs on the event loop, like eve
 reader of the engine (no locks); the per-group figures are one ``np.bincount`` per
 dimension, a few milliseconds for a million SIMs.
 
-Labels stay bounded: there is never a label per SIM. Group metrics carry one series per
-configured dimension value, capped at the ``top_n`` largest values per dimension (the
-rest summed into ``value="_other"``); incident series exist only for open group
-incidents. docs/metrics.md lists every metric and its cardinality.
+Labels stay bounded: by default there is never a label per SIM. Group metrics carry one
+series per configured dimension value, capped at the ``top_n`` largest values per
+dimension (the rest summed into ``value="_other"``); incident series exist only for open
+group incidents. The one exception is opt-in (``sim_series``, off by default): per-SIM
+series with an ``iccid`` label for at most ``sim_series`` SIMs tagged ``vip``.
+docs/metrics.md lists every metric and its cardinality.
 """
 
 from __future__ import annotations
 
+import math
 import platform
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 import numpy as np
@@ -32,6 +35,7 @@ from prometheus_client.core import (
 
 from simwatch.evaluate import STATE_NAMES
 from simwatch.records import RejectReason
+from simwatch.state import Flag
 from simwatch.timeutil import month_of
 
 if TYPE_CHECKING:
@@ -40,8 +44,10 @@ if TYPE_CHECKING:
     from aiohttp.typedefs import Handler
     from prometheus_client.metrics_core import Metric
 
+    from simwatch.checkpoint import CheckpointStats
     from simwatch.engine import Engine
     from simwatch.evaluate import Evaluation
+    from simwatch.sinks.base import SinkStats
     from simwatch.sources.base import SourceStats
     from simwatch.state import FleetState
 
@@ -61,7 +67,6 @@ class DaemonHealth:
     evaluation_failures_total: int = 0
     last_evaluation_duration_s: float = 0.0
     last_evaluation_timestamp: float | None = None
-    sink_errors_total: Counter[str] = field(default_factory=Counter)  # by sink name
     queue_depth: Callable[[], int] | None = None
     started_at: float = 0.0
 
@@ -125,20 +130,36 @@ class EngineCollector:
         *,
         version: str,
         top_n: int = DEFAULT_TOP_N,
+        sink_stats: Callable[[], Sequence[SinkStats]] = tuple,
+        sim_series: int = 0,
+        checkpoint_stats: Callable[[], CheckpointStats | None] = lambda: None,
     ) -> None:
+        """``sim_series``: per-SIM series for at most this many SIMs tagged vip; 0 (the
+        default) exports none, and then no label value is ever an ICCID.
+        ``checkpoint_stats``: the daemon's checkpoint figures (None: checkpoints off, no
+        ``simwatch_checkpoint_*`` series)."""
         if top_n < 1:
             raise ValueError("top_n must be at least 1")
+        if sim_series < 0:
+            raise ValueError("sim_series must be 0 (off) or a positive cap")
         self.engine = engine
         self.health = health
         self.source_stats = source_stats
+        self.sink_stats = sink_stats
         self.version = version
         self.top_n = top_n
+        self.sim_series = sim_series
+        self.checkpoint_stats = checkpoint_stats
 
     def collect(self) -> Iterator[Metric]:
         yield from self._fleet()
         yield from self._incidents()
         yield from self._sources()
+        yield from self._sinks()
         yield from self._daemon()
+        yield from self._checkpoint()
+        if self.sim_series:
+            yield from self._tagged_sims()
 
     # ---- fleet and groups ---------------------------------------------------------------
 
@@ -294,6 +315,11 @@ class EngineCollector:
             "Records of a source rejected by validation, per reason.",
             labels=["source", "reason"],
         )
+        shed = CounterMetricFamily(
+            "simwatch_source_messages_shed",
+            "Messages a source dropped unread because its bounded queue was full.",
+            labels=["source"],
+        )
         duplicates = CounterMetricFamily(
             "simwatch_source_duplicates",
             "Duplicate deliveries of a source (same record id), applied once.",
@@ -322,11 +348,98 @@ class EngineCollector:
             for reason in [*reasons, *sorted(set(stats.rejected) - set(reasons))]:
                 rejected.add_metric([name, reason], stats.rejected[reason])
             duplicates.add_metric([name], stats.duplicates)
+            shed.add_metric([name], stats.shed)
             errors.add_metric([name], stats.errors)
             if stats.last_success is not None:
                 last_success.add_metric([name], stats.last_success)
             up.add_metric([name], 1 if stats.connected else 0)
-        yield from (received, rejected, duplicates, errors, last_success, up)
+        yield from (received, rejected, duplicates, shed, errors, last_success, up)
+
+    def _sinks(self) -> Iterator[Metric]:
+        sent = CounterMetricFamily(
+            "simwatch_sink_sent",
+            "Items a sink delivered (alerts posted, points written, messages published).",
+            labels=["sink"],
+        )
+        errors = CounterMetricFamily(
+            "simwatch_sink_errors",
+            "Failed delivery attempts of a sink (connection, HTTP status, timeout).",
+            labels=["sink"],
+        )
+        dropped = CounterMetricFamily(
+            "simwatch_sink_dropped",
+            "Items a sink gave up because its bounded buffer was full.",
+            labels=["sink"],
+        )
+        buffered = GaugeMetricFamily(
+            "simwatch_sink_buffered",
+            "Items waiting in a sink's buffer for delivery.",
+            labels=["sink"],
+        )
+        last_success = GaugeMetricFamily(
+            "simwatch_sink_last_success_timestamp_seconds",
+            "When a sink last delivered successfully (epoch seconds).",
+            labels=["sink"],
+            unit="seconds",
+        )
+        up = GaugeMetricFamily(
+            "simwatch_sink_up",
+            "1 while a sink's last delivery attempt succeeded, else 0.",
+            labels=["sink"],
+        )
+        for stats in self.sink_stats():
+            name = stats.name
+            sent.add_metric([name], stats.sent)
+            errors.add_metric([name], stats.errors)
+            dropped.add_metric([name], stats.dropped)
+            buffered.add_metric([name], stats.buffered)
+            if stats.last_success is not None:
+                last_success.add_metric([name], stats.last_success)
+            up.add_metric([name], 1 if stats.up else 0)
+        yield from (sent, errors, dropped, buffered, last_success, up)
+
+    # ---- opt-in per-SIM series ---------------------------------------------------------------
+
+    def _tagged_sims(self) -> Iterator[Metric]:
+        """Series labelled by ICCID for the first ``sim_series`` SIMs tagged vip.
+
+        The first in row order, that is in the order the SIMs became known (the inventory's
+        order), so the set is stable from scrape to scrape; the rest are only counted.
+        """
+        state = self.engine.state
+        evaluation = self.engine.last_evaluation
+        n = len(state)
+        tagged = np.flatnonzero((state.cols.flags[:n] & Flag.VIP) != 0)
+        rows = tagged[: self.sim_series]
+        iccids = state.index.iccids(rows)
+        last_data = state.rhythm.last_data[rows].tolist()
+        sim_state = GaugeMetricFamily(
+            "simwatch_sim_state",
+            "1 for the state of a SIM tagged vip at the last evaluation, 0 for the others"
+            " (opt-in per-SIM series).",
+            labels=["iccid", "state"],
+        )
+        last = GaugeMetricFamily(
+            "simwatch_sim_last_data_timestamp_seconds",
+            "When a SIM tagged vip last sent data (epoch seconds; opt-in per-SIM series).",
+            labels=["iccid"],
+            unit="seconds",
+        )
+        n_eval = evaluation.n if evaluation is not None else 0
+        for row, iccid, seen in zip(rows.tolist(), iccids, last_data, strict=True):
+            if evaluation is not None and row < n_eval:
+                code = int(evaluation.states[row])
+                for i, state_name in enumerate(STATE_NAMES):
+                    sim_state.add_metric([iccid, state_name], 1 if i == code else 0)
+            if not math.isnan(seen):  # NaN: no data yet
+                last.add_metric([iccid], seen)
+        yield sim_state
+        yield last
+        yield GaugeMetricFamily(
+            "simwatch_sim_series_omitted_sims",
+            "SIMs tagged vip without per-SIM series: beyond metrics.sim_series_max.",
+            value=len(tagged) - len(rows),
+        )
 
     def _daemon(self) -> Iterator[Metric]:
         health = self.health
@@ -354,14 +467,6 @@ class EngineCollector:
         if health.last_evaluation_timestamp is not None:
             last.add_metric([], health.last_evaluation_timestamp)
         yield last
-        sink_errors = CounterMetricFamily(
-            "simwatch_sink_errors",
-            "Failures writing to an output sink, per sink.",
-            labels=["sink"],
-        )
-        for sink, count in sorted(health.sink_errors_total.items()):
-            sink_errors.add_metric([sink], count)
-        yield sink_errors
         if health.queue_depth is not None:
             yield GaugeMetricFamily(
                 "simwatch_ingest_queue_depth",
@@ -378,6 +483,40 @@ class EngineCollector:
             "When the daemon started (epoch seconds).",
             value=health.started_at,
             unit="seconds",
+        )
+
+    def _checkpoint(self) -> Iterator[Metric]:
+        stats = self.checkpoint_stats()
+        if stats is None:
+            return
+        last = GaugeMetricFamily(
+            "simwatch_checkpoint_last_success_timestamp_seconds",
+            "When the last checkpoint was written (epoch seconds; absent until the first).",
+            unit="seconds",
+        )
+        duration = GaugeMetricFamily(
+            "simwatch_checkpoint_duration_seconds",
+            "How long the last written checkpoint took (state copy on the loop + file write).",
+            unit="seconds",
+        )
+        size = GaugeMetricFamily(
+            "simwatch_checkpoint_size_bytes",
+            "Size of the last written checkpoint file.",
+            unit="bytes",
+        )
+        if stats.last_success is not None:
+            last.add_metric([], stats.last_success)
+        if stats.last_duration_s is not None:
+            duration.add_metric([], stats.last_duration_s)
+        if stats.size_bytes is not None:
+            size.add_metric([], stats.size_bytes)
+        yield last
+        yield duration
+        yield size
+        yield CounterMetricFamily(
+            "simwatch_checkpoint_failures",
+            "Checkpoints that could not be copied or written (the previous one stays).",
+            value=stats.failures,
         )
 
 

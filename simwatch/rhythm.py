@@ -371,6 +371,31 @@ class RhythmModel:
         )
         return sum(c.nbytes for c in cols)
 
+    # -- checkpoint ------------------------------------------------------------------
+
+    _COLUMNS = ("last", "mu", "var", "gmax", "mask_cur", "mask_prev", "first", "n")
+
+    def export(self, n: int) -> dict[str, np.ndarray]:
+        """Copies of every column's rows ``[0, n)``, by name (for a checkpoint)."""
+        n = self._check_n(n)
+        return {name: getattr(self, f"_{name}")[:n].copy() for name in self._COLUMNS}
+
+    def restore(self, columns: dict[str, np.ndarray]) -> None:
+        """Overwrite rows ``[0, n)`` with ``export(n)``'s columns (growing if needed)."""
+        sizes = {columns[name].shape for name in self._COLUMNS}
+        if len(sizes) != 1:
+            raise ValueError("rhythm columns of different lengths")
+        (shape,) = sizes
+        n = shape[0]
+        if n > self._cap:
+            self.resize(n)
+        for name in self._COLUMNS:
+            own = getattr(self, f"_{name}")
+            given = columns[name]
+            if given.dtype != own.dtype or given.ndim != 1:
+                raise ValueError(f"rhythm column {name}: {given.dtype}, expected {own.dtype}")
+            own[:n] = given  # in place: the memoryviews stay valid
+
     # -- learning --------------------------------------------------------------------
 
     def observe(self, row: int, ts: float) -> None:

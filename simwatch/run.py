@@ -6,8 +6,8 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import socket
 import sys
-from collections import Counter
 from typing import TYPE_CHECKING
 
 import orjson
@@ -15,9 +15,18 @@ from aiohttp import web
 
 from simwatch import __version__
 from simwatch.api import make_app
-from simwatch.config import ConfigError, SimulatorSourceSettings, load_settings
+from simwatch.config import (
+    ConfigError,
+    MetricsSettings,
+    SimulatorSourceSettings,
+    load_settings,
+    read_tokens,
+)
 from simwatch.daemon import Daemon
 from simwatch.metrics import DaemonHealth, EngineCollector, make_registry, metrics_handler
+from simwatch.sinks.alertmanager import AlertmanagerSink
+from simwatch.sinks.influx import InfluxSink
+from simwatch.sinks.mqtt import MqttSink
 from simwatch.sources.cmp import CmpSource
 from simwatch.sources.file import FileSource
 from simwatch.sources.mqtt import MqttSource
@@ -29,6 +38,7 @@ if TYPE_CHECKING:
 
     from simwatch.config import HttpSettings, LogSettings, Settings
     from simwatch.inventory import InventoryRow
+    from simwatch.sinks.base import Sink
     from simwatch.sources.base import Source
 
 log = logging.getLogger("simwatch")
@@ -74,23 +84,69 @@ def build_sources(settings: Settings) -> tuple[list[Source], list[InventoryRow]]
     return sources, inventory
 
 
+def checkpoints_wanted(settings: Settings, sources: Sequence[Source]) -> bool:
+    """``checkpoint.enabled``, except with a simulator source: it regenerates its history
+    from "now" at every start, which would be applied on top of a restored state."""
+    if not settings.checkpoint.enabled:
+        log.info("checkpoints off (checkpoint.enabled = false): the state lives in memory only")
+        return False
+    if any(isinstance(s, SimulatorSource) for s in sources):
+        log.info("checkpoints off: the simulator source regenerates its history at every start")
+        return False
+    return True
+
+
+def api_url(http: HttpSettings) -> str:
+    """simwatch's own base URL for links (an unspecified listen address: this host)."""
+    host = http.host
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - recognising the wildcard, not binding
+        host = socket.getfqdn()
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{http.port}"
+
+
+def build_sinks(settings: Settings) -> list[Sink]:
+    """The configured output sinks (none by default)."""
+    cfg = settings.sinks
+    sinks: list[Sink] = []
+    if cfg.alertmanager is not None:
+        sinks.append(AlertmanagerSink(cfg.alertmanager, simwatch_url=api_url(settings.http)))
+    if cfg.influxdb is not None:
+        sinks.append(InfluxSink(cfg.influxdb, token=cfg.influxdb.resolved_token()))
+    if cfg.mqtt is not None:
+        sinks.append(MqttSink(cfg.mqtt, password=cfg.mqtt.resolved_password()))
+    return sinks
+
+
 def load_tokens(path: Path | None) -> frozenset[str]:
-    if path is None:
-        return frozenset()
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return frozenset(t.strip() for t in lines if t.strip() and not t.lstrip().startswith("#"))
+    return frozenset() if path is None else read_tokens(path)
 
 
-async def serve(daemon: Daemon, http: HttpSettings, tokens: frozenset[str]) -> None:
+async def serve(
+    daemon: Daemon,
+    http: HttpSettings,
+    tokens: frozenset[str],
+    metrics: MetricsSettings | None = None,
+) -> None:
+    metrics = metrics or MetricsSettings()
     health = DaemonHealth(started_at=daemon.health.started_at, queue_depth=daemon.queue.qsize)
-    collector = EngineCollector(daemon.engine, health, daemon.source_stats, version=__version__)
+    collector = EngineCollector(
+        daemon.engine,
+        health,
+        daemon.source_stats,
+        version=__version__,
+        top_n=metrics.top_n,
+        sink_stats=daemon.sink_stats,
+        sim_series=metrics.sim_series_max if metrics.sim_series else 0,
+        checkpoint_stats=daemon.checkpoint_stats,
+    )
 
     def sync_health(_result: object) -> None:
         health.evaluations_total = daemon.health.evaluations
         health.evaluation_failures_total = daemon.health.evaluation_failures
         health.last_evaluation_duration_s = daemon.health.last_evaluation_s
         health.last_evaluation_timestamp = daemon.health.last_evaluation_at
-        health.sink_errors_total = Counter(daemon.health.sink_errors)
 
     daemon.on_cycle.append(sync_health)
     app = make_app(
@@ -133,9 +189,16 @@ def main(argv: Sequence[str]) -> int:
     http = settings.http
     tokens = load_tokens(http.tokens_file)
     sources, inventory = build_sources(settings)
-    daemon = Daemon(settings, sources, inventory=inventory)
+    daemon = Daemon(
+        settings,
+        sources,
+        sinks=build_sinks(settings),
+        inventory=inventory,
+        checkpoints=checkpoints_wanted(settings, sources),
+    )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(daemon.run(extra_tasks=[("http", lambda: serve(daemon, http, tokens))]))
+        http_task = ("http", lambda: serve(daemon, http, tokens, settings.metrics))
+        asyncio.run(daemon.run(extra_tasks=[http_task]))
     return 0
 
 

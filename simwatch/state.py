@@ -20,7 +20,7 @@ from simwatch.iccid_index import IccidIndex
 from simwatch.rhythm import RhythmModel, RhythmParams
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
 
     from simwatch.inventory import InventoryRow
 
@@ -176,6 +176,15 @@ _FILL = {
     "month": -1,
     "leaf": -1,
 }
+
+
+def _copy_into(own: np.ndarray, given: np.ndarray, n: int, name: str) -> None:
+    if given.dtype != own.dtype or given.shape != (n, *own.shape[1:]):
+        raise ValueError(
+            f"checkpoint column {name}: {given.dtype}{given.shape}, "
+            f"expected {own.dtype}{(n, *own.shape[1:])}"
+        )
+    own[:n] = given
 
 
 def _grown(old: np.ndarray, capacity: int, fill: int) -> np.ndarray:
@@ -376,6 +385,111 @@ class FleetState:
 
     def find_code(self, dim: str, value: str) -> int:
         return self._interner(dim).find(value)
+
+    # ---- checkpoint -------------------------------------------------------------------
+
+    def _interners(self) -> dict[str, Interner]:
+        out = {
+            "apns": self.apns,
+            "partners": self.partners,
+            "countries": self.countries,
+            "rats": self.rats,
+            "customers": self.customers,
+            "plans": self.plans,
+            "causes": self.causes,
+            "apn_sets": self.apn_sets,
+        }
+        out.update({f"extra.{name}": table for name, table in self.extra_values.items()})
+        return out
+
+    def export(self) -> tuple[dict[str, np.ndarray], dict[str, object]]:
+        """Copies of the used rows of every column, the index keys, the rhythm model and
+        the leaf registry (arrays), and the interned value tables and dims (JSON-able).
+
+        Synchronous and read-only: the caller takes it between two batches, so the copy is
+        consistent. A few tens of ms per million SIMs (memcpy of ~150 bytes per SIM).
+        """
+        n = len(self)
+        arrays: dict[str, np.ndarray] = {}
+        hi, lo = self.index.keys()
+        arrays["index.hi"] = hi
+        arrays["index.lo"] = lo
+        cols = self.cols
+        for name in Columns.__slots__:
+            if name != "extra":
+                arrays[f"col.{name}"] = getattr(cols, name)[:n].copy()
+        for name, column in cols.extra.items():
+            arrays[f"extra.{name}"] = column[:n].copy()
+        for name, column in self.rhythm.export(n).items():
+            arrays[f"rhythm.{name}"] = column
+        arrays["leaf_keys"] = self.leaf_codes().copy()
+        meta: dict[str, object] = {
+            "dims": list(self.dims),
+            "sims": n,
+            "interners": {name: list(t.values) for name, t in self._interners().items()},
+        }
+        return arrays, meta
+
+    def restore(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, object]) -> None:
+        """Load ``export()``'s output into this (fresh) state. ``ValueError`` when it does
+        not fit (other dims, a missing or mistyped column)."""
+        dims = meta.get("dims")
+        if dims != list(self.dims):
+            raise ValueError(f"checkpoint dims {dims} differ from the configured {list(self.dims)}")
+        self.index.restore(arrays["index.hi"], arrays["index.lo"])
+        n = len(self.index)
+        capacity = max(self.capacity, n)
+        cols = Columns.empty(capacity, self.extra_dims)
+        names = [(name, f"col.{name}") for name in Columns.__slots__ if name != "extra"]
+        for name, key in names:
+            _copy_into(getattr(cols, name), arrays[key], n, key)
+        for name in self.extra_dims:
+            _copy_into(cols.extra[name], arrays[f"extra.{name}"], n, f"extra.{name}")
+        self.cols = cols
+        self.mv = views(cols)
+        self.rhythm = RhythmModel(capacity, self.rhythm.params)
+        self.rhythm.restore(
+            {name: arrays[f"rhythm.{name}"] for name in RhythmModel._COLUMNS}  # noqa: SLF001 - its own layout
+        )
+        self.capacity = capacity
+        tables = meta.get("interners")
+        if not isinstance(tables, dict):
+            raise TypeError("checkpoint has no interned value tables")
+        for name, table in self._interners().items():
+            values = tables.get(name)
+            if not isinstance(values, list) or not values or values[0] != "":
+                raise ValueError(f"checkpoint value table {name} is missing or malformed")
+            table.values = [str(v) for v in values]
+            table._codes = {v: i for i, v in enumerate(table.values)}  # noqa: SLF001 - same module
+        self._allowed_cache = {0: frozenset()}
+        leaf_keys = arrays["leaf_keys"]
+        if leaf_keys.ndim != 2 or leaf_keys.shape[1] != len(self.dims):
+            raise ValueError(f"checkpoint leaf registry has shape {leaf_keys.shape}")
+        self.leaf_keys = [tuple(k) for k in leaf_keys.tolist()]
+        self._leaf_ids = {key: i for i, key in enumerate(self.leaf_keys)}
+        self._leaf_codes = np.zeros((0, len(self.dims)), np.int32)
+        self._labels = ((), ())
+
+    def forget_inventory(self) -> None:
+        """Drop what the inventory said about every SIM (before re-reading a changed one).
+
+        A SIM still in the new inventory gets its facts back from it; one that is no
+        longer there is kept like any SIM known only from its records (active, no customer,
+        no plan, no allowed APNs, no cap, not vip). One that never sent data either is set
+        ``deactivated`` so that it does not linger as ``never_seen``.
+        """
+        n = len(self)
+        c = self.cols
+        listed = (c.flags[:n] & Flag.IN_INVENTORY) != 0
+        c.flags[:n] &= np.uint8(0xFF & ~(Flag.IN_INVENTORY | Flag.VIP))
+        c.customer[:n] = 0
+        c.plan[:n] = 0
+        c.allowed_apns[:n] = 0
+        c.data_cap[:n] = -1
+        for column in c.extra.values():
+            column[:n] = 0
+        never = listed & np.isnan(self.rhythm.last_data[:n]) & (c.attrs_at[:n] == NEVER)
+        c.status[:n] = np.where(never, Status.DEACTIVATED, Status.ACTIVE).astype(np.int8)
 
     # ---- memory -----------------------------------------------------------------------
 

@@ -273,6 +273,10 @@ def encode_cursor(row: int) -> str:
     return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{row}".encode()).decode().rstrip("=")
 
 
+_CURSOR_DIGITS = 12  # a row number: far more than any fleet, few enough for int()
+_LIMIT_DIGITS = 9
+
+
 def decode_cursor(cursor: str, n: int) -> int:
     """Row a cursor points at; 400 naming ``cursor`` when it is not one of ours."""
     try:
@@ -280,7 +284,12 @@ def decode_cursor(cursor: str, n: int) -> int:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         text = ""
     digits = text.removeprefix(_CURSOR_PREFIX)
-    if not text.startswith(_CURSOR_PREFIX) or not digits.isascii() or not digits.isdigit():
+    if (
+        not text.startswith(_CURSOR_PREFIX)
+        or not digits.isascii()
+        or not digits.isdigit()
+        or len(digits) > _CURSOR_DIGITS
+    ):
         raise bad_request("invalid cursor: use the next_cursor of a previous page")
     row = int(digits)
     if row > n:
@@ -291,7 +300,12 @@ def decode_cursor(cursor: str, n: int) -> int:
 def parse_limit(text: str | None, max_page_size: int) -> int:
     if text is None or text == "":
         return min(DEFAULT_PAGE_SIZE, max_page_size)
-    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= max_page_size:
+    if (
+        not text.isascii()
+        or not text.isdigit()
+        or len(text) > _LIMIT_DIGITS
+        or not 1 <= int(text) <= max_page_size
+    ):
         raise bad_request(f"invalid limit {text[:20]!r}: expected an integer 1..{max_page_size}")
     return int(text)
 

@@ -69,6 +69,19 @@ def make_certs(directory: Path) -> TlsFiles:
     return TlsFiles(ca=ca, cert=cert, key=key)
 
 
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """Stop a server by its PID: SIGTERM, then SIGKILL if it has not exited in ``timeout``."""
+    if process.poll() is not None:
+        return
+    os.kill(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -147,13 +160,7 @@ class Mosquitto:
         process, self.process = self.process, None
         if process is None:
             return
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait(timeout)
+        stop_process(process, timeout)
         if process.stderr is not None:
             process.stderr.close()
 

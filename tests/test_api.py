@@ -370,6 +370,36 @@ def test_cursor_round_trip_and_rejects() -> None:
 # ---- groups, incidents, status ---------------------------------------------------------
 
 
+async def test_groups_are_kept_per_evaluation_and_fleet_size() -> None:
+    """The fleet scan behind /groups runs once per evaluation (and per new SIM)."""
+    eng = Engine(replace(EngineConfig(), warmup_s=0.0))
+    feed = Feed(eng)
+
+    def usage(iccid: str, end: float, mnc: str) -> None:
+        feed.send({
+            "kind": "usage", "iccid": iccid, "start": format_rfc3339(end - 60),
+            "end": format_rfc3339(end), "bytes_up": 1, "bytes_down": 1,
+            "apn": "meters.acme", "mcc": "262", "mnc": mnc,
+        })  # fmt: skip
+
+    def partners(body: dict[str, object]) -> dict[str, int]:
+        groups = body["groups"]
+        assert isinstance(groups, list)
+        return {g["dims"]["partner"]: g["total"] for g in groups}
+
+    usage(ICCIDS[0], NOW - 120, "01")
+    eng.evaluate(NOW - 60)
+    async with serve(app_of(eng)) as c:
+        url = "/api/v1/groups?dim=partner"
+        assert partners(await get_json(c, url)) == {"26201": 1}
+        usage(ICCIDS[0], NOW - 30, "02")  # roams: same fleet, new partner
+        assert partners(await get_json(c, url)) == {"26201": 1}  # as of the last cycle
+        eng.evaluate(NOW)
+        assert partners(await get_json(c, url)) == {"26202": 1}
+        usage(ICCIDS[1], NOW - 10, "03")  # a SIM new to the fleet shows at once
+        assert partners(await get_json(c, url)) == {"26202": 1, "26203": 1}
+
+
 async def test_groups_by_partner_and_by_leaf(client: Client) -> None:
     body = await get_json(client, "/api/v1/groups?dim=partner")
     assert body["dim"] == "partner"

@@ -4,27 +4,22 @@ from __future__ import annotations
 
 import os
 import re
+import typing
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
+from pydantic import BaseModel
 
 from simwatch.config import (
     ConfigError,
     EngineSettings,
-    FileSourceSettings,
     HttpSettings,
     HttpSourceSettings,
-    LogSettings,
     MqttSourceSettings,
     Settings,
-    SimulatorSourceSettings,
     check_config_main,
     load_settings,
 )
-
-if TYPE_CHECKING:
-    from pydantic import BaseModel
 
 SHIPPED = Path(__file__).resolve().parent.parent / "config" / "simwatch.toml"
 MQTT = "[[sources.mqtt]]\nname = 'broker-a'\ntopics = ['sims/#']\n"
@@ -298,28 +293,50 @@ def test_shipped_config_loads_and_equals_defaults() -> None:
 
 def test_shipped_config_mentions_every_option() -> None:
     text = SHIPPED.read_text(encoding="utf-8")
-    models: list[type[BaseModel]] = [
-        EngineSettings,
-        HttpSettings,
-        LogSettings,
-        SimulatorSourceSettings,
-        FileSourceSettings,
-        MqttSourceSettings,
-        HttpSourceSettings,
-    ]
+    models = _models_under(Settings)
+    assert len(models) >= 12
     missing = [
         f"{model.__name__}.{name}"
         for model in models
-        for name in model.model_fields
-        if f"{name} = " not in text
+        for name, info in model.model_fields.items()
+        if f"{name} = " not in text and not _is_section(info.annotation)
     ]
     assert missing == []
+
+
+def _is_section(annotation: object) -> bool:
+    """A field that is a sub-model or a list of sub-models (a TOML table, not a key)."""
+    args = typing.get_args(annotation) or (annotation,)
+    return any(isinstance(a, type) and issubclass(a, BaseModel) for a in args) or any(
+        _is_section(a) for a in typing.get_args(annotation)
+    )
+
+
+def _models_under(model: type[BaseModel]) -> list[type[BaseModel]]:
+    """Every settings model reachable from ``model`` (sections, list items, optionals)."""
+    found: list[type[BaseModel]] = [model]
+
+    def visit(annotation: object) -> None:
+        if (
+            isinstance(annotation, type)
+            and issubclass(annotation, BaseModel)
+            and annotation not in found
+        ):
+            found.append(annotation)
+            for info in annotation.model_fields.values():
+                visit(info.annotation)
+        for arg in typing.get_args(annotation):
+            visit(arg)
+
+    for info in model.model_fields.values():
+        visit(info.annotation)
+    return found
 
 
 def test_shipped_config_examples_are_valid(tmp_path: Path) -> None:
     """Uncommenting every example source gives a valid config (modulo secret files)."""
     text = SHIPPED.read_text(encoding="utf-8")
-    examples = text[text.index("# --- Sources") :].splitlines()
+    examples = text[text.index("# --- Sources") : text.index("# --- Metrics")].splitlines()
     files = ("password_file", "token_file", "ca_file", "cert_file", "key_file", "tls")
     lines = [
         line.removeprefix("# ")
@@ -334,6 +351,87 @@ def test_shipped_config_examples_are_valid(tmp_path: Path) -> None:
     assert settings.sources.mqtt[0].topics == ["sims/+/records"]
     assert settings.sources.file[0].path == Path("/var/spool/simwatch")
     assert settings.sources.simulator[0].name == "simulator"
+
+
+def test_shipped_config_sink_examples_are_valid(tmp_path: Path) -> None:
+    """Uncommenting every sink example gives a valid config (modulo secret files)."""
+    text = SHIPPED.read_text(encoding="utf-8")
+    examples = text[text.index("# --- Sinks") :].splitlines()
+    files = ("password_file", "token_file", "ca_file", "cert_file", "key_file", "tls")
+    lines = [
+        line.removeprefix("# ")
+        for line in examples
+        if re.match(r"# (\[sinks\.\w+\]|\w+ = )", line)
+        and not line.removeprefix("# ").startswith(files)
+    ]
+    assert len(lines) > 30
+    settings = load_settings(write(tmp_path, "\n".join(lines) + "\n"), {})
+    sinks = settings.sinks
+    assert sinks.alertmanager is not None
+    assert sinks.alertmanager.urls == ["http://127.0.0.1:9093"]
+    assert sinks.alertmanager.labels == {"env": "prod"}
+    assert sinks.influxdb is not None
+    assert sinks.influxdb.bucket == "simwatch"
+    assert sinks.mqtt is not None
+    assert sinks.mqtt.resolved_password() is None
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        (
+            "[sinks.alertmanager]\nurls = []\n",
+            "sinks.alertmanager.urls: List should have at least 1 item after validation",
+        ),
+        (
+            "[sinks.alertmanager]\nurls = ['127.0.0.1:9093']\n",
+            "sinks.alertmanager.urls[0]: must start with http:// or https:// and a host",
+        ),
+        (
+            (
+                "[sinks.alertmanager]\nurls = ['http://a']\nresend_interval_s = 60\n"
+                "ends_at_after_s = 30\n"
+            ),
+            "sinks.alertmanager.ends_at_after_s: must exceed resend_interval_s",
+        ),
+        ("[sinks.influxdb]\norg = 'x'\n", "sinks.influxdb.url: Field required"),
+        (
+            "[sinks.influxdb]\nurl = 'http://a'\ntoken = 'x'\ntoken_file = '/x'\n",
+            "sinks.influxdb.token_file: give either token or token_file, not both",
+        ),
+        ("[sinks.mqtt]\ntopic_prefix = 'a/#'\n", "sinks.mqtt.topic_prefix: must not contain"),
+        ("[sinks.mqtt]\nport = 0\n", "sinks.mqtt.port: Input should be greater than"),
+        ("[sinks.mqtt]\nca_file = '/x'\n", "sinks.mqtt.ca_file: given but tls is false"),
+        ("[sinks.kafka]\nurl = 'x'\n", "sinks.kafka: unknown option"),
+        ("[metrics]\ntop_n = 0\n", "metrics.top_n: Input should be greater than or equal to 1"),
+    ],
+)
+def test_bad_sink_config_names_the_field(tmp_path: Path, toml: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, toml), {})
+    assert message in str(info.value)
+
+
+def test_sink_secret_file_is_read_and_never_shown(tmp_path: Path) -> None:
+    token = tmp_path / "influx-token"
+    token.write_text(SECRET + "\n")
+    toml = f"[sinks.influxdb]\nurl = 'http://127.0.0.1:8086'\ntoken_file = '{token}'\n"
+    settings = load_settings(write(tmp_path, toml), {})
+    assert settings.sinks.influxdb is not None
+    assert settings.sinks.influxdb.resolved_token() == SECRET
+    assert SECRET not in repr(settings)
+    missing = f"[sinks.influxdb]\nurl = 'http://a'\ntoken_file = '{tmp_path / 'nope'}'\n"
+    with pytest.raises(ConfigError, match=r"sinks\.influxdb\.token_file: cannot read"):
+        load_settings(write(tmp_path, missing), {})
+
+
+def test_env_sets_sink_replicas_as_json() -> None:
+    env = {
+        "SIMWATCH_SINKS__ALERTMANAGER__URLS": '["http://127.0.0.1:9093","http://127.0.0.1:9094/"]'
+    }
+    settings = load_settings(None, env)
+    assert settings.sinks.alertmanager is not None
+    assert settings.sinks.alertmanager.urls == ["http://127.0.0.1:9093", "http://127.0.0.1:9094"]
 
 
 def test_env_overrides_file(tmp_path: Path) -> None:

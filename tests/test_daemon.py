@@ -12,6 +12,7 @@ import orjson
 
 from simwatch.config import EngineSettings, Settings
 from simwatch.daemon import Daemon
+from simwatch.sinks.base import Cycle, SinkStats
 from simwatch.sources.base import Batch, Sink, SourceStats
 from simwatch.timeutil import format_rfc3339
 
@@ -185,3 +186,101 @@ async def test_evaluation_failure_is_logged_once_and_recovery_once(
     assert sum("recovered" in m for m in messages) == 1
     assert daemon.health.evaluation_failures == 3
     assert daemon.health.evaluations == 2
+
+
+class RecordingSink:
+    """A sink that records what the daemon hands it; can be told to fail or hang."""
+
+    def __init__(self, name: str = "rec", *, fail_cycles: int = 0, hang_close: bool = False):
+        self.stats = SinkStats(name=name, kind="mqtt")
+        self.cycles: list[Cycle] = []
+        self.fail_cycles = fail_cycles
+        self.hang_close = hang_close
+        self.running = False
+        self.closed = False
+
+    def on_cycle(self, cycle: Cycle) -> None:
+        if self.fail_cycles > 0:
+            self.fail_cycles -= 1
+            raise RuntimeError("sink bug")
+        self.cycles.append(cycle)
+
+    async def run(self) -> None:
+        self.running = True
+        await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        if self.hang_close:
+            await asyncio.Event().wait()
+        self.closed = True
+
+
+async def test_sinks_get_every_cycle_backlog_then_live_and_are_closed(tmp_path: Path) -> None:
+    start = time.time() - 2 * 3600
+    lines = [usage(i, start + i * 60) for i in range(60)]  # an hour of backlog
+    source = ListSource("backlog", [lines])
+    sink = RecordingSink()
+    daemon = Daemon(settings(tmp_path, interval=60.0), [source], sinks=[sink])
+    await run_until(daemon, lambda: source.applied == 1 and sink.running)
+    assert len(sink.cycles) >= 58
+    assert [c.now for c in sink.cycles] == [r.result.evaluation.now for r in sink.cycles]
+    assert not sink.cycles[0].live  # an hour-old cycle is backlog
+    assert all(c.engine is daemon.engine for c in sink.cycles)
+    assert sink.closed
+    assert daemon.sink_stats() == [sink.stats]
+
+
+async def test_a_failing_sink_is_logged_once_and_never_stops_the_others(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    start = time.time() - 2 * 3600
+    source = ListSource("backlog", [[usage(i, start + i * 60) for i in range(30)]])
+    bad = RecordingSink("bad", fail_cycles=5, hang_close=True)
+    good = RecordingSink("good")
+    daemon = Daemon(settings(tmp_path), [source], sinks=[bad, good])
+    daemon.sink_close_s = 0.3
+    with caplog.at_level(logging.INFO, logger="simwatch"):
+        await run_until(daemon, lambda: source.applied == 1, limit_s=15)
+    assert bad.stats.errors == 5
+    assert len(good.cycles) == len(bad.cycles) + 5
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("sink bad failed to take a cycle" in m for m in messages) == 1
+    assert sum("sink bad takes cycles again" in m for m in messages) == 1
+    assert any("sink bad: last flush timed out at shutdown" in m for m in messages)
+    assert good.closed
+
+
+class SlowBacklogSource:
+    """Hands over an old backlog in batches with pauses, like a big file being read."""
+
+    def __init__(self, batches: list[list[bytes]], pause_s: float) -> None:
+        self.stats = SourceStats(name="slow", kind="file")
+        self.batches = batches
+        self.pause_s = pause_s
+        self.handed = 0
+
+    async def run(self, sink: Sink) -> None:
+        for lines in self.batches:
+            await sink.put(Batch(source=self.stats.name, lines=lines))
+            self.handed += 1
+            await asyncio.sleep(self.pause_s)
+        await asyncio.Event().wait()
+
+
+async def test_the_wall_clock_never_runs_ahead_of_a_backlog(tmp_path: Path) -> None:
+    """Pauses in a backlog longer than the interval must not let the clock evaluate up
+    to now against a fleet only partly caught up (every SIM would look silent)."""
+    now = time.time()
+    lines = [usage(i, now - 600 + i * 0.5, f"89314400000000{i % 10:05d}") for i in range(600)]
+    batches = [lines[k : k + 60] for k in range(0, 600, 60)]
+    source = SlowBacklogSource(batches, pause_s=0.4)
+    daemon = Daemon(settings(tmp_path, interval=1.0), [source])
+    seen: list[tuple[float, float, bool]] = []
+    daemon.on_cycle.append(
+        lambda r: seen.append((r.evaluation.now, daemon._watermark, source.handed < 10))
+    )
+    await run_until(daemon, lambda: source.handed == 10 and daemon.queue.empty(), limit_s=20)
+    during = [(t, wm) for t, wm, backlog in seen if backlog]
+    assert len(during) > 100  # the backlog's cycles ran on event time ...
+    assert all(t <= wm + 1.0 for t, wm in during)  # ... never ahead of the records
+    assert all(b - a == 1.0 for a, b in itertools.pairwise(t for t, _wm, _b in seen))

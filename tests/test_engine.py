@@ -5,13 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-import orjson
 import pytest
+from fleet import Feed, inventory_row
 
 from simwatch.engine import Engine, EngineConfig
-from simwatch.inventory import InventoryRow
-from simwatch.records import Record, RecordDecoder
-from simwatch.timeutil import format_rfc3339
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -20,71 +17,6 @@ T0 = 1_794_960_000.0  # 2026-11-18T00:00:00Z
 DAY = 86_400.0
 WALL = T0 + 30 * DAY
 ICCIDS = [f"89314400000000{i:05d}" for i in range(40)]
-
-
-def inventory_row(iccid: str, **kw: object) -> InventoryRow:
-    base: dict[str, object] = {
-        "iccid": iccid,
-        "imsi": None,
-        "customer": "acme",
-        "apns": ("meters.acme",),
-        "plan": None,
-        "data_cap_bytes": None,
-        "status": "active",
-        "tags": frozenset(),
-        "extra": {},
-    }
-    base.update(kw)
-    return InventoryRow(**base)  # type: ignore[arg-type]
-
-
-class Feed:
-    """Builds FORMATS.md records and sends them through the real decoder."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.decoder = RecordDecoder()
-        self.n = 0
-
-    def send(self, obj: dict[str, object]) -> Record:
-        self.n += 1
-        obj.setdefault("record_id", f"r-{self.n}")
-        result = self.decoder.decode_line(orjson.dumps(obj), WALL)
-        assert isinstance(result, Record), result
-        self.engine.ingest_record(result)
-        return result
-
-    def usage(self, iccid: str, end: float, **kw: object) -> Record:
-        obj: dict[str, object] = {
-            "kind": "usage",
-            "iccid": iccid,
-            "start": format_rfc3339(end - 60),
-            "end": format_rfc3339(end),
-            "bytes_up": 1200,
-            "bytes_down": 300,
-            "apn": "meters.acme",
-            "mcc": "262",
-            "mnc": "02",
-            "rat": "LTE-M",
-        }
-        obj.update(kw)
-        return self.send(obj)
-
-    def event(self, iccid: str, ts: float, kind: str, **kw: object) -> Record:
-        obj: dict[str, object] = {"kind": "event", "iccid": iccid, "ts": format_rfc3339(ts)}
-        obj.update(kw, type=kind)
-        return self.send(obj)
-
-    def session(self, iccid: str, ts: float, status: str, **kw: object) -> Record:
-        obj: dict[str, object] = {
-            "kind": "session",
-            "iccid": iccid,
-            "ts": format_rfc3339(ts),
-            "session_id": f"s-{self.n}",
-            "status": status,
-        }
-        obj.update(kw)
-        return self.send(obj)
 
 
 def every(start: float, end: float, step: float) -> Iterator[float]:
@@ -126,6 +58,28 @@ def test_learned_sim_goes_late_then_silent(engine: Engine) -> None:
     findings = engine.diagnose(ICCIDS[0], last + 4 * 3600)
     assert findings is not None
     assert "normally reports every 15 min" in findings[-1].hint
+
+
+def test_cycle_reports_per_sim_state_changes(engine: Engine) -> None:
+    feed = Feed(engine)
+    last = learn_15min(feed, ICCIDS[:2])
+    first = engine.evaluate(last + 600).state_changes
+    # the first cycle: every SIM that left never_seen (the 38 never seen did not change)
+    assert sorted(engine.state.index.iccid(int(r)) for r in first.rows) == ICCIDS[:2]
+    assert first.old.tolist() == [3, 3]
+    assert first.new.tolist() == [0, 0]
+    assert len(engine.evaluate(last + 660).state_changes) == 0  # nothing moved
+    late = engine.evaluate(last + 3600).state_changes
+    assert late.old.tolist() == [0, 0]
+    assert late.new.tolist() == [1, 1]
+    feed.usage(ICCIDS[0], last + 3700)
+    feed.usage("8931440000000099999", last + 3700)  # new to the fleet: from never_seen
+    back = engine.evaluate(last + 3720).state_changes
+    changed = {
+        engine.state.index.iccid(int(r)): (int(o), int(n))
+        for r, o, n in zip(back.rows, back.old, back.new, strict=True)
+    }
+    assert changed == {ICCIDS[0]: (1, 0), "8931440000000099999": (3, 0)}
 
 
 def test_never_seen_and_inactive(engine: Engine) -> None:

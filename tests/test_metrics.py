@@ -9,10 +9,10 @@ from collections import Counter
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from fleet import Feed, inventory_row
 from prometheus_client import CONTENT_TYPE_LATEST, CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from prometheus_client.openmetrics.parser import (
@@ -23,16 +23,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from simwatch.engine import Engine, EngineConfig
 from simwatch.evaluate import STATE_NAMES
 from simwatch.incidents import Incident
-from simwatch.inventory import InventoryRow
 from simwatch.metrics import (
     DaemonHealth,
     EngineCollector,
     make_registry,
     metrics_handler,
 )
-from simwatch.records import Record, RecordDecoder, RejectReason
+from simwatch.records import RejectReason
+from simwatch.sinks.base import SinkStats
 from simwatch.sources.base import SourceStats
-from simwatch.timeutil import format_rfc3339
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -52,51 +51,6 @@ VIP = ICCIDS[20]  # on 26203: goes silent with its partner and raises a ticket
 Labels = tuple[tuple[str, str], ...]
 
 
-def inventory_row(iccid: str, **kw: object) -> InventoryRow:
-    base: dict[str, object] = {
-        "iccid": iccid,
-        "imsi": None,
-        "customer": "acme",
-        "apns": ("meters.acme",),
-        "plan": None,
-        "data_cap_bytes": None,
-        "status": "active",
-        "tags": frozenset(),
-        "extra": {},
-    }
-    base.update(kw)
-    return InventoryRow(**base)  # type: ignore[arg-type]
-
-
-class Feed:
-    """FORMATS.md usage records through the real decoder into the engine."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.decoder = RecordDecoder()
-        self.n = 0
-
-    def usage(self, iccid: str, end: float, **kw: object) -> None:
-        self.n += 1
-        obj: dict[str, object] = {
-            "kind": "usage",
-            "record_id": f"r-{self.n}",
-            "iccid": iccid,
-            "start": format_rfc3339(end - 60),
-            "end": format_rfc3339(end),
-            "bytes_up": 1200,
-            "bytes_down": 300,
-            "apn": "meters.acme",
-            "mcc": "262",
-            "mnc": "02",
-            "rat": "LTE-M",
-        }
-        obj.update(kw)
-        result = self.decoder.decode_line(orjson.dumps(obj), WALL)
-        assert isinstance(result, Record), result
-        self.engine.ingest_record(result)
-
-
 def build_fleet() -> Engine:
     """40 SIMs: 20 on 26202 (ok), 10 on 26203 (gone silent: a group incident), 6 never
     seen, 4 suspended. Rows 0-29 learn a 15-minute rhythm over three days."""
@@ -104,7 +58,7 @@ def build_fleet() -> Engine:
     engine.load_inventory(inventory_row(i) for i in ICCIDS[:36])
     engine.load_inventory(inventory_row(i, status="suspended") for i in ICCIDS[36:])
     engine.load_inventory([inventory_row(VIP, tags=frozenset({"vip"}))])
-    feed = Feed(engine)
+    feed = Feed(engine, WALL)
     end = T0 + 3 * DAY
     t = T0
     while t < end:
@@ -133,10 +87,16 @@ def collector(
     *,
     health: DaemonHealth | None = None,
     stats: Sequence[SourceStats] = (),
+    sinks: Sequence[SinkStats] = (),
     top_n: int = 200,
 ) -> EngineCollector:
     return EngineCollector(
-        engine, health or DaemonHealth(), lambda: stats, version="9.8.7", top_n=top_n
+        engine,
+        health or DaemonHealth(),
+        lambda: stats,
+        version="9.8.7",
+        top_n=top_n,
+        sink_stats=lambda: sinks,
     )
 
 
@@ -298,7 +258,7 @@ def test_top_n_sums_the_rest_into_other(fleet: Engine) -> None:
 
 def test_many_values_are_capped_at_top_n() -> None:
     engine = Engine()
-    feed = Feed(engine)
+    feed = Feed(engine, WALL)
     sizes = {f"apn-{k}": 1 + (k == 7) * 5 for k in range(250)}  # apn-7 is the largest
     n = 0
     for apn, size in sizes.items():
@@ -358,11 +318,15 @@ def test_source_and_daemon_self_metrics() -> None:
         evaluation_failures_total=1,
         last_evaluation_duration_s=0.25,
         last_evaluation_timestamp=T0 + 60,
-        sink_errors_total=Counter({"influx": 3}),
         queue_depth=lambda: 7,
         started_at=T0,
     )
-    text = exposition(collector(Engine(), health=health, stats=[mqtt, file]))
+    influx = SinkStats(
+        name="influxdb", kind="influxdb", sent=500, errors=3, dropped=20, buffered=7, up=False
+    )
+    alerts = SinkStats(name="alertmanager", kind="alertmanager", sent=4, last_success=T0, up=True)
+    sinks = [influx, alerts]
+    text = exposition(collector(Engine(), health=health, stats=[mqtt, file], sinks=sinks))
     received = by(text, "simwatch_source_records_received_total", "source")
     assert received == {("mqtt:broker-a",): 120, ("file:cdr",): 0}
     rejected = by(text, "simwatch_source_records_rejected_total", "source", "reason")
@@ -382,7 +346,23 @@ def test_source_and_daemon_self_metrics() -> None:
     assert samples(text, "simwatch_evaluation_failures_total") == {(): 1}
     assert samples(text, "simwatch_evaluation_duration_seconds") == {(): 0.25}
     assert samples(text, "simwatch_last_evaluation_timestamp_seconds") == {(): T0 + 60}
-    assert by(text, "simwatch_sink_errors_total", "sink") == {("influx",): 3}
+    assert by(text, "simwatch_sink_errors_total", "sink") == {
+        ("influxdb",): 3,
+        ("alertmanager",): 0,
+    }
+    assert by(text, "simwatch_sink_sent_total", "sink") == {
+        ("influxdb",): 500,
+        ("alertmanager",): 4,
+    }
+    assert by(text, "simwatch_sink_dropped_total", "sink") == {
+        ("influxdb",): 20,
+        ("alertmanager",): 0,
+    }
+    assert by(text, "simwatch_sink_buffered", "sink") == {("influxdb",): 7, ("alertmanager",): 0}
+    assert by(text, "simwatch_sink_up", "sink") == {("influxdb",): 0, ("alertmanager",): 1}
+    assert by(text, "simwatch_sink_last_success_timestamp_seconds", "sink") == {
+        ("alertmanager",): T0
+    }
     assert samples(text, "simwatch_ingest_queue_depth") == {(): 7}
 
 
@@ -392,7 +372,7 @@ def test_collecting_twice_reads_the_current_state() -> None:
     registry = make_registry(collector(engine, health=health))
     assert samples(generate_latest(registry).decode(), "simwatch_evaluations_total") == {(): 0}
     health.evaluations_total = 3
-    Feed(engine).usage(ICCIDS[0], T0)
+    Feed(engine, WALL).usage(ICCIDS[0], T0)
     text = generate_latest(registry).decode()
     assert samples(text, "simwatch_evaluations_total") == {(): 3}
     assert samples(text, "simwatch_tracked_sims") == {(): 1}
@@ -426,12 +406,13 @@ _NON_BASE_UNITS = ("_ms", "_milliseconds", "_minutes", "_hours", "_days", "_kb",
 
 def test_names_follow_the_conventions(fleet: Engine) -> None:
     stats = [SourceStats(name="mqtt:a", kind="mqtt", last_success=T0, rejected=Counter(x=1))]
-    health = DaemonHealth(last_evaluation_timestamp=T0, sink_errors_total=Counter(s=1))
+    health = DaemonHealth(last_evaluation_timestamp=T0)
     health.queue_depth = lambda: 0
-    text = exposition(collector(fleet, health=health, stats=stats))
+    sinks = [SinkStats(name="s", kind="mqtt", sent=1, last_success=T0)]
+    text = exposition(collector(fleet, health=health, stats=stats, sinks=sinks))
     families = list(text_string_to_metric_families(text))
     ours = [f for f in families if f.name.startswith("simwatch_")]
-    assert len(ours) == 25
+    assert len(ours) == 31
     assert {f.name for f in families} - {f.name for f in ours} <= {
         f.name for f in families if f.name.startswith("process_")
     }

@@ -9,6 +9,12 @@ once, in the daemon's ingest task, the same for every source.
 A source that checkpoints (a file offset, a REST cursor) passes ``on_applied``: the
 ingest task calls it after the batch was applied, so a cursor is only ever committed
 for records that were applied.
+
+A source that can resume also implements ``Resumable``: ``cursor()`` is the position of
+what ingest has applied (a JSON-able value, None while the source does not know it yet)
+and goes into the daemon's checkpoint together with the engine state; ``restore(cursor)``
+is called before ``run`` when the daemon restored a checkpoint, and that cursor wins over
+the source's own state file (which is ahead of the checkpoint after a crash).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -39,9 +45,10 @@ class SourceStats:
 
     name: str
     kind: str  # "simulator" | "file" | "mqtt" | "http"
-    received: int = 0  # records handed to ingest
+    received: int = 0  # records decoded from the source's batches (counted by ingest)
     rejected: Counter[str] = field(default_factory=Counter)  # by RejectReason value
     duplicates: int = 0
+    shed: int = 0  # messages dropped unread because the source's bounded queue was full
     errors: int = 0  # failures talking to the outside (connection, HTTP status, I/O)
     last_success: float | None = None  # epoch s of the last successful read/poll
     last_error: str | None = None  # the current failure, None once recovered
@@ -57,3 +64,16 @@ class Source(Protocol):
     stats: SourceStats
 
     async def run(self, sink: Sink) -> None: ...
+
+
+@runtime_checkable
+class Resumable(Protocol):
+    """A source whose applied position can be checkpointed and restored."""
+
+    def cursor(self) -> object | None:
+        """What ingest has applied, JSON-able (None: unknown yet, keep the source's own)."""
+        ...
+
+    def restore(self, cursor: object) -> None:
+        """Resume from ``cursor`` (called before ``run``)."""
+        ...

@@ -10,9 +10,12 @@ per-SIM marks) lives in memory as the *in-flight* cursor, so the next poll goes 
 there even while earlier batches wait in the queue. It is written to
 ``settings.cursor_file`` (JSON, temp file + ``os.replace`` in a worker thread) only from
 a batch's ``on_applied``, i.e. after ingest applied the records it covers: a restart
-resumes from what was applied, losing nothing and repeating nothing applied. A poll that
-fails half-way leaves the cursor at the last complete page; records it already handed
-over come again on the retry with the same ``record_id`` and are counted once.
+resumes from what was applied, losing nothing and repeating nothing applied. The same
+applied cursor is ``cursor()`` (``Resumable``): the daemon's checkpoint carries it, and
+``restore(cursor)`` (before ``run``) makes it win over ``cursor_file``, which is ahead of
+the checkpoint after a crash. A poll that fails half-way leaves the cursor at the last
+complete page; records it already handed over come again on the retry with the same
+``record_id`` and are counted once.
 
 Robustness. Every request passes a concurrency limit (``max_concurrency``, which also
 bounds the per-SIM fan-out of 1NCE/Cisco) and a token bucket (``rate_limit_per_s``,
@@ -220,6 +223,10 @@ class CmpSource:
         self._commit_lock = asyncio.Lock()
         self._snap_seq = 0
         self._written_seq = 0
+        self._applied_seq = 0
+        self._applied: dict[str, object] | None = None  # the cursor of what was applied
+        self._restored = False
+        self._known = False  # the applied cursor is known (loaded, restored or none to load)
         self._failing = False
         self._failed_polls = 0
         self._bad_sims: set[str] = set()
@@ -314,11 +321,17 @@ class CmpSource:
         if self._loaded:
             return
         self._loaded = True
-        if self._token is None and self.settings.token_file is not None:
-            raw_token = await asyncio.to_thread(self.settings.token_file.read_text, "utf-8")
-            self._token = next((ln.strip() for ln in raw_token.splitlines() if ln.strip()), None)
+        try:
+            if self._token is None and self.settings.token_file is not None:
+                raw = await asyncio.to_thread(self.settings.token_file.read_text, "utf-8")
+                self._token = next((ln.strip() for ln in raw.splitlines() if ln.strip()), None)
+            await self._load_cursor()
+        finally:
+            self._known = True
+
+    async def _load_cursor(self) -> None:
         path = self.settings.cursor_file
-        if path is None:
+        if path is None or self._restored:
             return
         raw = await asyncio.to_thread(_read_bytes, path)
         if raw is None:
@@ -330,11 +343,27 @@ class CmpSource:
                 "source %s: cursor file %s is not JSON; starting afresh", self.settings.name, path
             )
             return
+        self._adopt(data, f"cursor file {path}")
+
+    def cursor(self) -> object | None:
+        """The cursor of what ingest has applied (None before anything is known)."""
+        if not self._known:
+            return None
+        return self._applied if self._applied is not None else self._document()
+
+    def restore(self, cursor: object) -> None:
+        """Resume from a checkpoint's ``cursor()`` (before ``run``; wins over cursor_file)."""
+        self._restored = True
+        self._known = True
+        self._cursor, self._last_id, self._sims = None, None, {}
+        if cursor is not None:
+            self._adopt(cursor, "checkpoint cursor")
+        self._applied = self._document()
+
+    def _adopt(self, data: object, where: str) -> None:
         if not isinstance(data, dict) or data.get("adapter") != self.settings.adapter:
             log.warning(
-                "source %s: cursor file %s is for another adapter; starting afresh",
-                self.settings.name,
-                path,
+                "source %s: %s is for another adapter; starting afresh", self.settings.name, where
             )
             return
         cursor = data.get("cursor")
@@ -344,25 +373,30 @@ class CmpSource:
         sims = data.get("sims")
         if isinstance(sims, dict):
             self._sims = {k: _SimState.from_json(v) for k, v in sims.items() if isinstance(v, dict)}
+        self._applied = self._document()
 
-    def _snapshot(self) -> tuple[int, bytes]:
-        self._snap_seq += 1
-        data = {
+    def _document(self) -> dict[str, object]:
+        return {
             "version": STATE_VERSION,
             "adapter": self.settings.adapter,
             "cursor": self._cursor,
             "last_id": self._last_id,
             "sims": {k: v.to_json() for k, v in self._sims.items()},
         }
-        return self._snap_seq, orjson.dumps(data)
 
-    def _committer(self) -> Callable[[], Awaitable[None]] | None:
+    def _committer(self) -> Callable[[], Awaitable[None]]:
         path = self.settings.cursor_file
-        if path is None:
-            return None
-        seq, data = self._snapshot()
+        self._snap_seq += 1
+        seq = self._snap_seq
+        doc = self._document()
 
         async def commit() -> None:
+            if seq > self._applied_seq:  # what was applied, for the daemon's checkpoint
+                self._applied_seq = seq
+                self._applied = doc
+            if path is None:
+                return
+            data = orjson.dumps(doc)
             async with self._commit_lock:
                 if seq <= self._written_seq:  # a newer cursor is already on disk
                     return
@@ -380,7 +414,6 @@ class CmpSource:
         on_applied = self._committer() if commit else None
         if not objects and on_applied is None:
             return
-        self.stats.received += len(objects)
         await sink.put(Batch(source=self.settings.name, objects=objects, on_applied=on_applied))
 
     # ------------------------------------------------------------------ HTTP

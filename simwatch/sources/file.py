@@ -11,6 +11,11 @@ that was rotated away is finished, so its unterminated last line goes out as it 
 Offsets are committed to ``state_file`` only from ``Batch.on_applied``, i.e. after ingest
 applied the lines, so a restart neither loses nor repeats lines. Every bit of file I/O
 runs in a worker thread (``asyncio.to_thread``), serialised by one lock.
+
+Checkpoints (``Resumable``): ``cursor()`` is the committed (applied) offsets in the state
+file's shape; when the daemon restores a checkpoint it calls ``restore(cursor)`` before
+``run`` and those offsets win over ``state_file``, which may be ahead of the checkpoint
+after a crash (its lines were applied to a state the crash lost).
 """
 
 from __future__ import annotations
@@ -144,6 +149,8 @@ class FileSource:
         self._write_lock = asyncio.Lock()
         self._first_scan = True
         self._failing: str | None = None
+        self._loaded = False  # offsets known (from the state file or a checkpoint)
+        self._restored = False  # offsets came from a checkpoint: the state file is ignored
 
     # ---------------------------------------------------------------- the loop
 
@@ -174,7 +181,6 @@ class FileSource:
                             on_applied=self._committer(seg),
                         )
                     )
-                    self.stats.received += len(seg.lines)
                 if not step.more:
                     break
         except OSError as exc:
@@ -229,7 +235,41 @@ class FileSource:
             except OSError as exc:
                 self._failed(f"cannot write the state file: {_describe(exc)}")
 
+    def cursor(self) -> object | None:
+        """The applied offsets (the state file's document); None before they are known."""
+        if not self._loaded:
+            return None
+        return {
+            "version": _STATE_VERSION,
+            "files": [saved.to_json(key) for key, saved in self._committed.items()],
+        }
+
+    def restore(self, cursor: object) -> None:
+        """Resume from a checkpoint's ``cursor()`` (before ``run``; wins over state_file)."""
+        try:
+            saved = _parse_state(cursor)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning(
+                "file source %s: ignoring the checkpoint's unreadable offsets: %s",
+                self.settings.name,
+                exc,
+            )
+            return
+        self._saved = dict(saved)
+        self._committed = dict(saved)
+        self._restored = True
+        self._loaded = True
+
     async def _load_state(self) -> None:
+        if self._restored:  # (again, after a crash of run: what was applied since)
+            self._saved = dict(self._committed)
+            return
+        try:
+            await self._read_state_file()
+        finally:
+            self._loaded = True
+
+    async def _read_state_file(self) -> None:
         path = self.settings.state_file
         if path is None:
             return
@@ -241,15 +281,7 @@ class FileSource:
             self._failed(f"cannot read the state file: {_describe(exc)}")
             return
         try:
-            doc = orjson.loads(data)
-            for entry in doc["files"]:
-                key = (int(entry["dev"]), int(entry["inode"]))
-                self._saved[key] = _Saved(
-                    str(entry["path"]),
-                    int(entry["offset"]),
-                    int(entry["head_len"]),
-                    str(entry["head_hash"]),
-                )
+            self._saved.update(_parse_state(orjson.loads(data)))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             log.warning(
                 "file source %s: ignoring the unreadable state file %s: %s",
@@ -378,6 +410,22 @@ class FileSource:
             for followed in self._followed.values():
                 followed.handle.close()
             self._followed.clear()
+
+
+def _parse_state(doc: object) -> dict[FileKey, _Saved]:
+    """The offsets of a state document (``KeyError``/``TypeError``/``ValueError`` if bad)."""
+    if not isinstance(doc, dict):
+        raise TypeError("the offsets document is not an object")
+    out: dict[FileKey, _Saved] = {}
+    for entry in doc["files"]:
+        key = (int(entry["dev"]), int(entry["inode"]))
+        out[key] = _Saved(
+            str(entry["path"]),
+            int(entry["offset"]),
+            int(entry["head_len"]),
+            str(entry["head_hash"]),
+        )
+    return out
 
 
 def _after_last_newline(handle: BinaryIO, size: int) -> int:

@@ -19,9 +19,11 @@ Delivery guarantee: aiomqtt 2.5 has no manual acknowledgement (paho acknowledges
 message as soon as its ``on_message`` callback returns, and aiomqtt does not expose
 paho's ``manual_ack``). A message is therefore acknowledged on receipt, before ingest
 applied it: a crash (process killed) between receipt and apply loses what was in flight
-— at most the client's queue and the daemon's queue. A shutdown that does not drain the
-daemon's queue loses those too. Acking after apply (``Batch.on_applied``) or persisting
-received payloads is left for later.
+— at most the client's queue and the daemon's queue — and, since MQTT has no cursor to
+re-read from, the messages applied after the daemon's last checkpoint. A shutdown that
+does not drain the daemon's queue loses the queued ones too. Acking only after a
+checkpoint would stall on the broker's in-flight window (Mosquitto: 20 messages); a
+local journal of received payloads is left for later (docs/persistence.md).
 
 Backpressure: when ingest falls behind, ``sink.put`` waits; meanwhile aiomqtt keeps
 reading the socket into its own (unbounded) queue. Bounding that queue would make
@@ -44,7 +46,7 @@ from simwatch.sources.base import Batch, SourceStats
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from simwatch.config import MqttSourceSettings
+    from simwatch.config import MqttConnectionSettings, MqttSourceSettings
     from simwatch.sources.base import Sink
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,7 @@ def backoff_delay(attempt: int, min_s: float, max_s: float, rng: random.Random) 
     return rng.uniform(0.0, ceiling)
 
 
-def tls_context(settings: MqttSourceSettings) -> ssl.SSLContext:
+def tls_context(settings: MqttConnectionSettings) -> ssl.SSLContext:
     """A client TLS context from the configured files (blocking: call via to_thread)."""
     context = ssl.create_default_context(
         cafile=str(settings.ca_file) if settings.ca_file is not None else None
@@ -104,6 +106,7 @@ class MqttSource:
         self._password = password
         self._rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter, not crypto
         self.stats = SourceStats(name=settings.name, kind="mqtt")
+        self._shedding = False  # a run of shed messages is under way (logged once)
 
     async def run(self, sink: Sink) -> None:
         """Receive until cancelled, reconnecting with backoff on any MQTT failure."""
@@ -117,6 +120,8 @@ class MqttSource:
             username=settings.username,
             password=self._password if settings.username is not None else None,
             tls_context=context,
+            max_queued_incoming_messages=settings.max_queued_messages,
+            logger=self._client_logger(),
         )
         attempt = 0
         failing = False
@@ -163,6 +168,26 @@ class MqttSource:
         finally:
             self.stats.connected = False
 
+    def _client_logger(self) -> logging.Logger:
+        """aiomqtt's logger for this source: counts the messages it sheds (its bounded
+        queue full) instead of logging each; logs the start of a shedding run once."""
+        # not getLogger: an unregistered logger per client, no process-wide registry entry
+        client_log = logging.Logger(f"{__name__}.{self.settings.name}")  # noqa: LOG001
+        client_log.parent = log  # propagate to simwatch's handlers like any other logger
+        client_log.addFilter(_ShedCounter(self))
+        return client_log
+
+    def _shed(self) -> None:
+        self.stats.shed += 1
+        if not self._shedding:
+            self._shedding = True
+            log.warning(
+                "mqtt source %s: ingest is behind and %d messages are waiting; shedding "
+                "new messages (counted in simwatch_source_messages_shed_total)",
+                self.settings.name,
+                self.settings.max_queued_messages,
+            )
+
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         qos = self.settings.qos
         wanted: list[tuple[str, int]] = [(topic, qos) for topic in self.settings.topics]
@@ -185,6 +210,23 @@ class MqttSource:
                 payloads.append(_payload(await anext(messages)))
             await sink.put(Batch(source=name, payloads=payloads))
             self.stats.last_success = time.time()
+            if self._shedding and len(messages) == 0:
+                self._shedding = False
+                log.info("mqtt source %s: caught up; no longer shedding", name)
+
+
+class _ShedCounter(logging.Filter):
+    """Turns aiomqtt's per-message "queue is full" warning into a count."""
+
+    def __init__(self, source: MqttSource) -> None:
+        super().__init__()
+        self.source = source
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "Message queue is full. Discarding message.":
+            self.source._shed()  # noqa: SLF001 - the filter is the source's own helper
+            return False
+        return True
 
 
 def _refused(code: object) -> bool:

@@ -143,9 +143,9 @@ class SimulatorSource:
         past = now - 3600.0 - cfg.fault_duration_s
         if past - self._start >= 2 * DAY:
             starts.append(past)
-        if cfg.first_fault_after_s > 0:
+        if cfg.first_fault_after_s != 0:  # negative: already under way at start
             starts.append(now + cfg.first_fault_after_s)
-        return starts
+        return sorted(starts)
 
     def __init__(
         self, settings: SimulatorSourceSettings, *, clock: Callable[[], float] = time.time
@@ -215,7 +215,6 @@ class SimulatorSource:
         for i in range(0, len(lines), BATCH_LINES):
             chunk = lines[i : i + BATCH_LINES]
             await sink.put(Batch(source=self.settings.name, lines=chunk))
-            self.stats.received += len(chunk)
         self.stats.connected = True
         self.stats.last_success = self._clock()
 

@@ -1,0 +1,1 @@
+"""Output sinks: where the daemon sends what it found (Alertmanager, InfluxDB, MQTT)."""

@@ -1,0 +1,213 @@
+"""Real servers for tests: Prometheus, Alertmanager and VictoriaMetrics on loopback.
+
+Each runs the Debian package's binary on a free 127.0.0.1 port with its own temp
+directory, is started by ``start()`` (which waits until its readiness URL answers 200)
+and stopped by PID with ``stop()`` (SIGTERM, SIGKILL if stuck). A missing binary makes
+``available()`` false so a test can skip with a clear reason; ``scripts/test`` installs
+the packages, so in the suite they are always there.
+
+    with Alertmanager(tmp_path / "am") as am:
+        am.url  # http://127.0.0.1:<port>
+
+From async code, call ``await asyncio.to_thread(server.stop)`` (and ``start``) so the
+event loop keeps running while the server goes down or comes up.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING, Self
+
+from mosquitto import free_port, stop_process
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+PROMETHEUS = "/usr/bin/prometheus"
+PROMTOOL = "/usr/bin/promtool"
+ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
+AMTOOL = "/usr/bin/amtool"
+VICTORIA_METRICS = "/usr/bin/victoria-metrics"
+
+
+def binary(path: str) -> str | None:
+    """The binary at ``path``, or the same name on PATH, or None."""
+    if Path(path).exists():
+        return path
+    return shutil.which(Path(path).name)
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    """(status, body) of a GET; status 0 when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except (OSError, TimeoutError):
+        return 0, b""
+
+
+class ServerProcess:
+    """One server process: command line, readiness URL, log file, stop by PID."""
+
+    name = "server"
+    executable = ""
+    ready_path = "/"
+
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.port = port if port is not None else free_port()
+        self.log_file = directory / f"{self.name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    @classmethod
+    def available(cls) -> bool:
+        return binary(cls.executable) is not None
+
+    def args(self) -> Sequence[str]:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the server and wait until ``ready_path`` answers 200."""
+        if self.process is not None:
+            raise RuntimeError(f"{self.name} is already running")
+        exe = binary(self.executable)
+        if exe is None:
+            raise RuntimeError(f"{self.executable} is not installed")
+        with self.log_file.open("ab") as log:
+            self.process = subprocess.Popen(
+                [exe, *self.args()],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.directory,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self.process = None
+                raise RuntimeError(f"{self.name} exited at start:\n{self.log()}")
+            status, _ = http_get(self.url + self.ready_path, timeout=1.0)
+            if status == 200:
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.name} not ready on {self.port} in {timeout} s:\n{self.log()}")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop by PID: SIGTERM, SIGKILL if it does not exit in ``timeout``."""
+        process, self.process = self.process, None
+        if process is not None:
+            stop_process(process, timeout)
+
+    def log(self) -> str:
+        try:
+            return self.log_file.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Prometheus(ServerProcess):
+    """Prometheus with a config file the test writes (``write_config`` before start)."""
+
+    name = "prometheus"
+    executable = PROMETHEUS
+    ready_path = "/-/ready"
+
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        super().__init__(directory, port)
+        self.config = directory / "prometheus.yml"
+
+    def write_config(self, text: str) -> None:
+        self.config.write_text(text, encoding="utf-8")
+
+    def args(self) -> Sequence[str]:
+        if not self.config.exists():
+            self.write_config("global:\n  scrape_interval: 15s\n")
+        return [
+            f"--config.file={self.config}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            f"--storage.tsdb.path={self.directory / 'data'}",
+            "--web.enable-lifecycle",
+            "--log.level=warn",
+        ]
+
+    def reload(self) -> None:
+        """Re-read the config file (``--web.enable-lifecycle``)."""
+        request = urllib.request.Request(self.url + "/-/reload", method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+
+
+class Alertmanager(ServerProcess):
+    """Alertmanager, single node (``--cluster.listen-address=`` empty: no gossip port)."""
+
+    name = "alertmanager"
+    executable = ALERTMANAGER
+    ready_path = "/-/ready"
+
+    def __init__(self, directory: Path, port: int | None = None, config: str | None = None) -> None:
+        super().__init__(directory, port)
+        self.config = directory / "alertmanager.yml"
+        self.config.write_text(
+            config
+            or "route:\n  receiver: blackhole\n  group_wait: 0s\n  group_interval: 1s\n"
+            "receivers:\n  - name: blackhole\n",
+            encoding="utf-8",
+        )
+
+    def args(self) -> Sequence[str]:
+        return [
+            f"--config.file={self.config}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            f"--storage.path={self.directory / 'data'}",
+            "--cluster.listen-address=",
+            "--log.level=warn",
+        ]
+
+
+class VictoriaMetrics(ServerProcess):
+    """VictoriaMetrics: accepts InfluxDB line protocol at ``/api/v2/write``.
+
+    New points become visible to queries after ``force_flush()``.
+    """
+
+    name = "victoria-metrics"
+    executable = VICTORIA_METRICS
+    ready_path = "/health"
+
+    def args(self) -> Sequence[str]:
+        return [
+            f"-httpListenAddr=127.0.0.1:{self.port}",
+            f"-storageDataPath={self.directory / 'data'}",
+            "-retentionPeriod=100y",
+            "-search.latencyOffset=0s",
+            "-loggerLevel=WARN",
+        ]
+
+    def force_flush(self) -> None:
+        status, body = http_get(self.url + "/internal/force_flush")
+        if status != 200:
+            raise RuntimeError(f"force_flush: HTTP {status} {body[:200]!r}")

@@ -1,0 +1,133 @@
+"""A burst far above what ingest can take: memory stays bounded and shedding is counted.
+
+The daemon's MQTT source has a persistent session on a real Mosquitto. While it is
+away, a burst of 1,000 payloads (100,000 records) is queued for it; when it connects
+the broker delivers all of them at once, far faster than ingest applies records. The
+source holds at most ``max_queued_messages`` payloads in memory and sheds the rest,
+counting each; the ingest queue is bounded by construction; the API keeps answering
+while ingest works; and every record is accounted for: applied or in a shed payload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+import aiohttp
+import aiomqtt
+import orjson
+import pytest
+from mosquitto import Mosquitto, available, free_port
+
+from simwatch.config import (
+    EngineSettings,
+    HttpSettings,
+    MqttSourceSettings,
+    Settings,
+    SourcesSettings,
+)
+from simwatch.daemon import QUEUE_BATCHES, Daemon
+from simwatch.run import serve
+from simwatch.sources.mqtt import MqttSource
+from simwatch.timeutil import format_rfc3339
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+pytestmark = pytest.mark.skipif(not available(), reason="mosquitto is not installed")
+
+TOPIC = "burst/records"
+PAYLOADS = 1000
+PER_PAYLOAD = 100
+BOUND = 50
+
+
+def payload(k: int, now: float) -> bytes:
+    lines = []
+    for j in range(PER_PAYLOAD):
+        n = k * PER_PAYLOAD + j
+        end = now - 3600 + (n % 3000)
+        lines.append(
+            orjson.dumps(
+                {
+                    "kind": "usage",
+                    "record_id": f"b-{n}",
+                    "iccid": f"89490200000{n % 5000:08d}",
+                    "start": format_rfc3339(end - 60),
+                    "end": format_rfc3339(end),
+                    "bytes_up": 100,
+                    "bytes_down": 10,
+                    "apn": "meters.acme",
+                    "mcc": "262",
+                    "mnc": "02",
+                }
+            )
+        )
+    return b"\n".join(lines)
+
+
+async def test_a_burst_is_shed_and_counted_while_the_api_answers(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path / "broker")
+    await asyncio.to_thread(broker.start)
+    http = HttpSettings(port=free_port())
+    mqtt = MqttSourceSettings(
+        name="mqtt:burst",
+        port=broker.port,
+        topics=[TOPIC],
+        client_id="burst",
+        max_queued_messages=BOUND,
+    )
+    settings = Settings(
+        engine=EngineSettings(warmup_s=0, dead_letter_file=tmp_path / "dl.ndjson"),
+        http=http,
+        sources=SourcesSettings(mqtt=[mqtt]),
+    )
+    try:
+        # the persistent session exists before the burst, so the broker keeps it for us
+        async with aiomqtt.Client(
+            "127.0.0.1", broker.port, identifier="burst", clean_session=False
+        ) as session:
+            await session.subscribe(TOPIC, qos=1)
+        now = time.time()
+        async with aiomqtt.Client("127.0.0.1", broker.port, identifier="publisher") as pub:
+            for k in range(PAYLOADS):
+                await pub.publish(TOPIC, payload(k, now), qos=1)
+
+        source = MqttSource(mqtt)
+        daemon = Daemon(settings, [source])
+        depth: list[int] = []
+        daemon.on_cycle.append(lambda _r: depth.append(daemon.queue.qsize()))
+        task = asyncio.create_task(
+            daemon.run(extra_tasks=[("http", lambda: serve(daemon, http, frozenset()))])
+        )
+        base = f"http://127.0.0.1:{http.port}"
+        answers: list[int] = []
+        try:
+            async with aiohttp.ClientSession() as client:
+                deadline = time.monotonic() + 60
+                while True:
+                    assert time.monotonic() < deadline, "the burst was not absorbed in time"
+                    assert not task.done(), task
+                    try:
+                        async with client.get(f"{base}/api/v1/status") as response:
+                            answers.append(response.status)
+                    except aiohttp.ClientConnectionError:
+                        pass  # the HTTP server is not up yet
+                    stats = source.stats
+                    if stats.received + stats.shed * PER_PAYLOAD >= PAYLOADS * PER_PAYLOAD:
+                        break
+                    await asyncio.sleep(0.05)
+        finally:
+            daemon.request_stop()
+            await asyncio.wait_for(task, 10)
+        stats = source.stats
+        assert stats.shed > 0  # the burst was far above the bound
+        assert stats.received + stats.shed * PER_PAYLOAD == PAYLOADS * PER_PAYLOAD
+        assert stats.received > BOUND * PER_PAYLOAD  # ... and ingest took what it held
+        assert dict(stats.rejected) == {}
+        assert max(depth, default=0) <= QUEUE_BATCHES
+        assert len(answers) >= 3
+        assert set(answers) == {200}  # the API answered all along
+    finally:
+        await asyncio.to_thread(broker.stop)

@@ -1,0 +1,327 @@
+"""simwatch.merge: shard reports, merging them, shard outliers, the merger's incidents.
+
+Pure functions on hand-made reports (the end-to-end check with real daemons on MQTT is
+tests/test_replicas.py).
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import replace
+
+import orjson
+import pytest
+from fleet import Feed, inventory_row
+
+from simwatch.engine import Engine, EngineConfig
+from simwatch.incidents import IncidentParams
+from simwatch.localize import localize
+from simwatch.merge import (
+    LeafCounts,
+    Merger,
+    OutlierParams,
+    ShardReport,
+    merge_reports,
+    shard_of,
+    shard_outliers,
+    shard_report,
+)
+
+DIMS = ("apn", "country", "partner")
+AT = 1_794_960_000.0  # 2026-11-18T00:00:00Z
+FAULTY = ("meters.acme", "DE", "26201")
+HEALTHY = [
+    ("meters.acme", "DE", "26202"),
+    ("meters.acme", "FR", "20801"),
+    ("iot.trackr", "DE", "26202"),
+    ("iot.trackr", "FR", "20801"),
+]
+
+
+def report(
+    shard: int,
+    leaves: list[tuple[tuple[str, ...], float, float, float]],
+    *,
+    shards: int = 3,
+    at: float = AT,
+    warmed_up: bool = True,
+) -> ShardReport:
+    """A report from ``(values, total, overdue, expected)`` rows."""
+    return ShardReport(
+        shard=shard,
+        shards=shards,
+        evaluated_at=at,
+        warmed_up=warmed_up,
+        dims=DIMS,
+        leaves=tuple(LeafCounts(v, t, o, e) for v, t, o, e in leaves),
+    )
+
+
+def fleet_part(shard: int, *, faulty_overdue: float = 3.0, shards: int = 3) -> ShardReport:
+    """One shard's part of a fleet: 20 SIMs per leaf, 26201's with ``faulty_overdue``."""
+    rows: list[tuple[tuple[str, ...], float, float, float]] = [(FAULTY, 20.0, faulty_overdue, 0.2)]
+    rows += [(leaf, 20.0, 0.0, 0.2) for leaf in HEALTHY]
+    return report(shard, rows, shards=shards)
+
+
+# ---- the shard function -----------------------------------------------------------------
+
+
+def test_shard_of_is_crc32_of_the_iccid_mod_shards() -> None:
+    iccid = "8949020000000000017"
+    assert shard_of(iccid, 7) == zlib.crc32(b"8949020000000000017") % 7
+    assert shard_of(iccid, 1) == 0
+    with pytest.raises(ValueError, match="at least 1"):
+        shard_of(iccid, 0)
+
+
+def test_shard_of_spreads_consecutive_iccids_evenly() -> None:
+    counts = [0] * 4
+    for i in range(20_000):
+        counts[shard_of(f"89490200000{i:08d}", 4)] += 1
+    assert min(counts) > 4_700  # 5,000 each on average
+    assert max(counts) < 5_300
+
+
+# ---- reports ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("counts", "message"),
+    [
+        ((10.0, -1.0, 0.0), "finite and >= 0"),
+        ((10.0, 1.0, float("nan")), "finite and >= 0"),
+        ((10.0, 11.0, 0.0), "overdue 11 exceeds total 10"),
+    ],
+)
+def test_bad_leaf_counts_are_refused(counts: tuple[float, float, float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        LeafCounts(FAULTY, *counts)
+
+
+def test_a_report_checks_its_shard_and_the_values_per_dim() -> None:
+    with pytest.raises(ValueError, match=r"shard must be within 0\.\.2, got 3"):
+        report(3, [])
+    with pytest.raises(ValueError, match="has 2 values for 3 dims"):
+        report(0, [(("meters.acme", "DE"), 1.0, 0.0, 0.0)])
+
+
+def test_report_json_round_trip() -> None:
+    original = fleet_part(1)
+    text = orjson.dumps(original.to_json())
+    assert ShardReport.from_json(orjson.loads(text)) == original
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        ({"version": 2}, ValueError, "version: expected 1"),
+        ({"leaves": {}}, TypeError, "leaves: expected a list"),
+        ({"warmed_up": "yes"}, TypeError, "warmed_up: expected true or false"),
+        ({"shard": 1.0}, TypeError, "shard: expected an integer"),
+        ({"dims": ["apn", 3]}, TypeError, "dims: expected a list of strings"),
+        ({"shard": 5}, ValueError, "shard must be within"),
+    ],
+)
+def test_bad_report_json_names_the_field(
+    change: dict[str, object], error: type[Exception], message: str
+) -> None:
+    data = fleet_part(1).to_json()
+    data.update(change)
+    with pytest.raises(error, match=message):
+        ShardReport.from_json(data)
+
+
+def test_bad_leaf_json_names_the_leaf() -> None:
+    data = fleet_part(1).to_json()
+    leaves = data["leaves"]
+    assert isinstance(leaves, list)
+    leaves[2] = {**leaves[2], "total": "20"}
+    with pytest.raises(TypeError, match=r"leaves\[2\]\.total: expected a number"):
+        ShardReport.from_json(data)
+
+
+def test_shard_report_of_an_engine() -> None:
+    engine = Engine(replace(EngineConfig(), warmup_s=0.0))
+    iccids = [f"89314400000000{i:05d}" for i in range(4)]
+    engine.load_inventory(inventory_row(i) for i in iccids)
+    assert shard_report(engine, 0, 2) is None  # nothing evaluated yet
+    feed = Feed(engine)
+    for step in range(96):  # a day of 15-minute reports: rhythms learned
+        for i, iccid in enumerate(iccids):
+            feed.usage(iccid, AT + step * 900 + i, mcc="262", mnc="01" if i < 2 else "02")
+    now = AT + 96 * 900 + 3 * 3600  # three hours of silence
+    engine.evaluate(now)
+    got = shard_report(engine, 1, 2)
+    assert got is not None
+    assert (got.shard, got.shards, got.evaluated_at, got.warmed_up) == (1, 2, now, True)
+    assert got.dims == DIMS
+    leaves = {leaf.values: (leaf.total, leaf.overdue) for leaf in got.leaves}
+    assert leaves == {
+        ("meters.acme", "DE", "26201"): (2.0, 2.0),
+        ("meters.acme", "DE", "26202"): (2.0, 2.0),
+    }
+
+
+# ---- merging ------------------------------------------------------------------------------
+
+
+def test_merge_sums_leaves_across_shards() -> None:
+    a = report(0, [(FAULTY, 10.0, 4.0, 0.1), (HEALTHY[0], 5.0, 0.0, 0.2)])
+    b = report(1, [(FAULTY, 12.0, 5.0, 0.3)])
+    c = report(2, [(HEALTHY[1], 7.0, 1.0, 0.1)])
+    merged = merge_reports([c, a, b], 3)
+    assert merged.complete
+    assert merged.included == (0, 1, 2)
+    table = merged.table
+    rows = {
+        tuple(table.labels[d][code] for d, code in enumerate(codes)): (
+            table.total[i],
+            table.actual[i],
+            table.expected[i],
+        )
+        for i, codes in enumerate(table.codes.tolist())
+    }
+    assert rows == {
+        FAULTY: (22.0, 9.0, pytest.approx(0.4)),
+        HEALTHY[0]: (5.0, 0.0, 0.2),
+        HEALTHY[1]: (7.0, 1.0, 0.1),
+    }
+
+
+def test_merging_finds_a_fault_no_shard_sees_alone() -> None:
+    parts = [fleet_part(k) for k in range(3)]
+    for part in parts:  # 3 overdue of 20 on one shard: below min_affected (5)
+        alone = merge_reports([part], 3)
+        assert localize(alone.table) == []
+    causes = localize(merge_reports(parts, 3).table)
+    assert [c.dims for c in causes] == [{"partner": "26201"}]
+    assert (causes[0].affected, causes[0].total) == (9.0, 60.0)
+
+
+def test_missing_and_stale_shards_are_named_and_left_out() -> None:
+    fresh = fleet_part(0)
+    stale = replace(fleet_part(2), evaluated_at=AT - 60)
+    merged = merge_reports([fresh, stale], 3)
+    assert merged.evaluated_at == AT  # the newest instant
+    assert merged.included == (0,)
+    assert merged.missing == (1,)
+    assert merged.stale == (2,)
+    assert not merged.complete
+    assert float(merged.table.total.sum()) == fresh.total
+    older = merge_reports([fresh, stale], 3, at=AT - 60)
+    assert (older.included, older.stale) == ((2,), (0,))
+
+
+def test_merge_refuses_reports_that_do_not_fit() -> None:
+    with pytest.raises(ValueError, match="reports 2 shards, the merger has 3"):
+        merge_reports([fleet_part(0), fleet_part(1, shards=2)], 3)
+    other_dims = replace(report(1, []), dims=("apn",))
+    with pytest.raises(ValueError, match="has dims"):
+        merge_reports([fleet_part(0), other_dims], 3)
+    with pytest.raises(ValueError, match="two reports for shard 0"):
+        merge_reports([fleet_part(0), fleet_part(0)], 3)
+    with pytest.raises(ValueError, match="at least 1"):
+        merge_reports([], 0)
+
+
+def test_no_report_at_all_is_an_empty_merge() -> None:
+    merged = merge_reports([], 2)
+    assert merged.missing == (0, 1)
+    assert merged.included == ()
+
+
+# ---- shard outliers ------------------------------------------------------------------------
+
+
+def stalled(part: ShardReport) -> ShardReport:
+    """The shard's feed stopped: every counted SIM is overdue."""
+    leaves = tuple(LeafCounts(x.values, x.total, x.total, x.expected) for x in part.leaves)
+    return replace(part, leaves=leaves)
+
+
+def test_a_stalled_shard_is_an_outlier_and_left_out() -> None:
+    parts = [fleet_part(0), stalled(fleet_part(1)), fleet_part(2)]
+    outliers = shard_outliers(parts)
+    assert [o.shard for o in outliers] == [1]
+    assert outliers[0].overdue == outliers[0].total == 100.0
+    merged = merge_reports(parts, 3)
+    assert merged.included == (0, 2)
+    assert [c.dims for c in localize(merged.table)] == [{"partner": "26201"}]
+
+
+def test_a_plain_sum_with_a_stalled_shard_is_a_fleet_wide_cause() -> None:
+    parts = [fleet_part(0), stalled(fleet_part(1)), fleet_part(2)]
+    never = OutlierParams(min_overdue=1e9)  # outlier check off
+    merged = merge_reports(parts, 3, outlier_params=never)
+    assert merged.outliers == ()
+    assert {} in [c.dims for c in localize(merged.table)]
+
+
+def test_a_real_fault_on_every_shard_is_no_outlier() -> None:
+    parts = [fleet_part(k, faulty_overdue=18.0) for k in range(3)]
+    assert shard_outliers(parts) == ()
+
+
+def test_an_uneven_start_of_a_fault_is_no_outlier() -> None:
+    # 7 overdue on one shard, 1 on the other, of 400 each: chance at a fault's onset
+    a = report(0, [(FAULTY, 400.0, 7.0, 1.0)], shards=2)
+    b = report(1, [(FAULTY, 400.0, 1.0, 1.0)], shards=2)
+    assert shard_outliers([a, b]) == ()
+    assert shard_outliers([a]) == ()
+
+
+# ---- the merger ---------------------------------------------------------------------------
+
+
+def cycle_reports(
+    at: float, *, faulty: float, shards: tuple[int, ...] = (0, 1, 2)
+) -> list[ShardReport]:
+    return [replace(fleet_part(k, faulty_overdue=faulty), evaluated_at=at) for k in shards]
+
+
+def test_the_merger_opens_one_incident_and_holds_it_while_a_shard_is_missing() -> None:
+    merger = Merger(3, incident_params=IncidentParams(open_after=2, close_after=2))
+    first = merger.cycle(cycle_reports(AT, faulty=8.0))
+    assert first.decided
+    assert [c.dims for c in first.causes] == [{"partner": "26201"}]
+    assert first.changes == []  # seen once: not yet open
+    second = merger.cycle(cycle_reports(AT + 60, faulty=8.0))
+    assert [(c.kind, c.incident.id, c.incident.dims) for c in second.changes] == [
+        ("opened", "inc-0001", {"partner": "26201"})
+    ]
+    # shard 1 goes missing: nothing is decided, the incident stays open as it was
+    for k in range(4):
+        held = merger.cycle(cycle_reports(AT + 120 + 60 * k, faulty=0.0, shards=(0, 2)))
+        assert not held.decided
+        assert held.merged.missing == (1,)
+        assert held.changes == []
+    assert [i.id for i in merger.incidents.open.values()] == ["inc-0001"]
+    # all back and the fault over: it resolves after close_after cycles
+    changes = [merger.cycle(cycle_reports(AT + 600 + 60 * k, faulty=0.0)) for k in range(2)]
+    assert [c.kind for c in changes[-1].changes] == ["resolved"]
+
+
+def test_a_shard_in_its_warm_up_is_left_out() -> None:
+    parts = cycle_reports(AT, faulty=8.0)
+    parts[2] = replace(parts[2], warmed_up=False)
+    merged = merge_reports(parts, 3)
+    assert merged.warming == (2,)
+    assert merged.included == (0, 1)
+    assert float(merged.table.total.sum()) == parts[0].total + parts[1].total
+    result = Merger(3, incident_params=IncidentParams(open_after=1)).cycle(parts)
+    assert not result.decided  # all three needed by default
+    assert result.causes == []
+    lenient = Merger(3, min_shards=2, incident_params=IncidentParams(open_after=1))
+    assert [c.dims for c in lenient.cycle(parts).causes] == [{"partner": "26201"}]
+
+
+def test_min_shards_lets_the_merger_decide_on_part_of_the_fleet() -> None:
+    merger = Merger(3, min_shards=2, incident_params=IncidentParams(open_after=1))
+    result = merger.cycle(cycle_reports(AT, faulty=8.0, shards=(0, 2)))
+    assert result.decided
+    assert [c.incident.dims for c in result.changes] == [{"partner": "26201"}]
+    with pytest.raises(ValueError, match=r"min_shards must be within 1\.\.3"):
+        Merger(3, min_shards=4)
+    with pytest.raises(ValueError, match="at least 1"):
+        Merger(0)
