@@ -138,17 +138,26 @@ def is_loopback(host: str) -> bool:
 class HttpSettings(_Model):
     host: str = "127.0.0.1"
     port: int = Field(39153, ge=1, le=65535)
-    # "auto": bearer tokens required unless listening on a loopback address
-    auth: Literal["auto", "on", "off"] = "auto"
+    # "on": a bearer token is required for /api/ (without tokens_file, one is generated in
+    # <state_dir>/api-token); "off": no token, only allowed on a loopback host
+    auth: Literal["on", "off"] = "on"
     tokens_file: OptionalPath = None  # one token per line; '#' comments
     max_page_size: int = Field(1000, ge=1, le=100_000)
     max_body_bytes: int = Field(1 << 20, ge=1024)
 
     def auth_required(self) -> bool:
-        """Whether requests need a bearer token ("auto": yes unless the host is loopback)."""
-        if self.auth == "auto":
-            return not is_loopback(self.host)
+        """Whether requests to /api/ need a bearer token."""
         return self.auth == "on"
+
+    @model_validator(mode="after")
+    def _no_open_api_off_loopback(self) -> Self:
+        if self.auth == "off" and not is_loopback(self.host):
+            raise ValueError(
+                f"auth: 'off' is only allowed on a loopback host, not {self.host!r}: per-SIM "
+                "data must not be open to the network (leave auth on; the token is generated "
+                "in <state_dir>/api-token unless tokens_file is set)"
+            )
+        return self
 
 
 class LogSettings(_Model):
@@ -191,6 +200,11 @@ def _secret_value(
     if path is None:
         return None
     return (from_file or _read_secret(path)).get_secret_value()
+
+
+def api_token_file(settings: Settings) -> Path:
+    """Where the API token lives when auth is on and no ``http.tokens_file`` is set."""
+    return settings.http.tokens_file or settings.state_dir / "api-token"
 
 
 def read_tokens(path: Path) -> frozenset[str]:
@@ -685,9 +699,6 @@ def _check_files(settings: Settings) -> list[str]:
     must_exist("engine.inventory_file", settings.engine.inventory_file)
     must_exist("engine.operators_file", settings.engine.operators_file)
     http = settings.http
-    if http.auth_required() and http.tokens_file is None:
-        why = "on" if http.auth == "on" else f"auto and host {http.host} is not loopback"
-        problems.append(f"http.tokens_file: required when auth is on (auth is {why})")
     must_exist("http.tokens_file", http.tokens_file)
     if http.auth_required() and http.tokens_file is not None and http.tokens_file.is_file():
         try:
@@ -772,9 +783,10 @@ def summary(settings: Settings) -> list[str]:
         sim = SimulatorSourceSettings()
         lines.append(_describe_source("simulator", sim) + " (built-in: no source configured)")
     http = settings.http
-    auth = "on" if http.auth_required() else "off"
-    if http.auth == "auto":
-        auth += f" (auto: {'loopback' if not http.auth_required() else 'non-loopback'} host)"
+    auth = "off"
+    if http.auth_required():
+        where = http.tokens_file or f"{api_token_file(settings)}, generated when missing"
+        auth = f"on (tokens: {where})"
     lines.append(f"http: listening on {http.host}:{http.port}, auth {auth}")
     return lines
 

@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
 import socket
 import sys
 from typing import TYPE_CHECKING
@@ -19,6 +21,7 @@ from simwatch.config import (
     ConfigError,
     MetricsSettings,
     SimulatorSourceSettings,
+    api_token_file,
     load_settings,
     read_tokens,
 )
@@ -123,6 +126,33 @@ def load_tokens(path: Path | None) -> frozenset[str]:
     return frozenset() if path is None else read_tokens(path)
 
 
+def api_tokens(settings: Settings) -> frozenset[str]:
+    """The bearer tokens the API accepts (blocking; at start, before the loop runs).
+
+    Auth off: none. ``http.tokens_file`` set: its tokens. Otherwise one token kept in
+    ``<state_dir>/api-token``, generated (256 random bits, mode 0600) when missing, so the
+    API is never open and a restart keeps the token its clients already have.
+    """
+    http = settings.http
+    if not http.auth_required():
+        return frozenset()
+    if http.tokens_file is not None:
+        return read_tokens(http.tokens_file)
+    path = api_token_file(settings)
+    tokens = read_tokens(path) if path.is_file() else frozenset()
+    if not tokens:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(f"# the simwatch API token: 'Authorization: Bearer <token>'\n{token}\n")
+        tokens = frozenset({token})
+        log.warning("http: generated an API token in %s (set http.tokens_file to choose)", path)
+    else:
+        log.info("http: API token from %s", path)
+    return tokens
+
+
 async def serve(
     daemon: Daemon,
     http: HttpSettings,
@@ -187,7 +217,11 @@ def main(argv: Sequence[str]) -> int:
         return 1
     setup_logging(settings.log)
     http = settings.http
-    tokens = load_tokens(http.tokens_file)
+    try:
+        tokens = api_tokens(settings)
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"simwatch: http: cannot read or create the API token: {exc}", file=sys.stderr)
+        return 1
     sources, inventory = build_sources(settings)
     daemon = Daemon(
         settings,

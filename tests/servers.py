@@ -35,6 +35,11 @@ AMTOOL = "/usr/bin/amtool"
 VICTORIA_METRICS = "/usr/bin/victoria-metrics"
 
 
+def api_token(state_dir: Path) -> str:
+    """The API token ``simwatch run`` generated in its state dir (auth on, no tokens file)."""
+    return (state_dir / "api-token").read_text(encoding="utf-8").splitlines()[-1]
+
+
 def binary(path: str) -> str | None:
     """The binary at ``path``, or the same name on PATH, or None."""
     if Path(path).exists():
@@ -42,10 +47,13 @@ def binary(path: str) -> str | None:
     return shutil.which(Path(path).name)
 
 
-def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    """(status, body) of a GET; status 0 when nothing answers."""
+def http_get(url: str, timeout: float = 5.0, token: str | None = None) -> tuple[int, bytes]:
+    """(status, body) of a GET (with a bearer token if given); status 0 when nothing answers."""
+    request = urllib.request.Request(url)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return int(response.status), bytes(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()

@@ -519,18 +519,17 @@ async def test_auth_on_requires_a_bearer_token(engine: Engine) -> None:
         assert (await client.get("/api/v1/nothing")).status == 401
 
 
-async def test_auth_off_and_auto(engine: Engine) -> None:
-    open_wide = HttpSettings(auth="off", host="0.0.0.0")
-    async with serve(app_of(engine, open_wide)) as client:
-        assert (await client.get("/api/v1/status")).status == 200
-    async with serve(app_of(engine, HttpSettings(auth="auto", host="127.0.0.1"))) as client:
-        assert (await client.get("/api/v1/status")).status == 200
-    public = HttpSettings(auth="auto", host="0.0.0.0")
-    async with serve(app_of(engine, public, tokens=frozenset({TOKEN}))) as client:
+async def test_auth_is_on_by_default_and_off_only_on_loopback(engine: Engine) -> None:
+    assert HttpSettings().auth_required()
+    with pytest.raises(ValueError, match="tokens"):
+        app_of(engine, HttpSettings())  # on, and no token: refuses to start
+    async with serve(app_of(engine, HttpSettings(), tokens=frozenset({TOKEN}))) as client:
         assert (await client.get("/api/v1/status")).status == 401
         assert (await client.get("/-/healthy")).status == 200
-    with pytest.raises(ValueError, match="tokens"):
-        app_of(engine, public)
+    async with serve(app_of(engine, HttpSettings(auth="off", host="127.0.0.1"))) as client:
+        assert (await client.get("/api/v1/status")).status == 200
+    with pytest.raises(ValueError, match=r"only allowed on a loopback host, not '0\.0\.0\.0'"):
+        HttpSettings(auth="off", host="0.0.0.0")
     with pytest.raises(ValueError, match="tokens"):
         app_of(engine, HttpSettings(auth="on"), tokens=frozenset({""}))
 

@@ -70,7 +70,7 @@ def payload(k: int, now: float) -> bytes:
 async def test_a_burst_is_shed_and_counted_while_the_api_answers(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "broker")
     await asyncio.to_thread(broker.start)
-    http = HttpSettings(port=free_port())
+    http = HttpSettings(port=free_port(), auth="off")  # auth: test_http_security.py
     mqtt = MqttSourceSettings(
         name="mqtt:burst",
         port=broker.port,

@@ -65,7 +65,7 @@ BAD_CONFIGS: list[tuple[str, str, dict[str, str], str]] = [
         "literal choice",
         "[http]\nauth = 'maybe'\n",
         {},
-        "http.auth: Input should be 'auto', 'on' or 'off' (got 'maybe')",
+        "http.auth: Input should be 'on' or 'off' (got 'maybe')",
     ),
     (
         "bool type",
@@ -183,12 +183,13 @@ BAD_CONFIGS: list[tuple[str, str, dict[str, str], str]] = [
         "sources.mqtt[0].key_file: required when cert_file is given",
     ),
     (
-        "auth needs tokens off loopback",
-        "[http]\nhost = '0.0.0.0'\n",
+        "auth off only on loopback",
+        "[http]\nhost = '0.0.0.0'\nauth = 'off'\n",
         {},
         (
-            "http.tokens_file: required when auth is on (auth is auto and host 0.0.0.0 "
-            "is not loopback)"
+            "http: auth: 'off' is only allowed on a loopback host, not '0.0.0.0': per-SIM "
+            "data must not be open to the network (leave auth on; the token is generated "
+            "in <state_dir>/api-token unless tokens_file is set)"
         ),
     ),
     (
@@ -553,15 +554,14 @@ def test_extra_dimensions_are_allowed() -> None:
 @pytest.mark.parametrize(
     ("host", "auth", "required"),
     [
-        ("127.0.0.1", "auto", False),
-        ("::1", "auto", False),
-        ("localhost", "auto", False),
-        ("[::1]", "auto", False),
-        ("127.0.0.9", "auto", False),
-        ("0.0.0.0", "auto", True),
-        ("example.net", "auto", True),
         ("127.0.0.1", "on", True),
-        ("0.0.0.0", "off", False),
+        ("0.0.0.0", "on", True),
+        ("example.net", "on", True),
+        ("127.0.0.1", "off", False),
+        ("::1", "off", False),
+        ("localhost", "off", False),
+        ("[::1]", "off", False),
+        ("127.0.0.9", "off", False),
     ],
 )
 def test_auth_required(host: str, auth: str, required: bool) -> None:
@@ -587,7 +587,7 @@ def test_check_config_defaults(
         "config OK: built-in defaults",
         "sources:",
         "  simulator 'simulator': 3000 simulated SIMs, seed 1 (built-in: no source configured)",
-        "http: listening on 127.0.0.1:39153, auth off (auto: loopback host)",
+        "http: listening on 127.0.0.1:39153, auth on (tokens: var/api-token, generated when missing)",  # noqa: E501 - one output line
     ]
 
 
@@ -609,7 +609,7 @@ def test_check_config_file_with_sources(
         "  file 'spool': /var/spool/sw",
         "  mqtt 'broker-a': mqtt://127.0.0.1:1883, topics sims/#",
         "  http 'emnify': emnify adapter, https://x.test",
-        "http: listening on 0.0.0.0:8080, auth on (auto: non-loopback host)",
+        f"http: listening on 0.0.0.0:8080, auth on (tokens: {tmp_path}/tokens)",
     ]
 
 

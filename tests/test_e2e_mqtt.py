@@ -105,7 +105,7 @@ async def wait_for(check: Any, limit_s: float = 30.0) -> Any:
 async def test_partner_outage_and_wrong_apn_end_to_end(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "broker")
     await asyncio.to_thread(broker.start)
-    http = HttpSettings(port=free_port())
+    http = HttpSettings(port=free_port(), auth="off")  # auth: test_http_security.py
     mqtt = MqttSourceSettings(name="mqtt:e2e", port=broker.port, topics=[TOPIC], client_id="e2e")
     settings = Settings(
         engine=EngineSettings(warmup_s=0, dead_letter_file=tmp_path / "dl.ndjson"),

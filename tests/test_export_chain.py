@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import aiomqtt
 from servers import AMTOOL, binary, http_get
 
-from simwatch.config import SimulatorSourceSettings, load_settings
+from simwatch.config import SimulatorSourceSettings, api_token_file, load_settings
 from simwatch.run import api_url, build_sinks
 from simwatch.sinks.alertmanager import GROUP_ALERTNAME, AlertmanagerSink
 
@@ -153,7 +153,7 @@ def test_alertmanager_holds_the_page_of_the_open_incident(stack: Stack) -> None:
     # generatorURL: the incident in simwatch's API
     url = alert["generatorURL"]
     assert url == f"{stack.simwatch_url}/api/v1/incidents/{incident['id']}"
-    assert get_json(url)["id"] == incident["id"]
+    assert stack.api(url.removeprefix(stack.simwatch_url))["id"] == incident["id"]
     annotations = alert["annotations"]
     assert summary_pattern(incident["dims"]).fullmatch(annotations["summary"]), annotations
     assert {"description", "runbook_url", "dashboard_url", "affected", "total"} <= set(annotations)
@@ -381,7 +381,9 @@ def test_walkthrough_environment_loads_the_intended_settings() -> None:
     assert [type(s) for s in sinks] == [AlertmanagerSink]
     # the commands that follow talk to the same two addresses
     base = api_url(settings.http)
-    assert f"curl -s {base}/api/v1/incidents" in section
+    assert 'curl -s -H "Authorization: Bearer $TOKEN" ' + f"{base}/api/v1/incidents" in section
+    assert "TOKEN=$(tail -n1 var/api-token)" in section
+    assert str(api_token_file(settings)) == "var/api-token"
     assert "amtool --alertmanager.url=http://127.0.0.1:9093 alert query severity=page" in section
     assert "--web.listen-address=127.0.0.1:9093" in section
 

@@ -2,8 +2,9 @@
 
 * Bearer tokens: with auth on, every ``/api/`` route answers 401 (JSON, with
   ``WWW-Authenticate``) to a missing, wrong, or wrongly framed token, and names no SIM;
-  ``/``, ``/-/healthy``, ``/-/ready`` and ``/metrics`` stay open. ``auto`` means on unless
-  the listen host is loopback; auth on without tokens refuses to start.
+  ``/``, ``/-/healthy``, ``/-/ready`` and ``/metrics`` stay open. Auth is on by default
+  (a token is generated in the state dir when no tokens file is set); ``off`` is refused
+  on a host that is not loopback; an app with auth on and no token refuses to start.
 * The token check calls ``hmac.compare_digest`` once per configured token on every
   request, whether or not one matched (no early exit), and its answer decides.
 * Limits: ``http.max_body_bytes`` (a JSON 413 beyond it; GET endpoints never read a body),
@@ -29,12 +30,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simwatch.api import make_app, token_matches
-from simwatch.config import ConfigError, HttpSettings, load_settings
+from simwatch.config import ConfigError, HttpSettings, load_settings, read_tokens
 from simwatch.engine import Engine, EngineConfig
 from simwatch.inventory import InventoryRow
 from simwatch.metrics import DaemonHealth, EngineCollector, make_registry, metrics_handler
 from simwatch.records import Record, RecordDecoder
-from simwatch.run import load_tokens
+from simwatch.run import api_tokens, load_tokens
 from simwatch.timeutil import format_rfc3339
 
 if TYPE_CHECKING:
@@ -198,9 +199,9 @@ async def test_metrics_with_sim_series_names_tagged_sims_without_a_token(engine:
 @pytest.mark.parametrize(
     ("host", "auth", "required"),
     [
-        ("127.0.0.1", "auto", False), ("::1", "auto", False), ("localhost", "auto", False),
-        ("0.0.0.0", "auto", True), ("::", "auto", True), ("10.1.2.3", "auto", True),
-        ("simwatch.example", "auto", True), ("0.0.0.0", "off", False), ("127.0.0.1", "on", True),
+        ("127.0.0.1", "on", True), ("0.0.0.0", "on", True), ("::", "on", True),
+        ("simwatch.example", "on", True), ("127.0.0.1", "off", False), ("::1", "off", False),
+        ("localhost", "off", False),
     ],
 )  # fmt: skip
 async def test_auth_modes(engine: Engine, host: str, auth: str, required: bool) -> None:
@@ -212,21 +213,39 @@ async def test_auth_modes(engine: Engine, host: str, auth: str, required: bool) 
         assert (await client.get("/-/healthy")).status == 200
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "simwatch.example"])
+def test_auth_off_is_refused_off_loopback(host: str) -> None:
+    off_loopback = r"^http \(from SIMWATCH_HTTP__AUTH\): auth: 'off' is only allowed on a loopback"
+    with pytest.raises(ConfigError, match=off_loopback):
+        load_settings(None, {"SIMWATCH_HTTP__HOST": host, "SIMWATCH_HTTP__AUTH": "off"})
+
+
 def test_auth_required_without_tokens_refuses_to_start(engine: Engine, tmp_path: Path) -> None:
-    for http in (HttpSettings(auth="on"), HttpSettings(auth="auto", host="0.0.0.0")):
-        with pytest.raises(ValueError, match="tokens"):
-            app_for(engine, http, frozenset())
-        with pytest.raises(ValueError, match="tokens"):
-            app_for(engine, http, frozenset({""}))  # an empty line is never a token
-    with pytest.raises(ConfigError, match=r"^http\.tokens_file: required when auth is on"):
-        load_settings(None, {"SIMWATCH_HTTP__AUTH": "on"})
-    with pytest.raises(ConfigError, match=r"^http\.tokens_file: required .* not loopback"):
-        load_settings(None, {"SIMWATCH_HTTP__HOST": "0.0.0.0"})
+    with pytest.raises(ValueError, match="tokens"):
+        app_for(engine, HttpSettings(), frozenset())
+    with pytest.raises(ValueError, match="tokens"):
+        app_for(engine, HttpSettings(), frozenset({""}))  # an empty line is never a token
     missing = tmp_path / "nope"
     with pytest.raises(ConfigError, match=r"^http\.tokens_file: no such file"):
-        load_settings(
-            None, {"SIMWATCH_HTTP__AUTH": "on", "SIMWATCH_HTTP__TOKENS_FILE": str(missing)}
-        )
+        load_settings(None, {"SIMWATCH_HTTP__TOKENS_FILE": str(missing)})
+    (tmp_path / "blank").write_text("# nothing yet\n\n")
+    with pytest.raises(ConfigError, match=r"^http\.tokens_file: no token in"):
+        load_settings(None, {"SIMWATCH_HTTP__TOKENS_FILE": str(tmp_path / "blank")})
+
+
+def test_without_a_tokens_file_a_token_is_generated_once_and_kept(tmp_path: Path) -> None:
+    settings = load_settings(None, {"SIMWATCH_STATE_DIR": str(tmp_path / "state")})
+    (token,) = api_tokens(settings)
+    path = tmp_path / "state" / "api-token"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert len(token) >= 40
+    assert read_tokens(path) == {token}
+    assert api_tokens(settings) == {token}  # a restart keeps it: clients need not change
+    path.write_text("# emptied by hand\n")
+    (other,) = api_tokens(settings)
+    assert other != token
+    off = load_settings(None, {"SIMWATCH_HTTP__AUTH": "off"})
+    assert api_tokens(off) == frozenset()
 
 
 def test_tokens_file_lines_comments_and_blanks(tmp_path: Path) -> None:

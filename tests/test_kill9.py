@@ -36,7 +36,7 @@ import pytest
 import yaml
 from aiohttp import web
 from mosquitto import free_port
-from servers import Alertmanager, http_get
+from servers import Alertmanager, api_token, http_get
 
 from simwatch import checkpoint as ckpt
 from simwatch.iccid_index import IccidIndex
@@ -234,8 +234,9 @@ def checkpoint_offset(state_dir: Path) -> int:
     return max((int(f["offset"]) for f in files), default=0)
 
 
-def open_incidents(port: int) -> list[dict[str, Any]]:
-    status, body = http_get(f"http://127.0.0.1:{port}/api/v1/incidents?state=open")
+def open_incidents(port: int, state_dir: Path) -> list[dict[str, Any]]:
+    url = f"http://127.0.0.1:{port}/api/v1/incidents?state=open"
+    status, body = http_get(url, token=api_token(state_dir))
     if status != 200:
         return []
     doc = orjson.loads(body)
@@ -289,8 +290,8 @@ async def test_kill_9_mid_ingest_loses_nothing_and_pages_once(tmp_path: Path) ->
             ahead = applied_offset(tmp_path) - checkpoint_offset(state_dir)
             # 3. restart; the feed goes on a little, then stops
             process = start(config, log)
-            await until(lambda: open_incidents(port), 60, "the API after the restart")
-            assert [i["id"] for i in open_incidents(port)] == [incident]
+            await until(lambda: open_incidents(port, state_dir), 60, "the API after the restart")
+            assert [i["id"] for i in open_incidents(port, state_dir)] == [incident]
             await asyncio.sleep(1.0)
             appender.stop.set()
             await asyncio.to_thread(appender.join)

@@ -247,7 +247,7 @@ async def run_replicas(tmp: Path) -> Outcome:
     try:
         for replica in replicas:
             replica.port = free_port()
-            http = HttpSettings(port=replica.port)
+            http = HttpSettings(port=replica.port, auth="off")
             mqtt = MqttSourceSettings(
                 name=f"mqtt:{replica.name}",
                 port=broker.port,

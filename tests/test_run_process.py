@@ -22,9 +22,12 @@ def free_port() -> int:
         return port
 
 
-def get(url: str) -> tuple[int, bytes]:
+def get(url: str, token: str | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        with urllib.request.urlopen(request, timeout=2) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -72,7 +75,12 @@ history_s = 7200
                 break
             assert time.monotonic() < deadline, "not ready within 60 s"
             time.sleep(0.3)
-        status, body = get(f"http://127.0.0.1:{port}/api/v1/status")
+        # no tokens_file: the API is closed all the same, with a token generated at start
+        status, _ = get(f"http://127.0.0.1:{port}/api/v1/status")
+        assert status == 401
+        lines = (tmp_path / "api-token").read_text(encoding="utf-8").splitlines()
+        token = lines[-1]
+        status, body = get(f"http://127.0.0.1:{port}/api/v1/status", token)
         assert status == 200
         assert json.loads(body)["sims"] == 200
         started = time.monotonic()
