@@ -305,30 +305,38 @@ class Daemon:
             await asyncio.sleep(self._checkpoint_interval)
             await self.checkpoint()
 
-    def capture(self) -> ckpt.Snapshot:
-        """A consistent copy of the whole state now (synchronous: no batch may be half
-        applied, see ``checkpoint``)."""
+    def _positions(self) -> tuple[dict[str, object], dict[str, object]]:
+        """The sources' applied cursors and the evaluation clock, now (on the loop)."""
         cursors: dict[str, object] = {}
         for source in self.sources:
             if isinstance(source, Resumable):
                 cursor = source.cursor()
                 if cursor is not None:
                     cursors[source.stats.name] = cursor
-        daemon = {
+        daemon: dict[str, object] = {
             "watermark": ckpt.json_float(self._watermark),
             "next_eval": ckpt.json_float(self._next_eval),
             "evaluations": self.health.evaluations,
         }
-        return ckpt.capture(self.engine, at=self.clock(), daemon=daemon, sources=cursors)
+        return cursors, daemon
 
     async def checkpoint(self) -> bool:
-        """Copy the state between two batches and write it; True when it is on disk."""
+        """Copy the state between two batches and write it; True when it is on disk.
+
+        The copy runs in a worker thread while this holds the batch lock: ingest and the
+        evaluation clock (the only writers of the engine) wait for it, and the loop goes
+        on answering the API and /metrics, which only read (at 1M SIMs the copy takes a
+        few hundred milliseconds; most of it, numpy copies, releases the GIL)."""
         if self.checkpoints is None:
             return False
         async with self._batch_lock:
             started = time.perf_counter()
+            cursors, daemon = self._positions()
+            at = self.clock()
             try:
-                snapshot = self.capture()
+                snapshot = await asyncio.to_thread(
+                    ckpt.capture, self.engine, at=at, daemon=daemon, sources=cursors
+                )
             except Exception as exc:  # a bug in a part's export must not stop the daemon
                 log.exception("checkpoint: copying the state failed")
                 self.checkpoints.failed(f"copying the state: {exc!r}")
@@ -393,11 +401,15 @@ class Daemon:
             if self._in_backlog(now):  # ingest runs the backlog's cycles on event time
                 await asyncio.sleep(min(self._interval, 1.0))
                 continue
-            if self._next_eval is None and now - self.health.started_at >= self._interval:
-                # no record yet: evaluate the (empty or inventory-only) fleet anyway, so
-                # the daemon becomes ready and shows never_seen SIMs
-                self._next_eval = math.floor(now / self._interval) * self._interval
-            await self._advance_to(now)
+            async with self._batch_lock:  # never in the middle of a batch or a checkpoint
+                now = self.clock()
+                if self._in_backlog(now):
+                    continue
+                if self._next_eval is None and now - self.health.started_at >= self._interval:
+                    # no record yet: evaluate the (empty or inventory-only) fleet anyway,
+                    # so the daemon becomes ready and shows never_seen SIMs
+                    self._next_eval = math.floor(now / self._interval) * self._interval
+                await self._advance_to(now)
             boundary = self._next_eval if self._next_eval is not None else now + self._interval
             await asyncio.sleep(min(self._interval, max(0.05, boundary - self.clock())))
 

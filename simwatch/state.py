@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 import numpy as np
 
@@ -230,6 +230,17 @@ def views(cols: Columns) -> dict[str, memoryview[int]]:
     return out
 
 
+# the attribute holding each built-in dimension's value table (the per-SIM API asks often)
+_INTERNER_OF: Final = {
+    "apn": "apns",
+    "country": "countries",
+    "partner": "partners",
+    "rat": "rats",
+    "customer": "customers",
+    "plan": "plans",
+}
+
+
 class FleetState:
     """All per-SIM state, the interned value tables and the leaf-group registry."""
 
@@ -338,15 +349,11 @@ class FleetState:
         return self._interner(dim).values
 
     def _interner(self, dim: str) -> Interner:
-        table = {
-            "apn": self.apns,
-            "country": self.countries,
-            "partner": self.partners,
-            "rat": self.rats,
-            "customer": self.customers,
-            "plan": self.plans,
-        }
-        return table.get(dim) or self.extra_values[dim]
+        attribute = _INTERNER_OF.get(dim)
+        if attribute is None:
+            return self.extra_values[dim]
+        table: Interner = getattr(self, attribute)
+        return table
 
     def refresh_leaf(self, row: int) -> None:
         """Recompute the SIM's leaf after one of its dimension values changed."""

@@ -24,6 +24,8 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from simwatch.api import make_app, token_matches
 from simwatch.config import HttpSettings, is_loopback
@@ -34,6 +36,7 @@ from simwatch.records import Record, RecordDecoder
 from simwatch.timeutil import TimeParseError, format_rfc3339, parse_rfc3339
 from simwatch.views import (
     ViewError,
+    _first_matches,
     current_states,
     decode_cursor,
     encode_cursor,
@@ -714,3 +717,29 @@ async def test_every_endpoint_matches_the_openapi_document(client: Client, engin
             if param["in"] == "query" and ("enum" in schema or schema.get("type") == "integer"):
                 name = param["name"]
                 assert name in await error_of(client, f"{path}?{name}=bogus", 400), (path, name)
+
+
+# ---- the list scan stops early, and finds what a full scan finds --------------------------
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    n=st.integers(0, 40_000),
+    start_share=st.floats(0, 1),
+    count=st.integers(1, 1001),
+    shares=st.lists(st.integers(1, 50), min_size=1, max_size=3),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_first_matches_equals_a_full_scan(
+    n: int, start_share: float, count: int, shares: list[int], seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    wanted = [(rng.integers(0, k, n).astype(np.int16), 0) for k in shares]
+    start = int(n * start_share)
+    mask = np.ones(n, bool)
+    for column, code in wanted:
+        mask &= column == code
+    expected = np.flatnonzero(mask)
+    expected = expected[expected >= start][:count]
+    got = _first_matches(wanted, start, n, count)
+    assert got.tolist() == expected.tolist()

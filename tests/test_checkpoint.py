@@ -5,14 +5,16 @@ clock and its sources' cursors, and the inventory merges with a restored state."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -26,6 +28,7 @@ from simwatch.daemon import Daemon
 from simwatch.engine import Engine, EngineConfig
 from simwatch.metrics import DaemonHealth, EngineCollector, make_registry
 from simwatch.records import Deduplicator, fingerprint
+from simwatch.sources.base import Batch
 from simwatch.sources.file import FileSource
 from simwatch.state import Flag, Status
 from simwatch.timeutil import format_rfc3339
@@ -456,3 +459,50 @@ async def test_the_inventory_merges_with_a_restored_state(tmp_path: Path) -> Non
     assert state.customers.values[int(cols.customer[kept])] == "acme"
     assert new >= 0
     assert cols.flags[new] & Flag.IN_INVENTORY
+
+
+async def test_the_copy_runs_off_the_loop_while_writers_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the state is copied (in a worker thread), the loop answers readers, and the
+    engine's writers, a batch and an evaluation cycle, wait for the copy to end."""
+    settings = daemon_settings(tmp_path, tmp_path / "spool.ndjson")
+    daemon = file_daemon(settings)
+    copying, release = threading.Event(), threading.Event()
+    real_capture = ckpt.capture
+
+    def slow_capture(engine: Engine, **kwargs: Any) -> ckpt.Snapshot:
+        copying.set()
+        assert release.wait(10), "the test never released the copy"
+        return real_capture(engine, **kwargs)
+
+    monkeypatch.setattr(ckpt, "capture", slow_capture)
+    writing = asyncio.create_task(daemon.checkpoint())
+    assert await asyncio.to_thread(copying.wait, 10)
+    # the loop is free: a reader runs, and sees the engine as it was
+    assert len(daemon.engine.state) == 0
+    now = time.time()
+    batch = Batch("spool", lines=[usage_line(ICCIDS[0], now - 60, 1)])
+    applying = asyncio.create_task(daemon.apply_batch(batch))
+    daemon._next_eval = now - 1  # a cycle is due
+    clock = asyncio.create_task(daemon._clock())
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    assert not applying.done()
+    assert len(daemon.engine.state) == 0  # the batch waits for the copy
+    assert daemon.health.evaluations == 0  # so does the cycle
+    release.set()
+    assert await writing
+    await applying
+    assert len(daemon.engine.state) == 1
+    for _ in range(200):
+        if daemon.health.evaluations:
+            break
+        await asyncio.sleep(0.01)
+    clock.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await clock
+    assert daemon.health.evaluations >= 1
+    snapshot = ckpt.read_file(settings.state_dir)
+    assert snapshot is not None
+    assert snapshot.arrays["index.hi"].size == 0  # the copy is of the state before the batch

@@ -203,13 +203,18 @@ def start(config: Path, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-async def until(check: Callable[[], object], limit_s: float, what: str) -> Any:
+async def until(
+    check: Callable[[], object], limit_s: float, what: str, log: Path | None = None
+) -> Any:
     deadline = time.monotonic() + limit_s
     while True:
         result = check()
         if result:
             return result
-        assert time.monotonic() < deadline, f"not reached in {limit_s} s: {what}"
+        if time.monotonic() >= deadline:
+            text = await asyncio.to_thread(log.read_text, errors="replace") if log else ""
+            tail = text[-3000:]
+            raise AssertionError(f"not reached in {limit_s} s: {what}\n{tail}")
         await asyncio.sleep(0.05)
 
 
@@ -271,7 +276,9 @@ async def test_kill_9_mid_ingest_loses_nothing_and_pages_once(tmp_path: Path) ->
         appender = Appender(spool)
         try:
             # 1. caught up: the incident is open and Alertmanager notified it
-            pages = await until(lambda: hook.firing("SimwatchGroupIncident"), 60, "the first page")
+            pages = await until(
+                lambda: hook.firing("SimwatchGroupIncident"), 90, "the first page", log
+            )
             incident = pages[0]["incident"]
             assert pages[0]["partner"] == SILENT
             # 2. records keep coming; kill -9 while lines are applied past the checkpoint

@@ -239,7 +239,7 @@ async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run
     now = time.time()
     lines = await asyncio.to_thread(record_lines, now)
     rows = await asyncio.to_thread(lambda: list(inventory()))
-    http = HttpSettings(port=free_port())
+    http = HttpSettings(port=free_port(), auth="off")  # auth: test_http_security.py
     settings = Settings(
         engine=EngineSettings(warmup_s=0, dead_letter_file=tmp / "dl.ndjson"), http=http
     )

@@ -365,3 +365,29 @@ def test_false_alarms_over_a_week_of_many_sims() -> None:
     # devices are unlearned until their third gap, so the 2 h default late applies to them).
     assert all(m.describe(r, T0)["learned"] for r in range(n))
     assert sum(v for k, v in late.items() if k != "daily") < 0.001 * checks, late
+
+
+def test_describe_one_row_agrees_with_the_vectorized_thresholds() -> None:
+    """describe's scalar thresholds (the per-SIM API's fast path) equal _evaluate's."""
+    rng = np.random.default_rng(11)
+    n = 20_000
+    m = RhythmModel(n)
+    cols = m.export(n)
+    cols["last"][:] = 1.7e9 + rng.random(n) * 1e5
+    cols["mu"][:] = (rng.random(n) * 12).astype(np.float32)  # gaps of 1 s .. 2 days
+    cols["var"][:] = (rng.random(n) * 0.5).astype(np.float32)
+    cols["gmax"][:] = (rng.random(n) * 2e5).astype(np.float32)
+    cols["n"][:] = rng.integers(0, 8, n)  # unlearned, early rule and learned rows
+    cols["mask_prev"][:] = 0  # not diurnal: diurnal rows take the vectorized path anyway
+    m.restore(cols)
+    now = 1.7e9 + 2e5
+    elapsed, late, silent, _ = m._evaluate(now, 0, n)
+    states = m.classify(now, n)
+    for row in range(n):
+        d = m.describe(row, now)
+        assert d["late_after_s"] == pytest.approx(float(late[row]), rel=1e-5), row
+        assert d["silent_after_s"] == pytest.approx(float(silent[row]), rel=1e-5), row
+        assert d["elapsed_s"] == pytest.approx(float(elapsed[row]), rel=1e-5), row
+        near = min(abs(elapsed[row] - late[row]), abs(elapsed[row] - silent[row]))
+        if near > 1e-4 * elapsed[row]:  # off the thresholds: the same state
+            assert d["state"] == SimState(int(states[row])).name.lower(), row
