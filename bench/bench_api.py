@@ -565,6 +565,9 @@ def main() -> None:
     parser.add_argument(
         "--scrape-every", type=float, default=0.0, help="GET /metrics every S seconds (0: never)"
     )
+    parser.add_argument(
+        "--loop", choices=("asyncio", "uvloop"), default="asyncio", help="the server's loop"
+    )
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
@@ -604,7 +607,13 @@ def main() -> None:
     print(
         f"resident memory before the load: {rss['VmRSS'] / 2**20:,.0f} MiB; load {load_average()}"
     )
-    asyncio.run(serve(args, engine))
+    if args.loop == "uvloop":
+        import uvloop  # noqa: PLC0415 - only when asked for
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(serve(args, engine))
+    else:
+        asyncio.run(serve(args, engine))
 
 
 if __name__ == "__main__":

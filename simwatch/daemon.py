@@ -46,11 +46,11 @@ from simwatch.inventory import iter_inventory
 from simwatch.operators import OperatorTable
 from simwatch.records import RecordDecoder, Rejection
 from simwatch.sinks.base import Cycle
-from simwatch.sources.base import Resumable
+from simwatch.sources.base import Checkpointed, Resumable
 from simwatch.state import RECORD_DIMS
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from simwatch.config import Settings
     from simwatch.inventory import InventoryRow
@@ -342,7 +342,20 @@ class Daemon:
                 self.checkpoints.failed(f"copying the state: {exc!r}")
                 return False
             copy_s = time.perf_counter() - started
-        return await self.checkpoints.save(snapshot, copy_s)
+        saved = await self.checkpoints.save(snapshot, copy_s)
+        if saved:
+            await self._checkpointed(snapshot.sources)
+        return saved
+
+    async def _checkpointed(self, cursors: Mapping[str, object]) -> None:
+        """Tell each source which of its cursors a checkpoint on disk holds now."""
+        for source in self.sources:
+            name = source.stats.name
+            if isinstance(source, Checkpointed) and name in cursors:
+                try:
+                    await source.checkpointed(cursors[name])
+                except Exception:  # freeing a source's space must not fail the checkpoint
+                    log.exception("source %s: freeing what the checkpoint covers failed", name)
 
     async def _restore(self) -> bool:
         """Restore the last checkpoint, if any: engine, evaluation clock, source cursors."""

@@ -36,7 +36,7 @@ from simwatch.sources.mqtt import MqttSource
 from simwatch.sources.simulator import SimulatorSource
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from pathlib import Path
 
     from simwatch.config import HttpSettings, LogSettings, Settings
@@ -82,7 +82,14 @@ def build_sources(settings: Settings) -> tuple[list[Source], list[InventoryRow]]
         inventory.extend(source.inventory_rows())
         sources.append(source)
     sources.extend(FileSource(f) for f in cfg.file)
-    sources.extend(MqttSource(m, password=m.resolved_password()) for m in cfg.mqtt)
+    # The MQTT journal keeps its position in the checkpoints: off without them (as in
+    # checkpoints_wanted: none with a simulator source). Its default place: state_dir.
+    journals = settings.checkpoint.enabled and not simulators
+    for m in cfg.mqtt:
+        mqtt = m if journals else m.model_copy(update={"journal": False})
+        sources.append(
+            MqttSource(mqtt, password=m.resolved_password(), state_dir=settings.state_dir)
+        )
     sources.extend(CmpSource(h, token=h.resolved_token()) for h in cfg.http)
     return sources, inventory
 
@@ -232,8 +239,18 @@ def main(argv: Sequence[str]) -> int:
     )
     with contextlib.suppress(KeyboardInterrupt):
         http_task = ("http", lambda: serve(daemon, http, tokens, settings.metrics))
-        asyncio.run(daemon.run(extra_tasks=[http_task]))
+        with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+            runner.run(daemon.run(extra_tasks=[http_task]))
     return 0
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The event loop constructor for ``settings.event_loop``."""
+    if name == "uvloop":
+        import uvloop  # noqa: PLC0415 - imported only when chosen
+
+        return uvloop.new_event_loop
+    return asyncio.new_event_loop
 
 
 def _path(text: str) -> Path:

@@ -15,6 +15,10 @@ what ingest has applied (a JSON-able value, None while the source does not know 
 and goes into the daemon's checkpoint together with the engine state; ``restore(cursor)``
 is called before ``run`` when the daemon restored a checkpoint, and that cursor wins over
 the source's own state file (which is ahead of the checkpoint after a crash).
+
+A source that keeps data until a checkpoint covers it (the MQTT journal) also implements
+``Checkpointed``: after a checkpoint is on disk the daemon calls ``checkpointed(cursor)``
+with the cursor that checkpoint holds, and the source may free what lies before it.
 """
 
 from __future__ import annotations
@@ -76,4 +80,13 @@ class Resumable(Protocol):
 
     def restore(self, cursor: object) -> None:
         """Resume from ``cursor`` (called before ``run``)."""
+        ...
+
+
+@runtime_checkable
+class Checkpointed(Protocol):
+    """A source that frees what a checkpoint on disk has passed (the MQTT journal)."""
+
+    async def checkpointed(self, cursor: object) -> None:
+        """``cursor`` (an earlier ``cursor()``) is in a checkpoint on disk now."""
         ...

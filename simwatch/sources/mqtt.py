@@ -11,23 +11,68 @@ QoS 1/2 messages while we are away, and delivers them when we reconnect with the
 ``client_id``.
 
 Payloads are passed on as they are (an object, an array or NDJSON): decoding happens
-once, in the daemon's ingest task. Messages that are already waiting in the client's
-queue are gathered into one ``Batch`` (up to ``MAX_BATCH_PAYLOADS``) without waiting for
-more, so a burst (a backlog after a reconnect) costs one queue hand-over, not hundreds.
+once, in the daemon's ingest task. Messages that are already waiting are gathered into
+one ``Batch`` (up to ``MAX_BATCH_PAYLOADS``) without waiting for more, so a burst (a
+backlog after a reconnect) costs one queue hand-over, not hundreds.
 
-Delivery guarantee: aiomqtt 2.5 has no manual acknowledgement (paho acknowledges a QoS 1
-message as soon as its ``on_message`` callback returns, and aiomqtt does not expose
-paho's ``manual_ack``). A message is therefore acknowledged on receipt, before ingest
-applied it: a crash (process killed) between receipt and apply loses what was in flight
-— at most the client's queue and the daemon's queue — and, since MQTT has no cursor to
-re-read from, the messages applied after the daemon's last checkpoint. A shutdown that
-does not drain the daemon's queue loses the queued ones too. Acking only after a
-checkpoint would stall on the broker's in-flight window (Mosquitto: 20 messages); a
-local journal of received payloads is left for later (docs/persistence.md).
+Two modes, by whether the source has a journal directory (``journal_dir``): with
+``journal = true`` (the default) the ``journal_dir`` option, else
+``<state_dir>/mqtt-journal/<name>`` when given the daemon's ``state_dir``. The journal's
+position lives in the checkpoints, so ``simwatch run`` turns it off when checkpoints are
+off (``build_sources``).
 
-Backpressure: when ingest falls behind, ``sink.put`` waits; meanwhile aiomqtt keeps
-reading the socket into its own (unbounded) queue. Bounding that queue would make
-aiomqtt drop messages it already acknowledged, so it stays unbounded.
+**With the journal: nothing acknowledged is lost on a crash.** paho's manual
+acknowledgement is switched on (aiomqtt 2.5 does not expose it: ``Client._client`` is the
+paho client; ``manual_ack_set(True)`` is a flag paho reads at every incoming PUBLISH, so
+it is set before the first connect, before the broker can resend a persistent session's
+messages). The receive loop gathers what is waiting, appends it to the journal
+(``simwatch.sources.journal``; write + ``fdatasync`` in a worker thread) and only then
+acknowledges each QoS 1 message (``paho.ack(mid, 1)``). A second task feeds ingest from
+the journal, in journal order, with batches whose ``on_applied`` advances the applied
+position; ``cursor()`` is that position and goes into the daemon's checkpoints, and
+``restore(cursor)`` (before ``run``) makes the feed start there. So at start the frames
+after the checkpoint are replayed to ingest first; the subscription is made at once, and
+what it receives is appended after them. After a ``kill -9``: a message acknowledged is
+in the journal, and replayed if the checkpoint does not cover it; a message received but
+not yet journaled was not acknowledged, so the broker sends it again; a message
+journaled but not yet acknowledged comes twice (from the journal and again from the
+broker), and the second copy is dropped by the engine's dedup (same ``record_id``,
+counted in ``duplicates``). Journal segments are deleted once a checkpoint on disk has
+passed them (``checkpointed``, called by the daemon after it wrote one, and ``restore``).
+
+The broker's in-flight window (Mosquitto ``max_inflight_messages``, default 20) bounds
+what waits unacknowledged, so the receive loop never waits for ingest: a backlog goes to
+disk at ``fdatasync`` speed while ingest reads it at its own. The journal is capped
+(``journal_max_bytes``): beyond it its oldest segments are dropped, and the messages in
+them ingest had not read yet are counted as shed (``stats.shed``) and logged once.
+
+Acknowledgements only go out on the connection that delivered the message: message ids
+are per connection, and after a reconnect the broker may give an id to another message.
+Messages left in aiomqtt's queue by a closed connection are journaled but not
+acknowledged (the broker sends them again: duplicates, dropped by dedup); an
+acknowledgement queued in paho when a connection drops is discarded by paho at the next
+connect. QoS 2 is refused with the journal in the settings: paho answers PUBREC on
+receipt and keeps the message in memory until PUBREL, so a crash there loses it anyway,
+and a PUBREL paho no longer knows is never completed in manual mode (the broker's
+in-flight slot would stay taken).
+
+Shedding with the journal: aiomqtt's queue is still bounded by ``max_queued_messages``
+(it only fills when the broker's in-flight window is larger and the disk is slow). A
+message shed there is not acknowledged, so the broker keeps it (persistent session) and
+sends it again on the next connection; it also holds an in-flight slot until then. So
+when a run of shedding ends the source reconnects at once: the shed messages come again,
+and are counted in ``stats.shed`` when shed (a count of sheddings, no longer of losses;
+with ``clean_session = true`` or QoS 0 they are lost as before).
+
+**Without the journal (no directory, or ``journal = false``): at most once on a crash.**
+paho acknowledges a QoS 1 message as soon as its ``on_message`` callback returns,
+before ingest applied it: a crash (process killed) between receipt and apply loses what
+was in flight — aiomqtt's queue and the daemon's queue — and, since MQTT has no cursor
+to re-read from, the messages applied after the daemon's last checkpoint. A shutdown
+that does not drain the daemon's queue loses the queued ones too. Backpressure: when
+ingest falls behind, ``sink.put`` waits; meanwhile aiomqtt keeps reading the socket into
+its own queue, bounded by ``max_queued_messages``: beyond it, new messages are dropped
+(already acknowledged: lost) and counted in ``stats.shed``.
 """
 
 from __future__ import annotations
@@ -37,17 +82,21 @@ import logging
 import random
 import ssl
 import time
-from typing import TYPE_CHECKING, Protocol
+import urllib.parse
+from typing import TYPE_CHECKING, Final, Protocol
 
 import aiomqtt
 
 from simwatch.sources.base import Batch, SourceStats
+from simwatch.sources.journal import Journal
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Awaitable, Callable
+    from pathlib import Path
 
     from simwatch.config import MqttConnectionSettings, MqttSourceSettings
     from simwatch.sources.base import Sink
+    from simwatch.sources.journal import DropReport
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +111,12 @@ class Messages(Protocol):
     def __len__(self) -> int: ...
 
 
-MAX_BATCH_PAYLOADS = 100  # payloads gathered into one Batch when they are already waiting
-SUBACK_FAILURE = 0x80  # a SUBACK reason code at or above this refuses the subscription
+MAX_BATCH_PAYLOADS: Final = 100  # payloads gathered into one Batch when already waiting
+JOURNAL_BATCH: Final = 1000  # messages appended (one write + fdatasync) at most at once
+READ_BYTES: Final = 4 << 20  # journal bytes read into one Batch at most (one frame at least)
+SUBACK_FAILURE: Final = 0x80  # a SUBACK reason code at or above this refuses the subscription
+CURSOR_VERSION: Final = 1
+JOURNAL_FOLDER: Final = "mqtt-journal"  # under the daemon's state_dir
 
 
 def backoff_delay(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:
@@ -90,8 +143,31 @@ def tls_context(settings: MqttConnectionSettings) -> ssl.SSLContext:
     return context
 
 
+def journal_dir(settings: MqttSourceSettings, state_dir: Path | None) -> Path | None:
+    """Where the source's journal lives; None: no journal (at most once on a crash)."""
+    if not settings.journal:
+        return None
+    if settings.journal_dir is not None:
+        return settings.journal_dir
+    if state_dir is None:
+        return None
+    return state_dir / JOURNAL_FOLDER / urllib.parse.quote(settings.name, safe="")
+
+
+class JournalWriteError(Exception):
+    """The journal could not take a batch: the messages stay unacknowledged."""
+
+
+class _Reconnect(Exception):  # noqa: N818 - control flow, not an error
+    """Leave the connection and make a new one at once (no backoff, not a failure)."""
+
+
 class MqttSource:
-    """Subscribes to ``settings.topics`` and puts every payload on the sink."""
+    """Subscribes to ``settings.topics`` and puts every payload on the sink.
+
+    ``state_dir``: the daemon's state folder, where the journal lives unless
+    ``settings.journal_dir`` says otherwise; without either the source has no journal.
+    """
 
     def __init__(
         self,
@@ -99,6 +175,7 @@ class MqttSource:
         *,
         password: str | None = None,
         rng: random.Random | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         self.settings = settings
         if password is None and settings.password is not None:
@@ -107,12 +184,90 @@ class MqttSource:
         self._rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter, not crypto
         self.stats = SourceStats(name=settings.name, kind="mqtt")
         self._shedding = False  # a run of shed messages is under way (logged once)
+        self.journal_dir = journal_dir(settings, state_dir)
+        self.journal: Journal | None = None  # while run holds it open
+        self._applied: int | None = None  # journal position ingest has applied
+        self._handed: int | None = None  # journal position handed to ingest (this process)
+        self._checkpointed: int | None = None  # journal position in a checkpoint on disk
+        self._skip_journal = False  # the checkpoint was taken with the journal off
+        self._stale = 0  # messages in aiomqtt's queue from a closed connection
+        self._wake = asyncio.Event()  # the journal grew (set by the receive loop)
+        self._dropping = False  # the journal is over its cap (logged once)
+
+    # ---- checkpoints (Resumable) ----------------------------------------------------------
+
+    def cursor(self) -> object | None:
+        """The journal position ingest has applied (``{"version", "position"}``); the
+        position is None without a journal. None while not known yet."""
+        if self.journal_dir is None:
+            return {"version": CURSOR_VERSION, "position": None}
+        if self._applied is None:
+            return None
+        return {"version": CURSOR_VERSION, "position": self._applied}
+
+    def restore(self, cursor: object) -> None:
+        """Resume from a checkpoint's ``cursor()`` (before ``run``)."""
+        if self.journal_dir is None:
+            return
+        try:
+            position = _position(cursor)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning(
+                "mqtt source %s: ignoring the checkpoint's unreadable journal position: %s",
+                self.settings.name,
+                exc,
+            )
+            return
+        if position is None:  # the journal was off then: what it holds is older
+            self._skip_journal = True
+            return
+        self._applied = self._checkpointed = position
+
+    async def checkpointed(self, cursor: object) -> None:
+        """``cursor`` (an earlier ``cursor()``) is in a checkpoint on disk now: delete the
+        journal segments it has passed."""
+        try:
+            position = _position(cursor)
+        except (KeyError, TypeError, ValueError):
+            return
+        if position is None or self.journal_dir is None:
+            return
+        if self._checkpointed is None or position > self._checkpointed:
+            self._checkpointed = position
+        journal = self.journal
+        if journal is None:
+            return
+        await asyncio.to_thread(journal.release, position)
+        if self._dropping and await asyncio.to_thread(journal.size) <= journal.max_bytes:
+            self._dropping = False
+            log.info("mqtt source %s: the journal is back under its cap", self.settings.name)
+
+    # ---- run ------------------------------------------------------------------------------
 
     async def run(self, sink: Sink) -> None:
         """Receive until cancelled, reconnecting with backoff on any MQTT failure."""
+        client = await self._client()
+        if self.journal_dir is None:
+            await self._serve(client, lambda: self._pump(client.messages, sink))
+            return
+        # the paho client: aiomqtt 2.5 exposes no manual acknowledgement (its issue #345)
+        paho = client._client  # noqa: SLF001 - the documented workaround, see the docstring
+        paho.manual_ack_set(on=True)
+        journal = await self._open_journal(self.journal_dir)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._feed(journal, sink), name=f"{self.settings.name}:feed")
+                tg.create_task(
+                    self._serve(client, lambda: self._journal_pump(client, journal)),
+                    name=f"{self.settings.name}:receive",
+                )
+        finally:
+            await asyncio.to_thread(journal.close)
+
+    async def _client(self) -> aiomqtt.Client:
         settings = self.settings
         context = await asyncio.to_thread(tls_context, settings) if settings.tls else None
-        client = aiomqtt.Client(
+        return aiomqtt.Client(
             settings.host,
             settings.port,
             identifier=settings.client_id,
@@ -123,10 +278,17 @@ class MqttSource:
             max_queued_incoming_messages=settings.max_queued_messages,
             logger=self._client_logger(),
         )
+
+    async def _serve(self, client: aiomqtt.Client, pump: Callable[[], Awaitable[None]]) -> None:
+        """Connect, subscribe and ``pump`` until cancelled; reconnect with backoff."""
+        settings = self.settings
         attempt = 0
         failing = False
         try:
             while True:
+                # What is still queued came over a closed connection: never acknowledged
+                # on the next one (message ids are per connection).
+                self._stale = len(client.messages)
                 try:
                     async with client:
                         await self._subscribe(client)
@@ -142,8 +304,10 @@ class MqttSource:
                             )
                             failing = False
                         attempt = 0
-                        await self._pump(client.messages, sink)
-                except aiomqtt.MqttError as exc:
+                        await pump()
+                except _Reconnect:
+                    continue
+                except (aiomqtt.MqttError, JournalWriteError) as exc:
                     task = asyncio.current_task()
                     if task is not None and task.cancelling():
                         # A failed disconnect while shutting down replaced the cancellation.
@@ -152,11 +316,13 @@ class MqttSource:
                     self.stats.errors += 1
                     self.stats.last_error = str(exc) or type(exc).__name__
                     if not failing:
+                        where = f"{settings.host}:{settings.port} unavailable"
+                        if isinstance(exc, JournalWriteError):
+                            where = "messages left unacknowledged"
                         log.warning(
-                            "mqtt source %s: %s:%d unavailable (%s); reconnecting with backoff",
+                            "mqtt source %s: %s (%s); reconnecting with backoff",
                             settings.name,
-                            settings.host,
-                            settings.port,
+                            where,
                             self.stats.last_error,
                         )
                         failing = True
@@ -182,10 +348,14 @@ class MqttSource:
         if not self._shedding:
             self._shedding = True
             log.warning(
-                "mqtt source %s: ingest is behind and %d messages are waiting; shedding "
-                "new messages (counted in simwatch_source_messages_shed_total)",
+                "mqtt source %s: %s and %d messages are waiting; shedding new messages "
+                "(counted in simwatch_source_messages_shed_total)%s",
                 self.settings.name,
+                "the journal is behind" if self.journal_dir else "ingest is behind",
                 self.settings.max_queued_messages,
+                "; unacknowledged, the broker sends them again after a reconnect"
+                if self.journal_dir
+                else "",
             )
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
@@ -200,19 +370,156 @@ class MqttSource:
         if refused:
             raise aiomqtt.MqttError(f"subscription refused for {', '.join(refused)}")
 
+    # ---- without a journal ----------------------------------------------------------------
+
     async def _pump(self, messages: Messages, sink: Sink) -> None:
         """Hand messages on until the connection drops (``MqttError``)."""
         name = self.settings.name
         async for message in messages:
             payloads = [_payload(message)]
-            # Gather what is already waiting, without waiting for more.
-            while len(messages) > 0 and len(payloads) < MAX_BATCH_PAYLOADS:
-                payloads.append(_payload(await anext(messages)))
+            try:  # gather what is already waiting, without waiting for more
+                while len(messages) > 0 and len(payloads) < MAX_BATCH_PAYLOADS:
+                    payloads.append(_payload(await anext(messages)))
+            except aiomqtt.MqttError:
+                await sink.put(Batch(source=name, payloads=payloads))  # received: not lost
+                raise
             await sink.put(Batch(source=name, payloads=payloads))
             self.stats.last_success = time.time()
             if self._shedding and len(messages) == 0:
                 self._shedding = False
                 log.info("mqtt source %s: caught up; no longer shedding", name)
+
+    # ---- with a journal -------------------------------------------------------------------
+
+    async def _open_journal(self, directory: Path) -> Journal:
+        settings = self.settings
+        journal = Journal(
+            directory,
+            segment_bytes=settings.journal_segment_bytes,
+            max_bytes=settings.journal_max_bytes,
+        )
+        # run again in this process: batches handed before may still wait in the queue
+        read_from = self._handed if self._handed is not None else self._checkpointed
+        report = await asyncio.to_thread(journal.open, read_from, self._checkpointed)
+        start = report.read_from
+        if self._skip_journal and self._handed is None:
+            await asyncio.to_thread(journal.release, report.end)  # nothing is being written
+            start = journal.read_position
+            if report.end > report.read_from:
+                log.warning(
+                    "mqtt source %s: the checkpoint was written with the journal off; the "
+                    "%d bytes journaled before are older than it and were deleted",
+                    settings.name,
+                    report.end - report.read_from,
+                )
+        self.journal = journal
+        if report.missing_bytes:
+            log.warning(
+                "mqtt source %s: the journal %s starts %d bytes after the checkpoint's "
+                "position: those were dropped (journal_max_bytes) before they were applied",
+                settings.name,
+                directory,
+                report.missing_bytes,
+            )
+        if self._applied is None:
+            self._applied = start
+        if self._handed is None:
+            self._handed = start
+        log.info(
+            "mqtt source %s: journal %s: %d segments, positions %d..%d; replaying %d bytes",
+            settings.name,
+            directory,
+            journal.segment_count(),
+            journal.start,
+            report.end,
+            report.end - start,
+        )
+        return journal
+
+    async def _journal_pump(self, client: aiomqtt.Client, journal: Journal) -> None:
+        """Journal, then acknowledge, what arrives until the connection drops."""
+        messages = client.messages
+        paho = client._client  # noqa: SLF001 - manual acknowledgement (see run)
+        stale, self._stale = self._stale, 0
+        async for message in messages:
+            batch = [message]
+            try:  # gather what is already waiting, without waiting for more
+                while len(messages) > 0 and len(batch) < JOURNAL_BATCH:
+                    batch.append(await anext(messages))
+            except aiomqtt.MqttError:
+                await self._append(journal, batch)  # received: kept, but not acknowledged
+                raise
+            await self._append(journal, batch)
+            for sent in batch:
+                if stale > 0:  # came over a closed connection: the broker sends it again
+                    stale -= 1
+                elif sent.qos > 0:
+                    paho.ack(sent.mid, sent.qos)
+            self.stats.last_success = time.time()
+            if self._shedding and len(messages) == 0:
+                self._shedding = False
+                log.info(
+                    "mqtt source %s: caught up; reconnecting so the broker sends the shed "
+                    "messages again",
+                    self.settings.name,
+                )
+                raise _Reconnect
+
+    async def _append(self, journal: Journal, batch: list[aiomqtt.Message]) -> None:
+        records = [(m.topic.value, _payload(m)) for m in batch]
+        try:
+            drop = await asyncio.to_thread(journal.append, records)
+        except OSError as exc:
+            raise JournalWriteError(
+                f"cannot write the journal {journal.directory}: {exc.strerror or exc}"
+            ) from exc
+        self._wake.set()
+        if drop is not None:
+            self._dropped(drop, journal)
+
+    def _dropped(self, drop: DropReport, journal: Journal) -> None:
+        self.stats.shed += drop.unread_frames
+        if self._dropping:
+            return
+        self._dropping = True
+        log.warning(
+            "mqtt source %s: the journal is over journal_max_bytes (%d): dropped its oldest "
+            "%d segments (%d bytes), %d messages in them not yet read by ingest (counted in "
+            "simwatch_source_messages_shed_total); until a checkpoint catches up, a crash "
+            "loses what was dropped",
+            self.settings.name,
+            journal.max_bytes,
+            drop.segments,
+            drop.bytes,
+            drop.unread_frames,
+        )
+
+    async def _feed(self, journal: Journal, sink: Sink) -> None:
+        """Hand the journal's frames to ingest in order, as they are written."""
+        name = self.settings.name
+        while True:
+            frames = await asyncio.to_thread(journal.read, MAX_BATCH_PAYLOADS, READ_BYTES)
+            if not frames:
+                self._wake.clear()
+                if journal.read_position >= journal.end:
+                    await self._wake.wait()
+                continue
+            end = frames[-1].end
+            await sink.put(
+                Batch(
+                    source=name,
+                    payloads=[f.payload for f in frames],
+                    on_applied=self._applier(end),
+                )
+            )
+            self._handed = end
+
+    def _applier(self, end: int) -> Callable[[], Awaitable[None]]:
+        async def on_applied() -> None:
+            if self._applied is None or end > self._applied:
+                self._applied = end
+
+        return on_applied
 
 
 class _ShedCounter(logging.Filter):
@@ -227,6 +534,20 @@ class _ShedCounter(logging.Filter):
             self.source._shed()  # noqa: SLF001 - the filter is the source's own helper
             return False
         return True
+
+
+def _position(cursor: object) -> int | None:
+    """The journal position of a ``cursor()`` value (``ValueError`` etc. if malformed)."""
+    if not isinstance(cursor, dict):
+        raise TypeError("the journal position is not an object")
+    if cursor["version"] != CURSOR_VERSION:
+        raise ValueError(f"unknown version {cursor['version']!r}")
+    position = cursor["position"]
+    if position is None:
+        return None
+    if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+        raise ValueError(f"bad position {position!r}")
+    return position
 
 
 def _refused(code: object) -> bool:
