@@ -40,6 +40,7 @@ import numpy as np
 import orjson
 
 from simwatch import __version__
+from simwatch.durable import fsync_dir
 from simwatch.records import int64_array
 
 if TYPE_CHECKING:
@@ -181,14 +182,6 @@ def restore_engine(engine: Engine, snapshot: Snapshot) -> None:
 # ---- the file (blocking: run these in a worker thread) -------------------------------
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_file(directory: Path, snapshot: Snapshot) -> int:
     """Write the snapshot atomically as ``directory/checkpoint.npz``; returns its size."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -207,7 +200,7 @@ def write_file(directory: Path, snapshot: Snapshot) -> int:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_dir(directory)
+    fsync_dir(directory)
     return size
 
 

@@ -15,24 +15,52 @@ event loop keeps running while the server goes down or comes up.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from mosquitto import free_port, stop_process
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
 PROMETHEUS = "/usr/bin/prometheus"
 PROMTOOL = "/usr/bin/promtool"
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 AMTOOL = "/usr/bin/amtool"
 VICTORIA_METRICS = "/usr/bin/victoria-metrics"
+
+
+def start_simwatch(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """``simwatch run --config.file CONFIG`` as a process, its output appended to ``log``."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "simwatch", "run", "--config.file", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def until(
+    check: Callable[[], object], limit_s: float, what: str, log: Path | None = None
+) -> Any:
+    """Poll ``check`` until it returns something true (returned); on the deadline fail
+    with ``what`` and the tail of ``log`` (a daemon's output)."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            text = await asyncio.to_thread(log.read_text, errors="replace") if log else ""
+            raise AssertionError(f"not reached in {limit_s} s: {what}\n{text[-3000:]}")
+        await asyncio.sleep(0.05)
 
 
 def api_token(state_dir: Path) -> str:

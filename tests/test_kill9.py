@@ -24,8 +24,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -36,14 +34,14 @@ import pytest
 import yaml
 from aiohttp import web
 from mosquitto import free_port
-from servers import Alertmanager, api_token, http_get
+from servers import Alertmanager, api_token, http_get, start_simwatch, until
 
 from simwatch import checkpoint as ckpt
 from simwatch.iccid_index import IccidIndex
 from simwatch.timeutil import format_rfc3339, month_of
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator
     from pathlib import Path
 
 pytestmark = pytest.mark.skipif(
@@ -194,30 +192,6 @@ urls = ["{am_url}"]
     return config
 
 
-def start(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "simwatch", "run", "--config.file", str(config)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-async def until(
-    check: Callable[[], object], limit_s: float, what: str, log: Path | None = None
-) -> Any:
-    deadline = time.monotonic() + limit_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            text = await asyncio.to_thread(log.read_text, errors="replace") if log else ""
-            tail = text[-3000:]
-            raise AssertionError(f"not reached in {limit_s} s: {what}\n{tail}")
-        await asyncio.sleep(0.05)
-
-
 def applied_offset(tmp_path: Path) -> int:
     """The offset in the file source's own offsets file (written after each batch)."""
     try:
@@ -272,7 +246,7 @@ async def test_kill_9_mid_ingest_loses_nothing_and_pages_once(tmp_path: Path) ->
         await asyncio.to_thread(am.start)
         config = write_config(tmp_path, spool.path, am.url, port)
         state_dir = tmp_path / "state"
-        process = start(config, log)
+        process = start_simwatch(config, log)
         appender = Appender(spool)
         try:
             # 1. caught up: the incident is open and Alertmanager notified it
@@ -296,7 +270,7 @@ async def test_kill_9_mid_ingest_loses_nothing_and_pages_once(tmp_path: Path) ->
             process.wait(10)
             ahead = applied_offset(tmp_path) - checkpoint_offset(state_dir)
             # 3. restart; the feed goes on a little, then stops
-            process = start(config, log)
+            process = start_simwatch(config, log)
             await until(lambda: open_incidents(port, state_dir), 60, "the API after the restart")
             assert [i["id"] for i in open_incidents(port, state_dir)] == [incident]
             await asyncio.sleep(1.0)

@@ -18,18 +18,16 @@ import itertools
 import logging
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import aiomqtt
 import orjson
 import pytest
 from mosquitto import Mosquitto, available, free_port
-from servers import http_get
+from servers import http_get, start_simwatch, until
 
 from simwatch import checkpoint as ckpt
 from simwatch.config import MqttSourceSettings
@@ -776,25 +774,6 @@ journal_max_bytes = 1073741824
     return config
 
 
-def start(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "simwatch", "run", "--config.file", str(config)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-async def until(check: Callable[[], object], limit_s: float, what: str) -> Any:
-    deadline = time.monotonic() + limit_s
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"not reached in {limit_s} s: {what}"
-        await asyncio.sleep(0.05)
-
-
 def received(port: int) -> int:
     """Records the daemon's MQTT source has handed to ingest and ingest applied, counted
     since the process started (-1 while the API does not answer)."""
@@ -840,7 +819,7 @@ async def kill_mid_ingest_and_restart(tmp_path: Path, *, journal: bool) -> tuple
     log = tmp_path / "simwatch.log"
     feed = Feed()
     publisher = Publisher(broker.port, feed)
-    process = start(config, log)
+    process = start_simwatch(config, log)
     try:
         await until(lambda: received(port) >= 0, 60, "the daemon's API")
         publisher.start()
@@ -858,7 +837,7 @@ async def kill_mid_ingest_and_restart(tmp_path: Path, *, journal: bool) -> tuple
         await asyncio.to_thread(process.wait, 10)
         ahead = seen - ingest_counts(checkpoint(state_dir))[0]  # the checkpoint restored
         # restart; the feed goes on a little, then stops
-        process = start(config, log)
+        process = start_simwatch(config, log)
         await until(lambda: received(port) >= 0, 60, "the API after the restart")
         await asyncio.sleep(1.0)
         await publisher.finish()

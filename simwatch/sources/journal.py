@@ -46,6 +46,8 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from simwatch.durable import fsync_dir
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from pathlib import Path
@@ -143,14 +145,6 @@ def _base_of(name: str) -> int | None:
     if stem == name or len(stem) != _DIGITS or not stem.isdigit():
         return None
     return int(stem)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _Bad(Exception):  # noqa: N818 - internal control flow: a frame that does not check
@@ -380,7 +374,7 @@ class Journal:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
         fd = os.open(path, flags, 0o644)
         try:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         except OSError:
             os.close(fd)
             path.unlink(missing_ok=True)
