@@ -267,11 +267,16 @@ class Engine:
             name = self.operators.operator(partner[:3], partner[3:])
         return f"{partner} ({name})" if name else partner
 
-    def diagnose(self, iccid: str, now: float) -> list[Finding] | None:
-        """Findings for one SIM (None for an unknown ICCID), against the last evaluation."""
-        row = self.state.row(iccid)
-        if row < 0:
-            return None
+    def diagnose(
+        self, iccid: str, now: float, *, row: int | None = None, incident: Incident | None = None
+    ) -> list[Finding] | None:
+        """Findings for one SIM (None for an unknown ICCID), against the last evaluation.
+        A caller that already has the SIM's ``row`` and ``incident_of(row)`` passes them."""
+        if row is None:
+            row = self.state.row(iccid)
+            if row < 0:
+                return None
+            incident = self.incident_of(row)
         evaluation = self.last_evaluation
         if evaluation is None or row >= evaluation.n:
             evaluation = evaluate(
@@ -282,8 +287,8 @@ class Engine:
                 localize_params=self.config.localize,
                 localize_groups=False,
             )
-        incident = self.incident_of(row)
-        partner = self.sim_dims(row).get("partner")
+        code = int(self.state.cols.partner[row])
+        partner = self.state.partners.values[code] if code else None
         return diagnose(
             self.state,
             row,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import numpy as np
+
 _UTC = UTC
 
 
@@ -117,6 +119,18 @@ class CachedTimeParser:
 def format_rfc3339(ts: float) -> str:
     """Format epoch seconds as ``2026-11-20T10:15:00Z`` (whole seconds, UTC)."""
     return datetime.fromtimestamp(round(ts), tz=_UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def format_rfc3339_many(ts: np.ndarray) -> list[str | None]:
+    """``format_rfc3339`` of many epoch seconds at once (None for NaN): a page of SIMs
+    formats its timestamps in one numpy call instead of one ``strftime`` each."""
+    values = np.asarray(ts, dtype=np.float64)
+    out: list[str | None] = [None] * len(values)
+    known = np.flatnonzero(~np.isnan(values))
+    seconds = np.round(values[known]).astype("datetime64[s]")  # half to even, as round()
+    for i, text in zip(known.tolist(), np.datetime_as_string(seconds).tolist(), strict=True):
+        out[i] = text + "Z"
+    return out
 
 
 def month_of(ts: float) -> int:

@@ -20,7 +20,7 @@ import numpy as np
 
 from simwatch.evaluate import INACTIVE, STATE_NAMES, sim_states
 from simwatch.state import NEVER, Flag, RejectKind, Status, absolute
-from simwatch.timeutil import format_rfc3339, month_of
+from simwatch.timeutil import format_rfc3339, format_rfc3339_many, month_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -142,8 +142,8 @@ def sim_view(engine: Engine, iccid: str, now: float) -> Json:
     info = state.rhythm.describe(row, now)
     active_hours = info.get("active_hours")
     gaps_seen = info.get("gaps_seen")
-    findings = engine.diagnose(iccid, now) or []
     incident = engine.incident_of(row)
+    findings = engine.diagnose(iccid, now, row=row, incident=incident) or []
     flags = int(c.flags[row])
     return {
         "iccid": iccid,
@@ -231,11 +231,12 @@ def sim_short(engine: Engine, row: int, state_code: int, now: float) -> Json:
 
 
 def sim_shorts(engine: Engine, rows: np.ndarray, states: np.ndarray, now: float) -> list[Json]:
-    """``sim_short`` of many rows, with the columns gathered once (a page of 1000 SIMs)."""
+    """``sim_short`` of many rows, with the columns gathered and the times formatted once
+    (a page of 1000 SIMs)."""
     state = engine.state
     c = state.cols
     status_names = [s.name.lower() for s in Status]
-    last = state.rhythm.last_data[rows].tolist()
+    last_data = state.rhythm.last_data[rows]
     columns = zip(
         rows.tolist(),
         states[rows].tolist(),
@@ -244,24 +245,25 @@ def sim_shorts(engine: Engine, rows: np.ndarray, states: np.ndarray, now: float)
         c.apn[rows].tolist(),
         c.country[rows].tolist(),
         c.partner[rows].tolist(),
-        last,
+        last_data.tolist(),
+        format_rfc3339_many(last_data),
         strict=True,
     )
     customers, apns = state.customers.values, state.apns.values
     countries, partners = state.countries.values, state.partners.values
+    iccid = state.index.iccid
     out: list[Json] = []
-    for row, code, status, customer, apn, country, partner, seen in columns:
-        last_data = None if math.isnan(seen) else seen
+    for row, code, status, customer, apn, country, partner, seen, seen_text in columns:
         out.append({
-            "iccid": state.index.iccid(row),
+            "iccid": iccid(row),
             "state": STATE_NAMES[code],
             "status": status_names[status],
             "customer": _text(customers, customer),
             "apn": _text(apns, apn),
             "country": _text(countries, country),
             "partner": _text(partners, partner),
-            "last_data": _time(last_data),
-            "silent_for_s": _silent_for(last_data, now),
+            "last_data": seen_text,
+            "silent_for_s": None if seen_text is None else max(0, round(now - seen)),
         })  # fmt: skip
     return out
 

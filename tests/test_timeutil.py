@@ -2,9 +2,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
-from simwatch.timeutil import CachedTimeParser, TimeParseError, format_rfc3339, parse_rfc3339
+from simwatch.timeutil import (
+    CachedTimeParser,
+    TimeParseError,
+    format_rfc3339,
+    format_rfc3339_many,
+    parse_rfc3339,
+)
 
 
 @pytest.mark.parametrize(
@@ -71,3 +78,16 @@ def test_fast_path_leaves_invalid_dates_to_the_strict_parser(text: str) -> None:
 
 def test_leap_day_is_accepted() -> None:
     assert format_rfc3339(parse_rfc3339("2028-02-29T12:00:00Z")) == "2028-02-29T12:00:00Z"
+
+
+def test_format_many_equals_format_one_by_one() -> None:
+    rng = np.random.default_rng(5)
+    values = np.concatenate([
+        1.58e9 + rng.random(2000) * 4e8,  # 2020 .. 2032
+        np.floor(1.7e9 + rng.random(200) * 1e8) + 0.5,  # halves: rounded to even, as round()
+        [np.nan, 1577836800.0, 4102444799.4],
+    ])  # fmt: skip
+    rng.shuffle(values)
+    expected = [None if np.isnan(v) else format_rfc3339(float(v)) for v in values]
+    assert format_rfc3339_many(values) == expected
+    assert format_rfc3339_many(np.zeros(0)) == []
