@@ -568,6 +568,9 @@ def main() -> None:
     parser.add_argument(
         "--loop", choices=("asyncio", "uvloop"), default="asyncio", help="the server's loop"
     )
+    parser.add_argument(
+        "--profile", type=int, default=0, help="print the server's N costliest functions"
+    )
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
@@ -607,6 +610,12 @@ def main() -> None:
     print(
         f"resident memory before the load: {rss['VmRSS'] / 2**20:,.0f} MiB; load {load_average()}"
     )
+    profile = None
+    if args.profile:
+        import cProfile  # noqa: PLC0415 - only when asked for
+
+        profile = cProfile.Profile()
+        profile.enable()
     if args.loop == "uvloop":
         import uvloop  # noqa: PLC0415 - only when asked for
 
@@ -614,6 +623,11 @@ def main() -> None:
             runner.run(serve(args, engine))
     else:
         asyncio.run(serve(args, engine))
+    if profile is not None:
+        import pstats  # noqa: PLC0415 - only when asked for
+
+        profile.disable()
+        pstats.Stats(profile).sort_stats("tottime").print_stats(args.profile)
 
 
 if __name__ == "__main__":

@@ -78,41 +78,48 @@ def token_matches(given: str, tokens: frozenset[str]) -> bool:
     return found
 
 
-@web.middleware
-async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except views.ViewError as exc:
-        return error_response(exc.status, exc.message)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        keep = {k: v for k, v in exc.headers.items() if k in ("Allow", "WWW-Authenticate")}
-        where = f"{request.method} {request.path[:200]}"
-        hint = "; the endpoints are listed at /api/v1/openapi.json" if exc.status == 404 else ""
-        return error_response(exc.status, f"{exc.reason}: {where}{hint}", keep)
-    except Exception:
-        log.exception("error serving %s %s", request.method, request.path)
-        return error_response(500, "internal error; see the server log")
+def _unauthorized(request: web.Request, tokens: frozenset[str]) -> web.Response | None:
+    """The 401 for an ``/api/`` request without one of ``tokens``; None when it may pass."""
+    if not request.path.startswith(API_PREFIX):
+        return None
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if not header:
+        return error_response(401, "missing bearer token", {"WWW-Authenticate": REALM})
+    if scheme.lower() != "bearer" or not token_matches(token.strip(), tokens):
+        return error_response(
+            401, "invalid bearer token", {"WWW-Authenticate": f'{REALM}, error="invalid_token"'}
+        )
+    return None
 
 
-def _auth(tokens: frozenset[str]) -> Middleware:
+def _guard(tokens: frozenset[str] | None) -> Middleware:
+    """The one middleware: bearer tokens for ``/api/`` (when ``tokens`` is not None), then
+    every failure as a JSON error, never a stack trace. (One middleware, not two: each
+    costs a wrapper per request.)"""
+
     @web.middleware
-    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith(API_PREFIX):
-            header = request.headers.get("Authorization", "")
-            scheme, _, token = header.partition(" ")
-            if not header:
-                return error_response(401, "missing bearer token", {"WWW-Authenticate": REALM})
-            if scheme.lower() != "bearer" or not token_matches(token.strip(), tokens):
-                return error_response(
-                    401,
-                    "invalid bearer token",
-                    {"WWW-Authenticate": f'{REALM}, error="invalid_token"'},
-                )
-        return await handler(request)
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            if tokens is not None:
+                refused = _unauthorized(request, tokens)
+                if refused is not None:
+                    return refused
+            return await handler(request)
+        except views.ViewError as exc:
+            return error_response(exc.status, exc.message)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            keep = {k: v for k, v in exc.headers.items() if k in ("Allow", "WWW-Authenticate")}
+            where = f"{request.method} {request.path[:200]}"
+            hint = "; the endpoints are listed at /api/v1/openapi.json" if exc.status == 404 else ""
+            return error_response(exc.status, f"{exc.reason}: {where}{hint}", keep)
+        except Exception:
+            log.exception("error serving %s %s", request.method, request.path)
+            return error_response(500, "internal error; see the server log")
 
-    return check
+    return guard
 
 
 def _query(request: web.Request, *known: str) -> Mapping[str, str]:
@@ -208,15 +215,13 @@ def make_app(
 ) -> web.Application:
     """The API application. Raises ``ValueError`` when tokens are required but none given."""
     tokens = frozenset(t for t in tokens if t)  # an empty line must never be a token
-    middlewares: list[Middleware] = [_errors]
-    if settings.auth_required():
-        if not tokens:
-            raise ValueError(
-                f"the API needs bearer tokens (http.auth={settings.auth!r}, host "
-                f"{settings.host!r}) but none are configured: set http.tokens_file"
-            )
-        middlewares.append(_auth(tokens))
-    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
+    if settings.auth_required() and not tokens:
+        raise ValueError(
+            f"the API needs bearer tokens (http.auth={settings.auth!r}, host "
+            f"{settings.host!r}) but none are configured: set http.tokens_file"
+        )
+    guard = _guard(tokens if settings.auth_required() else None)
+    app = web.Application(middlewares=[guard], client_max_size=settings.max_body_bytes)
     api = _Api(engine, now, settings, ready, source_stats)
     app.router.add_get("/", api.landing)
     app.router.add_get("/-/healthy", api.healthy)
