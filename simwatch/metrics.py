@@ -384,11 +384,25 @@ class EngineCollector:
         )
         up = GaugeMetricFamily(
             "simwatch_sink_up",
-            "1 while a sink's last delivery attempt succeeded, else 0.",
+            "1 while a sink's last delivery attempt succeeded (to at least one replica).",
+            labels=["sink"],
+        )
+        replicas = GaugeMetricFamily(
+            "simwatch_sink_replicas",
+            "Servers a sink delivers to (Alertmanager: every replica; 1 for the others).",
+            labels=["sink"],
+        )
+        replicas_up = GaugeMetricFamily(
+            "simwatch_sink_replicas_up",
+            "Of a sink's servers, those whose last delivery attempt succeeded.",
             labels=["sink"],
         )
         for stats in self.sink_stats():
             name = stats.name
+            replicas.add_metric([name], stats.replicas)
+            replicas_up.add_metric(
+                [name], stats.replicas_up if stats.replicas > 1 else (1 if stats.up else 0)
+            )
             sent.add_metric([name], stats.sent)
             errors.add_metric([name], stats.errors)
             dropped.add_metric([name], stats.dropped)
@@ -396,7 +410,7 @@ class EngineCollector:
             if stats.last_success is not None:
                 last_success.add_metric([name], stats.last_success)
             up.add_metric([name], 1 if stats.up else 0)
-        yield from (sent, errors, dropped, buffered, last_success, up)
+        yield from (sent, errors, dropped, buffered, last_success, up, replicas, replicas_up)
 
     # ---- opt-in per-SIM series ---------------------------------------------------------------
 

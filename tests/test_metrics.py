@@ -412,7 +412,7 @@ def test_names_follow_the_conventions(fleet: Engine) -> None:
     text = exposition(collector(fleet, health=health, stats=stats, sinks=sinks))
     families = list(text_string_to_metric_families(text))
     ours = [f for f in families if f.name.startswith("simwatch_")]
-    assert len(ours) == 31
+    assert len(ours) == 33
     assert {f.name for f in families} - {f.name for f in ours} <= {
         f.name for f in families if f.name.startswith("process_")
     }

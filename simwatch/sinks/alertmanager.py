@@ -508,7 +508,12 @@ class AlertmanagerSink:
         self._sync_stats()
 
     def _sync_stats(self) -> None:
-        self.stats.up = all(r.up for r in self._replicas)
+        # up while at least one replica takes the alerts: pages still reach on-call
+        # (replicas share notifications); a replica down is a ticket of its own
+        # (SimwatchAlertmanagerReplicaDown), not a page
+        self.stats.replicas = len(self._replicas)
+        self.stats.replicas_up = sum(r.up for r in self._replicas)
+        self.stats.up = self.stats.replicas_up > 0
         errors = [f"{r.url}: {r.error}" for r in self._replicas if r.error is not None]
         self.stats.last_error = "; ".join(errors) if errors else None
         self._count_buffered()

@@ -47,7 +47,9 @@ class SinkStats:
     buffered: int = 0  # items waiting for delivery now
     last_success: float | None = None  # epoch s of the last successful delivery
     last_error: str | None = None  # the current failure, None once recovered
-    up: bool = False  # the last delivery attempt succeeded
+    up: bool = False  # the last delivery attempt succeeded (with replicas: to at least one)
+    replicas: int = 1  # servers the sink delivers to (Alertmanager: every replica)
+    replicas_up: int = 0  # of those, the ones whose last delivery attempt succeeded
 
 
 class Sink(Protocol):
