@@ -129,10 +129,6 @@ def build_sinks(settings: Settings) -> list[Sink]:
     return sinks
 
 
-def load_tokens(path: Path | None) -> frozenset[str]:
-    return frozenset() if path is None else read_tokens(path)
-
-
 def api_tokens(settings: Settings) -> frozenset[str]:
     """The bearer tokens the API accepts (blocking; at start, before the loop runs).
 

@@ -30,9 +30,8 @@ import yaml
 from aiohttp import web
 
 from simwatch.api import make_app
-from simwatch.config import ConfigError, HttpSettings, Settings, load_settings
+from simwatch.config import ConfigError, HttpSettings, Settings, load_settings, read_tokens
 from simwatch.engine import Engine
-from simwatch.run import load_tokens
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -392,7 +391,7 @@ async def test_the_healthcheck_command_passes_against_the_api_even_with_auth_on(
     code = json.loads(healthcheck.partition(" CMD ")[2])[2]
     port = free_port()
     settings = HttpSettings(host="127.0.0.1", port=port, auth="on")
-    tokens = load_tokens(DEPLOY / "simwatch" / "tokens")
+    tokens = read_tokens(DEPLOY / "simwatch" / "tokens")
     app = make_app(Engine(), now=time.time, settings=settings, tokens=tokens)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -584,7 +583,7 @@ def test_the_stack_config_loads_with_auth_on(tmp_path: Path) -> None:
     assert http.host == "0.0.0.0"  # the container's interfaces; published on loopback
     assert http.auth_required()
     assert http.tokens_file is not None
-    assert load_tokens(http.tokens_file), "at least one API token"
+    assert read_tokens(http.tokens_file), "at least one API token"
     assert published(service) == [("127.0.0.1", http.port, http.port)]
     assert settings.state_dir == tmp_path / "simwatch-state"
     influx = settings.sinks.influxdb

@@ -35,7 +35,7 @@ from simwatch.engine import Engine, EngineConfig
 from simwatch.inventory import InventoryRow
 from simwatch.metrics import DaemonHealth, EngineCollector, make_registry, metrics_handler
 from simwatch.records import Record, RecordDecoder
-from simwatch.run import api_tokens, load_tokens
+from simwatch.run import api_tokens
 from simwatch.timeutil import format_rfc3339
 
 if TYPE_CHECKING:
@@ -253,8 +253,7 @@ def test_tokens_file_lines_comments_and_blanks(tmp_path: Path) -> None:
     path.write_text(
         "# ops team\n  alpha-token-1  \n\n   # old: retired-token\nbravo token 2\r\n\t\n"
     )
-    assert load_tokens(path) == frozenset({"alpha-token-1", "bravo token 2"})
-    assert load_tokens(None) == frozenset()
+    assert read_tokens(path) == frozenset({"alpha-token-1", "bravo token 2"})
 
 
 # ---- constant-time comparison ----------------------------------------------------------
