@@ -5,7 +5,7 @@
 The server (this process, one event loop on one core) builds an engine of N SIMs the
 way bench_engine.py does (an inventory, then ``--reports`` usage records per SIM decoded
 from NDJSON bytes and applied one by one), runs one evaluation, then serves the real app
-(``simwatch.api.make_app``) on 127.0.0.1 while, on the same loop, an ingest task applies
+(``simwatch.http.app.make_app``) on 127.0.0.1 while, on the same loop, an ingest task applies
 fresh usage records for random SIMs at a steady rate (decode + apply in chunks of 500,
 yielding between chunks, as the daemon does) and an evaluation runs every 5 s.
 
@@ -45,18 +45,19 @@ from benchfleet import APNS, PARTNERS, iccid, inventory, usage_lines
 from prometheus_client import exposition
 from prometheus_client.openmetrics import exposition as om_exposition
 
-from simwatch import __version__, views
-from simwatch.api import make_app
-from simwatch.config import HttpSettings
-from simwatch.engine import Engine, EngineConfig
-from simwatch.metrics import (
-    DaemonHealth,
+from simwatch import __version__
+from simwatch.core.engine import Engine, EngineConfig
+from simwatch.core.records import Record, RecordDecoder
+from simwatch.core.timeutil import format_rfc3339
+from simwatch.http import views
+from simwatch.http.app import make_app
+from simwatch.http.metrics import (
     EngineCollector,
     make_registry,
     metrics_handler,
 )
-from simwatch.records import Record, RecordDecoder
-from simwatch.timeutil import format_rfc3339
+from simwatch.shell.health import DaemonHealth
+from simwatch.shell.settings import HttpSettings
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry

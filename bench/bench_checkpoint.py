@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from simwatch import checkpoint as ckpt
-from simwatch.engine import Engine
+from simwatch.core.engine import Engine
+from simwatch.service import checkpoint as ckpt
 
 
 def build(n: int) -> Engine:

@@ -13,8 +13,8 @@ import time
 
 import orjson
 
-from simwatch.records import Deduplicator, Record, RecordDecoder
-from simwatch.timeutil import format_rfc3339
+from simwatch.core.records import Deduplicator, Record, RecordDecoder
+from simwatch.core.timeutil import format_rfc3339
 
 NOW = 1795083300.0  # 2026-11-20T10:15:00Z
 PARTNERS = [("262", "02"), ("262", "01"), ("234", "15"), ("310", "410"), ("208", "10")]

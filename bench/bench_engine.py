@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 from benchfleet import inventory, usage_lines
 
-from simwatch.engine import Engine, EngineConfig
-from simwatch.records import Record, RecordDecoder
+from simwatch.core.engine import Engine, EngineConfig
+from simwatch.core.records import Record, RecordDecoder
 
 T0 = 1_794_960_000.0  # 2026-11-18T00:00:00Z
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from simwatch.iccid_index import IccidIndex
+from simwatch.core.iccid_index import IccidIndex
 
 if TYPE_CHECKING:
     from collections.abc import Callable

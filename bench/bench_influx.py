@@ -38,12 +38,12 @@ import numpy as np
 import orjson
 from benchfleet import APNS, PARTNERS, iccid, inventory
 
-from simwatch.config import InfluxSinkSettings
-from simwatch.engine import Engine, EngineConfig
-from simwatch.records import Record, RecordDecoder
-from simwatch.sinks.base import Cycle
-from simwatch.sinks.influx import InfluxSink
-from simwatch.timeutil import format_rfc3339
+from simwatch.core.engine import Engine, EngineConfig
+from simwatch.core.records import Record, RecordDecoder
+from simwatch.core.timeutil import format_rfc3339
+from simwatch.shell.settings import InfluxSinkSettings
+from simwatch.shell.sink_contract import Cycle
+from simwatch.sinks.influx.sink import InfluxSink
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from servers import VictoriaMetrics

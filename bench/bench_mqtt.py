@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from simwatch.config import MqttSourceSettings
+from simwatch.shell.settings import MqttSourceSettings
 from simwatch.sources.mqtt import MqttSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from mosquitto import Mosquitto
 
 if TYPE_CHECKING:
-    from simwatch.sources.base import Batch
+    from simwatch.shell.source_contract import Batch
 
 TOPIC = "sims/bench"
 WAIT = 300.0

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from simwatch.rhythm import RhythmModel, SimState
+from simwatch.core.rhythm import RhythmModel, SimState
 
 T0 = 1795132800.0
 HOUR = 3600.0

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import orjson
 
-from simwatch.simulate import SCENARIOS, SimConfig, write_scenario
+from simwatch.sim.simulate import SCENARIOS, SimConfig, write_scenario
 
 
 def main(argv: list[str]) -> int:

@@ -7,7 +7,7 @@ an engine of N SIMs filled with ``--reports`` usage records per SIM, the real AP
 with /metrics, and on the loop: fresh usage records for random SIMs at
 ``--ingest-rate`` (decode + apply in chunks of 500), an evaluation every 5 s, and a
 checkpoint every ``--checkpoint-every`` s (copy in a worker thread, write in a thread,
-into a temporary folder, through ``simwatch.checkpoint.Checkpointer`` as the daemon's
+into a temporary folder, through ``simwatch.service.checkpoint.Checkpointer`` as the daemon's
 ``checkpoint`` task does: it releases the copy after the write and hands the freed
 memory back to the OS). bench_api.py's load generator runs in a separate process for
 the whole soak: ``--rate`` API requests/s and a /metrics scrape every ``--scrape-every`` s.
@@ -74,10 +74,10 @@ import bench_api
 import numpy as np
 import orjson
 
-from simwatch import checkpoint as ckpt
+from simwatch.service import checkpoint as ckpt
 
 if TYPE_CHECKING:
-    from simwatch.engine import Engine
+    from simwatch.core.engine import Engine
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 MIB = 2**20

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from simwatch.inventory import InventoryRow
-from simwatch.timeutil import format_rfc3339
+from simwatch.core.inventory import InventoryRow
+from simwatch.core.timeutil import format_rfc3339
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -1,4 +1,4 @@
-"""Score simwatch.localize on the RS root-cause benchmark.
+"""Score simwatch.core.localize on the RS root-cause benchmark.
 
 Usage::
 
@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from simwatch.localize import LeafTable, LocalizeParams, localize
+from simwatch.core.localize import LeafTable, LocalizeParams, localize
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "rca" / "RS"
 HISTORY = 4

@@ -6,7 +6,7 @@
 
 Standard library only. Every dashboard refers to its datasources by uid: ``prometheus``
 (metrics of docs/metrics.md) and ``influxdb`` (InfluxDB 2, Flux, the schema of
-simwatch/sinks/influx_schema.py). tests/test_grafana.py runs every Prometheus query of
+simwatch/sinks/influx/schema.py). tests/test_grafana.py runs every Prometheus query of
 these dashboards against a real Prometheus scraping a running simwatch, checks every
 Flux query against the InfluxDB schema, and checks the committed files equal this build.
 """

@@ -26,31 +26,31 @@ Run 'simwatch COMMAND --help' for a command's options.
 
 
 def _replay(argv: Sequence[str]) -> int:
-    from simwatch import replay  # noqa: PLC0415 - each command loads only what it needs
+    from simwatch.shell import replay  # noqa: PLC0415 - each command loads only what it needs
 
     return replay.main(argv)
 
 
 def _simulate(argv: Sequence[str]) -> int:
-    from simwatch import simulate  # noqa: PLC0415 - each command loads only what it needs
+    from simwatch.sim import simulate  # noqa: PLC0415 - each command loads only what it needs
 
     return simulate.main(argv)
 
 
 def _run(argv: Sequence[str]) -> int:
-    from simwatch import run  # noqa: PLC0415 - each command loads only what it needs
+    from simwatch.service import run  # noqa: PLC0415 - each command loads only what it needs
 
     return run.main(argv)
 
 
 def _check_config(argv: Sequence[str]) -> int:
-    from simwatch.config import check_config_main  # noqa: PLC0415 - loads only what it needs
+    from simwatch.shell.settings import check_config_main  # noqa: PLC0415 - loads only what it needs
 
     return check_config_main(argv)
 
 
 def _demo(argv: Sequence[str]) -> int:
-    from simwatch import demo  # noqa: PLC0415 - each command loads only what it needs
+    from simwatch.sim import demo  # noqa: PLC0415 - each command loads only what it needs
 
     return demo.main(argv)
 

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from simwatch.inventory import InventoryRow
-from simwatch.records import Record, RecordDecoder
-from simwatch.timeutil import format_rfc3339
+from simwatch.core.inventory import InventoryRow
+from simwatch.core.records import Record, RecordDecoder
+from simwatch.core.timeutil import format_rfc3339
 
 if TYPE_CHECKING:
-    from simwatch.engine import Engine
+    from simwatch.core.engine import Engine
 
 
 def inventory_row(iccid: str, **kw: object) -> InventoryRow:

@@ -27,14 +27,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simwatch.api import make_app, token_matches
-from simwatch.config import HttpSettings, is_loopback
-from simwatch.engine import Engine, EngineConfig
-from simwatch.inventory import InventoryRow
-from simwatch.openapi import openapi_document
-from simwatch.records import Record, RecordDecoder
-from simwatch.timeutil import TimeParseError, format_rfc3339, parse_rfc3339
-from simwatch.views import (
+from simwatch.core.engine import Engine, EngineConfig
+from simwatch.core.inventory import InventoryRow
+from simwatch.core.records import Record, RecordDecoder
+from simwatch.core.timeutil import TimeParseError, format_rfc3339, parse_rfc3339
+from simwatch.http.app import make_app, token_matches
+from simwatch.http.openapi import openapi_document
+from simwatch.http.views import (
     ViewError,
     _first_matches,
     current_states,
@@ -47,6 +46,7 @@ from simwatch.views import (
     sim_view,
     status_view,
 )
+from simwatch.shell.settings import HttpSettings, is_loopback
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from simwatch.baseline import BaselineParams, GroupBaseline
+from simwatch.core.baseline import BaselineParams, GroupBaseline
 
 
 def learn(base: GroupBaseline, days: int, ratio_by_hour: list[float], size: float) -> None:

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from fleet import Feed, inventory_row
 
-from simwatch import checkpoint as ckpt
-from simwatch.engine import Engine, EngineConfig
+from simwatch.core.engine import Engine, EngineConfig
+from simwatch.service import checkpoint as ckpt
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -20,17 +20,17 @@ import orjson
 import pytest
 from mosquitto import Mosquitto, available, free_port
 
-from simwatch.config import (
+from simwatch.core.timeutil import format_rfc3339
+from simwatch.service.daemon import QUEUE_BATCHES, Daemon
+from simwatch.service.run import serve
+from simwatch.shell.settings import (
     EngineSettings,
     HttpSettings,
     MqttSourceSettings,
     Settings,
     SourcesSettings,
 )
-from simwatch.daemon import QUEUE_BATCHES, Daemon
-from simwatch.run import serve
 from simwatch.sources.mqtt import MqttSource
-from simwatch.timeutil import format_rfc3339
 
 if TYPE_CHECKING:
     from pathlib import Path

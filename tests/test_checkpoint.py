@@ -22,16 +22,17 @@ import pytest
 from fleet import Feed, inventory_row
 from prometheus_client import generate_latest
 
-from simwatch import checkpoint as ckpt
-from simwatch.config import CheckpointSettings, EngineSettings, Settings
-from simwatch.daemon import Daemon
-from simwatch.engine import Engine, EngineConfig
-from simwatch.metrics import DaemonHealth, EngineCollector, make_registry
-from simwatch.records import Deduplicator, fingerprint
-from simwatch.sources.base import Batch
+from simwatch.core.engine import Engine, EngineConfig
+from simwatch.core.records import Deduplicator, fingerprint
+from simwatch.core.state import Flag, Status
+from simwatch.core.timeutil import format_rfc3339
+from simwatch.http.metrics import EngineCollector, make_registry
+from simwatch.service import checkpoint as ckpt
+from simwatch.service.daemon import Daemon
+from simwatch.shell.health import DaemonHealth
+from simwatch.shell.settings import CheckpointSettings, EngineSettings, Settings
+from simwatch.shell.source_contract import Batch
 from simwatch.sources.file import FileSource
-from simwatch.state import Flag, Status
-from simwatch.timeutil import format_rfc3339
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -189,7 +190,7 @@ def test_a_crash_while_writing_leaves_the_previous_checkpoint(
 WRITER = """
 import sys, numpy as np
 from pathlib import Path
-from simwatch import checkpoint as ckpt
+from simwatch.service import checkpoint as ckpt
 directory = Path(sys.argv[1])
 seq = 0
 while True:
@@ -263,7 +264,7 @@ def test_a_checkpoint_of_other_dims_does_not_fit(grown: Fleet, tmp_path: Path) -
 
 
 def test_dedup_keys_are_stable_across_processes() -> None:
-    code = "from simwatch.records import fingerprint; print(fingerprint('u-8931-1'))"
+    code = "from simwatch.core.records import fingerprint; print(fingerprint('u-8931-1'))"
     outs = {
         subprocess.run(
             [sys.executable, "-c", code],

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from simwatch.config import (
+from simwatch.shell.settings import (
     ConfigError,
     EngineSettings,
     HttpSettings,

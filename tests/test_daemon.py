@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from simwatch.config import EngineSettings, Settings
-from simwatch.daemon import Daemon
-from simwatch.sinks.base import Cycle, SinkStats
-from simwatch.sources.base import Batch, Sink, SourceStats
-from simwatch.timeutil import format_rfc3339
+from simwatch.core.timeutil import format_rfc3339
+from simwatch.service.daemon import Daemon
+from simwatch.shell.settings import EngineSettings, Settings
+from simwatch.shell.sink_contract import Cycle, SinkStats
+from simwatch.shell.source_contract import Batch, Sink, SourceStats
 
 if TYPE_CHECKING:
     from pathlib import Path

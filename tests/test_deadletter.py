@@ -4,9 +4,9 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from simwatch.deadletter import DeadLetterFile
-from simwatch.records import RecordDecoder, Rejection, RejectReason
-from simwatch.timeutil import parse_rfc3339
+from simwatch.core.records import RecordDecoder, Rejection, RejectReason
+from simwatch.core.timeutil import parse_rfc3339
+from simwatch.shell.deadletter import DeadLetterFile
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -29,9 +29,9 @@ import pytest
 import yaml
 from aiohttp import web
 
-from simwatch.api import make_app
-from simwatch.config import ConfigError, HttpSettings, Settings, load_settings, read_tokens
-from simwatch.engine import Engine
+from simwatch.core.engine import Engine
+from simwatch.http.app import make_app
+from simwatch.shell.settings import ConfigError, HttpSettings, Settings, load_settings, read_tokens
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping

@@ -19,18 +19,18 @@ import aiomqtt
 import orjson
 import pytest
 
-from simwatch.config import (
+from simwatch.core.inventory import InventoryRow
+from simwatch.core.timeutil import format_rfc3339
+from simwatch.service.daemon import Daemon
+from simwatch.service.run import serve
+from simwatch.shell.settings import (
     EngineSettings,
     HttpSettings,
     MqttSourceSettings,
     Settings,
     SourcesSettings,
 )
-from simwatch.daemon import Daemon
-from simwatch.inventory import InventoryRow
-from simwatch.run import serve
 from simwatch.sources.mqtt import MqttSource
-from simwatch.timeutil import format_rfc3339
 
 sys.path.insert(0, str(Path(__file__).parent))
 from mosquitto import Mosquitto, available, free_port

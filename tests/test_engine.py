@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 from fleet import Feed, inventory_row
 
-from simwatch.engine import Engine, EngineConfig
+from simwatch.core.engine import Engine, EngineConfig
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import aiomqtt
 from servers import AMTOOL, binary, http_get
 
-from simwatch.config import SimulatorSourceSettings, api_token_file, load_settings
-from simwatch.run import api_url, build_sinks
+from simwatch.service.run import api_url, build_sinks
+from simwatch.shell.settings import SimulatorSourceSettings, api_token_file, load_settings
 from simwatch.sinks.alertmanager import GROUP_ALERTNAME, AlertmanagerSink
 
 if TYPE_CHECKING:

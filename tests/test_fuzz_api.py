@@ -1,7 +1,7 @@
 """Bounded fuzzing of the HTTP API's requests (issue "Bad input").
 
 A small real engine (13 SIMs fed FORMATS.md records through the decoder) is served by
-the real app (``simwatch.api.make_app``, the real ``/metrics`` handler) on 127.0.0.1.
+the real app (``simwatch.http.app.make_app``, the real ``/metrics`` handler) on 127.0.0.1.
 Requests are written as raw HTTP/1.1 bytes so paths, query strings and headers can be
 anything a client could send: random paths around the real routes (dot segments,
 encoded slashes, case, overlong segments), query strings with the real parameters and
@@ -37,15 +37,16 @@ from fuzzing import fuzz
 from hypothesis import HealthCheck, event, given
 from hypothesis import strategies as st
 
-from simwatch.api import make_app
-from simwatch.config import HttpSettings
-from simwatch.engine import Engine, EngineConfig
-from simwatch.evaluate import STATE_NAMES
-from simwatch.inventory import InventoryRow
-from simwatch.metrics import DaemonHealth, EngineCollector, make_registry, metrics_handler
-from simwatch.records import Record, RecordDecoder
-from simwatch.timeutil import format_rfc3339
-from simwatch.views import LIST_FILTERS, encode_cursor
+from simwatch.core.engine import Engine, EngineConfig
+from simwatch.core.evaluate import STATE_NAMES
+from simwatch.core.inventory import InventoryRow
+from simwatch.core.records import Record, RecordDecoder
+from simwatch.core.timeutil import format_rfc3339
+from simwatch.http.app import make_app
+from simwatch.http.metrics import EngineCollector, make_registry, metrics_handler
+from simwatch.http.views import LIST_FILTERS, encode_cursor
+from simwatch.shell.health import DaemonHealth
+from simwatch.shell.settings import HttpSettings
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -33,7 +33,7 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 from pydantic import BaseModel, SecretStr
 
-from simwatch.config import ConfigError, Settings, load_settings, summary
+from simwatch.shell.settings import ConfigError, Settings, load_settings, summary
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping

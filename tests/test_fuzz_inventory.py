@@ -28,9 +28,9 @@ from fuzzing import fuzz
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from simwatch.engine import Engine, EngineConfig
-from simwatch.inventory import STATUSES, InventoryError, InventoryRow, load_inventory
-from simwatch.records import Rejection, RejectReason
+from simwatch.core.engine import Engine, EngineConfig
+from simwatch.core.inventory import STATUSES, InventoryError, InventoryRow, load_inventory
+from simwatch.core.records import Rejection, RejectReason
 
 if TYPE_CHECKING:
     from pathlib import Path

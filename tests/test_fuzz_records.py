@@ -36,8 +36,8 @@ from fuzzing import fuzz
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from simwatch.engine import Engine, EngineConfig
-from simwatch.records import (
+from simwatch.core.engine import Engine, EngineConfig
+from simwatch.core.records import (
     END_CAUSES,
     EVENT_TYPES,
     KINDS,
@@ -47,8 +47,8 @@ from simwatch.records import (
     Rejection,
     RejectReason,
 )
-from simwatch.timeutil import parse_rfc3339
-from simwatch.views import sim_view
+from simwatch.core.timeutil import parse_rfc3339
+from simwatch.http.views import sim_view
 
 NOW: Final = parse_rfc3339("2026-11-20T12:00:00Z")
 MAX_FUTURE_S: Final = 300.0

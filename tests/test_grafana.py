@@ -8,7 +8,7 @@
   scraping a running simwatch (tests/stack.py, a group incident open), with the template
   variables substituted by real values, and must return data.
 - Every InfluxDB (Flux) query names only measurements, fields and tags of the documented
-  schema (simwatch/sinks/influx_schema.py); no InfluxDB runs here.
+  schema (simwatch/sinks/influx/schema.py); no InfluxDB runs here.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
-from simwatch.config import EngineSettings
-from simwatch.openapi import openapi_document
-from simwatch.sinks.influx_schema import DIM_TAGS, SCHEMA
+from simwatch.http.openapi import openapi_document
+from simwatch.shell.settings import EngineSettings
+from simwatch.sinks.influx.schema import DIM_TAGS, SCHEMA
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

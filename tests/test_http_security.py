@@ -29,14 +29,15 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simwatch.api import make_app, token_matches
-from simwatch.config import ConfigError, HttpSettings, load_settings, read_tokens
-from simwatch.engine import Engine, EngineConfig
-from simwatch.inventory import InventoryRow
-from simwatch.metrics import DaemonHealth, EngineCollector, make_registry, metrics_handler
-from simwatch.records import Record, RecordDecoder
-from simwatch.run import api_tokens
-from simwatch.timeutil import format_rfc3339
+from simwatch.core.engine import Engine, EngineConfig
+from simwatch.core.inventory import InventoryRow
+from simwatch.core.records import Record, RecordDecoder
+from simwatch.core.timeutil import format_rfc3339
+from simwatch.http.app import make_app, token_matches
+from simwatch.http.metrics import EngineCollector, make_registry, metrics_handler
+from simwatch.service.run import api_tokens
+from simwatch.shell.health import DaemonHealth
+from simwatch.shell.settings import ConfigError, HttpSettings, load_settings, read_tokens
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable

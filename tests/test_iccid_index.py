@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simwatch.iccid_index import IccidIndex
+from simwatch.core.iccid_index import IccidIndex
 
 
 def random_iccids(count: int, seed: int) -> list[str]:

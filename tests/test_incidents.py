@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from simwatch.incidents import IncidentParams, IncidentTracker, SimAlarm
-from simwatch.localize import Cause
+from simwatch.core.incidents import IncidentParams, IncidentTracker, SimAlarm
+from simwatch.core.localize import Cause
 
 PARTNER = Cause(dims={"partner": "26202"}, affected=120, total=300, expected=6, score=50.0)
 

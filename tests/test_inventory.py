@@ -4,8 +4,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from simwatch.inventory import InventoryError, InventoryRow, iter_inventory, load_inventory
-from simwatch.records import Rejection, RejectReason
+from simwatch.core.inventory import InventoryError, InventoryRow, iter_inventory, load_inventory
+from simwatch.core.records import Rejection, RejectReason
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -36,9 +36,9 @@ from aiohttp import web
 from mosquitto import free_port
 from servers import Alertmanager, api_token, http_get, start_simwatch, until
 
-from simwatch import checkpoint as ckpt
-from simwatch.iccid_index import IccidIndex
-from simwatch.timeutil import format_rfc3339, month_of
+from simwatch.core.iccid_index import IccidIndex
+from simwatch.core.timeutil import format_rfc3339, month_of
+from simwatch.service import checkpoint as ckpt
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -1,4 +1,4 @@
-"""Tests for simwatch.localize on synthetic SIM fleets."""
+"""Tests for simwatch.core.localize on synthetic SIM fleets."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from simwatch.localize import Cause, LeafTable, LocalizeParams, localize, quick_check
+from simwatch.core.localize import Cause, LeafTable, LocalizeParams, localize, quick_check
 
 DIMS = ("apn", "country", "partner")
 BASELINE = 0.02

@@ -1,4 +1,4 @@
-"""simwatch.merge: shard reports, merging them, shard outliers, the merger's incidents.
+"""simwatch.core.merge: shard reports, merging them, shard outliers, the merger's incidents.
 
 Pure functions on hand-made reports (the end-to-end check with real daemons on MQTT is
 tests/test_replicas.py).
@@ -13,10 +13,10 @@ import orjson
 import pytest
 from fleet import Feed, inventory_row
 
-from simwatch.engine import Engine, EngineConfig
-from simwatch.incidents import IncidentParams
-from simwatch.localize import localize
-from simwatch.merge import (
+from simwatch.core.engine import Engine, EngineConfig
+from simwatch.core.incidents import IncidentParams
+from simwatch.core.localize import localize
+from simwatch.core.merge import (
     LeafCounts,
     Merger,
     OutlierParams,

@@ -20,18 +20,18 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from simwatch.engine import Engine, EngineConfig
-from simwatch.evaluate import STATE_NAMES
-from simwatch.incidents import Incident
-from simwatch.metrics import (
-    DaemonHealth,
+from simwatch.core.engine import Engine, EngineConfig
+from simwatch.core.evaluate import STATE_NAMES
+from simwatch.core.incidents import Incident
+from simwatch.core.records import RejectReason
+from simwatch.http.metrics import (
     EngineCollector,
     make_registry,
     metrics_handler,
 )
-from simwatch.records import RejectReason
-from simwatch.sinks.base import SinkStats
-from simwatch.sources.base import SourceStats
+from simwatch.shell.health import DaemonHealth
+from simwatch.shell.sink_contract import SinkStats
+from simwatch.shell.source_contract import SourceStats
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

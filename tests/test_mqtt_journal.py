@@ -29,17 +29,17 @@ import pytest
 from mosquitto import Mosquitto, available, free_port
 from servers import http_get, start_simwatch, until
 
-from simwatch import checkpoint as ckpt
-from simwatch.config import MqttSourceSettings
-from simwatch.iccid_index import IccidIndex
+from simwatch.core.iccid_index import IccidIndex
+from simwatch.core.timeutil import format_rfc3339, month_of
+from simwatch.service import checkpoint as ckpt
+from simwatch.shell.settings import MqttSourceSettings
 from simwatch.sources.journal import HEADER, Journal, encode_frame
 from simwatch.sources.mqtt import MqttSource, journal_dir
-from simwatch.timeutil import format_rfc3339, month_of
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
 
-    from simwatch.sources.base import Batch
+    from simwatch.shell.source_contract import Batch
 
 WAIT = 15.0  # the bound on every wait in the source tests: a failure fails, never hangs
 TOPIC = "sims/records"

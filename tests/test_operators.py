@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from simwatch.operators import OperatorTable, OperatorTableError
+from simwatch.core.operators import OperatorTable, OperatorTableError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -18,7 +18,7 @@ def shipped() -> OperatorTable:
 
 
 def _shipped_rows(name: str) -> list[dict[str, str]]:
-    text = (resources.files("simwatch") / "data" / name).read_text(encoding="utf-8")
+    text = (resources.files("simwatch.core") / "data" / name).read_text(encoding="utf-8")
     return list(csv.DictReader(text.splitlines()))
 
 

@@ -21,9 +21,9 @@ import pytest
 import yaml
 from servers import PROMTOOL, binary
 
-from simwatch.checkpoint import CheckpointStats
-from simwatch.engine import Engine
-from simwatch.metrics import DaemonHealth, EngineCollector
+from simwatch.core.engine import Engine
+from simwatch.http.metrics import EngineCollector
+from simwatch.shell.health import CheckpointStats, DaemonHealth
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy" / "prometheus"

@@ -1,6 +1,6 @@
 """/metrics of a real daemon at 100,000 SIMs: promtool, a real Prometheus, opt-in SIM series.
 
-One daemon for the module (``Daemon`` + ``serve`` from ``simwatch.run``, on loopback):
+One daemon for the module (``Daemon`` + ``serve`` from ``simwatch.service.run``, on loopback):
 an inventory of 100,000 SIMs over 300 partners and 40 APNs (so the top-N cap and
 ``_other`` are exercised), 600 SIMs with a learned 15-minute rhythm of which the 300 on
 partner 26201 went silent 90 minutes ago (a real group incident), 94,400 SIMs seen once,
@@ -42,23 +42,24 @@ from prometheus_client.parser import text_string_to_metric_families
 from servers import PROMTOOL, Prometheus, binary, http_get
 
 from simwatch import __version__
-from simwatch.config import EngineSettings, HttpSettings, Settings
-from simwatch.daemon import Daemon
-from simwatch.engine import Engine
-from simwatch.evaluate import STATE_NAMES
-from simwatch.inventory import InventoryRow
-from simwatch.metrics import DaemonHealth, EngineCollector, make_registry
-from simwatch.records import Record, RecordDecoder
-from simwatch.run import serve
-from simwatch.sinks.base import SinkStats
-from simwatch.sources.base import Batch, SourceStats
-from simwatch.timeutil import format_rfc3339
+from simwatch.core.engine import Engine
+from simwatch.core.evaluate import STATE_NAMES
+from simwatch.core.inventory import InventoryRow
+from simwatch.core.records import Record, RecordDecoder
+from simwatch.core.timeutil import format_rfc3339
+from simwatch.http.metrics import EngineCollector, make_registry
+from simwatch.service.daemon import Daemon
+from simwatch.service.run import serve
+from simwatch.shell.health import DaemonHealth
+from simwatch.shell.settings import EngineSettings, HttpSettings, Settings
+from simwatch.shell.sink_contract import SinkStats
+from simwatch.shell.source_contract import Batch, SourceStats
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
-    from simwatch.sinks.base import Cycle
-    from simwatch.sources.base import Sink
+    from simwatch.shell.sink_contract import Cycle
+    from simwatch.shell.source_contract import Sink
 
 # The tests that talk to the daemon run on its event loop (one per module).
 on_daemon_loop = pytest.mark.asyncio(loop_scope="module")

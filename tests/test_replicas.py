@@ -3,7 +3,7 @@
 docs/scaling.md, end to end. A simulated fleet (1,000 SIMs, 2.5 days, partner 26201
 down for the last two hours) is published once to one real Mosquitto, each record to
 ``sims/<shard>/records`` with ``shard = shard_of(iccid, 2)`` (CRC-32 mod 2). Three real
-daemons (``simwatch.daemon.Daemon`` + ``simwatch.run.serve``, the HTTP API on free
+daemons (``simwatch.service.daemon.Daemon`` + ``simwatch.service.run.serve``, the HTTP API on free
 ports) run side by side in this process on one fake clock:
 
 - shard 0 subscribes to ``sims/0/records`` and loads only its half of the inventory,
@@ -21,7 +21,7 @@ same instant last. Then:
 - ``/api/v1/groups`` (per apn, country, partner and per leaf) and ``/metrics``
   ``simwatch_group_sims`` of the two shards, summed, equal the reference's for every
   (dim, value, state);
-- the per-leaf counts merged by ``simwatch.merge`` (not served by the API yet: read
+- the per-leaf counts merged by ``simwatch.core.merge`` (not served by the API yet: read
   from the engines) equal the reference's ``total`` and ``overdue`` exactly, and
   localization on them names the same cause as the reference: partner 26201;
 - a ``Merger`` fed each cycle's shard reports opens exactly one incident, for 26201,
@@ -48,17 +48,9 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from simwatch.config import (
-    EngineSettings,
-    HttpSettings,
-    MqttSourceSettings,
-    Settings,
-    SourcesSettings,
-)
-from simwatch.daemon import Daemon
-from simwatch.inventory import InventoryRow, iter_inventory
-from simwatch.localize import LeafTable, localize
-from simwatch.merge import (
+from simwatch.core.inventory import InventoryRow, iter_inventory
+from simwatch.core.localize import LeafTable, localize
+from simwatch.core.merge import (
     LeafCounts,
     Merger,
     ShardReport,
@@ -66,11 +58,19 @@ from simwatch.merge import (
     shard_of,
     shard_report,
 )
-from simwatch.run import serve
-from simwatch.sim_fleet import DAY, HOUR
-from simwatch.simulate import DEFAULT_START, FaultSpec, FleetSimulator, SimConfig
+from simwatch.core.timeutil import format_rfc3339, parse_rfc3339
+from simwatch.service.daemon import Daemon
+from simwatch.service.run import serve
+from simwatch.shell.settings import (
+    EngineSettings,
+    HttpSettings,
+    MqttSourceSettings,
+    Settings,
+    SourcesSettings,
+)
+from simwatch.sim.catalogue import DAY, HOUR
+from simwatch.sim.simulate import DEFAULT_START, FaultSpec, FleetSimulator, SimConfig
 from simwatch.sources.mqtt import MqttSource
-from simwatch.timeutil import format_rfc3339, parse_rfc3339
 
 sys.path.insert(0, str(Path(__file__).parent))
 from mosquitto import Mosquitto, available, free_port
@@ -78,8 +78,8 @@ from mosquitto import Mosquitto, available, free_port
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from simwatch.engine import CycleResult, Engine
-    from simwatch.incidents import Incident
+    from simwatch.core.engine import CycleResult, Engine
+    from simwatch.core.incidents import Incident
 
 pytestmark = pytest.mark.skipif(not available(), reason="mosquitto is not installed")
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from simwatch.rhythm import RhythmModel, RhythmParams, SimState
+from simwatch.core.rhythm import RhythmModel, RhythmParams, SimState
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pytest
 
-from simwatch.sim_fleet import COUNTRIES, luhn_valid
-from simwatch.simulate import (
+from simwatch.core.timeutil import parse_rfc3339
+from simwatch.sim.catalogue import COUNTRIES, luhn_valid
+from simwatch.sim.simulate import (
     SCENARIOS,
     FaultSpec,
     FleetSimulator,
@@ -22,7 +23,6 @@ from simwatch.simulate import (
     parse_fault,
     write_scenario,
 )
-from simwatch.timeutil import parse_rfc3339
 
 if TYPE_CHECKING:
     from pathlib import Path

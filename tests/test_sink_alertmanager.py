@@ -34,18 +34,20 @@ from aiohttp import web
 from mosquitto import free_port
 from servers import AMTOOL, Alertmanager, binary
 
-from simwatch.config import (
+from simwatch.core.engine import CycleResult, Engine, EngineConfig
+from simwatch.core.incidents import IncidentChange
+from simwatch.core.inventory import InventoryRow
+from simwatch.core.localize import Cause
+from simwatch.core.records import Record, RecordDecoder
+from simwatch.core.timeutil import format_rfc3339, parse_rfc3339
+from simwatch.service.daemon import Daemon
+from simwatch.shell.settings import (
     AlertmanagerSinkSettings,
     EngineSettings,
     Settings,
     SimulatorSourceSettings,
 )
-from simwatch.daemon import Daemon
-from simwatch.engine import CycleResult, Engine, EngineConfig
-from simwatch.incidents import IncidentChange
-from simwatch.inventory import InventoryRow
-from simwatch.localize import Cause
-from simwatch.records import Record, RecordDecoder
+from simwatch.shell.sink_contract import Cycle
 from simwatch.sinks import alertmanager as am_module
 from simwatch.sinks.alertmanager import (
     DASHBOARD_GROUP,
@@ -57,9 +59,7 @@ from simwatch.sinks.alertmanager import (
     label_name,
     top_customers,
 )
-from simwatch.sinks.base import Cycle
 from simwatch.sources.simulator import SimulatorSource
-from simwatch.timeutil import format_rfc3339, parse_rfc3339
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable

@@ -28,12 +28,12 @@ from fleet import Feed, inventory_row
 from mosquitto import free_port
 from servers import VictoriaMetrics, http_get
 
-from simwatch.config import InfluxSinkSettings
-from simwatch.engine import CycleResult, Engine, EngineConfig
-from simwatch.evaluate import STATE_NAMES
-from simwatch.sinks.base import Cycle
-from simwatch.sinks.influx import InfluxSink, backoff_delay, escape_tag, string_field
-from simwatch.sinks.influx_schema import DIM_TAGS, SCHEMA
+from simwatch.core.engine import CycleResult, Engine, EngineConfig
+from simwatch.core.evaluate import STATE_NAMES
+from simwatch.shell.settings import InfluxSinkSettings
+from simwatch.shell.sink_contract import Cycle
+from simwatch.sinks.influx.schema import DIM_TAGS, SCHEMA
+from simwatch.sinks.influx.sink import InfluxSink, backoff_delay, escape_tag, string_field
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -370,7 +370,7 @@ def report_all(feed: Feed, n: int, now: float) -> None:
 async def test_points_wait_while_server_away_and_arrive_after(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="simwatch.sinks.influx")
+    caplog.set_level(logging.INFO, logger="simwatch.sinks.influx.sink")
     engine, feed = fleet(50)
     vm = VictoriaMetrics(tmp_path / "vm")
     await asyncio.to_thread(vm.start)

@@ -22,11 +22,11 @@ import orjson
 import pytest
 from fleet import Feed, inventory_row
 
-from simwatch.config import ConfigError, MqttSinkSettings, load_settings
-from simwatch.engine import Engine, EngineConfig
-from simwatch.sinks.base import Cycle
+from simwatch.core.engine import Engine, EngineConfig
+from simwatch.core.timeutil import format_rfc3339
+from simwatch.shell.settings import ConfigError, MqttSinkSettings, load_settings
+from simwatch.shell.sink_contract import Cycle
 from simwatch.sinks.mqtt import MqttSink
-from simwatch.timeutil import format_rfc3339
 
 sys.path.insert(0, str(Path(__file__).parent))
 from mosquitto import Mosquitto, available, free_port, make_certs
@@ -34,7 +34,7 @@ from mosquitto import Mosquitto, available, free_port, make_certs
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
 
-    from simwatch.incidents import IncidentChange
+    from simwatch.core.incidents import IncidentChange
 
 pytestmark = pytest.mark.skipif(not available(), reason="mosquitto is not installed")
 

@@ -16,17 +16,17 @@ import orjson
 import pytest
 from aiohttp import web
 
-from simwatch.config import HttpSourceSettings
-from simwatch.records import Record, RecordDecoder
-from simwatch.sources import adapters
-from simwatch.sources.cmp import CmpError, CmpSource, parse_retry_after
-from simwatch.timeutil import parse_rfc3339
+from simwatch.core.records import Record, RecordDecoder
+from simwatch.core.timeutil import parse_rfc3339
+from simwatch.shell.settings import HttpSourceSettings
+from simwatch.sources.cmp import adapters
+from simwatch.sources.cmp.source import CmpError, CmpSource, parse_retry_after
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping
     from pathlib import Path
 
-    from simwatch.sources.base import Batch
+    from simwatch.shell.source_contract import Batch
 
 T0 = parse_rfc3339("2026-11-20T12:00:00Z")
 TOKEN = "s3cret"
@@ -397,7 +397,7 @@ def test_parse_retry_after() -> None:
 
 
 async def test_5xx_backs_off_then_recovers(fake: FakeCmp, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="simwatch.sources.cmp")
+    caplog.set_level(logging.INFO, logger="simwatch.sources.cmp.source")
     fake.plan = [("status", 500), ("status", 502), ("status", 503)]
     fake.generic = [gen_record(1)]
     ftime = FakeTime()
@@ -421,7 +421,7 @@ async def test_5xx_backs_off_then_recovers(fake: FakeCmp, caplog: pytest.LogCapt
     assert connected[-1] is True  # once recovered
     assert not src.stats.connected  # the source stopped
     # logged once when the failure started and once on recovery
-    assert [r.levelname for r in caplog.records if r.name == "simwatch.sources.cmp"] == [
+    assert [r.levelname for r in caplog.records if r.name == "simwatch.sources.cmp.source"] == [
         "WARNING",
         "INFO",
     ]

@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING
 import orjson
 import pytest
 
-from simwatch.config import FileSourceSettings
+from simwatch.shell.settings import FileSourceSettings
 from simwatch.sources.file import BATCH_LINES, FileSource
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
     from pathlib import Path
 
-    from simwatch.sources.base import Batch
+    from simwatch.shell.source_contract import Batch
 
 POLL = 0.01
 TIMEOUT = 5.0

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 import aiomqtt
 import pytest
 
-from simwatch.config import MqttSourceSettings
-from simwatch.sources.mqtt import MAX_BATCH_PAYLOADS, MqttSource, backoff_delay
+from simwatch.shell.backoff import backoff_delay
+from simwatch.shell.settings import MqttSourceSettings
+from simwatch.sources.mqtt import MAX_BATCH_PAYLOADS, MqttSource
 
 sys.path.insert(0, str(Path(__file__).parent))
 from mosquitto import Mosquitto, available, free_port, make_certs
@@ -25,7 +26,7 @@ from mosquitto import Mosquitto, available, free_port, make_certs
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
 
-    from simwatch.sources.base import Batch
+    from simwatch.shell.source_contract import Batch
 
 pytestmark = pytest.mark.skipif(not available(), reason="mosquitto is not installed")
 

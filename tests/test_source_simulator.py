@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 import orjson
 import pytest
 
-from simwatch.config import SimulatorSourceSettings
-from simwatch.records import Record, RecordDecoder
-from simwatch.sim_fleet import DAY, HOUR, all_partners
+from simwatch.core.records import Record, RecordDecoder
+from simwatch.core.timeutil import parse_rfc3339
+from simwatch.shell.settings import SimulatorSourceSettings
+from simwatch.sim.catalogue import DAY, HOUR, all_partners
 from simwatch.sources.simulator import (
     BATCH_LINES,
     HORIZON_DAYS,
@@ -21,12 +22,11 @@ from simwatch.sources.simulator import (
     WINDOW_S,
     SimulatorSource,
 )
-from simwatch.timeutil import parse_rfc3339
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from simwatch.sources.base import Batch
+    from simwatch.shell.source_contract import Batch
 
 T0 = 1_800_000_000.0
 TIMEOUT = 20.0

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from simwatch.timeutil import (
+from simwatch.core.timeutil import (
     CachedTimeParser,
     TimeParseError,
     format_rfc3339,

@@ -52,16 +52,16 @@ import aiohttp
 import numpy as np
 import orjson
 
-from simwatch.evaluate import leaf_mask
-from simwatch.sinks.base import Cycle, SinkStats
+from simwatch.core.evaluate import leaf_mask
+from simwatch.shell.sink_contract import Cycle, SinkStats
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from simwatch.config import AlertmanagerSinkSettings
-    from simwatch.engine import Engine
-    from simwatch.evaluate import Evaluation
-    from simwatch.incidents import Incident
+    from simwatch.core.engine import Engine
+    from simwatch.core.evaluate import Evaluation
+    from simwatch.core.incidents import Incident
+    from simwatch.shell.settings import AlertmanagerSinkSettings
 
 __all__ = [
     "GROUP_ALERTNAME",

@@ -23,7 +23,7 @@ Topics, under ``topic_prefix`` (default ``simwatch``):
          "iccid": "8931...", "state": "silent", "previous": "late",
          "at": "2026-11-20T10:15:00Z", "incident": "inc-0007" | null}
 
-    States are ``simwatch.evaluate.STATE_NAMES``; ``incident`` is the open group
+    States are ``simwatch.core.evaluate.STATE_NAMES``; ``incident`` is the open group
     incident whose group contains the SIM, if any. Not retained by default: retained
     per-SIM topics give a new subscriber each SIM's last-known state, but leave one
     retained message per SIM on the broker for ever (clear one by publishing an empty
@@ -62,19 +62,20 @@ import aiomqtt
 import numpy as np
 import orjson
 
-from simwatch.evaluate import STATE_NAMES
-from simwatch.rhythm import SimState
-from simwatch.sinks.base import SinkStats
-from simwatch.sources.mqtt import backoff_delay, tls_context
-from simwatch.timeutil import format_rfc3339
+from simwatch.core.evaluate import STATE_NAMES
+from simwatch.core.rhythm import SimState
+from simwatch.core.timeutil import format_rfc3339
+from simwatch.shell.backoff import backoff_delay
+from simwatch.shell.mqtt import tls_context
+from simwatch.shell.sink_contract import SinkStats
 
 if TYPE_CHECKING:
     import ssl
     from collections.abc import Callable
 
-    from simwatch.config import MqttSinkSettings
-    from simwatch.engine import Engine, StateChanges
-    from simwatch.sinks.base import Cycle
+    from simwatch.core.engine import Engine, StateChanges
+    from simwatch.shell.settings import MqttSinkSettings
+    from simwatch.shell.sink_contract import Cycle
 
 log = logging.getLogger(__name__)
 

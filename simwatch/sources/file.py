@@ -32,14 +32,14 @@ from typing import TYPE_CHECKING, BinaryIO, Final
 
 import orjson
 
-from simwatch.sources.base import Batch, SourceStats
+from simwatch.shell.source_contract import Batch, SourceStats
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
     from pathlib import Path
 
-    from simwatch.config import FileSourceSettings
-    from simwatch.sources.base import Sink
+    from simwatch.shell.settings import FileSourceSettings
+    from simwatch.shell.source_contract import Sink
 
 __all__ = ["BATCH_LINES", "FileSource"]
 

@@ -46,7 +46,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from simwatch.durable import fsync_dir
+from simwatch.shell.files import fsync_dir
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

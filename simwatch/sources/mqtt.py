@@ -80,22 +80,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import ssl
 import time
 import urllib.parse
 from typing import TYPE_CHECKING, Final, Protocol
 
 import aiomqtt
 
-from simwatch.sources.base import Batch, SourceStats
+from simwatch.shell.backoff import backoff_delay
+from simwatch.shell.mqtt import tls_context
+from simwatch.shell.source_contract import Batch, SourceStats
 from simwatch.sources.journal import Journal
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
     from pathlib import Path
 
-    from simwatch.config import MqttConnectionSettings, MqttSourceSettings
-    from simwatch.sources.base import Sink
+    from simwatch.shell.settings import MqttSourceSettings
+    from simwatch.shell.source_contract import Sink
     from simwatch.sources.journal import DropReport
 
 log = logging.getLogger(__name__)
@@ -117,30 +118,6 @@ READ_BYTES: Final = 4 << 20  # journal bytes read into one Batch at most (one fr
 SUBACK_FAILURE: Final = 0x80  # a SUBACK reason code at or above this refuses the subscription
 CURSOR_VERSION: Final = 1
 JOURNAL_FOLDER: Final = "mqtt-journal"  # under the daemon's state_dir
-
-
-def backoff_delay(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:
-    """The wait before reconnect attempt ``attempt`` (0-based): capped, fully jittered.
-
-    The ceiling doubles from ``min_s`` with each attempt up to ``max_s``; the delay is
-    drawn uniformly from ``[0, ceiling]`` ("full jitter"), so a fleet of clients that lost
-    the same broker does not come back in lock-step.
-    """
-    ceiling = min(max_s, min_s * 2.0 ** min(attempt, 63))
-    return rng.uniform(0.0, ceiling)
-
-
-def tls_context(settings: MqttConnectionSettings) -> ssl.SSLContext:
-    """A client TLS context from the configured files (blocking: call via to_thread)."""
-    context = ssl.create_default_context(
-        cafile=str(settings.ca_file) if settings.ca_file is not None else None
-    )
-    if settings.cert_file is not None:
-        context.load_cert_chain(
-            str(settings.cert_file),
-            str(settings.key_file) if settings.key_file is not None else None,
-        )
-    return context
 
 
 def journal_dir(settings: MqttSourceSettings, state_dir: Path | None) -> Path | None:

@@ -1,4 +1,4 @@
-"""The ``simulator`` source: a simulated fleet (simwatch.simulate) played on the wall clock.
+"""The ``simulator`` source: a simulated fleet (simwatch.sim.simulate) played on the wall clock.
 
 The fleet starts ``history_s`` before now: that history is generated and handed over at
 start, as fast as ingest takes it, so rhythms and group baselines are learned at once.
@@ -26,17 +26,17 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from simwatch.inventory import InventoryRow, iter_inventory
-from simwatch.sim_fleet import DAY, HOUR, all_partners
-from simwatch.simulate import CHUNK, FaultSpec, FleetSimulator, SimConfig
-from simwatch.sources.base import Batch, SourceStats
+from simwatch.core.inventory import InventoryRow, iter_inventory
+from simwatch.shell.source_contract import Batch, SourceStats
+from simwatch.sim.catalogue import DAY, HOUR, all_partners
+from simwatch.sim.simulate import CHUNK, FaultSpec, FleetSimulator, SimConfig
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
-    from simwatch.config import SimulatorSourceSettings
-    from simwatch.sim_fleet import SimCard
-    from simwatch.sources.base import Sink
+    from simwatch.shell.settings import SimulatorSourceSettings
+    from simwatch.shell.source_contract import Sink
+    from simwatch.sim.catalogue import SimCard
 
 __all__ = [
     "BATCH_LINES",

@@ -1,0 +1,306 @@
+"""The engine: fleet state + ingest + group baseline + evaluation + incidents.
+
+This is the functional core that the offline replay and the live daemon share. It does
+no I/O and never reads the clock: records come in through ``ingest_record``, and time
+advances only through ``evaluate(now)``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from simwatch.core.baseline import BaselineParams, GroupBaseline
+from simwatch.core.diagnosis import Finding, diagnose
+from simwatch.core.evaluate import (
+    EvalParams,
+    Evaluation,
+    evaluate,
+    leaf_mask,
+    reason_codes,
+    vip_rows,
+)
+from simwatch.core.incidents import (
+    Incident,
+    IncidentChange,
+    IncidentParams,
+    IncidentTracker,
+    SimAlarm,
+)
+from simwatch.core.ingest import Ingestor
+from simwatch.core.localize import LocalizeParams
+from simwatch.core.operators import OperatorTable
+from simwatch.core.rhythm import RhythmParams, SimState
+from simwatch.core.state import FleetState
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from simwatch.core.inventory import InventoryRow
+    from simwatch.core.records import Record, Rejection
+
+NEVER_SEEN = int(SimState.NEVER_SEEN)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    dims: tuple[str, ...] = ("apn", "country", "partner")
+    eval_interval_s: float = 60.0
+    # No group incident before this much record time has passed since the first record:
+    # rhythms and every hour of the group baselines must be learned first. A daytime-only
+    # device is only recognised as such at its second morning (before that its first
+    # night looks like silence), which on a fleet spread over time zones takes two days.
+    warmup_s: float = 48 * 3600.0
+    rhythm: RhythmParams = field(default_factory=RhythmParams)
+    baseline: BaselineParams = field(default_factory=BaselineParams)
+    localize: LocalizeParams = field(default_factory=LocalizeParams)
+    incidents: IncidentParams = field(default_factory=IncidentParams)
+    evaluation: EvalParams = field(default_factory=EvalParams)
+    dedup_capacity: int = 2_000_000
+    initial_capacity: int = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanges:
+    """SIMs whose state differs from the previous cycle's (a SIM new to the fleet since
+    then counts as coming from ``never_seen``). Parallel arrays, one entry per SIM."""
+
+    rows: np.ndarray  # int64 row numbers (``engine.state.index.iccid(row)``)
+    old: np.ndarray  # int8 previous state codes (``STATE_NAMES``)
+    new: np.ndarray  # int8 current state codes
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+_EMPTY_ROWS = np.zeros(0, np.int64)
+_EMPTY_STATES = np.zeros(0, np.int8)
+_NO_CHANGES = StateChanges(_EMPTY_ROWS, _EMPTY_STATES, _EMPTY_STATES)
+
+
+@dataclass(slots=True)
+class CycleResult:
+    evaluation: Evaluation
+    changes: list[IncidentChange]
+    duration_s: float
+    state_changes: StateChanges = field(default_factory=lambda: _NO_CHANGES)
+
+
+class Engine:
+    def __init__(
+        self, config: EngineConfig | None = None, operators: OperatorTable | None = None
+    ) -> None:
+        self.config = config or EngineConfig()
+        self.operators = operators or OperatorTable.load()
+        self.state = FleetState(
+            dims=self.config.dims,
+            capacity=self.config.initial_capacity,
+            rhythm=self.config.rhythm,
+        )
+        self.ingestor = Ingestor(
+            self.state, self.operators, dedup_capacity=self.config.dedup_capacity
+        )
+        self.baseline = GroupBaseline(self.config.baseline)
+        self.incidents = IncidentTracker(self.config.incidents)
+        self.rejected: Counter[str] = Counter()
+        self.first_record_at: float | None = None
+        self.last_evaluation: Evaluation | None = None
+        self.cycles = 0
+        self._prev_states = _EMPTY_STATES  # per-SIM states of the previous cycle
+
+    # ---- input ------------------------------------------------------------------------
+
+    def load_inventory(self, rows: Iterable[InventoryRow]) -> int:
+        return self.state.load_inventory(rows)
+
+    def ingest_record(self, record: Record) -> bool:
+        """Apply one decoded record; False for a duplicate delivery."""
+        if self.first_record_at is None or record.ts < self.first_record_at:
+            self.first_record_at = record.ts
+        return self.ingestor.apply(record)
+
+    def count_rejection(self, rejection: Rejection) -> None:
+        self.rejected[str(rejection.reason)] += 1
+
+    # ---- evaluation -------------------------------------------------------------------
+
+    def warmed_up(self, now: float) -> bool:
+        return (
+            self.first_record_at is not None and now - self.first_record_at >= self.config.warmup_s
+        )
+
+    def evaluate(self, now: float) -> CycleResult:
+        """One evaluation cycle at ``now`` (the records' clock or the wall clock)."""
+        started = time.perf_counter()
+        cfg = self.config
+        state = self.state
+        expected_ratio = self.baseline.expected_ratio(now, state.n_leaves)
+        evaluation = evaluate(
+            state,
+            now,
+            expected_ratio,
+            params=cfg.evaluation,
+            localize_params=cfg.localize,
+            localize_groups=self.warmed_up(now),
+        )
+        warm = self.warmed_up(now)
+        changes = self.incidents.update_groups(now, evaluation.causes)
+        # Tickets wait for the warm-up too: before a daytime-only device's second
+        # morning its first night cannot be told from silence.
+        alarms = self._sim_alarms(evaluation) if warm else []
+        changes += self.incidents.update_sims(now, alarms)
+        frozen = np.zeros(state.n_leaves, bool)
+        for incident in self.incidents.open.values():
+            if incident.kind == "group":
+                frozen |= leaf_mask(state, incident.dims)
+        self.baseline.update(
+            now,
+            cfg.eval_interval_s,
+            overdue=evaluation.leaf_actual,
+            counted=evaluation.leaf_total,
+            expected=evaluation.leaf_expected,
+            frozen=frozen,
+        )
+        self.last_evaluation = evaluation
+        self.cycles += 1
+        state_changes = self._state_changes(evaluation.states)
+        return CycleResult(evaluation, changes, time.perf_counter() - started, state_changes)
+
+    def _state_changes(self, states: np.ndarray) -> StateChanges:
+        prev = self._prev_states
+        if len(prev) < len(states):  # SIMs new since the last cycle come from never_seen
+            prev = np.concatenate([prev, np.full(len(states) - len(prev), NEVER_SEEN, np.int8)])
+        rows = np.flatnonzero(prev[: len(states)] != states)
+        self._prev_states = states
+        return StateChanges(rows, prev[rows], states[rows])
+
+    def _sim_alarms(self, evaluation: Evaluation) -> list[SimAlarm]:
+        return [
+            SimAlarm(
+                iccid=self.state.index.iccid(int(row)),
+                reasons=reason_codes(evaluation, int(row)),
+            )
+            for row in vip_rows(self.state, evaluation)
+        ]
+
+    # ---- checkpoint -------------------------------------------------------------------
+
+    def export_state(
+        self, *, lists: bool = False
+    ) -> tuple[dict[str, np.ndarray | list[int]], dict[str, object]]:
+        """Everything evaluation needs to go on where it stopped, as copies: numpy arrays
+        (per-SIM columns, index, rhythm, leaves, baseline, dedup memory, last states) and
+        JSON-able metadata (value tables, incidents, counters). Synchronous and read-only;
+        take it between two batches (``simwatch.service.checkpoint``). ``lists``: the dedup memory
+        as lists of ints (a quicker copy; ``records.int64_array`` converts them)."""
+        state_arrays, state_meta = self.state.export()
+        arrays: dict[str, np.ndarray | list[int]] = dict(state_arrays)
+        ingest_arrays, ingest_meta = self.ingestor.export(lists=lists)
+        arrays.update(ingest_arrays)
+        base_arrays, base_meta = self.baseline.export()
+        arrays.update({f"baseline.{k}": v for k, v in base_arrays.items()})
+        arrays["engine.prev_states"] = self._prev_states.copy()
+        meta: dict[str, object] = {
+            "state": state_meta,
+            "ingest": ingest_meta,
+            "baseline": base_meta,
+            "incidents": self.incidents.export(),
+            "rejected": dict(self.rejected),
+            "first_record_at": self.first_record_at,
+            "cycles": self.cycles,
+        }
+        return arrays, meta
+
+    def restore_state(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, object]) -> None:
+        """Load ``export_state()``'s output into this fresh engine. Raises ``ValueError``
+        (or ``KeyError`` for a missing array) when the checkpoint does not fit the
+        configuration (other dims) or is malformed; the engine is then unusable."""
+        self.state.restore(arrays, _section(meta, "state"))
+        self.ingestor.state = self.state
+        self.ingestor.restore(arrays, _section(meta, "ingest"))
+        self.baseline.restore(
+            {k[len("baseline.") :]: v for k, v in arrays.items() if k.startswith("baseline.")},
+            _section(meta, "baseline"),
+        )
+        self.incidents.restore(_section(meta, "incidents"))
+        rejected = meta.get("rejected", {})
+        if not isinstance(rejected, dict):
+            raise TypeError("malformed rejection counts in checkpoint")
+        self.rejected = Counter({str(k): int(v) for k, v in rejected.items()})
+        first = meta.get("first_record_at")
+        self.first_record_at = float(first) if isinstance(first, int | float) else None
+        cycles = meta.get("cycles", 0)
+        self.cycles = int(cycles) if isinstance(cycles, int) else 0
+        prev = arrays["engine.prev_states"]
+        if prev.dtype != np.int8 or prev.ndim != 1 or len(prev) > len(self.state):
+            raise ValueError("malformed previous states in checkpoint")
+        self._prev_states = prev.copy()
+        self.last_evaluation = None
+
+    # ---- queries ----------------------------------------------------------------------
+
+    def sim_dims(self, row: int) -> dict[str, str]:
+        state = self.state
+        codes = state.dim_codes(row)
+        return {
+            dim: state.dim_values(dim)[code]
+            for dim, code in zip(state.dims, codes, strict=True)
+            if code
+        }
+
+    def incident_of(self, row: int) -> Incident | None:
+        """The open group incident whose group contains the SIM, if any."""
+        dims = self.sim_dims(row)
+        for incident in self.incidents.open.values():
+            if incident.kind == "group" and all(dims.get(k) == v for k, v in incident.dims.items()):
+                return incident
+        return None
+
+    def partner_label(self, partner: str) -> str:
+        """``26202 (Vodafone)``: names given in records win over the packaged table."""
+        name = self.ingestor.partner_names.get(partner)
+        if name is None and len(partner) >= 5:
+            name = self.operators.operator(partner[:3], partner[3:])
+        return f"{partner} ({name})" if name else partner
+
+    def diagnose(
+        self, iccid: str, now: float, *, row: int | None = None, incident: Incident | None = None
+    ) -> list[Finding] | None:
+        """Findings for one SIM (None for an unknown ICCID), against the last evaluation.
+        A caller that already has the SIM's ``row`` and ``incident_of(row)`` passes them."""
+        if row is None:
+            row = self.state.row(iccid)
+            if row < 0:
+                return None
+            incident = self.incident_of(row)
+        evaluation = self.last_evaluation
+        if evaluation is None or row >= evaluation.n:
+            evaluation = evaluate(
+                self.state,
+                now,
+                self.baseline.expected_ratio(now, self.state.n_leaves),
+                params=self.config.evaluation,
+                localize_params=self.config.localize,
+                localize_groups=False,
+            )
+        code = int(self.state.cols.partner[row])
+        partner = self.state.partners.values[code] if code else None
+        return diagnose(
+            self.state,
+            row,
+            evaluation,
+            self.config.evaluation,
+            incident=incident,
+            partner_label=self.partner_label(partner) if partner else None,
+        )
+
+
+def _section(meta: Mapping[str, object], name: str) -> Mapping[str, object]:
+    section = meta.get(name)
+    if not isinstance(section, dict):
+        raise TypeError(f"checkpoint has no {name} section")
+    return section

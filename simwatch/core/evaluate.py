@@ -1,0 +1,191 @@
+"""One evaluation cycle: per-SIM states and explanations, per-leaf counts, localization.
+
+Pure analysis over the fleet state at a given ``now`` (time is an argument): vectorized
+over all SIMs with numpy, then over the leaf groups. Nothing here changes the state; the
+engine decides what to learn and which incidents to open from the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+import numpy as np
+
+from simwatch.core.localize import Cause, LeafTable, LocalizeParams, localize
+from simwatch.core.rhythm import SimState
+from simwatch.core.state import EPOCH_BASE, NEVER, Flag, RejectKind, Status, rel
+from simwatch.core.timeutil import month_of
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from simwatch.core.state import FleetState
+
+INACTIVE = 4
+STATE_NAMES = ("ok", "late", "silent", "never_seen", "inactive")
+
+
+class Why:
+    """Bit flags of per-SIM explanations computed each cycle (plain ints: numpy-friendly)."""
+
+    WRONG_APN: Final = 1
+    AUTH_FAILURE: Final = 2
+    PDP_REJECT: Final = 4
+    DATA_CAP: Final = 8
+    CHURN: Final = 16
+
+
+@dataclass(frozen=True, slots=True)
+class EvalParams:
+    reject_window_s: float = 6 * 3600.0  # rejects older than this no longer explain silence
+    # Session churn: this many session starts within the window. A scheduled reset is one
+    # a day; "four drops in an hour" is an outage — and so is the same count over two
+    # hours, which also catches devices that flap every 20-30 minutes.
+    churn_window_s: float = 7200.0
+    churn_starts: int = 4
+
+
+@dataclass(slots=True)
+class Evaluation:
+    now: float
+    n: int
+    states: np.ndarray  # int8 per SIM: SimState values, or INACTIVE
+    why: np.ndarray  # uint8 per SIM: Why bit flags
+    counted: np.ndarray  # bool per SIM: expected to report and learned (part of group statistics)
+    overdue: np.ndarray  # bool per SIM: counted, late or silent, and not explained per SIM
+    leaf_total: np.ndarray  # float64 per leaf
+    leaf_actual: np.ndarray
+    leaf_expected: np.ndarray
+    causes: list[Cause]
+
+    def state_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.states.astype(np.int64), minlength=len(STATE_NAMES))
+        return {name: int(counts[i]) for i, name in enumerate(STATE_NAMES)}
+
+
+def sim_states(state: FleetState, now: float) -> np.ndarray:
+    """Per-SIM state codes: the rhythm model's, with non-active inventory SIMs INACTIVE."""
+    n = len(state)
+    states = state.rhythm.classify(now, n).astype(np.int8, copy=True)
+    states[state.cols.status[:n] != Status.ACTIVE] = INACTIVE
+    return states
+
+
+def explanations(state: FleetState, now: float, params: EvalParams) -> np.ndarray:
+    """Per-SIM ``Why`` flags: what, for this SIM alone, explains that it has no data."""
+    n = len(state)
+    c = state.cols
+    now_rel = rel(now)
+    why = np.zeros(n, np.uint8)
+    last = state.rhythm.last_data[:n]
+    last_rel = np.where(np.isnan(last), float(NEVER), last - EPOCH_BASE)
+    reject_at = c.reject_at[:n]
+    recent = (reject_at != NEVER) & (reject_at > now_rel - params.reject_window_s)
+    recent &= reject_at >= last_rel  # no data since the reject
+    kinds = c.reject_kind[:n]
+    why[recent & (kinds == RejectKind.PDP_REJECT)] |= Why.PDP_REJECT
+    for row in np.flatnonzero(recent & (kinds == RejectKind.AUTH_FAILURE)):
+        allowed = state.allowed_apns(int(row))
+        if allowed and int(c.reject_apn[row]) not in allowed:
+            why[row] |= Why.WRONG_APN
+        else:
+            why[row] |= Why.AUTH_FAILURE
+    cap = c.data_cap[:n]
+    capped = (cap >= 0) & (c.month[:n] == month_of(now)) & (c.month_bytes[:n] >= cap)
+    why[capped] |= Why.DATA_CAP
+    ring = c.session_starts[:n]
+    starts = ((ring != NEVER) & (ring > now_rel - params.churn_window_s) & (ring <= now_rel)).sum(
+        axis=1
+    )
+    why[starts >= params.churn_starts] |= Why.CHURN
+    return why
+
+
+def leaf_mask(state: FleetState, dims: Mapping[str, str]) -> np.ndarray:
+    """Bool per leaf: the leaf lies inside the group described by ``dims``."""
+    codes = state.leaf_codes()
+    mask = np.ones(codes.shape[0], bool)
+    for dim, value in dims.items():
+        if dim not in state.dims:
+            return np.zeros(codes.shape[0], bool)
+        code = state.find_code(dim, value)
+        mask &= codes[:, state.dims.index(dim)] == code
+    return mask
+
+
+def evaluate(
+    state: FleetState,
+    now: float,
+    expected_ratio: np.ndarray,
+    *,
+    params: EvalParams,
+    localize_params: LocalizeParams,
+    localize_groups: bool = True,
+) -> Evaluation:
+    """Run one cycle at ``now``; ``expected_ratio`` is the learned overdue ratio per leaf."""
+    n = len(state)
+    c = state.cols
+    states = sim_states(state, now)
+    why = explanations(state, now, params)
+    learned = state.rhythm.learned(n)
+    leaf = c.leaf[:n]
+    counted = (states != INACTIVE) & (states != SimState.NEVER_SEEN) & learned & (leaf >= 0)
+    explained = (why & (Why.WRONG_APN | Why.DATA_CAP)) != 0
+    overdue = counted & ((states == SimState.LATE) | (states == SimState.SILENT)) & ~explained
+    n_leaves = state.n_leaves
+    total = np.bincount(leaf[counted], minlength=n_leaves).astype(np.float64)
+    actual = np.bincount(leaf[overdue], minlength=n_leaves).astype(np.float64)
+    expected = expected_ratio[:n_leaves] * total
+    causes: list[Cause] = []
+    if localize_groups and n_leaves:
+        table = LeafTable(
+            dims=state.dims,
+            codes=state.leaf_codes(),
+            labels=state.leaf_labels(),
+            actual=actual,
+            total=total,
+            expected=expected,
+        )
+        causes = localize(table, localize_params)
+    return Evaluation(
+        now=now,
+        n=n,
+        states=states,
+        why=why,
+        counted=counted,
+        overdue=overdue,
+        leaf_total=total,
+        leaf_actual=actual,
+        leaf_expected=expected,
+        causes=causes,
+    )
+
+
+_WHY_CODES = (
+    (Why.WRONG_APN, "wrong_apn"),
+    (Why.AUTH_FAILURE, "auth_failure"),
+    (Why.PDP_REJECT, "pdp_reject"),
+    (Why.DATA_CAP, "data_cap"),
+    (Why.CHURN, "session_churn"),
+)
+
+
+def reason_codes(evaluation: Evaluation, row: int) -> tuple[str, ...]:
+    """Finding codes of one SIM from the cycle's vectors (the cheap form of diagnosis)."""
+    why = int(evaluation.why[row])
+    codes = [code for bit, code in _WHY_CODES if why & bit]
+    state = int(evaluation.states[row])
+    if state in (SimState.LATE, SimState.SILENT, SimState.NEVER_SEEN):
+        codes.append(STATE_NAMES[state])
+    return tuple(codes)
+
+
+def vip_rows(state: FleetState, evaluation: Evaluation) -> np.ndarray:
+    """Rows of SIMs tagged vip that are silent (or blocked by a per-SIM cause) now."""
+    n = evaluation.n
+    vip = (state.cols.flags[:n] & Flag.VIP) != 0
+    bad = (evaluation.states == SimState.SILENT) | (
+        (evaluation.why & (Why.WRONG_APN | Why.DATA_CAP)) != 0
+    )
+    return np.flatnonzero(vip & bad & (evaluation.states != INACTIVE))

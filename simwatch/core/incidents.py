@@ -1,0 +1,454 @@
+"""Incident lifecycle: open -> updated -> resolved, with hysteresis and stable ids.
+
+Group incidents come from localization causes; SIM incidents (severity ``ticket``) from
+single SIMs that matter (tagged ``vip``) going silent. A candidate must be seen in
+``open_after`` consecutive evaluation cycles before it opens (one noisy cycle never
+pages), and an open incident resolves after ``close_after`` consecutive cycles without
+it. Ids are sequential (``inc-0001``) and never reused; the counter is part of the state
+that is checkpointed, so a restart keeps them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Literal
+
+from simwatch.core.timeutil import format_rfc3339
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from simwatch.core.localize import Cause
+
+ChangeKind = Literal["opened", "updated", "resolved"]
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentParams:
+    open_after: int = 2  # consecutive cycles a cause must be seen before it opens
+    close_after: int = 5  # consecutive cycles without it before it resolves
+    update_change: float = 0.2  # relative change of `affected` that counts as an update
+    sibling_window_s: float = 3600.0  # a sibling group failing this soon after: same fault
+    keep_resolved: int = 1000  # resolved incidents kept in memory for the API
+
+
+@dataclass(slots=True)
+class Incident:
+    id: str
+    kind: Literal["group", "sim"]
+    dims: dict[str, str]
+    severity: Literal["page", "ticket"]
+    opened_at: float
+    updated_at: float
+    affected: float
+    total: float
+    expected: float
+    score: float
+    resolved_at: float | None = None
+    iccid: str | None = None
+    peak_affected: float = 0.0
+    reasons: list[str] = field(default_factory=list)
+    missing_cycles: int = 0
+    reported_affected: float = 0.0  # `affected` at the last opened/updated change
+
+    @property
+    def state(self) -> str:
+        return "open" if self.resolved_at is None else "resolved"
+
+    @property
+    def ratio(self) -> float:
+        return self.affected / self.total if self.total else 0.0
+
+    @property
+    def baseline_ratio(self) -> float:
+        return self.expected / self.total if self.total else 0.0
+
+    @property
+    def key(self) -> tuple[tuple[str, str], ...]:
+        return tuple(sorted(self.dims.items()))
+
+    def to_json(self) -> dict[str, object]:
+        """The FORMATS.md incident object (plus optional extension fields)."""
+        out: dict[str, object] = {
+            "id": self.id,
+            "dims": dict(self.dims),
+            "state": self.state,
+            "severity": self.severity,
+            "opened_at": format_rfc3339(self.opened_at),
+            "resolved_at": None if self.resolved_at is None else format_rfc3339(self.resolved_at),
+            "affected": round(self.affected),
+            "total": round(self.total),
+            "ratio": round(self.ratio, 4),
+            "baseline_ratio": round(self.baseline_ratio, 4),
+            "score": round(self.score, 1),
+            "kind": self.kind,
+            "updated_at": format_rfc3339(self.updated_at),
+            "peak_affected": round(self.peak_affected),
+        }
+        if self.iccid is not None:
+            out["iccid"] = self.iccid
+            out["reasons"] = list(self.reasons)
+        return out
+
+
+def _json_number(value: float) -> float | str:
+    """A float JSON can carry: non-finite values as their name ("inf", "nan")."""
+    return value if math.isfinite(value) else str(value)
+
+
+def _number(value: object) -> float:
+    if isinstance(value, int | float | str):
+        return float(value)
+    raise ValueError(f"not a number: {value!r}")
+
+
+def incident_state(incident: Incident) -> dict[str, object]:
+    """Every field of an incident, JSON-able (for a checkpoint; not the API shape)."""
+    out: dict[str, object] = {}
+    for f in fields(Incident):
+        value = getattr(incident, f.name)
+        if isinstance(value, float):
+            value = _json_number(value)
+        elif isinstance(value, dict | list):
+            value = value.copy()
+        out[f.name] = value
+    return out
+
+
+def incident_from_state(data: Mapping[str, object]) -> Incident:
+    """The incident ``incident_state`` described; ``ValueError`` when malformed."""
+    try:
+        dims = _mapping(data["dims"])
+        reasons = _list(data.get("reasons", []))
+        kind = data["kind"]
+        severity = data["severity"]
+        _check_kind(kind, severity)
+        resolved = data.get("resolved_at")
+        iccid = data.get("iccid")
+        return Incident(
+            id=str(data["id"]),
+            kind="group" if kind == "group" else "sim",
+            dims={str(k): str(v) for k, v in dims.items()},
+            severity="page" if severity == "page" else "ticket",
+            opened_at=_number(data["opened_at"]),
+            updated_at=_number(data["updated_at"]),
+            affected=_number(data["affected"]),
+            total=_number(data["total"]),
+            expected=_number(data["expected"]),
+            score=_number(data["score"]),
+            resolved_at=None if resolved is None else _number(resolved),
+            iccid=None if iccid is None else str(iccid),
+            peak_affected=_number(data.get("peak_affected", 0.0)),
+            reasons=[str(r) for r in reasons],
+            missing_cycles=int(_number(data.get("missing_cycles", 0))),
+            reported_affected=_number(data.get("reported_affected", 0.0)),
+        )
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"malformed incident in checkpoint: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentChange:
+    kind: ChangeKind
+    incident: Incident
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SimAlarm:
+    """A single SIM that matters and is silent now."""
+
+    iccid: str
+    reasons: tuple[str, ...]
+
+
+Key = tuple[tuple[str, str], ...]
+
+
+class IncidentTracker:
+    def __init__(self, params: IncidentParams | None = None, *, next_id: int = 1) -> None:
+        self.params = params or IncidentParams()
+        self.next_id = next_id
+        self.open: dict[Key, Incident] = {}
+        self.resolved: list[Incident] = []
+        # candidate key -> consecutive cycles seen, for group causes and SIM alarms
+        self._pending_groups: dict[Key, int] = {}
+        self._pending_sims: dict[Key, int] = {}
+
+    def export(self) -> dict[str, object]:
+        """The whole tracker, JSON-able: open incidents with their keys, the resolved ones
+        kept, the pending (not yet confirmed) candidates and the id counter."""
+        return {
+            "next_id": self.next_id,
+            "open": [[list(map(list, k)), incident_state(i)] for k, i in self.open.items()],
+            "resolved": [incident_state(i) for i in self.resolved],
+            "pending_groups": [[list(map(list, k)), n] for k, n in self._pending_groups.items()],
+            "pending_sims": [[list(map(list, k)), n] for k, n in self._pending_sims.items()],
+        }
+
+    def restore(self, data: Mapping[str, object]) -> None:
+        """Load ``export()``'s output; ``ValueError`` when malformed."""
+        try:
+            next_id = int(_number(data["next_id"]))
+            opened = {
+                _key(key): incident_from_state(_mapping(state))
+                for key, state in _pairs(data.get("open", []))
+            }
+            resolved = [
+                incident_from_state(_mapping(state)) for state in _list(data.get("resolved", []))
+            ]
+            groups = {_key(k): int(_number(n)) for k, n in _pairs(data.get("pending_groups", []))}
+            sims = {_key(k): int(_number(n)) for k, n in _pairs(data.get("pending_sims", []))}
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"malformed incident tracker in checkpoint: {exc}") from exc
+        self.next_id = next_id
+        self.open = opened
+        self.resolved = resolved
+        self._pending_groups = groups
+        self._pending_sims = sims
+
+    def all(self) -> list[Incident]:
+        """Every incident known, oldest first."""
+        return sorted([*self.resolved, *self.open.values()], key=lambda i: i.id)
+
+    def get(self, incident_id: str) -> Incident | None:
+        for incident in self.all():
+            if incident.id == incident_id:
+                return incident
+        return None
+
+    def _new_id(self) -> str:
+        incident_id = f"inc-{self.next_id:04d}"
+        self.next_id += 1
+        return incident_id
+
+    def update_groups(self, now: float, causes: Iterable[Cause]) -> list[IncidentChange]:
+        """Feed one cycle's localization result; returns what changed."""
+        seen: dict[Key, Cause] = {tuple(sorted(c.dims.items())): c for c in causes}
+        changes: list[IncidentChange] = []
+        for key in sorted(seen, key=len):  # widest groups first: they cover their parts
+            cause = seen[key]
+            incident = self.open.get(key)
+            rescoped = False
+            if incident is None:
+                incident = self._rescope(key, now, changes)
+                rescoped = incident is not None
+            if incident is not None:
+                self._refresh(incident, now, cause.affected, cause.total, cause.expected)
+                incident.score = max(incident.score, cause.score)
+                if rescoped:
+                    incident.reported_affected = incident.affected
+                elif self._is_update(incident):
+                    changes.append(IncidentChange("updated", incident, now))
+                continue
+            parent = self._open_ancestor(key)
+            if parent is None:
+                parent = self._merge_sibling(key, now, changes)
+            if parent is not None:
+                # A part of an open incident's group: the open incident covers it.
+                seen[parent] = seen.get(parent, cause)
+                del seen[key]
+                continue
+            if self._confirmed(self._pending_groups, key):
+                incident = Incident(
+                    id=self._new_id(),
+                    kind="group",
+                    dims=dict(cause.dims),
+                    severity="page",
+                    opened_at=now,
+                    updated_at=now,
+                    affected=cause.affected,
+                    total=cause.total,
+                    expected=cause.expected,
+                    score=cause.score,
+                    peak_affected=cause.affected,
+                    reported_affected=cause.affected,
+                )
+                self.open[key] = incident
+                changes.append(IncidentChange("opened", incident, now))
+        self._forget_unseen(self._pending_groups, seen.keys())
+        changes.extend(self._age_missing(now, seen.keys(), kind="group"))
+        return changes
+
+    def _rescope(self, key: Key, now: float, changes: list[IncidentChange]) -> Incident | None:
+        """Widen an open incident of a subgroup of ``key`` to ``key`` (same id, one page).
+
+        At the start of a partner outage the devices that report every minute are
+        overdue first, so the first cause can be {apn, partner} and a few cycles later
+        {partner}: that is one fault whose known extent grew, not a second incident.
+        """
+        wider = set(key)
+        for old_key, incident in list(self.open.items()):
+            if incident.kind == "group" and wider < set(old_key):
+                del self.open[old_key]
+                incident.dims = dict(key)
+                self.open[key] = incident
+                changes.append(IncidentChange("updated", incident, now))
+                for other_key, other in list(self.open.items()):  # merge further subgroups
+                    if other is not incident and other.kind == "group" and wider < set(other_key):
+                        del self.open[other_key]
+                        other.resolved_at = now
+                        other.updated_at = now
+                        self.resolved.append(other)
+                        changes.append(IncidentChange("resolved", other, now))
+                return incident
+        return None
+
+    def _merge_sibling(self, key: Key, now: float, changes: list[IncidentChange]) -> Key | None:
+        """Widen an open incident of a sibling group to the parent both share.
+
+        An APN outage shows first where that APN's fastest reporters are (one country),
+        then in the next country: {apn, country=PL}, then {apn, country=NL}. Two
+        subgroups of one parent failing within ``sibling_window_s`` of each other are
+        one fault of the parent. The shared part must not be empty: two partners'
+        outages are never merged into one fleet-wide incident.
+        """
+        new = dict(key)
+        for old_key, incident in list(self.open.items()):
+            if incident.kind != "group" or now - incident.opened_at > self.params.sibling_window_s:
+                continue
+            old = dict(old_key)
+            if old.keys() != new.keys():
+                continue
+            common = {k: v for k, v in old.items() if new[k] == v}
+            if not common or len(common) != len(old) - 1:
+                continue
+            wider: Key = tuple(sorted(common.items()))
+            if wider in self.open:
+                return wider
+            del self.open[old_key]
+            incident.dims = common
+            incident.updated_at = now
+            self.open[wider] = incident
+            changes.append(IncidentChange("updated", incident, now))
+            return wider
+        return None
+
+    def _open_ancestor(self, key: Key) -> Key | None:
+        """The key of an open group incident whose group contains the group of ``key``."""
+        narrow = set(key)
+        for old_key, incident in self.open.items():
+            if incident.kind == "group" and set(old_key) < narrow:
+                return old_key
+        return None
+
+    def update_sims(self, now: float, alarms: Iterable[SimAlarm]) -> list[IncidentChange]:
+        """Feed the single SIMs that warrant a ticket now; returns what changed."""
+        seen = {(("iccid", a.iccid),): a for a in alarms}
+        changes: list[IncidentChange] = []
+        for key, alarm in seen.items():
+            incident = self.open.get(key)
+            if incident is not None:
+                incident.missing_cycles = 0
+                if tuple(incident.reasons) != alarm.reasons:
+                    incident.reasons = list(alarm.reasons)
+                    incident.updated_at = now
+                    changes.append(IncidentChange("updated", incident, now))
+                continue
+            if self._confirmed(self._pending_sims, key):
+                incident = Incident(
+                    id=self._new_id(),
+                    kind="sim",
+                    dims={"iccid": alarm.iccid},
+                    severity="ticket",
+                    opened_at=now,
+                    updated_at=now,
+                    affected=1,
+                    total=1,
+                    expected=0,
+                    score=0,
+                    iccid=alarm.iccid,
+                    peak_affected=1,
+                    reasons=list(alarm.reasons),
+                    reported_affected=1,
+                )
+                self.open[key] = incident
+                changes.append(IncidentChange("opened", incident, now))
+        self._forget_unseen(self._pending_sims, seen.keys())
+        changes.extend(self._age_missing(now, seen.keys(), kind="sim"))
+        return changes
+
+    def _confirmed(self, pending: dict[Key, int], key: Key) -> bool:
+        """Count one more consecutive sighting; True once it is enough to open."""
+        count = pending.get(key, 0) + 1
+        if count >= self.params.open_after:
+            pending.pop(key, None)
+            return True
+        pending[key] = count
+        return False
+
+    @staticmethod
+    def _forget_unseen(pending: dict[Key, int], seen: Iterable[Key]) -> None:
+        keep = set(seen)
+        for key in [k for k in pending if k not in keep]:
+            del pending[key]
+
+    def _refresh(
+        self, incident: Incident, now: float, affected: float, total: float, expected: float
+    ) -> None:
+        incident.missing_cycles = 0
+        incident.affected = affected
+        incident.total = total
+        incident.expected = expected
+        incident.peak_affected = max(incident.peak_affected, affected)
+        incident.updated_at = now
+
+    def _is_update(self, incident: Incident) -> bool:
+        before = incident.reported_affected
+        if abs(incident.affected - before) > self.params.update_change * max(before, 1.0):
+            incident.reported_affected = incident.affected
+            return True
+        return False
+
+    def _age_missing(self, now: float, seen: Iterable[Key], kind: str) -> list[IncidentChange]:
+        seen_keys = set(seen)
+        changes = []
+        for key, incident in list(self.open.items()):
+            if incident.kind != kind or key in seen_keys:
+                continue
+            incident.missing_cycles += 1
+            if incident.missing_cycles >= self.params.close_after:
+                incident.resolved_at = now
+                incident.updated_at = now
+                del self.open[key]
+                self.resolved.append(incident)
+                changes.append(IncidentChange("resolved", incident, now))
+        overflow = len(self.resolved) - self.params.keep_resolved
+        if overflow > 0:
+            del self.resolved[:overflow]
+        return changes
+
+
+def _mapping(value: object) -> Mapping[str, object]:
+    if not isinstance(value, dict):
+        raise TypeError(f"expected an object, got {value!r}")
+    return value
+
+
+def _list(value: object) -> list[object]:
+    if not isinstance(value, list):
+        raise TypeError(f"expected a list, got {value!r}")
+    return value
+
+
+def _check_kind(kind: object, severity: object) -> None:
+    if kind not in ("group", "sim") or severity not in ("page", "ticket"):
+        raise TypeError(f"kind {kind!r} / severity {severity!r}")
+
+
+def _pairs(value: object) -> list[tuple[object, object]]:
+    if not isinstance(value, list) or not all(isinstance(p, list) and len(p) == 2 for p in value):
+        raise TypeError("expected a list of [key, value] pairs")
+    return [(p[0], p[1]) for p in value]
+
+
+def _key(value: object) -> Key:
+    if not isinstance(value, list):
+        raise TypeError(f"bad incident key {value!r}")
+    out = []
+    for pair in value:
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise TypeError(f"bad incident key {value!r}")
+        out.append((str(pair[0]), str(pair[1])))
+    return tuple(out)

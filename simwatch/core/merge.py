@@ -1,0 +1,464 @@
+"""Group localization across shards: merge per-leaf counts from several replicas.
+
+When the fleet is split over N simwatch replicas by ICCID (``shard_of``), each replica
+("shard") holds every per-SIM state of its SIMs, but only a random part of every group.
+A group decision needs the whole fleet: this module sums the shards' per-leaf counts
+into one ``LeafTable`` and runs ``localize`` on it once (docs/scaling.md).
+
+- ``shard_report(engine, shard, shards)``: what one shard contributes after a cycle —
+  per leaf (one combination of dimension values) the SIMs counted, overdue and
+  expected overdue. ``ShardReport.to_json``/``from_json`` is its wire form.
+- ``merge_reports(reports, shards)``: the sum over the shards that reported for the
+  same evaluation instant. It says which shards are missing, which sent a report for
+  another instant (stale), which are still in their warm-up, and which are *outliers*:
+  a shard whose overdue share is far above the other shards' is a pipeline fault of
+  that shard (its feed stalled, its partitions moved away), never a group fault — a
+  hash of the ICCID picks a random sample of every group, so a real group fault shows
+  in every shard alike. All of these are left out of the sum, so a dead feed never
+  looks like a fleet-wide outage.
+- ``Merger``: one merged localization per cycle plus the incident tracker, so incident
+  ids come from one place (the merger), not from each shard.
+
+Pure: no I/O, no clock, no global state. Summing is exact for ``total`` and
+``overdue`` (per-SIM facts); ``expected`` is the sum of each shard's learned baseline
+for its part of the leaf, which is the expected count of the whole leaf under the same
+Poisson model ``localize`` uses.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from simwatch.core.incidents import IncidentParams, IncidentTracker
+from simwatch.core.localize import Cause, LeafTable, LocalizeParams, llr_threshold, localize
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+    from simwatch.core.engine import Engine
+    from simwatch.core.incidents import IncidentChange
+
+REPORT_VERSION: Final = 1
+_DEFAULT_LOCALIZE: Final = LocalizeParams()
+
+Json = dict[str, object]
+
+
+def shard_of(iccid: str, shards: int) -> int:
+    """The shard of a SIM: CRC-32 (IEEE 802.3, as zlib) of the ICCID's bytes, mod ``shards``.
+
+    The ICCID as the records carry it (its digits, no spaces). Every publisher, router
+    and replica must use this same function: ``crc32("8949020000000000017") % 2``.
+    """
+    if shards < 1:
+        raise ValueError(f"shards must be at least 1, got {shards}")
+    return zlib.crc32(iccid.encode()) % shards
+
+
+@dataclass(frozen=True, slots=True)
+class LeafCounts:
+    """One leaf's counts on one shard.
+
+    ``values``: one per dimension, ``""`` where the SIMs have no value yet. ``total``:
+    SIMs counted (active, rhythm learned, expected to report). ``overdue``: of those, late
+    or silent and not explained per SIM (``LeafTable.actual``). ``expected``: overdue SIMs
+    expected now from the shard's learned baseline.
+    """
+
+    values: tuple[str, ...]
+    total: float
+    overdue: float
+    expected: float
+
+    def __post_init__(self) -> None:
+        counts = (self.total, self.overdue, self.expected)
+        if not all(math.isfinite(c) and c >= 0 for c in counts):
+            raise ValueError(f"leaf {self.values}: counts must be finite and >= 0, got {counts}")
+        if self.overdue > self.total:
+            raise ValueError(
+                f"leaf {self.values}: overdue {self.overdue:g} exceeds total {self.total:g}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class ShardReport:
+    """What one shard contributes to a merged evaluation at ``evaluated_at`` (epoch s)."""
+
+    shard: int
+    shards: int
+    evaluated_at: float
+    warmed_up: bool
+    dims: tuple[str, ...]
+    leaves: tuple[LeafCounts, ...]
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.shard < self.shards:
+            raise ValueError(f"shard must be within 0..{self.shards - 1}, got {self.shard}")
+        if not math.isfinite(self.evaluated_at):
+            raise ValueError("evaluated_at must be a finite epoch time")
+        for leaf in self.leaves:
+            if len(leaf.values) != len(self.dims):
+                raise ValueError(
+                    f"leaf {leaf.values} has {len(leaf.values)} values for {len(self.dims)} dims"
+                )
+
+    @property
+    def total(self) -> float:
+        return sum(leaf.total for leaf in self.leaves)
+
+    @property
+    def overdue(self) -> float:
+        return sum(leaf.overdue for leaf in self.leaves)
+
+    def to_json(self) -> Json:
+        """The wire form (what a shard would publish or serve each cycle)."""
+        return {
+            "version": REPORT_VERSION,
+            "shard": self.shard,
+            "shards": self.shards,
+            "evaluated_at": self.evaluated_at,
+            "warmed_up": self.warmed_up,
+            "dims": list(self.dims),
+            "leaves": [
+                {
+                    "values": list(leaf.values),
+                    "total": leaf.total,
+                    "overdue": leaf.overdue,
+                    "expected": leaf.expected,
+                }
+                for leaf in self.leaves
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> ShardReport:
+        """Parse ``to_json``'s output.
+
+        Raises ``TypeError`` (a field of the wrong JSON type) or ``ValueError`` (a bad
+        value), naming the first bad field.
+        """
+        obj = _object(data, "report")
+        if obj.get("version") != REPORT_VERSION:
+            raise ValueError(f"version: expected {REPORT_VERSION}, got {obj.get('version')!r}")
+        dims = tuple(_strings(obj.get("dims"), "dims"))
+        raw_leaves = obj.get("leaves")
+        if not isinstance(raw_leaves, list):
+            raise TypeError("leaves: expected a list")
+        leaves = []
+        for i, raw in enumerate(raw_leaves):
+            leaf = _object(raw, f"leaves[{i}]")
+            leaves.append(
+                LeafCounts(
+                    values=tuple(_strings(leaf.get("values"), f"leaves[{i}].values")),
+                    total=_number(leaf.get("total"), f"leaves[{i}].total"),
+                    overdue=_number(leaf.get("overdue"), f"leaves[{i}].overdue"),
+                    expected=_number(leaf.get("expected"), f"leaves[{i}].expected"),
+                )
+            )
+        warmed_up = obj.get("warmed_up")
+        if not isinstance(warmed_up, bool):
+            raise TypeError("warmed_up: expected true or false")
+        return cls(
+            shard=_integer(obj.get("shard"), "shard"),
+            shards=_integer(obj.get("shards"), "shards"),
+            evaluated_at=_number(obj.get("evaluated_at"), "evaluated_at"),
+            warmed_up=warmed_up,
+            dims=dims,
+            leaves=tuple(leaves),
+        )
+
+
+def _object(value: object, where: str) -> Mapping[str, object]:
+    if not isinstance(value, dict):
+        raise TypeError(f"{where}: expected an object")
+    return value
+
+
+def _strings(value: object, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{where}: expected a list of strings")
+    return list(value)
+
+
+def _number(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{where}: expected a number")
+    return float(value)
+
+
+def _integer(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{where}: expected an integer")
+    return value
+
+
+def shard_report(engine: Engine, shard: int, shards: int) -> ShardReport | None:
+    """The engine's last evaluation as shard ``shard`` of ``shards`` (None before one).
+
+    Leaves without counted SIMs are left out: they add nothing to any group.
+    """
+    evaluation = engine.last_evaluation
+    if evaluation is None:
+        return None
+    state = engine.state
+    n_leaves = len(evaluation.leaf_total)
+    codes = state.leaf_codes()[:n_leaves].tolist()
+    labels = state.leaf_labels()
+    totals = evaluation.leaf_total.tolist()
+    overdue = evaluation.leaf_actual.tolist()
+    expected = evaluation.leaf_expected.tolist()
+    leaves = tuple(
+        LeafCounts(
+            values=tuple(labels[d][c] for d, c in enumerate(codes[i])),
+            total=totals[i],
+            overdue=overdue[i],
+            expected=expected[i],
+        )
+        for i in range(n_leaves)
+        if totals[i] > 0
+    )
+    return ShardReport(
+        shard=shard,
+        shards=shards,
+        evaluated_at=evaluation.now,
+        warmed_up=engine.warmed_up(evaluation.now),
+        dims=state.dims,
+        leaves=leaves,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class OutlierParams:
+    """When a shard's overdue share counts as a pipeline fault of that shard.
+
+    A stalled feed makes nearly all of a shard's SIMs overdue: a huge effect, so the
+    test is strict (it runs every cycle, and a false flag holds the merged decision).
+
+    - ``alpha``: family-wise false-flag probability per cycle (Bonferroni over shards).
+    - ``min_overdue``: fewer overdue SIMs on the shard never flag it.
+    - ``min_lift``: its overdue share must be at least this multiple of the others'.
+    - ``min_share``: floor of the others' share in the lift (a fleet with nothing
+      overdue elsewhere must not make a handful of late SIMs infinitely unusual).
+    """
+
+    alpha: float = 1e-6
+    min_overdue: float = 10.0
+    min_lift: float = 3.0
+    min_share: float = 0.01
+
+
+_DEFAULT_OUTLIERS: Final = OutlierParams()
+
+
+@dataclass(frozen=True, slots=True)
+class ShardOutlier:
+    """A shard whose overdue share is far above the other shards' (left out of the sum).
+
+    ``expected`` is how many of all the overdue SIMs (this shard's and the others') would
+    fall on this shard by its share of the counted SIMs; ``score`` the log-likelihood
+    ratio (nats) of ``overdue`` against that binomial split.
+    """
+
+    shard: int
+    overdue: float
+    total: float
+    expected: float
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Merged:
+    """The shards' counts summed for one evaluation instant."""
+
+    evaluated_at: float
+    shards: int
+    table: LeafTable  # summed over ``included``
+    included: tuple[int, ...]
+    missing: tuple[int, ...]  # no report at all
+    stale: tuple[int, ...]  # a report, but for another evaluation instant
+    warming: tuple[int, ...]  # reported for this instant, still in its warm-up: left out
+    outliers: tuple[ShardOutlier, ...]  # reported for this instant, left out
+
+    @property
+    def complete(self) -> bool:
+        return len(self.included) == self.shards
+
+
+def _xlogy(x: float, ratio: float) -> float:
+    return x * math.log(ratio) if x > 0 else 0.0
+
+
+def _binomial_llr(k: float, n: float, p: float) -> float:
+    """One-sided LLR of ``k`` of ``n`` against a success probability ``p`` (0 below it)."""
+    if n <= 0 or k <= n * p or not 0 < p < 1:
+        return 0.0
+    return _xlogy(k, k / (n * p)) + _xlogy(n - k, (n - k) / (n * (1 - p)))
+
+
+def shard_outliers(
+    reports: Sequence[ShardReport], params: OutlierParams = _DEFAULT_OUTLIERS
+) -> tuple[ShardOutlier, ...]:
+    """Shards whose overdue share is far above the others' pooled share.
+
+    A real group fault falls on every shard alike (the ICCID hash is a random sample
+    of every group): given all the overdue SIMs, each lands on a shard with that shard's
+    share of the counted SIMs. A shard is flagged when its count is significant against
+    that split (conditional binomial test at ``params.alpha``, Bonferroni over the
+    shards), with at least ``min_overdue`` overdue and ``min_lift`` times the others'
+    share. Needs two shards or more.
+    """
+    if len(reports) < 2:
+        return ()
+    sums = [(r.overdue, r.total) for r in reports]
+    all_a = sum(a for a, _ in sums)
+    all_n = sum(n for _, n in sums)
+    threshold = llr_threshold(params.alpha, len(reports))
+    out = []
+    for report, (a, n) in zip(reports, sums, strict=True):
+        rest_a, rest_n = all_a - a, all_n - n
+        if rest_n <= 0 or n <= 0:
+            continue
+        p = n / all_n
+        score = _binomial_llr(a, all_a, p)
+        lift = (a / n) / max(rest_a / rest_n, params.min_share)
+        if a >= params.min_overdue and lift >= params.min_lift and score >= threshold:
+            out.append(ShardOutlier(report.shard, a, n, all_a * p, score))
+    return tuple(out)
+
+
+def merge_reports(
+    reports: Iterable[ShardReport],
+    shards: int,
+    *,
+    at: float | None = None,
+    outlier_params: OutlierParams = _DEFAULT_OUTLIERS,
+) -> Merged:
+    """Sum the per-leaf counts of the shards that reported for instant ``at``.
+
+    ``at`` defaults to the newest ``evaluated_at`` among the reports. Left out of the
+    sum, and named in the result: shards without a report (``missing``), with a report
+    for another instant (``stale``), still in their warm-up (``warming``: their rhythms
+    and baselines are not learned yet) and ``outliers`` (``shard_outliers``). Raises
+    ``ValueError`` when a report is for another shard count or other dimensions, or two
+    reports claim the same shard for the same instant (two replicas configured as one
+    shard would count its SIMs twice).
+    """
+    reports = list(reports)
+    if shards < 1:
+        raise ValueError(f"shards must be at least 1, got {shards}")
+    dims: tuple[str, ...] | None = None
+    for report in reports:
+        if report.shards != shards:
+            raise ValueError(
+                f"shard {report.shard} reports {report.shards} shards, the merger has {shards}"
+            )
+        if dims is None:
+            dims = report.dims
+        elif report.dims != dims:
+            raise ValueError(f"shard {report.shard} has dims {report.dims}, others {dims}")
+    if at is None:
+        at = max((r.evaluated_at for r in reports), default=math.nan)
+    current: dict[int, ShardReport] = {}
+    for report in reports:
+        if report.evaluated_at == at:
+            if report.shard in current:
+                raise ValueError(f"two reports for shard {report.shard} at {at}")
+            current[report.shard] = report
+    seen = {r.shard for r in reports}
+    stale = tuple(sorted(seen - current.keys()))
+    missing = tuple(s for s in range(shards) if s not in seen)
+    ordered = [current[s] for s in sorted(current)]
+    warming = tuple(r.shard for r in ordered if not r.warmed_up)
+    warm = [r for r in ordered if r.warmed_up]
+    outliers = shard_outliers(warm, outlier_params)
+    left_out = {o.shard for o in outliers}
+    included = [r for r in warm if r.shard not in left_out]
+    rows = (
+        (leaf.values, leaf.overdue, leaf.total, leaf.expected)
+        for report in included
+        for leaf in report.leaves
+    )
+    table = LeafTable.from_rows(dims or (), rows)
+    return Merged(
+        evaluated_at=at,
+        shards=shards,
+        table=table,
+        included=tuple(r.shard for r in included),
+        missing=missing,
+        stale=stale,
+        warming=warming,
+        outliers=outliers,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MergeCycle:
+    """One merged cycle: what was merged, the causes, the incident changes.
+
+    ``decided`` is False when fewer than ``min_shards`` shards were usable (reported for
+    this instant, warmed up, not an outlier): then no localization ran and the incidents
+    were left exactly as they were.
+    """
+
+    merged: Merged
+    causes: list[Cause]
+    changes: list[IncidentChange]
+    decided: bool
+
+
+class Merger:
+    """Localization and incidents over the merged counts of ``shards`` shards.
+
+    ``min_shards`` (default: all) usable shards (``Merged.included``) are needed to
+    decide; with fewer, the
+    cycle changes nothing (an open incident neither resolves nor grows on partial data,
+    and nothing opens). The shards being random samples of every group, deciding on
+    fewer shards is sound but weaker: lower ``min_shards`` to keep detecting while a
+    shard is down, at the cost of counts that cover only part of the fleet.
+    """
+
+    def __init__(
+        self,
+        shards: int,
+        *,
+        min_shards: int | None = None,
+        localize_params: LocalizeParams = _DEFAULT_LOCALIZE,
+        incident_params: IncidentParams | None = None,
+        outlier_params: OutlierParams = _DEFAULT_OUTLIERS,
+    ) -> None:
+        if shards < 1:
+            raise ValueError(f"shards must be at least 1, got {shards}")
+        min_shards = shards if min_shards is None else min_shards
+        if not 1 <= min_shards <= shards:
+            raise ValueError(f"min_shards must be within 1..{shards}, got {min_shards}")
+        self.shards = shards
+        self.min_shards = min_shards
+        self.localize_params = localize_params
+        self.outlier_params = outlier_params
+        self.incidents = IncidentTracker(incident_params)
+
+    def cycle(self, reports: Iterable[ShardReport], *, at: float | None = None) -> MergeCycle:
+        merged = merge_reports(reports, self.shards, at=at, outlier_params=self.outlier_params)
+        if len(merged.included) < self.min_shards:
+            return MergeCycle(merged, [], [], decided=False)
+        causes = localize(merged.table, self.localize_params)
+        changes = self.incidents.update_groups(merged.evaluated_at, causes)
+        return MergeCycle(merged, causes, changes, decided=True)
+
+
+__all__ = [
+    "LeafCounts",
+    "MergeCycle",
+    "Merged",
+    "Merger",
+    "OutlierParams",
+    "ShardOutlier",
+    "ShardReport",
+    "merge_reports",
+    "shard_of",
+    "shard_outliers",
+    "shard_report",
+]

@@ -1,0 +1,1 @@
+"""The HTTP layer: the aiohttp app, auth, JSON views, OpenAPI and the /metrics collector."""

@@ -1,0 +1,539 @@
+"""The /metrics exposition: metric families built at scrape time from the engine's state.
+
+Nothing here is updated per event. ``EngineCollector.collect`` reads the engine's last
+evaluation, its fleet columns, the incident tracker, the sources' ``SourceStats`` and the
+daemon's ``DaemonHealth`` when Prometheus scrapes, and builds fresh metric families from
+them (a prometheus-client custom collector). It runs on the event loop, like every other
+reader of the engine (no locks); the per-group figures are one ``np.bincount`` per
+dimension, a few milliseconds for a million SIMs.
+
+Labels stay bounded: by default there is never a label per SIM. Group metrics carry one
+series per configured dimension value, capped at the ``top_n`` largest values per
+dimension (the rest summed into ``value="_other"``); incident series exist only for open
+group incidents. The one exception is opt-in (``sim_series``, off by default): per-SIM
+series with an ``iccid`` label for at most ``sim_series`` SIMs tagged ``vip``.
+docs/metrics.md lists every metric and its cardinality.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import re
+from collections import Counter
+from typing import TYPE_CHECKING, Final
+
+import numpy as np
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+)
+
+from simwatch.core.evaluate import STATE_NAMES
+from simwatch.core.groups import DEFAULT_TOP_N, OTHER, UNKNOWN
+from simwatch.core.records import RejectReason
+from simwatch.core.state import Flag
+from simwatch.core.timeutil import month_of
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+
+    from aiohttp.typedefs import Handler
+    from prometheus_client.metrics_core import Metric
+
+    from simwatch.core.engine import Engine
+    from simwatch.core.evaluate import Evaluation
+    from simwatch.core.state import FleetState
+    from simwatch.shell.health import CheckpointStats, DaemonHealth
+    from simwatch.shell.sink_contract import SinkStats
+    from simwatch.shell.source_contract import SourceStats
+
+SEVERITIES: Final = ("page", "ticket")
+_N_STATES: Final = len(STATE_NAMES)
+_LABEL_RE: Final = re.compile(r"[^a-zA-Z0-9_]")
+
+
+# Per SIM, one category code over (state, how it counts): 0 not expected to report,
+# 1 expected and reporting, 2 expected and overdue (late or silent, unexplained).
+_KINDS: Final = 3
+_CATEGORIES: Final = _N_STATES * _KINDS
+
+
+def _categories(evaluation: Evaluation) -> np.ndarray:
+    """int64 category of every evaluated SIM: ``state * 3 + counted + overdue``."""
+    cat = evaluation.states.astype(np.int64) * _KINDS
+    cat += evaluation.counted
+    cat += evaluation.overdue
+    return cat
+
+
+def _dim_codes(state: FleetState, dim: str) -> np.ndarray:
+    cols = state.cols
+    column: np.ndarray = cols.extra[dim] if dim in cols.extra else getattr(cols, dim)
+    return column[: len(state)]
+
+
+def _top(
+    per_code: np.ndarray, sizes: np.ndarray, values: Sequence[str], top_n: int
+) -> tuple[list[str], np.ndarray]:
+    """Labels of the exported slots and, per slot, the per-code rows summed.
+
+    Slots are the ``top_n`` values with the most SIMs (``sizes``; ties: the value seen
+    first), then ``_other`` with the rest summed, if there is a rest. Values without
+    SIMs are left out.
+    """
+    present = np.flatnonzero(sizes)
+    order = present[np.argsort(-sizes[present], kind="stable")]
+    kept = order[:top_n]
+    labels = [values[int(code)] or UNKNOWN for code in kept]
+    rows = per_code[kept]
+    if len(order) > len(kept):
+        labels.append(OTHER)
+        rows = np.vstack([rows, per_code[order[top_n:]].sum(axis=0)])
+    return labels, rows
+
+
+def _label_name(dim: str) -> str:
+    """A dimension name as a valid Prometheus label name (inventory columns may be anything)."""
+    name = _LABEL_RE.sub("_", dim)
+    if not name or name[0].isdigit() or name.startswith("__") or name in {"id", "severity"}:
+        name = f"dim_{name}"
+    return name
+
+
+class EngineCollector:
+    """A prometheus-client collector over an engine, its sources and the daemon's health."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        health: DaemonHealth,
+        source_stats: Callable[[], Sequence[SourceStats]],
+        *,
+        version: str,
+        top_n: int = DEFAULT_TOP_N,
+        sink_stats: Callable[[], Sequence[SinkStats]] = tuple,
+        sim_series: int = 0,
+        checkpoint_stats: Callable[[], CheckpointStats | None] = lambda: None,
+    ) -> None:
+        """``sim_series``: per-SIM series for at most this many SIMs tagged vip; 0 (the
+        default) exports none, and then no label value is ever an ICCID.
+        ``checkpoint_stats``: the daemon's checkpoint figures (None: checkpoints off, no
+        ``simwatch_checkpoint_*`` series)."""
+        if top_n < 1:
+            raise ValueError("top_n must be at least 1")
+        if sim_series < 0:
+            raise ValueError("sim_series must be 0 (off) or a positive cap")
+        self.engine = engine
+        self.health = health
+        self.source_stats = source_stats
+        self.sink_stats = sink_stats
+        self.version = version
+        self.top_n = top_n
+        self.sim_series = sim_series
+        self.checkpoint_stats = checkpoint_stats
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._fleet()
+        yield from self._incidents()
+        yield from self._sources()
+        yield from self._sinks()
+        yield from self._daemon()
+        yield from self._checkpoint()
+        if self.sim_series:
+            yield from self._tagged_sims()
+
+    # ---- fleet and groups ---------------------------------------------------------------
+
+    def _fleet(self) -> Iterator[Metric]:
+        engine = self.engine
+        state = engine.state
+        evaluation = engine.last_evaluation
+        yield GaugeMetricFamily(
+            "simwatch_tracked_sims",
+            "SIMs the engine tracks now (inventory and SIMs seen in records).",
+            value=len(state),
+        )
+        sims = GaugeMetricFamily(
+            "simwatch_sims", "SIMs per state at the last evaluation.", labels=["state"]
+        )
+        group_sims = GaugeMetricFamily(
+            "simwatch_group_sims",
+            "SIMs per state at the last evaluation, per value of one dimension"
+            f" (top {self.top_n} values per dimension, the rest in value={OTHER!r}).",
+            labels=["dim", "value", "state"],
+        )
+        silent_ratio = GaugeMetricFamily(
+            "simwatch_group_silent_ratio",
+            "Share of the SIMs expected to report that are late or silent, unexplained"
+            " by a per-SIM cause, per dimension value, at the last evaluation.",
+            labels=["dim", "value"],
+        )
+        month_bytes = GaugeMetricFamily(
+            "simwatch_group_month_bytes",
+            "Bytes (up + down) used in the calendar month (UTC) of the last evaluation,"
+            " per dimension value.",
+            labels=["dim", "value"],
+            unit="bytes",
+        )
+        if evaluation is not None:
+            for name, count in evaluation.state_counts().items():
+                sims.add_metric([name], count)
+            self._add_groups(evaluation, group_sims, silent_ratio, month_bytes)
+        yield sims
+        yield group_sims
+        yield silent_ratio
+        yield month_bytes
+
+    def _add_groups(
+        self,
+        evaluation: Evaluation,
+        group_sims: GaugeMetricFamily,
+        silent_ratio: GaugeMetricFamily,
+        month_bytes: GaugeMetricFamily,
+    ) -> None:
+        """One pass over the SIMs per dimension: a bincount of (value, category) codes.
+
+        The rows of SIMs added since the last evaluation have no state yet: they count
+        for the month's bytes and the ranking, not in the per-state figures.
+        """
+        state = self.engine.state
+        n_eval = evaluation.n
+        cat = _categories(evaluation)
+        cols = state.cols
+        n = len(state)
+        used = np.where(cols.month[:n] == month_of(evaluation.now), cols.month_bytes[:n], 0).astype(
+            np.float64
+        )
+        for dim in state.dims:
+            codes = _dim_codes(state, dim)
+            values = state.dim_values(dim)
+            n_codes = max(len(values), int(codes.max(initial=0)) + 1)
+            key = np.multiply(codes[:n_eval], _CATEGORIES, dtype=np.int64)
+            key += cat
+            per_code = np.zeros((n_codes, _CATEGORIES + 2), np.float64)
+            per_code[:, :_CATEGORIES] = np.bincount(key, minlength=n_codes * _CATEGORIES).reshape(
+                n_codes, _CATEGORIES
+            )
+            per_code[:, _CATEGORIES] = np.bincount(codes[n_eval:], minlength=n_codes)
+            per_code[:, _CATEGORIES + 1] = np.bincount(codes, weights=used, minlength=n_codes)
+            sizes = per_code[:, : _CATEGORIES + 1].sum(axis=1)
+            labels, rows = _top(per_code, sizes, values, self.top_n)
+            by_kind = rows[:, :_CATEGORIES].reshape(len(labels), _N_STATES, _KINDS)
+            per_state = by_kind.sum(axis=2).astype(np.int64).tolist()
+            counted = by_kind[:, :, 1:].sum(axis=(1, 2)).tolist()
+            overdue = by_kind[:, :, 2].sum(axis=1).tolist()
+            used_bytes = rows[:, _CATEGORIES + 1].tolist()
+            for i, label in enumerate(labels):
+                for state_name, count in zip(STATE_NAMES, per_state[i], strict=True):
+                    group_sims.add_metric([dim, label, state_name], count)
+                if counted[i]:
+                    silent_ratio.add_metric([dim, label], overdue[i] / counted[i])
+                month_bytes.add_metric([dim, label], used_bytes[i])
+
+    # ---- incidents ----------------------------------------------------------------------
+
+    def _incidents(self) -> Iterator[Metric]:
+        tracker = self.engine.incidents
+        dims = self.engine.state.dims
+        label_names = [_label_name(d) for d in dims]
+        by_severity = Counter(i.severity for i in tracker.open.values())
+        open_count = GaugeMetricFamily(
+            "simwatch_incidents_open", "Open incidents per severity.", labels=["severity"]
+        )
+        for severity in SEVERITIES:
+            open_count.add_metric([severity], by_severity[severity])
+        info = InfoMetricFamily(
+            "simwatch_incident",
+            "One series per open group incident: its id, severity and group"
+            " (an empty dimension label: the group spans all its values).",
+            labels=["id", "severity", *label_names],
+        )
+        affected = GaugeMetricFamily(
+            "simwatch_incident_affected_sims",
+            "SIMs of an open group incident's group that are overdue now.",
+            labels=["id"],
+        )
+        group_total = GaugeMetricFamily(
+            "simwatch_incident_group_sims",
+            "SIMs of an open group incident's group that are expected to report.",
+            labels=["id"],
+        )
+        opened_at = GaugeMetricFamily(
+            "simwatch_incident_opened_timestamp_seconds",
+            "When an open group incident was opened (epoch seconds).",
+            labels=["id"],
+            unit="seconds",
+        )
+        for incident in sorted(tracker.open.values(), key=lambda i: i.id):
+            if incident.kind != "group":
+                continue  # SIM incidents are per ICCID: counted above, never a label
+            values = [incident.dims.get(d, "") for d in dims]
+            info.add_metric([incident.id, incident.severity, *values], {})
+            affected.add_metric([incident.id], round(incident.affected))
+            group_total.add_metric([incident.id], round(incident.total))
+            opened_at.add_metric([incident.id], incident.opened_at)
+        yield open_count
+        yield info
+        yield affected
+        yield group_total
+        yield opened_at
+        yield CounterMetricFamily(
+            "simwatch_incidents_opened",
+            "Incidents opened since the state began (group and SIM incidents).",
+            value=tracker.next_id - 1,
+        )
+
+    # ---- self-metrics ---------------------------------------------------------------------
+
+    def _sources(self) -> Iterator[Metric]:
+        received = CounterMetricFamily(
+            "simwatch_source_records_received",
+            "Records a source handed to ingest.",
+            labels=["source"],
+        )
+        rejected = CounterMetricFamily(
+            "simwatch_source_records_rejected",
+            "Records of a source rejected by validation, per reason.",
+            labels=["source", "reason"],
+        )
+        shed = CounterMetricFamily(
+            "simwatch_source_messages_shed",
+            "Messages a source dropped unread because its bounded queue was full.",
+            labels=["source"],
+        )
+        duplicates = CounterMetricFamily(
+            "simwatch_source_duplicates",
+            "Duplicate deliveries of a source (same record id), applied once.",
+            labels=["source"],
+        )
+        errors = CounterMetricFamily(
+            "simwatch_source_errors",
+            "Failures of a source talking to the outside (connection, HTTP status, I/O).",
+            labels=["source"],
+        )
+        last_success = GaugeMetricFamily(
+            "simwatch_source_last_success_timestamp_seconds",
+            "When a source last read or polled successfully (epoch seconds).",
+            labels=["source"],
+            unit="seconds",
+        )
+        up = GaugeMetricFamily(
+            "simwatch_source_up",
+            "1 while a source is connected to its feed, else 0.",
+            labels=["source"],
+        )
+        reasons = [str(r) for r in RejectReason]
+        for stats in self.source_stats():
+            name = stats.name
+            received.add_metric([name], stats.received)
+            for reason in [*reasons, *sorted(set(stats.rejected) - set(reasons))]:
+                rejected.add_metric([name, reason], stats.rejected[reason])
+            duplicates.add_metric([name], stats.duplicates)
+            shed.add_metric([name], stats.shed)
+            errors.add_metric([name], stats.errors)
+            if stats.last_success is not None:
+                last_success.add_metric([name], stats.last_success)
+            up.add_metric([name], 1 if stats.connected else 0)
+        yield from (received, rejected, duplicates, shed, errors, last_success, up)
+
+    def _sinks(self) -> Iterator[Metric]:
+        sent = CounterMetricFamily(
+            "simwatch_sink_sent",
+            "Items a sink delivered (alerts posted, points written, messages published).",
+            labels=["sink"],
+        )
+        errors = CounterMetricFamily(
+            "simwatch_sink_errors",
+            "Failed delivery attempts of a sink (connection, HTTP status, timeout).",
+            labels=["sink"],
+        )
+        dropped = CounterMetricFamily(
+            "simwatch_sink_dropped",
+            "Items a sink gave up because its bounded buffer was full.",
+            labels=["sink"],
+        )
+        buffered = GaugeMetricFamily(
+            "simwatch_sink_buffered",
+            "Items waiting in a sink's buffer for delivery.",
+            labels=["sink"],
+        )
+        last_success = GaugeMetricFamily(
+            "simwatch_sink_last_success_timestamp_seconds",
+            "When a sink last delivered successfully (epoch seconds).",
+            labels=["sink"],
+            unit="seconds",
+        )
+        up = GaugeMetricFamily(
+            "simwatch_sink_up",
+            "1 while a sink's last delivery attempt succeeded (to at least one replica).",
+            labels=["sink"],
+        )
+        replicas = GaugeMetricFamily(
+            "simwatch_sink_replicas",
+            "Servers a sink delivers to (Alertmanager: every replica; 1 for the others).",
+            labels=["sink"],
+        )
+        replicas_up = GaugeMetricFamily(
+            "simwatch_sink_replicas_up",
+            "Of a sink's servers, those whose last delivery attempt succeeded.",
+            labels=["sink"],
+        )
+        for stats in self.sink_stats():
+            name = stats.name
+            replicas.add_metric([name], stats.replicas)
+            replicas_up.add_metric(
+                [name], stats.replicas_up if stats.replicas > 1 else (1 if stats.up else 0)
+            )
+            sent.add_metric([name], stats.sent)
+            errors.add_metric([name], stats.errors)
+            dropped.add_metric([name], stats.dropped)
+            buffered.add_metric([name], stats.buffered)
+            if stats.last_success is not None:
+                last_success.add_metric([name], stats.last_success)
+            up.add_metric([name], 1 if stats.up else 0)
+        yield from (sent, errors, dropped, buffered, last_success, up, replicas, replicas_up)
+
+    # ---- opt-in per-SIM series ---------------------------------------------------------------
+
+    def _tagged_sims(self) -> Iterator[Metric]:
+        """Series labelled by ICCID for the first ``sim_series`` SIMs tagged vip.
+
+        The first in row order, that is in the order the SIMs became known (the inventory's
+        order), so the set is stable from scrape to scrape; the rest are only counted.
+        """
+        state = self.engine.state
+        evaluation = self.engine.last_evaluation
+        n = len(state)
+        tagged = np.flatnonzero((state.cols.flags[:n] & Flag.VIP) != 0)
+        rows = tagged[: self.sim_series]
+        iccids = state.index.iccids(rows)
+        last_data = state.rhythm.last_data[rows].tolist()
+        sim_state = GaugeMetricFamily(
+            "simwatch_sim_state",
+            "1 for the state of a SIM tagged vip at the last evaluation, 0 for the others"
+            " (opt-in per-SIM series).",
+            labels=["iccid", "state"],
+        )
+        last = GaugeMetricFamily(
+            "simwatch_sim_last_data_timestamp_seconds",
+            "When a SIM tagged vip last sent data (epoch seconds; opt-in per-SIM series).",
+            labels=["iccid"],
+            unit="seconds",
+        )
+        n_eval = evaluation.n if evaluation is not None else 0
+        for row, iccid, seen in zip(rows.tolist(), iccids, last_data, strict=True):
+            if evaluation is not None and row < n_eval:
+                code = int(evaluation.states[row])
+                for i, state_name in enumerate(STATE_NAMES):
+                    sim_state.add_metric([iccid, state_name], 1 if i == code else 0)
+            if not math.isnan(seen):  # NaN: no data yet
+                last.add_metric([iccid], seen)
+        yield sim_state
+        yield last
+        yield GaugeMetricFamily(
+            "simwatch_sim_series_omitted_sims",
+            "SIMs tagged vip without per-SIM series: beyond metrics.sim_series_max.",
+            value=len(tagged) - len(rows),
+        )
+
+    def _daemon(self) -> Iterator[Metric]:
+        health = self.health
+        yield CounterMetricFamily(
+            "simwatch_evaluations",
+            "Evaluation cycles completed.",
+            value=health.evaluations_total,
+        )
+        yield CounterMetricFamily(
+            "simwatch_evaluation_failures",
+            "Evaluation cycles that raised.",
+            value=health.evaluation_failures_total,
+        )
+        yield GaugeMetricFamily(
+            "simwatch_evaluation_duration_seconds",
+            "How long the last evaluation cycle took.",
+            value=health.last_evaluation_duration_s,
+            unit="seconds",
+        )
+        last = GaugeMetricFamily(
+            "simwatch_last_evaluation_timestamp_seconds",
+            "When the last evaluation cycle ran (epoch seconds, the engine's clock).",
+            unit="seconds",
+        )
+        if health.last_evaluation_timestamp is not None:
+            last.add_metric([], health.last_evaluation_timestamp)
+        yield last
+        if health.queue_depth is not None:
+            yield GaugeMetricFamily(
+                "simwatch_ingest_queue_depth",
+                "Batches waiting in the ingest queue.",
+                value=health.queue_depth(),
+            )
+        yield InfoMetricFamily(
+            "simwatch_build",
+            "The simwatch version and the Python it runs on.",
+            value={"version": self.version, "python": platform.python_version()},
+        )
+        yield GaugeMetricFamily(
+            "simwatch_start_time_seconds",
+            "When the daemon started (epoch seconds).",
+            value=health.started_at,
+            unit="seconds",
+        )
+
+    def _checkpoint(self) -> Iterator[Metric]:
+        stats = self.checkpoint_stats()
+        if stats is None:
+            return
+        last = GaugeMetricFamily(
+            "simwatch_checkpoint_last_success_timestamp_seconds",
+            "When the last checkpoint was written (epoch seconds; absent until the first).",
+            unit="seconds",
+        )
+        duration = GaugeMetricFamily(
+            "simwatch_checkpoint_duration_seconds",
+            "How long the last written checkpoint took (state copy on the loop + file write).",
+            unit="seconds",
+        )
+        size = GaugeMetricFamily(
+            "simwatch_checkpoint_size_bytes",
+            "Size of the last written checkpoint file.",
+            unit="bytes",
+        )
+        if stats.last_success is not None:
+            last.add_metric([], stats.last_success)
+        if stats.last_duration_s is not None:
+            duration.add_metric([], stats.last_duration_s)
+        if stats.size_bytes is not None:
+            size.add_metric([], stats.size_bytes)
+        yield last
+        yield duration
+        yield size
+        yield CounterMetricFamily(
+            "simwatch_checkpoint_failures",
+            "Checkpoints that could not be copied or written (the previous one stays).",
+            value=stats.failures,
+        )
+
+
+def make_registry(collector: EngineCollector, *, process: bool = True) -> CollectorRegistry:
+    """A fresh registry with the collector (and the standard ``process_*`` metrics)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    if process:
+        ProcessCollector(registry=registry)
+    return registry
+
+
+def metrics_handler(registry: CollectorRegistry) -> Handler:
+    """The aiohttp handler of ``GET /metrics``.
+
+    prometheus-client's own aiohttp handler: it negotiates the format from the Accept
+    header (OpenMetrics for a Prometheus that asks for it, else the text format), honours
+    ``?name[]=`` filters, and compresses when the client accepts it. The collection runs
+    on the event loop: it must read the engine without racing the ingest task.
+    """
+    return make_aiohttp_handler(registry)

@@ -1,0 +1,413 @@
+"""The OpenAPI 3.1 description of the HTTP API, served at ``/api/v1/openapi.json``.
+
+Kept next to the views it describes; ``tests/test_api.py`` validates real responses of
+every endpoint against these schemas and checks that every route is described.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from simwatch import __version__
+from simwatch.core.evaluate import STATE_NAMES
+from simwatch.http.views import DEFAULT_PAGE_SIZE
+
+Schema = dict[str, object]
+
+STATUS_NAMES: Final = ["active", "suspended", "test", "deactivated"]
+
+
+def _nullable(kind: str, **extra: object) -> Schema:
+    return {"type": [kind, "null"], **extra}
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _object(properties: dict[str, Schema], description: str | None = None) -> Schema:
+    out: Schema = {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+    if description:
+        out["description"] = description
+    return out
+
+
+_TIME = _nullable("string", format="date-time")
+_TEXT = _nullable("string")
+_COUNT: Final[Schema] = {"type": "integer", "minimum": 0}
+_STATE: Final[Schema] = {"type": "string", "enum": list(STATE_NAMES)}
+
+SCHEMAS: Final[dict[str, Schema]] = {
+    "Error": _object(
+        {
+            "error": _object(
+                {"status": {"type": "integer"}, "message": {"type": "string"}},
+            )
+        }
+    ),
+    "Probe": _object({"status": {"type": "string", "enum": ["ok", "ready", "not ready"]}}),
+    "StateCounts": _object(dict.fromkeys(STATE_NAMES, _COUNT), "SIMs per state"),
+    "Rhythm": _object(
+        {
+            "typical_gap_s": _nullable("number"),
+            "late_after_s": _nullable("number"),
+            "silent_after_s": _nullable("number"),
+            "learned": {"type": "boolean"},
+            "gaps_seen": _COUNT,
+            "active_hours": {
+                "type": ["array", "null"],
+                "items": {"type": "integer", "minimum": 0, "maximum": 23},
+                "description": "hours of day (UTC) of a daytime-only device; null otherwise",
+            },
+        },
+        "the SIM's learned reporting rhythm",
+    ),
+    "Session": _object(
+        {
+            "open": {"type": "boolean"},
+            "started": _TIME,
+            "apn": _TEXT,
+            "partner": _TEXT,
+            "partner_name": {
+                "type": ["string", "null"],
+                "description": "the partner with its operator name, e.g. '26202 (Vodafone)'",
+            },
+            "country": _TEXT,
+            "rat": _TEXT,
+        },
+        "the current data session, or the last one when none is open",
+    ),
+    "Rejects": _object(
+        {
+            "kind": {"type": ["string", "null"], "enum": ["auth_failure", "pdp_reject", None]},
+            "at": _TIME,
+            "count": _COUNT,
+            "apn": _TEXT,
+            "cause": _TEXT,
+        },
+        "the last authentication failure or session reject and its run length",
+    ),
+    "Usage": _object(
+        {
+            "bytes": _COUNT,
+            "cap": {"type": ["integer", "null"], "minimum": 0},
+            "share": {"type": ["number", "null"], "minimum": 0},
+        },
+        "bytes this calendar month and the monthly cap",
+    ),
+    "Finding": _object(
+        {
+            "code": {"type": "string"},
+            "severity": {"type": "string", "enum": ["info", "warning", "critical"]},
+            "hint": {"type": "string"},
+        }
+    ),
+    "Incident": {
+        "type": "object",
+        "description": "an incident as in FORMATS.md (plus extension fields)",
+        "properties": {
+            "id": {"type": "string"},
+            "dims": {"type": "object", "additionalProperties": {"type": "string"}},
+            "state": {"type": "string", "enum": ["open", "resolved"]},
+            "severity": {"type": "string", "enum": ["page", "ticket"]},
+            "opened_at": {"type": "string", "format": "date-time"},
+            "resolved_at": _TIME,
+            "affected": _COUNT,
+            "total": _COUNT,
+            "ratio": {"type": "number", "minimum": 0},
+            "baseline_ratio": {"type": "number", "minimum": 0},
+            "score": {"type": "number"},
+            "kind": {"type": "string", "enum": ["group", "sim"]},
+            "updated_at": {"type": "string", "format": "date-time"},
+            "peak_affected": _COUNT,
+            "iccid": {"type": "string"},
+            "reasons": {"type": "array", "items": {"type": "string"}},
+        },
+        "required": [
+            "id",
+            "dims",
+            "state",
+            "severity",
+            "opened_at",
+            "resolved_at",
+            "affected",
+            "total",
+            "ratio",
+            "baseline_ratio",
+            "score",
+            "kind",
+            "updated_at",
+            "peak_affected",
+        ],
+        "additionalProperties": False,
+    },
+    "IncidentList": _object({"incidents": {"type": "array", "items": _ref("Incident")}}),
+    "Sim": _object(
+        {
+            "iccid": {"type": "string", "pattern": "^[0-9]{18,22}$"},
+            "state": _STATE,
+            "status": {"type": "string", "enum": STATUS_NAMES},
+            "in_inventory": {"type": "boolean"},
+            "customer": _TEXT,
+            "plan": _TEXT,
+            "allowed_apns": {"type": "array", "items": {"type": "string"}},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "last_data": _TIME,
+            "silent_for_s": {"type": ["integer", "null"], "minimum": 0},
+            "rhythm": _ref("Rhythm"),
+            "session": _ref("Session"),
+            "rejects": _ref("Rejects"),
+            "usage_this_month": _ref("Usage"),
+            "diagnosis": {"type": "array", "items": _ref("Finding")},
+            "incident": {
+                "oneOf": [_ref("Incident"), {"type": "null"}],
+                "description": "the open group incident whose group contains the SIM",
+            },
+        },
+        "everything known about one SIM",
+    ),
+    "SimShort": _object(
+        {
+            "iccid": {"type": "string", "pattern": "^[0-9]{18,22}$"},
+            "state": _STATE,
+            "status": {"type": "string", "enum": STATUS_NAMES},
+            "customer": _TEXT,
+            "apn": _TEXT,
+            "country": _TEXT,
+            "partner": _TEXT,
+            "last_data": _TIME,
+            "silent_for_s": {"type": ["integer", "null"], "minimum": 0},
+        },
+        "a SIM in a list",
+    ),
+    "SimPage": _object(
+        {
+            "items": {"type": "array", "items": _ref("SimShort")},
+            "next_cursor": {
+                "type": ["string", "null"],
+                "description": "pass as cursor for the next page; null on the last page",
+            },
+        }
+    ),
+    "Group": _object(
+        {
+            "dims": {"type": "object", "additionalProperties": {"type": "string"}},
+            "total": _COUNT,
+            "states": _ref("StateCounts"),
+            "silent_share": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": 1,
+                "description": "silent SIMs over the group's SIMs that are not inactive",
+            },
+        }
+    ),
+    "Groups": _object(
+        {
+            "dim": {"type": ["string", "null"], "description": "null: each leaf group"},
+            "evaluated_at": _TIME,
+            "groups": {"type": "array", "items": _ref("Group")},
+            "unassigned": _ref("Group"),
+        },
+        "counts per group, most silent SIMs first; 'unassigned': SIMs without a value yet",
+    ),
+    "SourceStats": _object(
+        {
+            "name": {"type": "string"},
+            "kind": {"type": "string"},
+            "received": _COUNT,
+            "rejected": {"type": "object", "additionalProperties": _COUNT},
+            "duplicates": _COUNT,
+            "errors": _COUNT,
+            "last_success": _TIME,
+            "last_error": _TEXT,
+            "connected": {"type": "boolean"},
+        }
+    ),
+    "Status": _object(
+        {
+            "now": {"type": "string", "format": "date-time"},
+            "sims": _COUNT,
+            "states": _ref("StateCounts"),
+            "cycles": _COUNT,
+            "evaluated_at": _TIME,
+            "warmed_up": {"type": "boolean"},
+            "open_incidents": _COUNT,
+            "rejected": {"type": "object", "additionalProperties": _COUNT},
+            "sources": {"type": "array", "items": _ref("SourceStats")},
+        },
+        "fleet summary",
+    ),
+}
+
+
+def _json(schema: str, description: str) -> Schema:
+    return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+def _error(description: str) -> Schema:
+    return _json("Error", description)
+
+
+_AUTH_ERROR: Final = {
+    "401": {
+        **_error("missing or invalid bearer token (when authentication is on)"),
+        "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+    }
+}
+
+
+def _query(name: str, schema: Schema, description: str) -> Schema:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+def _get(
+    summary: str,
+    responses: dict[str, Schema],
+    parameters: list[Schema] | None = None,
+    *,
+    api: bool = True,
+) -> Schema:
+    op: Schema = {"summary": summary, "responses": {**responses, **(_AUTH_ERROR if api else {})}}
+    if parameters:
+        op["parameters"] = parameters
+    if not api:
+        op["security"] = []
+    return {"get": op}
+
+
+def openapi_document(*, max_page_size: int = 1000) -> dict[str, object]:
+    """The OpenAPI 3.1 document (``max_page_size`` is the configured page size limit)."""
+    text: Schema = {"type": "string"}
+    paths: dict[str, Schema] = {
+        "/": {
+            "get": {
+                "summary": "landing page linking the endpoints",
+                "security": [],
+                "responses": {
+                    "200": {"description": "HTML", "content": {"text/html": {"schema": text}}}
+                },
+            }
+        },
+        "/-/healthy": _get(
+            "liveness: 200 while the server is serving",
+            {"200": _json("Probe", "serving")},
+            api=False,
+        ),
+        "/-/ready": _get(
+            "readiness: 200 once the engine is ready (inventory loaded, state restored)",
+            {"200": _json("Probe", "ready"), "503": _json("Probe", "not ready yet")},
+            api=False,
+        ),
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (when the daemon enables them)",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text exposition format",
+                        "content": {"text/plain": {"schema": text}},
+                    }
+                },
+            }
+        },
+        "/api/v1/openapi.json": _get(
+            "this document",
+            {
+                "200": {
+                    "description": "OpenAPI 3.1",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                }
+            },
+        ),
+        "/api/v1/status": _get("fleet summary and sources", {"200": _json("Status", "summary")}),
+        "/api/v1/sims": _get(
+            "SIMs in a stable order, filtered (exact match) and paginated",
+            {"200": _json("SimPage", "one page"), "400": _error("a bad parameter, named")},
+            [
+                _query("state", _STATE, "the SIM's state in the last evaluation"),
+                _query("apn", text, "the APN last seen"),
+                _query("country", text, "ISO 3166-1 alpha-2 country last seen"),
+                _query("partner", text, "the visited network last seen (MCC+MNC)"),
+                _query("customer", text, "the inventory customer"),
+                _query(
+                    "limit",
+                    {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": max_page_size,
+                        "default": min(DEFAULT_PAGE_SIZE, max_page_size),
+                    },
+                    "page size",
+                ),
+                _query("cursor", text, "next_cursor of the previous page"),
+            ],
+        ),
+        "/api/v1/sims/{iccid}": _get(
+            "one SIM: state, rhythm, session, rejects, usage, diagnosis, incident",
+            {
+                "200": _json("Sim", "the SIM"),
+                "400": _error("not an ICCID"),
+                "404": _error("unknown SIM"),
+            },
+            [
+                {
+                    "name": "iccid",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[0-9]{18,22}$"},
+                }
+            ],
+        ),
+        "/api/v1/groups": _get(
+            "SIM counts per group and state",
+            {"200": _json("Groups", "the groups"), "400": _error("unknown dimension")},
+            [
+                _query(
+                    "dim",
+                    text,
+                    "group by this dimension (apn, country, partner, rat, customer, plan or a "
+                    "configured extra one); default: each leaf group (all dimensions)",
+                )
+            ],
+        ),
+        "/api/v1/incidents": _get(
+            "incidents, oldest first",
+            {"200": _json("IncidentList", "the incidents"), "400": _error("bad state")},
+            [_query("state", {"type": "string", "enum": ["open", "resolved"]}, "only these")],
+        ),
+        "/api/v1/incidents/{id}": _get(
+            "one incident",
+            {"200": _json("Incident", "the incident"), "404": _error("unknown incident")},
+            [{"name": "id", "in": "path", "required": True, "schema": text}],
+        ),
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "simwatch",
+            "version": __version__,
+            "description": "Per-SIM status, groups and incidents of a fleet of IoT SIMs. "
+            "Errors are JSON: {'error': {'status': ..., 'message': ...}}.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+__all__ = ["SCHEMAS", "openapi_document"]

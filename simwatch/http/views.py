@@ -1,0 +1,518 @@
+"""JSON views of the engine for the HTTP API: pure functions of ``(engine, now, ...)``.
+
+Nothing here does I/O or reads the clock; the API layer passes ``now`` in and turns a
+``ViewError`` into a JSON error response. Every function returns plain JSON-ready data
+(str, int, float, bool, None, list, dict): no numpy scalars, no NaN or infinity.
+
+A SIM's state is the last evaluation's; before the first evaluation (and for SIMs added
+since) it comes from a fresh classification at ``now``, so the views always work.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+from typing import TYPE_CHECKING, Final
+
+import numpy as np
+
+from simwatch.core.evaluate import INACTIVE, STATE_NAMES, sim_states
+from simwatch.core.state import NEVER, Flag, RejectKind, Status, absolute
+from simwatch.core.timeutil import format_rfc3339, format_rfc3339_many, month_of
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from simwatch.core.engine import Engine
+    from simwatch.core.incidents import Incident
+    from simwatch.shell.source_contract import SourceStats
+
+Json = dict[str, object]
+
+ICCID_RE: Final = re.compile(r"[0-9]{18,22}", re.ASCII)
+LIST_FILTERS: Final = ("apn", "country", "partner", "customer")
+GROUP_DIMS: Final = ("apn", "country", "partner", "rat", "customer", "plan")
+INCIDENT_STATES: Final = ("open", "resolved")
+DEFAULT_PAGE_SIZE: Final = 100
+_CURSOR_PREFIX: Final = "row:"
+_N_STATES: Final = len(STATE_NAMES)
+
+
+class ViewError(Exception):
+    """A request the views cannot answer: ``status`` is the HTTP status to send."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def bad_request(message: str) -> ViewError:
+    return ViewError(400, message)
+
+
+def not_found(message: str) -> ViewError:
+    return ViewError(404, message)
+
+
+# ---- small helpers ---------------------------------------------------------------------
+
+
+def _time(ts: float | None) -> str | None:
+    return None if ts is None else format_rfc3339(ts)
+
+
+def _finite(value: object, digits: int = 1) -> float | None:
+    if not isinstance(value, float | int) or not math.isfinite(value):
+        return None
+    return round(float(value), digits)
+
+
+def _text(values: list[str], code: int) -> str | None:
+    """The interned string of ``code`` (None for the empty value 0 or a bad code)."""
+    return values[code] if 0 < code < len(values) else None
+
+
+def _column(engine: Engine, dim: str) -> np.ndarray:
+    cols = engine.state.cols
+    return cols.extra[dim] if dim in cols.extra else np.asarray(getattr(cols, dim))
+
+
+def group_dims(engine: Engine) -> tuple[str, ...]:
+    """Dimensions ``/groups?dim=`` accepts: the engine's, the record and inventory ones."""
+    extra = tuple(d for d in engine.state.dims if d not in GROUP_DIMS)
+    return GROUP_DIMS + extra
+
+
+def current_states(engine: Engine, now: float) -> np.ndarray:
+    """int8 state code per SIM: the last evaluation's, fresh at ``now`` where it has none."""
+    n = len(engine.state)
+    evaluation = engine.last_evaluation
+    if evaluation is not None and evaluation.n >= n:
+        return evaluation.states[:n]
+    fresh = sim_states(engine.state, now)
+    if evaluation is not None:
+        fresh[: evaluation.n] = evaluation.states
+    return fresh
+
+
+def _state_of(engine: Engine, row: int, now: float) -> str:
+    evaluation = engine.last_evaluation
+    if evaluation is not None and row < evaluation.n:
+        return STATE_NAMES[int(evaluation.states[row])]
+    if engine.state.cols.status[row] != Status.ACTIVE:
+        return STATE_NAMES[INACTIVE]
+    described = engine.state.rhythm.describe(row, now).get("state")
+    return described if isinstance(described, str) else "unknown"
+
+
+def _last_data(engine: Engine, row: int) -> float | None:
+    value = float(engine.state.rhythm.last_data[row])
+    return None if math.isnan(value) else value
+
+
+def _silent_for(last: float | None, now: float) -> int | None:
+    return None if last is None else max(0, round(now - last))
+
+
+def check_iccid(iccid: str) -> None:
+    if not ICCID_RE.fullmatch(iccid):
+        raise bad_request(f"invalid ICCID {iccid[:40]!r}: expected 18 to 22 digits")
+
+
+def _row_of(engine: Engine, iccid: str) -> int:
+    check_iccid(iccid)
+    row = engine.state.row(iccid)
+    if row < 0:
+        raise not_found(f"unknown SIM {iccid}")
+    return row
+
+
+# ---- one SIM ---------------------------------------------------------------------------
+
+
+def sim_view(engine: Engine, iccid: str, now: float) -> Json:
+    """Everything known about one SIM (400 for a malformed ICCID, 404 for an unknown one)."""
+    row = _row_of(engine, iccid)
+    state = engine.state
+    c = state.cols
+    last = _last_data(engine, row)
+    info = state.rhythm.describe(row, now)
+    active_hours = info.get("active_hours")
+    gaps_seen = info.get("gaps_seen")
+    incident = engine.incident_of(row)
+    findings = engine.diagnose(iccid, now, row=row, incident=incident) or []
+    flags = int(c.flags[row])
+    return {
+        "iccid": iccid,
+        "state": _state_of(engine, row, now),
+        "status": Status(int(c.status[row])).name.lower(),
+        "in_inventory": bool(flags & Flag.IN_INVENTORY),
+        "customer": _text(state.customers.values, int(c.customer[row])),
+        "plan": _text(state.plans.values, int(c.plan[row])),
+        "allowed_apns": state.allowed_apn_names(row),
+        "tags": ["vip"] if flags & Flag.VIP else [],
+        "last_data": _time(last),
+        "silent_for_s": _silent_for(last, now),
+        "rhythm": {
+            "typical_gap_s": _finite(info.get("typical_gap_s")),
+            "late_after_s": _finite(info.get("late_after_s")),
+            "silent_after_s": _finite(info.get("silent_after_s")),
+            "learned": bool(info.get("learned")),
+            "gaps_seen": gaps_seen if isinstance(gaps_seen, int) else 0,
+            "active_hours": list(active_hours) if isinstance(active_hours, list) else None,
+        },
+        "session": _session(engine, row),
+        "rejects": _rejects(engine, row),
+        "usage_this_month": _usage(engine, row, now),
+        "diagnosis": [f.to_json() for f in findings],
+        "incident": None if incident is None else incident.to_json(),
+    }
+
+
+def _session(engine: Engine, row: int) -> Json:
+    state = engine.state
+    c = state.cols
+    partner = _text(state.partners.values, int(c.partner[row]))
+    return {
+        "open": bool(c.session_open[row]),
+        "started": _time(absolute(int(c.session_start[row]))),
+        "apn": _text(state.apns.values, int(c.apn[row])),
+        "partner": partner,
+        "partner_name": None if partner is None else engine.partner_label(partner),
+        "country": _text(state.countries.values, int(c.country[row])),
+        "rat": _text(state.rats.values, int(c.rat[row])),
+    }
+
+
+def _rejects(engine: Engine, row: int) -> Json:
+    state = engine.state
+    c = state.cols
+    kind = int(c.reject_kind[row])
+    at = int(c.reject_at[row])
+    return {
+        "kind": None if kind == RejectKind.NONE else RejectKind(kind).name.lower(),
+        "at": None if at == NEVER else _time(absolute(at)),
+        "count": int(c.reject_count[row]),
+        "apn": _text(state.apns.values, int(c.reject_apn[row])),
+        "cause": _text(state.causes.values, int(c.reject_cause[row])),
+    }
+
+
+def _usage(engine: Engine, row: int, now: float) -> Json:
+    c = engine.state.cols
+    used = int(c.month_bytes[row]) if int(c.month[row]) == month_of(now) else 0
+    cap = int(c.data_cap[row])
+    return {
+        "bytes": used,
+        "cap": None if cap < 0 else cap,
+        "share": None if cap <= 0 else round(used / cap, 4),
+    }
+
+
+def sim_short(engine: Engine, row: int, state_code: int, now: float) -> Json:
+    """The list form of a SIM."""
+    state = engine.state
+    c = state.cols
+    last = _last_data(engine, row)
+    return {
+        "iccid": state.index.iccid(row),
+        "state": STATE_NAMES[state_code],
+        "status": Status(int(c.status[row])).name.lower(),
+        "customer": _text(state.customers.values, int(c.customer[row])),
+        "apn": _text(state.apns.values, int(c.apn[row])),
+        "country": _text(state.countries.values, int(c.country[row])),
+        "partner": _text(state.partners.values, int(c.partner[row])),
+        "last_data": _time(last),
+        "silent_for_s": _silent_for(last, now),
+    }
+
+
+def sim_shorts(engine: Engine, rows: np.ndarray, states: np.ndarray, now: float) -> list[Json]:
+    """``sim_short`` of many rows, with the columns gathered and the times formatted once
+    (a page of 1000 SIMs)."""
+    state = engine.state
+    c = state.cols
+    status_names = [s.name.lower() for s in Status]
+    last_data = state.rhythm.last_data[rows]
+    columns = zip(
+        rows.tolist(),
+        states[rows].tolist(),
+        c.status[rows].tolist(),
+        c.customer[rows].tolist(),
+        c.apn[rows].tolist(),
+        c.country[rows].tolist(),
+        c.partner[rows].tolist(),
+        last_data.tolist(),
+        format_rfc3339_many(last_data),
+        strict=True,
+    )
+    customers, apns = state.customers.values, state.apns.values
+    countries, partners = state.countries.values, state.partners.values
+    iccid = state.index.iccid
+    out: list[Json] = []
+    for row, code, status, customer, apn, country, partner, seen, seen_text in columns:
+        out.append({
+            "iccid": iccid(row),
+            "state": STATE_NAMES[code],
+            "status": status_names[status],
+            "customer": _text(customers, customer),
+            "apn": _text(apns, apn),
+            "country": _text(countries, country),
+            "partner": _text(partners, partner),
+            "last_data": seen_text,
+            "silent_for_s": None if seen_text is None else max(0, round(now - seen)),
+        })  # fmt: skip
+    return out
+
+
+# ---- the SIM list ----------------------------------------------------------------------
+
+
+def encode_cursor(row: int) -> str:
+    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{row}".encode()).decode().rstrip("=")
+
+
+_CURSOR_DIGITS = 12  # a row number: far more than any fleet, few enough for int()
+_LIMIT_DIGITS = 9
+
+
+def decode_cursor(cursor: str, n: int) -> int:
+    """Row a cursor points at; 400 naming ``cursor`` when it is not one of ours."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        text = ""
+    digits = text.removeprefix(_CURSOR_PREFIX)
+    if (
+        not text.startswith(_CURSOR_PREFIX)
+        or not digits.isascii()
+        or not digits.isdigit()
+        or len(digits) > _CURSOR_DIGITS
+    ):
+        raise bad_request("invalid cursor: use the next_cursor of a previous page")
+    row = int(digits)
+    if row > n:
+        raise bad_request("invalid cursor: it points past the end of the fleet")
+    return row
+
+
+def parse_limit(text: str | None, max_page_size: int) -> int:
+    if text is None or text == "":
+        return min(DEFAULT_PAGE_SIZE, max_page_size)
+    if (
+        not text.isascii()
+        or not text.isdigit()
+        or len(text) > _LIMIT_DIGITS
+        or not 1 <= int(text) <= max_page_size
+    ):
+        raise bad_request(f"invalid limit {text[:20]!r}: expected an integer 1..{max_page_size}")
+    return int(text)
+
+
+def parse_state(text: str) -> int:
+    if text not in STATE_NAMES:
+        raise bad_request(f"invalid state {text[:40]!r}: expected one of {', '.join(STATE_NAMES)}")
+    return STATE_NAMES.index(text)
+
+
+_SCAN_FIRST = 8192  # rows in the first slice a list scan looks at; each next one doubles
+
+
+def _first_matches(
+    wanted: list[tuple[np.ndarray, int]], start: int, n: int, count: int
+) -> np.ndarray:
+    """The first ``count`` rows in ``[start, n)`` where every column equals its code.
+
+    Scans in doubling slices and stops once it has enough, so a page of a common group
+    looks at a few thousand rows, not the whole fleet; a rare one costs at most about
+    twice one full scan."""
+    found: list[np.ndarray] = []
+    need = count
+    lo, size = start, _SCAN_FIRST
+    while lo < n and need > 0:
+        hi = min(n, lo + size)
+        mask = np.ones(hi - lo, bool)
+        for column, code in wanted:
+            mask &= column[lo:hi] == code
+        hits = np.flatnonzero(mask)[:need] + lo
+        found.append(hits)
+        need -= len(hits)
+        lo, size = hi, size * 2
+    return np.concatenate(found) if found else np.zeros(0, np.int64)
+
+
+def list_sims(
+    engine: Engine,
+    now: float,
+    filters: Mapping[str, str],
+    *,
+    limit: int = DEFAULT_PAGE_SIZE,
+    cursor: str | None = None,
+) -> Json:
+    """One page of SIMs in row order matching every filter (exact match on the value).
+
+    ``filters`` keys: ``state`` and ``LIST_FILTERS``; empty values are ignored. The match
+    is vectorized over the interned code columns; a value never seen matches nothing.
+    """
+    unknown = sorted(set(filters) - {"state", *LIST_FILTERS})
+    if unknown:
+        raise bad_request(f"unknown filter {unknown[0]!r}")
+    n = len(engine.state)
+    start = 0 if not cursor else decode_cursor(cursor, n)
+    states = current_states(engine, now)
+    wanted_state = filters.get("state")
+    wanted = [(states, parse_state(wanted_state))] if wanted_state else []
+    for dim in LIST_FILTERS:
+        value = filters.get(dim)
+        if value:
+            wanted.append((_column(engine, dim), engine.state.find_code(dim, value)))
+    rows = _first_matches(wanted, start, n, limit + 1)
+    items = sim_shorts(engine, rows[:limit], states, now)
+    next_cursor = encode_cursor(int(rows[limit])) if len(rows) > limit else None
+    return {"items": items, "next_cursor": next_cursor}
+
+
+# ---- groups ----------------------------------------------------------------------------
+
+
+def _counts(row: np.ndarray) -> Json:
+    return {name: int(row[i]) for i, name in enumerate(STATE_NAMES)}
+
+
+def _group(dims: Json, counts: np.ndarray) -> Json:
+    total = int(counts.sum())
+    expected = total - int(counts[INACTIVE])
+    silent = int(counts[STATE_NAMES.index("silent")])
+    return {
+        "dims": dims,
+        "total": total,
+        "states": _counts(counts),
+        "silent_share": round(silent / expected, 4) if expected else 0.0,
+    }
+
+
+def groups_view(engine: Engine, now: float, dim: str | None = None) -> Json:
+    """SIM counts per group and state; groups by ``dim``, or each leaf group if None.
+
+    SIMs without a value for the grouping (no record with attributes yet) are counted
+    under ``unassigned``. Groups with SIMs only, most silent SIMs first.
+    """
+    state = engine.state
+    n = len(state)
+    states = current_states(engine, now).astype(np.int64)
+    if dim is None:
+        keys = state.cols.leaf[:n].astype(np.int64) + 1  # 0: no leaf yet
+        n_keys = state.n_leaves + 1
+        codes = state.leaf_codes()
+        labels = state.leaf_labels()
+
+        def dims_of(key: int) -> Json:
+            return {
+                d: labels[j][int(code)]
+                for j, (d, code) in enumerate(zip(state.dims, codes[key - 1], strict=True))
+                if code
+            }
+
+    else:
+        if dim not in group_dims(engine):
+            raise bad_request(
+                f"invalid dim {dim[:40]!r}: expected one of {', '.join(group_dims(engine))}"
+            )
+        keys = _column(engine, dim)[:n].astype(np.int64)
+        values = state.dim_values(dim)
+        n_keys = len(values)
+
+        def dims_of(key: int) -> Json:
+            return {dim: values[key]}
+
+    table = np.bincount(keys * _N_STATES + states, minlength=n_keys * _N_STATES)
+    table = table.reshape(n_keys, _N_STATES)
+    totals = table.sum(axis=1)
+    silent = table[:, STATE_NAMES.index("silent")]
+    order = np.lexsort((np.arange(n_keys), -totals, -silent))
+    groups = [_group(dims_of(int(k)), table[k]) for k in order if k != 0 and totals[k] > 0]
+    evaluation = engine.last_evaluation
+    return {
+        "dim": dim,
+        "evaluated_at": None if evaluation is None else _time(evaluation.now),
+        "groups": groups,
+        "unassigned": _group({}, table[0]),
+    }
+
+
+# ---- incidents and status --------------------------------------------------------------
+
+
+def incidents_view(engine: Engine, state: str | None = None) -> Json:
+    if state and state not in INCIDENT_STATES:
+        raise bad_request(f"invalid state {state[:40]!r}: expected open or resolved")
+    items: Iterable[Incident] = engine.incidents.all()
+    if state:
+        items = (i for i in items if i.state == state)
+    return {"incidents": [i.to_json() for i in items]}
+
+
+def incident_view(engine: Engine, incident_id: str) -> Json:
+    incident = engine.incidents.get(incident_id)
+    if incident is None:
+        raise not_found(f"unknown incident {incident_id[:40]!r}")
+    return incident.to_json()
+
+
+def source_view(stats: SourceStats) -> Json:
+    return {
+        "name": stats.name,
+        "kind": stats.kind,
+        "received": stats.received,
+        "rejected": dict(sorted(stats.rejected.items())),
+        "duplicates": stats.duplicates,
+        "errors": stats.errors,
+        "last_success": _time(stats.last_success),
+        "last_error": stats.last_error,
+        "connected": stats.connected,
+    }
+
+
+def status_view(engine: Engine, now: float, sources: Iterable[SourceStats] = ()) -> Json:
+    """Fleet-wide summary: SIMs per state, cycles, open incidents, the sources."""
+    states = current_states(engine, now).astype(np.int64)
+    counts = np.bincount(states, minlength=_N_STATES)
+    evaluation = engine.last_evaluation
+    open_incidents = len(engine.incidents.open)
+    return {
+        "now": _time(now),
+        "sims": len(engine.state),
+        "states": _counts(counts),
+        "cycles": engine.cycles,
+        "evaluated_at": None if evaluation is None else _time(evaluation.now),
+        "warmed_up": engine.warmed_up(now),
+        "open_incidents": open_incidents,
+        "rejected": dict(sorted(engine.rejected.items())),
+        "sources": [source_view(s) for s in sources],
+    }
+
+
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "LIST_FILTERS",
+    "ViewError",
+    "check_iccid",
+    "current_states",
+    "decode_cursor",
+    "encode_cursor",
+    "group_dims",
+    "groups_view",
+    "incident_view",
+    "incidents_view",
+    "list_sims",
+    "parse_limit",
+    "parse_state",
+    "sim_short",
+    "sim_shorts",
+    "sim_view",
+    "source_view",
+    "status_view",
+]

@@ -1,0 +1,1 @@
+"""The daemon: task group, ingest, evaluation clock, checkpoints, and the wiring."""

@@ -1,0 +1,507 @@
+"""``simwatch run``: the long-running service around the engine (the imperative shell).
+
+One asyncio TaskGroup with named tasks:
+
+- ``source:<name>`` per configured source: outside feed -> ``Batch`` on a bounded queue
+  (backpressure: a source waits when ingest is behind). A source that crashes is logged
+  and restarted with backoff; it never takes the others down.
+- ``ingest``: the only writer of the engine. Decodes, deduplicates, dead-letters and
+  applies each batch, then commits the source's cursor (``Batch.on_applied``).
+- ``clock``: evaluation cycles every ``engine.eval_interval_s`` of the wall clock.
+- ``sink:<name>`` per configured sink: delivers what the sink buffered at each cycle
+  (Alertmanager, InfluxDB, MQTT). ``Sink.on_cycle`` runs right after every cycle, on
+  the loop; delivery, retries and backoff happen in the sink's own task, so a slow or
+  absent outside system never holds up ingest or evaluation.
+- ``http``: the API, /metrics and health endpoints.
+- ``checkpoint`` (with ``checkpoints=True``): every ``checkpoint.interval_s`` the whole
+  state is copied between two batches and written atomically to
+  ``<state_dir>/checkpoint.npz`` in a worker thread (``simwatch.service.checkpoint``); one more
+  after the sources stopped at shutdown. At start, before inventory and sources, the
+  last checkpoint is restored: engine, evaluation clock and source cursors.
+- ``shutdown``: waits for SIGTERM/SIGINT and ends the group.
+
+The evaluation clock: a backlog (history from the simulator, a file's backlog, a REST
+platform catching up) is evaluated on its own event time exactly like ``simwatch
+replay``, cycle by cycle as the watermark passes each boundary; once the records are
+live, cycles run on the wall clock. ``_advance_to`` is the one place that runs cycles,
+so a boundary is never evaluated twice or skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import signal
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from simwatch.core.engine import CycleResult, Engine
+from simwatch.core.inventory import iter_inventory
+from simwatch.core.operators import OperatorTable
+from simwatch.core.records import RecordDecoder, Rejection
+from simwatch.core.state import RECORD_DIMS
+from simwatch.service import checkpoint as ckpt
+from simwatch.shell.deadletter import DeadLetterFile
+from simwatch.shell.sink_contract import Cycle
+from simwatch.shell.source_contract import Checkpointed, Resumable
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+
+    from simwatch.core.inventory import InventoryRow
+    from simwatch.core.records import Record
+    from simwatch.shell.settings import Settings
+    from simwatch.shell.sink_contract import Sink, SinkStats
+    from simwatch.shell.source_contract import Batch, Source, SourceStats
+
+log = logging.getLogger("simwatch")
+
+QUEUE_BATCHES = 64  # bounded: with 5k-line batches at most ~320k records wait
+CHUNK = 500  # records applied between yields to the event loop
+RESTART_MIN_S = 1.0
+RESTART_MAX_S = 60.0
+SINK_CLOSE_S = 5.0  # at shutdown, each sink's last flush gets at most this long
+
+
+class _Stop(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised by the shutdown task to end the TaskGroup."""
+
+
+@dataclass(slots=True)
+class Health:
+    """What the daemon knows about itself (read by /metrics and /-/ready)."""
+
+    started_at: float = 0.0
+    evaluations: int = 0
+    evaluation_failures: int = 0
+    last_evaluation_s: float = 0.0
+    last_evaluation_at: float | None = None
+    inventory_loaded: bool = False
+
+    @property
+    def ready(self) -> bool:
+        return self.inventory_loaded and self.evaluations > 0
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        sources: Sequence[Source],
+        *,
+        sinks: Sequence[Sink] = (),
+        inventory: Iterable[InventoryRow] = (),
+        clock: Callable[[], float] = time.time,
+        checkpoints: bool = False,
+    ) -> None:
+        """``checkpoints``: restore ``<state_dir>/checkpoint.npz`` at start and write one
+        every ``settings.checkpoint.interval_s`` and at shutdown (``simwatch run`` turns
+        it on per ``checkpoint.enabled``; off, the daemon keeps its state in memory only)."""
+        self.settings = settings
+        self.clock = clock
+        self.sources = list(sources)
+        self.sinks = list(sinks)
+        self.sink_close_s = SINK_CLOSE_S
+        operators = OperatorTable.load(settings.engine.operators_file)
+        self.engine = Engine(settings.engine.engine_config(), operators)
+        self.health = Health(started_at=clock())
+        self.queue: asyncio.Queue[Batch] = asyncio.Queue(QUEUE_BATCHES)
+        self.decoder = RecordDecoder()
+        self.dead_letter = DeadLetterFile(settings.engine.dead_letter_file)
+        self._inventory = list(inventory)
+        self._interval = settings.engine.eval_interval_s
+        self._next_eval: float | None = None  # the next evaluation boundary
+        self._watermark = -math.inf  # newest event time applied
+        self._stop = asyncio.Event()
+        self._failing = False  # the last evaluation failed (logged once until recovery)
+        self._live = False  # a cycle on the wall clock ran (the backlog is behind us)
+        self._applying = False  # ingest is inside apply_batch
+        self._last_batch_at = -math.inf  # when ingest last finished a batch (daemon clock)
+        self._sink_failing: set[str] = set()  # sinks whose on_cycle raised (logged once)
+        self.on_cycle: list[Callable[[CycleResult], None]] = [self._log_changes]
+        # Held by ingest for a whole batch (apply, cycles it passes, cursor commit): a
+        # checkpoint copies the state between two batches, never in the middle of one.
+        self._batch_lock = asyncio.Lock()
+        self.checkpoints = (
+            ckpt.Checkpointer(settings.state_dir, clock=clock) if checkpoints else None
+        )
+        self._checkpoint_interval = settings.checkpoint.interval_s
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def source_stats(self) -> list[SourceStats]:
+        return [s.stats for s in self.sources]
+
+    def sink_stats(self) -> list[SinkStats]:
+        return [s.stats for s in self.sinks]
+
+    def checkpoint_stats(self) -> ckpt.CheckpointStats | None:
+        return None if self.checkpoints is None else self.checkpoints.stats
+
+    async def run(self, *, extra_tasks: Sequence[tuple[str, Callable[[], object]]] = ()) -> None:
+        """Run until ``request_stop`` (or a signal); returns after a clean shutdown."""
+        restored = await self._restore()
+        await self._load_inventory(merge=restored)
+        started = False
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                started = True
+                for source in self.sources:
+                    tg.create_task(self._supervise(source), name=f"source:{source.stats.name}")
+                tg.create_task(self._ingest(), name="ingest")
+                tg.create_task(self._clock(), name="clock")
+                for sink in self.sinks:
+                    tg.create_task(sink.run(), name=f"sink:{sink.stats.name}")
+                for name, factory in extra_tasks:
+                    tg.create_task(factory(), name=name)  # type: ignore[arg-type]
+                if self.checkpoints is not None:
+                    tg.create_task(self._checkpoint_loop(), name="checkpoint")
+                tg.create_task(self._wait_stop(), name="shutdown")
+        except* _Stop:
+            pass
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+            # The sources and ingest have stopped: the last state goes to disk. A batch cut
+            # short by the shutdown is in the dedup memory, so re-reading it from the
+            # cursor (which is before it) applies only what it had not applied.
+            if started and self.checkpoints is not None and await self.checkpoint():
+                log.info("checkpoint written at shutdown")
+            await self._close_sinks()
+            await asyncio.to_thread(self.dead_letter.close)
+            log.info("simwatch stopped")
+
+    async def _close_sinks(self) -> None:
+        for sink in self.sinks:
+            try:
+                async with asyncio.timeout(self.sink_close_s):
+                    await sink.close()
+            except TimeoutError:
+                log.warning("sink %s: last flush timed out at shutdown", sink.stats.name)
+            except Exception:  # shutdown goes on whatever one sink does
+                log.exception("sink %s: last flush failed at shutdown", sink.stats.name)
+
+    async def _wait_stop(self) -> None:
+        await self._stop.wait()
+        log.info("shutting down")
+        raise _Stop
+
+    async def _load_inventory(self, *, merge: bool = False) -> None:
+        """Load the inventory; ``merge``: onto a restored state (the file may have changed
+        since the checkpoint: SIMs no longer listed lose their inventory facts)."""
+        path = self.settings.engine.inventory_file
+        rows = list(self._inventory)
+        if path is not None:
+            items = await asyncio.to_thread(lambda: list(iter_inventory(path)))
+            for item in items:
+                if isinstance(item, Rejection):
+                    await asyncio.to_thread(
+                        self.dead_letter.write, item, source="inventory", at=self.clock()
+                    )
+                else:
+                    rows.append(item)
+        state = self.engine.state
+        if merge:
+            state.forget_inventory()
+        count = self.engine.load_inventory(rows)
+        if merge and any(d not in RECORD_DIMS for d in state.dims):
+            await asyncio.to_thread(state.refresh_all_leaves)  # leaves over inventory dims
+        self.health.inventory_loaded = True
+        log.info("inventory loaded: %d SIMs", count)
+
+    async def _supervise(self, source: Source) -> None:
+        """Run a source; if it crashes, log it and restart it with capped backoff."""
+        delay = RESTART_MIN_S
+        while True:
+            try:
+                await source.run(self.queue)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # one failing source never stops the others
+                source.stats.errors += 1
+                source.stats.last_error = str(exc)
+                log.exception("source %s crashed; restarting in %.0f s", source.stats.name, delay)
+                await asyncio.sleep(delay * (0.5 + random.random() / 2))  # noqa: S311 - jitter
+                delay = min(delay * 2, RESTART_MAX_S)
+            else:
+                return
+
+    # ---- ingest ---------------------------------------------------------------------------
+
+    async def _ingest(self) -> None:
+        while True:
+            batch = await self.queue.get()
+            try:
+                await self.apply_batch(batch)
+            finally:
+                self.queue.task_done()
+
+    async def apply_batch(self, batch: Batch) -> None:
+        """Decode and apply one batch, evaluating backlog boundaries as they pass."""
+        async with self._batch_lock:
+            self._applying = True
+            try:
+                await self._apply_batch(batch)
+            finally:
+                self._applying = False
+                self._last_batch_at = self.clock()
+
+    async def _apply_batch(self, batch: Batch) -> None:
+        stats = next((s.stats for s in self.sources if s.stats.name == batch.source), None)
+        now = self.clock()
+        rejected: list[Rejection] = []
+        items: list[Record | Rejection] = [self.decoder.decode_line(x, now) for x in batch.lines]
+        for payload in batch.payloads:
+            items.extend(self.decoder.decode_payload(payload, now))
+        items.extend(self.decoder.decode_obj(obj, now) for obj in batch.objects)
+        applied = duplicates = 0
+        for start in range(0, len(items), CHUNK):
+            for item in items[start : start + CHUNK]:
+                if isinstance(item, Rejection):
+                    rejected.append(item)
+                    self.engine.count_rejection(item)
+                    continue
+                ts = item.ts
+                if ts > self._watermark:
+                    if self._next_eval is None or ts >= self._next_eval:
+                        await self._catch_up(ts)
+                    self._watermark = ts
+                if self.engine.ingest_record(item):
+                    applied += 1
+                else:
+                    duplicates += 1
+            await asyncio.sleep(0)  # let the API answer between chunks
+        if stats is not None:
+            stats.received += len(items)
+            stats.duplicates += duplicates
+            for rejection in rejected:
+                stats.rejected[str(rejection.reason)] += 1
+        if rejected:
+            await asyncio.to_thread(self._dead_letter, rejected, batch.source, now)
+        if batch.on_applied is not None:
+            await batch.on_applied()
+
+    def _dead_letter(self, rejected: list[Rejection], source: str, now: float) -> None:
+        for rejection in rejected:
+            self.dead_letter.write(rejection, source=source, at=now)
+        self.dead_letter.flush()
+
+    # ---- checkpoints ----------------------------------------------------------------------
+
+    async def _checkpoint_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._checkpoint_interval)
+            await self.checkpoint()
+
+    def _positions(self) -> tuple[dict[str, object], dict[str, object]]:
+        """The sources' applied cursors and the evaluation clock, now (on the loop)."""
+        cursors: dict[str, object] = {}
+        for source in self.sources:
+            if isinstance(source, Resumable):
+                cursor = source.cursor()
+                if cursor is not None:
+                    cursors[source.stats.name] = cursor
+        daemon: dict[str, object] = {
+            "watermark": ckpt.json_float(self._watermark),
+            "next_eval": ckpt.json_float(self._next_eval),
+            "evaluations": self.health.evaluations,
+        }
+        return cursors, daemon
+
+    async def checkpoint(self) -> bool:
+        """Copy the state between two batches and write it; True when it is on disk.
+
+        The copy runs in a worker thread while this holds the batch lock: ingest and the
+        evaluation clock (the only writers of the engine) wait for it, and the loop goes
+        on answering the API and /metrics, which only read (at 1M SIMs the copy takes a
+        few hundred milliseconds; most of it, numpy copies, releases the GIL)."""
+        if self.checkpoints is None:
+            return False
+        async with self._batch_lock:
+            started = time.perf_counter()
+            cursors, daemon = self._positions()
+            at = self.clock()
+            try:
+                snapshot = await asyncio.to_thread(
+                    ckpt.capture, self.engine, at=at, daemon=daemon, sources=cursors
+                )
+            except Exception as exc:  # a bug in a part's export must not stop the daemon
+                log.exception("checkpoint: copying the state failed")
+                self.checkpoints.failed(f"copying the state: {exc!r}")
+                return False
+            copy_s = time.perf_counter() - started
+        saved = await self.checkpoints.save(snapshot, copy_s)
+        if saved:
+            await self._checkpointed(snapshot.sources)
+        return saved
+
+    async def _checkpointed(self, cursors: Mapping[str, object]) -> None:
+        """Tell each source which of its cursors a checkpoint on disk holds now."""
+        for source in self.sources:
+            name = source.stats.name
+            if isinstance(source, Checkpointed) and name in cursors:
+                try:
+                    await source.checkpointed(cursors[name])
+                except Exception:  # freeing a source's space must not fail the checkpoint
+                    log.exception("source %s: freeing what the checkpoint covers failed", name)
+
+    async def _restore(self) -> bool:
+        """Restore the last checkpoint, if any: engine, evaluation clock, source cursors."""
+        if self.checkpoints is None:
+            return False
+        snapshot = await self.checkpoints.load()
+        if snapshot is None:
+            log.info("no checkpoint in %s: starting with an empty state", self.settings.state_dir)
+            return False
+        engine = Engine(self.engine.config, self.engine.operators)
+        try:
+            await asyncio.to_thread(ckpt.restore_engine, engine, snapshot)
+        except ckpt.CheckpointError as exc:
+            await self.checkpoints.reject(str(exc))
+            return False
+        self.engine = engine
+        clock = snapshot.daemon
+        self._watermark = ckpt.float_of(clock.get("watermark"), -math.inf)
+        next_eval = ckpt.float_of(clock.get("next_eval"), math.nan)
+        self._next_eval = None if math.isnan(next_eval) else next_eval
+        # The sources first catch up from their cursors (on event time): the wall clock
+        # waits, as in a backlog, instead of evaluating the downtime against old data.
+        self._last_batch_at = self.clock()
+        cursors = snapshot.sources
+        for source in self.sources:
+            name = source.stats.name
+            if isinstance(source, Resumable) and name in cursors:
+                source.restore(cursors[name])
+        self.checkpoints.stats.restored_from = snapshot.written_at
+        written = snapshot.written_at
+        log.info(
+            "checkpoint restored (written %.0f s ago): %d SIMs, %d incidents open, "
+            "next evaluation at %s, %d source cursors",
+            self.clock() - written if written is not None else math.nan,
+            len(engine.state),
+            len(engine.incidents.open),
+            self._next_eval,
+            sum(1 for s in self.sources if s.stats.name in cursors),
+        )
+        return True
+
+    # ---- the evaluation clock ---------------------------------------------------------------
+
+    async def _catch_up(self, event_time: float) -> None:
+        """Backlog: evaluate the boundaries an older record passes, on event time."""
+        if self._next_eval is None:  # the first record starts the clock, as in replay
+            self._next_eval = math.floor(event_time / self._interval) * self._interval
+            self._next_eval += self._interval
+        live_from = self.clock() - self._interval
+        await self._advance_to(min(event_time, live_from))
+
+    async def _clock(self) -> None:
+        """Live: a cycle at every wall-clock boundary."""
+        while True:
+            now = self.clock()
+            if self._in_backlog(now):  # ingest runs the backlog's cycles on event time
+                await asyncio.sleep(min(self._interval, 1.0))
+                continue
+            async with self._batch_lock:  # never in the middle of a batch or a checkpoint
+                now = self.clock()
+                if self._in_backlog(now):
+                    continue
+                if self._next_eval is None and now - self.health.started_at >= self._interval:
+                    # no record yet: evaluate the (empty or inventory-only) fleet anyway,
+                    # so the daemon becomes ready and shows never_seen SIMs
+                    self._next_eval = math.floor(now / self._interval) * self._interval
+                await self._advance_to(now)
+            boundary = self._next_eval if self._next_eval is not None else now + self._interval
+            await asyncio.sleep(min(self._interval, max(0.05, boundary - self.clock())))
+
+    def _in_backlog(self, now: float) -> bool:
+        """Whether ingest is working through old records (then it runs the cycles).
+
+        The wall clock must not run ahead of a backlog: cycles up to now against a fleet
+        only partly caught up would see every SIM silent. A backlog is under way while
+        the newest applied record is older than two intervals and ingest is busy or
+        handled a batch within the last two intervals (a source between two chunks).
+        """
+        if self._watermark >= now - 2 * self._interval:
+            return False  # live records
+        busy = self._applying or not self.queue.empty()
+        return busy or now - self._last_batch_at < 2 * self._interval
+
+    async def _advance_to(self, target: float) -> None:
+        """Run every cycle up to ``target``, yielding to the loop between cycles."""
+        while self._next_eval is not None and self._next_eval <= target:
+            boundary = self._next_eval
+            self._next_eval += self._interval
+            self._evaluate(boundary)
+            await asyncio.sleep(0)
+
+    def _evaluate(self, now: float) -> None:
+        try:
+            result = self.engine.evaluate(now)
+        except Exception:
+            self.health.evaluation_failures += 1
+            if not self._failing:  # log a failure when it starts, not every cycle
+                log.exception("evaluation at %s failed; retrying every cycle", now)
+            self._failing = True
+            return
+        if self._failing:
+            log.info("evaluation recovered")
+            self._failing = False
+        self.health.evaluations += 1
+        self.health.last_evaluation_s = result.duration_s
+        self.health.last_evaluation_at = now
+        for hook in self.on_cycle:
+            hook(result)
+        live = now >= self.clock() - 2 * self._interval
+        if live and not self._live:
+            self._live = True
+            log.info(
+                "ready: evaluating live (%d cycles so far, %d SIMs, %d incidents open)",
+                self.health.evaluations,
+                len(self.engine.state),
+                len(self.engine.incidents.open),
+            )
+        if self.sinks:
+            self._feed_sinks(Cycle(self.engine, result, now, live))
+
+    def _feed_sinks(self, cycle: Cycle) -> None:
+        for sink in self.sinks:
+            name = sink.stats.name
+            try:
+                sink.on_cycle(cycle)
+            except Exception:  # a sink's bug must not stop evaluation or the other sinks
+                sink.stats.errors += 1
+                if name not in self._sink_failing:
+                    log.exception("sink %s failed to take a cycle; retrying every cycle", name)
+                    self._sink_failing.add(name)
+            else:
+                if name in self._sink_failing:
+                    log.info("sink %s takes cycles again", name)
+                    self._sink_failing.discard(name)
+
+    @staticmethod
+    def _log_changes(result: CycleResult) -> None:
+        for change in result.changes:
+            incident = change.incident
+            if incident.kind != "group":
+                continue
+            log.warning(
+                "incident %s %s: %s affected %d/%d",
+                incident.id,
+                change.kind,
+                incident.dims or "fleet-wide",
+                round(incident.affected),
+                round(incident.total),
+            )

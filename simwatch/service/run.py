@@ -1,0 +1,256 @@
+"""``simwatch run``: settings -> sources -> daemon -> HTTP server. Wiring only."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import sys
+from typing import TYPE_CHECKING
+
+import orjson
+from aiohttp import web
+
+from simwatch import __version__
+from simwatch.http.app import make_app
+from simwatch.http.metrics import EngineCollector, make_registry, metrics_handler
+from simwatch.service.daemon import Daemon
+from simwatch.shell.health import DaemonHealth
+from simwatch.shell.settings import (
+    ConfigError,
+    MetricsSettings,
+    SimulatorSourceSettings,
+    api_token_file,
+    load_settings,
+    read_tokens,
+)
+from simwatch.sinks.alertmanager import AlertmanagerSink
+from simwatch.sinks.influx.sink import InfluxSink
+from simwatch.sinks.mqtt import MqttSink
+from simwatch.sources.cmp.source import CmpSource
+from simwatch.sources.file import FileSource
+from simwatch.sources.mqtt import MqttSource
+from simwatch.sources.simulator import SimulatorSource
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from pathlib import Path
+
+    from simwatch.core.inventory import InventoryRow
+    from simwatch.shell.settings import HttpSettings, LogSettings, Settings
+    from simwatch.shell.sink_contract import Sink
+    from simwatch.shell.source_contract import Source
+
+log = logging.getLogger("simwatch")
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, object] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(out).decode()
+
+
+def setup_logging(settings: LogSettings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.level.upper())
+
+
+def build_sources(settings: Settings) -> tuple[list[Source], list[InventoryRow]]:
+    """The configured sources (the built-in simulator when none is configured)."""
+    cfg = settings.sources
+    simulators = list(cfg.simulator) or ([] if cfg.any() else [SimulatorSourceSettings()])
+    sources: list[Source] = []
+    inventory: list[InventoryRow] = []
+    for sim in simulators:
+        source = SimulatorSource(sim)
+        inventory.extend(source.inventory_rows())
+        sources.append(source)
+    sources.extend(FileSource(f) for f in cfg.file)
+    # The MQTT journal keeps its position in the checkpoints: off without them (as in
+    # checkpoints_wanted: none with a simulator source). Its default place: state_dir.
+    journals = settings.checkpoint.enabled and not simulators
+    for m in cfg.mqtt:
+        mqtt = m if journals else m.model_copy(update={"journal": False})
+        sources.append(
+            MqttSource(mqtt, password=m.resolved_password(), state_dir=settings.state_dir)
+        )
+    sources.extend(CmpSource(h, token=h.resolved_token()) for h in cfg.http)
+    return sources, inventory
+
+
+def checkpoints_wanted(settings: Settings, sources: Sequence[Source]) -> bool:
+    """``checkpoint.enabled``, except with a simulator source: it regenerates its history
+    from "now" at every start, which would be applied on top of a restored state."""
+    if not settings.checkpoint.enabled:
+        log.info("checkpoints off (checkpoint.enabled = false): the state lives in memory only")
+        return False
+    if any(isinstance(s, SimulatorSource) for s in sources):
+        log.info("checkpoints off: the simulator source regenerates its history at every start")
+        return False
+    return True
+
+
+def api_url(http: HttpSettings) -> str:
+    """simwatch's own base URL for links (an unspecified listen address: this host)."""
+    host = http.host
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - recognising the wildcard, not binding
+        host = socket.getfqdn()
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{http.port}"
+
+
+def build_sinks(settings: Settings) -> list[Sink]:
+    """The configured output sinks (none by default)."""
+    cfg = settings.sinks
+    sinks: list[Sink] = []
+    if cfg.alertmanager is not None:
+        sinks.append(AlertmanagerSink(cfg.alertmanager, simwatch_url=api_url(settings.http)))
+    if cfg.influxdb is not None:
+        sinks.append(InfluxSink(cfg.influxdb, token=cfg.influxdb.resolved_token()))
+    if cfg.mqtt is not None:
+        sinks.append(MqttSink(cfg.mqtt, password=cfg.mqtt.resolved_password()))
+    return sinks
+
+
+def api_tokens(settings: Settings) -> frozenset[str]:
+    """The bearer tokens the API accepts (blocking; at start, before the loop runs).
+
+    Auth off: none. ``http.tokens_file`` set: its tokens. Otherwise one token kept in
+    ``<state_dir>/api-token``, generated (256 random bits, mode 0600) when missing, so the
+    API is never open and a restart keeps the token its clients already have.
+    """
+    http = settings.http
+    if not http.auth_required():
+        return frozenset()
+    if http.tokens_file is not None:
+        return read_tokens(http.tokens_file)
+    path = api_token_file(settings)
+    tokens = read_tokens(path) if path.is_file() else frozenset()
+    if not tokens:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(f"# the simwatch API token: 'Authorization: Bearer <token>'\n{token}\n")
+        tokens = frozenset({token})
+        log.warning("http: generated an API token in %s (set http.tokens_file to choose)", path)
+    else:
+        log.info("http: API token from %s", path)
+    return tokens
+
+
+async def serve(
+    daemon: Daemon,
+    http: HttpSettings,
+    tokens: frozenset[str],
+    metrics: MetricsSettings | None = None,
+) -> None:
+    metrics = metrics or MetricsSettings()
+    health = DaemonHealth(started_at=daemon.health.started_at, queue_depth=daemon.queue.qsize)
+    collector = EngineCollector(
+        daemon.engine,
+        health,
+        daemon.source_stats,
+        version=__version__,
+        top_n=metrics.top_n,
+        sink_stats=daemon.sink_stats,
+        sim_series=metrics.sim_series_max if metrics.sim_series else 0,
+        checkpoint_stats=daemon.checkpoint_stats,
+    )
+
+    def sync_health(_result: object) -> None:
+        health.evaluations_total = daemon.health.evaluations
+        health.evaluation_failures_total = daemon.health.evaluation_failures
+        health.last_evaluation_duration_s = daemon.health.last_evaluation_s
+        health.last_evaluation_timestamp = daemon.health.last_evaluation_at
+
+    daemon.on_cycle.append(sync_health)
+    app = make_app(
+        daemon.engine,
+        now=daemon.clock,
+        settings=http,
+        tokens=tokens,
+        ready=lambda: daemon.health.ready,
+        metrics_handler=metrics_handler(make_registry(collector)),
+        source_stats=daemon.source_stats,
+    )
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, http.host, http.port)
+    await site.start()
+    log.info("HTTP API on http://%s:%d/", http.host, http.port)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="simwatch run", description="Run the simwatch daemon.")
+    parser.add_argument("--config.file", dest="config_file", help="TOML configuration file")
+    parser.add_argument(
+        "--config.check", dest="check", action="store_true", help="check the config and exit"
+    )
+    args = parser.parse_args(argv)
+    if args.check:
+        from simwatch.shell.settings import check_config_main  # noqa: PLC0415 - only for the check
+
+        return check_config_main(["--config.file", args.config_file] if args.config_file else [])
+    try:
+        settings = load_settings(None if args.config_file is None else _path(args.config_file))
+    except ConfigError as exc:
+        print(f"simwatch: bad config: {exc}", file=sys.stderr)
+        return 1
+    setup_logging(settings.log)
+    http = settings.http
+    try:
+        tokens = api_tokens(settings)
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"simwatch: http: cannot read or create the API token: {exc}", file=sys.stderr)
+        return 1
+    sources, inventory = build_sources(settings)
+    daemon = Daemon(
+        settings,
+        sources,
+        sinks=build_sinks(settings),
+        inventory=inventory,
+        checkpoints=checkpoints_wanted(settings, sources),
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        http_task = ("http", lambda: serve(daemon, http, tokens, settings.metrics))
+        with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+            runner.run(daemon.run(extra_tasks=[http_task]))
+    return 0
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The event loop constructor for ``settings.event_loop``."""
+    if name == "uvloop":
+        import uvloop  # noqa: PLC0415 - imported only when chosen
+
+        return uvloop.new_event_loop
+    return asyncio.new_event_loop
+
+
+def _path(text: str) -> Path:
+    from pathlib import Path  # noqa: PLC0415 - keeps the type-only import above honest
+
+    return Path(text)

@@ -1,0 +1,37 @@
+"""The daemon's own figures: the service writes them, /metrics and the API read them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+@dataclass(slots=True)
+class DaemonHealth:
+    """The daemon's own figures: the daemon updates these, the collector reads them."""
+
+    evaluations_total: int = 0
+    evaluation_failures_total: int = 0
+    last_evaluation_duration_s: float = 0.0
+    last_evaluation_timestamp: float | None = None
+    queue_depth: Callable[[], int] | None = None
+    started_at: float = 0.0
+
+
+@dataclass(slots=True)
+class CheckpointStats:
+    """What the /metrics collector exports about checkpoints."""
+
+    successes: int = 0
+    failures: int = 0
+    last_success: float | None = None  # epoch s (daemon clock) of the last written one
+    last_duration_s: float | None = None  # copy on the loop + write in the thread
+    last_copy_s: float = 0.0
+    last_write_s: float = 0.0
+    last_release_s: float = 0.0  # handing the freed copy back to the OS (malloc_trim)
+    size_bytes: int | None = None  # of the last written file
+    restored_from: float | None = None  # ``written_at`` of the checkpoint restored at start
+    failing: str | None = field(default=None)  # the current failure, None once recovered

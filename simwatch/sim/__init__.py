@@ -1,0 +1,1 @@
+"""The simulated fleet: generator, fault scenarios, scoring against ground truth, demo."""

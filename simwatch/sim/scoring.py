@@ -1,0 +1,151 @@
+"""Scoring a replay against a simulator's ground truth (``truth.json``).
+
+Shared by the scored scenario tests and ``bench/scenarios.py``. For every group fault:
+the page incident with exactly its dims, the detection delay (fault start → incident
+opened) against a bound that respects the affected devices' own rhythm, and the
+resolution delay (fault end → resolved). Any other page incident is a false page. Per-SIM
+faults are checked through the SIMs' findings sampled mid-fault (see ``probe_times``).
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from simwatch.core.engine import CycleResult, Engine
+from simwatch.core.timeutil import parse_rfc3339
+from simwatch.shell.replay import replay_files
+from simwatch.sim.simulate import SCENARIOS, write_scenario
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from simwatch.core.incidents import Incident
+
+DETECT_FLOOR_S = 45 * 60.0
+DETECT_INTERVALS = 2.0  # ... or this many reporting intervals of the affected devices
+RESOLVE_BOUND_S = 60 * 60.0
+
+# The finding a per-SIM fault must produce for each of its SIMs.
+FINDING_OF_FAULT = {
+    "wrong_apn": "wrong_apn",
+    "data_cap": "data_cap",
+    "session_flapping": "session_churn",
+}
+
+
+@dataclass(slots=True)
+class FaultScore:
+    kind: str
+    dims: dict[str, str]
+    incident_id: str | None = None
+    detect_s: float | None = None
+    detect_bound_s: float = DETECT_FLOOR_S
+    resolve_s: float | None = None
+    missing_findings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        if self.kind in FINDING_OF_FAULT:
+            return not self.missing_findings
+        return (
+            self.incident_id is not None
+            and self.detect_s is not None
+            and 0 <= self.detect_s <= self.detect_bound_s
+            and self.resolve_s is not None
+            and self.resolve_s <= RESOLVE_BOUND_S
+        )
+
+
+@dataclass(slots=True)
+class ScenarioScore:
+    faults: list[FaultScore]
+    false_pages: list[dict[str, Any]]
+
+    @property
+    def ok(self) -> bool:
+        return not self.false_pages and all(f.ok for f in self.faults)
+
+
+def _key(dims: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(dims.items()))
+
+
+def probe_times(truth: dict[str, Any]) -> list[tuple[float, list[str]]]:
+    """When to sample per-SIM findings: the middle of each per-SIM fault, with its SIMs."""
+    probes = []
+    for fault in truth["faults"]:
+        if fault["kind"] in FINDING_OF_FAULT:
+            start, end = parse_rfc3339(fault["start"]), parse_rfc3339(fault["end"])
+            probes.append((start + (end - start) / 2, list(fault["iccids"])))
+    return sorted(probes)
+
+
+def typical_interval(engine: Engine, iccids: list[str], at: float) -> float:
+    """Median learned reporting interval of the given SIMs (0 when none is learned)."""
+    gaps = []
+    for iccid in iccids:
+        row = engine.state.row(iccid)
+        if row >= 0:
+            gap = engine.state.rhythm.describe(row, at).get("typical_gap_s")
+            if isinstance(gap, float | int):
+                gaps.append(float(gap))
+    return statistics.median(gaps) if gaps else 0.0
+
+
+def score(engine: Engine, truth: dict[str, Any], findings: dict[str, set[str]]) -> ScenarioScore:
+    """Compare the engine's incidents (after a full replay) with the ground truth."""
+    pages: list[Incident] = [i for i in engine.incidents.all() if i.severity == "page"]
+    by_key = {_key(i.dims): i for i in pages}
+    matched: set[str] = set()
+    faults = []
+    for fault in truth["faults"]:
+        result = FaultScore(kind=fault["kind"], dims=dict(fault["dims"]))
+        faults.append(result)
+        if fault["kind"] in FINDING_OF_FAULT:
+            want = FINDING_OF_FAULT[fault["kind"]]
+            result.missing_findings = [
+                i for i in fault["iccids"] if want not in findings.get(i, set())
+            ]
+            continue
+        if not fault["group"]:
+            continue
+        start, end = parse_rfc3339(fault["start"]), parse_rfc3339(fault["end"])
+        interval = typical_interval(engine, fault["iccids"], start)
+        result.detect_bound_s = max(DETECT_FLOOR_S, DETECT_INTERVALS * interval)
+        incident = by_key.get(_key(fault["dims"]))
+        if incident is None:
+            continue
+        matched.add(incident.id)
+        result.incident_id = incident.id
+        result.detect_s = incident.opened_at - start
+        if incident.resolved_at is not None:
+            result.resolve_s = incident.resolved_at - end
+    false_pages = [i.to_json() for i in pages if i.id not in matched]
+    return ScenarioScore(faults=faults, false_pages=false_pages)
+
+
+def run_scenario(
+    name: str, seed: int, out: Path, *, wall_now: float | None = None
+) -> tuple[ScenarioScore, dict[str, Any]]:
+    """Simulate a named scenario into ``out``, replay it with mid-fault probes, score it."""
+    paths = write_scenario(SCENARIOS[name](seed), out)
+    truth = orjson.loads(paths["truth"].read_bytes())
+    engine = Engine()
+    probes = probe_times(truth)
+    findings: dict[str, set[str]] = {}
+
+    def on_cycle(result: CycleResult) -> None:
+        now = result.evaluation.now
+        while probes and probes[0][0] <= now:
+            for iccid in probes.pop(0)[1]:
+                found = engine.diagnose(iccid, now) or []
+                findings.setdefault(iccid, set()).update(f.code for f in found)
+
+    replay_files(
+        paths["inventory"], paths["records"], wall_now=wall_now, on_cycle=on_cycle, engine=engine
+    )
+    return score(engine, truth, findings), truth

@@ -1,0 +1,1 @@
+"""The InfluxDB sink: the schema and the batched writer."""

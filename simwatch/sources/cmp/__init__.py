@@ -1,0 +1,1 @@
+"""Polling connectivity-management platforms (CMP) over REST: the poller and the adapters."""
