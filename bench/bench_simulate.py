@@ -14,7 +14,8 @@ from pathlib import Path
 
 import orjson
 
-from simwatch.sim.simulate import SCENARIOS, SimConfig, write_scenario
+from simwatch.sim.config import SimConfig
+from simwatch.sim.scenarios import SCENARIOS, write_scenario
 
 
 def main(argv: list[str]) -> int:

@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             mark = "ok " if pred == truth else "   "
             print(
-                f"{mark}{case['data']}: leaves={len(table.actual)} "
+                f"{mark}{case['data']}: leaves={len(table.affected)} "
                 f"truth={sorted(truth)} pred={sorted(pred)}"
             )
     prec = tp / (tp + fp) if tp + fp else 0.0

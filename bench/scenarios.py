@@ -13,8 +13,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from simwatch.sim.scenarios import SCENARIOS
 from simwatch.sim.scoring import run_scenario
-from simwatch.sim.simulate import SCENARIOS
 
 
 def minutes(seconds: float | None) -> str:

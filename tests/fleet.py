@@ -1,19 +1,43 @@
-"""Test helpers shared by test modules: inventory rows and FORMATS.md records fed to a
-real engine through the real decoder (import as ``from fleet import Feed, inventory_row``).
+"""Test helpers shared by test modules: the common fleet constants, a fresh engine,
+inventory rows and FORMATS.md records fed to a real engine through the real decoder
+(import as ``from fleet import ICCIDS, T0, Feed, inventory_row, new_engine``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
+from simwatch.core.engine import Engine, EngineConfig
 from simwatch.core.inventory import InventoryRow
 from simwatch.core.records import Record, RecordDecoder
 from simwatch.core.timeutil import format_rfc3339
 
 if TYPE_CHECKING:
-    from simwatch.core.engine import Engine
+    from collections.abc import Iterable
+
+T0: Final = 1_794_960_000.0  # 2026-11-18T00:00:00Z, a UTC midnight: the tests' fleet starts
+DAY: Final = 86_400.0
+
+
+def iccid(k: int) -> str:
+    """The ``k``-th ICCID of the test fleet (19 digits, ``89314400000000`` + 5 digits)."""
+    return f"89314400000000{k:05d}"
+
+
+ICCIDS: Final = tuple(iccid(k) for k in range(40))  # slice it for a smaller fleet
+
+
+def new_engine(iccids: Iterable[str] = (), **config: Any) -> Engine:
+    """A fresh engine without warm-up (``config`` overrides ``EngineConfig`` fields) and,
+    given ``iccids``, an inventory of an active row (``inventory_row``) for each."""
+    engine = Engine(replace(EngineConfig(), **{"warmup_s": 0.0, **config}))
+    rows = [inventory_row(i) for i in iccids]
+    if rows:
+        engine.load_inventory(rows)
+    return engine
 
 
 def inventory_row(iccid: str, **kw: object) -> InventoryRow:

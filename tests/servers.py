@@ -11,11 +11,14 @@ the packages, so in the suite they are always there.
 
 From async code, call ``await asyncio.to_thread(server.stop)`` (and ``start``) so the
 event loop keeps running while the server goes down or comes up.
+
+Also here: ``until``, the suite's one polling helper (wait for a condition, bounded).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import shutil
 import subprocess
 import sys
@@ -48,19 +51,31 @@ def start_simwatch(config: Path, log: Path) -> subprocess.Popen[bytes]:
 
 
 async def until(
-    check: Callable[[], object], limit_s: float, what: str, log: Path | None = None
+    check: Callable[[], object],
+    limit_s: float = 30.0,
+    what: str = "the condition",
+    log: Path | None = None,
+    *,
+    interval_s: float = 0.05,
 ) -> Any:
-    """Poll ``check`` until it returns something true (returned); on the deadline fail
-    with ``what`` and the tail of ``log`` (a daemon's output)."""
+    """Poll ``check`` until it returns something true, and return that. ``check`` may be
+    a plain function or return an awaitable (``lambda: client.get(...)``), which is
+    awaited. At ``limit_s`` fail with ``what`` and the tail of ``log`` (a daemon's
+    output), so a failure fails and never hangs.
+
+    The one polling helper of the suite (import as ``from servers import until``).
+    """
     deadline = time.monotonic() + limit_s
     while True:
         result = check()
+        if inspect.isawaitable(result):
+            result = await result
         if result:
             return result
         if time.monotonic() >= deadline:
             text = await asyncio.to_thread(log.read_text, errors="replace") if log else ""
             raise AssertionError(f"not reached in {limit_s} s: {what}\n{text[-3000:]}")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(interval_s)
 
 
 def api_token(state_dir: Path) -> str:

@@ -14,7 +14,15 @@ The daemon runs the built-in simulator: ``SIMS`` SIMs, three days of history (th
 engine's 48 h warm-up is covered), and a fault already under way at start
 (``first_fault_after_s`` negative), so a group incident is open as soon as the history
 is replayed. With seed 1 that fault is a full outage of partner 20408, detected during
-the replay.
+the replay; the history's fault, a partial black hole of partner 20416, was detected as
+such and resolved.
+
+The simulator is pinned to ``AS_OF`` (its ``as_of`` setting): it starts at ``AS_OF``
+moved by whole hours to at most an hour before the wall clock, so it produces the same
+fleet, faults and records whatever day and hour the tests run (otherwise the hour of day
+decides which devices are awake when the faults hit, and at night the same outage is
+seen in one APN of the partner only). tests/test_source_simulator.py checks that at
+fixed dates.
 
 Its three sinks deliver to real servers on loopback, all started before the daemon:
 
@@ -60,7 +68,12 @@ RECORDING_RULES = ROOT / "deploy" / "prometheus" / "recording.rules.yml"
 ALERTMANAGER_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 SIMS = 2000
 SEED = 1  # first live fault: a full outage of one partner, detected during the replay
-FIRST_FAULT_AFTER_S = -3600.0  # under way for an hour at start; it lasts two
+# under way for half an hour at the pinned start (up to 90 min at the real one); it lasts
+# two hours, so at least 30 min are left when the tests begin
+FIRST_FAULT_AFTER_S = -1800.0
+# a Wednesday morning (UTC), daytime in Europe: there, both faults open as a partner
+# alone (at noon the meters of one APN are seen first and the incidents are re-scoped)
+AS_OF = "2026-11-04T11:00:00Z"
 EVAL_INTERVAL_S = 60.0
 READY_TIMEOUT_S = 120.0
 PROMETHEUS_TIMEOUT_S = 60.0
@@ -225,6 +238,7 @@ sims = {sims}
 seed = {seed}
 history_s = {3 * 86400.0}
 first_fault_after_s = {FIRST_FAULT_AFTER_S}
+as_of = {AS_OF}
 {sinks}"""
 
 

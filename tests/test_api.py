@@ -24,6 +24,8 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from fleet import DAY, T0
+from fleet import ICCIDS as FLEET_ICCIDS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -51,10 +53,8 @@ from simwatch.shell.settings import HttpSettings, is_loopback
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
-T0 = 1_794_960_000.0  # 2026-11-18T00:00:00Z
-DAY = 86_400.0
 WALL = T0 + 30 * DAY
-ICCIDS = [f"89314400000000{i:05d}" for i in range(31)]
+ICCIDS = list(FLEET_ICCIDS[:31])
 NL, DE3, DE2 = ICCIDS[0:10], ICCIDS[10:20], ICCIDS[20:30]
 NEVER_SEEN, SUSPENDED, VIP, WRONG_APN = ICCIDS[30], ICCIDS[27], ICCIDS[28], ICCIDS[29]
 NETWORK = {
@@ -388,7 +388,7 @@ async def test_groups_are_kept_per_evaluation_and_fleet_size() -> None:
     def partners(body: dict[str, object]) -> dict[str, int]:
         groups = body["groups"]
         assert isinstance(groups, list)
-        return {g["dims"]["partner"]: g["total"] for g in groups}
+        return {g["dims"]["partner"]: g["sims"] for g in groups}
 
     usage(ICCIDS[0], NOW - 120, "01")
     eng.evaluate(NOW - 60)
@@ -411,29 +411,36 @@ async def test_groups_by_partner_and_by_leaf(client: Client) -> None:
     assert isinstance(groups, list)
     by_partner = {g["dims"]["partner"]: g for g in groups}
     assert set(by_partner) == {"20408", "26202", "26203"}
-    assert groups[0]["dims"] == {"partner": "26203"}  # most silent first
+    assert groups[0]["dims"] == {"partner": "26203"}  # most affected first
     assert by_partner["26203"]["states"]["silent"] == 10
-    assert by_partner["26203"]["silent_share"] == 1.0
+    assert (by_partner["26203"]["total"], by_partner["26203"]["affected"]) == (10, 10)
+    assert by_partner["26203"]["affected_ratio"] == 1.0
     assert by_partner["20408"]["states"] == {
         "ok": 10, "late": 0, "silent": 0, "never_seen": 0, "inactive": 0,
     }  # fmt: skip
     de2 = by_partner["26202"]["states"]
     assert (de2["ok"], de2["silent"], de2["inactive"]) == (7, 2, 1)
-    assert by_partner["26202"]["silent_share"] == round(2 / 9, 4)
+    # the suspended SIM is not expected to report; of the two silent ones, the wrong APN
+    # explains one: the vip SIM alone is affected
+    assert by_partner["26202"]["sims"] == 10
+    assert (by_partner["26202"]["total"], by_partner["26202"]["affected"]) == (9, 1)
+    assert by_partner["26202"]["affected_ratio"] == round(1 / 9, 4)
     unassigned = body["unassigned"]
     assert isinstance(unassigned, dict)
-    assert unassigned["total"] == 1
+    assert unassigned["sims"] == 1
+    assert (unassigned["total"], unassigned["affected"]) == (0, 0)
+    assert unassigned["affected_ratio"] is None
     assert unassigned["states"]["never_seen"] == 1
     leaves = await get_json(client, "/api/v1/groups")
     assert leaves["dim"] is None
     leaf_groups = leaves["groups"]
     assert isinstance(leaf_groups, list)
-    assert sum(g["total"] for g in leaf_groups) == 30
+    assert sum(g["sims"] for g in leaf_groups) == 30
     assert {"apn": "meters.acme", "country": "DE", "partner": "26203"} in [
         g["dims"] for g in leaf_groups
     ]
     customers = await get_json(client, "/api/v1/groups?dim=customer")
-    assert {g["dims"]["customer"]: g["total"] for g in customers["groups"]} == {  # type: ignore[attr-defined]
+    assert {g["dims"]["customer"]: g["sims"] for g in customers["groups"]} == {  # type: ignore[attr-defined]
         "acme": 21,
         "beta": 10,
     }

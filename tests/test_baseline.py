@@ -12,7 +12,7 @@ def learn(base: GroupBaseline, days: int, ratio_by_hour: list[float], size: floa
         total = np.array([size, size])
         actual = total * ratio_by_hour[h]
         expected = base.expected_ratio(now, 2) * total
-        base.update(now, 60.0, overdue=actual, counted=total, expected=expected)
+        base.update(now, 60.0, affected=actual, total=total, expected=expected)
 
 
 def test_learns_time_of_day_shape() -> None:
@@ -34,7 +34,7 @@ def test_outage_is_not_learned_as_normal() -> None:
         total = np.array([400.0, 400.0])
         actual = np.array([240.0, 8.0])
         expected = base.expected_ratio(now, 2) * total
-        base.update(now, 60.0, overdue=actual, counted=total, expected=expected)
+        base.update(now, 60.0, affected=actual, total=total, expected=expected)
     after = base.expected_ratio(2 * 86400.0, 2)
     assert after[0] < before[0] * 1.5
 
@@ -43,14 +43,14 @@ def test_frozen_leaves_are_not_learned() -> None:
     base = GroupBaseline()
     total = np.array([100.0, 100.0])
     base.update(
-        0.0, 60.0, overdue=np.array([1.0, 1.0]), counted=total, expected=np.array([1.0, 1.0])
+        0.0, 60.0, affected=np.array([1.0, 1.0]), total=total, expected=np.array([1.0, 1.0])
     )
     snapshot = base.overdue[0].copy()
     base.update(
         60.0,
         60.0,
-        overdue=np.array([2.0, 2.0]),
-        counted=total,
+        affected=np.array([2.0, 2.0]),
+        total=total,
         expected=np.array([2.0, 2.0]),
         frozen=np.array([True, False]),
     )

@@ -11,32 +11,30 @@ from __future__ import annotations
 
 import ctypes
 import platform
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-from fleet import Feed, inventory_row
+from fleet import ICCIDS, T0, Feed, new_engine
 
-from simwatch.core.engine import Engine, EngineConfig
 from simwatch.service import checkpoint as ckpt
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-T0 = 1_794_960_000.0  # 2026-11-18T00:00:00Z
-ICCIDS = [f"89314400000000{i:05d}" for i in range(30)]
+    from simwatch.core.engine import Engine
+
+SIMS = ICCIDS[:30]
 
 
 def running_engine() -> Iterator[tuple[Engine, float]]:
     """An engine fed 30 SIMs every 15 min and evaluated; yields (engine, now) per round."""
-    engine = Engine(replace(EngineConfig(), warmup_s=0.0))
-    engine.load_inventory(inventory_row(i) for i in ICCIDS)
+    engine = new_engine(SIMS)
     feed = Feed(engine)
     t = T0
     while True:
-        for k, iccid in enumerate(ICCIDS):
+        for k, iccid in enumerate(SIMS):
             feed.usage(iccid, t + k, mcc="262", mnc="02")
         t += 900
         engine.evaluate(t)
@@ -56,6 +54,7 @@ async def test_a_written_snapshot_keeps_only_its_header(tmp_path: Path) -> None:
     assert snapshot.sources == {"file": {"offset": 7}}
     back = ckpt.read_file(tmp_path)  # what was written is whole
     assert back is not None
+    assert arrays
     assert set(arrays) <= set(back.arrays)
     for name, column in arrays.items():
         np.testing.assert_array_equal(back.arrays[name], column)

@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 import pytest
-from fleet import Feed, inventory_row
+from fleet import ICCIDS, T0, Feed, inventory_row, new_engine
 from prometheus_client import generate_latest
+from servers import until
 
-from simwatch.core.engine import Engine, EngineConfig
+from simwatch.core.engine import Engine
 from simwatch.core.records import Deduplicator, fingerprint
 from simwatch.core.state import Flag, Status
 from simwatch.core.timeutil import format_rfc3339
@@ -35,12 +36,9 @@ from simwatch.shell.source_contract import Batch
 from simwatch.sources.file import FileSource
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from pathlib import Path
 
-T0 = 1_794_960_000.0  # 2026-11-18T00:00:00Z
-DAY = 86_400.0
-ICCIDS = [f"89314400000000{i:05d}" for i in range(40)]
 VIP = ICCIDS[0]
 
 
@@ -49,8 +47,9 @@ def network(k: int) -> dict[str, object]:
     return {"mcc": "262", "mnc": "02"} if k % 2 else {"mcc": "204", "mnc": "08"}
 
 
-def new_engine() -> Engine:
-    engine = Engine(replace(EngineConfig(), warmup_s=0.0, dims=("apn", "country", "partner")))
+def vip_engine() -> Engine:
+    """A fresh engine of the 40 SIMs (the first one vip) over apn, country and partner."""
+    engine = new_engine(dims=("apn", "country", "partner"))
     engine.load_inventory(
         inventory_row(i, tags=frozenset({"vip"}) if i == VIP else frozenset()) for i in ICCIDS
     )
@@ -91,7 +90,7 @@ class Fleet:
 
 @pytest.fixture(scope="module")
 def grown() -> Fleet:
-    fleet = Fleet(new_engine())
+    fleet = Fleet(vip_engine())
     fleet.run(2 * 96)
     fleet.feed.event(ICCIDS[5], fleet.t, "auth_failure", cause="bad credentials")
     fleet.feed.usage(ICCIDS[7], fleet.t, record_id="dup-1", operator="Vodafone DE")
@@ -225,6 +224,7 @@ def test_kill_9_of_a_writer_never_leaves_a_torn_checkpoint(tmp_path: Path) -> No
         seq = loaded.written_at
         assert seq is not None
         seen.add(seq)
+        assert sorted(loaded.arrays) == ["a0", "a1", "a2", "a3"]
         assert all(bool((a == seq).all()) for a in loaded.arrays.values())
     assert len(seen) > 1
 
@@ -322,20 +322,22 @@ def daemon_settings(tmp_path: Path, spool: Path) -> Settings:
     )
 
 
-def file_daemon(settings: Settings, inventory: list[str] | None = None) -> Daemon:
+def file_daemon(settings: Settings, inventory: Sequence[str] = ()) -> Daemon:
     source = FileSource(settings.sources.file[0])
-    rows = [inventory_row(i) for i in (inventory or [])]
+    rows = [inventory_row(i) for i in inventory]
     return Daemon(settings, [source], inventory=rows, checkpoints=True)
 
 
 async def run_until(daemon: Daemon, predicate: Callable[[], bool], limit_s: float = 15) -> None:
+    """Run the daemon until ``predicate`` holds (it must not end before), then stop it."""
     task = asyncio.create_task(daemon.run())
-    deadline = time.monotonic() + limit_s
+
+    def reached() -> bool:
+        assert not task.done(), task
+        return predicate()
+
     try:
-        while not predicate():
-            assert time.monotonic() < deadline, "condition not reached in time"
-            assert not task.done(), task
-            await asyncio.sleep(0.02)
+        await until(reached, limit_s, "the condition", interval_s=0.02)
     finally:
         daemon.request_stop()
         await asyncio.wait_for(task, 10.0)
@@ -359,7 +361,7 @@ async def test_the_daemon_resumes_clock_state_and_cursor(
     await run_until(first, lambda: received(first) == 100 and offsets.exists())
     assert (settings.state_dir / ckpt.FILE_NAME).exists()  # written at shutdown
     saved = first.engine.export_state()
-    clock = (first._watermark, first._next_eval)
+    clock = (first.evaluation_clock.watermark, first.evaluation_clock.next_boundary)
     # the source's own offsets file says "everything", as if applied after the checkpoint
     doc = orjson.loads(offsets.read_bytes())
     doc["files"][0]["offset"] = 10**6
@@ -376,9 +378,9 @@ async def test_the_daemon_resumes_clock_state_and_cursor(
     assert second.engine.ingestor.stats.applied == 120
     month = second.engine.state.cols.month_bytes[: len(second.engine.state)]
     assert int(month.sum()) == sum(110 + n for n in range(120))
-    assert second._next_eval is not None
+    assert second.evaluation_clock.next_boundary is not None
     assert clock[1] is not None
-    assert second._next_eval >= clock[1]
+    assert second.evaluation_clock.next_boundary >= clock[1]
     cycles = saved[1]["cycles"]
     assert isinstance(cycles, int)
     assert cycles <= second.engine.cycles
@@ -485,7 +487,7 @@ async def test_the_copy_runs_off_the_loop_while_writers_wait(
     now = time.time()
     batch = Batch("spool", lines=[usage_line(ICCIDS[0], now - 60, 1)])
     applying = asyncio.create_task(daemon.apply_batch(batch))
-    daemon._next_eval = now - 1  # a cycle is due
+    daemon.evaluation_clock.next_boundary = now - 1  # a cycle is due
     clock = asyncio.create_task(daemon._clock())
     for _ in range(20):
         await asyncio.sleep(0.01)
@@ -496,14 +498,10 @@ async def test_the_copy_runs_off_the_loop_while_writers_wait(
     assert await writing
     await applying
     assert len(daemon.engine.state) == 1
-    for _ in range(200):
-        if daemon.health.evaluations:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: daemon.health.evaluations, 10, "the due cycle ran", interval_s=0.01)
     clock.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await clock
-    assert daemon.health.evaluations >= 1
     snapshot = ckpt.read_file(settings.state_dir)
     assert snapshot is not None
     assert snapshot.arrays["index.hi"].size == 0  # the copy is of the state before the batch

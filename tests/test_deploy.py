@@ -15,8 +15,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,9 +23,11 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import mosquitto
 import pytest
 import yaml
 from aiohttp import web
+from mosquitto import free_port
 
 from simwatch.core.engine import Engine
 from simwatch.http.app import make_app
@@ -58,13 +58,6 @@ MOUNTED_ELSEWHERE = [
     "grafana/provisioning",
     "grafana/dashboards",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def clean_env() -> dict[str, str]:
@@ -370,7 +363,7 @@ def test_dockerignore_sends_what_the_image_copies_and_nothing_secret() -> None:
             for f in files
             if "__pycache__" not in f.parts and f.suffix not in (".pyc", ".pyo")
         ]
-    assert "simwatch/data/operators.csv" in copied  # package data, needed by pip install .
+    assert "simwatch/core/data/operators.csv" in copied  # package data, needed by pip install .
     kept_out = [path for path in copied if dockerignore_excludes(path)]
     assert kept_out == []
     for path in (
@@ -734,41 +727,21 @@ def test_grafana_is_provisioned_with_the_stack_datasources_and_dashboards() -> N
 @pytest.fixture
 def stack_mosquitto(tmp_path: Path) -> Iterator[int]:
     """Mosquitto running the stack's mosquitto.conf, moved to a free loopback port."""
-    binary = "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-    binary = binary or shutil.which("mosquitto")
-    if binary is None:
+    if not mosquitto.available():
         pytest.skip("mosquitto is not installed")
-    port = free_port()
+    server = mosquitto.Mosquitto(tmp_path)  # its start and stop; the stack's config
     conf = MOSQUITTO_CONF.read_text(encoding="utf-8")
-    conf = conf.replace(f"listener {mosquitto_listener()}\n", f"listener {port} 127.0.0.1\n")
+    conf = conf.replace(f"listener {mosquitto_listener()}\n", f"listener {server.port} 127.0.0.1\n")
     conf = conf.replace("/mosquitto/data/", f"{tmp_path}/")
-    conf = conf.replace("log_dest stdout", f"log_dest file {tmp_path}/mosquitto.log")
+    conf = conf.replace("log_dest stdout", f"log_dest file {server.log_file}")
     if os.geteuid() == 0:
         conf += "user root\n"
-    path = tmp_path / "mosquitto.conf"
-    path.write_text(conf)
-    process = subprocess.Popen(
-        [binary, "-c", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "mosquitto did not listen"
-                time.sleep(0.05)
-        yield port
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
-            process.wait(10)
-        if process.stderr is not None:
-            process.stderr.close()
+    server.config.write_text(conf)
+    with server:
+        yield server.port
 
 
+@pytest.mark.real_server
 @pytest.mark.skipif(shutil.which("mosquitto_sub") is None, reason="mosquitto_sub missing")
 def test_mosquitto_config_runs_and_its_healthcheck_passes(stack_mosquitto: int) -> None:
     test = compose()["services"]["mosquitto"]["healthcheck"]["test"]

@@ -9,7 +9,6 @@ event time; the test then asks the API what a support agent would.
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,9 @@ import aiohttp
 import aiomqtt
 import orjson
 import pytest
+from fleet import iccid
+from mosquitto import Mosquitto, free_port
+from servers import until
 
 from simwatch.core.inventory import InventoryRow
 from simwatch.core.timeutil import format_rfc3339
@@ -32,18 +34,16 @@ from simwatch.shell.settings import (
 )
 from simwatch.sources.mqtt import MqttSource
 
-sys.path.insert(0, str(Path(__file__).parent))
-from mosquitto import Mosquitto, available, free_port
-
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
-pytestmark = pytest.mark.skipif(not available(), reason="mosquitto is not installed")
+pytestmark = pytest.mark.real_server  # mosquitto (the ``broker`` fixture)
 
 TOPIC = "fleet/records"
 FAULTY, HEALTHY = ("262", "01"), ("262", "02")
-ICCIDS = [f"89490200000000{i:05d}" for i in range(60)]
-WRONG_APN = ICCIDS[45]  # on the healthy partner
+SIMS = [iccid(k) for k in range(60)]
+WRONG_APN = SIMS[45]  # on the healthy partner
 
 
 def partner_of(i: int) -> tuple[str, str]:
@@ -55,19 +55,19 @@ def records(now: float) -> Iterator[dict[str, Any]]:
     start = (now // 900) * 900 - 2 * 86400
     t = start
     while t < now - 60:
-        for i, iccid in enumerate(ICCIDS):
+        for i, sim in enumerate(SIMS):
             end = t + i * 7  # reports spread over the quarter hour
             if end >= now - 60:
                 continue
             if partner_of(i) == FAULTY and end >= fault_start:
                 continue
-            if iccid == WRONG_APN and end >= now - 3600:
+            if sim == WRONG_APN and end >= now - 3600:
                 continue
             mcc, mnc = partner_of(i)
             yield {
                 "kind": "usage",
-                "record_id": f"u-{iccid}-{int(end)}",
-                "iccid": iccid,
+                "record_id": f"u-{sim}-{int(end)}",
+                "iccid": sim,
                 "start": format_rfc3339(end - 900),
                 "end": format_rfc3339(end),
                 "bytes_up": 900,
@@ -92,19 +92,7 @@ def records(now: float) -> Iterator[dict[str, Any]]:
         }
 
 
-async def wait_for(check: Any, limit_s: float = 30.0) -> Any:
-    deadline = time.monotonic() + limit_s
-    while True:
-        result = await check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.2)
-
-
-async def test_partner_outage_and_wrong_apn_end_to_end(tmp_path: Path) -> None:
-    broker = Mosquitto(tmp_path / "broker")
-    await asyncio.to_thread(broker.start)
+async def test_partner_outage_and_wrong_apn_end_to_end(broker: Mosquitto, tmp_path: Path) -> None:
     http = HttpSettings(port=free_port(), auth="off")  # auth: test_http_security.py
     mqtt = MqttSourceSettings(name="mqtt:e2e", port=broker.port, topics=[TOPIC], client_id="e2e")
     settings = Settings(
@@ -113,8 +101,7 @@ async def test_partner_outage_and_wrong_apn_end_to_end(tmp_path: Path) -> None:
         sources=SourcesSettings(mqtt=[mqtt]),
     )
     inventory = [
-        InventoryRow(iccid=i, customer="acme", apns=("meters.acme",), status="active")
-        for i in ICCIDS
+        InventoryRow(iccid=i, customer="acme", apns=("meters.acme",), status="active") for i in SIMS
     ]
     source = MqttSource(mqtt)
     daemon = Daemon(settings, [source], inventory=inventory)
@@ -123,13 +110,13 @@ async def test_partner_outage_and_wrong_apn_end_to_end(tmp_path: Path) -> None:
     )
     base = f"http://127.0.0.1:{http.port}"
     try:
-        await wait_for(lambda: asyncio.sleep(0, source.stats.connected))
+        await until(lambda: source.stats.connected, 30, "the source connected")
         now = time.time()
         rows = sorted(records(now), key=lambda r: r.get("end") or r["ts"])  # as they happened
         async with aiomqtt.Client("127.0.0.1", broker.port, identifier="publisher") as client:
             for k in range(0, len(rows), 500):
                 await client.publish(TOPIC, orjson.dumps(rows[k : k + 500]), qos=1)
-        await wait_for(lambda: asyncio.sleep(0, source.stats.received >= len(rows)))
+        await until(lambda: source.stats.received >= len(rows), 30, "every record received")
         async with aiohttp.ClientSession() as http_client:
 
             async def get(path: str) -> Any:
@@ -141,12 +128,12 @@ async def test_partner_outage_and_wrong_apn_end_to_end(tmp_path: Path) -> None:
                 body = await get("/api/v1/incidents?state=open")
                 return [i for i in body["incidents"] if i["severity"] == "page"]
 
-            pages = await wait_for(open_incidents)
+            pages = await until(open_incidents, 30, "a page", interval_s=0.2)
             assert [p["dims"] for p in pages] == [{"partner": "26201"}]
             assert pages[0]["affected"] >= 25
             assert pages[0]["total"] == 30
 
-            silent_sim = await get(f"/api/v1/sims/{ICCIDS[3]}")
+            silent_sim = await get(f"/api/v1/sims/{SIMS[3]}")
             assert silent_sim["incident"]["id"] == pages[0]["id"]
             assert "group_incident" in [f["code"] for f in silent_sim["diagnosis"]]
 
@@ -165,4 +152,3 @@ async def test_partner_outage_and_wrong_apn_end_to_end(tmp_path: Path) -> None:
     finally:
         daemon.request_stop()
         await asyncio.wait_for(task, 10)
-        await asyncio.to_thread(broker.stop)

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
-import pytest
-from fleet import Feed, inventory_row
-
-from simwatch.core.engine import Engine, EngineConfig
+from fleet import DAY, ICCIDS, T0, Feed, inventory_row, new_engine
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
 
-T0 = 1_794_960_000.0  # 2026-11-18T00:00:00Z
-DAY = 86_400.0
+    from simwatch.core.engine import Engine
+
 WALL = T0 + 30 * DAY
-ICCIDS = [f"89314400000000{i:05d}" for i in range(40)]
 
 
 def every(start: float, end: float, step: float) -> Iterator[float]:
@@ -26,14 +21,7 @@ def every(start: float, end: float, step: float) -> Iterator[float]:
         t += step
 
 
-@pytest.fixture
-def engine() -> Engine:
-    eng = Engine(replace(EngineConfig(), warmup_s=0.0))
-    eng.load_inventory(inventory_row(i) for i in ICCIDS)
-    return eng
-
-
-def learn_15min(feed: Feed, iccids: list[str], days: float = 3.0) -> float:
+def learn_15min(feed: Feed, iccids: Sequence[str], days: float = 3.0) -> float:
     """Every SIM reports every 15 minutes for `days`; returns the last report time."""
     end = T0 + days * DAY
     for t in every(T0, end, 900.0):
@@ -65,7 +53,7 @@ def test_cycle_reports_per_sim_state_changes(engine: Engine) -> None:
     last = learn_15min(feed, ICCIDS[:2])
     first = engine.evaluate(last + 600).state_changes
     # the first cycle: every SIM that left never_seen (the 38 never seen did not change)
-    assert sorted(engine.state.index.iccid(int(r)) for r in first.rows) == ICCIDS[:2]
+    assert sorted(engine.state.index.iccid(int(r)) for r in first.rows) == list(ICCIDS[:2])
     assert first.old.tolist() == [3, 3]
     assert first.new.tolist() == [0, 0]
     assert len(engine.evaluate(last + 660).state_changes) == 0  # nothing moved
@@ -192,7 +180,7 @@ def test_vip_sim_raises_a_ticket(engine: Engine) -> None:
 
 
 def test_no_ticket_during_warmup() -> None:
-    engine = Engine(replace(EngineConfig(), warmup_s=10 * DAY))
+    engine = new_engine(warmup_s=10 * DAY)
     engine.load_inventory([inventory_row(ICCIDS[0], tags=frozenset({"vip"}))])
     feed = Feed(engine)
     last = learn_15min(feed, ICCIDS[:1])

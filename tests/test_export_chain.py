@@ -244,7 +244,7 @@ def test_victoriametrics_has_group_sim_and_incident_points(stack: Stack) -> None
 
     poll("points in VictoriaMetrics", flushed)
     names = set(vm(stack, "/api/v1/label/__name__/values"))
-    expected = {f"simwatch_group_{f}" for f in (*STATES, "counted", "overdue", "silent_ratio")}
+    expected = {f"simwatch_group_{f}" for f in (*STATES, "total", "affected", "affected_ratio")}
     expected |= {f"simwatch_sim_usage_{f}" for f in ("bytes", "month_bytes", "last_data")}
     expected |= {"simwatch_sim_state_code", "simwatch_incident_affected"}
     assert expected <= names, expected - names

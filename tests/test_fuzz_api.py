@@ -33,14 +33,12 @@ from urllib.parse import quote, unquote
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from fleet import DAY, ICCIDS, T0, Feed, inventory_row, new_engine
 from fuzzing import fuzz
 from hypothesis import HealthCheck, event, given
 from hypothesis import strategies as st
 
-from simwatch.core.engine import Engine, EngineConfig
 from simwatch.core.evaluate import STATE_NAMES
-from simwatch.core.inventory import InventoryRow
-from simwatch.core.records import Record, RecordDecoder
 from simwatch.core.timeutil import format_rfc3339
 from simwatch.http.app import make_app
 from simwatch.http.metrics import EngineCollector, make_registry, metrics_handler
@@ -53,9 +51,10 @@ if TYPE_CHECKING:
 
     from aiohttp import web
 
-T0: Final = 1_794_960_000.0  # 2026-11-18T00:00:00Z
-NOW: Final = T0 + 2 * 86_400 + 6 * 3600
-ICCIDS: Final = [f"89314400000000{i:05d}" for i in range(13)]
+    from simwatch.core.engine import Engine
+
+NOW: Final = T0 + 2 * DAY + 6 * 3600
+SIMS: Final = ICCIDS[:13]
 TOKEN: Final = "fuzz-token-0123456789"
 MAX_PAGE: Final = 5
 NETWORKS: Final = [("262", "02"), ("262", "03"), ("204", "08")]
@@ -68,45 +67,32 @@ ONE_SERVER: Final = HealthCheck.function_scoped_fixture  # one server serves eve
 
 
 @pytest.fixture(scope="module")
-def engine() -> Engine:
+def api_engine() -> Engine:
     """13 SIMs: 10 report hourly for two days (SIMs 7-9 stop 6 h before NOW), SIM 10 is
     suspended, 11 is vip and never reports, 12 is in no inventory but sent one event."""
-    eng = Engine(dataclasses.replace(EngineConfig(), warmup_s=0.0))
+    eng = new_engine()
     eng.load_inventory(
-        InventoryRow(
-            iccid=iccid,
+        inventory_row(
+            iccid,
             customer="beta" if k % 2 else "acme",
-            apns=("meters.acme",),
             status="suspended" if k == 10 else "active",
             tags=frozenset({"vip"}) if k == 11 else frozenset(),
         )
-        for k, iccid in enumerate(ICCIDS[:12])
+        for k, iccid in enumerate(SIMS[:12])
     )
-    decoder = RecordDecoder()
-    n = 0
-
-    def send(obj: dict[str, object]) -> None:
-        nonlocal n
-        n += 1
-        result = decoder.decode_obj({"record_id": f"r-{n}", **obj}, NOW)
-        assert isinstance(result, Record), result
-        eng.ingest_record(result)
-
+    feed = Feed(eng, now=NOW)
     t = T0
     while t < NOW:
-        for k, iccid in enumerate(ICCIDS[:10]):
+        for k, iccid in enumerate(SIMS[:10]):
             if k >= 7 and t > NOW - 6 * 3600:
                 continue
             mcc, mnc = NETWORKS[k % 3]
-            send({
-                "kind": "usage", "iccid": iccid, "start": format_rfc3339(t),
-                "end": format_rfc3339(t + 60 + k), "bytes_up": 100 + k, "bytes_down": 10,
-                "apn": "meters.acme", "mcc": mcc, "mnc": mnc, "rat": "LTE-M",
-            })  # fmt: skip
+            feed.usage(iccid, t + 60 + k, start=format_rfc3339(t), bytes_up=100 + k,
+                       bytes_down=10, mcc=mcc, mnc=mnc)  # fmt: skip
         if t > NOW - 12 * 3600:
             eng.evaluate(t + 1800)
         t += 3600
-    send({"kind": "event", "iccid": ICCIDS[12], "ts": format_rfc3339(NOW - 60), "type": "attach"})
+    feed.event(SIMS[12], NOW - 60, "attach")
     eng.evaluate(NOW)
     return eng
 
@@ -133,15 +119,16 @@ async def serving(app: web.Application) -> AsyncIterator[int]:
 
 
 @pytest.fixture
-async def open_port(engine: Engine) -> AsyncIterator[int]:
-    async with serving(app_for(engine, HttpSettings(auth="off", max_page_size=MAX_PAGE))) as port:
+async def open_port(api_engine: Engine) -> AsyncIterator[int]:
+    http = HttpSettings(auth="off", max_page_size=MAX_PAGE)
+    async with serving(app_for(api_engine, http)) as port:
         yield port
 
 
 @pytest.fixture
-async def auth_port(engine: Engine) -> AsyncIterator[int]:
+async def auth_port(api_engine: Engine) -> AsyncIterator[int]:
     http = HttpSettings(auth="on", max_page_size=MAX_PAGE)
-    async with serving(app_for(engine, http, frozenset({TOKEN, "second-token"}))) as port:
+    async with serving(app_for(api_engine, http, frozenset({TOKEN, "second-token"}))) as port:
         yield port
 
 
@@ -206,14 +193,14 @@ def check_answer(method: str, answer: Answer) -> None:
 segments = st.one_of(
     st.sampled_from([
         "", "api", "v1", "sims", "groups", "incidents", "status", "openapi.json", "-", "healthy",
-        "ready", "metrics", "..", ".", "%2e%2e", "%2F", "API", "Sims", "inc-0001", ICCIDS[0],
-        ICCIDS[12], "8" * 23, "%00", "%ff", "%", "x" * 300,
+        "ready", "metrics", "..", ".", "%2e%2e", "%2F", "API", "Sims", "inc-0001", SIMS[0],
+        SIMS[12], "8" * 23, "%00", "%ff", "%", "x" * 300,
     ]),
     st.text(max_size=12).map(lambda s: quote(s, safe="")),
 )  # fmt: skip
 ROUTES: Final = [
     "/", "/-/healthy", "/-/ready", "/metrics", "/api/v1/openapi.json", "/api/v1/status",
-    "/api/v1/sims", f"/api/v1/sims/{ICCIDS[3]}", "/api/v1/groups", "/api/v1/incidents",
+    "/api/v1/sims", f"/api/v1/sims/{SIMS[3]}", "/api/v1/groups", "/api/v1/incidents",
     "/api/v1/incidents/inc-0001",
 ]  # fmt: skip
 QUERY_ROUTES: Final = ["/api/v1/sims", "/api/v1/groups", "/api/v1/incidents"]
@@ -368,7 +355,7 @@ async def test_without_the_token_no_api_answer_and_no_iccid(
         assert answer.headers["www-authenticate"].startswith("Bearer")
     # an error may quote the client's own path back; it never names another SIM
     asked = unquote(target)
-    leaked = [iccid for iccid in ICCIDS if iccid.encode() in answer.body and iccid not in asked]
+    leaked = [iccid for iccid in SIMS if iccid.encode() in answer.body and iccid not in asked]
     assert not leaked, (target, answer.body[:300])
 
 
@@ -407,7 +394,7 @@ async def test_paging_visits_each_matching_sim_once(
         return
     seen: list[str] = []
     cursor = None
-    for _ in range(len(ICCIDS) + 2):
+    for _ in range(len(SIMS) + 2):
         target = f"/api/v1/sims?limit={limit}&{query}" + (f"&cursor={cursor}" if cursor else "")
         answer = await send_raw(open_port, request_bytes("GET", target, []))
         check_answer("GET", answer)
@@ -420,7 +407,10 @@ async def test_paging_visits_each_matching_sim_once(
         assert len(page["items"]) == limit
     assert cursor is None
     assert len(seen) == len(set(seen))
-    assert seen == sorted(seen, key=ICCIDS.index)  # row order is inventory order here
+    assert seen == sorted(seen, key=SIMS.index)  # row order is inventory order here
+    assert seen[:MAX_PAGE] == [item["iccid"] for item in everything.json()["items"]]
+    if not filters:
+        assert set(seen) == set(SIMS)  # unfiltered: the whole fleet
 
 
 @pytest.mark.parametrize("limit", ["0", str(MAX_PAGE + 1), "100000", "-1", "1.0", "٣"])

@@ -379,20 +379,42 @@ def test_any_file_bytes(workdir: Path, raw: bytes) -> None:
 
 
 @pytest.mark.parametrize(
-    "env",
+    ("env", "message"),
     [
-        {"SIMWATCH_SOURCES__FILE": "[]", "SIMWATCH_SOURCES__FILE__NAME": "x"},
-        {"SIMWATCH_SOURCES__FILE": "[1]", "SIMWATCH_SOURCES__FILE__0__NAME": "x"},
+        (
+            {"SIMWATCH_SOURCES__FILE": "[]", "SIMWATCH_SOURCES__FILE__NAME": "x"},
+            (
+                "sources.file (from SIMWATCH_SOURCES__FILE__NAME): a list: set the whole list as "
+                "JSON in SIMWATCH_SOURCES__FILE, or one field of an item as "
+                "SIMWATCH_SOURCES__FILE__0__FIELD"
+            ),
+        ),
+        (
+            {"SIMWATCH_SOURCES__FILE": "[1]", "SIMWATCH_SOURCES__FILE__0__NAME": "x"},
+            (
+                "sources.file[0] (from SIMWATCH_SOURCES__FILE__0__NAME): not a section, so it has "
+                "no 'name'"
+            ),
+        ),
+        (
+            {"SIMWATCH_HTTP__PORT": "1", "SIMWATCH_HTTP__PORT__X": "1"},
+            "http.port (from SIMWATCH_HTTP__PORT__X): not a section, so it has no 'x'",
+        ),
     ],
-    ids=["below-list", "below-scalar-item"],
+    ids=["below-list", "below-scalar-item", "below-scalar"],
 )
-def test_env_var_below_a_list_or_scalar_is_a_config_error(env: dict[str, str]) -> None:
-    with pytest.raises(ConfigError):
+def test_env_var_below_a_list_or_scalar_is_a_config_error(
+    env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
         load_settings(None, env)
+    assert str(info.value) == message
 
 
 def test_env_name_with_a_superscript_digit_is_a_config_error() -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(
+        ConfigError, match=r"^sources\.file \(from SIMWATCH_SOURCES__FILE__\u00b2\): a list"
+    ):
         load_settings(None, {"SIMWATCH_SOURCES__FILE__\u00b2": "x"})
 
 
@@ -401,8 +423,13 @@ def test_integer_of_5000_digits_is_a_config_error(tmp_path: Path, where: str) ->
     path = tmp_path / "simwatch.toml"
     path.write_text("[http]\nport = " + "1" * 5000 + "\n" if where == "toml" else "")
     env = {"SIMWATCH_ENGINE__DIMS": "1" * 5000} if where == "env" else {}
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError) as info:
         load_settings(path, env)
+    start = {
+        "toml": f"{path}: invalid TOML: ValueError: Exceeds the limit (4300 digits)",
+        "env": "engine.dims (from SIMWATCH_ENGINE__DIMS): not valid JSON: Exceeds the limit",
+    }[where]
+    assert str(info.value).startswith(start)
 
 
 class CrashedError(AssertionError):
@@ -418,8 +445,18 @@ def test_deeply_nested_value_is_a_config_error(tmp_path: Path, where: str) -> No
         load_settings(path, env)
     except RecursionError:
         raise CrashedError("RecursionError") from None
-    except ConfigError:
-        return
+    except ConfigError as exc:
+        message = str(exc)
+    else:
+        pytest.fail("a value nested 5000 deep loaded without an error")
+    expected = {
+        "toml": f"{path}: invalid TOML: RecursionError: maximum recursion depth exceeded",
+        "env": (
+            "engine.dims (from SIMWATCH_ENGINE__DIMS): not valid JSON: maximum recursion "
+            "depth exceeded"
+        ),
+    }[where]
+    assert message.startswith(expected), message
 
 
 def test_overlong_path_is_a_config_error() -> None:

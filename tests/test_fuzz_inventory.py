@@ -24,13 +24,14 @@ import re
 from typing import TYPE_CHECKING, Final
 
 import pytest
+from fleet import new_engine
 from fuzzing import fuzz
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from simwatch.core.engine import Engine, EngineConfig
-from simwatch.core.inventory import STATUSES, InventoryError, InventoryRow, load_inventory
-from simwatch.core.records import Rejection, RejectReason
+from simwatch.core.inventory import STATUSES, InventoryError, InventoryRow
+from simwatch.core.records import MAX_COUNT, Rejection, RejectReason
+from simwatch.shell.inventory import load_inventory
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -47,11 +48,6 @@ INT64_MAX: Final = 2**63 - 1
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("fuzz-inventory")
-
-
-@pytest.fixture(scope="module")
-def engine() -> Engine:
-    return Engine(EngineConfig())
 
 
 def check_row(row: InventoryRow) -> None:
@@ -156,7 +152,7 @@ def csv_files(draw: st.DrawFn) -> bytes:
 
 @fuzz(300)
 @given(csv_files())
-def test_any_file_loads_or_fails_as_a_whole(workdir: Path, engine: Engine, data: bytes) -> None:
+def test_any_file_loads_or_fails_as_a_whole(workdir: Path, data: bytes) -> None:
     path = workdir / "inventory.csv"
     path.write_bytes(data)
     loaded = check_load(path)
@@ -164,7 +160,7 @@ def test_any_file_loads_or_fails_as_a_whole(workdir: Path, engine: Engine, data:
     if loaded is not None:
         rows, rejected = loaded
         event(f"rows loaded: {min(len(rows), 3)}+, rejected: {min(len(rejected), 3)}+")
-        engine.load_inventory(rows)
+        new_engine().load_inventory(rows)
 
 
 # ---- good rows and rows with one defect -----------------------------------------------
@@ -178,7 +174,7 @@ good_values: dict[str, st.SearchStrategy[str]] = {
         st.sampled_from(["meters.acme", "internet", " backup.acme ", ""]), max_size=3
     ).map(";".join),
     "plan": st.sampled_from(["", "m2m-s", "Plan B, flat"]),
-    "data_cap_bytes": st.one_of(st.just(""), st.integers(0, INT64_MAX).map(str)),
+    "data_cap_bytes": st.one_of(st.just(""), st.integers(0, MAX_COUNT).map(str)),
     "status": st.sampled_from(["", *STATUSES, "ACTIVE", "Suspended", " test "]),
     "tags": st.sampled_from(["", "vip", "vip; pilot", " pilot ;; "]),
     "region": st.text(st.characters(codec="utf-8", exclude_characters="\r\n\x00"), max_size=8),
@@ -327,9 +323,28 @@ def test_a_cap_of_5000_digits_is_a_rejection(tmp_path: Path) -> None:
     assert [r.reason for r in loaded[1]] == [RejectReason.BAD_VALUE]
 
 
-def test_a_cap_beyond_int64_is_rejected_or_applied(tmp_path: Path) -> None:
+def test_a_cap_beyond_int64_is_rejected(tmp_path: Path) -> None:
+    """data_cap_bytes is limited to 2**53 (records.MAX_COUNT, as byte counts are): 2**63
+    is a bad_value naming the field, and the row is not loaded."""
     path = tmp_path / "inv.csv"
     path.write_text(f"iccid,data_cap_bytes\n8931440000000000011,{2**63}\n")
     loaded = check_load(path)
     assert loaded is not None
-    Engine(EngineConfig()).load_inventory(loaded[0])
+    rows, rejected = loaded
+    assert rows == []
+    assert [(r.reason, r.detail) for r in rejected] == [
+        (RejectReason.BAD_VALUE, f"line 2: field 'data_cap_bytes': '{2**63}' is over 2**53 bytes")
+    ]
+
+
+def test_a_cap_of_2_53_is_loaded(tmp_path: Path) -> None:
+    path = tmp_path / "inv.csv"
+    path.write_text(f"iccid,data_cap_bytes\n8931440000000000011,{MAX_COUNT}\n")
+    loaded = check_load(path)
+    assert loaded is not None
+    rows, rejected = loaded
+    assert rejected == []
+    assert [row.data_cap_bytes for row in rows] == [MAX_COUNT]
+    engine = new_engine()
+    engine.load_inventory(rows)
+    assert engine.state.row("8931440000000000011") >= 0

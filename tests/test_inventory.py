@@ -4,8 +4,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from simwatch.core.inventory import InventoryError, InventoryRow, iter_inventory, load_inventory
+from simwatch.core.inventory import InventoryError, InventoryRow
 from simwatch.core.records import Rejection, RejectReason
+from simwatch.shell.inventory import iter_inventory, load_inventory
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -44,9 +44,12 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
-pytestmark = pytest.mark.skipif(
-    not Alertmanager.available(), reason="prometheus-alertmanager is not installed"
-)
+pytestmark = [
+    pytest.mark.real_server,  # alertmanager, simwatch processes
+    pytest.mark.skipif(
+        not Alertmanager.available(), reason="prometheus-alertmanager is not installed"
+    ),
+]
 
 PARTNERS = [("262", "01"), ("262", "02"), ("204", "08"), ("204", "04")]
 SILENT = "20404"

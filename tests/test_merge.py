@@ -11,9 +11,8 @@ from dataclasses import replace
 
 import orjson
 import pytest
-from fleet import Feed, inventory_row
+from fleet import ICCIDS, Feed, new_engine
 
-from simwatch.core.engine import Engine, EngineConfig
 from simwatch.core.incidents import IncidentParams
 from simwatch.core.localize import localize
 from simwatch.core.merge import (
@@ -142,9 +141,8 @@ def test_bad_leaf_json_names_the_leaf() -> None:
 
 
 def test_shard_report_of_an_engine() -> None:
-    engine = Engine(replace(EngineConfig(), warmup_s=0.0))
-    iccids = [f"89314400000000{i:05d}" for i in range(4)]
-    engine.load_inventory(inventory_row(i) for i in iccids)
+    iccids = ICCIDS[:4]
+    engine = new_engine(iccids)
     assert shard_report(engine, 0, 2) is None  # nothing evaluated yet
     feed = Feed(engine)
     for step in range(96):  # a day of 15-minute reports: rhythms learned
@@ -177,7 +175,7 @@ def test_merge_sums_leaves_across_shards() -> None:
     rows = {
         tuple(table.labels[d][code] for d, code in enumerate(codes)): (
             table.total[i],
-            table.actual[i],
+            table.affected[i],
             table.expected[i],
         )
         for i, codes in enumerate(table.codes.tolist())

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from fleet import Feed, inventory_row
+from fleet import DAY, ICCIDS, T0, Feed, inventory_row
 from prometheus_client import CONTENT_TYPE_LATEST, CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from prometheus_client.openmetrics.parser import (
@@ -38,10 +38,7 @@ if TYPE_CHECKING:
 
     from prometheus_client.metrics_core import Metric
 
-T0 = 1_794_960_000.0  # 2026-11-18T00:00:00Z
-DAY = 86_400.0
 WALL = T0 + 30 * DAY
-ICCIDS = [f"89314400000000{i:05d}" for i in range(40)]
 RECORD_BYTES = 1500  # bytes_up + bytes_down of every usage record below
 LEARN_REPORTS = 3 * 96  # reports per SIM while learning: every 15 min for three days
 OUTAGE_MIN = 150  # minutes evaluated after partner 26203 went silent
@@ -178,15 +175,32 @@ def test_group_counts_per_dimension(fleet: Engine) -> None:
     assert len(group) == 7 * len(STATE_NAMES)
 
 
-def test_group_silent_ratio(fleet: Engine) -> None:
+def test_group_total_affected_and_ratio(fleet: Engine) -> None:
     text = exposition(collector(fleet))
     # Never-seen and inactive SIMs are not expected to report: no ratio for them.
-    assert by(text, "simwatch_group_silent_ratio", "dim", "value") == {
+    assert by(text, "simwatch_group_affected_ratio", "dim", "value") == {
         ("partner", "26202"): 0.0,
         ("partner", "26203"): 1.0,
         ("apn", "meters.acme"): pytest.approx(10 / 30),
         ("country", "DE"): pytest.approx(10 / 30),
     }
+    total = by(text, "simwatch_group_total_sims", "dim", "value")
+    affected = by(text, "simwatch_group_affected_sims", "dim", "value")
+    assert total == {
+        ("partner", "26202"): 20,
+        ("partner", "26203"): 10,
+        ("partner", "_unknown"): 0,
+        ("apn", "meters.acme"): 30,
+        ("apn", "_unknown"): 0,
+        ("country", "DE"): 30,
+        ("country", "_unknown"): 0,
+    }
+    assert nonzero(affected) == {
+        ("partner", "26203"): 10,
+        ("apn", "meters.acme"): 10,
+        ("country", "DE"): 10,
+    }
+    assert set(affected) == set(total)
 
 
 def test_group_month_bytes(fleet: Engine) -> None:
@@ -249,8 +263,9 @@ def test_top_n_sums_the_rest_into_other(fleet: Engine) -> None:
         ("_other", "never_seen"): 6,
         ("_other", "inactive"): 4,
     }
-    ratio = by(text, "simwatch_group_silent_ratio", "dim", "value")
+    ratio = by(text, "simwatch_group_affected_ratio", "dim", "value")
     assert ratio[("partner", "_other")] == 1.0
+    assert by(text, "simwatch_group_affected_sims", "dim", "value")[("partner", "_other")] == 10
     used = by(text, "simwatch_group_month_bytes", "dim", "value")
     assert used[("partner", "_other")] == 10 * LEARN_REPORTS * RECORD_BYTES
     assert {k[1] for k in group} == {"26202", "meters.acme", "DE", "_other"}
@@ -412,7 +427,7 @@ def test_names_follow_the_conventions(fleet: Engine) -> None:
     text = exposition(collector(fleet, health=health, stats=stats, sinks=sinks))
     families = list(text_string_to_metric_families(text))
     ours = [f for f in families if f.name.startswith("simwatch_")]
-    assert len(ours) == 33
+    assert len(ours) == 35
     assert {f.name for f in families} - {f.name for f in ours} <= {
         f.name for f in families if f.name.startswith("process_")
     }

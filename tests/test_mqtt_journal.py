@@ -21,7 +21,7 @@ import signal
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import aiomqtt
 import orjson
@@ -44,7 +44,15 @@ if TYPE_CHECKING:
 WAIT = 15.0  # the bound on every wait in the source tests: a failure fails, never hangs
 TOPIC = "sims/records"
 
-needs_broker = pytest.mark.skipif(not available(), reason="mosquitto is not installed")
+
+F = TypeVar("F", bound="Callable[..., object]")
+
+
+def needs_broker(test: F) -> F:
+    """A test against a real Mosquitto: marked ``real_server``, skipped without one."""
+    skip = pytest.mark.skipif(not available(), reason="mosquitto is not installed")
+    marked: F = pytest.mark.real_server(skip(test))
+    return marked
 
 
 def journal(directory: Path, segment_bytes: int = 1000, max_bytes: int = 1 << 20) -> Journal:
@@ -355,16 +363,6 @@ def test_the_cap_drops_the_oldest_segments_and_counts_unread_frames(tmp_path: Pa
 # ---- 2. the source with a journal, against a broker ----------------------------------------
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    server = Mosquitto(tmp_path / "broker")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def source_settings(port: int, directory: Path, **overrides: object) -> MqttSourceSettings:
     values: dict[str, object] = {
         "name": "mqtt:journal",
@@ -385,14 +383,6 @@ async def publish(port: int, payloads: list[bytes], qos: int = 1) -> None:
     async with aiomqtt.Client("127.0.0.1", port, identifier="publisher", timeout=WAIT) as pub:
         for payload in payloads:
             await pub.publish(TOPIC, payload, qos=qos)
-
-
-async def wait_until(predicate: Callable[[], bool]) -> None:
-    async def poll() -> None:
-        while not predicate():  # noqa: ASYNC110 - stats are plain fields, no event to await
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(poll(), WAIT)
 
 
 async def take(sink: asyncio.Queue[Batch], count: int, *, apply: bool = True) -> list[bytes]:
@@ -428,8 +418,12 @@ async def take_distinct(sink: asyncio.Queue[Batch], wanted: set[bytes]) -> set[b
 @contextlib.asynccontextmanager
 async def running(source: MqttSource, sink: asyncio.Queue[Batch]) -> AsyncIterator[None]:
     task = asyncio.create_task(source.run(sink))
+
+    def connected() -> bool:
+        return source.stats.connected or task.done()
+
     try:
-        await wait_until(lambda: source.stats.connected or task.done())
+        await until(connected, WAIT, "the source connected", interval_s=0.01)
         assert not task.done(), task
         yield
     finally:
@@ -560,7 +554,7 @@ async def test_a_message_not_journaled_is_not_acknowledged(
         # The write failed: no ack, the source reconnects, the broker sends it again.
         assert await take(sink, 1) == [b'{"first":1}']
         assert source.stats.errors == 1
-        await wait_until(lambda: source.stats.connected)
+        await until(lambda: source.stats.connected, WAIT, "reconnected", interval_s=0.01)
         assert source.stats.last_error is None
     assert "messages left unacknowledged (cannot write the journal" in caplog.text
     assert "No space left on device" in caplog.text

@@ -39,7 +39,7 @@ from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
 )
 from prometheus_client.parser import text_string_to_metric_families
-from servers import PROMTOOL, Prometheus, binary, http_get
+from servers import PROMTOOL, Prometheus, binary, http_get, until
 
 from simwatch import __version__
 from simwatch.core.engine import Engine
@@ -60,6 +60,8 @@ if TYPE_CHECKING:
 
     from simwatch.shell.sink_contract import Cycle
     from simwatch.shell.source_contract import Sink
+
+pytestmark = pytest.mark.real_server  # a daemon serving HTTP, and a real Prometheus
 
 # The tests that talk to the daemon run on its event loop (one per module).
 on_daemon_loop = pytest.mark.asyncio(loop_scope="module")
@@ -227,11 +229,7 @@ class Running:
             return response.headers["Content-Type"], await response.text()
 
 
-async def wait_for(check: Any, what: str, limit_s: float = 45.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while not check():
-        assert time.monotonic() < deadline, f"{what}: not reached in {limit_s} s"
-        await asyncio.sleep(0.1)
+WAIT = 45.0  # the bound on the daemon's start-up waits
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -250,16 +248,20 @@ async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run
         daemon.run(extra_tasks=[("http", lambda: serve(daemon, http, frozenset()))])
     )
     try:
-        await wait_for(lambda: source.applied == source.batches, "all records applied")
-        await wait_for(lambda: daemon.health.ready, "ready")
-        await wait_for(
+        await until(lambda: source.applied == source.batches, WAIT, "all records applied")
+        await until(lambda: daemon.health.ready, WAIT, "ready")
+        await until(
             lambda: any(i.kind == "group" for i in daemon.engine.incidents.open.values()),
+            WAIT,
             "a group incident open",
         )
-        status = 0
-        while status != 200:  # the HTTP task starts with the TaskGroup
-            status, _ = await asyncio.to_thread(http_get, f"http://127.0.0.1:{http.port}/-/ready")
-            await asyncio.sleep(0.05)
+
+        async def http_ready() -> bool:  # the HTTP task starts with the TaskGroup
+            url = f"http://127.0.0.1:{http.port}/-/ready"
+            status, _ = await asyncio.to_thread(http_get, url)
+            return status == 200
+
+        await until(http_ready, WAIT, "the HTTP API answering /-/ready")
         yield Running(daemon, source, http.port, len(lines))
     finally:
         daemon.request_stop()
@@ -383,7 +385,7 @@ async def test_prometheus_scrapes_and_evaluates_the_rules(running: Running, tmp_
         deadline = time.monotonic() + 30
         wanted = {
             "instance:simwatch_source_records_received:rate5m",
-            "dim:simwatch_group_silent_ratio:max",
+            "dim:simwatch_group_affected_ratio:max",
             "instance:simwatch_sims_silent:ratio",
             "instance:simwatch_group_month_bytes:sum",
             "source:simwatch_source_records_rejected:ratio_rate5m",
@@ -411,7 +413,7 @@ async def test_prometheus_scrapes_and_evaluates_the_rules(running: Running, tmp_
         assert types["simwatch_build"] == ("info", "")
         assert types["simwatch_group_month_bytes"] == ("gauge", "bytes")
         dims = {r["metric"]["dim"]: float(r["value"][1]) for r in results[
-            "dim:simwatch_group_silent_ratio:max"
+            "dim:simwatch_group_affected_ratio:max"
         ]}  # fmt: skip
         assert dims.keys() == {"apn", "country", "partner"}
         assert dims["partner"] == 1.0  # 26201: all its learned SIMs are silent

@@ -35,20 +35,20 @@ same instant last. Then:
 from __future__ import annotations
 
 import asyncio
-import sys
-import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import aiomqtt
+import mosquitto
 import orjson
 import pytest
+from mosquitto import Mosquitto, free_port
 from prometheus_client.parser import text_string_to_metric_families
+from servers import until
 
-from simwatch.core.inventory import InventoryRow, iter_inventory
+from simwatch.core.inventory import InventoryRow
 from simwatch.core.localize import LeafTable, localize
 from simwatch.core.merge import (
     LeafCounts,
@@ -61,6 +61,7 @@ from simwatch.core.merge import (
 from simwatch.core.timeutil import format_rfc3339, parse_rfc3339
 from simwatch.service.daemon import Daemon
 from simwatch.service.run import serve
+from simwatch.shell.inventory import iter_inventory
 from simwatch.shell.settings import (
     EngineSettings,
     HttpSettings,
@@ -72,16 +73,17 @@ from simwatch.sim.catalogue import DAY, HOUR
 from simwatch.sim.simulate import DEFAULT_START, FaultSpec, FleetSimulator, SimConfig
 from simwatch.sources.mqtt import MqttSource
 
-sys.path.insert(0, str(Path(__file__).parent))
-from mosquitto import Mosquitto, available, free_port
-
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+    from pathlib import Path
 
     from simwatch.core.engine import CycleResult, Engine
     from simwatch.core.incidents import Incident
 
-pytestmark = pytest.mark.skipif(not available(), reason="mosquitto is not installed")
+pytestmark = [
+    pytest.mark.real_server,  # mosquitto
+    pytest.mark.skipif(not mosquitto.available(), reason="mosquitto is not installed"),
+]
 
 SHARDS = 2
 SIMS = 1000
@@ -138,13 +140,6 @@ def fleet(tmp: Path) -> tuple[list[bytes], list[InventoryRow]]:
     path.write_text(sim.inventory_csv(), encoding="utf-8")
     rows = [r for r in iter_inventory(path) if isinstance(r, InventoryRow)]
     return lines, rows
-
-
-async def wait_for(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not check():
-        assert time.monotonic() < deadline, f"not reached in {WAIT_S} s: {what}"
-        await asyncio.sleep(0.05)
 
 
 def collect_reports(replica: Replica) -> Callable[[CycleResult], None]:
@@ -271,20 +266,22 @@ async def run_replicas(tmp: Path) -> Outcome:
             tasks.append(asyncio.create_task(daemon.run(extra_tasks=[("http", http_task)])))
 
         sources = [r.source for r in replicas if r.source is not None]
-        await wait_for(lambda: all(s.stats.connected for s in sources), "sources connected")
+        await until(lambda: all(s.stats.connected for s in sources), WAIT_S, "sources connected")
         await publish(broker.port, lines, shards)
         reference.sent = sum(s.sent for s in shards)
-        await wait_for(
+        await until(
             lambda: all(
                 r.source is not None and r.source.stats.received >= r.sent for r in replicas
             ),
+            WAIT_S,
             "every record ingested",
         )
-        await wait_for(
+        await until(
             lambda: all(
                 r.daemon is not None and r.daemon.health.last_evaluation_at == FINAL_EVAL
                 for r in replicas
             ),
+            WAIT_S,
             "the last cycle evaluated everywhere",
         )
         groups, metrics, status = {}, {}, {}
@@ -332,7 +329,7 @@ def leaf_counts(table: LeafTable) -> dict[tuple[str, ...], tuple[float, float, f
             values = tuple(table.labels[d][c] for d, c in enumerate(codes))
             out[values] = (
                 float(table.total[i]),
-                float(table.actual[i]),
+                float(table.affected[i]),
                 float(table.expected[i]),
             )
     return out

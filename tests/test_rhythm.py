@@ -7,16 +7,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+from fleet import DAY, T0  # T0: a UTC midnight
 
 from simwatch.core.rhythm import RhythmModel, RhythmParams, SimState
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-T0 = 1795132800.0  # 2026-11-20T00:00:00Z, a UTC midnight
 MIN = 60.0
 HOUR = 3600.0
-DAY = 86400.0
 
 OK, LATE, SILENT, NEVER = (
     SimState.OK,

@@ -2,38 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from typing import TYPE_CHECKING
+
+import pytest
+from mosquitto import free_port
+from servers import api_token, http_get, until
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+pytestmark = pytest.mark.real_server  # ``simwatch`` processes
 
 
-def get(url: str, token: str | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url)
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=2) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-def test_run_serves_then_stops_on_sigterm(tmp_path: Path) -> None:
+async def test_run_serves_then_stops_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     config = tmp_path / "simwatch.toml"
     config.write_text(
@@ -51,48 +38,47 @@ history_s = 7200
 """,
         encoding="utf-8",
     )
-    check = subprocess.run(
+    check = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "simwatch", "check-config", "--config.file", str(config)],
         capture_output=True,
         text=True,
         check=False,
     )
     assert check.returncode == 0, check.stderr
-    process = subprocess.Popen(
-        [sys.executable, "-m", "simwatch", "run", "--config.file", str(config)],
+    process = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "simwatch", "run", "--config.file", str(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.communicate()[1].decode()[-2000:]
-            try:
-                status, _ = get(f"http://127.0.0.1:{port}/-/ready")
-            except OSError:
-                status = 0
-            if status == 200:
-                break
-            assert time.monotonic() < deadline, "not ready within 60 s"
-            time.sleep(0.3)
+
+        async def ready() -> bool:
+            if process.returncode is not None:
+                _, stderr = await process.communicate()
+                raise AssertionError(stderr.decode()[-2000:])
+            status, _ = await asyncio.to_thread(http_get, f"{base}/-/ready", 2)
+            return status == 200
+
+        await until(ready, 60, "ready", interval_s=0.3)
         # no tokens_file: the API is closed all the same, with a token generated at start
-        status, _ = get(f"http://127.0.0.1:{port}/api/v1/status")
+        status, _ = await asyncio.to_thread(http_get, f"{base}/api/v1/status", 2)
         assert status == 401
-        lines = (tmp_path / "api-token").read_text(encoding="utf-8").splitlines()
-        token = lines[-1]
-        status, body = get(f"http://127.0.0.1:{port}/api/v1/status", token)
+        token = api_token(tmp_path)
+        status, body = await asyncio.to_thread(http_get, f"{base}/api/v1/status", 2, token)
         assert status == 200
         assert json.loads(body)["sims"] == 200
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=15)
+        _, stderr = await asyncio.wait_for(process.communicate(), 15)
         assert process.returncode == 0, stderr.decode()[-2000:]
         assert time.monotonic() - started < 5.0
         assert b"simwatch stopped" in stderr
     finally:
-        if process.poll() is None:
+        if process.returncode is None:
             process.kill()
-            process.communicate()
+            await process.communicate()
 
 
 def test_bad_config_fails_at_start_naming_the_field(tmp_path: Path) -> None:

@@ -255,6 +255,35 @@ def test_small_steps_give_the_same_lines() -> None:
     assert stepped.truth == whole.truth
 
 
+def test_a_shifted_fleet_writes_the_same_records_later() -> None:
+    """``shift_s`` plays the same fleet at another time: the same lines but for their
+    times, moved by the shift; ``advance`` takes the shifted time."""
+    config = SimConfig(
+        sims=60,
+        days=1.0,
+        seed=5,
+        faults=(
+            FaultSpec("apn_outage", START + 10 * HOUR, START + 12 * HOUR, {"apn": "cold.chain"}),
+        ),
+    )
+    shift = -(400 * DAY + 7 * HOUR)  # back over a year boundary and a leap day
+    plain = FleetSimulator(config)
+    moved = FleetSimulator(config, shift_s=shift)
+    for until in (START + 5 * HOUR, START + 2 * DAY):
+        a, b = plain.advance(until), moved.advance(until + shift)
+        assert len(a) == len(b) > 100
+        for line_a, line_b in zip(a, b, strict=True):
+            ra, rb = orjson.loads(line_a), orjson.loads(line_b)
+            for key in ("ts", "start", "end"):
+                if key in ra:
+                    assert parse_rfc3339(rb[key]) == parse_rfc3339(ra[key]) + shift
+                    rb[key] = ra[key]
+            assert ra == rb
+    assert moved.truth() == plain.truth()  # the ground truth stays in simulated time
+    with pytest.raises(ValueError, match="whole minutes"):
+        FleetSimulator(config, shift_s=90.0)
+
+
 def test_late_and_duplicate_records(base: Run) -> None:
     counts = Counter(orjson.loads(line)["record_id"] for line in base.lines)
     dup_share = sum(n - 1 for n in counts.values()) / len(counts)

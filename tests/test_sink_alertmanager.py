@@ -31,8 +31,10 @@ import orjson
 import pytest
 import yaml
 from aiohttp import web
+from fleet import DAY, T0
+from fleet import ICCIDS as FLEET_ICCIDS
 from mosquitto import free_port
-from servers import AMTOOL, Alertmanager, binary
+from servers import AMTOOL, Alertmanager, binary, until
 
 from simwatch.core.engine import CycleResult, Engine, EngineConfig
 from simwatch.core.incidents import IncidentChange
@@ -62,16 +64,17 @@ from simwatch.sinks.alertmanager import (
 from simwatch.sources.simulator import SimulatorSource
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator
 
-pytestmark = pytest.mark.skipif(
-    not Alertmanager.available(), reason="prometheus-alertmanager is not installed"
-)
+pytestmark = [
+    pytest.mark.real_server,
+    pytest.mark.skipif(
+        not Alertmanager.available(), reason="prometheus-alertmanager is not installed"
+    ),
+]
 
-T0 = 1_794_960_000.0  # 2026-11-18T00:00:00Z
-DAY = 86_400.0
 WALL = T0 + 30 * DAY
-ICCIDS = [f"89314400000000{i:05d}" for i in range(30)]
+ICCIDS = list(FLEET_ICCIDS[:30])
 NL, DE3, DE2 = ICCIDS[0:10], ICCIDS[10:20], ICCIDS[20:30]
 VIP_IN, VIP_OUT = DE3[0], DE2[0]
 NETWORK = {
@@ -493,19 +496,6 @@ async def am_alerts(url: str, **params: str) -> list[dict[str, Any]]:
         return body
 
 
-async def eventually(check: Callable[[], Any], limit_s: float = TIMEOUT) -> Any:
-    """Await ``check()`` (sync or async) until it returns something truthy."""
-    deadline = time.monotonic() + limit_s
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.1)
-
-
 def labels_of(alerts: list[dict[str, Any]]) -> list[dict[str, str]]:
     return [a["labels"] for a in alerts]
 
@@ -520,7 +510,7 @@ async def test_alert_fires_and_resolves_in_a_real_alertmanager(tmp_path: Path) -
             async def active() -> list[dict[str, Any]]:
                 return await am_alerts(server.url, active="true")
 
-            [alert] = await eventually(active)
+            [alert] = await until(active, TIMEOUT, "the alert active")
             assert alert["labels"] == {
                 "alertname": GROUP_ALERTNAME,
                 "severity": "page",
@@ -538,7 +528,7 @@ async def test_alert_fires_and_resolves_in_a_real_alertmanager(tmp_path: Path) -
             async def gone() -> bool:
                 return await active() == [] and await am_alerts(server.url) == []
 
-            await eventually(gone)
+            await until(gone, TIMEOUT, "the alert gone")
         assert sink.stats.errors == 0
         assert sink.stats.up
         assert sink.stats.sent >= 2  # the firing alert, then its resolve
@@ -556,10 +546,14 @@ async def test_every_replica_gets_alerts_and_a_down_one_catches_up(
         with caplog.at_level(logging.INFO, logger="simwatch.sinks.alertmanager"):
             async with running(sink):
                 gone = driver.open({"country": "NL"})
-                await eventually(lambda: am_alerts(first.url, active="true"))
+                await until(lambda: am_alerts(first.url, active="true"), TIMEOUT, "an alert active")
                 driver.resolve_all()  # resolved while the second replica is down...
                 stays = driver.open({"country": "DE"})
-                await eventually(lambda: sink.stats.errors >= 3 and not sink.pending_resolved(0))
+                await until(
+                    lambda: sink.stats.errors >= 3 and not sink.pending_resolved(0),
+                    TIMEOUT,
+                    "retries, and the resolve held for the down replica",
+                )
                 assert [a.labels["incident"] for a in sink.pending_resolved(1)] == [gone]
                 # pages still flow through the first replica: up, one of two replicas up
                 assert sink.stats.up
@@ -570,9 +564,11 @@ async def test_every_replica_gets_alerts_and_a_down_one_catches_up(
                 assert alert["labels"]["incident"] == stays  # the first one is not held up
                 async with alertmanager(tmp_path / "b", port=late_port) as late:
                     assert late.url == late_url
-                    [alert] = await eventually(lambda: am_alerts(late.url, active="true"))
+                    [alert] = await until(
+                        lambda: am_alerts(late.url, active="true"), TIMEOUT, "caught up"
+                    )
                     assert alert["labels"]["incident"] == stays
-                    await eventually(lambda: sink.stats.replicas_up == 2)
+                    await until(lambda: sink.stats.replicas_up == 2, TIMEOUT, "both replicas up")
                     assert sink.pending_resolved(1) == []  # ...and delivered once it is back
                     assert sink.stats.last_error is None
                     assert sink.stats.buffered == 0
@@ -605,10 +601,12 @@ async def test_a_replica_that_never_answers_does_not_hold_up_the_others(
             driver = Driver(sinks=[sink])
             async with running(sink):
                 driver.open({"country": "NL"})
-                await eventually(lambda: am_alerts(server.url, active="true"))
+                await until(
+                    lambda: am_alerts(server.url, active="true"), TIMEOUT, "an alert active"
+                )
                 assert requests  # the first replica's post is still waiting for an answer
                 assert sink.stats.errors == 0
-                await eventually(lambda: sink.stats.errors >= 1)  # its timeout, counted
+                await until(lambda: sink.stats.errors >= 1, TIMEOUT)  # its timeout, counted
                 assert "no answer within 2 s" in str(sink.stats.last_error)
     finally:
         release.set()
@@ -712,8 +710,10 @@ async def test_the_page_mutes_the_tickets_behind_it(tmp_path: Path, at_b: Scenar
         async with running(sink):
             sink.on_cycle(at_b.live_cycle())  # the page, a covered and an uncovered ticket
             [page_id] = at_b.open_ids("group")
-            await eventually(
-                lambda: hooks.notified("oncall-page") and hooks.notified("support-tickets")
+            await until(
+                lambda: hooks.notified("oncall-page") and hooks.notified("support-tickets"),
+                TIMEOUT,
+                "the page and a ticket notified",
             )
             alerts = by_name(await am_alerts(server.url))
             covered = alerts[f"ticket:{VIP_IN}"]["status"]
@@ -734,20 +734,20 @@ async def test_a_restart_does_not_page_twice(tmp_path: Path) -> None:
         driver.sinks = [first]
         async with running(first):
             incident = driver.open({"partner": "26203"})
-            await eventually(lambda: hooks.notified("hook"))
+            await until(lambda: hooks.notified("hook"), TIMEOUT, "notified")
         # a restart: a fresh sink (same incident id, as checkpoints will keep it); the
         # affected count changed meanwhile, which only touches annotations
         second = AlertmanagerSink(am_settings([server.url]), simwatch_url=SIMWATCH)
         driver.sinks = [second]
         driver.cycle({"partner": "26203"}, affected=60)
         async with running(second):
-            await eventually(lambda: second.stats.sent >= 2)  # sent, and re-sent
+            await until(lambda: second.stats.sent >= 2, TIMEOUT)  # sent, and re-sent
             [alert] = await am_alerts(server.url, active="true")
             assert alert["annotations"]["affected"] == "60"
             await asyncio.sleep(2.5)  # two group intervals: a second page would be out
             assert len(hooks.notified("hook")) == 1
             driver.resolve_all()
-            await eventually(lambda: hooks.notified("hook", "resolved"))
+            await until(lambda: hooks.notified("hook", "resolved"), TIMEOUT, "the resolve notified")
     assert [x["incident"] for x in hooks.notified("hook")] == [incident]
     assert [x["incident"] for x in hooks.notified("hook", "resolved")] == [incident]
 
@@ -803,7 +803,7 @@ async def test_simulated_fault_pages_and_resolves_end_to_end(tmp_path: Path) -> 
                 alerts = await am_alerts(server.url, active="true")
                 return [a for a in alerts if a["labels"]["severity"] == "page"]
 
-            [page] = await eventually(pages, limit_s=40)
+            [page] = await until(pages, 40, "a page")
             labels = page["labels"]
             incident = daemon.engine.incidents.get(labels["incident"])
             assert incident is not None
@@ -817,10 +817,10 @@ async def test_simulated_fault_pages_and_resolves_end_to_end(tmp_path: Path) -> 
                 clock.offset += 60.0  # a simulated minute every 0.1 s: the fault ends
                 return incident.state == "resolved" and await pages() == []
 
-            await eventually(resolved, limit_s=30)
+            await until(resolved, 30, "the page resolved", interval_s=0.1)  # the clock's pace
             assert incident.resolved_at is not None
             assert incident.resolved_at >= parse_rfc3339(str(fault["end"]))
-            await eventually(lambda: hooks.notified("hook", "resolved"))
+            await until(lambda: hooks.notified("hook", "resolved"), TIMEOUT, "the resolve notified")
         finally:
             daemon.request_stop()
             await asyncio.wait_for(task, 10.0)

@@ -13,10 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import random
-import time
 import urllib.parse
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Self
 
@@ -24,24 +21,27 @@ import numpy as np
 import orjson
 import pytest
 from aiohttp import web
-from fleet import Feed, inventory_row
+from fleet import DAY, Feed, inventory_row, new_engine
+from fleet import iccid as fleet_iccid
 from mosquitto import free_port
-from servers import VictoriaMetrics, http_get
+from servers import VictoriaMetrics, http_get, until
 
-from simwatch.core.engine import CycleResult, Engine, EngineConfig
 from simwatch.core.evaluate import STATE_NAMES
 from simwatch.shell.settings import InfluxSinkSettings
 from simwatch.shell.sink_contract import Cycle
+from simwatch.sinks.influx.points import escape_tag, string_field
 from simwatch.sinks.influx.schema import DIM_TAGS, SCHEMA
-from simwatch.sinks.influx.sink import InfluxSink, backoff_delay, escape_tag, string_field
+from simwatch.sinks.influx.sink import InfluxSink
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from pathlib import Path
 
-pytestmark = pytest.mark.skipif(
-    not VictoriaMetrics.available(), reason="victoria-metrics is not installed"
-)
+    from simwatch.core.engine import CycleResult, Engine
+
+pytestmark = [
+    pytest.mark.real_server,
+    pytest.mark.skipif(not VictoriaMetrics.available(), reason="victoria-metrics is not installed"),
+]
 
 
 def _second_day_of_last_month() -> float:
@@ -52,14 +52,10 @@ def _second_day_of_last_month() -> float:
     return datetime(year, month, 2, tzinfo=UTC).timestamp()
 
 
-T0 = _second_day_of_last_month()
-DAY = 86_400.0
+T0 = _second_day_of_last_month()  # not fleet's T0: here it follows today's date
 BYTES = 1500  # every usage record: 1200 up + 300 down
-ICCIDS = [f"89314400000000{i:05d}" for i in range(300)]
-
-
-def new_engine(**config: Any) -> Engine:
-    return Engine(replace(EngineConfig(), warmup_s=0.0, **config))
+ICCIDS = [fleet_iccid(k) for k in range(300)]
+WAIT = 15.0  # the bound on every wait
 
 
 def settings(url: str, **kw: object) -> InfluxSinkSettings:
@@ -80,14 +76,6 @@ def cycle(sink: InfluxSink, engine: Engine, now: float) -> CycleResult:
     result = engine.evaluate(now)
     sink.on_cycle(Cycle(engine, result, now, live=False))
     return result
-
-
-async def until(predicate: Callable[[], bool], within: float = 15.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 def waiting_lines(sink: InfluxSink) -> list[str]:
@@ -237,7 +225,7 @@ async def test_points_read_back_from_victoriametrics(tmp_path: Path) -> None:
                 if c.kind == "opened"
             ]
             await asyncio.sleep(0)
-        await until(lambda: sink.stats.buffered == 0)
+        await until(lambda: sink.stats.buffered == 0, WAIT)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -300,15 +288,15 @@ async def test_points_read_back_from_victoriametrics(tmp_path: Path) -> None:
             for s, name in enumerate(STATE_NAMES):
                 got = samples(rows, f"simwatch_group_{name}", dim=dim, value=value)
                 assert got[t] == counts[s], (t, dim, name)
-            counted = int(evaluation.counted[mask].sum())
-            overdue = int(evaluation.overdue[mask].sum())
-            assert samples(rows, "simwatch_group_counted", dim=dim, value=value)[t] == counted
-            assert samples(rows, "simwatch_group_overdue", dim=dim, value=value)[t] == overdue
-            ratio = samples(rows, "simwatch_group_silent_ratio", dim=dim, value=value).get(t)
+            total = int(evaluation.counted[mask].sum())
+            affected = int(evaluation.overdue[mask].sum())
+            assert samples(rows, "simwatch_group_total", dim=dim, value=value)[t] == total
+            assert samples(rows, "simwatch_group_affected", dim=dim, value=value)[t] == affected
+            ratio = samples(rows, "simwatch_group_affected_ratio", dim=dim, value=value).get(t)
             # VictoriaMetrics keeps 12 significant digits
-            assert ratio == (pytest.approx(overdue / counted, rel=1e-9) if counted else None)
-            total = sum(v[1] for v in _last_before(expected_usage, t).values())
-            assert samples(rows, "simwatch_group_month_bytes", dim=dim, value=value)[t] == total
+            assert ratio == (pytest.approx(affected / total, rel=1e-9) if total else None)
+            used = sum(v[1] for v in _last_before(expected_usage, t).values())
+            assert samples(rows, "simwatch_group_month_bytes", dim=dim, value=value)[t] == used
         unknown = samples(rows, "simwatch_group_never_seen", dim="apn", value="_unknown")
         assert unknown[t] == 1  # the inventory-only SIM has no APN yet
 
@@ -380,7 +368,7 @@ async def test_points_wait_while_server_away_and_arrive_after(
         start = T0 + 60
         report_all(feed, 50, start)
         cycle(sink, engine, start)
-        await until(lambda: sink.stats.buffered == 0)
+        await until(lambda: sink.stats.buffered == 0, WAIT)
         delivered = sink.stats.sent
         assert delivered == 50 + 50 + 3  # usage, never_seen -> ok, one value per dimension
 
@@ -399,15 +387,15 @@ async def test_points_wait_while_server_away_and_arrive_after(
         assert stats.buffered == produced
         assert stats.dropped == 0
         assert stats.sent == delivered
-        assert "write to" in caplog.text
-        assert "failed" in caplog.text
+        assert f"influxdb sink: writes to {vm.url}" in caplog.text
+        assert "retrying with backoff" in caplog.text
 
         await asyncio.to_thread(vm.start)  # same port, same data directory
-        await until(lambda: sink.stats.buffered == 0)
+        await until(lambda: sink.stats.buffered == 0, WAIT)
         assert stats.up
         assert stats.last_error is None
         assert stats.sent == delivered + produced
-        assert "succeed again" in caplog.text
+        assert "recovered after" in caplog.text
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
         assert len(warnings) == 1  # the failure is logged once, not at every retry
         rows = await asyncio.to_thread(export, vm)
@@ -448,7 +436,7 @@ async def test_beyond_the_bound_the_oldest_points_are_dropped_and_counted(
 
     task = asyncio.create_task(sink.run())
     try:
-        await until(lambda: sink.stats.errors >= 1)  # a batch of 100 is in flight, retried
+        await until(lambda: sink.stats.errors >= 1, WAIT)  # a batch of 100 is in flight, retried
         assert sink._pending_points == 100
         report_all(feed, 200, times[8])
         cycle(sink, engine, times[8])
@@ -456,7 +444,7 @@ async def test_beyond_the_bound_the_oldest_points_are_dropped_and_counted(
         assert sink.stats.dropped == 824 + 203
 
         await asyncio.to_thread(vm.start)
-        await until(lambda: sink.stats.buffered == 0)
+        await until(lambda: sink.stats.buffered == 0, WAIT)
         assert sink.stats.sent == 1000
         rows = await asyncio.to_thread(export, vm)
     finally:
@@ -531,11 +519,11 @@ async def test_unavailable_is_retried_and_a_refused_batch_dropped() -> None:
             report_all(feed, 3, T0 + 60)
             cycle(sink, engine, T0 + 60)
             first = sink.stats.buffered
-            await until(lambda: sink.stats.sent == first)
+            await until(lambda: sink.stats.sent == first, WAIT)
             report_all(feed, 3, T0 + 120)
             cycle(sink, engine, T0 + 120)
             second = sink.stats.buffered
-            await until(lambda: sink.stats.buffered == 0)
+            await until(lambda: sink.stats.buffered == 0, WAIT)
         finally:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
@@ -701,12 +689,3 @@ def test_sim_points_off_writes_groups_and_incidents_only() -> None:
     report_all(feed, 5, T0 + 30)
     cycle(sink, engine, T0 + 60)
     assert {parse_line(line)[0] for line in waiting_lines(sink)} == {"simwatch_group"}
-
-
-def test_backoff_is_capped_and_jittered() -> None:
-    rng = random.Random(7)
-    delays = [backoff_delay(n, 1.0, 60.0, rng) for n in range(1, 12)]
-    assert 0.5 <= delays[0] <= 1.0
-    assert 1.0 <= delays[1] <= 2.0
-    assert all(30.0 <= d <= 60.0 for d in delays[7:])
-    assert len({round(d, 6) for d in delays}) == len(delays)

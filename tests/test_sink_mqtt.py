@@ -12,15 +12,16 @@ import contextlib
 import logging
 import shutil
 import ssl
-import sys
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
 import aiomqtt
 import orjson
 import pytest
-from fleet import Feed, inventory_row
+from fleet import DAY, T0, Feed, inventory_row
+from fleet import iccid as fleet_iccid
+from mosquitto import Mosquitto, available, free_port, make_certs
+from servers import until
 
 from simwatch.core.engine import Engine, EngineConfig
 from simwatch.core.timeutil import format_rfc3339
@@ -28,21 +29,20 @@ from simwatch.shell.settings import ConfigError, MqttSinkSettings, load_settings
 from simwatch.shell.sink_contract import Cycle
 from simwatch.sinks.mqtt import MqttSink
 
-sys.path.insert(0, str(Path(__file__).parent))
-from mosquitto import Mosquitto, available, free_port, make_certs
-
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator
+    from collections.abc import AsyncIterator, Callable
+    from pathlib import Path
 
     from simwatch.core.incidents import IncidentChange
 
-pytestmark = pytest.mark.skipif(not available(), reason="mosquitto is not installed")
+pytestmark = [
+    pytest.mark.real_server,
+    pytest.mark.skipif(not available(), reason="mosquitto is not installed"),
+]
 
 WAIT = 10.0  # the bound on every wait: a failure fails, it never hangs
-T0 = 1_794_960_000.0  # 2026-11-18T00:00:00Z
-DAY = 86_400.0
 WALL = T0 + 30 * DAY
-ICCIDS = [f"89314400000000{i:05d}" for i in range(200)]
+ICCIDS = [fleet_iccid(k) for k in range(200)]
 VIP = ICCIDS[0]
 
 
@@ -87,17 +87,7 @@ class Fleet:
         return changes
 
 
-# ---- broker, subscriber, sink helpers -----------------------------------------------------
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    server = Mosquitto(tmp_path / "broker")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+# ---- subscriber, sink helpers (the broker: conftest's ``broker``) ---------------------------
 
 
 def settings_for(port: int, **overrides: object) -> MqttSinkSettings:
@@ -109,16 +99,6 @@ def settings_for(port: int, **overrides: object) -> MqttSinkSettings:
     }
     values.update(overrides)
     return MqttSinkSettings.model_validate(values)
-
-
-async def wait_until(predicate: Callable[[], bool]) -> None:
-    """Poll ``predicate`` (sink stats have no change event), at most ``WAIT`` s."""
-
-    async def poll() -> None:
-        while not predicate():  # noqa: ASYNC110 - stats are plain fields, no event to await
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(poll(), WAIT)
 
 
 @contextlib.asynccontextmanager
@@ -187,7 +167,8 @@ class Subscriber:
         return [g for g in self.got if g.topic == topic]
 
     async def wait(self, predicate: Callable[[Subscriber], bool]) -> None:
-        await wait_until(lambda: predicate(self))
+        """Poll until what arrived satisfies ``predicate``, at most ``WAIT`` s."""
+        await until(lambda: predicate(self), WAIT, "the messages")
 
 
 async def make_session(port: int, identifier: str) -> None:
@@ -210,7 +191,7 @@ async def test_incident_events_current_and_state_changes_reach_a_subscriber(
     sink = MqttSink(settings_for(broker.port), password=None, clock=lambda: WALL)
     assert (sink.stats.name, sink.stats.kind) == ("mqtt", "mqtt")
     async with Subscriber(broker.port) as sub, running(sink):
-        await wait_until(lambda: sink.stats.up)
+        await until(lambda: sink.stats.up, WAIT)
         opened = fleet.cycles([sink], 90)  # the vip SIM goes late, silent: a ticket opens
         assert [c.kind for c, _ in opened] == ["opened"]
         await sub.wait(lambda s: len(s.on("simwatch/incidents/events")) == 1)
@@ -220,7 +201,7 @@ async def test_incident_events_current_and_state_changes_reach_a_subscriber(
         await sub.wait(lambda s: len(s.on("simwatch/incidents/events")) == 2)
         await sub.wait(lambda s: len(s.on("simwatch/incidents/current")) == 2)
         await sub.wait(lambda s: len(s.on(sim_topic(VIP))) == 4)
-        await wait_until(lambda: sink.stats.buffered == 0)
+        await until(lambda: sink.stats.buffered == 0, WAIT)
 
     events = [g.json() for g in sub.on("simwatch/incidents/events")]
     assert events == [
@@ -275,11 +256,11 @@ async def test_backlog_publishes_nothing_then_current_once_live(broker: Mosquitt
     assert sink.stats.buffered == 0
     assert (sink.stats.dropped, sink.stats.sent) == (0, 0)
     async with Subscriber(broker.port) as sub, running(sink):
-        await wait_until(lambda: sink.stats.up)
+        await until(lambda: sink.stats.up, WAIT)
         fleet.cycles([sink], 1)  # the first live cycle: no change, but the current snapshot
         assert sink.stats.buffered == 1
         await sub.wait(lambda s: len(s.on("simwatch/incidents/current")) == 1)
-        await wait_until(lambda: sink.stats.buffered == 0)
+        await until(lambda: sink.stats.buffered == 0, WAIT)
         fleet.cycles([sink], 5)  # nothing changes: nothing more is published
         await asyncio.sleep(0.2)
     assert [g.topic for g in sub.got] == ["simwatch/status", "simwatch/incidents/current"]
@@ -311,16 +292,16 @@ async def test_messages_buffered_while_the_broker_is_away_are_delivered(
     fleet = Fleet()
     sink = MqttSink(settings_for(broker.port), password=None)
     async with running(sink):
-        await wait_until(lambda: sink.stats.up)
+        await until(lambda: sink.stats.up, WAIT)
         await asyncio.to_thread(broker.stop)
-        await wait_until(lambda: not sink.stats.up)  # seen while idle, not at a publish
+        await until(lambda: not sink.stats.up, WAIT)  # seen while idle, not at a publish
         changes = fleet.cycles([sink], 90)  # everything happens while the broker is away
         assert [c.kind for c, _ in changes] == ["opened"]
         waiting = sink.stats.buffered
         assert waiting == 1 + 3 + 2 + 1  # event, SIMs' first states, late + silent, snapshot
-        await wait_until(lambda: sink.stats.errors >= 3)  # retried with backoff meanwhile
+        await until(lambda: sink.stats.errors >= 3, WAIT)  # retried with backoff meanwhile
         await asyncio.to_thread(broker.start)
-        await wait_until(lambda: sink.stats.up and sink.stats.buffered == 0)
+        await until(lambda: sink.stats.up and sink.stats.buffered == 0, WAIT)
         assert sink.stats.sent == waiting
     # The reader's persistent session queued every QoS 1 message published meanwhile.
     async with Subscriber(broker.port, identifier="offline-reader", clean_session=False) as sub:
@@ -360,7 +341,7 @@ async def test_a_full_buffer_drops_the_oldest_and_counts_them(broker: Mosquitto)
     assert sink.stats.dropped == 50
     assert sink.stats.buffered == 100 + 1  # the bound, plus the current snapshot
     async with running(sink):
-        await wait_until(lambda: sink.stats.buffered == 0)
+        await until(lambda: sink.stats.buffered == 0, WAIT)
     async with Subscriber(broker.port, identifier="bound-reader", clean_session=False) as sub:
         await sub.wait(lambda s: len([g for g in s.got if "/sims/" in g.topic]) == 100)
     got = [g.topic for g in sub.got if g.topic.startswith("simwatch/sims/")]
@@ -374,7 +355,7 @@ async def test_retained_sim_state_is_opt_in(broker: Mosquitto) -> None:
     plain = MqttSink(settings_for(broker.port), password=None)
     fleet.cycles([plain], 1)
     async with running(plain):
-        await wait_until(lambda: plain.stats.sent == 4)
+        await until(lambda: plain.stats.sent == 4, WAIT)
     async with Subscriber(broker.port, identifier="late-1") as sub:
         await sub.wait(lambda s: len(s.on("simwatch/incidents/current")) == 1)
         await asyncio.sleep(0.2)
@@ -387,7 +368,7 @@ async def test_retained_sim_state_is_opt_in(broker: Mosquitto) -> None:
     fleet = Fleet()
     fleet.cycles([retained], 1)
     async with running(retained):
-        await wait_until(lambda: retained.stats.sent == 4)
+        await until(lambda: retained.stats.sent == 4, WAIT)
     async with Subscriber(broker.port, identifier="late-2") as sub:
         await sub.wait(lambda s: len([g for g in s.got if "/sims/" in g.topic]) == 3)
     states = {g.topic: (g.json()["state"], g.retain) for g in sub.got if "/sims/" in g.topic}  # type: ignore[index]
@@ -415,7 +396,7 @@ async def test_unusable_tls_files_are_a_retried_error_not_a_crash(tmp_path: Path
     ca.write_text("not a certificate\n")
     sink = MqttSink(settings_for(free_port(), tls=True, ca_file=ca), password=None)
     async with running(sink) as task:
-        await wait_until(lambda: sink.stats.errors >= 2)
+        await until(lambda: sink.stats.errors >= 2, WAIT)
         assert not task.done()
     assert sink.stats.last_error is not None
     assert sink.stats.last_error.startswith("TLS setup failed")
@@ -470,7 +451,7 @@ async def test_cancellation_while_reconnecting_is_clean_and_close_reports(
     )
     Fleet().cycles([sink], 1)
     task = asyncio.create_task(sink.run())
-    await wait_until(lambda: sink.stats.errors >= 1)  # now sleeping in the backoff
+    await until(lambda: sink.stats.errors >= 1, WAIT)  # now sleeping in the backoff
     assert not sink.stats.up
     assert sink.stats.last_error
     task.cancel()

@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING
 import orjson
 import pytest
 from aiohttp import web
+from servers import until
 
 from simwatch.core.records import Record, RecordDecoder
 from simwatch.core.timeutil import parse_rfc3339
 from simwatch.shell.settings import HttpSourceSettings
-from simwatch.sources.cmp import adapters
+from simwatch.sources.cmp import base, cisco, generic
 from simwatch.sources.cmp.source import CmpError, CmpSource, parse_retry_after
 
 if TYPE_CHECKING:
@@ -198,11 +199,10 @@ async def apply_all(sink: asyncio.Queue[Batch], *, commit: bool = True) -> list[
 async def run_until(
     source: CmpSource, sink: asyncio.Queue[Batch], done: Callable[[], bool]
 ) -> None:
+    """Run ``source`` until ``done()`` holds (at most 10 s), then cancel it."""
     task = asyncio.create_task(source.run(sink))
     try:
-        async with asyncio.timeout(10):
-            while not done():  # noqa: ASYNC110 - polls a predicate on the source's stats
-                await asyncio.sleep(0.005)
+        await until(done, 10.0, "the source's condition", interval_s=0.005)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -575,23 +575,23 @@ async def test_rate_limit_respected(fake: FakeCmp) -> None:
 
 
 def test_adapter_units_and_times() -> None:
-    assert adapters.mb_to_bytes(1.5) == 1_500_000
-    assert adapters.mb_to_bytes("0.000001") == 1
-    assert adapters.mb_to_bytes(-1) is None
-    assert adapters.normalize_time("2016-06-27 18:49:47.513+0000") == "2016-06-27T18:49:48Z"
-    assert adapters.normalize_time("2026-11-20T10:00:00+01:00") == "2026-11-20T09:00:00Z"
-    assert adapters.normalize_time(1_790_000_000_000) == adapters.normalize_time(1_790_000_000)
-    assert adapters.normalize_time("yesterday") is None
-    with pytest.raises(adapters.AdapterError):
-        adapters.generic_page([1, 2])
-    with pytest.raises(adapters.AdapterError):
-        adapters.cisco_usage(SIM[0], {"ctdDataUsage": -5}, None, T0)
+    assert base.mb_to_bytes(1.5) == 1_500_000
+    assert base.mb_to_bytes("0.000001") == 1
+    assert base.mb_to_bytes(-1) is None
+    assert base.normalize_time("2016-06-27 18:49:47.513+0000") == "2016-06-27T18:49:48Z"
+    assert base.normalize_time("2026-11-20T10:00:00+01:00") == "2026-11-20T09:00:00Z"
+    assert base.normalize_time(1_790_000_000_000) == base.normalize_time(1_790_000_000)
+    assert base.normalize_time("yesterday") is None
+    with pytest.raises(base.AdapterError):
+        generic.generic_page([1, 2])
+    with pytest.raises(base.AdapterError):
+        cisco.cisco_usage(SIM[0], {"ctdDataUsage": -5}, None, T0)
 
 
 def test_cisco_usage_cycle_reset() -> None:
-    prev = adapters.CiscoUsageMark(5000, T0)
-    recs, mark = adapters.cisco_usage(SIM[0], {"ctdDataUsage": 700}, prev, T0 + 60)
+    prev = cisco.CiscoUsageMark(5000, T0)
+    recs, mark = cisco.cisco_usage(SIM[0], {"ctdDataUsage": 700}, prev, T0 + 60)
     assert [r["bytes_down"] for r in recs] == [700]
-    assert mark == adapters.CiscoUsageMark(700, T0 + 60)
-    again, _ = adapters.cisco_usage(SIM[0], {"ctdDataUsage": 700}, prev, T0 + 90)
+    assert mark == cisco.CiscoUsageMark(700, T0 + 60)
+    again, _ = cisco.cisco_usage(SIM[0], {"ctdDataUsage": 700}, prev, T0 + 90)
     assert again[0]["record_id"] == recs[0]["record_id"]  # a re-delivery dedups

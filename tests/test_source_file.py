@@ -10,12 +10,13 @@ from typing import TYPE_CHECKING
 
 import orjson
 import pytest
+from servers import until
 
 from simwatch.shell.settings import FileSourceSettings
 from simwatch.sources.file import BATCH_LINES, FileSource
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator
     from pathlib import Path
 
     from simwatch.shell.source_contract import Batch
@@ -69,17 +70,6 @@ async def _take(queue: asyncio.Queue[Batch], n: int, *, apply: bool = True) -> l
 async def _nothing_more(queue: asyncio.Queue[Batch]) -> None:
     await asyncio.sleep(POLL * 10)
     assert queue.empty(), [b.lines for b in [queue.get_nowait()]]
-
-
-async def _until(check: Callable[[], bool], what: str) -> None:
-    async def wait() -> None:
-        while not check():  # noqa: ASYNC110 - stats have no event
-            await asyncio.sleep(POLL)
-
-    try:
-        await asyncio.wait_for(wait(), TIMEOUT)
-    except TimeoutError:
-        pytest.fail(f"timed out waiting for {what}")
 
 
 def _numbers(lines: list[bytes]) -> list[int]:
@@ -260,7 +250,9 @@ async def test_missing_folder_is_an_error_until_it_appears(
     source = FileSource(_settings(folder), clock=lambda: 5.0)
     caplog.set_level(logging.INFO, logger="simwatch.sources.file")
     async with _running(source, queue):
-        await _until(lambda: source.stats.errors >= 3, "three failed polls")
+        await until(
+            lambda: source.stats.errors >= 3, TIMEOUT, "three failed polls", interval_s=POLL
+        )
         assert source.stats.last_error is not None
         assert "later" in source.stats.last_error
         assert not source.stats.connected
@@ -268,7 +260,7 @@ async def test_missing_folder_is_an_error_until_it_appears(
         folder.mkdir()
         _write(folder / "a.ndjson", [1])
         assert _numbers(await _take(queue, 1)) == [1]
-        await _until(lambda: source.stats.last_error is None, "recovery")
+        await until(lambda: source.stats.last_error is None, TIMEOUT, "recovery", interval_s=POLL)
     assert source.stats.last_success == 5.0
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     recoveries = [r for r in caplog.records if "recovered" in r.getMessage()]
@@ -284,8 +276,8 @@ async def test_unreadable_file_is_an_error_until_fixed(tmp_path: Path) -> None:
     queue: asyncio.Queue[Batch] = asyncio.Queue()
     source = FileSource(_settings(path))
     async with _running(source, queue):
-        await _until(lambda: source.stats.errors >= 2, "failed polls")
+        await until(lambda: source.stats.errors >= 2, TIMEOUT, "failed polls", interval_s=POLL)
         assert source.stats.last_error is not None
         path.chmod(0o644)
         assert _numbers(await _take(queue, 1)) == [1]
-        await _until(lambda: source.stats.last_error is None, "recovery")
+        await until(lambda: source.stats.last_error is None, TIMEOUT, "recovery", interval_s=POLL)

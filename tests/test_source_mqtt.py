@@ -9,26 +9,26 @@ import logging
 import random
 import shutil
 import ssl
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiomqtt
 import pytest
+from mosquitto import Mosquitto, available, free_port, make_certs
+from servers import until
 
-from simwatch.shell.backoff import backoff_delay
 from simwatch.shell.settings import MqttSourceSettings
 from simwatch.sources.mqtt import MAX_BATCH_PAYLOADS, MqttSource
 
-sys.path.insert(0, str(Path(__file__).parent))
-from mosquitto import Mosquitto, available, free_port, make_certs
-
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator
+    from collections.abc import AsyncIterator
+    from pathlib import Path
 
     from simwatch.shell.source_contract import Batch
 
-pytestmark = pytest.mark.skipif(not available(), reason="mosquitto is not installed")
+pytestmark = [
+    pytest.mark.real_server,
+    pytest.mark.skipif(not available(), reason="mosquitto is not installed"),
+]
 
 WAIT = 10.0  # the bound on every wait: a failure fails, it never hangs
 TOPIC = "sims/records"
@@ -39,16 +39,6 @@ class CeilingRng(random.Random):
 
     def uniform(self, a: float, b: float) -> float:
         return max(a, b)
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    server = Mosquitto(tmp_path / "broker")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def settings_for(port: int, **overrides: object) -> MqttSourceSettings:
@@ -62,16 +52,6 @@ def settings_for(port: int, **overrides: object) -> MqttSourceSettings:
     }
     values.update(overrides)
     return MqttSourceSettings.model_validate(values)
-
-
-async def wait_until(predicate: Callable[[], bool]) -> None:
-    """Poll ``predicate`` (source stats have no change event), at most ``WAIT`` s."""
-
-    async def poll() -> None:
-        while not predicate():  # noqa: ASYNC110 - stats are plain fields, no event to await
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(poll(), WAIT)
 
 
 async def collect(sink: asyncio.Queue[Batch], count: int) -> list[Batch]:
@@ -108,31 +88,6 @@ async def publish(port: int, payloads: list[bytes], qos: int = 1) -> None:
 OBJECT = b'{"kind":"event","record_id":"e-1","iccid":"8931440000000000011","ts":"2026-11-20T10:00:00Z","type":"attach"}'  # noqa: E501 - a record as it travels
 ARRAY = b'[{"kind":"event","record_id":"e-2","iccid":"8931440000000000011","ts":"2026-11-20T10:00:00Z","type":"attach"},{"kind":"event","record_id":"e-3","iccid":"8931440000000000012","ts":"2026-11-20T10:00:00Z","type":"detach"}]'  # noqa: E501
 NDJSON = b'{"kind":"event","record_id":"e-4","iccid":"8931440000000000011","ts":"2026-11-20T10:00:00Z","type":"attach"}\n{"kind":"event","record_id":"e-5","iccid":"8931440000000000013","ts":"2026-11-20T10:00:00Z","type":"purge"}\n'  # noqa: E501
-
-
-# ---- backoff --------------------------------------------------------------------------
-
-
-def test_backoff_ceiling_doubles_to_the_cap() -> None:
-    rng = CeilingRng()
-    delays = [backoff_delay(attempt, 0.5, 30.0, rng) for attempt in range(10)]
-    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0, 30.0]
-    assert backoff_delay(10_000, 0.5, 30.0, rng) == 30.0  # no overflow on a long outage
-
-
-def test_backoff_is_full_jitter_within_the_cap() -> None:
-    rng = random.Random(7)
-    draws = [[backoff_delay(attempt, 0.5, 30.0, rng) for _ in range(200)] for attempt in range(12)]
-    for attempt, delays in enumerate(draws):
-        ceiling = min(30.0, 0.5 * 2**attempt)
-        assert all(0.0 <= d <= ceiling for d in delays)
-        # Spread over the whole range, not clustered at the ceiling (full jitter).
-        assert min(delays) < ceiling * 0.1
-        assert max(delays) > ceiling * 0.9
-        assert len(set(delays)) == len(delays)
-    # Same seed, same delays: the source's jitter is reproducible with an injected rng.
-    again = random.Random(7)
-    assert [backoff_delay(0, 0.5, 30.0, again) for _ in range(200)] == draws[0]
 
 
 # ---- gathering (no broker) -------------------------------------------------------------
@@ -183,7 +138,7 @@ async def test_payloads_arrive_exactly(broker: Mosquitto) -> None:
     assert not source.stats.connected
     sink: asyncio.Queue[Batch] = asyncio.Queue()
     async with running(source, sink):
-        await wait_until(lambda: source.stats.connected)
+        await until(lambda: source.stats.connected, WAIT)
         assert source.stats.last_success is not None
         assert source.stats.errors == 0
         await publish(broker.port, [OBJECT, ARRAY, NDJSON])
@@ -198,7 +153,7 @@ async def test_cancellation_is_clean(broker: Mosquitto) -> None:
     source = MqttSource(settings_for(broker.port))
     sink: asyncio.Queue[Batch] = asyncio.Queue()
     task = asyncio.create_task(source.run(sink))
-    await wait_until(lambda: source.stats.connected)
+    await until(lambda: source.stats.connected, WAIT)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, WAIT)
@@ -211,7 +166,7 @@ async def test_cancellation_is_clean(broker: Mosquitto) -> None:
 async def test_cancellation_while_reconnecting_is_clean() -> None:
     source = MqttSource(settings_for(free_port(), reconnect_min_s=5.0, reconnect_max_s=5.0))
     task = asyncio.create_task(source.run(asyncio.Queue()))
-    await wait_until(lambda: source.stats.errors >= 1)  # now sleeping in the backoff
+    await until(lambda: source.stats.errors >= 1, WAIT)  # now sleeping in the backoff
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, WAIT)
@@ -226,14 +181,14 @@ async def test_unreachable_broker_backs_off_then_recovers(
     source = MqttSource(settings_for(port, reconnect_min_s=0.01, reconnect_max_s=0.02))
     sink: asyncio.Queue[Batch] = asyncio.Queue()
     async with running(source, sink):
-        await wait_until(lambda: source.stats.errors >= 5)
+        await until(lambda: source.stats.errors >= 5, WAIT)
         assert not source.stats.connected
         assert source.stats.last_error
         assert source.stats.last_success is None
         server = Mosquitto(tmp_path / "late", port=port)
         await asyncio.to_thread(server.start)
         try:
-            await wait_until(lambda: source.stats.connected)
+            await until(lambda: source.stats.connected, WAIT)
             assert source.stats.last_error is None
             assert source.stats.last_success is not None
             await publish(port, [OBJECT])
@@ -260,12 +215,12 @@ async def test_broker_restart_delivers_messages_queued_while_away(broker: Mosqui
     )
     sink: asyncio.Queue[Batch] = asyncio.Queue()
     async with running(source, sink):
-        await wait_until(lambda: source.stats.connected)
+        await until(lambda: source.stats.connected, WAIT)
         await publish(broker.port, [b'{"before":1}'])
         assert [p for b in await collect(sink, 1) for p in b.payloads] == [b'{"before":1}']
 
         await asyncio.to_thread(broker.stop)
-        await wait_until(lambda: not source.stats.connected)
+        await until(lambda: not source.stats.connected, WAIT)
         assert source.stats.errors >= 1
         assert source.stats.last_error
         await asyncio.to_thread(broker.start)
@@ -283,7 +238,7 @@ async def test_persistent_session_survives_broker_restart(broker: Mosquitto) -> 
     sink: asyncio.Queue[Batch] = asyncio.Queue()
     first = MqttSource(settings)
     async with running(first, sink):
-        await wait_until(lambda: first.stats.connected)  # session and subscription exist
+        await until(lambda: first.stats.connected, WAIT)  # session and subscription exist
     # No client connected: the broker restarts (its session saved to disk), then messages
     # are published that only our persistent session subscribes to.
     await asyncio.to_thread(broker.stop)
@@ -302,11 +257,11 @@ async def test_clean_session_does_not_queue(broker: Mosquitto) -> None:
     sink: asyncio.Queue[Batch] = asyncio.Queue()
     first = MqttSource(settings)
     async with running(first, sink):
-        await wait_until(lambda: first.stats.connected)
+        await until(lambda: first.stats.connected, WAIT)
     await publish(broker.port, [b'{"lost":1}'])
     second = MqttSource(settings)
     async with running(second, sink):
-        await wait_until(lambda: second.stats.connected)
+        await until(lambda: second.stats.connected, WAIT)
         await publish(broker.port, [b'{"live":1}'])
         batches = await collect(sink, 1)
     assert [p for b in batches for p in b.payloads] == [b'{"live":1}']
@@ -323,7 +278,7 @@ async def test_tls_against_a_plaintext_listener_fails_as_a_connection_error(
     source = MqttSource(settings_for(broker.port, tls=True))
     sink: asyncio.Queue[Batch] = asyncio.Queue()
     async with running(source, sink):
-        await wait_until(lambda: source.stats.errors >= 2)  # the handshake fails; retried
+        await until(lambda: source.stats.errors >= 2, WAIT)  # the handshake fails; retried
         assert not source.stats.connected
         assert source.stats.last_error
     assert sink.empty()
@@ -339,7 +294,7 @@ async def test_tls_with_a_ca_file(tmp_path: Path) -> None:
         source = MqttSource(settings_for(server.port, tls=True, ca_file=files.ca))
         sink: asyncio.Queue[Batch] = asyncio.Queue()
         async with running(source, sink):
-            await wait_until(lambda: source.stats.connected)
+            await until(lambda: source.stats.connected, WAIT)
             context = ssl.create_default_context(cafile=str(files.ca))
             async with aiomqtt.Client(
                 "127.0.0.1", server.port, identifier="tls-publisher", tls_context=context

@@ -1,4 +1,5 @@
-"""Tests for the ``simulator`` source: history first, live ticks, windows, fault planning."""
+"""Tests for the ``simulator`` source: history first, live ticks, windows, fault planning,
+and ``as_of``: the same fleet, faults and records whatever the date it starts."""
 
 from __future__ import annotations
 
@@ -6,26 +7,34 @@ import asyncio
 import contextlib
 import itertools
 import statistics
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
+from stack import AS_OF, SEED, SIMS, simwatch_config
 
+from simwatch.core.engine import Engine
 from simwatch.core.records import Record, RecordDecoder
 from simwatch.core.timeutil import parse_rfc3339
-from simwatch.shell.settings import SimulatorSourceSettings
+from simwatch.shell.replay import replay_lines
+from simwatch.shell.settings import SimulatorSourceSettings, load_settings
 from simwatch.sim.catalogue import DAY, HOUR, all_partners
+from simwatch.sim.fleet import CHUNK
 from simwatch.sources.simulator import (
     BATCH_LINES,
     HORIZON_DAYS,
     MIN_GROUP_SIMS,
     WINDOW_S,
     SimulatorSource,
+    plan_shift,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Iterator
+    from pathlib import Path
 
+    from simwatch.core.engine import CycleResult
     from simwatch.shell.source_contract import Batch
 
 T0 = 1_800_000_000.0
@@ -219,3 +228,178 @@ def test_a_window_gets_the_faults_touching_it_clipped() -> None:
     for f, g in zip(clipped, expected, strict=True):
         assert (f.kind, dict(f.dims), f.fraction) == (g.kind, dict(g.dims), g.fraction)
         assert (f.start, f.end) == (max(g.start, w0), min(g.end, w1))
+
+
+# ---- as_of: what the simulator produces does not depend on the date --------------------
+
+# Fixed wall-clock dates the source starts at: weeks, months and a year boundary apart,
+# day and night (no test reads the real date).
+DATES = (
+    "2026-12-04T02:17:00Z",  # the night the unpinned stack tests failed (one APN's outage)
+    "2026-12-04T12:31:00Z",
+    "2026-12-13T21:59:59Z",  # a Sunday night
+    "2026-12-31T23:45:00Z",  # New Year's Eve: the first live fault runs into 2027
+    "2027-02-28T23:20:00Z",  # the end of a month (no leap day)
+    "2027-03-28T01:05:00Z",  # daylight saving time begins in Europe
+    "2026-11-04T10:59:00Z",  # a minute before AS_OF: the shift is negative
+    "2031-08-19T16:40:00Z",  # years later
+)
+
+
+def _at(text: str) -> float:
+    return parse_rfc3339(text)
+
+
+def _stack_settings(tmp_path: Path) -> SimulatorSourceSettings:
+    """The simulator settings of the stack's daemon (tests/stack.py), loaded as it loads them."""
+    config = tmp_path / "simwatch.toml"
+    config.write_text(simwatch_config(tmp_path, 39999), encoding="utf-8")
+    [settings] = load_settings(config, {}).sources.simulator
+    assert settings.as_of is not None
+    return settings
+
+
+def _relative(fault: dict[str, object], at: float) -> tuple[object, ...]:
+    start, end = parse_rfc3339(str(fault["start"])), parse_rfc3339(str(fault["end"]))
+    return fault["kind"], fault["dims"], start - at, end - at
+
+
+def test_plan_shift_is_whole_hours_up_to_now() -> None:
+    as_of = datetime.fromisoformat(AS_OF)
+    assert plan_shift(_at("2026-12-04T02:17:00Z"), None) == 0.0
+    for when in DATES:
+        now = _at(when)
+        shift = plan_shift(now, as_of)
+        assert shift % HOUR == 0
+        assert 0 <= now - (as_of.timestamp() + shift) < HOUR, when
+    assert plan_shift(_at(AS_OF), as_of) == 0.0
+    assert plan_shift(_at(AS_OF) - 1.0, as_of) == -HOUR
+    assert plan_shift(_at(AS_OF) + 30 * DAY + 59 * 60, as_of) == 30 * DAY
+
+
+@pytest.mark.parametrize("when", DATES)
+def test_the_stacks_simulator_plans_the_same_faults_at_any_date(tmp_path: Path, when: str) -> None:
+    """What tests/stack.py and the tests using it assume of the simulator's plan: the
+    history's fault, a partial black hole of partner 20416, ended an hour before start;
+    the first live fault, a full outage of partner 20408 (a partner alone, as the
+    walkthrough's log line and summary show it), is under way at start with at least
+    30 min left. The same, relative to the pinned start, at every date."""
+    settings = _stack_settings(tmp_path)
+    assert (settings.sims, settings.seed) == (SIMS, SEED)
+    now = _at(when)
+    source = SimulatorSource(settings, clock=FakeClock(now))
+    pinned = source.start + settings.history_s  # the start the plan is made from
+    assert pinned == _at(AS_OF) + source.shift_s
+    assert 0 <= now - pinned < HOUR
+    history, live = source.faults(until=pinned)
+    assert _relative(history, pinned) == (
+        "partial_blackhole",
+        {"partner": "20416"},
+        -3 * HOUR,
+        -HOUR,
+    )
+    assert _relative(live, pinned) == (
+        "partner_outage",
+        {"partner": "20408"},
+        -0.5 * HOUR,
+        1.5 * HOUR,
+    )
+    assert parse_rfc3339(str(live["end"])) - now >= 0.5 * HOUR
+    # the next random fault starts after the tests are done with the live one
+    following = source.faults(until=now + 2 * HOUR)[2:]
+    assert all(parse_rfc3339(str(f["start"])) > now + 10 * 60 for f in following)
+
+
+def _normalised(source: SimulatorSource, until: float) -> list[dict[str, Any]]:
+    """The source's lines up to ``until`` (stepped as its history is), decoded, with
+    their times moved back by the source's shift."""
+    shift = source.shift_s
+    out: list[dict[str, Any]] = []
+    t = source.start
+    while t < until:
+        t = min(t + CHUNK, until)
+        for line in source._advance(t):
+            obj = orjson.loads(line)
+            for key in ("ts", "start", "end"):
+                if key in obj:
+                    obj[key] = parse_rfc3339(obj[key]) - shift
+            out.append(obj)
+    return out
+
+
+def test_as_of_gives_the_same_records_at_any_date() -> None:
+    """A pinned fleet (a small one: the records are compared) hands over the same records
+    at every date, moved by whole hours, so each falls on the same hour of day."""
+    settings = _settings(
+        sims=80,
+        history_s=DAY,
+        first_fault_after_s=-1800.0,
+        as_of=datetime.fromisoformat(AS_OF),
+    )
+    reference: list[dict[str, Any]] | None = None
+    for when in DATES:
+        source = SimulatorSource(settings, clock=FakeClock(_at(when)))
+        pinned = source.start + settings.history_s
+        records = _normalised(source, pinned + 2 * HOUR)
+        assert len(records) > 1000
+        if reference is None:
+            reference = records
+        assert records == reference, when
+    unpinned = SimulatorSource(settings.model_copy(update={"as_of": None}), clock=FakeClock(T0))
+    assert unpinned.shift_s == 0.0
+    assert unpinned.start == T0 - DAY
+
+
+def _history_incidents(settings: SimulatorSourceSettings, now: float) -> list[dict[str, Any]]:
+    """The group incidents of an engine fed the source's history up to ``now`` (as the
+    daemon replays it before going live): their dims when opened (the daemon's log line)
+    and now, their state and opening time relative to the pinned start."""
+    source = SimulatorSource(settings, clock=FakeClock(now))
+    pinned = source.start + settings.history_s
+    engine = Engine()
+    engine.load_inventory(source.inventory_rows())
+    opened_as: dict[str, dict[str, str]] = {}
+
+    def lines() -> Iterator[bytes]:
+        t = source.start
+        while t < now:
+            t = min(t + CHUNK, now)
+            yield from source._advance(t)
+
+    def on_cycle(result: CycleResult) -> None:
+        for change in result.changes:
+            if change.kind == "opened":
+                opened_as[change.incident.id] = dict(change.incident.dims)
+
+    replay_lines(engine, lines(), wall_now=now, on_cycle=on_cycle)
+    incidents = []
+    for incident in engine.incidents.all():
+        doc = incident.to_json()
+        if doc["kind"] == "group":
+            incidents.append(
+                {
+                    "opened_as": opened_as[incident.id],
+                    "dims": doc["dims"],
+                    "state": doc["state"],
+                    "opened": parse_rfc3339(str(doc["opened_at"])) - pinned,
+                }
+            )
+    return incidents
+
+
+@pytest.mark.slow
+def test_the_stacks_history_opens_partner_incidents_at_any_date(tmp_path: Path) -> None:
+    """The engine fed the stack's pinned history: the same group incidents at night and
+    across a year boundary, each opened as a partner alone (the walkthrough quotes that
+    log line and summary), the live outage open at start (the stack waits for it)."""
+    settings = _stack_settings(tmp_path)
+    night = _history_incidents(settings, _at(DATES[0]))
+    history = {"partner": "20416"}
+    live = {"partner": "20408"}
+    assert night == [
+        {"opened_as": history, "dims": history, "state": "resolved", "opened": night[0]["opened"]},
+        {"opened_as": live, "dims": live, "state": "open", "opened": night[1]["opened"]},
+    ]
+    assert -3 * HOUR < night[0]["opened"] < -HOUR  # during the history's fault
+    assert -0.5 * HOUR < night[1]["opened"] < 0  # during the live one, before start
+    assert _history_incidents(settings, _at(DATES[3])) == night

@@ -91,28 +91,28 @@ class GroupBaseline:
         now: float,
         interval_s: float,
         *,
-        overdue: np.ndarray,
-        counted: np.ndarray,
+        affected: np.ndarray,
+        total: np.ndarray,
         expected: np.ndarray,
         frozen: np.ndarray | None = None,
     ) -> None:
         """Learn from one evaluation cycle (per-leaf counts); ``frozen`` leaves are skipped."""
-        n = overdue.shape[0]
+        n = affected.shape[0]
         self._fit(n)
         p = self.params
         h = self.hour(now)
         # one cycle's weight: a time constant of memory_days of this hour of day
         alpha = min(1.0, interval_s / (p.memory_days * 3600.0))
         sd = np.sqrt(np.maximum(expected, 1.0))
-        established = self.counted[:n, h] >= p.established_weight * np.maximum(counted, 1.0)
-        learn = ~established | ((overdue - expected) <= p.skip_z * sd)
+        established = self.counted[:n, h] >= p.established_weight * np.maximum(total, 1.0)
+        learn = ~established | ((affected - expected) <= p.skip_z * sd)
         if frozen is not None:
             learn &= ~frozen
         decay = np.where(learn, 1.0 - alpha, 1.0)
-        self.overdue[:n, h] = self.overdue[:n, h] * decay + np.where(learn, overdue * alpha, 0.0)
-        self.counted[:n, h] = self.counted[:n, h] * decay + np.where(learn, counted * alpha, 0.0)
-        self.fleet_overdue[h] = self.fleet_overdue[h] * (1 - alpha) + overdue[learn].sum() * alpha
-        self.fleet_counted[h] = self.fleet_counted[h] * (1 - alpha) + counted[learn].sum() * alpha
+        self.overdue[:n, h] = self.overdue[:n, h] * decay + np.where(learn, affected * alpha, 0.0)
+        self.counted[:n, h] = self.counted[:n, h] * decay + np.where(learn, total * alpha, 0.0)
+        self.fleet_overdue[h] = self.fleet_overdue[h] * (1 - alpha) + affected[learn].sum() * alpha
+        self.fleet_counted[h] = self.fleet_counted[h] * (1 - alpha) + total[learn].sum() * alpha
         self.learned_seconds += interval_s
 
     def nbytes(self) -> int:

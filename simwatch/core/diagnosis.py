@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from simwatch.core.evaluate import INACTIVE, STATE_NAMES, Why
+from simwatch.core.evaluate import INACTIVE, Why
 from simwatch.core.rhythm import SimState
 from simwatch.core.state import NEVER, SESSION_RING, Status, rel
 from simwatch.core.timeutil import format_rfc3339
@@ -160,7 +160,6 @@ def diagnose(
 
 
 def _silence_finding(code: int, info: dict[str, object], now: float) -> list[Finding]:
-    STATE_NAMES[code]
     last = info.get("last_data")
     typical = info.get("typical_gap_s")
     rhythm = (

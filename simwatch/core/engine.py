@@ -139,15 +139,15 @@ class Engine:
         cfg = self.config
         state = self.state
         expected_ratio = self.baseline.expected_ratio(now, state.n_leaves)
+        warm = self.warmed_up(now)
         evaluation = evaluate(
             state,
             now,
             expected_ratio,
             params=cfg.evaluation,
             localize_params=cfg.localize,
-            localize_groups=self.warmed_up(now),
+            localize_groups=warm,
         )
-        warm = self.warmed_up(now)
         changes = self.incidents.update_groups(now, evaluation.causes)
         # Tickets wait for the warm-up too: before a daytime-only device's second
         # morning its first night cannot be told from silence.
@@ -160,8 +160,8 @@ class Engine:
         self.baseline.update(
             now,
             cfg.eval_interval_s,
-            overdue=evaluation.leaf_actual,
-            counted=evaluation.leaf_total,
+            affected=evaluation.leaf_affected,
+            total=evaluation.leaf_total,
             expected=evaluation.leaf_expected,
             frozen=frozen,
         )

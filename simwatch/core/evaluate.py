@@ -55,7 +55,7 @@ class Evaluation:
     counted: np.ndarray  # bool per SIM: expected to report and learned (part of group statistics)
     overdue: np.ndarray  # bool per SIM: counted, late or silent, and not explained per SIM
     leaf_total: np.ndarray  # float64 per leaf
-    leaf_actual: np.ndarray
+    leaf_affected: np.ndarray
     leaf_expected: np.ndarray
     causes: list[Cause]
 
@@ -135,7 +135,7 @@ def evaluate(
     overdue = counted & ((states == SimState.LATE) | (states == SimState.SILENT)) & ~explained
     n_leaves = state.n_leaves
     total = np.bincount(leaf[counted], minlength=n_leaves).astype(np.float64)
-    actual = np.bincount(leaf[overdue], minlength=n_leaves).astype(np.float64)
+    affected = np.bincount(leaf[overdue], minlength=n_leaves).astype(np.float64)
     expected = expected_ratio[:n_leaves] * total
     causes: list[Cause] = []
     if localize_groups and n_leaves:
@@ -143,7 +143,7 @@ def evaluate(
             dims=state.dims,
             codes=state.leaf_codes(),
             labels=state.leaf_labels(),
-            actual=actual,
+            affected=affected,
             total=total,
             expected=expected,
         )
@@ -156,7 +156,7 @@ def evaluate(
         counted=counted,
         overdue=overdue,
         leaf_total=total,
-        leaf_actual=actual,
+        leaf_affected=affected,
         leaf_expected=expected,
         causes=causes,
     )

@@ -1,4 +1,7 @@
-"""The SIM inventory CSV (FORMATS.md "Inventory"): streaming reader and loader.
+"""The SIM inventory CSV (FORMATS.md "Inventory"): a streaming parser of its text.
+
+Opening the file is the shell's job (``simwatch.shell.inventory``); this module parses
+the lines it is given.
 
 A bad row becomes a :class:`~simwatch.core.records.Rejection` (its ``raw`` is the CSV text of
 the row) and the reading goes on; a problem with the whole file (unreadable, no header,
@@ -14,15 +17,13 @@ from typing import TYPE_CHECKING, Final
 from simwatch.core.records import MAX_COUNT, Rejection, RejectReason
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-    from pathlib import Path
+    from collections.abc import Iterable, Iterator
 
 __all__ = [
     "STATUSES",
     "InventoryError",
     "InventoryRow",
-    "iter_inventory",
-    "load_inventory",
+    "parse_inventory",
 ]
 
 STATUSES: Final = ("active", "suspended", "test", "deactivated")
@@ -72,79 +73,64 @@ def _tap(lines: Iterator[str], taken: list[str]) -> Iterator[str]:
         yield line
 
 
-def iter_inventory(path: Path) -> Iterator[InventoryRow | Rejection]:
-    """Stream the inventory: one InventoryRow or Rejection per non-blank data row.
+def parse_inventory(lines: Iterable[str], source: str) -> Iterator[InventoryRow | Rejection]:
+    """Parse inventory CSV text: one InventoryRow or Rejection per non-blank data row.
 
-    A second row for an ICCID already read is rejected as ``duplicate_iccid`` (the first
-    one wins). Raises InventoryError for whole-file problems.
+    ``lines`` are the file's lines (an open text handle will do); ``source`` names the
+    file in errors. A second row for an ICCID already read is rejected as
+    ``duplicate_iccid`` (the first one wins). Raises InventoryError for whole-file
+    problems (empty, no header, not UTF-8, broken CSV).
     """
-    try:
-        handle = path.open(encoding="utf-8-sig", newline="")
-    except OSError as exc:
-        raise InventoryError(f"{path}: cannot read the inventory: {exc.strerror}") from exc
-    with handle:
-        taken: list[str] = []
-        reader = csv.reader(_tap(handle, taken))
-        header = _next_row(reader, path)
-        if header is None:
-            raise InventoryError(f"{path}: the inventory is empty, expected a header row")
-        columns = _columns(header, path)
+    taken: list[str] = []
+    reader = csv.reader(_tap(iter(lines), taken))
+    header = _next_row(reader, source)
+    if header is None:
+        raise InventoryError(f"{source}: the inventory is empty, expected a header row")
+    columns = _columns(header, source)
+    taken.clear()
+    seen: set[str] = set()
+    while (row := _next_row(reader, source)) is not None:
+        raw = "".join(taken).rstrip("\r\n")
         taken.clear()
-        seen: set[str] = set()
-        while (row := _next_row(reader, path)) is not None:
-            raw = "".join(taken).rstrip("\r\n")
-            taken.clear()
-            if not any(cell.strip() for cell in row):
-                continue
-            result = _parse_row(row, columns, raw, reader.line_num)
-            if isinstance(result, InventoryRow):
-                if result.iccid in seen:
-                    result = Rejection(
-                        RejectReason.DUPLICATE_ICCID,
-                        f"line {reader.line_num}: field 'iccid': {result.iccid} "
-                        "already appeared in an earlier row",
-                        raw,
-                        None,
-                        result.iccid,
-                    )
-                else:
-                    seen.add(result.iccid)
-            yield result
+        if not any(cell.strip() for cell in row):
+            continue
+        result = _parse_row(row, columns, raw, reader.line_num)
+        if isinstance(result, InventoryRow):
+            if result.iccid in seen:
+                result = Rejection(
+                    RejectReason.DUPLICATE_ICCID,
+                    f"line {reader.line_num}: field 'iccid': {result.iccid} "
+                    "already appeared in an earlier row",
+                    raw,
+                    None,
+                    result.iccid,
+                )
+            else:
+                seen.add(result.iccid)
+        yield result
 
 
-def load_inventory(path: Path) -> tuple[list[InventoryRow], list[Rejection]]:
-    """Read the whole inventory: (good rows, rejected rows)."""
-    rows: list[InventoryRow] = []
-    rejected: list[Rejection] = []
-    for item in iter_inventory(path):
-        if isinstance(item, InventoryRow):
-            rows.append(item)
-        else:
-            rejected.append(item)
-    return rows, rejected
-
-
-def _next_row(reader: Iterator[list[str]], path: Path) -> list[str] | None:
+def _next_row(reader: Iterator[list[str]], source: str) -> list[str] | None:
     line = getattr(reader, "line_num", 0) + 1
     try:
         return next(reader, None)
     except UnicodeDecodeError as exc:
-        raise InventoryError(f"{path}: not UTF-8 text near line {line} ({exc.reason})") from exc
+        raise InventoryError(f"{source}: not UTF-8 text near line {line} ({exc.reason})") from exc
     except csv.Error as exc:
-        raise InventoryError(f"{path}: broken CSV near line {line}: {exc}") from exc
+        raise InventoryError(f"{source}: broken CSV near line {line}: {exc}") from exc
 
 
-def _columns(header: list[str], path: Path) -> list[str]:
+def _columns(header: list[str], source: str) -> list[str]:
     columns: list[str] = []
     for cell in header:
         name = cell.strip()
         lower = name.lower()
         columns.append(lower if lower in _KNOWN_COLUMNS else name)
     if "iccid" not in columns:
-        raise InventoryError(f"{path}: the header has no 'iccid' column: {header}")
+        raise InventoryError(f"{source}: the header has no 'iccid' column: {header}")
     duplicates = sorted({c for c in columns if c and columns.count(c) > 1})
     if duplicates:
-        raise InventoryError(f"{path}: the header repeats column(s) {', '.join(duplicates)}")
+        raise InventoryError(f"{source}: the header repeats column(s) {', '.join(duplicates)}")
     return columns
 
 

@@ -56,7 +56,7 @@ class LeafTable:
     dims: tuple[str, ...]
     codes: npt.NDArray[np.int32]
     labels: tuple[tuple[str, ...], ...]
-    actual: FloatArray
+    affected: FloatArray
     total: FloatArray
     expected: FloatArray
 
@@ -66,7 +66,7 @@ class LeafTable:
         dims: Sequence[str],
         rows: Iterable[tuple[Sequence[str], float, float, float]],
     ) -> LeafTable:
-        """Build a table from ``(values per dim, actual, total, expected)`` rows.
+        """Build a table from ``(values per dim, affected, total, expected)`` rows.
 
         Duplicate leaves (same values in every dimension) are summed.
         """
@@ -76,7 +76,7 @@ class LeafTable:
         index: dict[tuple[int, ...], int] = {}
         codes: list[tuple[int, ...]] = []
         sums: list[list[float]] = []
-        for values, actual, total, expected in rows:
+        for values, affected, total, expected in rows:
             if len(values) != n_dims:
                 raise ValueError(f"row has {len(values)} values for {n_dims} dims")
             key = tuple(m.setdefault(str(v), len(m)) for m, v in zip(maps, values, strict=True))
@@ -84,10 +84,10 @@ class LeafTable:
             if pos is None:
                 index[key] = len(codes)
                 codes.append(key)
-                sums.append([float(actual), float(total), float(expected)])
+                sums.append([float(affected), float(total), float(expected)])
             else:
                 acc = sums[pos]
-                acc[0] += float(actual)
+                acc[0] += float(affected)
                 acc[1] += float(total)
                 acc[2] += float(expected)
         code_arr = np.asarray(codes, dtype=np.int32).reshape(len(codes), n_dims)
@@ -97,7 +97,7 @@ class LeafTable:
             dims=dims_t,
             codes=code_arr,
             labels=labels,
-            actual=np.ascontiguousarray(num[:, 0]),
+            affected=np.ascontiguousarray(num[:, 0]),
             total=np.ascontiguousarray(num[:, 1]),
             expected=np.ascontiguousarray(num[:, 2]),
         )
@@ -318,7 +318,7 @@ def quick_check(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> 
     No group can have more failing members than the whole table, nor a larger
     excess than the sum of the leaves' positive excesses.
     """
-    a = table.actual
+    a = table.affected
     total_a = float(a.sum())
     if total_a < params.min_affected:
         return False
@@ -334,7 +334,7 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
     max_depth = min(n_dims, 3) if params.max_depth is None else min(params.max_depth, n_dims)
     groups = _build_groups(table, max_depth)
     n_cub = len(groups.cuboids)
-    a_leaf, n_leaf, e_leaf = table.actual, table.total, table.expected
+    a_leaf, n_leaf, e_leaf = table.affected, table.total, table.expected
     a_g = _sums(groups, a_leaf, n_cub)
     n_g = _sums(groups, n_leaf, n_cub)
     e_g = _sums(groups, e_leaf, n_cub)

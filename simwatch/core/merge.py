@@ -19,6 +19,12 @@ into one ``LeafTable`` and runs ``localize`` on it once (docs/scaling.md).
 - ``Merger``: one merged localization per cycle plus the incident tracker, so incident
   ids come from one place (the merger), not from each shard.
 
+Who calls it: today the tests (``tests/test_merge.py``, ``tests/test_replicas.py``) and
+docs/scaling.md. No process calls it yet: the scale-out work (issue 14: shards fed by
+NATS JetStream, a leader elected with a key-value lease) makes the leader its caller,
+merging the reports the shards publish every cycle. It stays in the core because it is
+pure and the leader will be a thin shell around it.
+
 Pure: no I/O, no clock, no global state. Summing is exact for ``total`` and
 ``overdue`` (per-SIM facts); ``expected`` is the sum of each shard's learned baseline
 for its part of the leaf, which is the expected count of the whole leaf under the same
@@ -64,7 +70,7 @@ class LeafCounts:
 
     ``values``: one per dimension, ``""`` where the SIMs have no value yet. ``total``:
     SIMs counted (active, rhythm learned, expected to report). ``overdue``: of those, late
-    or silent and not explained per SIM (``LeafTable.actual``). ``expected``: overdue SIMs
+    or silent and not explained per SIM (``LeafTable.affected``). ``expected``: overdue SIMs
     expected now from the shard's learned baseline.
     """
 
@@ -208,7 +214,7 @@ def shard_report(engine: Engine, shard: int, shards: int) -> ShardReport | None:
     codes = state.leaf_codes()[:n_leaves].tolist()
     labels = state.leaf_labels()
     totals = evaluation.leaf_total.tolist()
-    overdue = evaluation.leaf_actual.tolist()
+    overdue = evaluation.leaf_affected.tolist()
     expected = evaluation.leaf_expected.tolist()
     leaves = tuple(
         LeafCounts(

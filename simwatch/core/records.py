@@ -404,7 +404,12 @@ class RecordDecoder:
         # silence), optional elsewhere (0 when absent or null).
         up = get("bytes_up")
         down = get("bytes_down")
-        if type(up) is not int or type(down) is not int or up < 0 or down < 0:
+        if (
+            type(up) is not int
+            or type(down) is not int
+            or not 0 <= up <= MAX_COUNT
+            or not 0 <= down <= MAX_COUNT
+        ):
             bad_bytes = _check_bytes(kind, up, down, rid, iccid)
             if bad_bytes is not None:
                 return bad_bytes

@@ -4,8 +4,9 @@ Nothing here is updated per event. ``EngineCollector.collect`` reads the engine'
 evaluation, its fleet columns, the incident tracker, the sources' ``SourceStats`` and the
 daemon's ``DaemonHealth`` when Prometheus scrapes, and builds fresh metric families from
 them (a prometheus-client custom collector). It runs on the event loop, like every other
-reader of the engine (no locks); the per-group figures are one ``np.bincount`` per
-dimension, a few milliseconds for a million SIMs.
+reader of the engine (no locks); the per-group figures are ``simwatch.core.groups``
+(the aggregation the InfluxDB sink and the API's groups view use too): one
+``np.bincount`` per dimension, a few milliseconds for a million SIMs.
 
 Labels stay bounded: by default there is never a label per SIM. Group metrics carry one
 series per configured dimension value, capped at the ``top_n`` largest values per
@@ -33,10 +34,9 @@ from prometheus_client.core import (
 )
 
 from simwatch.core.evaluate import STATE_NAMES
-from simwatch.core.groups import DEFAULT_TOP_N, OTHER, UNKNOWN
+from simwatch.core.groups import DEFAULT_TOP_N, OTHER, by_dimension, cycle_figures
 from simwatch.core.records import RejectReason
 from simwatch.core.state import Flag
-from simwatch.core.timeutil import month_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -45,55 +45,12 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
     from simwatch.core.engine import Engine
-    from simwatch.core.evaluate import Evaluation
-    from simwatch.core.state import FleetState
     from simwatch.shell.health import CheckpointStats, DaemonHealth
     from simwatch.shell.sink_contract import SinkStats
     from simwatch.shell.source_contract import SourceStats
 
 SEVERITIES: Final = ("page", "ticket")
-_N_STATES: Final = len(STATE_NAMES)
 _LABEL_RE: Final = re.compile(r"[^a-zA-Z0-9_]")
-
-
-# Per SIM, one category code over (state, how it counts): 0 not expected to report,
-# 1 expected and reporting, 2 expected and overdue (late or silent, unexplained).
-_KINDS: Final = 3
-_CATEGORIES: Final = _N_STATES * _KINDS
-
-
-def _categories(evaluation: Evaluation) -> np.ndarray:
-    """int64 category of every evaluated SIM: ``state * 3 + counted + overdue``."""
-    cat = evaluation.states.astype(np.int64) * _KINDS
-    cat += evaluation.counted
-    cat += evaluation.overdue
-    return cat
-
-
-def _dim_codes(state: FleetState, dim: str) -> np.ndarray:
-    cols = state.cols
-    column: np.ndarray = cols.extra[dim] if dim in cols.extra else getattr(cols, dim)
-    return column[: len(state)]
-
-
-def _top(
-    per_code: np.ndarray, sizes: np.ndarray, values: Sequence[str], top_n: int
-) -> tuple[list[str], np.ndarray]:
-    """Labels of the exported slots and, per slot, the per-code rows summed.
-
-    Slots are the ``top_n`` values with the most SIMs (``sizes``; ties: the value seen
-    first), then ``_other`` with the rest summed, if there is a rest. Values without
-    SIMs are left out.
-    """
-    present = np.flatnonzero(sizes)
-    order = present[np.argsort(-sizes[present], kind="stable")]
-    kept = order[:top_n]
-    labels = [values[int(code)] or UNKNOWN for code in kept]
-    rows = per_code[kept]
-    if len(order) > len(kept):
-        labels.append(OTHER)
-        rows = np.vstack([rows, per_code[order[top_n:]].sum(axis=0)])
-    return labels, rows
 
 
 def _label_name(dim: str) -> str:
@@ -166,10 +123,22 @@ class EngineCollector:
             f" (top {self.top_n} values per dimension, the rest in value={OTHER!r}).",
             labels=["dim", "value", "state"],
         )
-        silent_ratio = GaugeMetricFamily(
-            "simwatch_group_silent_ratio",
-            "Share of the SIMs expected to report that are late or silent, unexplained"
-            " by a per-SIM cause, per dimension value, at the last evaluation.",
+        total = GaugeMetricFamily(
+            "simwatch_group_total_sims",
+            "SIMs expected to report (active, seen, rhythm learned), per dimension value,"
+            " at the last evaluation.",
+            labels=["dim", "value"],
+        )
+        affected = GaugeMetricFamily(
+            "simwatch_group_affected_sims",
+            "Of the SIMs expected to report, those late or silent and unexplained by a"
+            " per-SIM cause, per dimension value, at the last evaluation.",
+            labels=["dim", "value"],
+        )
+        affected_ratio = GaugeMetricFamily(
+            "simwatch_group_affected_ratio",
+            "Affected SIMs over the SIMs expected to report, per dimension value, at the"
+            " last evaluation.",
             labels=["dim", "value"],
         )
         month_bytes = GaugeMetricFamily(
@@ -182,57 +151,24 @@ class EngineCollector:
         if evaluation is not None:
             for name, count in evaluation.state_counts().items():
                 sims.add_metric([name], count)
-            self._add_groups(evaluation, group_sims, silent_ratio, month_bytes)
+            figures = cycle_figures(state, evaluation)
+            for dim in state.dims:
+                for group in by_dimension(state, figures, dim, self.top_n):
+                    labels = [dim, group.dims[dim]]
+                    for state_name, count in group.state_counts().items():
+                        group_sims.add_metric([*labels, state_name], count)
+                    total.add_metric(labels, group.total)
+                    affected.add_metric(labels, group.affected)
+                    ratio = group.affected_ratio
+                    if ratio is not None:
+                        affected_ratio.add_metric(labels, ratio)
+                    month_bytes.add_metric(labels, group.month_bytes)
         yield sims
         yield group_sims
-        yield silent_ratio
+        yield total
+        yield affected
+        yield affected_ratio
         yield month_bytes
-
-    def _add_groups(
-        self,
-        evaluation: Evaluation,
-        group_sims: GaugeMetricFamily,
-        silent_ratio: GaugeMetricFamily,
-        month_bytes: GaugeMetricFamily,
-    ) -> None:
-        """One pass over the SIMs per dimension: a bincount of (value, category) codes.
-
-        The rows of SIMs added since the last evaluation have no state yet: they count
-        for the month's bytes and the ranking, not in the per-state figures.
-        """
-        state = self.engine.state
-        n_eval = evaluation.n
-        cat = _categories(evaluation)
-        cols = state.cols
-        n = len(state)
-        used = np.where(cols.month[:n] == month_of(evaluation.now), cols.month_bytes[:n], 0).astype(
-            np.float64
-        )
-        for dim in state.dims:
-            codes = _dim_codes(state, dim)
-            values = state.dim_values(dim)
-            n_codes = max(len(values), int(codes.max(initial=0)) + 1)
-            key = np.multiply(codes[:n_eval], _CATEGORIES, dtype=np.int64)
-            key += cat
-            per_code = np.zeros((n_codes, _CATEGORIES + 2), np.float64)
-            per_code[:, :_CATEGORIES] = np.bincount(key, minlength=n_codes * _CATEGORIES).reshape(
-                n_codes, _CATEGORIES
-            )
-            per_code[:, _CATEGORIES] = np.bincount(codes[n_eval:], minlength=n_codes)
-            per_code[:, _CATEGORIES + 1] = np.bincount(codes, weights=used, minlength=n_codes)
-            sizes = per_code[:, : _CATEGORIES + 1].sum(axis=1)
-            labels, rows = _top(per_code, sizes, values, self.top_n)
-            by_kind = rows[:, :_CATEGORIES].reshape(len(labels), _N_STATES, _KINDS)
-            per_state = by_kind.sum(axis=2).astype(np.int64).tolist()
-            counted = by_kind[:, :, 1:].sum(axis=(1, 2)).tolist()
-            overdue = by_kind[:, :, 2].sum(axis=1).tolist()
-            used_bytes = rows[:, _CATEGORIES + 1].tolist()
-            for i, label in enumerate(labels):
-                for state_name, count in zip(STATE_NAMES, per_state[i], strict=True):
-                    group_sims.add_metric([dim, label, state_name], count)
-                if counted[i]:
-                    silent_ratio.add_metric([dim, label], overdue[i] / counted[i])
-                month_bytes.add_metric([dim, label], used_bytes[i])
 
     # ---- incidents ----------------------------------------------------------------------
 

@@ -196,16 +196,36 @@ SCHEMAS: Final[dict[str, Schema]] = {
     ),
     "Group": _object(
         {
-            "dims": {"type": "object", "additionalProperties": {"type": "string"}},
-            "total": _COUNT,
+            "dims": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": "the group's dimension -> value mapping",
+            },
+            "sims": {**_COUNT, "description": "every SIM of the group, in any state"},
             "states": _ref("StateCounts"),
-            "silent_share": {
-                "type": "number",
+            "total": {
+                **_COUNT,
+                "description": "SIMs expected to report (active, seen, rhythm learned), at"
+                " the last evaluation",
+            },
+            "affected": {
+                **_COUNT,
+                "description": "of those, late or silent and not explained by a per-SIM"
+                " cause (wrong APN, data cap)",
+            },
+            "affected_ratio": {
+                "type": ["number", "null"],
                 "minimum": 0,
                 "maximum": 1,
-                "description": "silent SIMs over the group's SIMs that are not inactive",
+                "description": "affected / total (4 digits); null when total is 0",
             },
-        }
+            "month_bytes": {
+                **_COUNT,
+                "description": "bytes used in the calendar month (UTC) of the last evaluation",
+            },
+        },
+        "the figures of one group: the same as the simwatch_group_* metrics and the"
+        " InfluxDB simwatch_group points",
     ),
     "Groups": _object(
         {
@@ -214,7 +234,8 @@ SCHEMAS: Final[dict[str, Schema]] = {
             "groups": {"type": "array", "items": _ref("Group")},
             "unassigned": _ref("Group"),
         },
-        "counts per group, most silent SIMs first; 'unassigned': SIMs without a value yet",
+        "figures per group, most affected first (then most silent, then largest);"
+        " 'unassigned': SIMs without a value yet",
     ),
     "SourceStats": _object(
         {
@@ -371,7 +392,7 @@ def openapi_document(*, max_page_size: int = 1000) -> dict[str, object]:
             ],
         ),
         "/api/v1/groups": _get(
-            "SIM counts per group and state",
+            "figures per group: SIMs per state, total, affected, month bytes",
             {"200": _json("Groups", "the groups"), "400": _error("unknown dimension")},
             [
                 _query(

@@ -14,11 +14,13 @@ import base64
 import binascii
 import math
 import re
+from dataclasses import replace
 from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
 from simwatch.core.evaluate import INACTIVE, STATE_NAMES, sim_states
+from simwatch.core.groups import Group, by_dimension, by_leaf, fleet_figures
 from simwatch.core.state import NEVER, Flag, RejectKind, Status, absolute
 from simwatch.core.timeutil import format_rfc3339, format_rfc3339_many, month_of
 
@@ -382,64 +384,49 @@ def _counts(row: np.ndarray) -> Json:
     return {name: int(row[i]) for i, name in enumerate(STATE_NAMES)}
 
 
-def _group(dims: Json, counts: np.ndarray) -> Json:
-    total = int(counts.sum())
-    expected = total - int(counts[INACTIVE])
-    silent = int(counts[STATE_NAMES.index("silent")])
+def _group(group: Group) -> Json:
+    ratio = group.affected_ratio
     return {
-        "dims": dims,
-        "total": total,
-        "states": _counts(counts),
-        "silent_share": round(silent / expected, 4) if expected else 0.0,
+        "dims": group.dims,
+        "sims": group.sims,
+        "states": group.state_counts(),
+        "total": group.total,
+        "affected": group.affected,
+        "affected_ratio": None if ratio is None else round(ratio, 4),
+        "month_bytes": group.month_bytes,
     }
 
 
-def groups_view(engine: Engine, now: float, dim: str | None = None) -> Json:
-    """SIM counts per group and state; groups by ``dim``, or each leaf group if None.
+_NO_SIMS: Final = Group({}, (0,) * _N_STATES, 0, 0, 0)
 
-    SIMs without a value for the grouping (no record with attributes yet) are counted
-    under ``unassigned``. Groups with SIMs only, most silent SIMs first.
+
+def groups_view(engine: Engine, now: float, dim: str | None = None) -> Json:
+    """The figures of each group (``simwatch.core.groups``, as /metrics and InfluxDB have
+    them, without a top-N cap): by ``dim``, or each leaf group if None.
+
+    ``states`` counts every SIM of the group: the last evaluation's states, fresh at
+    ``now`` for SIMs it has not seen; ``total``, ``affected`` and ``affected_ratio`` are
+    the last evaluation's. SIMs without a value for the grouping (no record with
+    attributes yet) are counted under ``unassigned``. Groups with SIMs only, the most
+    affected first (then the most silent, then the largest).
     """
     state = engine.state
-    n = len(state)
-    states = current_states(engine, now).astype(np.int64)
-    if dim is None:
-        keys = state.cols.leaf[:n].astype(np.int64) + 1  # 0: no leaf yet
-        n_keys = state.n_leaves + 1
-        codes = state.leaf_codes()
-        labels = state.leaf_labels()
-
-        def dims_of(key: int) -> Json:
-            return {
-                d: labels[j][int(code)]
-                for j, (d, code) in enumerate(zip(state.dims, codes[key - 1], strict=True))
-                if code
-            }
-
-    else:
-        if dim not in group_dims(engine):
-            raise bad_request(
-                f"invalid dim {dim[:40]!r}: expected one of {', '.join(group_dims(engine))}"
-            )
-        keys = _column(engine, dim)[:n].astype(np.int64)
-        values = state.dim_values(dim)
-        n_keys = len(values)
-
-        def dims_of(key: int) -> Json:
-            return {dim: values[key]}
-
-    table = np.bincount(keys * _N_STATES + states, minlength=n_keys * _N_STATES)
-    table = table.reshape(n_keys, _N_STATES)
-    totals = table.sum(axis=1)
-    silent = table[:, STATE_NAMES.index("silent")]
-    order = np.lexsort((np.arange(n_keys), -totals, -silent))
-    groups = [_group(dims_of(int(k)), table[k]) for k in order if k != 0 and totals[k] > 0]
     evaluation = engine.last_evaluation
+    if dim is not None and dim not in group_dims(engine):
+        raise bad_request(
+            f"invalid dim {dim[:40]!r}: expected one of {', '.join(group_dims(engine))}"
+        )
+    figures = fleet_figures(state, evaluation, current_states(engine, now), now)
+    groups = by_leaf(state, figures) if dim is None else by_dimension(state, figures, dim, None)
+    silent = groups.states[:, STATE_NAMES.index("silent")]
+    order = np.lexsort((groups.codes, -groups.states.sum(axis=1), -silent, -groups.affected))
+    listed = list(groups)
+    unassigned = groups.get(0)
     return {
         "dim": dim,
         "evaluated_at": None if evaluation is None else _time(evaluation.now),
-        "groups": groups,
-        "unassigned": _group({}, table[0]),
+        "groups": [_group(listed[i]) for i in order.tolist() if groups.codes[i] != 0],
+        "unassigned": _group(_NO_SIMS if unassigned is None else replace(unassigned, dims={})),
     }
 
 

@@ -25,11 +25,9 @@ docs/persistence.md is the operator's description.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import logging
 import math
-import os
 import threading
 import time
 import zipfile
@@ -42,7 +40,7 @@ import orjson
 
 from simwatch import __version__
 from simwatch.core.records import int64_array
-from simwatch.shell.files import fsync_dir
+from simwatch.shell.files import write_atomically
 from simwatch.shell.health import CheckpointStats
 
 if TYPE_CHECKING:
@@ -179,24 +177,12 @@ def restore_engine(engine: Engine, snapshot: Snapshot) -> None:
 
 def write_file(directory: Path, snapshot: Snapshot) -> int:
     """Write the snapshot atomically as ``directory/checkpoint.npz``; returns its size."""
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / TMP_NAME
     header = np.frombuffer(orjson.dumps(snapshot.header), dtype=np.uint8)
-    try:
-        with tmp.open("wb") as out:
-            members: dict[str, np.ndarray] = {_HEADER: header, **snapshot.arrays}
-            members.update({k: int64_array(v) for k, v in snapshot.lists.items()})
-            _savez(out, **members)
-            out.flush()
-            os.fsync(out.fileno())
-            size = out.tell()
-        tmp.replace(directory / FILE_NAME)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_dir(directory)
-    return size
+    members: dict[str, np.ndarray] = {_HEADER: header, **snapshot.arrays}
+    members.update({k: int64_array(v) for k, v in snapshot.lists.items()})
+    return write_atomically(
+        directory / FILE_NAME, lambda out: _savez(out, **members), tmp=directory / TMP_NAME
+    )
 
 
 def read_file(directory: Path) -> Snapshot | None:

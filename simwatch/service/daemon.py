@@ -33,19 +33,21 @@ import asyncio
 import contextlib
 import logging
 import math
-import random
 import signal
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from simwatch.core.clock import EvaluationClock
 from simwatch.core.engine import CycleResult, Engine
-from simwatch.core.inventory import iter_inventory
 from simwatch.core.operators import OperatorTable
 from simwatch.core.records import RecordDecoder, Rejection
 from simwatch.core.state import RECORD_DIMS
 from simwatch.service import checkpoint as ckpt
+from simwatch.shell.backoff import Backoff
 from simwatch.shell.deadletter import DeadLetterFile
+from simwatch.shell.inventory import iter_inventory
+from simwatch.shell.logs import FailureLog
 from simwatch.shell.sink_contract import Cycle
 from simwatch.shell.source_contract import Checkpointed, Resumable
 
@@ -114,14 +116,14 @@ class Daemon:
         self.dead_letter = DeadLetterFile(settings.engine.dead_letter_file)
         self._inventory = list(inventory)
         self._interval = settings.engine.eval_interval_s
-        self._next_eval: float | None = None  # the next evaluation boundary
-        self._watermark = -math.inf  # newest event time applied
+        self.evaluation_clock = EvaluationClock(self._interval)  # the one replay uses too
         self._stop = asyncio.Event()
-        self._failing = False  # the last evaluation failed (logged once until recovery)
+        self._evaluation = FailureLog(log, "evaluation")  # logged once until recovery
         self._live = False  # a cycle on the wall clock ran (the backlog is behind us)
         self._applying = False  # ingest is inside apply_batch
         self._last_batch_at = -math.inf  # when ingest last finished a batch (daemon clock)
-        self._sink_failing: set[str] = set()  # sinks whose on_cycle raised (logged once)
+        # sinks whose on_cycle raises: logged once until they take a cycle again
+        self._sink_failures: dict[str, FailureLog] = {}
         self.on_cycle: list[Callable[[CycleResult], None]] = [self._log_changes]
         # Held by ingest for a whole batch (apply, cycles it passes, cursor commit): a
         # checkpoint copies the state between two batches, never in the middle of one.
@@ -223,7 +225,7 @@ class Daemon:
 
     async def _supervise(self, source: Source) -> None:
         """Run a source; if it crashes, log it and restart it with capped backoff."""
-        delay = RESTART_MIN_S
+        backoff = Backoff(RESTART_MIN_S, RESTART_MAX_S)
         while True:
             try:
                 await source.run(self.queue)
@@ -232,9 +234,9 @@ class Daemon:
             except Exception as exc:  # one failing source never stops the others
                 source.stats.errors += 1
                 source.stats.last_error = str(exc)
-                log.exception("source %s crashed; restarting in %.0f s", source.stats.name, delay)
-                await asyncio.sleep(delay * (0.5 + random.random() / 2))  # noqa: S311 - jitter
-                delay = min(delay * 2, RESTART_MAX_S)
+                delay = backoff.failed()
+                log.exception("source %s crashed; restarting in %.1f s", source.stats.name, delay)
+                await asyncio.sleep(delay)
             else:
                 return
 
@@ -274,10 +276,9 @@ class Daemon:
                     self.engine.count_rejection(item)
                     continue
                 ts = item.ts
-                if ts > self._watermark:
-                    if self._next_eval is None or ts >= self._next_eval:
-                        await self._catch_up(ts)
-                    self._watermark = ts
+                if self.evaluation_clock.passes(ts):
+                    await self._catch_up(ts)
+                self.evaluation_clock.observe(ts)
                 if self.engine.ingest_record(item):
                     applied += 1
                 else:
@@ -314,8 +315,8 @@ class Daemon:
                 if cursor is not None:
                     cursors[source.stats.name] = cursor
         daemon: dict[str, object] = {
-            "watermark": ckpt.json_float(self._watermark),
-            "next_eval": ckpt.json_float(self._next_eval),
+            "watermark": ckpt.json_float(self.evaluation_clock.watermark),
+            "next_eval": ckpt.json_float(self.evaluation_clock.next_boundary),
             "evaluations": self.health.evaluations,
         }
         return cursors, daemon
@@ -373,9 +374,9 @@ class Daemon:
             return False
         self.engine = engine
         clock = snapshot.daemon
-        self._watermark = ckpt.float_of(clock.get("watermark"), -math.inf)
+        self.evaluation_clock.watermark = ckpt.float_of(clock.get("watermark"), -math.inf)
         next_eval = ckpt.float_of(clock.get("next_eval"), math.nan)
-        self._next_eval = None if math.isnan(next_eval) else next_eval
+        self.evaluation_clock.next_boundary = None if math.isnan(next_eval) else next_eval
         # The sources first catch up from their cursors (on event time): the wall clock
         # waits, as in a backlog, instead of evaluating the downtime against old data.
         self._last_batch_at = self.clock()
@@ -392,7 +393,7 @@ class Daemon:
             self.clock() - written if written is not None else math.nan,
             len(engine.state),
             len(engine.incidents.open),
-            self._next_eval,
+            self.evaluation_clock.next_boundary,
             sum(1 for s in self.sources if s.stats.name in cursors),
         )
         return True
@@ -401,9 +402,7 @@ class Daemon:
 
     async def _catch_up(self, event_time: float) -> None:
         """Backlog: evaluate the boundaries an older record passes, on event time."""
-        if self._next_eval is None:  # the first record starts the clock, as in replay
-            self._next_eval = math.floor(event_time / self._interval) * self._interval
-            self._next_eval += self._interval
+        self.evaluation_clock.start_after(event_time)  # the first record starts it, as in replay
         live_from = self.clock() - self._interval
         await self._advance_to(min(event_time, live_from))
 
@@ -418,12 +417,14 @@ class Daemon:
                 now = self.clock()
                 if self._in_backlog(now):
                     continue
-                if self._next_eval is None and now - self.health.started_at >= self._interval:
+                clock = self.evaluation_clock
+                if not clock.started and now - self.health.started_at >= self._interval:
                     # no record yet: evaluate the (empty or inventory-only) fleet anyway,
                     # so the daemon becomes ready and shows never_seen SIMs
-                    self._next_eval = math.floor(now / self._interval) * self._interval
+                    clock.start_at(clock.boundary_at_or_before(now))
                 await self._advance_to(now)
-            boundary = self._next_eval if self._next_eval is not None else now + self._interval
+            upcoming = self.evaluation_clock.next_boundary
+            boundary = upcoming if upcoming is not None else now + self._interval
             await asyncio.sleep(min(self._interval, max(0.05, boundary - self.clock())))
 
     def _in_backlog(self, now: float) -> bool:
@@ -434,31 +435,31 @@ class Daemon:
         the newest applied record is older than two intervals and ingest is busy or
         handled a batch within the last two intervals (a source between two chunks).
         """
-        if self._watermark >= now - 2 * self._interval:
+        if self.evaluation_clock.watermark >= now - 2 * self._interval:
             return False  # live records
         busy = self._applying or not self.queue.empty()
         return busy or now - self._last_batch_at < 2 * self._interval
 
     async def _advance_to(self, target: float) -> None:
         """Run every cycle up to ``target``, yielding to the loop between cycles."""
-        while self._next_eval is not None and self._next_eval <= target:
-            boundary = self._next_eval
-            self._next_eval += self._interval
+        for boundary in self.evaluation_clock.due(target):
             self._evaluate(boundary)
             await asyncio.sleep(0)
 
     def _evaluate(self, now: float) -> None:
         try:
             result = self.engine.evaluate(now)
-        except Exception:
+        except Exception as exc:  # noqa: BLE001 - logged with its traceback by FailureLog
             self.health.evaluation_failures += 1
-            if not self._failing:  # log a failure when it starts, not every cycle
-                log.exception("evaluation at %s failed; retrying every cycle", now)
-            self._failing = True
+            self._evaluation.failed(  # when it starts (or fails otherwise), not every cycle
+                f"failed with {type(exc).__name__}",
+                detail=f"the cycle at {now}",
+                hint="retrying every cycle",
+                level=logging.ERROR,
+                exc_info=True,
+            )
             return
-        if self._failing:
-            log.info("evaluation recovered")
-            self._failing = False
+        self._evaluation.recovered()
         self.health.evaluations += 1
         self.health.last_evaluation_s = result.duration_s
         self.health.last_evaluation_at = now
@@ -479,17 +480,21 @@ class Daemon:
     def _feed_sinks(self, cycle: Cycle) -> None:
         for sink in self.sinks:
             name = sink.stats.name
+            failure = self._sink_failures.setdefault(name, FailureLog(log, f"sink {name}"))
             try:
                 sink.on_cycle(cycle)
-            except Exception:  # a sink's bug must not stop evaluation or the other sinks
+            # a sink's bug must not stop evaluation or the other sinks (logged with its
+            # traceback by FailureLog)
+            except Exception as exc:  # noqa: BLE001
                 sink.stats.errors += 1
-                if name not in self._sink_failing:
-                    log.exception("sink %s failed to take a cycle; retrying every cycle", name)
-                    self._sink_failing.add(name)
+                failure.failed(
+                    f"failed to take a cycle ({type(exc).__name__})",
+                    hint="retrying every cycle",
+                    level=logging.ERROR,
+                    exc_info=True,
+                )
             else:
-                if name in self._sink_failing:
-                    log.info("sink %s takes cycles again", name)
-                    self._sink_failing.discard(name)
+                failure.recovered("takes cycles again")
 
     @staticmethod
     def _log_changes(result: CycleResult) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
 
@@ -16,3 +18,35 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_atomically(
+    path: Path, data: bytes | Callable[[BinaryIO], None], *, tmp: Path | None = None
+) -> int:
+    """Replace ``path`` with ``data`` (bytes, or a callback writing to the open file) so
+    that a crash at any point leaves the old file or the new one, never a mix.
+
+    Written to ``tmp`` (default ``.<name>.tmp`` beside it), flushed and fsync'ed, then
+    ``os.replace``d onto ``path``, then the folder is fsync'ed (the rename itself is
+    durable). The folder is created if missing; the temporary file is removed when
+    anything fails. Returns the size written."""
+    directory = path.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    if tmp is None:
+        tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with tmp.open("wb") as out:
+            if isinstance(data, bytes):
+                out.write(data)
+            else:
+                data(out)
+            out.flush()
+            os.fsync(out.fileno())
+            size = out.tell()
+        tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(directory)
+    return size

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import math
 import sys
 import time
 from collections import Counter
@@ -21,13 +20,15 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from simwatch.core.clock import EvaluationClock
 from simwatch.core.diagnosis import human_duration
 from simwatch.core.engine import Engine, EngineConfig
-from simwatch.core.inventory import InventoryError, iter_inventory
+from simwatch.core.inventory import InventoryError
 from simwatch.core.operators import OperatorTable
 from simwatch.core.records import RecordDecoder, Rejection
 from simwatch.core.timeutil import format_rfc3339
 from simwatch.shell.deadletter import DeadLetterFile
+from simwatch.shell.inventory import iter_inventory
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -64,9 +65,7 @@ def replay_lines(
     """Feed NDJSON lines (an iterable of bytes) through the engine on event time."""
     stats = stats or ReplayStats()
     decoder = RecordDecoder()
-    interval = engine.config.eval_interval_s
-    next_eval: float | None = None
-    watermark = -math.inf
+    clock = EvaluationClock(engine.config.eval_interval_s)
     started = time.perf_counter()
     ingest = engine.ingest_record
     for line in lines:
@@ -81,21 +80,21 @@ def replay_lines(
                 dead_letter.write(result, source=source, at=wall_now)
             continue
         ts = result.ts
-        if ts > watermark:
-            if next_eval is None:
-                next_eval = math.floor(ts / interval) * interval + interval
+        if clock.passes(ts):
+            if not clock.started:
+                clock.start_after(ts)
                 stats.first_ts = ts
-            while ts >= next_eval:
-                _cycle(engine, next_eval, stats, on_cycle)
-                next_eval += interval
-            watermark = ts
+            for boundary in clock.due(ts):
+                _cycle(engine, boundary, stats, on_cycle)
+        clock.observe(ts)
         if ingest(result):
             stats.applied += 1
         else:
             stats.duplicates += 1
-    if next_eval is not None:
-        _cycle(engine, next_eval, stats, on_cycle)  # the boundary after the last record
-        stats.last_ts = watermark
+    closing = clock.tick()  # the boundary after the last record
+    if closing is not None:
+        _cycle(engine, closing, stats, on_cycle)
+        stats.last_ts = clock.watermark
     stats.wall_seconds += time.perf_counter() - started
     return stats
 

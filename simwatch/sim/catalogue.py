@@ -14,6 +14,7 @@ import numpy as np
 
 DAY = 86400.0
 HOUR = 3600.0
+MINUTE = 60.0
 
 
 @dataclass(frozen=True, slots=True)

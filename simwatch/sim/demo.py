@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from simwatch.shell.replay import incident_table, replay_files, summary, text_summary, tune_gc
-from simwatch.sim.simulate import SCENARIOS, write_scenario
+from simwatch.sim.scenarios import SCENARIOS, write_scenario
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

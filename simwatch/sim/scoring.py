@@ -18,7 +18,7 @@ import orjson
 from simwatch.core.engine import CycleResult, Engine
 from simwatch.core.timeutil import parse_rfc3339
 from simwatch.shell.replay import replay_files
-from simwatch.sim.simulate import SCENARIOS, write_scenario
+from simwatch.sim.scenarios import SCENARIOS, write_scenario
 
 if TYPE_CHECKING:
     from pathlib import Path

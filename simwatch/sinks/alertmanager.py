@@ -53,6 +53,8 @@ import numpy as np
 import orjson
 
 from simwatch.core.evaluate import leaf_mask
+from simwatch.shell.backoff import Backoff
+from simwatch.shell.logs import FailureLog
 from simwatch.shell.sink_contract import Cycle, SinkStats
 
 if TYPE_CHECKING:
@@ -160,11 +162,12 @@ class _Replica:
     """One Alertmanager replica's delivery state."""
 
     url: str  # base URL without the trailing slash
+    backoff: Backoff  # between failed posts
+    failure: FailureLog  # logged when posting starts failing and when it works again
     resolved: OrderedDict[Fingerprint, Alert] = field(default_factory=OrderedDict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     sent_version: int = -1  # the desired-set version this replica last took
     next_resend: float = 0.0  # loop time of the next re-send of the firing alerts
-    delay: float = 0.0  # the next retry's backoff
     up: bool = False
     error: str | None = None  # the current failure
 
@@ -183,7 +186,9 @@ class AlertmanagerSink:
         simwatch_url: str,
         clock: Callable[[], float] = time.time,
         session: aiohttp.ClientSession | None = None,
+        rng: random.Random | None = None,
     ) -> None:
+        """``rng``: the retry jitter (seeded in tests)."""
         self.settings = settings
         self.stats = SinkStats(name="alertmanager", kind="alertmanager")
         self.clock = clock
@@ -194,9 +199,15 @@ class AlertmanagerSink:
         self.static_labels = {label_name(k): v for k, v in settings.labels.items() if v}
         self._session = session
         self._own_session = session is None
-        self._replicas = [_Replica(str(url).rstrip("/")) for url in settings.urls]
-        for replica in self._replicas:
-            replica.delay = settings.retry_min_s
+        jitter = rng if rng is not None else random.Random()  # noqa: S311 - jitter, not crypto
+        self._replicas = [
+            _Replica(
+                url,
+                Backoff(settings.retry_min_s, settings.retry_max_s, jitter),
+                FailureLog(log, f"alertmanager {url}"),
+            )
+            for url in (str(u).rstrip("/") for u in settings.urls)
+        ]
         self._firing: dict[Fingerprint, Alert] = {}
         self._version = 0
         self._live = False  # a live cycle was seen: alerts may be sent
@@ -448,11 +459,9 @@ class AlertmanagerSink:
                 continue
             if await self._send(replica):
                 replica.next_resend = loop.time() + self.settings.resend_interval_s
-                replica.delay = self.settings.retry_min_s
+                replica.backoff.succeeded()
             else:
-                pause = replica.delay * (0.5 + random.random() / 2)  # noqa: S311 - jitter
-                replica.delay = min(replica.delay * 2, self.settings.retry_max_s)
-                await asyncio.sleep(pause)
+                await asyncio.sleep(replica.backoff.failed())
 
     async def _send(self, replica: _Replica, timeout_s: float | None = None) -> bool:
         """Post the replica's payload; True when every request was accepted."""
@@ -474,8 +483,7 @@ class AlertmanagerSink:
         replica.sent_version = version
         self.stats.sent += len(alerts)
         self.stats.last_success = self.clock()
-        if replica.error is not None:
-            log.info("alertmanager %s: delivering alerts again", replica.url)
+        replica.failure.recovered("delivering alerts again")
         replica.error = None
         replica.up = True
         self._sync_stats()
@@ -497,12 +505,9 @@ class AlertmanagerSink:
 
     def _failed(self, replica: _Replica, message: str) -> None:
         self.stats.errors += 1
-        if replica.error is None:
-            log.warning(
-                "alertmanager %s: sending alerts failed (%s); retrying with backoff",
-                replica.url,
-                message,
-            )
+        replica.failure.failed(
+            "sending alerts failed", detail=message, hint="retrying with backoff"
+        )
         replica.error = message
         replica.up = False
         self._sync_stats()

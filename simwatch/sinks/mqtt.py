@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -65,11 +64,12 @@ import orjson
 from simwatch.core.evaluate import STATE_NAMES
 from simwatch.core.rhythm import SimState
 from simwatch.core.timeutil import format_rfc3339
-from simwatch.shell.backoff import backoff_delay
-from simwatch.shell.mqtt import tls_context
+from simwatch.shell.logs import FailureLog
+from simwatch.shell.mqtt import Reconnector, load_tls, make_client
 from simwatch.shell.sink_contract import SinkStats
 
 if TYPE_CHECKING:
+    import random
     import ssl
     from collections.abc import Callable
 
@@ -107,7 +107,7 @@ class MqttSink:
         self.settings = settings
         self._password = password
         self._clock = clock
-        self._rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter, not crypto
+        self._reconnect = Reconnector(settings, log, "mqtt sink", rng=rng)
         self.stats = SinkStats(name="mqtt", kind="mqtt")
         prefix = settings.topic_prefix
         self.events_topic = f"{prefix}/incidents/events"
@@ -121,7 +121,8 @@ class MqttSink:
         self._live = False  # a live cycle has been seen
         self._wake = asyncio.Event()
         self._tls: ssl.SSLContext | None = None
-        self._dropping = False  # the buffer is full: dropping (logged once)
+        # the buffer is full: dropping (logged when it starts and when it drained)
+        self._dropping = FailureLog(log, "mqtt sink", noun="dropped message")
         self._capped_logged = False
 
     # ---- the cycle (sync, on the loop) ----------------------------------------------------
@@ -200,12 +201,11 @@ class MqttSink:
         for _ in range(count):
             self._buffer.popleft()
         self.stats.dropped += count
-        if not self._dropping:
-            log.warning(
-                "mqtt sink: buffer full (%d messages); dropping the oldest (counted in dropped)",
-                self.settings.max_buffer,
-            )
-            self._dropping = True
+        self._dropping.failed(
+            f"buffer full ({self.settings.max_buffer} messages); dropping the oldest "
+            "(counted in dropped)",
+            count=count,
+        )
 
     def _count_buffered(self) -> None:
         self.stats.buffered = (
@@ -216,44 +216,24 @@ class MqttSink:
 
     async def run(self) -> None:
         """Publish until cancelled, reconnecting with backoff while the broker is away."""
-        settings = self.settings
-        attempt = 0
-        failing = False
-        while True:
-            try:
-                async with await self._client() as client:
-                    await client.publish(self.status_topic, ONLINE, qos=1, retain=True)
-                    self._succeeded(0)
-                    if failing:
-                        log.info(
-                            "mqtt sink: connected again to %s:%d", settings.host, settings.port
-                        )
-                        failing = False
-                    attempt = 0
-                    # retained, but the broker may have lost it (no persistence)
-                    self._current_pending = self._current is not None
-                    await self._serve(client)
-            except aiomqtt.MqttError as exc:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    # A failed disconnect while shutting down replaced the cancellation.
-                    raise asyncio.CancelledError from exc
-                self._failed(exc)
-                if not failing:
-                    log.warning(
-                        "mqtt sink: %s:%d unavailable (%s); %d messages buffered; "
-                        "reconnecting with backoff",
-                        settings.host,
-                        settings.port,
-                        self.stats.last_error,
-                        self.stats.buffered,
-                    )
-                    failing = True
-                delay = backoff_delay(
-                    attempt, settings.reconnect_min_s, settings.reconnect_max_s, self._rng
-                )
-                attempt += 1
-                await asyncio.sleep(delay)
+
+        async def session() -> None:
+            async with await self._client() as client:
+                await client.publish(self.status_topic, ONLINE, qos=1, retain=True)
+                self._succeeded(0)
+                self._reconnect.connected()
+                # retained, but the broker may have lost it (no persistence)
+                self._current_pending = self._current is not None
+                await self._serve(client)
+
+        def failed(exc: Exception) -> tuple[str, str]:
+            self._failed(exc)
+            return self._reconnect.unavailable, self.stats.last_error or ""
+
+        def hint() -> str:
+            return f"{self.stats.buffered} messages buffered; reconnecting with backoff"
+
+        await self._reconnect.run(session, failed, hint=hint)
 
     async def close(self) -> None:
         """Shutdown: connect once more, publish what is left, then ``offline``."""
@@ -273,21 +253,13 @@ class MqttSink:
 
     async def _client(self) -> aiomqtt.Client:
         """A new client per connection: our buffer alone decides what is re-published."""
-        settings = self.settings
-        if settings.tls and self._tls is None:
-            try:
-                self._tls = await asyncio.to_thread(tls_context, settings)
-            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-                # retried with backoff like a broker that is away, not a crash of the daemon
-                raise aiomqtt.MqttError(f"TLS setup failed: {exc}") from exc
-        client = aiomqtt.Client(
-            settings.host,
-            settings.port,
-            identifier=settings.client_id,
+        if self._tls is None:
+            self._tls = await load_tls(self.settings)
+        client = make_client(
+            self.settings,
+            password=self._password,
+            tls=self._tls,
             clean_session=True,  # a publisher keeps nothing on the broker
-            username=settings.username,
-            password=self._password if settings.username is not None else None,
-            tls_context=self._tls,
             will=aiomqtt.Will(self.status_topic, OFFLINE, qos=1, retain=True),
             timeout=PUBLISH_TIMEOUT_S,
             max_inflight_messages=WINDOW,
@@ -323,9 +295,7 @@ class MqttSink:
                 self._succeeded(1)
                 continue
             if not self._buffer:
-                if self._dropping:
-                    log.info("mqtt sink: buffer drained; %d dropped so far", self.stats.dropped)
-                    self._dropping = False
+                self._dropping.recovered("buffer drained")
                 if until_empty:
                     return
                 self._wake.clear()

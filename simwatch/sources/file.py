@@ -21,7 +21,6 @@ after a crash (its lines were applied to a state the crash lost).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import os
@@ -32,6 +31,8 @@ from typing import TYPE_CHECKING, BinaryIO, Final
 
 import orjson
 
+from simwatch.shell.files import write_atomically
+from simwatch.shell.logs import FailureLog
 from simwatch.shell.source_contract import Batch, SourceStats
 
 if TYPE_CHECKING:
@@ -148,7 +149,7 @@ class FileSource:
         self._committed: dict[FileKey, _Saved] = {}
         self._write_lock = asyncio.Lock()
         self._first_scan = True
-        self._failing: str | None = None
+        self._failure = FailureLog(log, f"file source {settings.name}")
         self._loaded = False  # offsets known (from the state file or a checkpoint)
         self._restored = False  # offsets came from a checkpoint: the state file is ignored
 
@@ -195,14 +196,10 @@ class FileSource:
         self.stats.errors += 1
         self.stats.last_error = message
         self.stats.connected = False
-        if self._failing is None:
-            log.warning("file source %s: %s (retrying)", self.settings.name, message)
-        self._failing = message
+        self._failure.failed(message, hint="retrying")
 
     def _recovered(self) -> None:
-        if self._failing is not None:
-            log.info("file source %s: recovered", self.settings.name)
-        self._failing = None
+        self._failure.recovered()
         self.stats.last_error = None
         self.stats.connected = True
         self.stats.last_success = self._clock()
@@ -231,7 +228,7 @@ class FileSource:
             }
             data = orjson.dumps(doc, option=orjson.OPT_INDENT_2)
             try:
-                await asyncio.to_thread(_write_atomically, path, data)
+                await asyncio.to_thread(write_atomically, path, data)
             except OSError as exc:
                 self._failed(f"cannot write the state file: {_describe(exc)}")
 
@@ -434,21 +431,6 @@ def _after_last_newline(handle: BinaryIO, size: int) -> int:
     handle.seek(start)
     cut = handle.read(size - start).rfind(b"\n")
     return start + cut + 1 if cut >= 0 else size
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    try:
-        tmp.replace(path)  # atomic (os.replace)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def _describe(exc: OSError) -> str:

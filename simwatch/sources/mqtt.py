@@ -79,19 +79,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 import urllib.parse
 from typing import TYPE_CHECKING, Final, Protocol
 
 import aiomqtt
 
-from simwatch.shell.backoff import backoff_delay
-from simwatch.shell.mqtt import tls_context
+from simwatch.shell.logs import FailureLog
+from simwatch.shell.mqtt import Reconnector, load_tls, make_client
 from simwatch.shell.source_contract import Batch, SourceStats
 from simwatch.sources.journal import Journal
 
 if TYPE_CHECKING:
+    import random
     from collections.abc import AsyncIterator, Awaitable, Callable
     from pathlib import Path
 
@@ -158,9 +158,11 @@ class MqttSource:
         if password is None and settings.password is not None:
             password = settings.password.get_secret_value()
         self._password = password
-        self._rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter, not crypto
+        what = f"mqtt source {settings.name}"
+        self._reconnect = Reconnector(settings, log, what, rng=rng)
         self.stats = SourceStats(name=settings.name, kind="mqtt")
-        self._shedding = False  # a run of shed messages is under way (logged once)
+        # a run of shed messages is under way (logged when it starts and when it ends)
+        self._shedding = FailureLog(log, what, noun="shed message")
         self.journal_dir = journal_dir(settings, state_dir)
         self.journal: Journal | None = None  # while run holds it open
         self._applied: int | None = None  # journal position ingest has applied
@@ -169,7 +171,8 @@ class MqttSource:
         self._skip_journal = False  # the checkpoint was taken with the journal off
         self._stale = 0  # messages in aiomqtt's queue from a closed connection
         self._wake = asyncio.Event()  # the journal grew (set by the receive loop)
-        self._dropping = False  # the journal is over its cap (logged once)
+        # the journal is over its cap (logged when it goes over and when back under)
+        self._dropping = FailureLog(log, what, noun="dropped message")
 
     # ---- checkpoints (Resumable) ----------------------------------------------------------
 
@@ -215,9 +218,8 @@ class MqttSource:
         if journal is None:
             return
         await asyncio.to_thread(journal.release, position)
-        if self._dropping and await asyncio.to_thread(journal.size) <= journal.max_bytes:
-            self._dropping = False
-            log.info("mqtt source %s: the journal is back under its cap", self.settings.name)
+        if self._dropping.failing and await asyncio.to_thread(journal.size) <= journal.max_bytes:
+            self._dropping.recovered("the journal is back under its cap")
 
     # ---- run ------------------------------------------------------------------------------
 
@@ -243,71 +245,45 @@ class MqttSource:
 
     async def _client(self) -> aiomqtt.Client:
         settings = self.settings
-        context = await asyncio.to_thread(tls_context, settings) if settings.tls else None
-        return aiomqtt.Client(
-            settings.host,
-            settings.port,
-            identifier=settings.client_id,
+        return make_client(
+            settings,
+            password=self._password,
+            tls=await load_tls(settings),
             clean_session=settings.clean_session,
-            username=settings.username,
-            password=self._password if settings.username is not None else None,
-            tls_context=context,
             max_queued_incoming_messages=settings.max_queued_messages,
             logger=self._client_logger(),
         )
 
     async def _serve(self, client: aiomqtt.Client, pump: Callable[[], Awaitable[None]]) -> None:
         """Connect, subscribe and ``pump`` until cancelled; reconnect with backoff."""
-        settings = self.settings
-        attempt = 0
-        failing = False
+
+        async def session() -> None:
+            # What is still queued came over a closed connection: never acknowledged on
+            # the next one (message ids are per connection).
+            self._stale = len(client.messages)
+            try:
+                async with client:
+                    await self._subscribe(client)
+                    self.stats.connected = True
+                    self.stats.last_error = None
+                    self.stats.last_success = time.time()
+                    self._reconnect.connected()
+                    await pump()
+            except _Reconnect:
+                return  # and connect again at once
+
+        def failed(exc: Exception) -> tuple[str, str]:
+            self.stats.connected = False
+            self.stats.errors += 1
+            self.stats.last_error = str(exc) or type(exc).__name__
+            if isinstance(exc, JournalWriteError):
+                return "messages left unacknowledged", self.stats.last_error
+            return self._reconnect.unavailable, self.stats.last_error
+
         try:
-            while True:
-                # What is still queued came over a closed connection: never acknowledged
-                # on the next one (message ids are per connection).
-                self._stale = len(client.messages)
-                try:
-                    async with client:
-                        await self._subscribe(client)
-                        self.stats.connected = True
-                        self.stats.last_error = None
-                        self.stats.last_success = time.time()
-                        if failing:
-                            log.info(
-                                "mqtt source %s: connected again to %s:%d",
-                                settings.name,
-                                settings.host,
-                                settings.port,
-                            )
-                            failing = False
-                        attempt = 0
-                        await pump()
-                except _Reconnect:
-                    continue
-                except (aiomqtt.MqttError, JournalWriteError) as exc:
-                    task = asyncio.current_task()
-                    if task is not None and task.cancelling():
-                        # A failed disconnect while shutting down replaced the cancellation.
-                        raise asyncio.CancelledError from exc
-                    self.stats.connected = False
-                    self.stats.errors += 1
-                    self.stats.last_error = str(exc) or type(exc).__name__
-                    if not failing:
-                        where = f"{settings.host}:{settings.port} unavailable"
-                        if isinstance(exc, JournalWriteError):
-                            where = "messages left unacknowledged"
-                        log.warning(
-                            "mqtt source %s: %s (%s); reconnecting with backoff",
-                            settings.name,
-                            where,
-                            self.stats.last_error,
-                        )
-                        failing = True
-                    delay = backoff_delay(
-                        attempt, settings.reconnect_min_s, settings.reconnect_max_s, self._rng
-                    )
-                    attempt += 1
-                    await asyncio.sleep(delay)
+            await self._reconnect.run(
+                session, failed, errors=(aiomqtt.MqttError, JournalWriteError)
+            )
         finally:
             self.stats.connected = False
 
@@ -322,18 +298,14 @@ class MqttSource:
 
     def _shed(self) -> None:
         self.stats.shed += 1
-        if not self._shedding:
-            self._shedding = True
-            log.warning(
-                "mqtt source %s: %s and %d messages are waiting; shedding new messages "
-                "(counted in simwatch_source_messages_shed_total)%s",
-                self.settings.name,
-                "the journal is behind" if self.journal_dir else "ingest is behind",
-                self.settings.max_queued_messages,
-                "; unacknowledged, the broker sends them again after a reconnect"
-                if self.journal_dir
-                else "",
-            )
+        behind = "the journal" if self.journal_dir else "ingest"
+        self._shedding.failed(
+            f"{behind} is behind and {self.settings.max_queued_messages} messages are "
+            "waiting; shedding new messages (counted in simwatch_source_messages_shed_total)",
+            hint="unacknowledged, the broker sends them again after a reconnect"
+            if self.journal_dir
+            else "",
+        )
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         qos = self.settings.qos
@@ -362,9 +334,8 @@ class MqttSource:
                 raise
             await sink.put(Batch(source=name, payloads=payloads))
             self.stats.last_success = time.time()
-            if self._shedding and len(messages) == 0:
-                self._shedding = False
-                log.info("mqtt source %s: caught up; no longer shedding", name)
+            if self._shedding.failing and len(messages) == 0:
+                self._shedding.recovered("caught up; no longer shedding")
 
     # ---- with a journal -------------------------------------------------------------------
 
@@ -433,12 +404,9 @@ class MqttSource:
                 elif sent.qos > 0:
                     paho.ack(sent.mid, sent.qos)
             self.stats.last_success = time.time()
-            if self._shedding and len(messages) == 0:
-                self._shedding = False
-                log.info(
-                    "mqtt source %s: caught up; reconnecting so the broker sends the shed "
-                    "messages again",
-                    self.settings.name,
+            if self._shedding.failing and len(messages) == 0:
+                self._shedding.recovered(
+                    "caught up; reconnecting so the broker sends the shed messages again"
                 )
                 raise _Reconnect
 
@@ -456,19 +424,13 @@ class MqttSource:
 
     def _dropped(self, drop: DropReport, journal: Journal) -> None:
         self.stats.shed += drop.unread_frames
-        if self._dropping:
-            return
-        self._dropping = True
-        log.warning(
-            "mqtt source %s: the journal is over journal_max_bytes (%d): dropped its oldest "
-            "%d segments (%d bytes), %d messages in them not yet read by ingest (counted in "
-            "simwatch_source_messages_shed_total); until a checkpoint catches up, a crash "
-            "loses what was dropped",
-            self.settings.name,
-            journal.max_bytes,
-            drop.segments,
-            drop.bytes,
-            drop.unread_frames,
+        self._dropping.failed(
+            f"the journal is over journal_max_bytes ({journal.max_bytes})",
+            detail=f"dropped its oldest {drop.segments} segments ({drop.bytes} bytes), "
+            f"{drop.unread_frames} messages in them not yet read by ingest, counted in "
+            "simwatch_source_messages_shed_total",
+            hint="until a checkpoint catches up, a crash loses what was dropped",
+            count=drop.unread_frames,
         )
 
     async def _feed(self, journal: Journal, sink: Sink) -> None:

@@ -1,4 +1,4 @@
-"""The ``simulator`` source: a simulated fleet (simwatch.sim.simulate) played on the wall clock.
+"""The ``simulator`` source: a simulated fleet (simwatch.sim.fleet) played on the wall clock.
 
 The fleet starts ``history_s`` before now: that history is generated and handed over at
 start, as fast as ingest takes it, so rhythms and group baselines are learned at once.
@@ -13,26 +13,41 @@ in windows of ``WINDOW_S``: each window is a fresh ``FleetSimulator`` of the sam
 (same seed) given only the faults that touch it. Its record ids get a ``w<k>-`` prefix so
 they stay unique across windows; the previous window is kept for ``DRAIN_S`` to deliver
 its late and duplicated records.
+
+With ``as_of`` set, the fleet is simulated as of that instant instead of the wall clock,
+and moved to the wall clock by a whole number of hours (``shift_s``, the most that keeps
+``as_of + shift_s`` at or before the real start). The source then starts at that pinned
+"now" (at most an hour before the real one, whose last minutes the first tick catches up
+on): its history, the faults planned from it and every record are the same whatever the
+date, moved by ``shift_s``, and so is the hour of day each record falls on. The tests pin
+it so. Without it, the time of day at start decides which devices (daytime ones sleep at
+night) are awake when the first faults hit, so what a detector finds depends on the day.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import math
 import random
 import tempfile
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from simwatch.core.inventory import InventoryRow, iter_inventory
+from simwatch.core.inventory import InventoryRow
+from simwatch.shell.inventory import iter_inventory
 from simwatch.shell.source_contract import Batch, SourceStats
 from simwatch.sim.catalogue import DAY, HOUR, all_partners
-from simwatch.sim.simulate import CHUNK, FaultSpec, FleetSimulator, SimConfig
+from simwatch.sim.config import SimConfig
+from simwatch.sim.faults import FaultSpec
+from simwatch.sim.fleet import CHUNK, FleetSimulator
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
+    from datetime import datetime
 
     from simwatch.shell.settings import SimulatorSourceSettings
     from simwatch.shell.source_contract import Sink
@@ -46,6 +61,7 @@ __all__ = [
     "WINDOW_S",
     "SimulatorSource",
     "plan_faults",
+    "plan_shift",
 ]
 
 BATCH_LINES: Final = 5000
@@ -54,6 +70,15 @@ DRAIN_S: Final = 2 * HOUR  # a window's late/duplicated deliveries arrive within
 HORIZON_DAYS: Final = 3650.0  # faults are planned this far ahead
 MIN_GROUP_SIMS: Final = 5  # a fault hits a group of at least this many active SIMs
 _RECORD_ID: Final = b'"record_id":"'
+
+
+def plan_shift(now: float, as_of: datetime | None) -> float:
+    """Wall clock minus simulated time for a source started at ``now``: the whole hours
+    from ``as_of`` to ``now``, rounded down (so ``as_of + shift`` is at most an hour
+    before ``now``), or 0 without ``as_of``."""
+    if as_of is None:
+        return 0.0
+    return math.floor((now - as_of.timestamp()) / HOUR) * HOUR
 
 
 def plan_faults(
@@ -154,10 +179,19 @@ class SimulatorSource:
         self.stats = SourceStats(name=settings.name, kind="simulator")
         self.caught_up = asyncio.Event()  # set once the history was handed over
         self._clock = clock
-        now = clock()
+        wall = clock()
+        self._shift = plan_shift(wall, settings.as_of)
+        # "now" for the plan: the wall clock, or as_of moved by whole hours (pinned)
+        now = wall if settings.as_of is None else settings.as_of.timestamp() + self._shift
         self._start = now - settings.history_s
         probe = FleetSimulator(
-            SimConfig(sims=settings.sims, days=CHUNK / DAY, start=self._start, seed=settings.seed)
+            SimConfig(
+                sims=settings.sims,
+                days=CHUNK / DAY,
+                start=self._start - self._shift,
+                seed=settings.seed,
+            ),
+            shift_s=self._shift,
         )
         self._inventory_csv = probe.inventory_csv()
         self._faults = plan_faults(
@@ -178,8 +212,14 @@ class SimulatorSource:
 
     @property
     def start(self) -> float:
-        """Epoch s where the simulated fleet starts (``clock() - history_s`` at creation)."""
+        """Epoch s where the simulated fleet starts (``clock() - history_s`` at creation;
+        with ``as_of``: ``as_of + shift_s - history_s``, up to an hour earlier)."""
         return self._start
+
+    @property
+    def shift_s(self) -> float:
+        """Wall-clock time minus simulated time (whole hours; 0 unless ``as_of`` is set)."""
+        return self._shift
 
     def inventory_rows(self) -> list[InventoryRow]:
         """The simulated fleet's inventory (blocking: a temp file; call it before the loop)."""
@@ -224,7 +264,7 @@ class SimulatorSource:
         return self._start + k * WINDOW_S
 
     def _window_faults(self, k: int) -> tuple[FaultSpec, ...]:
-        """The faults touching window k, clipped to it."""
+        """The faults touching window k, clipped to it (wall-clock times)."""
         w0, w1 = self._window_start(k), self._window_start(k + 1)
         lo = bisect.bisect_right(self._fault_starts, w0 - self.settings.fault_duration_s)
         hi = bisect.bisect_left(self._fault_starts, w1)
@@ -239,14 +279,18 @@ class SimulatorSource:
 
     def _build(self, k: int) -> FleetSimulator:
         s = self.settings
+        shift = self._shift
         config = SimConfig(
             sims=s.sims,
             days=WINDOW_S / DAY,
-            start=self._window_start(k),
+            start=self._window_start(k) - shift,
             seed=s.seed,
-            faults=self._window_faults(k),
+            faults=tuple(
+                replace(f, start=f.start - shift, end=f.end - shift) if shift else f
+                for f in self._window_faults(k)
+            ),
         )
-        return FleetSimulator(config)
+        return FleetSimulator(config, shift_s=shift)
 
     def _advance(self, until: float) -> list[bytes]:
         """Lines arrived by ``until`` from every live window (blocking: in a thread)."""

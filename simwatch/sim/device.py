@@ -1,0 +1,129 @@
+"""One simulated device: its mutable state and the happening codes of its state machine."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from simwatch.sim.catalogue import PROFILES
+from simwatch.sim.faults import CONNECT_BLOCKING, SILENCING
+
+if TYPE_CHECKING:
+    from simwatch.sim.catalogue import Partner, SimCard
+
+# Happening codes of the per-SIM state machine.
+REPORT = 0
+INTERIM = 1
+RESET = 2
+CONNECT = 3
+RESELECT = 4
+DETACH = 5
+REATTACH = 6
+GAP_START = 7
+GAP_END = 8
+GAP_TIMEOUT = 9
+DEATH = 10
+FAULT_START = 11
+FAULT_END = 12
+STEER = 13
+APN_DROP = 14
+FLAP = 15
+
+RESELECT_PER_DAY = 0.03
+DETACH_PER_DAY = 0.02
+SEQ_BASE = 1 << 40  # sequence numbers of non-report happenings (reports use their index)
+
+Happening = tuple[float, int, int, int, int]
+
+
+class Device:
+    """Mutable per-SIM state (static attributes copied from its card for speed)."""
+
+    __slots__ = (
+        "apn",
+        "bad_apn",
+        "blackholed",
+        "block",
+        "capped",
+        "card",
+        "carry",
+        "country",
+        "dead",
+        "detached",
+        "faults",
+        "home",
+        "iccid",
+        "in_gap",
+        "mcc",
+        "missed_down",
+        "missed_since",
+        "missed_up",
+        "mnc",
+        "month_bytes",
+        "month_end",
+        "partner",
+        "plan",
+        "rat",
+        "sending",
+        "sess_down",
+        "sess_id",
+        "sess_up",
+        "silenced",
+        "token",
+        "visible",
+        "window",
+    )
+
+    def __init__(self, card: SimCard, partner: Partner, session_id: str) -> None:
+        self.card = card
+        self.iccid = card.iccid
+        self.apn = card.apn
+        self.capped = card.cap_bytes is not None
+        self.country = card.country
+        self.rat = card.rat
+        self.window = PROFILES[card.profile].window
+        self.home = card.home_partner
+        self.partner = card.home_partner
+        self.mcc = partner.mcc
+        self.mnc = partner.mnc
+        self.sess_id: str | None = session_id
+        self.sess_up = 0
+        self.sess_down = 0
+        self.month_bytes = 0
+        self.month_end = -math.inf
+        self.dead = False
+        self.in_gap = False
+        self.detached = False
+        self.faults: dict[int, str] = {}
+        self.silenced = False
+        self.blackholed = False
+        self.block: str | None = None
+        self.visible = True
+        self.sending = True
+        self.token = 0
+        self.bad_apn = ""
+        # Store and forward: what the device could not send while it had no data
+        # session (outage, coverage gap, rejected session) goes out once it has one.
+        self.missed_up = 0
+        self.missed_down = 0
+        self.missed_since: float | None = None
+        self.carry: list[Happening] = []
+        self.plan: list[Happening] = []
+
+    def refresh(self) -> None:
+        kinds = set(self.faults.values())
+        self.silenced = bool(kinds & SILENCING)
+        self.blackholed = "partial_blackhole" in kinds
+        blocking = sorted(kinds & CONNECT_BLOCKING)
+        self.block = blocking[0] if blocking else None
+        self.visible = not (self.dead or self.in_gap or self.silenced)
+        self.sending = (
+            self.visible and self.sess_id is not None and not self.detached and not self.blackholed
+        )
+
+
+def next_month_start(t: float) -> float:
+    d = datetime.fromtimestamp(t, tz=UTC)
+    year, month = (d.year + 1, 1) if d.month == 12 else (d.year, d.month + 1)
+    return datetime(year, month, 1, tzinfo=UTC).timestamp()
