@@ -13,7 +13,8 @@ import time
 
 import orjson
 
-from simwatch.core.records import Deduplicator, Record, RecordDecoder
+from simwatch.core.dedup import Deduplicator
+from simwatch.core.records import Record, RecordDecoder
 from simwatch.core.timeutil import format_rfc3339
 
 NOW = 1795083300.0  # 2026-11-20T10:15:00Z

@@ -78,6 +78,28 @@ async def until(
         await asyncio.sleep(interval_s)
 
 
+def until_blocking(
+    check: Callable[[], object],
+    limit_s: float = 30.0,
+    what: str = "the condition",
+    *,
+    detail: Callable[[], str] | None = None,
+    interval_s: float = 0.25,
+) -> Any:
+    """``until`` for code outside the event loop (session fixtures, the stack tests):
+    poll ``check`` until it returns something true and return that; at ``limit_s``
+    fail with ``what`` and ``detail()`` (the last value, a daemon's log)."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            text = detail() if detail is not None else ""
+            raise AssertionError(f"not reached in {limit_s:.0f} s: {what}\n{text[-3000:]}")
+        time.sleep(interval_s)
+
+
 def api_token(state_dir: Path) -> str:
     """The API token ``simwatch run`` generated in its state dir (auth on, no tokens file)."""
     return (state_dir / "api-token").read_text(encoding="utf-8").splitlines()[-1]

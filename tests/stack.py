@@ -58,7 +58,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 from mosquitto import Mosquitto, free_port, stop_process
-from servers import Alertmanager, Prometheus, VictoriaMetrics, api_token, http_get
+from servers import (
+    Alertmanager,
+    Prometheus,
+    VictoriaMetrics,
+    api_token,
+    http_get,
+    until_blocking,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -278,11 +285,10 @@ scrape_configs:
 
 
 def _wait(what: str, timeout: float, check: Callable[[], bool], on_fail: Callable[[], str]) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise StackError(f"{what}: not within {timeout:.0f} s\n{on_fail()}")
-        time.sleep(0.25)
+    try:
+        until_blocking(check, timeout, what, detail=on_fail)
+    except AssertionError as exc:
+        raise StackError(str(exc)) from None
 
 
 def start_stack(directory: Path, *, sims: int = SIMS, seed: int = SEED) -> Stack:

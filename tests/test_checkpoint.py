@@ -23,8 +23,8 @@ from fleet import ICCIDS, T0, Feed, inventory_row, new_engine
 from prometheus_client import generate_latest
 from servers import until
 
+from simwatch.core.dedup import Deduplicator, fingerprint
 from simwatch.core.engine import Engine
-from simwatch.core.records import Deduplicator, fingerprint
 from simwatch.core.state import Flag, Status
 from simwatch.core.timeutil import format_rfc3339
 from simwatch.http.metrics import EngineCollector, make_registry
@@ -264,7 +264,7 @@ def test_a_checkpoint_of_other_dims_does_not_fit(grown: Fleet, tmp_path: Path) -
 
 
 def test_dedup_keys_are_stable_across_processes() -> None:
-    code = "from simwatch.core.records import fingerprint; print(fingerprint('u-8931-1'))"
+    code = "from simwatch.core.dedup import fingerprint; print(fingerprint('u-8931-1'))"
     outs = {
         subprocess.run(
             [sys.executable, "-c", code],

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from stack import Stack
 
 pytest_plugins = ["stack"]
+pytestmark = (
+    pytest.mark.real_server
+)  # the whole stack: simwatch, Prometheus, Alertmanager, VictoriaMetrics, Mosquitto
 
 Json = dict[str, Any]
 

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simwatch.core.records import Deduplicator, Record, RecordDecoder, Rejection, RejectReason
+from simwatch.core.dedup import Deduplicator
+from simwatch.core.records import Record, RecordDecoder, Rejection, RejectReason
 from simwatch.core.timeutil import parse_rfc3339
 
 NOW = parse_rfc3339("2026-11-20T12:00:00Z")

@@ -35,6 +35,7 @@ port = {port}
 name = "sim"
 sims = 200
 history_s = 7200
+as_of = 2026-11-04T11:00:00Z  # the same fleet whatever day the suite runs
 """,
         encoding="utf-8",
     )

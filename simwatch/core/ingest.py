@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from simwatch.core.records import MAX_COUNT, Deduplicator
+from simwatch.core.dedup import Deduplicator
+from simwatch.core.records import MAX_COUNT
 from simwatch.core.state import (
     EPOCH_BASE,
     NEVER,

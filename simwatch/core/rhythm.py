@@ -76,19 +76,24 @@ from enum import IntEnum
 import numpy as np
 import numpy.typing as npt
 
+from simwatch.core.hourmask import (
+    HOUR,
+    HOURS_MASK,
+    active_clock,
+    active_clock_vec,
+    core_hours,
+    core_hours_vec,
+    quiet_block_hours,
+)
+
 __all__ = ["RhythmModel", "RhythmParams", "SimState"]
 
-_HOUR = 3600.0
-_DAY = 86400.0
-_HOURS_MASK = 0xFFFFFF
 _QB_SHIFT = 24
 _QB_MASK = 0x1F << _QB_SHIFT
 _DIURNAL_BIT = 1 << 31
 _TS_MAX = 4294967296.0
 _GAPS_MAX = 65535
 _CHUNK = 16384  # rows per classify chunk
-# (1 << h) - 1 for h in 0..23: the hours before hour h, for the active-seconds prefix sums.
-_LOW_BITS = np.array([(1 << h) - 1 for h in range(24)], dtype=np.uint32)
 
 
 class SimState(IntEnum):
@@ -178,71 +183,6 @@ class RhythmParams:
             raise ValueError("late_factor, silent_factor and silent_over_late must be >= 1")
 
 
-def _quiet_block_hours(mask: int) -> int:
-    """Longest circular run of inactive hours in a 24-bit hour mask."""
-    mask &= _HOURS_MASK
-    if mask == 0:
-        return 24
-    zeros = ~mask & _HOURS_MASK
-    run_bits = zeros | (zeros << 24)
-    run = 0
-    while run_bits:
-        run_bits &= run_bits << 1
-        run += 1
-    return run
-
-
-def _core_hours(mask: int) -> int:
-    """The hours of ``mask`` whose neighbours are active too (edge hours trimmed).
-
-    A daytime device's first and last active hour are only partly active (it starts at
-    06:45, stops at 18:10), so counting them whole would make it overdue every evening
-    and before its first report every morning. Elapsed time is measured over the core
-    hours; a block of one or two hours keeps its hours (nothing would be left).
-    """
-    mask &= _HOURS_MASK
-    left = ((mask << 1) | (mask >> 23)) & _HOURS_MASK  # bit h set: hour h-1 active
-    right = ((mask >> 1) | (mask << 23)) & _HOURS_MASK  # bit h set: hour h+1 active
-    core = mask & left & right
-    return core or mask
-
-
-def _core_hours_vec(masks: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
-    """Vectorized ``_core_hours``."""
-    hours = np.uint32(_HOURS_MASK)
-    m = masks & hours
-    left = ((m << np.uint32(1)) | (m >> np.uint32(23))) & hours
-    right = ((m >> np.uint32(1)) | (m << np.uint32(23))) & hours
-    core = m & left & right
-    out: npt.NDArray[np.uint32] = np.where(core != 0, core, m)
-    return out
-
-
-def _active_clock(t: float, mask: int, per_day: float) -> float:
-    """Active seconds from the epoch to ``t`` counting only hours set in ``mask``."""
-    day, sod = divmod(t, _DAY)
-    hour = int(sod // _HOUR)
-    acc = day * per_day + (mask & ((1 << hour) - 1)).bit_count() * _HOUR
-    if (mask >> hour) & 1:
-        acc += sod - hour * _HOUR
-    return acc
-
-
-def _active_clock_vec(
-    t: npt.NDArray[np.float64], masks: npt.NDArray[np.uint32], per_day: npt.NDArray[np.float64]
-) -> npt.NDArray[np.float64]:
-    """Vectorized ``_active_clock`` (multiplications instead of slow float floor-division)."""
-    day = np.floor(t * (1.0 / _DAY))
-    sod = t - day * _DAY
-    hour = np.minimum(np.floor(sod * (1.0 / _HOUR)), 23.0)
-    into = sod - hour * _HOUR
-    h = hour.astype(np.intp)
-    before = np.bitwise_count(masks & _LOW_BITS[h]).astype(np.float64) * _HOUR
-    inside = ((masks >> h.astype(np.uint32)) & np.uint32(1)).astype(np.float64) * into
-    out: npt.NDArray[np.float64] = day * per_day + before + inside
-    return out
-
-
 class RhythmModel:
     """Columnar per-SIM rhythm model; rows are SIM indices assigned by the caller."""
 
@@ -275,7 +215,7 @@ class RhythmModel:
         p = self._params
         # mu threshold per quiet-block length: diurnal iff mu <= _log_quiet[qb].
         self._log_quiet = [
-            math.log(qb * _HOUR / p.diurnal_quiet_factor)
+            math.log(qb * HOUR / p.diurnal_quiet_factor)
             if qb >= p.diurnal_min_quiet_h
             else -math.inf
             for qb in range(25)
@@ -422,21 +362,21 @@ class RhythmModel:
         gen_new = ts // gen_len
         gen_old = last // gen_len
         if gen_new != gen_old:
-            prev = (prev & ~_HOURS_MASK) | (cur if gen_new == gen_old + 1.0 else 0)
+            prev = (prev & ~HOURS_MASK) | (cur if gen_new == gen_old + 1.0 else 0)
             cur = 0
         if wall >= p.gap_floor_s:
             if wall <= p.mask_max_gap_s:
-                h_a = int((ts - 0.75 * wall) // _HOUR)
-                h_b = int((ts - 0.25 * wall) // _HOUR)
+                h_a = int((ts - 0.75 * wall) // HOUR)
+                h_b = int((ts - 0.25 * wall) // HOUR)
                 if h_a == h_b:
                     cur |= 1 << (h_a % 24)
                 else:
                     for h in range(h_a, h_b + 1):
                         cur |= 1 << (h % 24)
             if prev & _DIURNAL_BIT:
-                core = _core_hours(cur | prev)
-                per_day = core.bit_count() * _HOUR
-                gap = _active_clock(ts, core, per_day) - _active_clock(last, core, per_day)
+                core = core_hours(cur | prev)
+                per_day = core.bit_count() * HOUR
+                gap = active_clock(ts, core, per_day) - active_clock(last, core, per_day)
             else:
                 gap = wall
             n = self._learn(row, gap, p) if gap >= p.gap_floor_s else self._n_mv[row]
@@ -444,15 +384,15 @@ class RhythmModel:
             n = self._n_mv[row]
         if n < p.min_gaps:
             if cur != cur0 or prev != prev0:
-                union = (cur | prev) & _HOURS_MASK
+                union = (cur | prev) & HOURS_MASK
                 self._mask_cur_mv[row] = cur
                 self._mask_prev_mv[row] = (prev & ~_QB_MASK) | (
-                    _quiet_block_hours(union) << _QB_SHIFT
+                    quiet_block_hours(union) << _QB_SHIFT
                 )
             return
-        if cur != cur0 or (prev ^ prev0) & _HOURS_MASK:
-            union = (cur | prev) & _HOURS_MASK
-            prev = (prev & ~_QB_MASK) | (_quiet_block_hours(union) << _QB_SHIFT)
+        if cur != cur0 or (prev ^ prev0) & HOURS_MASK:
+            union = (cur | prev) & HOURS_MASK
+            prev = (prev & ~_QB_MASK) | (quiet_block_hours(union) << _QB_SHIFT)
             self._mask_cur_mv[row] = cur
         diurnal = (
             ts - self._first_mv[row] >= p.diurnal_min_history_s
@@ -545,10 +485,10 @@ class RhythmModel:
             ok = ~np.isnan(sub_last)
             idx = idx[ok]
             sub_last = sub_last[ok]
-            masks = _core_hours_vec(self._mask_cur[lo:hi][idx] | prev[idx])
-            per_day = np.bitwise_count(masks).astype(np.float64) * _HOUR
+            masks = core_hours_vec(self._mask_cur[lo:hi][idx] | prev[idx])
+            per_day = np.bitwise_count(masks).astype(np.float64) * HOUR
             t_now = np.full(idx.size, now, dtype=np.float64)
-            elapsed[idx] = _active_clock_vec(t_now, masks, per_day) - _active_clock_vec(
+            elapsed[idx] = active_clock_vec(t_now, masks, per_day) - active_clock_vec(
                 sub_last, masks, per_day
             )
 
@@ -663,7 +603,7 @@ class RhythmModel:
             state = SimState.OK
         hours: list[int] | None = None
         if diurnal:
-            union = int(self._mask_cur[row] | self._mask_prev[row]) & _HOURS_MASK
+            union = int(self._mask_cur[row] | self._mask_prev[row]) & HOURS_MASK
             hours = [h for h in range(24) if (union >> h) & 1]
         return {
             "last_data": None if never else last,

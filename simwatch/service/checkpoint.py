@@ -39,7 +39,7 @@ import numpy as np
 import orjson
 
 from simwatch import __version__
-from simwatch.core.records import int64_array
+from simwatch.core.dedup import int64_array
 from simwatch.shell.files import write_atomically
 from simwatch.shell.health import CheckpointStats
 
