@@ -76,9 +76,11 @@ class Ingestor:
             return False
         state = self.state
         row = state.index.get(record.iccid)
-        if row < 0:
+        if row < 0:  # a new SIM, or one known by the other form of its ICCID
+            known = len(state)
             row = state.ensure_row(record.iccid)
-            self.stats.unknown_sims += 1
+            if len(state) > known:
+                self.stats.unknown_sims += 1
         ts = record.ts
         t = int(ts) - EPOCH_BASE
         if record.mcc is not None or record.apn is not None or record.rat is not None:

@@ -14,6 +14,7 @@ import csv
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+from simwatch.core.iccid import alternate_form
 from simwatch.core.records import MAX_COUNT, Rejection, RejectReason
 
 if TYPE_CHECKING:
@@ -96,11 +97,11 @@ def parse_inventory(lines: Iterable[str], source: str) -> Iterator[InventoryRow 
             continue
         result = _parse_row(row, columns, raw, reader.line_num)
         if isinstance(result, InventoryRow):
-            if result.iccid in seen:
+            if result.iccid in seen or alternate_form(result.iccid) in seen:
                 result = Rejection(
                     RejectReason.DUPLICATE_ICCID,
                     f"line {reader.line_num}: field 'iccid': {result.iccid} "
-                    "already appeared in an earlier row",
+                    "already appeared in an earlier row (with or without its check digit)",
                     raw,
                     None,
                     result.iccid,

@@ -38,6 +38,7 @@ import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from simwatch.core.iccid import alternate_form
 from simwatch.core.incidents import IncidentParams, IncidentTracker
 from simwatch.core.localize import Cause, LeafTable, LocalizeParams, llr_threshold, localize
 
@@ -56,11 +57,17 @@ Json = dict[str, object]
 def shard_of(iccid: str, shards: int) -> int:
     """The shard of a SIM: CRC-32 (IEEE 802.3, as zlib) of the ICCID's bytes, mod ``shards``.
 
-    The ICCID as the records carry it (its digits, no spaces). Every publisher, router
-    and replica must use this same function: ``crc32("8949020000000000017") % 2``.
+    The ICCID's digits without the Luhn check digit when it carries one (20 digits whose
+    last is the check digit of the first 19: ``core.iccid``), so both forms of one SIM
+    land on the same shard. Every publisher, router and replica must use this same
+    function: ``crc32("8949020000000000017") % 2``.
     """
     if shards < 1:
         raise ValueError(f"shards must be at least 1, got {shards}")
+    if len(iccid) == 20:
+        other = alternate_form(iccid)
+        if other is not None:
+            iccid = other
     return zlib.crc32(iccid.encode()) % shards
 
 

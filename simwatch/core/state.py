@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Final, Literal
 
 import numpy as np
 
+from simwatch.core.iccid import alternate_form
 from simwatch.core.iccid_index import IccidIndex
 from simwatch.core.rhythm import RhythmModel, RhythmParams
 
@@ -283,12 +284,21 @@ class FleetState:
         return len(self.index)
 
     def row(self, iccid: str) -> int:
-        """Row of a known SIM, or -1."""
-        return self.index.get(iccid)
+        """Row of a known SIM, or -1; either form of its ICCID finds it (``core.iccid``)."""
+        row = self.index.get(iccid)
+        if row < 0:
+            other = alternate_form(iccid)
+            if other is not None:
+                row = self.index.get(other)
+        return row
 
     def ensure_row(self, iccid: str) -> int:
-        """Row of a SIM, creating it (as an active SIM not in the inventory) if new."""
-        row = self.index.add(iccid)
+        """Row of a SIM, creating it (as an active SIM not in the inventory) if new.
+
+        A SIM already known by the other form of its ICCID keeps its row and its form."""
+        row = self.row(iccid)
+        if row < 0:
+            row = self.index.add(iccid)
         if row >= self.capacity:
             self._grow(max(self.capacity * 2, row + 1))
         return row

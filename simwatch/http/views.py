@@ -138,6 +138,7 @@ def _row_of(engine: Engine, iccid: str) -> int:
 def sim_view(engine: Engine, iccid: str, now: float) -> Json:
     """Everything known about one SIM (400 for a malformed ICCID, 404 for an unknown one)."""
     row = _row_of(engine, iccid)
+    iccid = engine.state.index.iccid(row)  # the SIM's own form, whichever form was asked
     state = engine.state
     c = state.cols
     last = _last_data(engine, row)
