@@ -111,14 +111,18 @@ class FakeCmp:
             page = self.generic[since : since + limit]
             return _json({"records": page, "next": str(since + len(page))})
         if path == "/api/v1/event":
-            return _paged(self.emnify, int(q["page"]), int(q["per_page"]))
-        if m := re.fullmatch(r"/v1/sims/(\d+)/(usage|events)", path):
-            iccid, what = m.groups()
+            return _emnify_page(self.emnify, q)
+        if m := re.fullmatch(r"/management-api/v([12])/sims/(\d+)/(usage|events)", path):
+            version, iccid, what = m.groups()
             if iccid not in self.once_usage:
                 return web.Response(status=404)
             if what == "usage":
                 return _json({"stats": self.once_usage[iccid]})
-            return _paged(self.once_events.get(iccid, []), int(q["page"]), int(q["pageSize"]))
+            if version == "1":
+                return web.Response(status=404)
+            paged = _paged(self.once_events.get(iccid, []), int(q["page"]), int(q["pageSize"]))
+            assert isinstance(paged.body, bytes)
+            return _json(orjson.loads(paged.body))  # v2: a JSON array, no paging headers
         if m := re.fullmatch(r"/rws/api/v1/devices/(\d+)/(sessionInfo|ctdUsages)", path):
             iccid, what = m.groups()
             if what == "sessionInfo":
@@ -141,6 +145,25 @@ def _paged(items: list[dict[str, object]], page: int, size: int) -> web.Response
         "X-Total-Count": str(len(items)),
     }
     return _json(newest_first[(page - 1) * size : page * size], headers)
+
+
+def _emnify_page(items: list[dict[str, object]], q: Mapping[str, str]) -> web.Response:
+    """``/api/v1/event``: ``q`` type/from/until, ``sort=id``, a page past the last is the last."""
+    filters = dict(part.split(":", 1) for part in q["q"].split(","))
+    types = filters["type"].split("|")
+    start, end = parse_rfc3339(filters["from"]), parse_rfc3339(filters["until"])
+    chosen = [
+        it
+        for it in items
+        if str(base.obj(it["event_type"]).get("id")) in types
+        and start <= parse_rfc3339(str(base.normalize_time(it["timestamp"]))) <= end
+    ]
+    chosen.sort(key=lambda it: int(str(it["id"])))
+    size = int(q["per_page"])
+    pages = max(1, math.ceil(len(chosen) / size))
+    page = min(int(q["page"]), pages)
+    headers = {"X-Current-Page": str(page), "X-Total-Pages": str(pages)}
+    return _json(chosen[(page - 1) * size : page * size], headers)
 
 
 @pytest.fixture
@@ -221,36 +244,50 @@ def gen_record(i: int) -> dict[str, object]:
     }
 
 
-def em_event(i: int, desc: str, iccid: str = SIM[0], **detail: object) -> dict[str, object]:
+def em_event(
+    i: int, type_id: int, iccid: str = SIM[0], *, at: float | None = None, **fields: object
+) -> dict[str, object]:
+    """An event in the documented emnify shape (PLATFORMS.md 1.3), ``i`` minutes into the hour
+    before T0 unless ``at`` is given."""
+    when = at if at is not None else T0 - 3600 + 60 * i
     return {
         "id": i,
-        "timestamp": f"2026-11-20T10:{i:02d}:00.000+0000",
-        "event_type": {"id": 1, "description": desc},
-        "description": f"{desc} #{i}",
+        "timestamp": datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000"),
+        "event_type": {"id": type_id, "description": f"type {type_id}"},
+        "event_source": {"id": 0, "description": "Network"},
+        "event_severity": {"id": 0, "description": "Info"},
+        "description": f"event #{i}",
         "sim": {"iccid": iccid},
-        "detail": detail,
+        **fields,
     }
 
 
-PDP = {"apn": "meters.acme", "mcc": "262", "mnc": "02", "rat_type": 6, "tx_teid": 4711}
+PDP = {"apn": "meters.acme", "mcc": "262", "mnc": "02", "rat_type": 6, "pdp_context_id": 4711}
 
 
 def emnify_feed() -> list[dict[str, object]]:
     return [
-        em_event(1, "Update location", name="Telekom", country={"mcc": "262"}, mnc=[{"mnc": "01"}]),
-        em_event(2, "Create PDP Context", pdp_context=PDP),
-        em_event(3, "SMS MO"),  # not mapped: skipped
-        em_event(4, "Delete PDP Context", pdp_context=PDP, volume={"tx": 0.0012, "rx": 0.00034}),
-        em_event(5, "Authentication failed", SIM[1]),
-        em_event(6, "Create PDP Context rejected", SIM[1], pdp_context={"apn": "internet"}),
-        {
-            "id": 7,
-            "start_timestamp": "2026-11-20T10:00:00.000+0000",
-            "end_timestamp": "2026-11-20T10:15:00.000+0000",
-            "volume": {"tx": 1.5, "rx": 0.25, "total": 1.75},
-            "sim": {"iccid": SIM[2]},
-            "operator": {"mnc": "02", "country": {"mcc": "262"}},
-        },
+        em_event(1, 1, detail={"country": {"mcc": "262"}, "mnc": [{"mnc": "01"}]}),
+        em_event(2, 3, detail={"session_id": "sess-a", "pdp_context": PDP}),
+        em_event(3, 8),  # SIM activation: not asked for (q=type:...)
+        em_event(
+            4,
+            5,
+            detail={
+                "session_id": "sess-a",
+                "pdp_context": PDP,
+                "volume": {"tx": 0.0012, "rx": 0.00034},
+            },
+        ),
+        em_event(
+            5,
+            3,
+            SIM[1],
+            event_source={"id": 1},
+            event_severity={"id": 1},
+            description="PDP Context Request rejected, because SIM is not activated.",
+        ),
+        em_event(6, 19, SIM[1], event_source={"id": 1}, event_severity={"id": 1}),
     ]
 
 
@@ -280,39 +317,39 @@ async def test_emnify_events_map_and_resume(fake: FakeCmp, tmp_path: Path) -> No
     src = make(fake, "emnify", tmp_path, page_size=3)
     sink: asyncio.Queue[Batch] = asyncio.Queue()
     await src.poll_once(sink)
-    assert [q.query["page"] for q in fake.requests] == ["1", "2", "3"]
+    # two queries (at most 6 types each): 4 events in 2 pages, then 1 event
+    assert [q.query["page"] for q in fake.requests] == ["1", "2", "1"]
     recs = {r.record_id: r for r in await apply_all(sink)}
-    assert sorted(recs) == [f"emnify:e:{i}" for i in (1, 2, 4, 5, 6)] + ["emnify:u:7"]
-    assert src.skipped == 1
+    assert sorted(recs) == [f"emnify:e:{i}" for i in (1, 2, 4, 5, 6)]
+    assert src.skipped == 0
     loc = recs["emnify:e:1"]
     assert (loc.kind, loc.event_type, loc.partner) == ("event", "location_update", "26201")
     started, ended = recs["emnify:e:2"], recs["emnify:e:4"]
     assert (started.status, started.session_id, started.apn, started.rat) == (
         "started",
-        "4711",
+        "sess-a",
         "meters.acme",
         "LTE",
     )
     assert (ended.status, ended.session_id, ended.bytes_up, ended.bytes_down) == (
         "ended",
-        "4711",
+        "sess-a",
         1200,
         340,
     )
     assert (recs["emnify:e:5"].event_type, recs["emnify:e:5"].cause) == (
-        "auth_failure",
-        "Authentication failed #5",
+        "pdp_reject",
+        "PDP Context Request rejected, because SIM is not activated.",
     )
-    assert recs["emnify:e:6"].event_type == "pdp_reject"
-    usage = recs["emnify:u:7"]
-    assert (usage.bytes_up, usage.bytes_down, usage.partner) == (1_500_000, 250_000, "26202")
-    assert usage.ts - (usage.start or 0) == 900
-    # two new events: one page read, stops at the first known id
-    fake.emnify += [em_event(8, "Update GPRS location"), em_event(9, "Purge location")]
+    assert recs["emnify:e:6"].event_type == "quota_exhausted"
+    # a minute later, two new events: one request per query, only the new events
+    assert fake.time is not None
+    fake.time.now += 60
+    fake.emnify += [em_event(8, 2, at=T0 + 30), em_event(9, 15, at=T0 + 40)]
     fake.requests.clear()
     await src.poll_once(sink)
-    assert len(fake.requests) == 1
-    assert [r.record_id for r in await apply_all(sink)] == ["emnify:e:9", "emnify:e:8"]
+    assert len(fake.requests) == 2
+    assert [r.record_id for r in await apply_all(sink)] == ["emnify:e:8", "emnify:e:9"]
 
 
 async def test_1nce_usage_deltas_and_events(fake: FakeCmp, tmp_path: Path) -> None:
@@ -321,7 +358,7 @@ async def test_1nce_usage_deltas_and_events(fake: FakeCmp, tmp_path: Path) -> No
         "data": {"volume": 0.5, "volume_tx": 0.3, "volume_rx": 0.2},
     }
     fake.once_usage = {SIM[0]: [day], SIM[1]: []}
-    fake.once_events = {SIM[0]: [em_event(i, "Update location") for i in range(1, 6)]}
+    fake.once_events = {SIM[0]: [em_event(i, 1) for i in range(1, 6)]}
     src = make(fake, "1nce", tmp_path, page_size=2, iccids=SIM[:2])
     sink: asyncio.Queue[Batch] = asyncio.Queue()
     await src.poll_once(sink)
@@ -494,23 +531,25 @@ async def test_cursor_survives_restart(fake: FakeCmp, tmp_path: Path) -> None:
     await src.poll_once(sink)
     first = await apply_all(sink)
     # new events arrive; the next poll hands them over but they are never applied (crash)
-    fake.emnify += [em_event(8, "Update location"), em_event(9, "Update location")]
+    assert fake.time is not None
+    fake.time.now = T0 + 60
+    fake.emnify += [em_event(8, 1, at=T0 + 30), em_event(9, 1, at=T0 + 35)]
     await src.poll_once(sink)
     lost: list[Mapping[str, object]] = []
     while not sink.empty():
         lost += sink.get_nowait().objects
-    assert [o["record_id"] for o in lost] == ["emnify:e:9", "emnify:e:8"]
-    # restart: resumes from the applied cursor, so 8 and 9 come again, 1-7 do not
-    fake.emnify.append(em_event(10, "Update location"))
-    again = make(fake, "emnify", tmp_path, page_size=2)
+    assert [o["record_id"] for o in lost] == ["emnify:e:8", "emnify:e:9"]
+    # restart: resumes from the applied cursor (T0), so 8 and 9 come again, 1-6 do not
+    fake.emnify.append(em_event(10, 1, at=T0 + 40))
+    again = make(fake, "emnify", tmp_path, FakeTime(T0 + 60), page_size=2)
     await again.poll_once(sink)
     second = await apply_all(sink)
-    assert [r.record_id for r in second] == [f"emnify:e:{i}" for i in (10, 9, 8)]
-    assert len({r.record_id for r in first + second}) == len(first) + len(second) == 9
-    # and once applied, a third instance has nothing to fetch
-    third = make(fake, "emnify", tmp_path, page_size=2)
+    assert [r.record_id for r in second] == [f"emnify:e:{i}" for i in (8, 9, 10)]
+    assert len({r.record_id for r in first + second}) == len(first) + len(second) == 8
+    # a third instance re-reads only the overlap before its cursor: the same record ids
+    third = make(fake, "emnify", tmp_path, FakeTime(T0 + 120), page_size=2)
     await third.poll_once(sink)
-    assert sink.empty()
+    assert {r.record_id for r in await apply_all(sink)} <= {r.record_id for r in second}
 
 
 async def test_per_sim_marks_survive_restart(fake: FakeCmp, tmp_path: Path) -> None:

@@ -120,15 +120,7 @@ def diagnose(
             )
         )
     if why & Why.PDP_REJECT:
-        findings.append(
-            Finding(
-                "pdp_reject",
-                "warning",
-                f"The network rejected {count} data session requests"
-                f"{' on APN ' + repr(reject_apn) if reject_apn else ''}"
-                f"{' (cause ' + cause + ')' if cause else ''}.",
-            )
-        )
+        findings.append(_policy_finding(cause, count) or _pdp_reject(cause, count, reject_apn))
     if why & Why.DATA_CAP:
         cap = int(c.data_cap[row])
         used = int(c.month_bytes[row])
@@ -157,6 +149,48 @@ def diagnose(
         )
     findings.extend(_silence_finding(code, info, now))
     return findings
+
+
+# FORMATS.md event types the ingest stores as a data refusal with a "<type>: " cause prefix
+POLICY_REJECTS = ("quota_exhausted", "blocked", "attach_reject")
+
+
+def _pdp_reject(cause: str | None, count: int, apn: str | None) -> Finding:
+    return Finding(
+        "pdp_reject",
+        "warning",
+        f"The network rejected {count} data session requests"
+        f"{' on APN ' + repr(apn) if apn else ''}"
+        f"{' (cause ' + cause + ')' if cause else ''}.",
+    )
+
+
+def _policy_finding(cause: str | None, count: int) -> Finding | None:
+    """A refusal by the platform's policy (quota used up, blocked, attach refused)."""
+    kind, _, detail = (cause or "").partition(":")
+    if kind not in POLICY_REJECTS:
+        return None
+    why = f" ({detail.strip()})" if detail.strip() else ""
+    if kind == "quota_exhausted":
+        return Finding(
+            "quota_exhausted",
+            "critical",
+            f"The platform reports this SIM's data quota used up and refuses its data "
+            f"sessions{why}. Data stays blocked until the quota is topped up or renewed.",
+        )
+    if kind == "blocked":
+        return Finding(
+            "blocked",
+            "critical",
+            f"The platform blocked data for this SIM{why}. Check its limits and status "
+            "in the platform's portal; the device cannot fix this.",
+        )
+    return Finding(
+        "attach_reject",
+        "warning",
+        f"The network refused this SIM's attach or location update {count} times{why}. "
+        "Check the SIM's roaming and radio (RAT) permissions.",
+    )
 
 
 def _silence_finding(code: int, info: dict[str, object], now: float) -> list[Finding]:

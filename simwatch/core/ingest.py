@@ -41,6 +41,10 @@ REJECT_MEMORY_S = 86_400  # a reject run is forgotten after a day without reject
 HAS_USAGE = int(Flag.HAS_USAGE)
 AUTH_FAILURE = int(RejectKind.AUTH_FAILURE)
 PDP_REJECT = int(RejectKind.PDP_REJECT)
+# The platforms' refusals (FORMATS.md attach_reject, blocked, quota_exhausted) refuse data
+# like a pdp_reject; the cause keeps the type as a prefix ("quota_exhausted: <cause>") so
+# the diagnosis names it (core.diagnosis.POLICY_REJECTS).
+POLICY_REJECTS = frozenset({"attach_reject", "blocked", "quota_exhausted"})
 
 
 @dataclass(slots=True)
@@ -237,7 +241,7 @@ class Ingestor:
     def _event(self, row: int, t: int, record: Record) -> None:
         cols = self.state.cols
         kind = record.event_type
-        if kind in ("auth_failure", "pdp_reject"):
+        if kind in ("auth_failure", "pdp_reject") or kind in POLICY_REJECTS:
             if t < cols.reject_at[row]:
                 return  # a late reject: the newer one already describes the SIM
             if cols.reject_at[row] == NEVER or t - cols.reject_at[row] > REJECT_MEMORY_S:
@@ -246,8 +250,11 @@ class Ingestor:
             cols.reject_at[row] = t
             cols.reject_kind[row] = AUTH_FAILURE if kind == "auth_failure" else PDP_REJECT
             cols.reject_apn[row] = self.state.apns.code(record.apn)
-            cols.reject_cause[row] = self.state.causes.code(record.cause)
-        elif kind in ("detach", "purge") and t >= cols.session_start[row]:
+            cause = record.cause
+            if kind in POLICY_REJECTS:
+                cause = f"{kind}: {cause}" if cause else kind
+            cols.reject_cause[row] = self.state.causes.code(cause)
+        elif kind in ("detach", "purge", "throttled") and t >= cols.session_start[row]:
             cols.session_open[row] = 0
 
 

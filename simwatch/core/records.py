@@ -61,6 +61,8 @@ END_CAUSES: Final = frozenset(
 )
 EVENT_TYPES: Final = frozenset(
     {"attach", "detach", "location_update", "purge", "auth_failure", "pdp_reject"}
+    # the platforms' policy events (FORMATS.md, 2026-12-04)
+    | {"attach_reject", "blocked", "quota_exhausted", "throttled"}
 )
 
 # Longest value excerpt quoted in a rejection detail, and longest raw text kept for a

@@ -25,13 +25,17 @@ if TYPE_CHECKING:
     from aiohttp.typedefs import Handler, Middleware
 
     from simwatch.core.engine import Engine
+    from simwatch.shell.push import PushReceiver, PushReply
     from simwatch.shell.settings import HttpSettings
     from simwatch.shell.source_contract import SourceStats
 
 log = logging.getLogger(__name__)
 
 API_PREFIX: Final = "/api/"
+INGEST_ROUTE: Final = "ingest"  # POST /api/v1/ingest/{name}: its handler authenticates
 REALM: Final = 'Bearer realm="simwatch"'
+INGEST_REALM: Final = 'Bearer realm="simwatch", Basic realm="simwatch"'
+_READ_CHUNK: Final = 1 << 16
 
 LANDING: Final = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>simwatch</title></head>
@@ -80,7 +84,7 @@ def token_matches(given: str, tokens: frozenset[str]) -> bool:
 
 def _unauthorized(request: web.Request, tokens: frozenset[str]) -> web.Response | None:
     """The 401 for an ``/api/`` request without one of ``tokens``; None when it may pass."""
-    if not request.path.startswith(API_PREFIX):
+    if not request.path.startswith(API_PREFIX) or request.match_info.route.name == INGEST_ROUTE:
         return None
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
@@ -161,8 +165,10 @@ class _Api:
             return json_response({"status": "ready"})
         return json_response({"status": "not ready"}, 503)
 
-    async def openapi(self, _request: web.Request) -> web.Response:
-        return json_response(openapi_document(max_page_size=self.settings.max_page_size))
+    async def openapi(self, request: web.Request) -> web.Response:
+        ingest = INGEST_ROUTE in request.app.router.named_resources()
+        document = openapi_document(max_page_size=self.settings.max_page_size, ingest=ingest)
+        return json_response(document)
 
     async def status(self, _request: web.Request) -> web.Response:
         return json_response(views.status_view(self.engine, self.now(), self.source_stats()))
@@ -203,6 +209,64 @@ class _Api:
         return json_response(views.incident_view(self.engine, request.match_info["id"]))
 
 
+class _Ingest:
+    """``POST /api/v1/ingest/{name}``: a pushed body handed to the receiver of that name.
+
+    Authenticated here, not by the middleware: an API bearer token, or the receiver's own
+    Basic credentials. The body is read up to the receiver's ``max_body_bytes`` (its own
+    limit, not ``http.max_body_bytes``): beyond it, 413.
+    """
+
+    def __init__(self, receivers: Sequence[PushReceiver], tokens: frozenset[str] | None) -> None:
+        self.receivers = {r.name: r for r in receivers}
+        self.tokens = tokens  # None: the API's auth is off
+
+    def refusal(self, request: web.Request, receiver: PushReceiver | None) -> web.Response | None:
+        """The 401 for a request without a valid token or Basic credentials, else None."""
+        header = request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        scheme = scheme.lower()
+        if scheme == "bearer" and self.tokens and token_matches(value.strip(), self.tokens):
+            return None
+        basic = receiver is not None and receiver.basic_required
+        if scheme == "basic" and basic and receiver is not None:
+            if receiver.basic_matches(value.strip()):
+                return None
+        elif self.tokens is None and not basic:
+            return None  # the API's auth is off and the source asks for no credentials
+        message = "invalid credentials" if header else "missing bearer token or Basic credentials"
+        return error_response(401, message, {"WWW-Authenticate": INGEST_REALM})
+
+    async def handle(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        receiver = self.receivers.get(name)
+        refused = self.refusal(request, receiver)
+        if refused is not None:
+            return refused
+        if receiver is None:
+            known = ", ".join(sorted(self.receivers)) or "none configured"
+            return error_response(404, f"no webhook source {name[:100]!r} ({known})")
+        size = request.content_length
+        limit = receiver.max_body_bytes
+        if size is not None and size > limit:
+            return _push_response(receiver.too_large(size))
+        chunks: list[bytes] = []
+        read = 0
+        while chunk := await request.content.read(_READ_CHUNK):
+            read += len(chunk)
+            if read > limit:
+                return _push_response(receiver.too_large(size))
+            chunks.append(chunk)
+        return _push_response(await receiver.receive(b"".join(chunks), request.content_type))
+
+
+def _push_response(reply: PushReply) -> web.Response:
+    response = json_response(reply.body, reply.status)
+    if reply.retry_after_s is not None:
+        response.headers["Retry-After"] = str(reply.retry_after_s)
+    return response
+
+
 def make_app(
     engine: Engine,
     *,
@@ -212,6 +276,7 @@ def make_app(
     ready: Callable[[], bool] = lambda: True,
     metrics_handler: Handler | None = None,
     source_stats: Callable[[], Sequence[SourceStats]] = lambda: (),
+    receivers: Sequence[PushReceiver] = (),
 ) -> web.Application:
     """The API application. Raises ``ValueError`` when tokens are required but none given."""
     tokens = frozenset(t for t in tokens if t)  # an empty line must never be a token
@@ -235,6 +300,9 @@ def make_app(
     app.router.add_get("/api/v1/groups", api.groups)
     app.router.add_get("/api/v1/incidents", api.incidents)
     app.router.add_get("/api/v1/incidents/{id}", api.incident)
+    if receivers:  # with webhook sources only (bearer token or the source's Basic)
+        ingest = _Ingest(receivers, tokens if settings.auth_required() else None)
+        app.router.add_post("/api/v1/ingest/{name}", ingest.handle, name=INGEST_ROUTE)
     return app
 
 

@@ -308,8 +308,57 @@ def _get(
     return {"get": op}
 
 
-def openapi_document(*, max_page_size: int = 1000) -> dict[str, object]:
-    """The OpenAPI 3.1 document (``max_page_size`` is the configured page size limit)."""
+_RETRY: Final = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
+_INGEST: Final[Schema] = {
+    "post": {
+        "summary": "push records to the webhook source {name} ([[sources.webhook]]): FORMATS.md "
+        "records (an object, an array or NDJSON) or a platform's push payloads (emnify / 1NCE "
+        "Data Streamer single or bulk, KORE Event Streams, Cisco Push API), by its format; "
+        "200 only once they are journaled on disk",
+        "security": [{"bearer": []}, {"basic": []}],
+        "parameters": [
+            {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {}},
+                "application/x-ndjson": {"schema": {"type": "string"}},
+                "application/x-www-form-urlencoded": {"schema": {"type": "object"}},
+            },
+        },
+        "responses": {
+            "200": {
+                "description": "journaled: records accepted, items of unused types ignored",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["accepted", "ignored"],
+                            "properties": {
+                                "accepted": {"type": "integer"},
+                                "ignored": {"type": "integer"},
+                            },
+                        }
+                    }
+                },
+            },
+            "400": _error("the body cannot be decoded (kept in the dead letters)"),
+            "401": {
+                **_error("missing or invalid bearer token or Basic credentials"),
+                "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+            },
+            "404": _error("no webhook source of that name"),
+            "413": _error("body larger than the source's max_body_bytes"),
+            "503": {**_error("the journal is full or unavailable: retry later"), "headers": _RETRY},
+        },
+    }
+}
+
+
+def openapi_document(*, max_page_size: int = 1000, ingest: bool = False) -> dict[str, object]:
+    """The OpenAPI 3.1 document (``max_page_size`` is the configured page size limit;
+    ``ingest``: webhook sources are configured, ``POST /api/v1/ingest/{name}`` exists)."""
     text: Schema = {"type": "string"}
     paths: dict[str, Schema] = {
         "/": {
@@ -414,6 +463,10 @@ def openapi_document(*, max_page_size: int = 1000) -> dict[str, object]:
             [{"name": "id", "in": "path", "required": True, "schema": text}],
         ),
     }
+    schemes: dict[str, Schema] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    if ingest:
+        paths["/api/v1/ingest/{name}"] = _INGEST
+        schemes["basic"] = {"type": "http", "scheme": "basic"}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -425,7 +478,7 @@ def openapi_document(*, max_page_size: int = 1000) -> dict[str, object]:
         "paths": paths,
         "components": {
             "schemas": SCHEMAS,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": schemes,
         },
         "security": [{"bearer": []}],
     }

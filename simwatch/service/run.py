@@ -20,6 +20,7 @@ from simwatch.http.app import make_app
 from simwatch.http.metrics import EngineCollector, make_registry, metrics_handler
 from simwatch.service.daemon import Daemon
 from simwatch.shell.health import DaemonHealth
+from simwatch.shell.push import PushReceiver
 from simwatch.shell.settings import (
     ConfigError,
     MetricsSettings,
@@ -35,12 +36,15 @@ from simwatch.sources.cmp.source import CmpSource
 from simwatch.sources.file import FileSource
 from simwatch.sources.mqtt import MqttSource
 from simwatch.sources.simulator import SimulatorSource
+from simwatch.sources.webhook import WebhookSource
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from pathlib import Path
 
     from simwatch.core.inventory import InventoryRow
+    from simwatch.core.records import Rejection
+    from simwatch.shell.push import RejectionWriter
     from simwatch.shell.settings import HttpSettings, LogSettings, Settings
     from simwatch.shell.sink_contract import Sink
     from simwatch.shell.source_contract import Source
@@ -92,7 +96,51 @@ def build_sources(settings: Settings) -> tuple[list[Source], list[InventoryRow]]
             MqttSource(mqtt, password=m.resolved_password(), state_dir=settings.state_dir)
         )
     sources.extend(CmpSource(h, token=h.resolved_token()) for h in cfg.http)
+    for i, w in enumerate(cfg.webhook):
+        where = f"sources.webhook[{i}]"
+        try:
+            password = w.resolved_password()
+        except (OSError, ValueError) as exc:
+            message = f"{where}.password_file: cannot read {w.password_file}: {exc}"
+            raise ConfigError([message]) from exc
+        try:
+            secret = w.resolved_signature_secret()
+        except (OSError, ValueError) as exc:
+            message = f"{where}.signature_secret_file: cannot read {w.signature_secret_file}: {exc}"
+            raise ConfigError([message]) from exc
+        sources.append(
+            WebhookSource(
+                w, state_dir=settings.state_dir, password=password, signature_secret=secret
+            )
+        )
     return sources, inventory
+
+
+def dead_letter_writer(daemon: Daemon) -> RejectionWriter:
+    """How a webhook source keeps what it refuses: counted by the engine and appended to
+    the daemon's dead-letter file, as ingest does with its own rejections."""
+
+    async def write(rejections: Sequence[Rejection], source: str) -> None:
+        now = daemon.clock()
+        for rejection in rejections:
+            daemon.engine.count_rejection(rejection)
+
+        def append() -> None:
+            for rejection in rejections:
+                daemon.dead_letter.write(rejection, source=source, at=now)
+            daemon.dead_letter.flush()
+
+        await asyncio.to_thread(append)
+
+    return write
+
+
+def wire_webhooks(daemon: Daemon) -> None:
+    """Give the webhook sources the daemon's dead letters and checkpoint mode."""
+    for source in daemon.sources:
+        if isinstance(source, WebhookSource):
+            source.rejections = dead_letter_writer(daemon)
+            source.checkpoints = daemon.checkpoints is not None
 
 
 def checkpoints_wanted(settings: Settings, sources: Sequence[Source]) -> bool:
@@ -191,6 +239,7 @@ async def serve(
         ready=lambda: daemon.health.ready,
         metrics_handler=metrics_handler(make_registry(collector)),
         source_stats=daemon.source_stats,
+        receivers=[s for s in daemon.sources if isinstance(s, PushReceiver)],
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -226,7 +275,11 @@ def main(argv: Sequence[str]) -> int:
     except (OSError, UnicodeDecodeError) as exc:
         print(f"simwatch: http: cannot read or create the API token: {exc}", file=sys.stderr)
         return 1
-    sources, inventory = build_sources(settings)
+    try:
+        sources, inventory = build_sources(settings)
+    except ConfigError as exc:
+        print(f"simwatch: bad config: {exc}", file=sys.stderr)
+        return 1
     daemon = Daemon(
         settings,
         sources,
@@ -234,6 +287,7 @@ def main(argv: Sequence[str]) -> int:
         inventory=inventory,
         checkpoints=checkpoints_wanted(settings, sources),
     )
+    wire_webhooks(daemon)
     with contextlib.suppress(KeyboardInterrupt):
         http_task = ("http", lambda: serve(daemon, http, tokens, settings.metrics))
         with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:

@@ -1,11 +1,18 @@
 """Secrets: given inline (``SecretStr``, never printed) or, better, in a file read at load."""
 
 from pathlib import Path
-from typing import Self
+from typing import Annotated, ClassVar, Self
 
-from pydantic import PrivateAttr, SecretStr, model_validator
+from pydantic import BeforeValidator, ConfigDict, PrivateAttr, SecretStr, model_validator
+from pydantic_core import PydanticCustomError
 
-from simwatch.shell.settings.base import Model, OptionalPath, OptionalSecret, field_error
+from simwatch.shell.settings.base import (
+    FIELD_KEY,
+    Model,
+    OptionalPath,
+    OptionalSecret,
+    field_error,
+)
 
 
 def read_secret(path: Path) -> SecretStr:
@@ -50,3 +57,57 @@ class TokenSettings(Model):
     def resolved_token(self) -> str | None:
         """The API token, from ``token`` or the content of ``token_file``."""
         return secret_value(self.token, self._token_from_file, self.token_file)
+
+
+def _secret_text(value: object) -> object:
+    """``""`` is "not set"; anything but text is refused without showing the value (the
+    ``simwatch_field`` error type is the one ``load_settings`` never prints the input of)."""
+    if value is None or value == "" or isinstance(value, SecretStr | str):
+        return value or None
+    raise PydanticCustomError(FIELD_KEY, "Input should be a valid string")
+
+
+# An optional secret whose bad value is never echoed, whatever the option's name.
+SecretText = Annotated[SecretStr | None, BeforeValidator(_secret_text)]
+
+
+class SecretFiles(Model):
+    """A section whose secrets are each given inline (``<name>``) or in a file
+    (``<name>_file``), for the names in ``SECRETS`` (``(name, required)``).
+
+    The files are read when the section is validated, so a missing, unreadable or empty
+    file is an error naming its ``*_file`` option; ``secret(name)`` gives the value.
+    Inputs are hidden from pydantic's own error text too.
+    """
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+    SECRETS: ClassVar[tuple[tuple[str, bool], ...]] = ()
+
+    _from_files: dict[str, SecretStr] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _read_secret_files(self) -> Self:
+        for name, required in self.SECRETS:
+            value: SecretStr | None = getattr(self, name)
+            path: Path | None = getattr(self, f"{name}_file")
+            if value is not None and path is not None:
+                raise field_error(f"{name}_file", f"give either {name} or {name}_file, not both")
+            if path is not None:
+                try:
+                    self._from_files[name] = read_secret(path)
+                except OSError as exc:
+                    why = exc.strerror or type(exc).__name__
+                    raise field_error(f"{name}_file", f"cannot read {path}: {why}") from None
+                except ValueError as exc:  # empty, or not UTF-8 text
+                    why = "file is empty" if not isinstance(exc, UnicodeError) else "not text"
+                    raise field_error(f"{name}_file", f"cannot read {path}: {why}") from None
+            elif value is None and required:
+                raise field_error(name, f"required (give {name}_file, or {name})")
+        return self
+
+    def secret(self, name: str) -> str | None:
+        """The secret ``name``: inline, else the content of its file."""
+        value: SecretStr | None = getattr(self, name)
+        if value is None:
+            value = self._from_files.get(name)
+        return None if value is None else value.get_secret_value()
