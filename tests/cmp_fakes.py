@@ -12,10 +12,11 @@ Each checker enforces what PLATFORMS.md documents, with the payloads of
   failures in a row lock the account for five minutes (401 ``TooManyRequests``); more than
   100 calls in five minutes -> 429. A request without a valid, unexpired JWT -> 401
   ``emnify-error-401-invalid-token.json``.
-* ``OnceOAuth`` (2.1): ``POST /oauth/token`` with HTTP Basic ``client_id:client_secret``
-  and the JSON body of ``1nce-oauth-token-request.json`` -> ``1nce-oauth-token-response
-  .json`` with a fresh ``access_token`` and ``expires_in``; 400 with the documented
-  ``errorCode`` otherwise. An expired or unknown Bearer -> 401.
+* ``OnceOAuth`` (2.1): ``POST /management-api/oauth/token`` with HTTP Basic
+  ``client_id:client_secret`` and the JSON body of ``1nce-oauth-token-request.json``
+  -> ``1nce-oauth-token-response.json`` with a fresh ``access_token`` and
+  ``expires_in``; 400 with the documented ``errorCode`` otherwise. An expired or
+  unknown Bearer -> 401.
 * ``KoreOAuth`` (4.1): a form post of ``grant_type``, ``client_id``, ``client_secret``
   -> ``kore-auth-token-response.json`` (``expires_in`` in seconds); bad credentials -> 401
   ``kore-auth-token-error-401.json``.
@@ -268,7 +269,10 @@ class _OAuth:
 
 @dataclass
 class OnceOAuth(_OAuth):
-    """1NCE: HTTP Basic client credentials and a JSON body."""
+    """1NCE: HTTP Basic client credentials and a JSON body, at the documented
+    ``POST /management-api/oauth/token`` (PLATFORMS.md 2.1)."""
+
+    path: str = "/management-api/oauth/token"
 
     async def token(self, request: web.Request) -> web.StreamResponse:
         self.authentications += 1

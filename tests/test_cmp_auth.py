@@ -76,7 +76,7 @@ async def fetch(src: CmpSource, n: int = 1) -> list[object]:
     async with src._session() as http:
         src._http = http
         try:
-            got = await asyncio.gather(*(src._get_json(DATA, {}) for _ in range(n)))
+            got = await asyncio.gather(*(src.get_json(DATA, {}) for _ in range(n)))
         finally:
             src._http = None
     return [body for body, _ in got]
@@ -306,7 +306,7 @@ async def test_client_credentials_style_can_be_chosen(clock: Clock) -> None:
     checker = OnceOAuth("gw", SECRET)
     async for platform in serve(checker, clock):
         auth = {**ONCE_AUTH, "client_id": "gw", "style": "basic_json"}
-        auth["token_url"] = platform.url + "/oauth/token"
+        auth["token_url"] = platform.url + checker.path
         assert await fetch(make_source(platform, "generic", auth)) == [{"ok": True}]
 
 

@@ -783,3 +783,16 @@ def test_check_config_missing_file(
         f"simwatch: bad config: cannot read config file {tmp_path}/x.toml: "
         "No such file or directory\n"
     )
+
+
+def test_an_empty_sim_list_is_an_error_and_a_missing_one_discovers(tmp_path: Path) -> None:
+    cisco = (
+        "[[sources.http]]\nname = 'cc'\nadapter = 'cisco'\nbase_url = 'https://cc.test'\n"
+        "auth = { kind = 'basic', username = 'ops', password = 'k' }\n"
+    )
+    assert load_error(tmp_path, cisco + "iccids = []\n") == (
+        "sources.http[0].iccids: is empty: list at least one ICCID, or leave iccids out to "
+        "take the SIM list from the platform"
+    )
+    settings = load_settings(write(tmp_path, cisco), {})
+    assert settings.sources.http[0].iccids == []  # left out: the platform's list

@@ -2,27 +2,23 @@
 
 from typing import Self
 
-from pydantic import Field, PrivateAttr, SecretStr, model_validator
+from pydantic import Field, model_validator
 
 from simwatch.shell.settings.base import (
-    Model,
     OptionalPath,
-    OptionalSecret,
     OptionalStr,
     field_error,
 )
-from simwatch.shell.settings.secrets import read_secret, secret_value
+from simwatch.shell.settings.secrets import PasswordSettings
 
 
-class MqttConnectionSettings(Model):
+class MqttConnectionSettings(PasswordSettings):
     """How to reach an MQTT broker: shared by the MQTT source and the MQTT sink."""
 
     host: str = "127.0.0.1"
     port: int = Field(1883, ge=1, le=65535)
     client_id: str = "simwatch"
     username: OptionalStr = None
-    password: OptionalSecret = None
-    password_file: OptionalPath = None
     tls: bool = False
     ca_file: OptionalPath = None
     cert_file: OptionalPath = None
@@ -30,12 +26,8 @@ class MqttConnectionSettings(Model):
     reconnect_min_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
 
-    _password_from_file: SecretStr | None = PrivateAttr(default=None)
-
     @model_validator(mode="after")
     def _cross_fields(self) -> Self:
-        if self.password is not None and self.password_file is not None:
-            raise field_error("password_file", "give either password or password_file, not both")
         if self.reconnect_min_s > self.reconnect_max_s:
             raise field_error(
                 "reconnect_min_s",
@@ -51,12 +43,3 @@ class MqttConnectionSettings(Model):
                 if getattr(self, name) is not None:
                     raise field_error(name, "given but tls is false (set tls = true)")
         return self
-
-    def load_secrets(self) -> None:
-        """Read ``password_file`` now (``load_settings`` does; errors name no field)."""
-        if self.password_file is not None:
-            self._password_from_file = read_secret(self.password_file)
-
-    def resolved_password(self) -> str | None:
-        """The password, from ``password`` or the content of ``password_file``."""
-        return secret_value(self.password, self._password_from_file, self.password_file)

@@ -35,6 +35,30 @@ def secret_value(
     return (from_file or read_secret(path)).get_secret_value()
 
 
+class PasswordSettings(Model):
+    """A password given inline or, better, in a file (MQTT brokers, webhook Basic auth)."""
+
+    password: OptionalSecret = None
+    password_file: OptionalPath = None
+
+    _password_from_file: SecretStr | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _one_password(self) -> Self:
+        if self.password is not None and self.password_file is not None:
+            raise field_error("password_file", "give either password or password_file, not both")
+        return self
+
+    def load_secrets(self) -> None:
+        """Read ``password_file`` now (``load_settings`` does; errors name no field)."""
+        if self.password_file is not None:
+            self._password_from_file = read_secret(self.password_file)
+
+    def resolved_password(self) -> str | None:
+        """The password, from ``password`` or the content of ``password_file``."""
+        return secret_value(self.password, self._password_from_file, self.password_file)
+
+
 class TokenSettings(Model):
     """An API token given inline or, better, in a file (shared by HTTP clients)."""
 

@@ -10,8 +10,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PrivateAttr,
-    SecretStr,
     ValidationError,
     ValidatorFunctionWrapHandler,
     WrapValidator,
@@ -32,10 +30,10 @@ from simwatch.shell.settings.base import (
 )
 from simwatch.shell.settings.mqtt import MqttConnectionSettings
 from simwatch.shell.settings.secrets import (
+    PasswordSettings,
     SecretFiles,
     SecretText,
     TokenSettings,
-    read_secret,
     secret_value,
 )
 
@@ -240,10 +238,22 @@ class HttpSourceSettings(TokenSettings):
     rate_limit_per_s: float = Field(10.0, gt=0)
     timeout_s: float = Field(30.0, gt=0)
     cursor_file: OptionalPath = None
-    iccids: list[str] = Field(default_factory=list)  # per-SIM endpoints (1NCE, Cisco)
+    # the SIMs of per-SIM platforms (1NCE, Cisco, Soracom, KORE); left out: the SIM list
+    # comes from the platform (discovery); given, it must name at least one SIM
+    iccids: list[str] = Field(default_factory=list)
     # how far back the first poll reads (emnify, 1NCE events); later polls go on from the cursor
     initial_lookback_s: float = Field(3600.0, gt=0, le=30 * 86_400)
     auth: HttpAuthSettings | None = None  # a table with a ``kind`` (ADAPTER_AUTH)
+
+    @model_validator(mode="after")
+    def _iccids_not_empty(self) -> Self:
+        if "iccids" in self.model_fields_set and not self.iccids:
+            raise field_error(
+                "iccids",
+                "is empty: list at least one ICCID, or leave iccids out to take the SIM "
+                "list from the platform",
+            )
+        return self
 
     @model_validator(mode="after")
     def _auth_fits_adapter(self) -> Self:
@@ -289,7 +299,7 @@ class HttpSourceSettings(TokenSettings):
         return super().resolved_token()
 
 
-class WebhookSourceSettings(Model):
+class WebhookSourceSettings(PasswordSettings):
     """``[[sources.webhook]]``: records pushed to ``POST /api/v1/ingest/{name}``."""
 
     model_config = ConfigDict(hide_input_in_errors=True)  # never echo the password
@@ -302,8 +312,6 @@ class WebhookSourceSettings(Model):
     # HTTP Basic credentials accepted besides the API bearer tokens (for platforms that
     # can only send static headers or URL credentials)
     username: OptionalStr = None
-    password: OptionalSecret = None
-    password_file: OptionalPath = None
     max_body_bytes: int = Field(10 << 20, ge=1024, le=16 << 20)  # beyond: 413
     # received bodies are journaled (fsynced) before the 200: in journal_dir, else in
     # <state_dir>/webhook-journal/<name>; when it holds journal_max_bytes not yet covered
@@ -320,12 +328,8 @@ class WebhookSourceSettings(Model):
     signature_secret: OptionalSecret = None
     signature_secret_file: OptionalPath = None
 
-    _password_from_file: SecretStr | None = PrivateAttr(default=None)
-
     @model_validator(mode="after")
     def _cross_fields(self) -> Self:
-        if self.password is not None and self.password_file is not None:
-            raise field_error("password_file", "give either password or password_file, not both")
         signature = self.signature_secret is not None or self.signature_secret_file is not None
         if signature and self.format != "cisco":
             raise field_error("signature_secret", 'only for format = "cisco" (Push API)')
@@ -352,15 +356,6 @@ class WebhookSourceSettings(Model):
                 f"(got {self.journal_max_bytes} < 2 * {self.max_body_bytes})",
             )
         return self
-
-    def load_secrets(self) -> None:
-        """Read ``password_file`` now (errors name no field)."""
-        if self.password_file is not None:
-            self._password_from_file = read_secret(self.password_file)
-
-    def resolved_password(self) -> str | None:
-        """The Basic password, from ``password`` or the content of ``password_file``."""
-        return secret_value(self.password, self._password_from_file, self.password_file)
 
     def resolved_signature_secret(self) -> str | None:
         """Cisco's Push API secret, from ``signature_secret`` or its file (read now)."""

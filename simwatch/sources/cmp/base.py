@@ -13,8 +13,9 @@ UTC (``2026-11-20T10:15:00Z``); ``+0000`` offsets and a space instead of ``T`` (
 emnify and Cisco APIs write them) are accepted, as are epoch seconds/milliseconds.
 
 One module per platform maps its shapes: ``generic``, ``emnify`` (also 1NCE's event
-feed), ``onence`` (1NCE usage) and ``cisco``; the poller's ``POLLS`` registry picks the
-platform's polling routine by ``settings.adapter``.
+feed), ``onence`` (1NCE), ``cisco``, ``kore``, ``soracom`` and ``hologram``; each
+platform's polling routine lives in ``<platform>_poll``, which the poller's ``POLLS``
+registry picks by ``settings.adapter``.
 """
 
 from __future__ import annotations
