@@ -1,6 +1,6 @@
 """Calls per poll of the per-SIM platforms (Cisco, Soracom), against the test fakes.
 
-    python tests/measure_cmp_calls.py [SIMS]     (default 10000)
+    python bench/bench_cmp_calls.py [SIMS]     (default 10000)
 
 Polls a fleet of SIMS SIMs twice through CmpSource (first poll: SIM discovery from
 scratch; second: steady state) and prints the HTTP calls each poll made.
@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))  # the fake platforms
 
 from cmp_fakes_more import FakeCisco, FakeSoracom, FakeTime, serve
 
