@@ -423,7 +423,7 @@ async def test_a_failing_write_is_logged_once_and_its_recovery_once(
     assert await daemon.checkpoint()
     assert await daemon.checkpoint()
     messages = [r.getMessage() for r in caplog.records]
-    assert sum("checkpoint failed" in m for m in messages) == 1
+    assert sum("checkpoint: failed (" in m for m in messages) == 1
     assert sum("checkpoint: written again" in m for m in messages) == 1
     stats = daemon.checkpoints.stats
     assert (stats.failures, stats.successes) == (3, 2)

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import orjson
 import pytest
-from cmp_fakes_platforms import FakeEmnify, example, serve
+from cmp_fakes_platforms import JWT, FakeEmnify, example, serve
 from mosquitto import free_port, stop_process
 from servers import api_token, http_get, start_simwatch, until
 
@@ -40,6 +42,7 @@ OUTAGE_S = 90 * 60  # the SIMs on 26202 stopped this long before now
 QUOTA_S = 3 * 3600  # the no-quota SIM's sessions are refused this long before now
 QUOTA_SIM = 0  # a SIM on 26201
 HEALTHY_SIM = 2  # another SIM on 26201
+PUSH_CHUNK = 1000  # items per bulk push
 EVENTS_PER_PAGE = 1000  # /api/v1/endpoint was recorded sending 1000 a page (PLATFORMS.md 1.2)
 
 
@@ -68,10 +71,18 @@ def stamp(ts: float) -> str:
     return datetime.fromtimestamp(int(ts), tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
+def volume(k: int, n: int) -> dict[str, float]:
+    """A session's volume in MB, as the examples give it."""
+    rx, tx = 0.01 + (n % 7) * 0.001, 0.002 + (k % 5) * 0.001
+    return {"total": rx + tx, "rx": rx, "tx": tx}
+
+
 class History:
     """Events in the documented shapes, varied per SIM and time; ids grow with time."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, usage: bool) -> None:
+        self.usage = usage  # the Data Streamer's usage record of each session, too
+        self.usage_record = example("emnify-ds-usage-data.json")[0]
         self.accepted = example("emnify-event-create-pdp-context-accepted.json")
         self.deleted = example("emnify-event-delete-pdp-context.json")
         self.no_quota = example("emnify-event-create-pdp-context-rejected-no-quota.json")
@@ -98,9 +109,19 @@ class History:
             detail["pdp_context"]["apn"] = "em"
             detail["country"]["mcc"] = "262"
             if "volume" in detail:
-                rx, tx = 0.01 + (n % 7) * 0.001, 0.002 + (k % 5) * 0.001
-                detail["volume"] = {"total": rx + tx, "rx": rx, "tx": tx}
+                detail["volume"] = volume(k, n)
             self.pending.append((ts, event))
+        if self.usage:
+            record = copy.deepcopy(self.usage_record)
+            record["start_timestamp"] = stamp(start).replace(".000Z", "Z")
+            record["end_timestamp"] = stamp(start + 90)
+            record["sim"]["iccid"] = with_luhn(iccid(k))  # 20 digits, as in the example
+            record["sim"]["id"] = 100_000 + k
+            record["endpoint"]["id"] = 200_000 + k
+            record["operator"]["mnc"] = partner(k)
+            record["session_id"] = session_id
+            record["volume"] = volume(k, n)
+            self.pending.append((start + 90, record))
 
     def rejected(self, k: int, ts: float) -> None:
         self.pending.append((ts, self._event(self.no_quota, k, ts)))
@@ -114,8 +135,9 @@ class History:
         return out
 
 
-def build_history(now: float) -> list[dict[str, object]]:
-    history = History()
+def build_history(now: float, *, usage: bool = False) -> list[dict[str, object]]:
+    """The scenario's items, oldest first (with ``usage``: Data Streamer usage records too)."""
+    history = History(usage=usage)
     for k in range(SIMS):
         period = 900.0 + (k % 3) * 300.0  # 15, 20 or 25 minutes, day and night alike
         t, n = now - HISTORY_S + (k * 37) % 900, 0
@@ -130,10 +152,7 @@ def build_history(now: float) -> list[dict[str, object]]:
     return history.events()
 
 
-def write_config(tmp_path: Path, base_url: str, token: str, port: int) -> Path:
-    token_file = tmp_path / "emnify-token"
-    token_file.write_text(token + "\n", encoding="utf-8")
-    token_file.chmod(0o600)
+def write_config(tmp_path: Path, port: int, source: str) -> Path:
     config = tmp_path / "simwatch.toml"
     config.write_text(
         f"""
@@ -144,6 +163,18 @@ warmup_s = 43200
 dead_letter_file = "{tmp_path / "dl.ndjson"}"
 [http]
 port = {port}
+{source}
+""",
+        encoding="utf-8",
+    )
+    return config
+
+
+def poll_source(tmp_path: Path, base_url: str, token: str) -> str:
+    token_file = tmp_path / "emnify-token"
+    token_file.write_text(token + "\n", encoding="utf-8")
+    token_file.chmod(0o600)
+    return f"""
 [[sources.http]]
 name = "emnify"
 adapter = "emnify"
@@ -152,10 +183,7 @@ auth = {{ kind = "emnify", application_token_file = "{token_file}" }}
 poll_interval_s = 2
 page_size = {EVENTS_PER_PAGE}
 initial_lookback_s = {4 * 86_400}
-""",
-        encoding="utf-8",
-    )
-    return config
+"""
 
 
 async def api(port: int, path: str, token: str) -> Any:
@@ -163,52 +191,91 @@ async def api(port: int, path: str, token: str) -> Any:
     return orjson.loads(body) if status == 200 else None
 
 
-async def test_emnify_history_to_states_diagnosis_and_incident(tmp_path: Path) -> None:
-    now = time.time()
-    fake = FakeEmnify(events=build_history(now), max_per_page=EVENTS_PER_PAGE)
+async def ready_token(tmp_path: Path, log: Path) -> str:
+    state_dir = tmp_path / "state"
+    await until((state_dir / "api-token").exists, 60, "the API token", log)
+    return api_token(state_dir)
+
+
+async def assert_verdicts(port: int, token: str, log: Path) -> None:
+    """What the scenario must give, whichever way the records came."""
+
+    async def group_incident() -> list[dict[str, Any]]:
+        doc = await api(port, "/api/v1/incidents?state=open", token)
+        items = [] if doc is None else doc["incidents"]
+        return [i for i in items if i.get("kind") == "group"]
+
+    incidents = await until(group_incident, 240, "a group incident", log, interval_s=1.0)
+    assert [i["dims"] for i in incidents] == [{"partner": "26202"}]
+
+    # either ICCID form names the same SIM
+    healthy = await api(port, f"/api/v1/sims/{with_luhn(iccid(HEALTHY_SIM))}", token)
+    assert healthy is not None
+    assert healthy == await api(port, f"/api/v1/sims/{iccid(HEALTHY_SIM)}", token)
+    assert healthy["iccid"] in {iccid(HEALTHY_SIM), with_luhn(iccid(HEALTHY_SIM))}
+    assert healthy["state"] == "ok", healthy
+    assert healthy["session"]["partner"] == "26201"
+    assert healthy["incident"] is None
+
+    quota = await api(port, f"/api/v1/sims/{iccid(QUOTA_SIM)}", token)
+    assert quota is not None
+    assert quota["diagnosis"][0]["code"] == "quota_exhausted", quota["diagnosis"]
+    assert "quota" in quota["diagnosis"][0]["hint"]
+    assert quota["session"]["partner"] == "26201"
+    assert quota["incident"] is None
+
+    outage = await api(port, f"/api/v1/sims/{iccid(1)}", token)
+    assert outage is not None
+    assert outage["session"]["partner"] == "26202"
+    assert outage["incident"] is not None
+    assert outage["incident"]["id"] == incidents[0]["id"]
+    assert outage["diagnosis"][0]["code"] == "group_incident"
+
+
+async def test_emnify_polled_history_to_states_diagnosis_and_incident(tmp_path: Path) -> None:
+    fake = FakeEmnify(events=build_history(time.time()), max_per_page=EVENTS_PER_PAGE)
     port = free_port()
     log = tmp_path / "simwatch.log"
     async with serve(fake.app()) as base_url:
-        config = write_config(tmp_path, base_url, fake.application_token, port)
-        process = start_simwatch(config, log)
+        source = poll_source(tmp_path, base_url, fake.application_token)
+        process = start_simwatch(write_config(tmp_path, port, source), log)
         try:
-            state_dir = tmp_path / "state"
-            await until((state_dir / "api-token").exists, 60, "the API token", log)
-            token = api_token(state_dir)
-
-            async def group_incident() -> list[dict[str, Any]]:
-                doc = await api(port, "/api/v1/incidents?state=open", token)
-                items = [] if doc is None else doc["incidents"]
-                return [i for i in items if i.get("kind") == "group"]
-
-            incidents = await until(group_incident, 240, "a group incident", log, interval_s=1.0)
-            assert [i["dims"] for i in incidents] == [{"partner": "26202"}]
-
-            healthy = await api(port, f"/api/v1/sims/{with_luhn(iccid(HEALTHY_SIM))}", token)
-            assert healthy is not None
-            assert healthy["iccid"] == iccid(HEALTHY_SIM)  # the platform's form, asked by the other
-            assert healthy["state"] == "ok", healthy
-            assert healthy["session"]["partner"] == "26201"
-            assert healthy["incident"] is None
-
-            quota = await api(port, f"/api/v1/sims/{iccid(QUOTA_SIM)}", token)
-            assert quota is not None
-            codes = [f["code"] for f in quota["diagnosis"]]
-            assert codes[0] == "quota_exhausted", quota["diagnosis"]
-            assert "quota" in quota["diagnosis"][0]["hint"]
-            assert quota["session"]["partner"] == "26201"
-
-            outage = await api(port, f"/api/v1/sims/{iccid(1)}", token)
-            assert outage is not None
-            assert outage["session"]["partner"] == "26202"
-            assert outage["incident"] is not None
-            assert outage["incident"]["id"] == incidents[0]["id"]
-
+            await assert_verdicts(port, await ready_token(tmp_path, log), log)
             # the JWT was asked once (at most once more, on a renewal): never in a loop
             assert 1 <= len([r for r in fake.requests if r.path == "/api/v1/authenticate"]) <= 2
-            assert all(
-                r.auth is not None and r.auth.startswith("Bearer ")
-                for r in fake.gets("/api/v1/event")
-            )
+            assert fake.gets("/api/v1/event")
+            assert all(r.auth == f"Bearer {JWT}" for r in fake.gets("/api/v1/event"))
         finally:
             await asyncio.to_thread(stop_process, process, 15.0)
+
+
+async def test_emnify_data_streamer_push_to_states_diagnosis_and_incident(
+    tmp_path: Path,
+) -> None:
+    """The same history pushed as the Data Streamer does (PLATFORMS.md 1.5): bulk JSON
+    arrays of events and usage records (the usage records with 20-digit ICCIDs, as in
+    the example) to ``POST /api/v1/ingest/{name}`` of a ``format = "emnify"`` source."""
+    items = build_history(time.time(), usage=True)
+    port = free_port()
+    log = tmp_path / "simwatch.log"
+    source = '[[sources.webhook]]\nname = "emnify-stream"\nformat = "emnify"\n'
+    process = start_simwatch(write_config(tmp_path, port, source), log)
+    try:
+        token = await ready_token(tmp_path, log)
+        url = f"http://127.0.0.1:{port}/api/v1/ingest/emnify-stream"
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        async with aiohttp.ClientSession() as client:
+
+            async def push(chunk: list[dict[str, object]]) -> bool:
+                try:
+                    async with client.post(url, data=orjson.dumps(chunk), headers=headers) as r:
+                        return r.status == 200
+                except aiohttp.ClientConnectionError:
+                    return False  # not listening yet
+
+            for i in range(0, len(items), PUSH_CHUNK):
+                chunk = items[i : i + PUSH_CHUNK]
+                await until(functools.partial(push, chunk), 60, f"push of items {i}..", log)
+        await assert_verdicts(port, token, log)
+    finally:
+        await asyncio.to_thread(stop_process, process, 15.0)

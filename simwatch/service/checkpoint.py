@@ -42,6 +42,7 @@ from simwatch import __version__
 from simwatch.core.dedup import int64_array
 from simwatch.shell.files import write_atomically
 from simwatch.shell.health import CheckpointStats
+from simwatch.shell.logs import FailureLog
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -274,6 +275,7 @@ class Checkpointer:
         self.clock = clock
         self.stats = CheckpointStats()
         self._write_lock = threading.Lock()
+        self._failure = FailureLog(log, "checkpoint", clock=clock)
 
     def _write(self, snapshot: Snapshot) -> tuple[int, float]:
         with self._write_lock:
@@ -303,15 +305,19 @@ class Checkpointer:
         stats.last_duration_s = copy_s + write_s
         stats.size_bytes = size
         if stats.failing is not None:
-            log.info("checkpoint: written again (%s)", self.directory / FILE_NAME)
+            self._failure.recovered(f"written again ({self.directory / FILE_NAME})")
             stats.failing = None
         return True
 
     def failed(self, message: str) -> None:
         """Count a failed checkpoint; log it only when failures start."""
         self.stats.failures += 1
-        if self.stats.failing is None:
-            log.error("checkpoint failed: %s; the previous checkpoint stays (retrying)", message)
+        self._failure.failed(
+            "failed",
+            detail=message,
+            hint="the previous checkpoint stays (retrying)",
+            level=logging.ERROR,
+        )
         self.stats.failing = message
 
     async def load(self) -> Snapshot | None:
