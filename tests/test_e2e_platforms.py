@@ -12,7 +12,13 @@ PDP context events instead of sessions for its last three hours.
 A real ``simwatch run`` polls the fake (``[[sources.http]] adapter = "emnify"``); then over
 its HTTP API: a healthy SIM is ok on partner 26201 (asked by either ICCID form), the
 no-quota SIM is diagnosed ``quota_exhausted``, a group incident is open on partner 26202,
-and the platform's authentication was asked a bounded number of times.
+and the platform's authentication was asked a bounded number of times. The same history
+pushed the way the Data Streamer does (PLATFORMS.md 1.5: bulk arrays of events, and usage
+records like ``emnify-ds-usage-data.json`` whose ICCID has 20 digits) to a
+``[[sources.webhook]] format = "emnify"`` gives the same verdicts, with one SIM per card.
+
+Everything is relative to the wall clock at the start, and every SIM reports day and night
+alike: nothing depends on the date or the hour.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ OUTAGE_S = 90 * 60  # the SIMs on 26202 stopped this long before now
 QUOTA_S = 3 * 3600  # the no-quota SIM's sessions are refused this long before now
 QUOTA_SIM = 0  # a SIM on 26201
 HEALTHY_SIM = 2  # another SIM on 26201
-PUSH_CHUNK = 1000  # items per bulk push
+PUSH_CHUNK = 250  # items per bulk push (under 1 MB: aiohttp warns about larger raw bodies)
 EVENTS_PER_PAGE = 1000  # /api/v1/endpoint was recorded sending 1000 a page (PLATFORMS.md 1.2)
 
 
@@ -208,12 +214,18 @@ async def assert_verdicts(port: int, token: str, log: Path) -> None:
     incidents = await until(group_incident, 240, "a group incident", log, interval_s=1.0)
     assert [i["dims"] for i in incidents] == [{"partner": "26202"}]
 
-    # either ICCID form names the same SIM
+    # one SIM per card whichever ICCID form its records carry, found by either form
+    status = await api(port, "/api/v1/status", token)
+    assert status is not None
+    assert status["sims"] == SIMS
     healthy = await api(port, f"/api/v1/sims/{with_luhn(iccid(HEALTHY_SIM))}", token)
     assert healthy is not None
-    assert healthy == await api(port, f"/api/v1/sims/{iccid(HEALTHY_SIM)}", token)
+    same = await api(port, f"/api/v1/sims/{iccid(HEALTHY_SIM)}", token)
+    assert same is not None
+    assert healthy["iccid"] == same["iccid"]
     assert healthy["iccid"] in {iccid(HEALTHY_SIM), with_luhn(iccid(HEALTHY_SIM))}
     assert healthy["state"] == "ok", healthy
+    assert "ok" in [f["code"] for f in healthy["diagnosis"]]
     assert healthy["session"]["partner"] == "26201"
     assert healthy["incident"] is None
 
