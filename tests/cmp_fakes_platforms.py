@@ -224,6 +224,8 @@ class FakeOnce(_Base):
     client_secret: str = "secret"
     sims: dict[str, OnceSim] = field(default_factory=dict)
     v2: bool = True
+    # v2 events' order is UNCONFIRMED (PLATFORMS.md 2.2): newest first, or ascending ids
+    v2_newest_first: bool = True
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -309,7 +311,7 @@ class FakeOnce(_Base):
         if isinstance(paging, web.Response):
             return paging
         page, size = paging
-        items = sorted(sim.events_v2, key=lambda e: -int(str(e["id"])))
+        items = sorted(sim.events_v2, key=lambda e: int(str(e["id"])), reverse=self.v2_newest_first)
         return _json(items[(page - 1) * size : page * size])
 
 

@@ -88,15 +88,16 @@ async def test_sessions_paged_with_cursor(hologram: tuple[FakeHologram, str]) ->
     fake, url = hologram
     fake.sessions = sessions()
     ftime = FakeTime(T0)
-    src = make(url, ftime, page_size=2)
+    src = make(url, ftime, page_size=2, initial_lookback_s=3 * 3600)
     sink: asyncio.Queue[Batch] = asyncio.Queue()
     await src.poll_once(sink)
+    # served newest first, handed over oldest first: the order the sessions happened
     assert await drain(sink) == [
-        usage(5234567895, I1, mcc="440", mnc="10"),  # exact name, one network
-        usage(5234567893, I2, mcc="440", mnc="10"),  # case-insensitive match
-        usage(5234567892, I2, mcc="310"),  # one name, many MNCs of one MCC: country only
-        usage(5234567891, I1),  # "T-Mobile USA, Inc": not in the table: unknown
         usage(5234567890, I2),  # "Telefonica Moviles Espana S.A.": unknown
+        usage(5234567891, I1),  # "T-Mobile USA, Inc": not in the table: unknown
+        usage(5234567892, I2, mcc="310"),  # one name, many MNCs of one MCC: country only
+        usage(5234567893, I2, mcc="440", mnc="10"),  # case-insensitive match
+        usage(5234567895, I1, mcc="440", mnc="10"),  # exact name, one network
     ]
     assert src.skipped == 1  # the session without an ICCID
     queries = [c.query for c in fake.calls]

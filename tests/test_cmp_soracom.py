@@ -141,7 +141,8 @@ async def test_sessions_cells_and_air_stats(soracom: tuple[FakeSoracom, str]) ->
     b1, b2 = int(T0) - 900, int(T0) - 600
     fake.air = {A: [bucket(b1, 100, 2000), bucket(b2, 50, 0)]}
     ftime = FakeTime(T0)
-    src = make(url, ftime, page_size=1)  # one SIM / event per page: the next-key paging
+    # one SIM / event per page: the next-key paging
+    src = make(url, ftime, page_size=1, initial_lookback_s=3 * 3600)
     sink: asyncio.Queue[Batch] = asyncio.Queue()
     await src.poll_once(sink)
     assert await drain(sink) == [
@@ -164,8 +165,8 @@ async def test_sessions_cells_and_air_stats(soracom: tuple[FakeSoracom, str]) ->
     fake.air[A][1] = bucket(b2, 50, 70)
     await src.poll_once(sink)
     assert await drain(sink) == [
+        usage(b2, 50, 70, 0, 70),  # in time order: the bucket ended before the session
         session("started", T0 + 30, "440", "10", "LTE"),
-        usage(b2, 50, 70, 0, 70),
     ]
     events_q = [c.query for c in fake.calls if c.path == f"/v1/sims/{A}/events/sessions"]
     assert events_q[0]["from"] == str(int((T0 - 600) * MS) + 1)

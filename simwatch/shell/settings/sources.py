@@ -241,7 +241,9 @@ class HttpSourceSettings(TokenSettings):
     # the SIMs of per-SIM platforms (1NCE, Cisco, Soracom, KORE); left out: the SIM list
     # comes from the platform (discovery); given, it must name at least one SIM
     iccids: list[str] = Field(default_factory=list)
-    # how far back the first poll reads (emnify, 1NCE events); later polls go on from the cursor
+    # how far back the first poll reads (every platform's history: emnify and 1NCE events,
+    # KORE hours, Soracom sessions and air stats, Hologram sessions); later polls go on from
+    # the cursor. Days here give the engine a baseline from the first cycle.
     initial_lookback_s: float = Field(3600.0, gt=0, le=30 * 86_400)
     auth: HttpAuthSettings | None = None  # a table with a ``kind`` (ADAPTER_AUTH)
 

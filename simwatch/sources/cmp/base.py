@@ -35,6 +35,7 @@ __all__ = [
     "AdapterError",
     "Record",
     "iccid_of",
+    "in_time_order",
     "mb_to_bytes",
     "mcc_of",
     "mnc_of",
@@ -117,6 +118,22 @@ def normalize_time(value: object) -> str | None:  # noqa: PLR0911 - flat dispatc
     if parsed.tzinfo is None:  # no offset: the platforms document UTC
         parsed = parsed.replace(tzinfo=UTC)
     return format_rfc3339(parsed.timestamp())
+
+
+def _when(record: Record) -> str:
+    when = record.get("ts", record.get("end"))
+    return when if isinstance(when, str) else ""
+
+
+def in_time_order(records: list[Record]) -> list[Record]:
+    """``records`` oldest first (stable; by ``ts``, or a usage record's ``end``).
+
+    Platforms serve history newest first (Hologram, 1NCE v1, maybe 1NCE v2); the engine
+    learns a SIM's rhythm from the gaps between its records in time order, and a record
+    older than one already applied is a late arrival that teaches no gap. The times are
+    the adapters' RFC 3339 UTC strings, which sort as text.
+    """
+    return sorted(records, key=_when)
 
 
 def mcc_of(value: object) -> str | None:

@@ -3,7 +3,9 @@
 SIMs: ``GET /v1/Sims`` pages (``next_page_url``), re-read at most once an hour, narrowed
 to the configured ``iccids``. Usage: one paged ``GET /v1/UsageRecords?Group=sim&
 Granularity=hour`` query for the whole fleet, from ``LOOKBACK_S`` before the current
-hour (or the hour the cursor, ``position``, reached, if earlier; never more than
+hour (hours still growing are read again), or on the first poll from
+``initial_lookback_s`` back if that is earlier (or the hour the cursor, ``position``,
+reached, if earlier; never more than
 ``KORE_HOUR_WINDOW_S`` back) to the end of the current hour. Each SIM's totals per hour
 (``kore`` emits their increase) are kept as its ``marks``.
 """
@@ -44,7 +46,10 @@ async def poll(ctx: PollContext, sink: Sink) -> None:
     now = ctx.now()
     hour = math.floor(now / HOUR_S) * HOUR_S
     start = hour - LOOKBACK_S
-    if ctx.position is not None:
+    if ctx.position is None:  # the first poll
+        earliest = now - ctx.settings.initial_lookback_s
+        start = min(start, math.floor(earliest / HOUR_S) * HOUR_S)
+    else:
         with contextlib.suppress(ValueError):
             start = min(start, int(datetime.fromisoformat(ctx.position).timestamp()))
     start = max(start, hour - KORE_HOUR_WINDOW_S)

@@ -2,7 +2,7 @@
 
 SIMs: the configured ``iccids``, else ``GET /v1/sims`` pages (``x-soracom-next-key``),
 re-read at most once an hour. Per SIM: ``GET /v1/sims/{sim}/events/sessions`` after the
-newest event time seen (the first poll: ``LOOKBACK_S`` back; never beyond the
+newest event time seen (the first poll: ``initial_lookback_s`` back; never beyond the
 ``SORACOM_HISTORY_S`` kept), then ``GET /v1/stats/air/sims/{sim}`` minute buckets from
 the newest bucket marked (its totals may still grow), mapped by ``soracom``.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from simwatch.sources.cmp.base import AdapterError, Record
-from simwatch.sources.cmp.context import LOOKBACK_S, REDISCOVER_S, CmpError, SimState, header
+from simwatch.sources.cmp.context import REDISCOVER_S, CmpError, SimState, header
 from simwatch.sources.cmp.soracom import BUCKET_S, soracom_air, soracom_sessions, soracom_sims
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ async def _sim(ctx: PollContext, sim: str, state: SimState) -> tuple[list[Record
     now = ctx.now()
     now_ms = int(now * 1000)
     floor_ms = now_ms - SORACOM_HISTORY_S * 1000
-    first_ms = now_ms - LOOKBACK_S * 1000
+    first_ms = int((now - ctx.settings.initial_lookback_s) * 1000)
     start_ms = max(floor_ms, state.since + 1 if state.since is not None else first_ms)
     path = f"/v1/sims/{sim}/events/sessions"
     records: list[Record] = []
@@ -99,7 +99,7 @@ async def _sim(ctx: PollContext, sim: str, state: SimState) -> tuple[list[Record
             break
     marks = state.marks or {}
     newest_bucket = max((int(k) for k in marks), default=None)
-    air_from = int(now) - LOOKBACK_S
+    air_from = int(now - ctx.settings.initial_lookback_s)
     if newest_bucket is not None:
         air_from = min(air_from, newest_bucket)
     air_from = max(air_from, int(now) - SORACOM_HISTORY_S)

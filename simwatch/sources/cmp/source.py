@@ -73,6 +73,7 @@ from simwatch.sources.cmp import (
     soracom_poll,
 )
 from simwatch.sources.cmp.auth import Auth, AuthError, build_auth
+from simwatch.sources.cmp.base import in_time_order
 from simwatch.sources.cmp.cisco import is_throttle
 from simwatch.sources.cmp.context import CmpError, SimSkipError, SimState
 
@@ -477,7 +478,7 @@ class CmpSource:
                     return
                 self._bad_sims.discard(iccid)
                 self.sims[iccid] = state
-                pending.extend(records)
+                pending.extend(in_time_order(records))  # newest-first history, too
                 changed = True
                 if len(pending) >= self.settings.page_size:
                     out, pending, changed = pending, [], False
