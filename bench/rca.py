@@ -2,7 +2,7 @@
 
 Usage::
 
-    python bench/rca.py [--data DIR] [--preset sim|rs] [--min-affected X] ... [-v]
+    python bench/rca.py [--data DIR] [--min-affected X] ... [-v]
 
 For each case: the leaves at the anomalous minute; a leaf's expected failing
 count is the mean of its failure share (value / cnt) over the 4 minutes before
@@ -11,6 +11,13 @@ a leaf with no history gets the share of all leaves over those minutes. The
 prediction is compared with ``anomaly.yaml`` element by element (``attr=value``
 pairs sorted and joined by ``&``, exact match only); TP, FP, FN are summed over
 the cases and F1 = 2·TP / (2·TP + FP + FN).
+
+After the totals, a table per case type (``type`` in ``anomaly.yaml`` when
+present, e.g. from ``bench/rca_fleet.py``; else ``single`` for one true element
+and ``multiple`` for more) with TP, FP, FN, precision, recall and F1, and per
+number of attributes a true element fixes (1, 2, 3+) with TP, FN and recall
+(a false positive belongs to no true element, so it is counted per case type
+only).
 """
 
 from __future__ import annotations
@@ -29,12 +36,6 @@ from simwatch.core.localize import LeafTable, LocalizeParams, localize
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "rca" / "RS"
 HISTORY = 4
-
-# Parameters tuned on RS (see docs/localization.md); "sim" is LocalizeParams().
-PRESETS: dict[str, LocalizeParams] = {
-    "sim": LocalizeParams(),
-    "rs": LocalizeParams(max_causes=2, min_relative_score=0.3),
-}
 
 
 def element_key(dims: dict[str, Any]) -> str:
@@ -83,10 +84,45 @@ def truth_elements(cause: Any) -> set[str]:  # noqa: ANN401 - raw YAML value
     return {element_key(dict(el)) for el in items}
 
 
+def case_type(case: dict[str, Any], truth: set[str]) -> str:
+    kind = case.get("type")
+    if kind is not None:
+        return str(kind)
+    return "single" if len(truth) == 1 else "multiple"
+
+
+def dims_row(element: str) -> str:
+    n = element.count("&") + 1
+    return "3+" if n >= 3 else str(n)
+
+
+def _ratio(num: int, den: int) -> str:
+    return f"{num / den:.3f}" if den else "-"
+
+
+def print_breakdown(
+    by_type: dict[str, list[int]], by_dims: dict[str, list[int]], n_by_type: dict[str, int]
+) -> None:
+    """Print the per-type (cases, TP, FP, FN, P, R, F1) and per-dims (TP, FN, R) tables."""
+    print(
+        f"{'case type':<12}{'cases':>6}{'TP':>6}{'FP':>6}{'FN':>6}"
+        f"{'precision':>11}{'recall':>8}{'F1':>7}"
+    )
+    order = ["single", "multiple", "siblings"]
+    kinds = [k for k in order if k in by_type] + sorted(k for k in by_type if k not in order)
+    for kind in kinds:
+        tp, fp, fn = by_type[kind]
+        prec, rec, f1 = _ratio(tp, tp + fp), _ratio(tp, tp + fn), _ratio(2 * tp, 2 * tp + fp + fn)
+        print(f"{kind:<12}{n_by_type[kind]:>6}{tp:>6}{fp:>6}{fn:>6}{prec:>11}{rec:>8}{f1:>7}")
+    print(f"{'fixed dims':<12}{'elems':>6}{'TP':>6}{'FP':>6}{'FN':>6}{'':>11}{'recall':>8}")
+    for row in ("1", "2", "3+"):
+        tp, fn = by_dims.get(row, [0, 0])
+        print(f"{row:<12}{tp + fn:>6}{tp:>6}{'-':>6}{fn:>6}{'':>11}{_ratio(tp, tp + fn):>8}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--preset", choices=sorted(PRESETS), default="sim")
     for f in dataclasses.fields(LocalizeParams):
         flag = "--" + f.name.replace("_", "-")
         kind = int if f.name in {"max_depth", "max_causes"} else float
@@ -94,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-v", "--verbose", action="store_true", help="print one line per case")
     args = ap.parse_args(argv)
 
-    params = PRESETS[args.preset]
+    params = LocalizeParams()  # the product's defaults: one preset for every dataset
     overrides = {
         f.name: getattr(args, f.name)
         for f in dataclasses.fields(LocalizeParams)
@@ -106,13 +142,19 @@ def main(argv: list[str] | None = None) -> int:
         cases = yaml.safe_load(fh)
     tp = fp = fn = 0
     elapsed = 0.0
+    slowest = 0.0
     n_cases = 0
+    by_type: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    n_by_type: dict[str, int] = defaultdict(int)
+    by_dims: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for case in cases:
         path = args.data / f"{case['data']}.csv"
         table = load_case(path, int(case["timestamp"]))
         t0 = time.perf_counter()
         causes = localize(table, params)
-        elapsed += time.perf_counter() - t0
+        took = time.perf_counter() - t0
+        elapsed += took
+        slowest = max(slowest, took)
         n_cases += 1
         truth = truth_elements(case["cause"])
         pred = {element_key(dict(c.dims)) for c in causes}
@@ -120,6 +162,14 @@ def main(argv: list[str] | None = None) -> int:
         tp += c_tp
         fp += len(pred - truth)
         fn += len(truth - pred)
+        ctype = case_type(case, truth)
+        n_by_type[ctype] += 1
+        counts = by_type[ctype]
+        counts[0] += c_tp
+        counts[1] += len(pred - truth)
+        counts[2] += len(truth - pred)
+        for element in truth:
+            by_dims[dims_row(element)][0 if element in pred else 1] += 1
         if args.verbose:
             mark = "ok " if pred == truth else "   "
             print(
@@ -132,7 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"params: {params}")
     print(f"cases={n_cases} TP={tp} FP={fp} FN={fn}")
     print(f"precision={prec:.3f} recall={rec:.3f} F1={f1:.3f}")
-    print(f"localize time: total={elapsed:.3f}s mean={1000 * elapsed / max(n_cases, 1):.2f}ms/case")
+    print(
+        f"localize time: total={elapsed:.3f}s mean={1000 * elapsed / max(n_cases, 1):.2f}ms/case"
+        f" max={1000 * slowest:.2f}ms/case"
+    )
+    print_breakdown(by_type, by_dims, n_by_type)
     return 0
 
 

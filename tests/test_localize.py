@@ -162,6 +162,39 @@ def test_two_independent_faults(seed: int) -> None:
     assert got == want
 
 
+def ordered(causes: list[dict[str, str]]) -> list[dict[str, str]]:
+    return sorted(causes, key=lambda d: sorted(d.items()))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("rates", [(1.0, 1.0), (1.0, 0.4)])
+def test_sibling_causes_stay_apart(seed: int, rates: tuple[float, float]) -> None:
+    # one APN failing in two countries, its eight other countries healthy: two causes,
+    # never the APN fleet-wide (the on-call team would look at the wrong thing)
+    fleet = make_fleet(seed)
+    p = fleet.ratio.copy()
+    for country, rate in zip((1, 2), rates, strict=True):
+        cell = (fleet.apn == 0) & (fleet.country == country)
+        p[cell] = np.maximum(p[cell], rate)
+    rng = np.random.default_rng(seed + 20_000)
+    actual = rng.binomial(fleet.total.astype(np.int64), p).astype(np.float64)
+    got = ordered(dims_of(localize(table_of(fleet, actual))))
+    assert got == [{"apn": "apn0", "country": "C1"}, {"apn": "apn0", "country": "C2"}]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_parent_with_a_small_healthy_exception_is_the_parent(seed: int) -> None:
+    # the APN fails in all its countries but the smallest one, which holds less than
+    # split_min_share of its SIMs: the APN is the cause, not its nine countries
+    fleet = make_fleet(seed)
+    apn0 = fleet.apn == 0
+    sizes = {c: float(fleet.total[apn0 & (fleet.country == c)].sum()) for c in range(10)}
+    spared = min(sizes, key=lambda c: sizes[c])
+    assert sizes[spared] < LocalizeParams().split_min_share * sum(sizes.values())
+    actual = simulate(fleet, seed, apn0 & (fleet.country != spared), rate=0.8)
+    assert dims_of(localize(table_of(fleet, actual))) == [{"apn": "apn0"}]
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_single_partner_country_prefers_country(seed: int) -> None:
     # country 0 has one partner: {country} and {partner} are the same leaves;

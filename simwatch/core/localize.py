@@ -22,7 +22,14 @@ Method (see docs/localization.md for the long form):
    the sum of them and wins. Exact ties (the same leaves, e.g. a country with a
    single partner) go to the group with fewer attributes, then to the earlier
    dimension order.
-4. If a cause picked later covers an earlier one (its leaves are a superset),
+4. Siblings stay apart (:func:`_split`): a pick whose children on one attribute
+   fail while its other children are healthy (not elevated by ``generalize_margin``
+   nats, and holding at least ``split_min_share`` of its members) is replaced by
+   those children: one APN failing in two countries is two causes, not the APN.
+5. Climb (:func:`_generalize`): a pick is replaced by its parent when the parent's
+   rest fails too; a sibling cause never carries the climb over the parent's
+   healthy children.
+6. If a cause picked later covers an earlier one (its leaves are a superset),
    the earlier one is dropped: the parent explains it.
 
 The core is pure: no I/O, no clock, no global state.
@@ -142,6 +149,11 @@ class LocalizeParams:
       for failing like the picked group rather than like its baseline before the
       parent replaces the picked group (see :func:`_generalize`); ``inf``
       disables the climb.
+    - ``generalize_rest_factor``: the rest of a parent is also elevated when its own
+      LLR reaches this multiple of the significance threshold.
+    - ``split_min_share``: a parent's children that fail are named instead of the
+      parent only when its healthy children hold at least this share of its members
+      (smaller healthy parts are exceptions within a parent's fault).
     """
 
     min_affected: float = 5.0
@@ -154,6 +166,7 @@ class LocalizeParams:
     min_relative_score: float = 0.0
     generalize_margin: float = 3.0
     generalize_rest_factor: float = 1.0
+    split_min_share: float = 0.1
 
 
 def _llr(a: FloatArray, e: FloatArray) -> FloatArray:
@@ -264,9 +277,115 @@ def _rest_evidence(
     return ev
 
 
+def _mask(groups: _Groups, g: int) -> npt.NDArray[np.bool_]:
+    """The leaves of group ``g``."""
+    ci = int(groups.cuboid_of[g])
+    members: npt.NDArray[np.bool_] = groups.local[ci] == g - int(groups.offsets[ci])
+    return members
+
+
+def _healthy(
+    leaves: npt.NDArray[np.bool_],
+    whole: npt.NDArray[np.bool_],
+    leaf_stats: tuple[FloatArray, FloatArray, FloatArray],
+    params: LocalizeParams,
+) -> bool:
+    """Whether ``leaves``, part of the group ``whole``, are a healthy part of it.
+
+    Healthy: they hold at least ``split_min_share`` of the group's members (a
+    smaller part cannot tell a parent's fault from its children's), and their
+    failing count is not above their baseline by ``generalize_margin`` nats or more
+    (one-sided Poisson LLR).
+    """
+    a, n, e = leaf_stats
+    n_r = float(n[leaves].sum())
+    if n_r <= 0.0 or n_r < params.split_min_share * float(n[whole].sum()):
+        return False
+    a_r = float(a[leaves].sum())
+    e_r = max(float(e[leaves].sum()), params.min_baseline_ratio * n_r)
+    if a_r <= e_r:
+        return True
+    return a_r * math.log(a_r / e_r) - (a_r - e_r) < params.generalize_margin
+
+
+def _fails_alike(
+    leaves: npt.NDArray[np.bool_],
+    like: npt.NDArray[np.bool_],
+    leaf_stats: tuple[FloatArray, FloatArray, FloatArray],
+    params: LocalizeParams,
+) -> bool:
+    """Whether ``leaves`` fail like the group ``like`` rather than at their baseline.
+
+    A fault takes a share of its members on top of their normal failures: ``like``'s
+    excess share ``f = (A - E) / N``. The leaves fail alike when their count is at
+    least as likely under ``E + f·N`` as under ``E`` (Poisson).
+    """
+    a, n, e = leaf_stats
+    floor = params.min_baseline_ratio
+    n_l = float(n[like].sum())
+    n_r = float(n[leaves].sum())
+    if n_l <= 0.0 or n_r <= 0.0:
+        return True
+    share = max(float(a[like].sum()) - max(float(e[like].sum()), floor * n_l), 0.0) / n_l
+    e_r = max(float(e[leaves].sum()), floor * n_r)
+    alike = e_r + share * n_r
+    return float(a[leaves].sum()) * math.log(alike / e_r) - (alike - e_r) >= 0.0
+
+
+def _split(  # noqa: PLR0917 - private helper, called once with all of them
+    g: int,
+    groups: _Groups,
+    cub_index: Mapping[tuple[int, ...], int],
+    ok: npt.NDArray[np.bool_],
+    score: FloatArray,
+    leaf_stats: tuple[FloatArray, FloatArray, FloatArray],
+    params: LocalizeParams,
+    n_dims: int,
+) -> list[int]:
+    """The children of group ``g`` that fail while its other children are healthy.
+
+    A parent outscores each of its children when several fail (one APN in two
+    countries, its other countries healthy), so the greedy pick is the parent. For
+    each attribute the parent leaves free: its significant children on it that fail
+    like the strongest of them (:func:`_fails_alike`) are the failing ones; if there
+    are at least two and the parent's other children are healthy (:func:`_healthy`),
+    they replace the parent. Of several attributes that split so, the one naming the
+    fewest children wins, then the higher total score. ``[g]`` when none does.
+    """
+    ci = int(groups.cuboid_of[g])
+    cub = groups.cuboids[ci]
+    p_mask = _mask(groups, g)
+    best: list[int] = [g]
+    best_key = (math.inf, 0.0)
+    for d in range(n_dims):
+        ki = cub_index.get(tuple(sorted((*cub, d)))) if d not in cub else None
+        if ki is None:
+            continue
+        ids = np.unique(groups.local[ki][p_mask]) + int(groups.offsets[ki])
+        kids = [int(x) for x in ids if ok[x]]
+        if len(kids) < 2 or len(kids) == len(ids):
+            continue
+        masks = {k: _mask(groups, k) for k in kids}
+        top = max(kids, key=lambda k: float(score[k]))
+        kids = [
+            k for k in kids if k == top or _fails_alike(masks[k], masks[top], leaf_stats, params)
+        ]
+        if len(kids) < 2:
+            continue
+        failing = np.zeros_like(p_mask)
+        for k in kids:
+            failing |= masks[k]
+        if not _healthy(p_mask & ~failing, p_mask, leaf_stats, params):
+            continue
+        key = (float(len(kids)), -float(score[kids].sum()))
+        if key < best_key:
+            best, best_key = kids, key
+    return best
+
+
 def _generalize(  # noqa: PLR0917 - private helper, called once with all of them
     g: int,
-    others: list[npt.NDArray[np.bool_]],
+    others: list[tuple[int, npt.NDArray[np.bool_]]],
     groups: _Groups,
     cub_index: Mapping[tuple[int, ...], int],
     ok: npt.NDArray[np.bool_],
@@ -278,10 +397,12 @@ def _generalize(  # noqa: PLR0917 - private helper, called once with all of them
 
     For each parent P of the group C (one attribute fewer, P significant), the
     rest R = P minus C is scored by :func:`_rest_evidence`, leaving out the
-    leaves of the other causes (``others``) that reach outside P (an
-    independent fault elsewhere must not drag C up to a common ancestor); a
-    cause inside P counts as part of the rest, except when P is the whole
-    fleet (fleet-wide needs the fleet beyond all causes to be elevated). Above
+    leaves of the other causes (``others``: cuboid index and leaves) that reach
+    outside P (an independent fault elsewhere must not drag C up to a common
+    ancestor); a cause inside P counts as part of the rest, except when P is the
+    whole fleet (fleet-wide needs the fleet beyond all causes to be elevated). A
+    sibling of C (a cause on the same attributes inside P) never makes P the
+    cause while P's other children are healthy (:func:`_healthy`). Above
     ``generalize_margin`` the best parent replaces C and the climb repeats.
     """
     while True:
@@ -300,11 +421,17 @@ def _generalize(  # noqa: PLR0917 - private helper, called once with all of them
                 continue
             p_mask = groups.local[pi] == local_id
             rest = p_mask & ~c_mask
-            for om in others:
-                # a cause inside a (non-fleet) parent is a sibling: it counts as rest
+            remaining = rest.copy()  # the parent's leaves no cause holds
+            siblings = False
+            for o_ci, om in others:
+                remaining &= ~om
                 if len(cub) == 1 or not np.all(p_mask[om]):
-                    rest &= ~om
+                    rest &= ~om  # a cause reaching outside the parent is independent
+                else:  # a cause inside the parent counts as its rest ...
+                    siblings |= o_ci == ci
             ev = _rest_evidence(c_mask, rest, leaf_stats, params, rest_threshold)
+            if siblings and _healthy(remaining, p_mask, leaf_stats, params):
+                continue  # ... but siblings never carry the climb over healthy children
             if ev > best_ev:
                 best_g, best_ev = pg, ev
         if best_g < 0:
@@ -372,10 +499,18 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
         if not uncovered.any():
             break
 
-    # climb to parents whose rest is elevated too, then drop causes covered by another
+    # siblings apart, climb to parents whose rest is elevated too, then drop causes
+    # covered by another
     leaf_stats = (a_leaf, n_leaf, e_leaf)
+    apart: list[tuple[int, npt.NDArray[np.bool_]]] = []
+    for g, members in picked:
+        kids = [g]
+        if int(groups.depth[g]) < max_depth:
+            kids = _split(g, groups, cub_index, ok, score, leaf_stats, params, n_dims)
+        apart.extend([(g, members)] if kids == [g] else [(k, _mask(groups, k)) for k in kids])
+    picked = apart
     for i, (g, _) in enumerate(picked):
-        others = [m for k, (_, m) in enumerate(picked) if k != i]
+        others = [(int(groups.cuboid_of[h]), m) for k, (h, m) in enumerate(picked) if k != i]
         g2 = _generalize(g, others, groups, cub_index, ok, leaf_stats, params, rest_threshold)
         if g2 != g:
             ci = int(groups.cuboid_of[g2])
