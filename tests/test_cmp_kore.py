@@ -110,10 +110,11 @@ async def test_hourly_usage_by_sim_paged(kore: tuple[FakeKore, str]) -> None:
     src = make(url, ftime, page_size=2)
     sink: asyncio.Queue[Batch] = asyncio.Queue()
     await src.poll_once(sink)
+    # in time order, and the running hour ends at the poll (12:30), not in the future
     assert await drain(sink) == [
-        usage(SB, IB, h, (10, 20), (10, 20)),
-        usage(SA, IA, h - 3600, (150000, 150000), (150000, 150000)),
         usage(SA, IA, h - 7200, (150000, 150000), (150000, 150000)),
+        usage(SA, IA, h - 3600, (150000, 150000), (150000, 150000)),
+        {**usage(SB, IB, h, (10, 20), (10, 20)), "end": format_rfc3339(h + 1800)},
     ]
     assert src.skipped == 1
     usage_q = [c.query for c in fake.calls if c.path == "/v1/UsageRecords"]
@@ -131,7 +132,9 @@ async def test_hourly_usage_by_sim_paged(kore: tuple[FakeKore, str]) -> None:
     ftime.now += 600
     fake.usage[0] = record(SB, h, 15, 20)
     await src.poll_once(sink)
-    assert await drain(sink) == [usage(SB, IB, h, (15, 20), (5, 0))]
+    assert await drain(sink) == [
+        {**usage(SB, IB, h, (15, 20), (5, 0)), "end": format_rfc3339(h + 2400)}
+    ]
     await src.poll_once(sink)
     assert await drain(sink) == []
 

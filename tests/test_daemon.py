@@ -293,3 +293,37 @@ async def test_the_wall_clock_never_runs_ahead_of_a_backlog(tmp_path: Path) -> N
     assert len(during) > 100  # the backlog's cycles ran on event time ...
     assert all(t <= wm + 1.0 for t, wm in during)  # ... never ahead of the records
     assert all(b - a == 1.0 for a, b in itertools.pairwise(t for t, _wm, _b in seen))
+
+
+class QuietPollSource:
+    """A polled platform whose data went quiet: old records once, then every poll hands
+    over an empty batch that only commits its position (as the CMP poller does)."""
+
+    def __init__(self, lines: list[bytes], every_s: float) -> None:
+        self.stats = SourceStats(name="quiet", kind="http")
+        self.lines = lines
+        self.every_s = every_s
+        self.polls = 0
+
+    async def run(self, sink: Sink) -> None:
+        await sink.put(Batch(source=self.stats.name, lines=self.lines))
+        while True:
+            await asyncio.sleep(self.every_s)
+            self.polls += 1
+            await sink.put(Batch(source=self.stats.name, on_applied=self._commit))
+
+    async def _commit(self) -> None:
+        return None
+
+
+async def test_empty_polls_of_a_quiet_fleet_do_not_hold_the_wall_clock(tmp_path: Path) -> None:
+    # the newest record is a minute old and stays so; polls keep coming, empty: that is
+    # no backlog, and the wall clock must go on evaluating (the SIMs turn late / silent)
+    now = time.time()
+    source = QuietPollSource([usage(0, now - 60)], every_s=0.2)
+    daemon = Daemon(settings(tmp_path, interval=1.0), [source])
+    cycles: list[float] = []
+    daemon.on_cycle.append(lambda r: cycles.append(r.evaluation.now))
+    await run_until(daemon, lambda: source.polls >= 15, limit_s=20)
+    assert cycles
+    assert cycles[-1] >= now - 5.0  # cycles up to the present, not at the old record

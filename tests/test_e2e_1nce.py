@@ -27,9 +27,17 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from cmp_fakes_platforms import JWT, FakeOnce, OnceSim, example, serve
+from e2e_support import (
+    api,
+    assert_partner_scenario,
+    group_incidents,
+    ready_token,
+    secret_file,
+    write_config,
+)
 from mosquitto import free_port, stop_process
 from servers import start_simwatch, until
-from test_e2e_platforms import api, ready_token, stamp, write_config
+from test_e2e_platforms import stamp
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -126,16 +134,14 @@ def build_sims(now: float) -> dict[str, OnceSim]:
 
 
 def once_source(tmp_path: Path, base_url: str, fake: FakeOnce) -> str:
-    secret_file = tmp_path / "1nce-secret"
-    secret_file.write_text(fake.client_secret + "\n", encoding="utf-8")
-    secret_file.chmod(0o600)
+    secret = secret_file(tmp_path, "1nce-secret", fake.client_secret)
     return f"""
 [[sources.http]]
 name = "1nce"
 adapter = "1nce"
 base_url = "{base_url}/management-api"
 auth = {{ kind = "client_credentials", client_id = "{fake.client_id}", \
-client_secret_file = "{secret_file}" }}
+client_secret_file = "{secret}" }}
 poll_interval_s = 2
 page_size = 1000
 initial_lookback_s = {4 * 86_400}
@@ -144,9 +150,7 @@ initial_lookback_s = {4 * 86_400}
 
 async def assert_verdicts(port: int, token: str, log: Path) -> None:
     async def group_incident() -> list[dict[str, Any]]:
-        doc = await api(port, "/api/v1/incidents?state=open", token)
-        items = [] if doc is None else doc["incidents"]
-        return [i for i in items if i.get("kind") == "group"]
+        return await group_incidents(port, token)
 
     incidents = await until(group_incident, 240, "a group incident", log, interval_s=1.0)
     assert [i["dims"] for i in incidents] == [{"partner": "26202"}]
@@ -155,26 +159,14 @@ async def assert_verdicts(port: int, token: str, log: Path) -> None:
     assert status is not None
     assert status["sims"] == SIMS
 
-    healthy = await api(port, f"/api/v1/sims/{iccid(HEALTHY_SIM)}", token)
-    assert healthy is not None
-    assert healthy["state"] == "ok", healthy
-    assert "ok" in [f["code"] for f in healthy["diagnosis"]]
-    assert healthy["session"]["partner"] == "26201"
-    assert healthy["incident"] is None
-
-    quota = await api(port, f"/api/v1/sims/{iccid(QUOTA_SIM)}", token)
-    assert quota is not None
-    assert quota["diagnosis"][0]["code"] == "quota_exhausted", quota["diagnosis"]
-    assert "quota" in quota["diagnosis"][0]["hint"]
-    assert quota["session"]["partner"] == "26201"
-    assert quota["incident"] is None
-
-    outage = await api(port, f"/api/v1/sims/{iccid(OUTAGE_SIM)}", token)
-    assert outage is not None
-    assert outage["session"]["partner"] == "26202"
-    assert outage["incident"] is not None
-    assert outage["incident"]["id"] == incidents[0]["id"]
-    assert outage["diagnosis"][0]["code"] == "group_incident"
+    await assert_partner_scenario(
+        port,
+        token,
+        incidents[0]["id"],
+        healthy=iccid(HEALTHY_SIM),
+        quota=iccid(QUOTA_SIM),
+        outage=iccid(OUTAGE_SIM),
+    )
 
 
 async def test_1nce_polled_v2_events_to_states_diagnosis_and_incident(tmp_path: Path) -> None:

@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from cmp_fakes_more import FakeCisco, serve
+from e2e_support import api, group_incidents, inventory_file, ready_token, secret_file, write_config
 from mosquitto import free_port, stop_process
 from servers import start_simwatch, until
-from test_e2e_platforms import api, ready_token
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -81,35 +81,19 @@ def build_fake(now: float) -> FakeCisco:
     return fake
 
 
-def write_config(tmp_path: Path, port: int, base_url: str, fake: FakeCisco) -> Path:
-    inventory = tmp_path / "inventory.csv"
+def config(tmp_path: Path, port: int, base_url: str, fake: FakeCisco) -> Path:
     rows = [f"{iccid(k)},{customer(k)},{customer(k)}.iot" for k in range(SIMS)]
-    inventory.write_text("iccid,customer,apn\n" + "\n".join(rows) + "\n", encoding="utf-8")
-    key_file = tmp_path / "cisco-key"
-    key_file.write_text(fake.api_key + "\n", encoding="utf-8")
-    key_file.chmod(0o600)
-    config = tmp_path / "simwatch.toml"
-    config.write_text(
-        f"""
-state_dir = "{tmp_path / "state"}"
-[engine]
-eval_interval_s = 60
-warmup_s = 3600
-dims = ["customer"]
-inventory_file = "{inventory}"
-dead_letter_file = "{tmp_path / "dl.ndjson"}"
-[http]
-port = {port}
+    inventory = inventory_file(tmp_path, "iccid,customer,apn", rows)
+    key = secret_file(tmp_path, "cisco-key", fake.api_key)
+    source = f"""
 [[sources.http]]
 name = "cisco"
 adapter = "cisco"
 base_url = "{base_url}"
-auth = {{ kind = "basic", username = "{fake.user}", password_file = "{key_file}" }}
+auth = {{ kind = "basic", username = "{fake.user}", password_file = "{key}" }}
 poll_interval_s = 2
-""",
-        encoding="utf-8",
-    )
-    return config
+"""
+    return write_config(tmp_path, port, source, warmup_s=3600, inventory=inventory)
 
 
 async def test_cisco_polled_sessions_to_states(tmp_path: Path) -> None:
@@ -118,7 +102,7 @@ async def test_cisco_polled_sessions_to_states(tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "simwatch.log"
     async with serve(fake.handle) as base_url:
-        process = start_simwatch(write_config(tmp_path, port, base_url, fake), log)
+        process = start_simwatch(config(tmp_path, port, base_url, fake), log)
         try:
             token = await ready_token(tmp_path, log)
 
@@ -159,9 +143,7 @@ async def test_cisco_polled_sessions_to_states(tmp_path: Path) -> None:
             assert source["errors"] == 0, source
             assert source["rejected"] == {}, source
             # no group incident: no rhythm is learned yet (docs/platforms.md, Cisco)
-            doc = await api(port, "/api/v1/incidents?state=open", token)
-            assert doc is not None
-            assert [i for i in doc["incidents"] if i.get("kind") == "group"] == []
+            assert await group_incidents(port, token) == []
             assert fake.overlaps == 0  # "one API call at a time" (PLATFORMS.md 3.2)
         finally:
             await asyncio.to_thread(stop_process, process, 15.0)

@@ -34,8 +34,16 @@ import aiohttp
 import orjson
 import pytest
 from cmp_fakes_platforms import JWT, FakeEmnify, example, serve
+from e2e_support import (
+    api,
+    assert_partner_scenario,
+    group_incidents,
+    ready_token,
+    secret_file,
+    write_config,
+)
 from mosquitto import free_port, stop_process
-from servers import api_token, http_get, start_simwatch, until
+from servers import start_simwatch, until
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -158,28 +166,8 @@ def build_history(now: float, *, usage: bool = False) -> list[dict[str, object]]
     return history.events()
 
 
-def write_config(tmp_path: Path, port: int, source: str) -> Path:
-    config = tmp_path / "simwatch.toml"
-    config.write_text(
-        f"""
-state_dir = "{tmp_path / "state"}"
-[engine]
-eval_interval_s = 60
-warmup_s = 43200
-dead_letter_file = "{tmp_path / "dl.ndjson"}"
-[http]
-port = {port}
-{source}
-""",
-        encoding="utf-8",
-    )
-    return config
-
-
 def poll_source(tmp_path: Path, base_url: str, token: str) -> str:
-    token_file = tmp_path / "emnify-token"
-    token_file.write_text(token + "\n", encoding="utf-8")
-    token_file.chmod(0o600)
+    token_file = secret_file(tmp_path, "emnify-token", token)
     return f"""
 [[sources.http]]
 name = "emnify"
@@ -192,24 +180,11 @@ initial_lookback_s = {4 * 86_400}
 """
 
 
-async def api(port: int, path: str, token: str) -> Any:
-    status, body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}{path}", 5.0, token)
-    return orjson.loads(body) if status == 200 else None
-
-
-async def ready_token(tmp_path: Path, log: Path) -> str:
-    state_dir = tmp_path / "state"
-    await until((state_dir / "api-token").exists, 60, "the API token", log)
-    return api_token(state_dir)
-
-
 async def assert_verdicts(port: int, token: str, log: Path) -> None:
     """What the scenario must give, whichever way the records came."""
 
     async def group_incident() -> list[dict[str, Any]]:
-        doc = await api(port, "/api/v1/incidents?state=open", token)
-        items = [] if doc is None else doc["incidents"]
-        return [i for i in items if i.get("kind") == "group"]
+        return await group_incidents(port, token)
 
     incidents = await until(group_incident, 240, "a group incident", log, interval_s=1.0)
     assert [i["dims"] for i in incidents] == [{"partner": "26202"}]
@@ -224,24 +199,14 @@ async def assert_verdicts(port: int, token: str, log: Path) -> None:
     assert same is not None
     assert healthy["iccid"] == same["iccid"]
     assert healthy["iccid"] in {iccid(HEALTHY_SIM), with_luhn(iccid(HEALTHY_SIM))}
-    assert healthy["state"] == "ok", healthy
-    assert "ok" in [f["code"] for f in healthy["diagnosis"]]
-    assert healthy["session"]["partner"] == "26201"
-    assert healthy["incident"] is None
-
-    quota = await api(port, f"/api/v1/sims/{iccid(QUOTA_SIM)}", token)
-    assert quota is not None
-    assert quota["diagnosis"][0]["code"] == "quota_exhausted", quota["diagnosis"]
-    assert "quota" in quota["diagnosis"][0]["hint"]
-    assert quota["session"]["partner"] == "26201"
-    assert quota["incident"] is None
-
-    outage = await api(port, f"/api/v1/sims/{iccid(1)}", token)
-    assert outage is not None
-    assert outage["session"]["partner"] == "26202"
-    assert outage["incident"] is not None
-    assert outage["incident"]["id"] == incidents[0]["id"]
-    assert outage["diagnosis"][0]["code"] == "group_incident"
+    await assert_partner_scenario(
+        port,
+        token,
+        incidents[0]["id"],
+        healthy=iccid(HEALTHY_SIM),
+        quota=iccid(QUOTA_SIM),
+        outage=iccid(1),
+    )
 
 
 async def test_emnify_polled_history_to_states_diagnosis_and_incident(tmp_path: Path) -> None:

@@ -1,7 +1,12 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from simwatch.core.incidents import IncidentParams, IncidentTracker, SimAlarm
 from simwatch.core.localize import Cause
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 PARTNER = Cause(dims={"partner": "26202"}, affected=120, total=300, expected=6, score=50.0)
 
@@ -127,6 +132,48 @@ def test_a_failing_sibling_widens_the_incident_to_the_shared_parent() -> None:
     assert cycle(tracker, 0, [pl]) == ["opened:inc-0001"]
     assert cycle(tracker, 10, [pl, nl]) == ["updated:inc-0001"]
     assert list(tracker.open) == [(("apn", "internet.iot"),)]
+    assert tracker.next_id == 2
+
+
+def test_siblings_stay_two_incidents_while_the_parents_rest_is_healthy() -> None:
+    # an APN failing in PL and, for another reason, in NL, its other countries fine
+    asked: list[tuple[dict[str, str], list[dict[str, str]]]] = []
+
+    def healthy(parent: Mapping[str, str], children: Sequence[Mapping[str, str]]) -> bool:
+        asked.append((dict(parent), [dict(c) for c in children]))
+        return True
+
+    tracker = IncidentTracker(IncidentParams(open_after=1, sibling_window_s=3600))
+    pl = Cause(dims={"apn": "internet.iot", "country": "PL"}, affected=5, total=8,
+               expected=0.1, score=16.0)  # fmt: skip
+    nl = Cause(dims={"apn": "internet.iot", "country": "NL"}, affected=6, total=17,
+               expected=0.3, score=12.0)  # fmt: skip
+    assert tracker.update_groups(0, [pl], healthy) != []
+    # held back first: the parent's fault may still be spreading (sibling_hold_s)
+    for minute in range(10, 40):
+        assert tracker.update_groups(minute * 60.0, [pl, nl], healthy) == []
+    changes = tracker.update_groups(40 * 60.0, [pl, nl], healthy)
+    assert [(c.kind, c.incident.id) for c in changes] == [("opened", "inc-0002")]
+    assert sorted(tracker.open) == [
+        (("apn", "internet.iot"), ("country", "NL")),
+        (("apn", "internet.iot"), ("country", "PL")),
+    ]
+    assert asked[-1] == (
+        {"apn": "internet.iot"},
+        [{"apn": "internet.iot", "country": "PL"}, {"apn": "internet.iot", "country": "NL"}],
+    )
+
+
+def test_a_held_sibling_joins_its_parent_when_the_parent_fails() -> None:
+    # a country outage seen first on one APN, then a second: held, then the country
+    tracker = IncidentTracker(IncidentParams(open_after=1))
+    a = Cause(dims={"apn": "x", "country": "FR"}, affected=9, total=9, expected=0.1, score=9.0)
+    b = Cause(dims={"apn": "y", "country": "FR"}, affected=9, total=9, expected=0.1, score=9.0)
+    fr = Cause(dims={"country": "FR"}, affected=30, total=40, expected=0.4, score=60.0)
+    assert cycle(tracker, 0, [a]) == ["opened:inc-0001"]
+    assert tracker.update_groups(600.0, [a, b], lambda _p, _c: True) == []
+    assert cycle(tracker, 20, [fr]) == ["updated:inc-0001"]  # re-scoped: one page
+    assert list(tracker.open) == [(("country", "FR"),)]
     assert tracker.next_id == 2
 
 

@@ -390,15 +390,20 @@ def _history_incidents(settings: SimulatorSourceSettings, now: float) -> list[di
 @pytest.mark.slow
 def test_the_stacks_history_opens_partner_incidents_at_any_date(tmp_path: Path) -> None:
     """The engine fed the stack's pinned history: the same group incidents at night and
-    across a year boundary, each opened as a partner alone (the walkthrough quotes that
-    log line and summary), the live outage open at start (the stack waits for it)."""
+    across a year boundary, the history's opened as a partner alone (the walkthrough
+    quotes that log line and summary), the live outage open at start (the stack waits
+    for it) as its partner."""
     settings = _stack_settings(tmp_path)
     night = _history_incidents(settings, _at(DATES[0]))
     history = {"partner": "20416"}
     live = {"partner": "20408"}
+    # the live outage may open as the partner on its busiest APN, where the first SIMs
+    # steer away, and is re-scoped to the partner a few cycles later (one page)
+    first = night[1]["opened_as"]
+    assert first in (live, {"apn": "meters.acme", **live}), first
     assert night == [
         {"opened_as": history, "dims": history, "state": "resolved", "opened": night[0]["opened"]},
-        {"opened_as": live, "dims": live, "state": "open", "opened": night[1]["opened"]},
+        {"opened_as": first, "dims": live, "state": "open", "opened": night[1]["opened"]},
     ]
     assert -3 * HOUR < night[0]["opened"] < -HOUR  # during the history's fault
     assert -0.5 * HOUR < night[1]["opened"] < 0  # during the live one, before start

@@ -8,9 +8,9 @@ Each finding has a stable ``code`` (for tools), a ``severity`` and a plain-langu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
-from simwatch.core.evaluate import INACTIVE, Why
+from simwatch.core.evaluate import INACTIVE, Evidence, Why
 from simwatch.core.rhythm import SimState
 from simwatch.core.state import NEVER, SESSION_RING, Status, rel
 from simwatch.core.timeutil import format_rfc3339
@@ -55,6 +55,25 @@ def _fmt_bytes(n: int) -> str:
     return f"{value:.1f} GB"  # pragma: no cover - the loop always returns
 
 
+_OWN_EVIDENCE: Final = (
+    (Evidence.FAILURE_END, "its session was ended by the network"),
+    (Evidence.REJECT, "its data session was refused"),
+    (Evidence.CHURN, "it re-opens sessions again and again"),
+    (Evidence.MOVED, "it left the partner for another one"),
+)
+
+
+def _own_evidence(evaluation: Evaluation, row: int) -> str:
+    """What the network said of this SIM this cycle, as a clause ("" when nothing)."""
+    if row >= evaluation.n:
+        return ""
+    bits = int(evaluation.evidence[row])
+    parts = [text for bit, text in _OWN_EVIDENCE if bits & bit]
+    if not parts and evaluation.overdue[row]:
+        parts.append("it is overdue by its own rhythm")
+    return "; ".join(parts)
+
+
 def diagnose(
     state: FleetState,
     row: int,
@@ -84,6 +103,8 @@ def diagnose(
         where = ", ".join(f"{k} {v}" for k, v in sorted(incident.dims.items()))
         if partner_label and "partner" in incident.dims:
             where = where.replace(incident.dims["partner"], partner_label)
+        evidence = incident.evidence_text()
+        mine = _own_evidence(evaluation, row)
         findings.append(
             Finding(
                 "group_incident",
@@ -91,7 +112,9 @@ def diagnose(
                 f"Part of incident {incident.id}: {round(incident.affected)} of "
                 f"{round(incident.total)} SIMs on {where} stopped sending data since "
                 f"{format_rfc3339(incident.opened_at)}. The cause is on the network side, "
-                "not this device.",
+                "not this device."
+                + (f" Evidence: {evidence}." if evidence else "")
+                + (f" This SIM: {mine}." if mine else ""),
             )
         )
     allowed = state.allowed_apn_names(row)

@@ -20,6 +20,7 @@ from simwatch.core.evaluate import (
     EvalParams,
     Evaluation,
     evaluate,
+    evidence_summary,
     leaf_mask,
     reason_codes,
     vip_rows,
@@ -32,13 +33,13 @@ from simwatch.core.incidents import (
     SimAlarm,
 )
 from simwatch.core.ingest import Ingestor
-from simwatch.core.localize import LocalizeParams
+from simwatch.core.localize import LocalizeParams, healthy_part
 from simwatch.core.operators import OperatorTable
 from simwatch.core.rhythm import RhythmParams, SimState
 from simwatch.core.state import FleetState
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Mapping, Sequence
 
     from simwatch.core.inventory import InventoryRow
     from simwatch.core.records import Record, Rejection
@@ -148,7 +149,19 @@ class Engine:
             localize_params=cfg.localize,
             localize_groups=warm,
         )
-        changes = self.incidents.update_groups(now, evaluation.causes)
+        leaf_stats = (evaluation.leaf_affected, evaluation.leaf_total, evaluation.leaf_expected)
+
+        def rest_healthy(parent: Mapping[str, str], children: Sequence[Mapping[str, str]]) -> bool:
+            whole = leaf_mask(state, parent)
+            rest = whole.copy()
+            for child in children:
+                rest &= ~leaf_mask(state, child)
+            return healthy_part(rest, whole, leaf_stats, cfg.localize)
+
+        changes = self.incidents.update_groups(now, evaluation.causes, rest_healthy)
+        for incident in self.incidents.open.values():
+            if incident.kind == "group":
+                incident.evidence = evidence_summary(state, evaluation, incident.dims)
         # Tickets wait for the warm-up too: before a daytime-only device's second
         # morning its first night cannot be told from silence.
         alarms = self._sim_alarms(evaluation) if warm else []

@@ -1,5 +1,11 @@
 """One evaluation cycle: per-SIM states and explanations, per-leaf counts, localization.
 
+A SIM counts as failing in its group when it is overdue by its own rhythm, or when the
+network's own evidence says so (:class:`Evidence`: a failure end, a reject, churn,
+leaving its partner) within ``evidence_window_s`` and neither data nor a new session
+has come since: a group fault the network reports is seen in minutes, not after the
+SIMs' rhythms run out.
+
 Pure analysis over the fleet state at a given ``now`` (time is an argument): vectorized
 over all SIMs with numpy, then over the leaf groups. Nothing here changes the state; the
 engine decides what to learn and which incidents to open from the result.
@@ -36,6 +42,30 @@ class Why:
     CHURN: Final = 16
 
 
+class Evidence:
+    """Bit flags of the network's own failure evidence per SIM (plain ints: numpy-friendly).
+
+    What the network says before a SIM is overdue by its rhythm: the SIM's session ended
+    with a failure cause, or its attach / PDP request was refused, with no data since;
+    it re-opened sessions again and again (churn); it left its partner for another.
+    """
+
+    FAILURE_END: Final = 1
+    REJECT: Final = 2
+    CHURN: Final = 4
+    MOVED: Final = 8
+
+
+EVIDENCE_NAMES: Final = (
+    (Evidence.FAILURE_END, "failure_end"),
+    (Evidence.REJECT, "reject"),
+    (Evidence.CHURN, "churn"),
+    (Evidence.MOVED, "moved"),
+)
+# per-SIM policy refusals (the diagnosis names them), never a group's network evidence
+_POLICY_CAUSES: Final = ("quota_exhausted", "blocked")
+
+
 @dataclass(frozen=True, slots=True)
 class EvalParams:
     reject_window_s: float = 6 * 3600.0  # rejects older than this no longer explain silence
@@ -44,6 +74,12 @@ class EvalParams:
     # hours, which also catches devices that flap every 20-30 minutes.
     churn_window_s: float = 7200.0
     churn_starts: int = 4
+    # How long the network's failure evidence makes a SIM count as failing in its group:
+    # a failure end or a reject while no data has come and no session was accepted since,
+    # leaving a partner while it has not come back. An hour bridges the time until the
+    # SIMs that stayed silent are overdue by their rhythm, so an incident opened on
+    # evidence does not flap.
+    evidence_window_s: float = 3600.0
 
 
 @dataclass(slots=True)
@@ -54,6 +90,8 @@ class Evaluation:
     why: np.ndarray  # uint8 per SIM: Why bit flags
     counted: np.ndarray  # bool per SIM: expected to report and learned (part of group statistics)
     overdue: np.ndarray  # bool per SIM: counted, late or silent, and not explained per SIM
+    evidence: np.ndarray  # uint8 per SIM: Evidence bit flags (counted SIMs only)
+    member_leaf: np.ndarray  # int32 per SIM: its leaf in this cycle's group counts
     leaf_total: np.ndarray  # float64 per leaf
     leaf_affected: np.ndarray
     leaf_expected: np.ndarray
@@ -102,6 +140,42 @@ def explanations(state: FleetState, now: float, params: EvalParams) -> np.ndarra
     return why
 
 
+def network_evidence(
+    state: FleetState, now: float, why: np.ndarray, params: EvalParams
+) -> np.ndarray:
+    """Per-SIM ``Evidence`` flags at ``now`` (before the counted / explained filters)."""
+    n = len(state)
+    c = state.cols
+    now_rel = rel(now)
+    since = now_rel - params.evidence_window_s
+    last = state.rhythm.last_data[:n]
+    last_rel = np.where(np.isnan(last), float(NEVER), last - EPOCH_BASE)
+    # no data and no session accepted since: a new session means the network is back
+    since_ok = np.maximum(last_rel, c.session_start[:n])
+    ev = np.zeros(n, np.uint8)
+    fail_at = c.fail_at[:n]
+    ev[(fail_at != NEVER) & (fail_at > since) & (fail_at >= since_ok)] |= Evidence.FAILURE_END
+    reject_at = c.reject_at[:n]
+    rejected = (reject_at != NEVER) & (reject_at > since) & (reject_at >= since_ok)
+    policy = [
+        code for code, cause in enumerate(state.causes.values) if cause.startswith(_POLICY_CAUSES)
+    ]
+    if policy:
+        rejected &= ~np.isin(c.reject_cause[:n], policy)
+    ev[rejected] |= Evidence.REJECT
+    # churn is evidence only while the re-opened sessions carry no data: devices that
+    # open a session per report (session-level feeds) churn by design and send data
+    ring = c.session_starts[:n]
+    recent = (ring != NEVER) & (ring > now_rel - params.churn_window_s) & (ring <= now_rel)
+    first_start = np.where(recent, ring, np.iinfo(np.int32).max).min(axis=1)
+    ev[((why & Why.CHURN) != 0) & (last_rel < first_start)] |= Evidence.CHURN
+    moved_at = c.moved_at[:n]
+    prev_leaf = c.prev_leaf[:n]
+    left = (moved_at != NEVER) & (moved_at > since) & (prev_leaf >= 0) & (prev_leaf != c.leaf[:n])
+    ev[left] |= Evidence.MOVED
+    return ev
+
+
 def leaf_mask(state: FleetState, dims: Mapping[str, str]) -> np.ndarray:
     """Bool per leaf: the leaf lies inside the group described by ``dims``."""
     codes = state.leaf_codes()
@@ -112,6 +186,38 @@ def leaf_mask(state: FleetState, dims: Mapping[str, str]) -> np.ndarray:
         code = state.find_code(dim, value)
         mask &= codes[:, state.dims.index(dim)] == code
     return mask
+
+
+def evidence_summary(
+    state: FleetState, evaluation: Evaluation, dims: Mapping[str, str]
+) -> dict[str, object]:
+    """What the failing SIMs of the group ``dims`` show this cycle: counts per kind of
+    evidence (a SIM may show several) and the leading cause of failure ends and rejects."""
+    leaves = leaf_mask(state, dims)
+    n = evaluation.n
+    member = evaluation.member_leaf[:n]
+    inside = evaluation.counted & (member >= 0)
+    inside[inside] = leaves[member[inside]]
+    ev = evaluation.evidence
+    failing = inside & (evaluation.overdue | (ev != 0))
+    out: dict[str, object] = {
+        "failing": int(failing.sum()),
+        "overdue": int((inside & evaluation.overdue).sum()),
+    }
+    for bit, name in EVIDENCE_NAMES:
+        out[name] = int((inside & ((ev & bit) != 0)).sum())
+    c = state.cols
+    for name, bit, column in (
+        ("failure_end", Evidence.FAILURE_END, c.fail_cause),
+        ("reject", Evidence.REJECT, c.reject_cause),
+    ):
+        rows = inside & ((ev & bit) != 0)
+        if rows.any():
+            codes = np.bincount(column[:n][rows])
+            top = int(codes.argmax())
+            if top > 0:
+                out[f"{name}_cause"] = state.causes.values[top]
+    return out
 
 
 def evaluate(
@@ -133,9 +239,17 @@ def evaluate(
     counted = (states != INACTIVE) & (states != SimState.NEVER_SEEN) & learned & (leaf >= 0)
     explained = (why & (Why.WRONG_APN | Why.DATA_CAP)) != 0
     overdue = counted & ((states == SimState.LATE) | (states == SimState.SILENT)) & ~explained
+    evidence = network_evidence(state, now, why, params)
+    evidence[~counted | explained] = 0
+    # a SIM that just left its partner counts, failing, where it left (the evidence is
+    # against the partner it left, never the one it went to)
+    moved = (evidence & Evidence.MOVED) != 0
+    member_leaf = leaf.astype(np.int32, copy=True)
+    member_leaf[moved] = c.prev_leaf[:n][moved]
+    failing = overdue | (evidence != 0)
     n_leaves = state.n_leaves
-    total = np.bincount(leaf[counted], minlength=n_leaves).astype(np.float64)
-    affected = np.bincount(leaf[overdue], minlength=n_leaves).astype(np.float64)
+    total = np.bincount(member_leaf[counted], minlength=n_leaves).astype(np.float64)
+    affected = np.bincount(member_leaf[failing], minlength=n_leaves).astype(np.float64)
     expected = expected_ratio[:n_leaves] * total
     causes: list[Cause] = []
     if localize_groups and n_leaves:
@@ -155,6 +269,8 @@ def evaluate(
         why=why,
         counted=counted,
         overdue=overdue,
+        evidence=evidence,
+        member_leaf=member_leaf,
         leaf_total=total,
         leaf_affected=affected,
         leaf_expected=expected,

@@ -11,17 +11,21 @@ that is checkpointed, so a restart keeps them.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from simwatch.core.timeutil import format_rfc3339
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable
 
     from simwatch.core.localize import Cause
 
 ChangeKind = Literal["opened", "updated", "resolved"]
+_HOLD: Final = (("", ""),)  # _merge_sibling's "not yet": a key no group has
+# (parent dims, children dims) -> the parent's part outside the children is healthy
+RestHealthy = Callable[[Mapping[str, str], Sequence[Mapping[str, str]]], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +34,10 @@ class IncidentParams:
     close_after: int = 5  # consecutive cycles without it before it resolves
     update_change: float = 0.2  # relative change of `affected` that counts as an update
     sibling_window_s: float = 3600.0  # a sibling group failing this soon after: same fault
+    # ... unless the parent's other children are healthy: then the sibling waits this long
+    # (a fault shows first where the fastest reporters are: the parent may still follow)
+    # before it opens as an incident of its own
+    sibling_hold_s: float = 1800.0
     keep_resolved: int = 1000  # resolved incidents kept in memory for the API
 
 
@@ -51,6 +59,9 @@ class Incident:
     reasons: list[str] = field(default_factory=list)
     missing_cycles: int = 0
     reported_affected: float = 0.0  # `affected` at the last opened/updated change
+    # what the failing count rests on, per kind (``overdue``, ``failure_end``, ``reject``,
+    # ``churn``, ``moved``), with the leading causes: see ``evidence_summary``
+    evidence: dict[str, object] = field(default_factory=dict)
 
     @property
     def state(self) -> str:
@@ -89,7 +100,41 @@ class Incident:
         if self.iccid is not None:
             out["iccid"] = self.iccid
             out["reasons"] = list(self.reasons)
+        if self.evidence:
+            out["evidence"] = dict(self.evidence)
         return out
+
+    def evidence_text(self) -> str:
+        """The evidence as one sentence ("41 of 101 SIMs: 30 ended sessions with
+        network_failure, 11 moved to another partner"), or ``""``."""
+        return evidence_text(self.evidence, self.total)
+
+
+_EVIDENCE_PHRASES: Final = (
+    ("overdue", "overdue by their own rhythm"),
+    ("failure_end", "had sessions ended by the network{cause}"),
+    ("reject", "were refused{cause}"),
+    ("churn", "re-opened sessions again and again"),
+    ("moved", "left for another partner"),
+)
+
+
+def evidence_text(evidence: Mapping[str, object], total: float) -> str:
+    """One sentence from an ``evidence`` mapping (see ``Incident.evidence``)."""
+    failing = evidence.get("failing")
+    if not isinstance(failing, int | float) or failing <= 0:
+        return ""
+    parts = []
+    for key, phrase in _EVIDENCE_PHRASES:
+        count = evidence.get(key)
+        if not isinstance(count, int | float) or count <= 0:
+            continue
+        cause = evidence.get(f"{key}_cause")
+        parts.append(
+            f"{round(count)} "
+            + phrase.format(cause=f" ({cause})" if isinstance(cause, str) else "")
+        )
+    return f"{round(failing)} of {round(total)} SIMs failing: " + ", ".join(parts)
 
 
 def _json_number(value: float) -> float | str:
@@ -143,6 +188,7 @@ def incident_from_state(data: Mapping[str, object]) -> Incident:
             reasons=[str(r) for r in reasons],
             missing_cycles=int(_number(data.get("missing_cycles", 0))),
             reported_affected=_number(data.get("reported_affected", 0.0)),
+            evidence=dict(_mapping(data.get("evidence", {}))),
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"malformed incident in checkpoint: {exc}") from exc
@@ -175,6 +221,8 @@ class IncidentTracker:
         # candidate key -> consecutive cycles seen, for group causes and SIM alarms
         self._pending_groups: dict[Key, int] = {}
         self._pending_sims: dict[Key, int] = {}
+        self._rest_healthy: RestHealthy | None = None  # this cycle's, see update_groups
+        self._held: dict[Key, float] = {}  # sibling causes held back: since when
 
     def export(self) -> dict[str, object]:
         """The whole tracker, JSON-able: open incidents with their keys, the resolved ones
@@ -223,8 +271,19 @@ class IncidentTracker:
         self.next_id += 1
         return incident_id
 
-    def update_groups(self, now: float, causes: Iterable[Cause]) -> list[IncidentChange]:
-        """Feed one cycle's localization result; returns what changed."""
+    def update_groups(
+        self,
+        now: float,
+        causes: Iterable[Cause],
+        rest_healthy: RestHealthy | None = None,
+    ) -> list[IncidentChange]:
+        """Feed one cycle's localization result; returns what changed.
+
+        ``rest_healthy(parent, children)``: whether the part of group ``parent`` outside
+        the groups ``children`` is healthy this cycle; given, two sibling causes are never
+        widened to their parent over its healthy rest (see ``_merge_sibling``).
+        """
+        self._rest_healthy = rest_healthy
         seen: dict[Key, Cause] = {tuple(sorted(c.dims.items())): c for c in causes}
         changes: list[IncidentChange] = []
         for key in sorted(seen, key=len):  # widest groups first: they cover their parts
@@ -245,6 +304,8 @@ class IncidentTracker:
             parent = self._open_ancestor(key)
             if parent is None:
                 parent = self._merge_sibling(key, now, changes)
+                if parent is _HOLD:
+                    continue  # a sibling of an open incident over a healthy parent: wait
             if parent is not None:
                 # A part of an open incident's group: the open incident covers it.
                 seen[parent] = seen.get(parent, cause)
@@ -267,6 +328,7 @@ class IncidentTracker:
                 )
                 self.open[key] = incident
                 changes.append(IncidentChange("opened", incident, now))
+        self._held = {k: t for k, t in self._held.items() if k in seen}
         self._forget_unseen(self._pending_groups, seen.keys())
         changes.extend(self._age_missing(now, seen.keys(), kind="group"))
         return changes
@@ -302,7 +364,12 @@ class IncidentTracker:
         then in the next country: {apn, country=PL}, then {apn, country=NL}. Two
         subgroups of one parent failing within ``sibling_window_s`` of each other are
         one fault of the parent. The shared part must not be empty: two partners'
-        outages are never merged into one fleet-wide incident.
+        outages are never merged into one fleet-wide incident. Nor are two siblings
+        merged while the parent's other children are healthy (``rest_healthy``): an APN
+        failing in one country and, for another reason, in a second one is two faults.
+        Such a sibling is held back (``_HOLD``) for ``sibling_hold_s`` first: when its
+        parent's fault is still spreading, the parent becomes the cause meanwhile and
+        re-scopes the open incident (one page); else it opens as its own incident.
         """
         new = dict(key)
         for old_key, incident in list(self.open.items()):
@@ -313,6 +380,12 @@ class IncidentTracker:
                 continue
             common = {k: v for k, v in old.items() if new[k] == v}
             if not common or len(common) != len(old) - 1:
+                continue
+            if self._rest_healthy is not None and self._rest_healthy(common, [old, new]):
+                # two faults that share a value, or the parent's fault still spreading
+                first = self._held.setdefault(key, now)
+                if now - first < self.params.sibling_hold_s:
+                    return _HOLD
                 continue
             wider: Key = tuple(sorted(common.items()))
             if wider in self.open:

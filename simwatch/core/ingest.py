@@ -45,6 +45,9 @@ PDP_REJECT = int(RejectKind.PDP_REJECT)
 # like a pdp_reject; the cause keeps the type as a prefix ("quota_exhausted: <cause>") so
 # the diagnosis names it (core.diagnosis.POLICY_REJECTS).
 POLICY_REJECTS = frozenset({"attach_reject", "blocked", "quota_exhausted"})
+# Session end causes that are the network's failure evidence (FORMATS.md ``end_cause``);
+# ``unknown`` is not: platforms without a cause (Cisco's missed sessions) write it.
+FAILURE_END_CAUSES = frozenset({"network_failure"})
 
 
 @dataclass(slots=True)
@@ -89,6 +92,10 @@ class Ingestor:
         t = int(ts) - EPOCH_BASE
         if record.mcc is not None or record.apn is not None or record.rat is not None:
             self._attributes(row, t, record)
+        elif state.mv["attrs_at"][row] == NEVER and state.cols.leaf[row] < 0:
+            # no network attributes yet (usage-only feeds: KORE, Cisco): grouped by its
+            # inventory values (customer, plan...), the record dimensions unknown
+            state.refresh_leaf(row)
         kind = record.kind
         if kind == "usage":
             total = record.bytes_up + record.bytes_down
@@ -152,6 +159,7 @@ class Ingestor:
             return  # a late record: newer attributes are already known
         changed = seen_at == NEVER
         attrs_at[row] = t
+        moved = False
         if record.apn is not None:
             code = state.apns.code(record.apn)
             column = mv["apn"]
@@ -164,6 +172,7 @@ class Ingestor:
             code = state.partners.code(partner)
             column = mv["partner"]
             if code != column[row]:
+                moved = column[row] != 0  # it left a known partner (steering, roaming)
                 column[row] = code
                 mv["country"][row] = self._country_code(code, mcc)
                 changed = True
@@ -176,7 +185,12 @@ class Ingestor:
                 column[row] = code
                 changed = True
         if changed:
+            cols = state.cols
+            left = int(cols.leaf[row])
             state.refresh_leaf(row)
+            if moved and left >= 0:
+                cols.prev_leaf[row] = left
+                cols.moved_at[row] = t
 
     def _country_code(self, partner_code: int, mcc: str) -> int:
         found = self._country_of_partner.get(partner_code)
@@ -237,6 +251,11 @@ class Ingestor:
                 session_bytes[row] = total
             if status == "ended":
                 mv["session_open"][row] = 0
+        if status == "ended" and record.end_cause in FAILURE_END_CAUSES:
+            cols = state.cols
+            if t >= cols.fail_at[row]:
+                cols.fail_at[row] = t
+                cols.fail_cause[row] = state.causes.code(record.end_cause)
 
     def _event(self, row: int, t: int, record: Record) -> None:
         cols = self.state.cols

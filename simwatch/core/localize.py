@@ -284,7 +284,7 @@ def _mask(groups: _Groups, g: int) -> npt.NDArray[np.bool_]:
     return members
 
 
-def _healthy(
+def healthy_part(
     leaves: npt.NDArray[np.bool_],
     whole: npt.NDArray[np.bool_],
     leaf_stats: tuple[FloatArray, FloatArray, FloatArray],
@@ -348,7 +348,7 @@ def _split(  # noqa: PLR0917 - private helper, called once with all of them
     countries, its other countries healthy), so the greedy pick is the parent. For
     each attribute the parent leaves free: its significant children on it that fail
     like the strongest of them (:func:`_fails_alike`) are the failing ones; if there
-    are at least two and the parent's other children are healthy (:func:`_healthy`),
+    are at least two and the parent's other children are healthy (:func:`healthy_part`),
     they replace the parent. Of several attributes that split so, the one naming the
     fewest children wins, then the higher total score. ``[g]`` when none does.
     """
@@ -375,7 +375,7 @@ def _split(  # noqa: PLR0917 - private helper, called once with all of them
         failing = np.zeros_like(p_mask)
         for k in kids:
             failing |= masks[k]
-        if not _healthy(p_mask & ~failing, p_mask, leaf_stats, params):
+        if not healthy_part(p_mask & ~failing, p_mask, leaf_stats, params):
             continue
         key = (float(len(kids)), -float(score[kids].sum()))
         if key < best_key:
@@ -402,7 +402,7 @@ def _generalize(  # noqa: PLR0917 - private helper, called once with all of them
     ancestor); a cause inside P counts as part of the rest, except when P is the
     whole fleet (fleet-wide needs the fleet beyond all causes to be elevated). A
     sibling of C (a cause on the same attributes inside P) never makes P the
-    cause while P's other children are healthy (:func:`_healthy`). Above
+    cause while P's other children are healthy (:func:`healthy_part`). Above
     ``generalize_margin`` the best parent replaces C and the climb repeats.
     """
     while True:
@@ -430,7 +430,7 @@ def _generalize(  # noqa: PLR0917 - private helper, called once with all of them
                 else:  # a cause inside the parent counts as its rest ...
                     siblings |= o_ci == ci
             ev = _rest_evidence(c_mask, rest, leaf_stats, params, rest_threshold)
-            if siblings and _healthy(remaining, p_mask, leaf_stats, params):
+            if siblings and healthy_part(remaining, p_mask, leaf_stats, params):
                 continue  # ... but siblings never carry the climb over healthy children
             if ev > best_ev:
                 best_g, best_ev = pg, ev

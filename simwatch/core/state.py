@@ -120,6 +120,10 @@ class Columns:
     reject_count: np.ndarray  # rejects in the current 24 h run (reset after a quiet day)
     reject_apn: np.ndarray
     reject_cause: np.ndarray
+    fail_at: np.ndarray  # time of the last session the network ended with a failure cause
+    fail_cause: np.ndarray  # its cause (code in ``causes``)
+    prev_leaf: np.ndarray  # the leaf the SIM left when its partner last changed, -1 = none
+    moved_at: np.ndarray  # when its partner last changed (from a known partner)
     month: np.ndarray  # year*12+month-1 of month_bytes, -1 = none
     month_bytes: np.ndarray
     leaf: np.ndarray  # code of the SIM's leaf group (combination of its dimension values)
@@ -149,6 +153,10 @@ class Columns:
             reject_count=np.zeros(capacity, np.uint16),
             reject_apn=np.zeros(capacity, i32),
             reject_cause=np.zeros(capacity, i32),
+            fail_at=np.full(capacity, NEVER, i32),
+            fail_cause=np.zeros(capacity, i32),
+            prev_leaf=np.full(capacity, -1, i32),
+            moved_at=np.full(capacity, NEVER, i32),
             month=np.full(capacity, -1, np.int16),
             month_bytes=np.zeros(capacity, np.int64),
             leaf=np.full(capacity, -1, i32),
@@ -173,10 +181,18 @@ _FILL = {
     "session_start": NEVER,
     "session_starts": NEVER,
     "reject_at": NEVER,
+    "fail_at": NEVER,
+    "prev_leaf": -1,
+    "moved_at": NEVER,
     "data_cap": -1,
     "month": -1,
     "leaf": -1,
 }
+
+
+# Columns added after checkpoints were first written: a checkpoint without them restores
+# with their empty values (the evidence they hold is minutes old anyway).
+ADDED_COLUMNS: Final = frozenset({"fail_at", "fail_cause", "prev_leaf", "moved_at"})
 
 
 def _copy_into(own: np.ndarray, given: np.ndarray, n: int, name: str) -> None:
@@ -377,7 +393,7 @@ class FleetState:
 
     def refresh_all_leaves(self) -> None:
         for row in range(len(self)):
-            if self.cols.attrs_at[row] != NEVER:
+            if self.cols.attrs_at[row] != NEVER or self.cols.leaf[row] >= 0:
                 self.refresh_leaf(row)
 
     @property
@@ -459,6 +475,8 @@ class FleetState:
         cols = Columns.empty(capacity, self.extra_dims)
         names = [(name, f"col.{name}") for name in Columns.__slots__ if name != "extra"]
         for name, key in names:
+            if key not in arrays and name in ADDED_COLUMNS:
+                continue
             _copy_into(getattr(cols, name), arrays[key], n, key)
         for name in self.extra_dims:
             _copy_into(cols.extra[name], arrays[f"extra.{name}"], n, f"extra.{name}")

@@ -92,6 +92,23 @@ SCHEMAS: Final[dict[str, Schema]] = {
         },
         "the last authentication failure or session reject and its run length",
     ),
+    "Network": _object(
+        {
+            "evidence": {
+                "type": "array",
+                "items": {
+                    "type": "string",
+                    "enum": ["failure_end", "reject", "churn", "moved"],
+                },
+            },
+            "failure_end_at": _TIME,
+            "failure_end_cause": _TEXT,
+            "moved_at": _TIME,
+        },
+        "the network's own evidence: what counts the SIM as failing in its group in the "
+        "last evaluation (docs/detection.md), its last session ended with a failure cause, "
+        "and when it last left a partner for another",
+    ),
     "Usage": _object(
         {
             "bytes": _COUNT,
@@ -127,6 +144,27 @@ SCHEMAS: Final[dict[str, Schema]] = {
             "peak_affected": _COUNT,
             "iccid": {"type": "string"},
             "reasons": {"type": "array", "items": {"type": "string"}},
+            "evidence": {
+                "type": "object",
+                "description": (
+                    "group incidents: what the failing SIMs show this cycle: `failing`, "
+                    "`overdue` (by their own rhythm) and the network's evidence, "
+                    "`failure_end` (sessions ended with a failure cause), `reject`, "
+                    "`churn`, `moved` (left for another partner), as SIM counts, with "
+                    "`failure_end_cause` and `reject_cause`, the leading causes"
+                ),
+                "properties": {
+                    "failing": _COUNT,
+                    "overdue": _COUNT,
+                    "failure_end": _COUNT,
+                    "reject": _COUNT,
+                    "churn": _COUNT,
+                    "moved": _COUNT,
+                    "failure_end_cause": {"type": "string"},
+                    "reject_cause": {"type": "string"},
+                },
+                "additionalProperties": False,
+            },
         },
         "required": [
             "id",
@@ -162,6 +200,7 @@ SCHEMAS: Final[dict[str, Schema]] = {
             "rhythm": _ref("Rhythm"),
             "session": _ref("Session"),
             "rejects": _ref("Rejects"),
+            "network": _ref("Network"),
             "usage_this_month": _ref("Usage"),
             "diagnosis": {"type": "array", "items": _ref("Finding")},
             "incident": {

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
-from simwatch.core.evaluate import INACTIVE, STATE_NAMES, sim_states
+from simwatch.core.evaluate import EVIDENCE_NAMES, INACTIVE, STATE_NAMES, sim_states
 from simwatch.core.groups import Group, by_dimension, by_leaf, fleet_figures
 from simwatch.core.state import NEVER, Flag, RejectKind, Status, absolute
 from simwatch.core.timeutil import format_rfc3339, format_rfc3339_many, month_of
@@ -169,6 +169,7 @@ def sim_view(engine: Engine, iccid: str, now: float) -> Json:
         },
         "session": _session(engine, row),
         "rejects": _rejects(engine, row),
+        "network": _network(engine, row),
         "usage_this_month": _usage(engine, row, now),
         "diagnosis": [f.to_json() for f in findings],
         "incident": None if incident is None else incident.to_json(),
@@ -201,6 +202,22 @@ def _rejects(engine: Engine, row: int) -> Json:
         "count": int(c.reject_count[row]),
         "apn": _text(state.apns.values, int(c.reject_apn[row])),
         "cause": _text(state.causes.values, int(c.reject_cause[row])),
+    }
+
+
+def _network(engine: Engine, row: int) -> Json:
+    """The network's own evidence about the SIM: what counts it as failing in its group
+    in the last evaluation, its last failure end and when it last left a partner."""
+    c = engine.state.cols
+    evaluation = engine.last_evaluation
+    bits = int(evaluation.evidence[row]) if evaluation is not None and row < evaluation.n else 0
+    fail_at = int(c.fail_at[row])
+    moved_at = int(c.moved_at[row])
+    return {
+        "evidence": [name for bit, name in EVIDENCE_NAMES if bits & bit],
+        "failure_end_at": None if fail_at == NEVER else _time(absolute(fail_at)),
+        "failure_end_cause": _text(engine.state.causes.values, int(c.fail_cause[row])),
+        "moved_at": None if moved_at == NEVER else _time(absolute(moved_at)),
     }
 
 

@@ -258,7 +258,10 @@ class Daemon:
                 await self._apply_batch(batch)
             finally:
                 self._applying = False
-                self._last_batch_at = self.clock()
+                if batch.lines or batch.payloads or batch.objects:
+                    # an empty batch only commits a position (a poll that found nothing
+                    # new): it is no backlog, or a quiet polled fleet stops the cycles
+                    self._last_batch_at = self.clock()
 
     async def _apply_batch(self, batch: Batch) -> None:
         stats = next((s.stats for s in self.sources if s.stats.name == batch.source), None)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from simwatch.core.timeutil import format_rfc3339, parse_rfc3339
 from simwatch.sources.cmp.base import AdapterError, Record, normalize_time, obj, text
 
 if TYPE_CHECKING:
@@ -57,10 +58,17 @@ def _bytes(value: object) -> int | None:
 
 
 def kore_usage(
-    body: object, sims: Mapping[str, str], marks: Mapping[str, tuple[int, int]]
+    body: object,
+    sims: Mapping[str, str],
+    marks: Mapping[str, tuple[int, int]],
+    now: float | None = None,
 ) -> tuple[list[Record], dict[str, tuple[int, int]], int]:
     """A UsageRecords page -> usage records for what grew since ``marks`` (keyed
-    ``<sim_sid>|<start>``), the page's new marks, and records skipped (unknown SIM...)."""
+    ``<sim_sid>|<start>``), the page's new marks, and records skipped (unknown SIM...).
+
+    The hour still running ends in the future: its record ends at ``now`` instead (the
+    bytes so far were sent by then; a record from the future is refused by ingest).
+    """
     out: list[Record] = []
     seen: dict[str, tuple[int, int]] = {}
     skipped = 0
@@ -77,6 +85,8 @@ def kore_usage(
         if iccid is None or start is None or end is None or up is None or down is None:
             skipped += 1
             continue
+        if now is not None and parse_rfc3339(end) > now:
+            end = format_rfc3339(max(now, parse_rfc3339(start)))
         key = f"{sid}|{start}"
         seen[key] = (up, down)
         old_up, old_down = marks.get(key, (0, 0))

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qsl, urlsplit
 
 from simwatch.core.timeutil import format_rfc3339
-from simwatch.sources.cmp.base import AdapterError
+from simwatch.sources.cmp.base import AdapterError, Record, in_time_order
 from simwatch.sources.cmp.context import HOUR_S, LOOKBACK_S, REDISCOVER_S, CmpError, SimState
 from simwatch.sources.cmp.kore import kore_next, kore_sims, kore_usage
 
@@ -63,19 +63,23 @@ async def poll(ctx: PollContext, sink: Sink) -> None:
     }
     path = "/v1/UsageRecords"
     seen: dict[str, tuple[int, int]] = {}
+    read: list[Record] = []
     while True:
         body, _ = await ctx.get_json(path, params)
         try:
-            records, marks, skipped = kore_usage(body, sids, by_sid)
+            records, marks, skipped = kore_usage(body, sids, by_sid, now)
         except AdapterError as exc:
             raise CmpError(f"GET {path}: {exc}") from exc
         ctx.skipped += skipped
         seen.update(marks)
-        await ctx.hand_over(sink, records, commit=False)
+        read += records
         nxt = kore_next(body)
         if nxt is None:
             break
         path, params = _relative(ctx, nxt)
+    # in time order, whatever order the pages come in (the documented example is newest
+    # first): the engine learns rhythms from gaps in time order
+    await ctx.hand_over(sink, in_time_order(read), commit=False)
     first = format_rfc3339(start)
     for sid, iccid in sids.items():
         kept = {k: v for k, v in _marks(ctx, iccid) if k >= first}

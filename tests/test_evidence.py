@@ -1,0 +1,194 @@
+"""Group detection on the network's own evidence, before any SIM is overdue.
+
+A fleet of 120 SIMs in Germany reports every 30 minutes for three days (the rhythms
+and the group baselines are learned), half on partner 26202, half on 26201. Then the
+network speaks: sessions on 26202 end with ``network_failure``, or PDP requests are
+refused, or the SIMs leave 26202 for 26203. Each must open a group incident on 26202
+within minutes (a SIM reporting every 30 minutes is overdue only after about an hour),
+say what it rests on, and never page the partner the SIMs went to.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from fleet import DAY, T0, Feed, iccid, new_engine
+
+from simwatch.core.evaluate import Evidence
+from simwatch.core.incidents import evidence_text
+from simwatch.core.state import FleetState
+from simwatch.http.views import sim_view
+
+if TYPE_CHECKING:
+    from simwatch.core.engine import Engine
+
+SIMS = 120
+PERIOD_S = 1800.0
+HISTORY_S = 3 * DAY
+EVAL_S = 600.0
+FAILING = [iccid(k) for k in range(0, SIMS, 2)]  # the even SIMs: partner 26202
+
+
+def mnc(k: int) -> str:
+    return "02" if k % 2 == 0 else "01"
+
+
+def learned_fleet() -> tuple[Engine, Feed, float]:
+    """Three days of 30-minute reports, evaluated every 10 minutes; returns the time the
+    history ends at (each SIM's last report within the last 30 minutes before it)."""
+    engine = new_engine([iccid(k) for k in range(SIMS)], eval_interval_s=EVAL_S, warmup_s=DAY)
+    feed = Feed(engine)
+    offsets = np.random.default_rng(1).uniform(0, PERIOD_S, SIMS)
+    events = sorted(
+        (T0 + off + j * PERIOD_S, k)
+        for k, off in enumerate(offsets)
+        for j in range(int(HISTORY_S // PERIOD_S))
+    )
+    next_eval = T0 + EVAL_S
+    for ts, k in events:
+        while next_eval <= ts:
+            engine.evaluate(next_eval)
+            next_eval += EVAL_S
+        feed.usage(iccid(k), ts, mnc=mnc(k))
+    end = T0 + HISTORY_S
+    while next_eval <= end:
+        engine.evaluate(next_eval)
+        next_eval += EVAL_S
+    return engine, feed, end
+
+
+def group_incidents(engine: Engine) -> list[dict[str, str]]:
+    return [dict(i.dims) for i in engine.incidents.open.values() if i.kind == "group"]
+
+
+def run_minutes(engine: Engine, start: float, minutes: int) -> float | None:
+    """Evaluate every minute from ``start``; the first minute a group incident is open."""
+    for m in range(1, minutes + 1):
+        engine.evaluate(start + 60.0 * m)
+        if group_incidents(engine):
+            return 60.0 * m
+    return None
+
+
+def test_a_quiet_fleet_opens_nothing() -> None:
+    engine, _feed, end = learned_fleet()
+    assert run_minutes(engine, end, 20) is None
+
+
+def test_failure_ends_open_the_partner_incident_in_minutes() -> None:
+    engine, feed, end = learned_fleet()
+    for n, sim in enumerate(FAILING):  # the network tears the sessions down
+        feed.session(sim, end + 5.0 + n, "ended", end_cause="network_failure")
+    opened = run_minutes(engine, end, 10)
+    assert opened is not None
+    assert opened <= 5 * 60  # before any SIM of a 30-minute rhythm is overdue
+    assert group_incidents(engine) == [{"partner": "26202"}]
+    (incident,) = engine.incidents.open.values()
+    evidence = incident.to_json()["evidence"]
+    assert isinstance(evidence, dict)
+    assert evidence["failure_end"] == len(FAILING)
+    assert evidence["failure_end_cause"] == "network_failure"
+    assert evidence["overdue"] == 0
+    assert "60 had sessions ended by the network (network_failure)" in incident.evidence_text()
+    # a SIM that sends data again no longer counts as failing
+    for sim in FAILING:
+        feed.usage(sim, end + 660.0, mnc="02")
+    engine.evaluate(end + 720.0)
+    assert engine.last_evaluation is not None
+    assert int(engine.last_evaluation.evidence.sum()) == 0
+
+
+def test_rejects_open_the_partner_incident_with_their_cause() -> None:
+    engine, feed, end = learned_fleet()
+    for n, sim in enumerate(FAILING):
+        feed.event(sim, end + 5.0 + n, "pdp_reject", cause="apn_unavailable", mnc="02")
+    assert run_minutes(engine, end, 10) is not None
+    assert group_incidents(engine) == [{"partner": "26202"}]
+    (incident,) = engine.incidents.open.values()
+    assert incident.evidence["reject"] == len(FAILING)
+    assert incident.evidence["reject_cause"] == "apn_unavailable"
+
+
+def test_policy_refusals_are_no_group_evidence() -> None:
+    # a customer's quota used up is each SIM's own matter (the diagnosis names it)
+    engine, feed, end = learned_fleet()
+    for n, sim in enumerate(FAILING):
+        feed.event(sim, end + 5.0 + n, "quota_exhausted", cause="QUOTA_EXHAUSTED")
+    assert run_minutes(engine, end, 10) is None
+
+
+def test_devices_leaving_a_partner_page_that_partner_never_the_one_they_join() -> None:
+    engine, feed, end = learned_fleet()
+    for n, sim in enumerate(FAILING):  # steered away: a location update on 26203
+        feed.event(sim, end + 5.0 + n, "location_update", mcc="262", mnc="03")
+    assert run_minutes(engine, end, 10) is not None
+    assert group_incidents(engine) == [{"partner": "26202"}]
+    (incident,) = engine.incidents.open.values()
+    assert incident.evidence["moved"] == len(FAILING)
+    for m in range(11, 70):  # they report on 26203 now: never a page there
+        if m % 10 == 0:
+            for sim in FAILING:
+                feed.usage(sim, end + 60.0 * m, mnc="03")
+        engine.evaluate(end + 60.0 * m)
+        assert {"partner": "26203"} not in group_incidents(engine)
+
+
+def test_sessions_re_opened_without_data_are_churn_evidence() -> None:
+    engine, feed, end = learned_fleet()
+    for n, sim in enumerate(FAILING):  # the data path is broken: re-open, re-open ...
+        for j in range(5):
+            feed.session(sim, end + 5.0 + n + 120.0 * j, "started", mnc="02")
+    assert run_minutes(engine, end, 15) is not None
+    assert group_incidents(engine) == [{"partner": "26202"}]
+    (incident,) = engine.incidents.open.values()
+    assert incident.evidence["churn"] == len(FAILING)
+
+
+def test_a_session_per_report_is_no_churn_evidence() -> None:
+    # session-level devices open a session for each report and send data in it
+    engine, feed, end = learned_fleet()
+    for n, sim in enumerate(FAILING):
+        for j in range(5):
+            t = end + 5.0 + n + 120.0 * j
+            feed.session(sim, t, "started", mnc="02")
+            feed.usage(sim, t + 30.0, mnc="02")
+    assert run_minutes(engine, end, 15) is None
+    assert engine.last_evaluation is not None
+    assert int((engine.last_evaluation.evidence & Evidence.CHURN).sum()) == 0
+
+
+def test_own_evidence_shows_in_the_diagnosis() -> None:
+    engine, feed, end = learned_fleet()
+    for n, sim in enumerate(FAILING):
+        feed.session(sim, end + 5.0 + n, "ended", end_cause="network_failure")
+    run_minutes(engine, end, 10)
+    findings = engine.diagnose(FAILING[0], end + 600.0)
+    assert findings is not None
+    hint = next(f.hint for f in findings if f.code == "group_incident")
+    assert "Evidence: 60 of 60 SIMs failing" in hint
+    assert "This SIM: its session was ended by the network" in hint
+    network = sim_view(engine, FAILING[0], end + 600.0)["network"]
+    assert isinstance(network, dict)
+    assert network["evidence"] == ["failure_end"]
+    assert network["failure_end_cause"] == "network_failure"
+
+
+def test_evidence_text_of_an_empty_mapping_is_empty() -> None:
+    assert evidence_text({}, 10) == ""
+    assert evidence_text({"failing": 3, "churn": 3}, 10) == (
+        "3 of 10 SIMs failing: 3 re-opened sessions again and again"
+    )
+
+
+def test_a_checkpoint_without_the_evidence_columns_restores() -> None:
+    state = FleetState()
+    state.ensure_row(iccid(1))
+    arrays, meta = state.export()
+    for name in ("fail_at", "fail_cause", "prev_leaf", "moved_at"):
+        del arrays[f"col.{name}"]
+    restored = FleetState()
+    restored.restore(arrays, meta)
+    assert int(restored.cols.fail_at[0]) == -1
+    assert int(restored.cols.prev_leaf[0]) == -1
+    assert Evidence.MOVED == 8
