@@ -1,7 +1,7 @@
 """What the end-to-end platform tests share: the daemon's configuration, a secret file,
 the API token, API reads and the open group incidents.
 
-``write_config`` writes a ``simwatch.toml`` with cycles every 60 s, the given warm-up,
+``write_config`` writes a ``simwatch.toml`` with cycles every 60 s (or as given), the given warm-up,
 optional customer groups from an inventory CSV, and the test's own source table(s).
 """
 
@@ -39,6 +39,7 @@ def write_config(
     source: str,
     *,
     warmup_s: float = 43200,
+    eval_interval_s: float = 60,
     inventory: Path | None = None,
 ) -> Path:
     """The daemon's configuration; with ``inventory``, SIMs grouped by customer."""
@@ -48,7 +49,7 @@ def write_config(
         f"""
 state_dir = "{tmp_path / "state"}"
 [engine]
-eval_interval_s = 60
+eval_interval_s = {eval_interval_s}
 warmup_s = {warmup_s}
 dead_letter_file = "{tmp_path / "dl.ndjson"}"
 {groups}

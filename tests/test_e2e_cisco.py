@@ -93,7 +93,10 @@ base_url = "{base_url}"
 auth = {{ kind = "basic", username = "{fake.user}", password_file = "{key}" }}
 poll_interval_s = 2
 """
-    return write_config(tmp_path, port, source, warmup_s=3600, inventory=inventory)
+    # no history to catch up: short cycles, so the first live one comes soon
+    return write_config(
+        tmp_path, port, source, warmup_s=3600, eval_interval_s=10, inventory=inventory
+    )
 
 
 async def test_cisco_polled_sessions_to_states(tmp_path: Path) -> None:
