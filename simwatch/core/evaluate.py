@@ -143,36 +143,54 @@ def explanations(state: FleetState, now: float, params: EvalParams) -> np.ndarra
 def network_evidence(
     state: FleetState, now: float, why: np.ndarray, params: EvalParams
 ) -> np.ndarray:
-    """Per-SIM ``Evidence`` flags at ``now`` (before the counted / explained filters)."""
+    """Per-SIM ``Evidence`` flags at ``now`` (before the counted / explained filters).
+
+    Evidence is sparse: one comparison over a column finds the few candidate SIMs, and
+    only those are checked further (a few ms at a million SIMs).
+    """
     n = len(state)
     c = state.cols
     now_rel = rel(now)
-    since = now_rel - params.evidence_window_s
+    since = now_rel - params.evidence_window_s  # > NEVER: "never" is never recent
     last = state.rhythm.last_data[:n]
-    last_rel = np.where(np.isnan(last), float(NEVER), last - EPOCH_BASE)
-    # no data and no session accepted since: a new session means the network is back
-    since_ok = np.maximum(last_rel, c.session_start[:n])
     ev = np.zeros(n, np.uint8)
-    fail_at = c.fail_at[:n]
-    ev[(fail_at != NEVER) & (fail_at > since) & (fail_at >= since_ok)] |= Evidence.FAILURE_END
-    reject_at = c.reject_at[:n]
-    rejected = (reject_at != NEVER) & (reject_at > since) & (reject_at >= since_ok)
-    policy = [
-        code for code, cause in enumerate(state.causes.values) if cause.startswith(_POLICY_CAUSES)
-    ]
-    if policy:
-        rejected &= ~np.isin(c.reject_cause[:n], policy)
-    ev[rejected] |= Evidence.REJECT
+
+    def quiet_since(rows: np.ndarray, at: np.ndarray) -> np.ndarray:
+        """No data and no session accepted since ``at``: a new session means the
+        network is back."""
+        data = last[rows]
+        no_data = np.isnan(data) | (data - EPOCH_BASE < at)
+        quiet: np.ndarray = no_data & (c.session_start[rows] <= at)
+        return quiet
+
+    rows = np.flatnonzero(c.fail_at[:n] > since)
+    if rows.size:
+        rows = rows[quiet_since(rows, c.fail_at[rows])]
+        ev[rows] |= Evidence.FAILURE_END
+    rows = np.flatnonzero(c.reject_at[:n] > since)
+    if rows.size:
+        rows = rows[quiet_since(rows, c.reject_at[rows])]
+        policy = [
+            code
+            for code, cause in enumerate(state.causes.values)
+            if cause.startswith(_POLICY_CAUSES)
+        ]
+        if policy:
+            rows = rows[~np.isin(c.reject_cause[rows], policy)]
+        ev[rows] |= Evidence.REJECT
     # churn is evidence only while the re-opened sessions carry no data: devices that
     # open a session per report (session-level feeds) churn by design and send data
-    ring = c.session_starts[:n]
-    recent = (ring != NEVER) & (ring > now_rel - params.churn_window_s) & (ring <= now_rel)
-    first_start = np.where(recent, ring, np.iinfo(np.int32).max).min(axis=1)
-    ev[((why & Why.CHURN) != 0) & (last_rel < first_start)] |= Evidence.CHURN
-    moved_at = c.moved_at[:n]
-    prev_leaf = c.prev_leaf[:n]
-    left = (moved_at != NEVER) & (moved_at > since) & (prev_leaf >= 0) & (prev_leaf != c.leaf[:n])
-    ev[left] |= Evidence.MOVED
+    rows = np.flatnonzero(why & Why.CHURN)
+    if rows.size:
+        ring = c.session_starts[rows]
+        recent = (ring > now_rel - params.churn_window_s) & (ring <= now_rel)
+        first = np.where(recent, ring, np.iinfo(np.int32).max).min(axis=1)
+        data = last[rows]
+        ev[rows[np.isnan(data) | (data - EPOCH_BASE < first)]] |= Evidence.CHURN
+    rows = np.flatnonzero(c.moved_at[:n] > since)
+    if rows.size:
+        prev = c.prev_leaf[rows]
+        ev[rows[(prev >= 0) & (prev != c.leaf[rows])]] |= Evidence.MOVED
     return ev
 
 
@@ -240,13 +258,21 @@ def evaluate(
     explained = (why & (Why.WRONG_APN | Why.DATA_CAP)) != 0
     overdue = counted & ((states == SimState.LATE) | (states == SimState.SILENT)) & ~explained
     evidence = network_evidence(state, now, why, params)
-    evidence[~counted | explained] = 0
+    shown = np.flatnonzero(evidence)  # few SIMs: the rest of the work is on them alone
+    dropped = ~counted[shown] | explained[shown]
+    evidence[shown[dropped]] = 0
+    shown = shown[~dropped]
     # a SIM that just left its partner counts, failing, where it left (the evidence is
     # against the partner it left, never the one it went to)
-    moved = (evidence & Evidence.MOVED) != 0
-    member_leaf = leaf.astype(np.int32, copy=True)
-    member_leaf[moved] = c.prev_leaf[:n][moved]
-    failing = overdue | (evidence != 0)
+    moved = shown[(evidence[shown] & Evidence.MOVED) != 0]
+    member_leaf = leaf
+    if moved.size:
+        member_leaf = leaf.copy()
+        member_leaf[moved] = c.prev_leaf[moved]
+    failing = overdue
+    if shown.size:
+        failing = overdue.copy()
+        failing[shown] = True
     n_leaves = state.n_leaves
     total = np.bincount(member_leaf[counted], minlength=n_leaves).astype(np.float64)
     affected = np.bincount(member_leaf[failing], minlength=n_leaves).astype(np.float64)
