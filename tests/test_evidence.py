@@ -156,6 +156,10 @@ def test_a_session_per_report_is_no_churn_evidence() -> None:
     assert run_minutes(engine, end, 15) is None
     assert engine.last_evaluation is not None
     assert int((engine.last_evaluation.evidence & Evidence.CHURN).sum()) == 0
+    # nor does the support agent read "session churn" for such a healthy device
+    findings = engine.diagnose(FAILING[0], end + 900.0)
+    assert findings is not None
+    assert [f.code for f in findings] == ["ok"]
 
 
 def test_own_evidence_shows_in_the_diagnosis() -> None:

@@ -136,7 +136,17 @@ def explanations(state: FleetState, now: float, params: EvalParams) -> np.ndarra
     starts = ((ring != NEVER) & (ring > now_rel - params.churn_window_s) & (ring <= now_rel)).sum(
         axis=1
     )
-    why[starts >= params.churn_starts] |= Why.CHURN
+    # Re-opened sessions are churn when the network dropped them (a failure end in the
+    # window) or when they carry no data: a device that opens a session for each report
+    # and sends data in it (session-level platforms) is not churning.
+    rows = np.flatnonzero(starts >= params.churn_starts)
+    if rows.size:
+        window_start = now_rel - params.churn_window_s
+        dropped = c.fail_at[rows] > window_start
+        recent = (ring[rows] > window_start) & (ring[rows] <= now_rel)
+        first = np.where(recent, ring[rows], np.iinfo(np.int32).max).min(axis=1)
+        no_data = last_rel[rows] < first
+        why[rows[dropped | no_data]] |= Why.CHURN
     return why
 
 
