@@ -141,13 +141,17 @@ def explanations(state: FleetState, now: float, params: EvalParams) -> np.ndarra
     # and sends data in it (session-level platforms) is not churning.
     rows = np.flatnonzero(starts >= params.churn_starts)
     if rows.size:
-        window_start = now_rel - params.churn_window_s
-        dropped = c.fail_at[rows] > window_start
-        recent = (ring[rows] > window_start) & (ring[rows] <= now_rel)
-        first = np.where(recent, ring[rows], np.iinfo(np.int32).max).min(axis=1)
-        no_data = last_rel[rows] < first
+        dropped = c.fail_at[rows] > now_rel - params.churn_window_s
+        no_data = last_rel[rows] < _first_recent_start(ring[rows], now_rel, params)
         why[rows[dropped | no_data]] |= Why.CHURN
     return why
+
+
+def _first_recent_start(ring: np.ndarray, now_rel: int, params: EvalParams) -> np.ndarray:
+    """Per row of session-start rings, the first start within ``churn_window_s``."""
+    recent = (ring > now_rel - params.churn_window_s) & (ring <= now_rel)
+    first: np.ndarray = np.where(recent, ring, np.iinfo(np.int32).max).min(axis=1)
+    return first
 
 
 def network_evidence(
@@ -192,9 +196,7 @@ def network_evidence(
     # open a session per report (session-level feeds) churn by design and send data
     rows = np.flatnonzero(why & Why.CHURN)
     if rows.size:
-        ring = c.session_starts[rows]
-        recent = (ring > now_rel - params.churn_window_s) & (ring <= now_rel)
-        first = np.where(recent, ring, np.iinfo(np.int32).max).min(axis=1)
+        first = _first_recent_start(c.session_starts[rows], now_rel, params)
         data = last[rows]
         ev[rows[np.isnan(data) | (data - EPOCH_BASE < first)]] |= Evidence.CHURN
     rows = np.flatnonzero(c.moved_at[:n] > since)

@@ -105,8 +105,8 @@ class Incident:
         return out
 
     def evidence_text(self) -> str:
-        """The evidence as one sentence ("41 of 101 SIMs: 30 ended sessions with
-        network_failure, 11 moved to another partner"), or ``""``."""
+        """The evidence as one sentence ("41 of 101 SIMs failing: 30 had sessions ended
+        by the network (network_failure), 11 left for another partner"), or ``""``."""
         return evidence_text(self.evidence, self.total)
 
 
