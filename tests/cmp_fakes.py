@@ -39,8 +39,13 @@ from typing import TYPE_CHECKING, Protocol, Self
 import orjson
 from aiohttp import web
 
+from simwatch.core.records import Record, RecordDecoder
+
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Awaitable, Callable
+
+    from simwatch.shell.source_contract import Batch
 
 DATA = Path(__file__).parent / "data" / "cmp"
 
@@ -50,6 +55,24 @@ def example(name: str) -> dict[str, object]:
     data = orjson.loads((DATA / name).read_bytes())
     assert isinstance(data, dict)
     return data
+
+
+async def drain(
+    sink: asyncio.Queue[Batch], valid_at: float | None = None
+) -> list[dict[str, object]]:
+    """Every object a CMP source handed over, in order, each batch's cursor committed;
+    with ``valid_at``, each object is checked to decode as a FORMATS.md record then."""
+    out: list[dict[str, object]] = []
+    decoder = RecordDecoder()
+    while not sink.empty():
+        batch = sink.get_nowait()
+        for obj in batch.objects:
+            if valid_at is not None:
+                assert isinstance(decoder.decode_obj(obj, valid_at), Record), obj
+            out.append(dict(obj))
+        if batch.on_applied is not None:
+            await batch.on_applied()
+    return out
 
 
 def json_response(obj: object, status: int = 200) -> web.Response:

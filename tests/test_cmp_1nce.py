@@ -7,6 +7,7 @@ import copy
 from typing import TYPE_CHECKING
 
 import pytest
+from cmp_fakes import drain as drain_handed_over
 from cmp_fakes_platforms import FakeOnce, OnceSim, epoch, example, serve
 from fleet import ICCIDS, Feed, new_engine
 
@@ -59,13 +60,7 @@ def make(fake: FakeOnce, ftime: FakeTime, **kw: object) -> CmpSource:
 
 
 async def drain(sink: asyncio.Queue[Batch]) -> list[dict[str, object]]:
-    out: list[dict[str, object]] = []
-    while not sink.empty():
-        batch = sink.get_nowait()
-        out += [dict(o) for o in batch.objects]
-        if batch.on_applied is not None:
-            await batch.on_applied()
-    return out
+    return await drain_handed_over(sink)
 
 
 def for_sim(event: dict[str, object], iccid: str = SIM) -> dict[str, object]:

@@ -13,9 +13,9 @@ import math
 from typing import TYPE_CHECKING
 
 import pytest
+from cmp_fakes import drain as drain_handed_over
 from cmp_fakes_more import FakeCisco, FakeTime, serve
 
-from simwatch.core.records import Record, RecordDecoder
 from simwatch.core.timeutil import parse_rfc3339
 from simwatch.shell.settings import HttpSourceSettings
 from simwatch.sources.cmp.source import CmpError, CmpSource
@@ -46,17 +46,7 @@ def make(url: str, ftime: FakeTime, key: str = "cc-api-key", **kw: object) -> Cm
 
 
 async def drain(sink: asyncio.Queue[Batch]) -> list[dict[str, object]]:
-    """The handed-over objects (each a valid FORMATS.md record), committing each batch."""
-    out: list[dict[str, object]] = []
-    decoder = RecordDecoder()
-    while not sink.empty():
-        batch = sink.get_nowait()
-        for obj in batch.objects:
-            assert isinstance(decoder.decode_obj(obj, T0 + 86400), Record), obj
-            out.append(dict(obj))
-        if batch.on_applied is not None:
-            await batch.on_applied()
-    return out
+    return await drain_handed_over(sink, T0 + 86400)
 
 
 def session(rid: str, sid: str, status: str, ts: str, **extra: str) -> dict[str, object]:

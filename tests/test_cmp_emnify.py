@@ -6,6 +6,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 import pytest
+from cmp_fakes import drain as drain_handed_over
 from cmp_fakes_platforms import FakeEmnify, epoch, example, serve
 from fleet import ICCIDS, Feed, new_engine
 
@@ -58,14 +59,7 @@ def make(fake: FakeEmnify, ftime: FakeTime, **kw: object) -> CmpSource:
 
 
 async def drain(sink: asyncio.Queue[Batch]) -> list[dict[str, object]]:
-    """Every object handed over, in order (and each batch's cursor committed)."""
-    out: list[dict[str, object]] = []
-    while not sink.empty():
-        batch = sink.get_nowait()
-        out += [dict(o) for o in batch.objects]
-        if batch.on_applied is not None:
-            await batch.on_applied()
-    return out
+    return await drain_handed_over(sink)
 
 
 # the exact FORMATS.md record each documented event example gives (None: nothing)

@@ -11,9 +11,9 @@ import copy
 from typing import TYPE_CHECKING
 
 import pytest
+from cmp_fakes import drain as drain_handed_over
 from cmp_fakes_more import TOKEN_PATH, FakeKore, FakeTime, example, serve
 
-from simwatch.core.records import Record, RecordDecoder
 from simwatch.core.timeutil import format_rfc3339, parse_rfc3339
 from simwatch.shell.settings import HttpSourceSettings
 from simwatch.sources.cmp.kore import kore_usage
@@ -68,16 +68,7 @@ def make(url: str, ftime: FakeTime, secret: str = "kore-secret", **kw: object) -
 
 
 async def drain(sink: asyncio.Queue[Batch]) -> list[dict[str, object]]:
-    out: list[dict[str, object]] = []
-    decoder = RecordDecoder()
-    while not sink.empty():
-        batch = sink.get_nowait()
-        for obj in batch.objects:
-            assert isinstance(decoder.decode_obj(obj, T0 + 86400), Record), obj
-            out.append(dict(obj))
-        if batch.on_applied is not None:
-            await batch.on_applied()
-    return out
+    return await drain_handed_over(sink, T0 + 86400)
 
 
 def usage(

@@ -12,10 +12,10 @@ import asyncio
 from typing import TYPE_CHECKING
 
 import pytest
+from cmp_fakes import drain as drain_handed_over
 from cmp_fakes_more import FakeSoracom, FakeTime, example, serve
 
 from simwatch.core.operators import OperatorTable
-from simwatch.core.records import Record, RecordDecoder
 from simwatch.core.timeutil import parse_rfc3339
 from simwatch.shell.settings import HttpSourceSettings
 from simwatch.sources.cmp.soracom import resolve_mnc
@@ -50,16 +50,7 @@ def make(url: str, ftime: FakeTime, key: str = "secret-1", **kw: object) -> CmpS
 
 
 async def drain(sink: asyncio.Queue[Batch]) -> list[dict[str, object]]:
-    out: list[dict[str, object]] = []
-    decoder = RecordDecoder()
-    while not sink.empty():
-        batch = sink.get_nowait()
-        for obj in batch.objects:
-            assert isinstance(decoder.decode_obj(obj, T0 + 86400), Record), obj
-            out.append(dict(obj))
-        if batch.on_applied is not None:
-            await batch.on_applied()
-    return out
+    return await drain_handed_over(sink, T0 + 86400)
 
 
 def event(kind: str, at: float, cell: dict[str, object]) -> dict[str, object]:
