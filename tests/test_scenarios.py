@@ -40,3 +40,16 @@ def test_scenario(name: str) -> None:
     assert (name == "fault_free_week") == (not kinds)
     for fault in result.faults:
         assert fault.ok, f"{name}: {fault}"
+
+
+@pytest.mark.slow
+def test_session_level_fleet() -> None:
+    """A fleet on a session-level feed (one usage record per session, mostly one a day):
+    no page in five days of normal life (before data regimes, daily records made the whole
+    fleet look overdue), and a 30 % black hole on a partner found from its devices'
+    session churn within the churn window, resolved within 15 minutes of its end."""
+    with tempfile.TemporaryDirectory(prefix="simwatch-r3-") as tmp:
+        result, _ = run_scenario("partial_blackhole", SEED, Path(tmp), wall_now=WALL, regime="r3")
+    assert not result.false_pages, f"false pages {result.false_pages}"
+    (fault,) = result.faults
+    assert fault.meets_target, fault

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
 import itertools
@@ -647,3 +648,103 @@ def test_write_scenario_matches_advance(tmp_path: Path) -> None:
     lines = paths["records"].read_bytes().splitlines()
     assert lines == FleetSimulator(config).advance(1e12)
     assert orjson.loads(paths["truth"].read_bytes())["config"]["days"] == 1.5
+
+
+# ---- data regimes (the detection issue's R1-R3) ------------------------------------------
+
+
+def _usage_by_sim(r: Run) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for x in r.records:
+        if x["kind"] == "usage":
+            out.setdefault(x["iccid"], []).append(x)
+    return out
+
+
+def test_windowed_usage_sums_clock_windows_and_arrives_after_they_close() -> None:
+    r = run(SimConfig(sims=150, days=2.0, seed=11, regime="r2"))
+    usage = [x for x in r.records if x["kind"] == "usage"]
+    assert usage
+    for x in usage:
+        start, end = parse_rfc3339(x["start"]), parse_rfc3339(x["end"])
+        assert end - start in (900.0, 3600.0)
+        assert start % (end - start) == 0  # aligned to the clock
+    # one record per SIM and window: no two records of a SIM share a window
+    for recs in _usage_by_sim(r).values():
+        ends = [x["end"] for x in recs]
+        assert len(ends) == len(set(ends))
+    # delivered minutes after the window closes: the line order is the arrival order, so a
+    # window's record comes after a session record of an event a minute past its end
+    position = {line: i for i, line in enumerate(r.lines)}
+    sessions = [
+        (parse_rfc3339(x["ts"]), position[orjson.dumps(x)])
+        for x in r.records
+        if x["kind"] == "session"
+    ]
+    sessions.sort()
+    times = [t for t, _ in sessions]
+    checked = 0
+    for x in usage[:500]:
+        end = parse_rfc3339(x["end"])
+        i = bisect.bisect_right(times, end + 10.0)  # a session record soon after the end
+        if i < len(sessions) and sessions[i][0] < end + 60.0:
+            checked += 1
+            assert position[orjson.dumps(x)] > sessions[i][1]
+    assert checked > 5
+
+
+def test_session_level_usage_is_one_record_per_small_session() -> None:
+    r = run(SimConfig(sims=150, days=3.0, seed=11, regime="r3"))
+    per_day = sorted(len(v) / 3.0 for v in _usage_by_sim(r).values())
+    assert per_day[len(per_day) // 2] <= 2.0  # most devices: about one record a day
+    # a usage record covers its session from the start (or from the last record) ...
+    usage = [x for v in _usage_by_sim(r).values() for x in v]
+    starts = {
+        (x["iccid"], x["ts"])
+        for x in r.records
+        if x["kind"] == "session" and x["status"] == "started"
+    }
+    from_start = sum((x["iccid"], x["start"]) in starts for x in usage)
+    assert from_start > 0.5 * len(usage)
+    # ... and an open session is reported at most every 15 minutes, above 100 kB
+    for recs in _usage_by_sim(r).values():
+        for x in recs:
+            span = parse_rfc3339(x["end"]) - parse_rfc3339(x["start"])
+            if span < 900.0:  # only a closing record may be shorter
+                assert any(
+                    y["kind"] == "session" and y["status"] == "ended" and y["ts"] == x["end"]
+                    for y in r.by_iccid()[x["iccid"]]
+                )
+
+
+def test_a_mixed_fleet_has_every_regime() -> None:
+    r = run(SimConfig(sims=300, days=1.0, seed=11, regime="mixed"))
+    kinds = set()
+    for recs in _usage_by_sim(r).values():
+        spans = {parse_rfc3339(x["end"]) - parse_rfc3339(x["start"]) for x in recs}
+        aligned = all(parse_rfc3339(x["start"]) % 900 == 0 for x in recs)
+        kinds.add("r2" if aligned and spans <= {900.0, 3600.0} else "other")
+    assert kinds == {"r2", "other"}
+    assert r.truth["config"]["regime"] == "mixed"
+
+
+def test_black_holed_devices_churn_their_sessions() -> None:
+    """Most devices' firmware gives up on a session after unanswered sends and opens a new
+    one: under a black hole, sessions with next to no volume, again and again."""
+    faults = (FaultSpec("partial_blackhole", F0, F1, {"partner": "26201"}, fraction=0.5),)
+    r = run(SimConfig(sims=400, days=3.0, seed=3, faults=faults))
+    per = r.by_iccid()
+    churning = 0
+    for iccid in frequent(r, set(r.fault("partial_blackhole")["iccids"])):
+        starts = [
+            x
+            for x in per[iccid]
+            if x["kind"] == "session" and x["status"] == "started" and F0 < event_time(x) < F1
+        ]
+        churning += len(starts) >= 4
+    assert churning >= 3
+
+
+def test_an_unknown_regime_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown regime"):
+        SimConfig(regime="r4")

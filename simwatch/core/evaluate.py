@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
+from simwatch.core import regime
 from simwatch.core.localize import Cause, LeafTable, LocalizeParams, localize
 from simwatch.core.rhythm import SimState
 from simwatch.core.state import EPOCH_BASE, NEVER, Flag, RejectKind, Status, rel
@@ -80,6 +81,16 @@ class EvalParams:
     # SIMs that stayed silent are overdue by their rhythm, so an incident opened on
     # evidence does not flap.
     evidence_window_s: float = 3600.0
+    # A session-level SIM (one usage record per session) whose last session has been
+    # closed this long without a new one is late, then silent. A scheduled reset or a
+    # detach re-opens within minutes; a coverage gap or a dead device does not.
+    session_closed_late_s: float = 1800.0
+    session_closed_silent_s: float = 7200.0
+    # A windowed SIM (usage summed per clock window, delivered after it closes) that was
+    # overdue and is back on the network (a new session after its old one died without
+    # an end record, or after a failure end or reject) shows its data only when the
+    # window closes: for this long after the new session it does not count as failing.
+    windowed_recovery_s: float = 4500.0
 
 
 @dataclass(slots=True)
@@ -102,12 +113,39 @@ class Evaluation:
         return {name: int(counts[i]) for i, name in enumerate(STATE_NAMES)}
 
 
-def sim_states(state: FleetState, now: float) -> np.ndarray:
-    """Per-SIM state codes: the rhythm model's, with non-active inventory SIMs INACTIVE."""
+def sim_states(state: FleetState, now: float, params: EvalParams | None = None) -> np.ndarray:
+    """Per-SIM state codes: the rhythm model's, with non-active inventory SIMs INACTIVE.
+
+    A session-level SIM (``core.regime``) is judged by its sessions instead: OK while a
+    session is open, LATE once its last session has been closed for
+    ``session_closed_late_s`` without a new one, SILENT after ``session_closed_silent_s``.
+    """
     n = len(state)
     states = state.rhythm.classify(now, n).astype(np.int8, copy=True)
+    rows = session_level_rows(state)
+    if rows.size:
+        p = params or EvalParams()
+        c = state.cols
+        closed_for = rel(now) - np.maximum(c.session_end[rows], c.session_start[rows])
+        shut = (c.session_open[rows] == 0) & (c.session_start[rows] != NEVER)
+        by_session = np.where(
+            shut & (closed_for >= p.session_closed_silent_s),
+            np.int8(SimState.SILENT),
+            np.where(shut & (closed_for >= p.session_closed_late_s), SimState.LATE, SimState.OK),
+        ).astype(np.int8)
+        states[rows] = by_session
     states[state.cols.status[:n] != Status.ACTIVE] = INACTIVE
     return states
+
+
+def session_level_rows(state: FleetState) -> np.ndarray:
+    """Rows of SIMs whose data regime is session level and that have shown a session."""
+    n = len(state)
+    c = state.cols
+    rows = np.flatnonzero((c.regime[:n] & 0x03) == regime.SESSION)
+    if rows.size:
+        rows = rows[c.session_start[rows] != NEVER]
+    return rows
 
 
 def explanations(state: FleetState, now: float, params: EvalParams) -> np.ndarray:
@@ -152,6 +190,43 @@ def _first_recent_start(ring: np.ndarray, now_rel: int, params: EvalParams) -> n
     recent = (ring > now_rel - params.churn_window_s) & (ring <= now_rel)
     first: np.ndarray = np.where(recent, ring, np.iinfo(np.int32).max).min(axis=1)
     return first
+
+
+def windowed_recovering(
+    state: FleetState, now: float, overdue: np.ndarray, why: np.ndarray, params: EvalParams
+) -> np.ndarray:
+    """Bool per SIM: an overdue windowed SIM that is back on the network and whose data
+    cannot show before its window closes (``EvalParams.windowed_recovery_s``).
+
+    Back means a session started after its last data, replacing one that died without an
+    end record (the network it was on went away) or following a failure end or a reject
+    (the network refused it) — not a session its own firmware tore down and re-opened,
+    which a black hole causes; nor while it churns.
+    """
+    n = len(state)
+    c = state.cols
+    out = np.zeros(n, bool)
+    rows = np.flatnonzero(overdue & ((c.regime[:n] & 0x03) == regime.WINDOWED))
+    if not rows.size:
+        return out
+    now_rel = rel(now)
+    start = c.session_start[rows]
+    last = state.rhythm.last_data[rows]
+    last_rel = np.where(np.isnan(last), float(NEVER), last - EPOCH_BASE)
+    fresh = (
+        (c.session_open[rows] == 1)
+        & (start > last_rel)
+        & (now_rel - start <= params.windowed_recovery_s)
+        & ((why[rows] & Why.CHURN) == 0)
+    )
+    ring = c.session_starts[rows]
+    previous = np.where(ring < start[:, None], ring, NEVER).max(axis=1)
+    died = c.session_end[rows] < previous  # the session before had no end record
+    refused = (np.maximum(c.fail_at[rows], c.reject_at[rows]) > last_rel) & (
+        np.maximum(c.fail_at[rows], c.reject_at[rows]) <= start
+    )
+    out[rows[fresh & (died | refused)]] = True
+    return out
 
 
 def network_evidence(
@@ -262,13 +337,18 @@ def evaluate(
     """Run one cycle at ``now``; ``expected_ratio`` is the learned overdue ratio per leaf."""
     n = len(state)
     c = state.cols
-    states = sim_states(state, now)
+    states = sim_states(state, now, params)
     why = explanations(state, now, params)
     learned = state.rhythm.learned(n)
+    session_rows = session_level_rows(state)
+    if session_rows.size:  # judged by its sessions: known once one was seen
+        learned = learned.copy()
+        learned[session_rows] = True
     leaf = c.leaf[:n]
     counted = (states != INACTIVE) & (states != SimState.NEVER_SEEN) & learned & (leaf >= 0)
     explained = (why & (Why.WRONG_APN | Why.DATA_CAP)) != 0
     overdue = counted & ((states == SimState.LATE) | (states == SimState.SILENT)) & ~explained
+    overdue &= ~windowed_recovering(state, now, overdue, why, params)
     evidence = network_evidence(state, now, why, params)
     shown = np.flatnonzero(evidence)  # few SIMs: the rest of the work is on them alone
     dropped = ~counted[shown] | explained[shown]

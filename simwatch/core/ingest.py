@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from simwatch.core import regime
 from simwatch.core.dedup import Deduplicator
 from simwatch.core.records import MAX_COUNT
 from simwatch.core.state import (
@@ -99,6 +100,8 @@ class Ingestor:
         kind = record.kind
         if kind == "usage":
             total = record.bytes_up + record.bytes_down
+            if record.start is not None:
+                self._regime(row, t, record.start)
             if total > 0:
                 state.rhythm.observe(row, ts)
                 flags = state.mv["flags"]
@@ -192,6 +195,12 @@ class Ingestor:
                 cols.prev_leaf[row] = left
                 cols.moved_at[row] = t
 
+    def _regime(self, row: int, t: int, start: float) -> None:
+        cols = self.state.cols
+        start_rel = int(start) - EPOCH_BASE
+        seen = regime.classify_usage(start_rel, t, cols.session_starts[row])
+        cols.regime[row] = regime.updated(int(cols.regime[row]), seen)
+
     def _country_code(self, partner_code: int, mcc: str) -> int:
         found = self._country_of_partner.get(partner_code)
         if found is None:
@@ -251,6 +260,8 @@ class Ingestor:
                 session_bytes[row] = total
             if status == "ended":
                 mv["session_open"][row] = 0
+        if status == "ended" and t > state.cols.session_end[row]:
+            state.cols.session_end[row] = t
         if status == "ended" and record.end_cause in FAILURE_END_CAUSES:
             cols = state.cols
             if t >= cols.fail_at[row]:
@@ -275,6 +286,7 @@ class Ingestor:
             cols.reject_cause[row] = self.state.causes.code(cause)
         elif kind in ("detach", "purge", "throttled") and t >= cols.session_start[row]:
             cols.session_open[row] = 0
+            cols.session_end[row] = max(int(cols.session_end[row]), t)
 
 
 def _int(value: object) -> int:

@@ -114,6 +114,7 @@ class Columns:
     session_open: np.ndarray
     session_start: np.ndarray
     session_bytes: np.ndarray  # running total of the open session
+    session_end: np.ndarray  # when the last session ended (record, detach or purge)
     session_starts: np.ndarray  # (capacity, SESSION_RING) ring of recent starts
     reject_kind: np.ndarray
     reject_at: np.ndarray
@@ -124,6 +125,7 @@ class Columns:
     fail_cause: np.ndarray  # its cause (code in ``causes``)
     prev_leaf: np.ndarray  # the leaf the SIM left when its partner last changed, -1 = none
     moved_at: np.ndarray  # when its partner last changed (from a known partner)
+    regime: np.ndarray  # its data regime, learned from its usage records (core.regime)
     month: np.ndarray  # year*12+month-1 of month_bytes, -1 = none
     month_bytes: np.ndarray
     leaf: np.ndarray  # code of the SIM's leaf group (combination of its dimension values)
@@ -147,6 +149,7 @@ class Columns:
             session_open=np.zeros(capacity, np.uint8),
             session_start=np.full(capacity, NEVER, i32),
             session_bytes=np.zeros(capacity, np.int64),
+            session_end=np.full(capacity, NEVER, i32),
             session_starts=np.full((capacity, SESSION_RING), NEVER, i32),
             reject_kind=np.zeros(capacity, np.int8),
             reject_at=np.full(capacity, NEVER, i32),
@@ -157,6 +160,7 @@ class Columns:
             fail_cause=np.zeros(capacity, i32),
             prev_leaf=np.full(capacity, -1, i32),
             moved_at=np.full(capacity, NEVER, i32),
+            regime=np.zeros(capacity, np.uint8),
             month=np.full(capacity, -1, np.int16),
             month_bytes=np.zeros(capacity, np.int64),
             leaf=np.full(capacity, -1, i32),
@@ -184,6 +188,7 @@ _FILL = {
     "fail_at": NEVER,
     "prev_leaf": -1,
     "moved_at": NEVER,
+    "session_end": NEVER,
     "data_cap": -1,
     "month": -1,
     "leaf": -1,
@@ -192,7 +197,9 @@ _FILL = {
 
 # Columns added after checkpoints were first written: a checkpoint without them restores
 # with their empty values (the evidence they hold is minutes old anyway).
-ADDED_COLUMNS: Final = frozenset({"fail_at", "fail_cause", "prev_leaf", "moved_at"})
+ADDED_COLUMNS: Final = frozenset(
+    {"fail_at", "fail_cause", "prev_leaf", "moved_at", "session_end", "regime"}
+)
 
 
 def _copy_into(own: np.ndarray, given: np.ndarray, n: int, name: str) -> None:

@@ -92,6 +92,18 @@ SCHEMAS: Final[dict[str, Schema]] = {
         },
         "the last authentication failure or session reject and its run length",
     ),
+    "Regime": _object(
+        {
+            "name": {
+                "type": ["string", "null"],
+                "enum": ["per_report", "windowed", "session", None],
+                "description": "null until the SIM's first usage record",
+            },
+            "judged_by": _TEXT,
+        },
+        "what the SIM's usage records are, learned from them (docs/detection.md, "
+        "Data regimes), and so how it is judged",
+    ),
     "Network": _object(
         {
             "evidence": {
@@ -200,6 +212,7 @@ SCHEMAS: Final[dict[str, Schema]] = {
             "rhythm": _ref("Rhythm"),
             "session": _ref("Session"),
             "rejects": _ref("Rejects"),
+            "regime": _ref("Regime"),
             "network": _ref("Network"),
             "usage_this_month": _ref("Usage"),
             "diagnosis": {"type": "array", "items": _ref("Finding")},

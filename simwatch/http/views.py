@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
+from simwatch.core import regime
 from simwatch.core.evaluate import EVIDENCE_NAMES, INACTIVE, STATE_NAMES, sim_states
 from simwatch.core.groups import Group, by_dimension, by_leaf, fleet_figures
 from simwatch.core.state import NEVER, Flag, RejectKind, Status, absolute
@@ -94,7 +95,7 @@ def current_states(engine: Engine, now: float) -> np.ndarray:
     evaluation = engine.last_evaluation
     if evaluation is not None and evaluation.n >= n:
         return evaluation.states[:n]
-    fresh = sim_states(engine.state, now)
+    fresh = sim_states(engine.state, now, engine.config.evaluation)
     if evaluation is not None:
         fresh[: evaluation.n] = evaluation.states
     return fresh
@@ -167,6 +168,7 @@ def sim_view(engine: Engine, iccid: str, now: float) -> Json:
             "gaps_seen": gaps_seen if isinstance(gaps_seen, int) else 0,
             "active_hours": list(active_hours) if isinstance(active_hours, list) else None,
         },
+        "regime": _regime(engine, row),
         "session": _session(engine, row),
         "rejects": _rejects(engine, row),
         "network": _network(engine, row),
@@ -174,6 +176,12 @@ def sim_view(engine: Engine, iccid: str, now: float) -> Json:
         "diagnosis": [f.to_json() for f in findings],
         "incident": None if incident is None else incident.to_json(),
     }
+
+
+def _regime(engine: Engine, row: int) -> Json:
+    """What the SIM's usage records are (learned from them) and so how it is judged."""
+    code = int(regime.regime_of(int(engine.state.cols.regime[row])))
+    return {"name": regime.NAMES[code], "judged_by": regime.DESCRIPTIONS[code]}
 
 
 def _session(engine: Engine, row: int) -> Json:

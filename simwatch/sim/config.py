@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from simwatch.sim.faults import FaultSpec
 
 DEFAULT_START = parse_rfc3339("2026-11-02T00:00:00Z")
+REGIMES = ("r1", "r2", "r3", "mixed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,13 @@ class SimConfig:
     duplicate_fraction: float = 0.005
     deaths_per_day: float = 3.0
     coverage_gaps_per_day: float = 6.0
+    # Data regime of the fleet's usage records: r1 (one per report), r2 (windowed usage),
+    # r3 (session level) or mixed (each SIM draws one: 40 % r1, 30 % r2, 30 % r3).
+    regime: str = "r1"
+
+    def __post_init__(self) -> None:
+        if self.regime not in REGIMES:
+            raise ValueError(f"unknown regime {self.regime!r}; known: {', '.join(REGIMES)}")
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -38,4 +46,5 @@ class SimConfig:
             "duplicate_fraction": self.duplicate_fraction,
             "deaths_per_day": self.deaths_per_day,
             "coverage_gaps_per_day": self.coverage_gaps_per_day,
+            "regime": self.regime,
         }

@@ -30,6 +30,18 @@ STEER = 13
 APN_DROP = 14
 FLAP = 15
 
+# Data regimes: what the platform makes of a device's reports (FORMATS.md usage records).
+R1 = 0  # one usage record per report (application heartbeats, MQTT, files)
+R2 = 1  # usage aggregated over fixed windows, delivered minutes after the window closes
+R3 = 2  # session level: usage at session close, or every 15 min above 100 kB while open
+REGIME_NAMES = ("r1", "r2", "r3")
+
+# Share of devices whose firmware re-opens its data session after failed sends, and after
+# how many. Fixed before any scenario was scored: most cellular modules' reference
+# firmware reconnects its PDP context after a few unacknowledged sends.
+WATCHDOG_SHARE = 0.6
+WATCHDOG_FAILS = 2
+
 RESELECT_PER_DAY = 0.03
 DETACH_PER_DAY = 0.02
 SEQ_BASE = 1 << 40  # sequence numbers of non-report happenings (reports use their index)
@@ -41,6 +53,9 @@ class Device:
     """Mutable per-SIM state (static attributes copied from its card for speed)."""
 
     __slots__ = (
+        "acc_bucket",
+        "acc_down",
+        "acc_up",
         "apn",
         "bad_apn",
         "blackholed",
@@ -51,6 +66,7 @@ class Device:
         "country",
         "dead",
         "detached",
+        "fails",
         "faults",
         "home",
         "iccid",
@@ -64,7 +80,13 @@ class Device:
         "month_end",
         "partner",
         "plan",
+        "r2_lag",
+        "r2_window",
+        "r3_down",
+        "r3_since",
+        "r3_up",
         "rat",
+        "regime",
         "sending",
         "sess_down",
         "sess_id",
@@ -72,6 +94,7 @@ class Device:
         "silenced",
         "token",
         "visible",
+        "watchdog",
         "window",
     )
 
@@ -109,6 +132,20 @@ class Device:
         self.missed_down = 0
         self.missed_since: float | None = None
         self.carry: list[Happening] = []
+        # Data regime (set by the fleet simulator) and its delivery state.
+        self.regime = R1
+        self.r2_window = 900.0
+        self.r2_lag = 300.0
+        self.acc_bucket = -1.0  # R2: start of the open window, -1 when none
+        self.acc_up = 0
+        self.acc_down = 0
+        self.r3_since = 0.0  # R3: start of what the next usage record covers
+        self.r3_up = 0
+        self.r3_down = 0
+        # Firmware that tears its data session down after failed sends (a black hole
+        # shows as session churn) and its count of failed sends.
+        self.watchdog = False
+        self.fails = 0
         self.plan: list[Happening] = []
 
     def refresh(self) -> None:

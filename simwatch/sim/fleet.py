@@ -40,10 +40,13 @@ from simwatch.sim.device import (
     GAP_END,
     GAP_START,
     INTERIM,
+    R2,
+    REGIME_NAMES,
     REPORT,
     RESELECT,
     RESELECT_PER_DAY,
     RESET,
+    WATCHDOG_SHARE,
     Device,
     Happening,
 )
@@ -84,6 +87,8 @@ class FleetSimulator(DeviceMachine):
             for c in self._cards
             if c.status == "active"
         ]
+        self._assign_regimes(np.random.default_rng([config.seed, 0x5E6]))
+        self._r2_sims = [s for s in self._sims if s.regime == R2]
         self._deaths: list[dict[str, str]] = []
         self._gaps: list[dict[str, str]] = []
         self._plan(rng)
@@ -208,6 +213,25 @@ class FleetSimulator(DeviceMachine):
         for s in sims:
             s.plan.sort()
 
+    def _assign_regimes(self, rng: np.random.Generator) -> None:
+        """Each SIM's data regime and firmware, from a random stream of their own (so an
+        r1 fleet's records do not depend on the draws made for the other regimes)."""
+        sims = self._sims
+        n = len(sims)
+        choice = self._cfg.regime
+        if choice == "mixed":
+            regimes = rng.choice(3, size=n, p=[0.4, 0.3, 0.3]).tolist()
+        else:
+            regimes = [REGIME_NAMES.index(choice)] * n
+        windows = np.where(rng.random(n) < 0.6, 15 * MINUTE, HOUR).tolist()
+        lags = (2.0 + 8.0 * rng.random(n)).tolist()
+        watchdog = (rng.random(n) < WATCHDOG_SHARE).tolist()
+        for i, sim in enumerate(sims):
+            sim.regime = int(regimes[i])
+            sim.r2_window = float(windows[i])
+            sim.r2_lag = float(lags[i]) * MINUTE
+            sim.watchdog = bool(watchdog[i])
+
     def _static_arrays(self) -> None:
         sims = self._sims
         profs = [PROFILES[s.card.profile] for s in sims]
@@ -326,3 +350,5 @@ class FleetSimulator(DeviceMachine):
                 sim.carry = keep
             heapq.heapify(h)
             self._run(sim, h, c1)
+        for sim in self._r2_sims:  # the platform closes the windows ended by now
+            self.flush_window(sim, c1)

@@ -30,6 +30,7 @@ from simwatch.sim.device import (
     RESET,
     SEQ_BASE,
     STEER,
+    WATCHDOG_FAILS,
     next_month_start,
 )
 from simwatch.sim.faults import CONNECT_BLOCKING, GROUP_KINDS, SILENCING
@@ -137,11 +138,20 @@ class DeviceMachine(RecordWriter):
             if code == REPORT:
                 if sim.sending:
                     self._usage(sim, t, sim.window, a, b)
+                    sim.fails = 0
                 elif not sim.blackholed:  # a black hole swallows data the device thinks it sent
                     sim.missed_up += a
                     sim.missed_down += b
                     if sim.missed_since is None:
                         sim.missed_since = t - sim.window
+                elif sim.watchdog and sim.sess_id is not None and sim.visible:
+                    # Its firmware gives up on a session after two unanswered sends and
+                    # opens a new one: session churn with next to no volume.
+                    sim.fails += 1
+                    if sim.fails >= WATCHDOG_FAILS:
+                        sim.fails = 0
+                        self._end_session(sim, t, "normal")
+                        connect_later(t, 5.0 + rnd.random() * 55.0, 0)
             elif code == INTERIM:
                 if sim.visible and sim.sess_id is not None and not sim.detached:
                     self._session(sim, t, "interim")
@@ -289,6 +299,7 @@ class DeviceMachine(RecordWriter):
         kind = f.kind
         if kind in SILENCING:
             sim.sess_id = None  # the session dies with the network; no record reaches us
+            sim.r3_up = sim.r3_down = 0
             if (
                 kind == "partner_outage"
                 and rnd.random() < f.steer_fraction

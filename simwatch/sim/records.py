@@ -5,10 +5,24 @@ the noise of delivery: late and duplicated arrivals. Times are written shifted b
 ``RecordWriter`` is the base of the fleet simulator: it owns the output (lines keyed by
 arrival time), the record and arrival counters and the per-chunk random stream ``_rnd``
 (reset by the simulator for every chunk, shared with the devices' state machine).
+
+What a report becomes depends on the SIM's data regime (``Device.regime``):
+
+* R1, application heartbeats: one usage record per report, delivered within seconds.
+* R2, windowed usage (mediation, KORE usage records, Soracom stats): the reports of a
+  fixed window (15 min or 1 h, aligned to the clock) summed into one record, delivered
+  the SIM's platform lag (2-10 min) after the window closes. A window with no data has
+  no record.
+* R3, session level (emnify and 1NCE Data Streamers): usage since the last record when
+  the session closes, and while it is open at most every 15 min and only once 100 kB
+  have gathered, so a small device sends one usage record per session.
+
+Session and event records are the same in every regime.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from itertools import count
 from typing import TYPE_CHECKING
@@ -16,7 +30,10 @@ from typing import TYPE_CHECKING
 import orjson
 
 from simwatch.core.timeutil import format_rfc3339
-from simwatch.sim.device import next_month_start
+from simwatch.sim.device import R1, R2, R3, next_month_start
+
+R3_INTERIM_S = 900.0  # a session-level platform reports an open session at most this often
+R3_INTERIM_BYTES = 100_000  # ... and only above this volume (emnify, 1NCE Data Streamer)
 
 if TYPE_CHECKING:
     from simwatch.sim.config import SimConfig
@@ -55,13 +72,16 @@ class RecordWriter:
         m, sec = divmod(round(t), 60)
         return (self._minute_prefix.get(m) or self._prefix(m)) + self._secs[sec]
 
-    def _emit(self, t: float, obj: dict[str, object]) -> None:
+    def _emit(self, t: float, obj: dict[str, object], lag: float = 0.0) -> None:
+        """Deliver one record of event time ``t``, ``lag`` seconds after it at the earliest
+        (a platform's processing delay), late or duplicated at the configured rates."""
         # Kept as str: holding orjson's oversized bytes buffers fragments the heap badly.
         line = orjson.dumps(obj).decode()
         rnd = self._rnd.random
         late = self._late_p
         self._records += 1
         u = rnd()
+        t += lag
         if u < late:  # one draw decides lateness and the delay
             arrival = t + 60.0 + 420.0 * u / late
             self._late += 1
@@ -90,6 +110,12 @@ class RecordWriter:
         self._emit(t, obj)
 
     def _session(self, sim: Device, t: float, status: str, end_cause: str | None = None) -> None:
+        if sim.regime == R3:
+            if status == "started":
+                sim.r3_since = t
+                sim.r3_up = sim.r3_down = 0
+            elif status == "ended":
+                self._flush_session_usage(sim, t)
         obj: dict[str, object] = {
             "kind": "session",
             "record_id": f"s-{next(self._record_seq)}",
@@ -110,10 +136,57 @@ class RecordWriter:
         self._emit(t, obj)
 
     def _usage(self, sim: Device, t: float, window: float, up: int, down: int) -> None:
+        """The device sent ``up``/``down`` bytes over ``window`` seconds ending at ``t``;
+        the records that produces depend on the SIM's data regime."""
+        sim.sess_up += up
+        sim.sess_down += down
+        if sim.capped:
+            if t >= sim.month_end:
+                sim.month_end = next_month_start(t)
+                sim.month_bytes = 0
+            sim.month_bytes += up + down
+        regime = sim.regime
+        if regime == R1:
+            self._usage_record(sim, t - window, t, up, down)
+        elif regime == R2:
+            w = sim.r2_window
+            bucket = (t // w) * w
+            if bucket != sim.acc_bucket:
+                self.flush_window(sim)
+                sim.acc_bucket = bucket
+            sim.acc_up += up
+            sim.acc_down += down
+        else:
+            sim.r3_up += up
+            sim.r3_down += down
+            if sim.r3_up + sim.r3_down >= R3_INTERIM_BYTES and t - sim.r3_since >= R3_INTERIM_S:
+                self._flush_session_usage(sim, t)
+
+    def flush_window(self, sim: Device, until: float = math.inf) -> None:
+        """R2: deliver the SIM's open usage window if it has closed by ``until``."""
+        bucket = sim.acc_bucket
+        if bucket < 0 or bucket + sim.r2_window > until:
+            return
+        end = bucket + sim.r2_window
+        lag = sim.r2_lag * (0.8 + 0.5 * self._rnd.random())
+        self._usage_record(sim, bucket, end, sim.acc_up, sim.acc_down, lag=lag)
+        sim.acc_bucket = -1.0
+        sim.acc_up = sim.acc_down = 0
+
+    def _flush_session_usage(self, sim: Device, t: float) -> None:
+        """R3: the usage since the last record of the session (interim or at its close)."""
+        if sim.r3_up + sim.r3_down > 0:
+            self._usage_record(sim, sim.r3_since, t, sim.r3_up, sim.r3_down)
+        sim.r3_since = t
+        sim.r3_up = sim.r3_down = 0
+
+    def _usage_record(
+        self, sim: Device, t0: float, t: float, up: int, down: int, *, lag: float = 0.0
+    ) -> None:
         prefixes = self._minute_prefix
         secs = self._secs
         m, sec = divmod(round(t), 60)
-        m0, sec0 = divmod(round(t - window), 60)
+        m0, sec0 = divmod(round(t0), 60)
         end = prefixes.get(m) or self._prefix(m)
         start = prefixes.get(m0) or self._prefix(m0)
         self._emit(
@@ -131,14 +204,8 @@ class RecordWriter:
                 "mnc": sim.mnc,
                 "rat": sim.rat,
             },
+            lag,
         )
-        sim.sess_up += up
-        sim.sess_down += down
-        if sim.capped:
-            if t >= sim.month_end:
-                sim.month_end = next_month_start(t)
-                sim.month_bytes = 0
-            sim.month_bytes += up + down
 
     def _end_session(self, sim: Device, t: float, cause: str) -> None:
         if sim.sess_id is not None:
