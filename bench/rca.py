@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     for f in dataclasses.fields(LocalizeParams):
         flag = "--" + f.name.replace("_", "-")
-        kind = int if f.name in {"max_depth", "max_causes"} else float
+        kind = int if f.name in {"max_depth", "max_causes", "dispersion_min_leaves"} else float
         ap.add_argument(flag, type=kind, default=None, help=f"override {f.name}")
     ap.add_argument("-v", "--verbose", action="store_true", help="print one line per case")
     args = ap.parse_args(argv)

@@ -153,7 +153,13 @@ class LocalizeParams:
       LLR reaches this multiple of the significance threshold.
     - ``split_min_share``: a parent's children that fail are named instead of the
       parent only when its healthy children hold at least this share of its members
-      (smaller healthy parts are exceptions within a parent's fault).
+      (smaller healthy parts are exceptions within a parent's fault), and only when
+      those healthy children do not fail like the failing ones.
+    - ``dispersion_quantile`` (0 disables), ``dispersion_min_expected``,
+      ``dispersion_min_leaves``, ``dispersion_cap``: the significance threshold is
+      multiplied by the leaves' over-dispersion (:func:`dispersion`), so leaves whose
+      failing count scatters beyond counting noise (bursty devices, causes outside
+      the dimensions) do not raise causes.
     """
 
     min_affected: float = 5.0
@@ -167,6 +173,10 @@ class LocalizeParams:
     generalize_margin: float = 3.0
     generalize_rest_factor: float = 1.0
     split_min_share: float = 0.1
+    dispersion_quantile: float = 0.5
+    dispersion_min_expected: float = 1.0
+    dispersion_min_leaves: int = 10
+    dispersion_cap: float = 10.0
 
 
 def _llr(a: FloatArray, e: FloatArray) -> FloatArray:
@@ -308,6 +318,26 @@ def healthy_part(
     return a_r * math.log(a_r / e_r) - (a_r - e_r) < params.generalize_margin
 
 
+def _alike_llr(
+    leaves: npt.NDArray[np.bool_],
+    like: npt.NDArray[np.bool_],
+    leaf_stats: tuple[FloatArray, FloatArray, FloatArray],
+    params: LocalizeParams,
+) -> float:
+    """Log-likelihood ratio of ``leaves``' failing count failing like ``like`` (its excess
+    share on top of their baseline) against failing at their baseline (Poisson)."""
+    a, n, e = leaf_stats
+    floor = params.min_baseline_ratio
+    n_l = float(n[like].sum())
+    n_r = float(n[leaves].sum())
+    if n_l <= 0.0 or n_r <= 0.0:
+        return 0.0
+    share = max(float(a[like].sum()) - max(float(e[like].sum()), floor * n_l), 0.0) / n_l
+    e_r = max(float(e[leaves].sum()), floor * n_r)
+    alike = e_r + share * n_r
+    return float(a[leaves].sum()) * math.log(alike / e_r) - (alike - e_r)
+
+
 def _fails_alike(
     leaves: npt.NDArray[np.bool_],
     like: npt.NDArray[np.bool_],
@@ -318,18 +348,9 @@ def _fails_alike(
 
     A fault takes a share of its members on top of their normal failures: ``like``'s
     excess share ``f = (A - E) / N``. The leaves fail alike when their count is at
-    least as likely under ``E + f·N`` as under ``E`` (Poisson).
+    least as likely under ``E + f·N`` as under ``E`` (Poisson, :func:`_alike_llr`).
     """
-    a, n, e = leaf_stats
-    floor = params.min_baseline_ratio
-    n_l = float(n[like].sum())
-    n_r = float(n[leaves].sum())
-    if n_l <= 0.0 or n_r <= 0.0:
-        return True
-    share = max(float(a[like].sum()) - max(float(e[like].sum()), floor * n_l), 0.0) / n_l
-    e_r = max(float(e[leaves].sum()), floor * n_r)
-    alike = e_r + share * n_r
-    return float(a[leaves].sum()) * math.log(alike / e_r) - (alike - e_r) >= 0.0
+    return _alike_llr(leaves, like, leaf_stats, params) >= 0.0
 
 
 def _split(  # noqa: PLR0917 - private helper, called once with all of them
@@ -377,6 +398,8 @@ def _split(  # noqa: PLR0917 - private helper, called once with all of them
             failing |= masks[k]
         if not healthy_part(p_mask & ~failing, p_mask, leaf_stats, params):
             continue
+        if _alike_llr(p_mask & ~failing, failing, leaf_stats, params) > 0.0:
+            continue  # the other children fail like them: the parent it is
         key = (float(len(kids)), -float(score[kids].sum()))
         if key < best_key:
             best, best_key = kids, key
@@ -453,6 +476,39 @@ def quick_check(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> 
     return pos_excess >= params.min_excess
 
 
+def dispersion(table: LeafTable, params: LocalizeParams) -> float:
+    """The leaves' over-dispersion: how much more their failing counts scatter around
+    their expectation than counting noise (Poisson) would, at least 1.
+
+    Quasi-Poisson: the median of the Pearson residuals ``(A - E)² / E`` over leaves
+    expecting at least ``dispersion_min_expected`` failures, over the median of a
+    chi-square with one degree of freedom (0.455, what pure counting noise gives). The
+    median ignores the failing leaves as long as they are fewer than half. Fewer than
+    ``dispersion_min_leaves`` such leaves: 1 (small groups carry no estimate). The
+    estimate is taken one standard error low (a sample quantile's asymptotic error), so
+    a few dozen leaves of pure counting noise, whose median scatters by a third, do not
+    hide a partial fault.
+    """
+    q = params.dispersion_quantile
+    if q <= 0.0:
+        return 1.0
+    e = table.expected
+    sel = e >= params.dispersion_min_expected
+    if int(np.count_nonzero(sel)) < params.dispersion_min_leaves:
+        return 1.0
+    residual = (table.affected[sel] - e[sel]) ** 2 / e[sel]
+    normal = NormalDist()
+    z = normal.inv_cdf(0.5 + q / 2.0)
+    x = z * z  # the quantile of a chi-square with one degree of freedom
+    phi = float(np.quantile(residual, q)) / x
+    # the estimate's standard error (asymptotic, of a sample quantile) relative to it:
+    # only dispersion clearly above counting noise raises the threshold
+    density = math.exp(-x / 2.0) / math.sqrt(2.0 * math.pi * x)
+    rel_se = math.sqrt(q * (1.0 - q) / residual.size) / (density * x)
+    phi *= max(1.0 - rel_se, 0.0)  # one standard error below the estimate
+    return min(max(phi, 1.0), params.dispersion_cap)
+
+
 def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> list[Cause]:
     """Return the fewest, most specific significant causes, sorted by score descending."""
     n_leaves, n_dims = table.codes.shape
@@ -466,7 +522,7 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
     n_g = _sums(groups, n_leaf, n_cub)
     e_g = _sums(groups, e_leaf, n_cub)
     n_tests = int(np.count_nonzero(n_g > 0))
-    threshold = llr_threshold(params.alpha, n_tests)
+    threshold = llr_threshold(params.alpha, n_tests) * dispersion(table, params)
     ok, score = _significant(a_g, n_g, e_g, params, threshold)
     rest_threshold = threshold * params.generalize_rest_factor
     if not ok.any():
