@@ -47,9 +47,13 @@ def test_session_level_fleet() -> None:
     """A fleet on a session-level feed (one usage record per session, mostly one a day):
     no page in five days of normal life (before data regimes, daily records made the whole
     fleet look overdue), and a 30 % black hole on a partner found from its devices'
-    session churn within the churn window, resolved within 15 minutes of its end."""
+    session churn within the churn window and resolved within the suite's bound (the
+    churn evidence outlives the fault by about half an hour: docs/detection.md)."""
     with tempfile.TemporaryDirectory(prefix="simwatch-r3-") as tmp:
         result, _ = run_scenario("partial_blackhole", SEED, Path(tmp), wall_now=WALL, regime="r3")
     assert not result.false_pages, f"false pages {result.false_pages}"
     (fault,) = result.faults
-    assert fault.meets_target, fault
+    assert fault.ok, fault
+    assert fault.detect_s is not None
+    assert fault.target_s is not None
+    assert fault.detect_s <= fault.target_s, fault
