@@ -35,6 +35,7 @@ from simwatch.sinks.mqtt import MqttSink
 from simwatch.sources.cmp.source import CmpSource
 from simwatch.sources.file import FileSource
 from simwatch.sources.mqtt import MqttSource
+from simwatch.sources.nats import NatsSource
 from simwatch.sources.simulator import SimulatorSource
 from simwatch.sources.webhook import WebhookSource
 
@@ -96,6 +97,9 @@ def build_sources(settings: Settings) -> tuple[list[Source], list[InventoryRow]]
             MqttSource(mqtt, password=m.resolved_password(), state_dir=settings.state_dir)
         )
     sources.extend(CmpSource(h, token=h.resolved_token()) for h in cfg.http)
+    # JetStream: acknowledged once a checkpoint covers a message (wire_nats turns that
+    # off when the daemon runs without checkpoints)
+    sources.extend(NatsSource(n) for n in cfg.nats)
     for i, w in enumerate(cfg.webhook):
         where = f"sources.webhook[{i}]"
         try:
@@ -141,6 +145,13 @@ def wire_webhooks(daemon: Daemon) -> None:
         if isinstance(source, WebhookSource):
             source.rejections = dead_letter_writer(daemon)
             source.checkpoints = daemon.checkpoints is not None
+
+
+def wire_nats(daemon: Daemon) -> None:
+    """Without checkpoints a JetStream source acknowledges what ingest applied."""
+    for source in daemon.sources:
+        if isinstance(source, NatsSource):
+            source.ack_on_checkpoint = daemon.checkpoints is not None
 
 
 def checkpoints_wanted(settings: Settings, sources: Sequence[Source]) -> bool:
@@ -288,6 +299,7 @@ def main(argv: Sequence[str]) -> int:
         checkpoints=checkpoints_wanted(settings, sources),
     )
     wire_webhooks(daemon)
+    wire_nats(daemon)
     with contextlib.suppress(KeyboardInterrupt):
         http_task = ("http", lambda: serve(daemon, http, tokens, settings.metrics))
         with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
