@@ -12,6 +12,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Self
 
 import nats
+import nats.js.api
 import nats.js.errors
 import orjson
 
@@ -46,8 +47,14 @@ class Publisher:
         js = self.nc.jetstream()
         try:
             await js.stream_info(STREAM)
-        except nats.js.errors.NotFoundError:  # the source creates it too, on its start
-            await js.add_stream(name=STREAM, subjects=[f"{PREFIX}.*"])
+        except nats.js.errors.NotFoundError:  # the source creates it too, on its start:
+            # the same configuration as the source's defaults, so either may be first
+            await js.add_stream(
+                name=STREAM,
+                subjects=[f"{PREFIX}.*"],
+                max_age=7 * 86400.0,
+                storage=nats.js.api.StorageType.FILE,
+            )
         return self
 
     async def __aexit__(self, *exc: object) -> None:

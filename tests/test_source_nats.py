@@ -21,6 +21,7 @@ import signal
 from typing import TYPE_CHECKING
 
 import nats
+import nats.js.errors
 import orjson
 import pytest
 from fleet import T0
@@ -71,7 +72,11 @@ async def ack_floors(url: str) -> dict[int, int]:
         js = nc.jetstream()
         floors = {}
         for p in range(PARTITIONS):
-            info = await js.consumer_info(STREAM, f"simwatch-p{p}")
+            try:
+                info = await js.consumer_info(STREAM, f"simwatch-p{p}")
+            except nats.js.errors.NotFoundError:  # not created yet
+                floors[p] = 0
+                continue
             floors[p] = info.ack_floor.stream_seq if info.ack_floor else 0
         return floors
     finally:

@@ -18,6 +18,7 @@ from aiohttp import web
 from simwatch import __version__
 from simwatch.http.app import make_app
 from simwatch.http.metrics import EngineCollector, make_registry, metrics_handler
+from simwatch.service.cluster import cluster_node
 from simwatch.service.daemon import Daemon
 from simwatch.shell.health import DaemonHealth
 from simwatch.shell.push import PushReceiver
@@ -301,9 +302,15 @@ def main(argv: Sequence[str]) -> int:
     wire_webhooks(daemon)
     wire_nats(daemon)
     with contextlib.suppress(KeyboardInterrupt):
-        http_task = ("http", lambda: serve(daemon, http, tokens, settings.metrics))
+        tasks: list[tuple[str, Callable[[], object]]] = [
+            ("http", lambda: serve(daemon, http, tokens, settings.metrics))
+        ]
         with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
-            runner.run(daemon.run(extra_tasks=[http_task]))
+            # [cluster]: leases, partition assignment, reports, the leader's merge
+            node = cluster_node(daemon, api_url(http))
+            if node is not None:
+                tasks.append(("cluster", node.run))
+            runner.run(daemon.run(extra_tasks=tasks))
     return 0
 
 

@@ -128,19 +128,19 @@ class NatsSource:
         return self._applied.get(partition)
 
     def assign(self, partitions: Mapping[int, int | None]) -> None:
-        """Read exactly these partitions; a new one starts after its given sequence (None:
-        from its consumer's ack floor). A partition no longer listed stops being read and
+        """Read exactly these partitions. A partition new to this source starts after the
+        sequence its checkpoint restored, else after the given one (None: from its
+        consumer's ack floor). A partition no longer listed stops being read and
         forgets its position (another node owns it now)."""
         for partition, start in partitions.items():
-            if partition not in self._wanted and start is not None:
+            new = partition not in self._wanted and partition not in self._starts
+            if new and start is not None:
                 self._starts[partition] = start
                 self._applied[partition] = start
                 self._handed[partition] = start
-        for gone in self._wanted - partitions.keys():
-            self._applied.pop(gone, None)
-            self._handed.pop(gone, None)
-            self._starts.pop(gone, None)
-            self._acks.pop(gone, None)
+        for table in (self._applied, self._handed, self._starts, self._acks):
+            for gone in [p for p in table if p not in partitions]:
+                del table[gone]
         self._wanted = set(partitions)
         self._changed.set()
 
@@ -187,12 +187,16 @@ class NatsSource:
         except nats.js.errors.NotFoundError:
             if not cfg.create_stream:
                 raise
-            await js.add_stream(
-                name=cfg.stream,
-                subjects=[f"{cfg.subject_prefix}.*"],
-                max_age=cfg.max_age_s,
-                storage=api.StorageType.FILE,
-            )
+            try:
+                await js.add_stream(
+                    name=cfg.stream,
+                    subjects=[f"{cfg.subject_prefix}.*"],
+                    max_age=cfg.max_age_s,
+                    storage=api.StorageType.FILE,
+                )
+            except nats.js.errors.BadRequestError:  # created meanwhile by someone else
+                await js.stream_info(cfg.stream)
+                return
             log.info("source %s: created the stream %s", cfg.name, cfg.stream)
 
     async def _read(self, js: JetStreamContext, partition: int, sink: Sink) -> None:

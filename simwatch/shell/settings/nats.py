@@ -63,6 +63,9 @@ class ClusterSettings(Model):
     bucket: str = Field("simwatch", pattern=_NAME)  # the KV bucket (leases, assignment, state)
     lease_s: float = Field(10.0, ge=1, le=600)  # a node that stops renewing for this long is gone
     source: str = Field("nats", min_length=1)  # the [[sources.nats]] whose partitions it assigns
+    # the first assignment waits for this many nodes (or three leases), so the nodes of a
+    # cluster started together share the partitions instead of the first taking them all
+    min_nodes: int = Field(1, ge=1, le=1000)
 
     @model_validator(mode="after")
     def _node_named(self) -> Self:

@@ -57,6 +57,17 @@ class Settings(BaseSettings):
                     f"{source.ack_wait_s:g} s must exceed checkpoint.interval_s "
                     f"({self.checkpoint.interval_s:g} s): acks wait for the checkpoint",
                 )
+        cluster = self.cluster
+        if cluster.enabled:
+            fed = next((s for s in self.sources.nats if s.name == cluster.source), None)
+            if fed is None:
+                raise field_error("cluster.source", f"no [[sources.nats]] named {cluster.source!r}")
+            if fed.partitions != cluster.partitions:
+                raise field_error(
+                    "cluster.partitions",
+                    f"{cluster.partitions} differs from the source's partitions "
+                    f"({fed.partitions}): publishers and nodes must agree",
+                )
         return self
 
     @classmethod

@@ -1,0 +1,78 @@
+"""The cluster's pure decisions (simwatch/core/cluster.py) and the group-incident handover
+of the incident tracker (export_groups / adopt_groups / drop_groups)."""
+
+from __future__ import annotations
+
+from simwatch.core.cluster import assign, merge_cycle, owned_by
+from simwatch.core.incidents import IncidentTracker
+from simwatch.core.localize import Cause
+from simwatch.core.merge import LeafCounts, ShardReport
+
+
+def test_assignment_is_balanced_and_sticky() -> None:
+    first = assign(12, ["b", "a", "c"], {})
+    assert sorted(first) == list(range(12))
+    assert [len(owned_by(first, n)) for n in "abc"] == [4, 4, 4]
+    # c leaves: only its partitions move, shared by the others
+    second = assign(12, ["a", "b"], first)
+    assert all(second[p] == first[p] for p in owned_by(first, "a") + owned_by(first, "b"))
+    assert [len(owned_by(second, n)) for n in "ab"] == [6, 6]
+    # a node joins: nothing moves away from a live node (it takes only unowned partitions)
+    assert assign(12, ["a", "b", "d"], second) == second
+    assert assign(4, [], first) == {}
+
+
+def report(overdue: float, at: float = 600.0, warm: bool = True) -> ShardReport:
+    leaves = (
+        LeafCounts(("m", "DE", "26201"), total=100, overdue=overdue, expected=1.0),
+        LeafCounts(("m", "DE", "26202"), total=100, overdue=1, expected=1.0),
+    )
+    return ShardReport(0, 1, at, warm, ("apn", "country", "partner"), leaves)
+
+
+def test_leader_merges_every_node_or_decides_nothing() -> None:
+    nodes = ["n1", "n2", "n3"]
+    reports = {n: report(40) for n in nodes}
+    merged = merge_cycle(reports, nodes, 600.0)
+    assert merged.causes is not None
+    assert [c.dims for c in merged.causes] == [{"partner": "26201"}]
+    assert merged.causes[0].affected == 120
+    assert merged.causes[0].total == 300
+    # a node missing or a report of another instant: no decision
+    assert merge_cycle({n: reports[n] for n in nodes[:2]}, nodes, 600.0).causes is None
+    stale = {**reports, "n3": report(40, at=540.0)}
+    assert merge_cycle(stale, nodes, 600.0).causes is None
+    # a report of a node owning nothing now is ignored
+    assert merge_cycle({**reports, "old": report(90)}, nodes, 600.0).causes is not None
+
+
+def cause(partner: str, affected: float) -> Cause:
+    return Cause(
+        dims={"partner": partner},
+        affected=affected,
+        total=100.0,
+        expected=1.0,
+        score=50.0,
+    )
+
+
+def test_group_incidents_carry_over_to_a_new_leader() -> None:
+    old = IncidentTracker()
+    for t in (0.0, 60.0):
+        old.update_groups(t, [cause("26201", 40)])
+    assert [i.id for i in old.open.values()] == ["inc-0001"]
+    new = IncidentTracker(next_id=7)  # a node with its own tickets numbered up to inc-0006
+    new.adopt_groups(old.export_groups())
+    assert [i.id for i in new.open.values()] == ["inc-0001"]
+    # the same fault next cycle: the same incident, no new one
+    changes = new.update_groups(120.0, [cause("26201", 42)])
+    assert [c.kind for c in changes if c.kind == "opened"] == []
+    assert [i.id for i in new.open.values()] == ["inc-0001"]
+    # a new fault gets an id neither node gave
+    for t in (180.0, 240.0):
+        new.update_groups(t, [cause("26201", 42), cause("20404", 30)])
+    assert sorted(i.id for i in new.open.values()) == ["inc-0001", "inc-0007"]
+    # stepping down: forgotten, not resolved
+    new.drop_groups()
+    assert new.open == {}
+    assert new.resolved == []
