@@ -201,9 +201,7 @@ async def test_three_shards_one_leader_fail_over(tmp_path: Path) -> None:
                 assert [i["id"] for i in group_incidents(ports[new_leader])] == [incident]
                 await asyncio.sleep(2 * INTERVAL)
                 assert [i["id"] for i in group_incidents(ports[new_leader])] == [incident]
-                assert [p["incident"] for p in hook.firing("SimwatchGroupIncident")] == [
-                    incident
-                ]
+                assert [p["incident"] for p in hook.firing("SimwatchGroupIncident")] == [incident]
                 # 3. kill -9 a shard: its SIMs come back on the last node
                 shard = next(n for n in others if n != new_leader)
                 os.kill(processes[shard].pid, signal.SIGKILL)
@@ -227,9 +225,7 @@ async def test_three_shards_one_leader_fail_over(tmp_path: Path) -> None:
                 figures = metrics(ports[last])
                 assert figures["simwatch_tracked_sims"] == len(FLEET)
                 assert figures.get('simwatch_source_duplicates_total{source="nats"}', 0) == 0
-                assert [p["incident"] for p in hook.firing("SimwatchGroupIncident")] == [
-                    incident
-                ]
+                assert [p["incident"] for p in hook.firing("SimwatchGroupIncident")] == [incident]
             finally:
                 for process in processes.values():
                     if process.poll() is None:
