@@ -3,10 +3,15 @@ of the incident tracker (export_groups / adopt_groups / drop_groups)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import yaml
+
 from simwatch.core.cluster import assign, merge_cycle, owned_by
 from simwatch.core.incidents import IncidentTracker
 from simwatch.core.localize import Cause
 from simwatch.core.merge import LeafCounts, ShardReport
+from simwatch.shell.settings import load_settings
 
 
 def test_assignment_is_balanced_and_sticky() -> None:
@@ -76,3 +81,27 @@ def test_group_incidents_carry_over_to_a_new_leader() -> None:
     new.drop_groups()
     assert new.open == {}
     assert new.resolved == []
+
+
+def test_the_deploy_node_config_loads_with_the_node_name_from_the_environment(
+    tmp_path: Path,
+) -> None:
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "deploy/cluster/simwatch-node.toml").read_text(encoding="utf-8")
+    for name in ("inventory.csv", "tokens"):
+        (tmp_path / name).write_text("iccid\n" if name.endswith("csv") else "t0k3n\n")
+        text = text.replace(f"/etc/simwatch/{name}", str(tmp_path / name))
+    config = tmp_path / "node.toml"
+    config.write_text(text, encoding="utf-8")
+    settings = load_settings(config, {"SIMWATCH_CLUSTER__NODE": "simwatch-2"})
+    assert settings.cluster.enabled
+    assert settings.cluster.node == "simwatch-2"
+    assert settings.cluster.partitions == settings.sources.nats[0].partitions
+    # every service of the compose file mounts that config and names its node
+    compose = yaml.safe_load((root / "deploy/cluster/docker-compose.yml").read_text())
+    nodes = {k: v for k, v in compose["services"].items() if k.startswith("simwatch-")}
+    assert sorted(v["environment"]["SIMWATCH_CLUSTER__NODE"] for v in nodes.values()) == [
+        "simwatch-1",
+        "simwatch-2",
+        "simwatch-3",
+    ]
