@@ -7,6 +7,7 @@ Documented behaviour (docs/scaling.md, "The cluster"; simwatch/service/cluster.p
    share the partitions (every partition read by exactly one node), the leader merges
    their per-leaf counts and pages the outage once: the group and affected count of a
    single node's replay of the same records.
+   Any node answers ``/api/v1/sims/{iccid}`` for any SIM (the owner's view).
 2. ``kill -9`` of the leader: another node leads within two cycles (plus the lease),
    the open incident keeps its id, Alertmanager notifies nothing new.
 3. ``kill -9`` of a shard: its partitions move to the survivors, which rebuild its SIMs
@@ -164,6 +165,9 @@ async def test_three_shards_one_leader_fail_over(tmp_path: Path) -> None:
             await asyncio.to_thread(am.start)
             try:
                 lines = history(pub, now)
+                newest: dict[str, str] = {}  # per SIM, its last data as published
+                for iccid, line in lines:
+                    newest[iccid] = max(newest.get(iccid, ""), orjson.loads(line)["end"])
                 await pub.publish(lines, shape=2)
                 for n in NODES:
                     config = write_config(tmp_path, n, server.client_url, am.url, ports[n])
@@ -187,6 +191,10 @@ async def test_three_shards_one_leader_fail_over(tmp_path: Path) -> None:
                 assert abs(opened[0]["affected"] - expected[0]["affected"]) <= 0.05 * max(
                     expected[0]["affected"], 1
                 )
+                # any node answers for any SIM (forwarded to the node reading its partition)
+                for iccid in FLEET[::50]:
+                    answers = [get(ports[n], f"/api/v1/sims/{iccid}") for n in NODES]
+                    assert [a["last_data"] if a else None for a in answers] == [newest[iccid]] * 3
                 # 2. kill -9 the leader: another leads, same incident, nothing new notified
                 os.kill(processes[leader].pid, signal.SIGKILL)
                 processes[leader].wait(10)
@@ -207,9 +215,6 @@ async def test_three_shards_one_leader_fail_over(tmp_path: Path) -> None:
                 os.kill(processes[shard].pid, signal.SIGKILL)
                 processes[shard].wait(10)
                 last = new_leader
-                newest: dict[str, str] = {}
-                for iccid, line in lines:
-                    newest[iccid] = max(newest.get(iccid, ""), orjson.loads(line)["end"])
                 probe = FLEET[::7]
 
                 def all_back() -> bool:

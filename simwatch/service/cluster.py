@@ -44,13 +44,16 @@ from nats.js import api
 
 from simwatch.core.cluster import assign, merge_cycle, owned_by
 from simwatch.core.merge import ShardReport, shard_report
+from simwatch.http.views import ViewError, sim_view
 from simwatch.shell.logs import FailureLog
 from simwatch.sinks.alertmanager import AlertmanagerSink
-from simwatch.sources.nats import NatsSource
+from simwatch.sources.nats import NatsSource, partition_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
     from nats.js.client import JetStreamContext
     from nats.js.kv import KeyValue
 
@@ -99,6 +102,8 @@ class ClusterNode:
         self.clock = clock
         self.stats = ClusterStats(node=settings.node)
         self._leader_revision = 0
+        self._assignment: dict[int, str] = {}
+        self._nc: Client | None = None
         self._report: ShardReport | None = None
         self._reported = asyncio.Event()
         self._failure = FailureLog(log, "cluster")
@@ -131,15 +136,21 @@ class ClusterNode:
             reconnect_time_wait=1,
             error_cb=self._on_error,
         )
+        self._nc = nc
         try:
             js = nc.jetstream()
             leases = await _bucket(js, f"{cfg.bucket}-leases", ttl=cfg.lease_s)
             state = await _bucket(js, f"{cfg.bucket}-state", ttl=None)
-            self.daemon.engine.groups_local = False
+            engine = self.daemon.engine
+            engine.groups_local = False
+            if not self.stats.leader:  # a checkpoint of a former leader: the leader has them
+                engine.incidents.drop_groups()
+            await nc.subscribe(self._sim_subject(self.name), cb=self._answer_sim)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._lease_loop(leases, state), name="cluster:leases")
                 tg.create_task(self._report_loop(state), name="cluster:reports")
         finally:
+            self._nc = None
             if self.stats.leader:
                 self._step_down("shutting down")
             with contextlib.suppress(Exception):  # closing a broken connection
@@ -185,6 +196,7 @@ class ClusterNode:
                     return  # another leader wrote meanwhile: read again next tick
                 log.info("cluster: partitions assigned over %s", ", ".join(nodes))
                 assignment = wanted
+        self._assignment = assignment
         mine = owned_by(assignment, self.name)
         if mine != sorted(self.source.partitions):
             # a partition new here replays its stream from the start (its SIMs' state
@@ -300,6 +312,38 @@ class ClusterNode:
             len(nodes),
             1000 * (time.perf_counter() - started),
         )
+
+    # ---- /api/v1/sims/{iccid} on any node ------------------------------------------------------
+
+    def _sim_subject(self, node: str) -> str:
+        return f"{self.settings.bucket}.sim.{node}"
+
+    async def forward_sim(self, iccid: str) -> tuple[int, object] | None:
+        """The owner's answer for a SIM of a partition another node reads; None when this
+        node reads it (or the ICCID is malformed, or no assignment is known yet)."""
+        if not iccid.isdigit() or not 18 <= len(iccid) <= 22:
+            return None
+        owner = self._assignment.get(partition_of(iccid, self.source.settings.partitions))
+        nc = self._nc
+        if owner is None or owner == self.name or nc is None:
+            return None
+        try:
+            reply = await nc.request(self._sim_subject(owner), iccid.encode(), timeout=2.0)
+            answer = orjson.loads(reply.data)
+            return int(answer["status"]), answer["body"]
+        except (nats.errors.Error, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            message = f"the node reading this SIM's partition ({owner}) does not answer"
+            return 503, {"error": {"status": 503, "message": message}}
+
+    async def _answer_sim(self, msg: Msg) -> None:
+        iccid = msg.data.decode(errors="replace")
+        try:
+            body: object = sim_view(self.daemon.engine, iccid, self.clock())
+            status = 200
+        except ViewError as exc:
+            status, body = exc.status, {"error": {"status": exc.status, "message": exc.message}}
+        with contextlib.suppress(nats.errors.Error):
+            await msg.respond(orjson.dumps({"status": status, "body": body, "node": self.name}))
 
 
 def _assignment(data: object) -> dict[int, str]:

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
     from simwatch.core.inventory import InventoryRow
     from simwatch.core.records import Rejection
+    from simwatch.http.app import SimForward
     from simwatch.shell.push import RejectionWriter
     from simwatch.shell.settings import HttpSettings, LogSettings, Settings
     from simwatch.shell.sink_contract import Sink
@@ -222,6 +223,8 @@ async def serve(
     http: HttpSettings,
     tokens: frozenset[str],
     metrics: MetricsSettings | None = None,
+    *,
+    sim_forward: SimForward | None = None,
 ) -> None:
     metrics = metrics or MetricsSettings()
     health = DaemonHealth(started_at=daemon.health.started_at, queue_depth=daemon.queue.qsize)
@@ -252,6 +255,7 @@ async def serve(
         metrics_handler=metrics_handler(make_registry(collector)),
         source_stats=daemon.source_stats,
         receivers=[s for s in daemon.sources if isinstance(s, PushReceiver)],
+        sim_forward=sim_forward,
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -302,14 +306,15 @@ def main(argv: Sequence[str]) -> int:
     wire_webhooks(daemon)
     wire_nats(daemon)
     with contextlib.suppress(KeyboardInterrupt):
+        # [cluster]: leases, partition assignment, reports, the leader's merge
+        node = cluster_node(daemon, api_url(http))
+        forward = node.forward_sim if node is not None else None
         tasks: list[tuple[str, Callable[[], object]]] = [
-            ("http", lambda: serve(daemon, http, tokens, settings.metrics))
+            ("http", lambda: serve(daemon, http, tokens, settings.metrics, sim_forward=forward))
         ]
+        if node is not None:
+            tasks.append(("cluster", node.run))
         with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
-            # [cluster]: leases, partition assignment, reports, the leader's merge
-            node = cluster_node(daemon, api_url(http))
-            if node is not None:
-                tasks.append(("cluster", node.run))
             runner.run(daemon.run(extra_tasks=tasks))
     return 0
 
