@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 import nats
@@ -45,6 +44,7 @@ from nats.js import api
 from simwatch.core.cluster import assign, merge_cycle, owned_by
 from simwatch.core.merge import ShardReport, shard_report
 from simwatch.http.views import ViewError, sim_view
+from simwatch.shell.health import ClusterStats
 from simwatch.shell.logs import FailureLog
 from simwatch.sinks.alertmanager import AlertmanagerSink
 from simwatch.sources.nats import NatsSource, partition_of
@@ -66,21 +66,6 @@ log = logging.getLogger("simwatch")
 LEADER_KEY: Final = "leader"
 ASSIGNMENT_KEY: Final = "assignment"
 INCIDENTS_KEY: Final = "incidents"
-
-
-@dataclass(slots=True)
-class ClusterStats:
-    """What the node knows of the cluster (the API and /metrics read it)."""
-
-    node: str
-    leader: bool = False
-    leader_name: str | None = None
-    nodes: list[str] = field(default_factory=list)
-    partitions: list[int] = field(default_factory=list)
-    merges: int = 0  # merges that decided (every node reported)
-    merges_incomplete: int = 0  # merges left undecided (a report missing or stale)
-    last_merge_s: float = 0.0  # read + merge + localize, seconds
-    became_leader_at: float | None = None
 
 
 class ClusterNode:

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from simwatch.core.inventory import InventoryRow
     from simwatch.core.records import Rejection
     from simwatch.http.app import SimForward
+    from simwatch.shell.health import ClusterStats
     from simwatch.shell.push import RejectionWriter
     from simwatch.shell.settings import HttpSettings, LogSettings, Settings
     from simwatch.shell.sink_contract import Sink
@@ -225,6 +226,7 @@ async def serve(
     metrics: MetricsSettings | None = None,
     *,
     sim_forward: SimForward | None = None,
+    cluster_stats: ClusterStats | None = None,
 ) -> None:
     metrics = metrics or MetricsSettings()
     health = DaemonHealth(started_at=daemon.health.started_at, queue_depth=daemon.queue.qsize)
@@ -237,6 +239,7 @@ async def serve(
         sink_stats=daemon.sink_stats,
         sim_series=metrics.sim_series_max if metrics.sim_series else 0,
         checkpoint_stats=daemon.checkpoint_stats,
+        cluster_stats=lambda: cluster_stats,
     )
 
     def sync_health(_result: object) -> None:
@@ -309,8 +312,14 @@ def main(argv: Sequence[str]) -> int:
         # [cluster]: leases, partition assignment, reports, the leader's merge
         node = cluster_node(daemon, api_url(http))
         forward = node.forward_sim if node is not None else None
+        stats = node.stats if node is not None else None
         tasks: list[tuple[str, Callable[[], object]]] = [
-            ("http", lambda: serve(daemon, http, tokens, settings.metrics, sim_forward=forward))
+            (
+                "http",
+                lambda: serve(
+                    daemon, http, tokens, settings.metrics, sim_forward=forward, cluster_stats=stats
+                ),
+            )
         ]
         if node is not None:
             tasks.append(("cluster", node.run))
