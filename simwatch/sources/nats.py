@@ -91,6 +91,7 @@ class NatsSource:
         self._handed: dict[int, int] = {}  # partition -> last sequence handed to ingest
         self._starts: dict[int, int] = {}  # partition -> start after this sequence
         self._acks: dict[int, list[tuple[int, str]]] = {}  # applied, not yet acknowledged
+        self._covered: dict[int, int] = {}  # partition -> last sequence a checkpoint holds
         owned = settings.owned or list(range(settings.partitions))
         self._wanted: set[int] = set(owned)
         self._readers: dict[int, asyncio.Task[None]] = {}
@@ -115,6 +116,8 @@ class NatsSource:
     async def checkpointed(self, cursor: object) -> None:
         """Acknowledge, per partition, the last applied message the checkpoint covers."""
         for partition, seq in parse_cursor(cursor).items():
+            if partition in self._wanted:
+                self._covered[partition] = max(seq, self._covered.get(partition, 0))
             await self._ack_through(partition, seq)
 
     # ---- the partitions read ---------------------------------------------------------------
@@ -138,7 +141,7 @@ class NatsSource:
                 self._starts[partition] = start
                 self._applied[partition] = start
                 self._handed[partition] = start
-        for table in (self._applied, self._handed, self._starts, self._acks):
+        for table in (self._applied, self._handed, self._starts, self._acks, self._covered):
             for gone in [p for p in table if p not in partitions]:
                 del table[gone]
         self._wanted = set(partitions)
@@ -203,6 +206,13 @@ class NatsSource:
         cfg = self.settings
         durable = f"{cfg.durable}-p{partition}"
         start = self._starts.pop(partition, None)
+        if start is None:
+            # a reader restarted (the connection failed): from what is acknowledged, so the
+            # messages its lost fetches held come again now, not after ack_wait_s (those
+            # ingest already has are skipped by their sequence)
+            start = self._covered.get(partition) if self.ack_on_checkpoint else None
+            if start is None and not self.ack_on_checkpoint:
+                start = self._applied.get(partition)
         config = api.ConsumerConfig(
             ack_policy=api.AckPolicy.ALL,
             ack_wait=cfg.ack_wait_s,
