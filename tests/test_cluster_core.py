@@ -6,11 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from fleet import DAY, ICCIDS, T0, new_engine
 
-from simwatch.core.cluster import assign, merge_cycle, owned_by
+from simwatch.core.cluster import assign, foreign_rows, merge_cycle, owned_by
+from simwatch.core.evaluate import INACTIVE, sim_states
 from simwatch.core.incidents import IncidentTracker
 from simwatch.core.localize import Cause
-from simwatch.core.merge import LeafCounts, ShardReport
+from simwatch.core.merge import LeafCounts, ShardReport, shard_of
 from simwatch.shell.settings import load_settings
 
 
@@ -22,9 +24,27 @@ def test_assignment_is_balanced_and_sticky() -> None:
     second = assign(12, ["a", "b"], first)
     assert all(second[p] == first[p] for p in owned_by(first, "a") + owned_by(first, "b"))
     assert [len(owned_by(second, n)) for n in "ab"] == [6, 6]
-    # a node joins: nothing moves away from a live node (it takes only unowned partitions)
-    assert assign(12, ["a", "b", "d"], second) == second
+    # a node joins: it gets a fair share, each partition it takes moved from one node
+    third = assign(12, ["a", "b", "d"], second)
+    assert [len(owned_by(third, n)) for n in "abd"] == [4, 4, 4]
+    assert all(third[p] in (second[p], "d") for p in range(12))
+    assert assign(12, ["a", "b", "d"], third) == third  # stable once balanced
     assert assign(4, [], first) == {}
+
+
+def test_sims_of_other_partitions_are_away_and_come_back() -> None:
+    engine = new_engine(ICCIDS)
+    state = engine.state
+    iccids = state.index.iccids()
+    away = foreign_rows(iccids, 4, [0, 1])
+    assert sorted(iccids[r] for r in away) == sorted(i for i in ICCIDS if shard_of(i, 4) in (2, 3))
+    assert state.set_away(away) == len(away) > 0
+    now = T0 + DAY
+    states = sim_states(state, now)
+    assert all(states[r] == INACTIVE for r in away)  # never counted in a group here
+    # partitions 2 and 3 come back: their SIMs are this node's again
+    assert state.set_away(foreign_rows(iccids, 4, [0, 1, 2, 3])) == len(away)
+    assert not any(sim_states(state, now) == INACTIVE)
 
 
 def report(overdue: float, at: float = 600.0, warm: bool = True) -> ShardReport:

@@ -4,10 +4,11 @@
 leader's loop); docs/scaling.md describes the whole.
 
 - ``assign(partitions, nodes, current)``: the partition -> node map. Sticky: a partition
-  stays with its owner while that node is alive; a partition of a node that left (its
-  lease expired) or never owned goes to the live node owning the fewest (ties: by name).
-  A node that joins takes only such partitions: taking one from a live node would need
-  that node to hand its SIMs' state over, which it cannot (docs/scaling.md).
+  stays with its owner while that node is alive, except to even the load out when a
+  node joins; a partition of a node that left (its lease expired) goes to the live node
+  owning the fewest (ties: by name).
+- ``foreign_rows``: the SIMs of partitions a node does not read (any more): the node
+  sets them aside (``service.cluster``) so that they never count in its groups.
 - ``merge_cycle(reports, nodes, at)``: the leader's localization over every node's
   last report for instant ``at`` (``core.merge``): the causes when every assigned node
   reported for ``at``, warmed up and not an outlier; None otherwise (no decision: the
@@ -19,8 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from simwatch.core.localize import LocalizeParams, localize
-from simwatch.core.merge import Merged, ShardReport, merge_reports
+from simwatch.core.merge import Merged, ShardReport, merge_reports, shard_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -29,7 +32,12 @@ if TYPE_CHECKING:
 
 
 def assign(partitions: int, nodes: Iterable[str], current: Mapping[int, str]) -> dict[int, str]:
-    """Every partition of ``range(partitions)`` to one of ``nodes`` (empty: ``{}``)."""
+    """Every partition of ``range(partitions)`` to one of ``nodes`` (empty: ``{}``).
+
+    A partition keeps its owner while that node is alive, except to even out the load
+    when a node joins: partitions move from the most loaded node to the least loaded one
+    (highest partition first) until they differ by one at most. A dead node's partitions
+    go to the least loaded (ties by name)."""
     live = sorted(set(nodes))
     if not live:
         return {}
@@ -42,7 +50,24 @@ def assign(partitions: int, nodes: Iterable[str], current: Mapping[int, str]) ->
             owner = min(live, key=lambda n: (load[n], n))
             out[p] = owner
             load[owner] += 1
-    return out
+    while True:
+        most = max(live, key=lambda n: (load[n], n))
+        least = min(live, key=lambda n: (load[n], n))
+        if load[most] - load[least] <= 1:
+            return out
+        moved = max(p for p, n in out.items() if n == most)
+        out[moved] = least
+        load[most] -= 1
+        load[least] += 1
+
+
+def foreign_rows(iccids: Sequence[str], partitions: int, owned: Iterable[int]) -> np.ndarray:
+    """The rows (positions in ``iccids``) of SIMs whose partition is not in ``owned``."""
+    mine = set(owned)
+    return np.fromiter(
+        (row for row, iccid in enumerate(iccids) if shard_of(iccid, partitions) not in mine),
+        dtype=np.int64,
+    )
 
 
 def owned_by(assignment: Mapping[int, str], node: str) -> list[int]:
@@ -79,4 +104,4 @@ def merge_cycle(
     return LeaderMerge(merged, causes, order)
 
 
-__all__ = ["LeaderMerge", "assign", "merge_cycle", "owned_by"]
+__all__ = ["LeaderMerge", "assign", "foreign_rows", "merge_cycle", "owned_by"]

@@ -103,10 +103,12 @@ class Evaluation:
 
 
 def sim_states(state: FleetState, now: float) -> np.ndarray:
-    """Per-SIM state codes: the rhythm model's, with non-active inventory SIMs INACTIVE."""
+    """Per-SIM state codes: the rhythm model's, with non-active inventory SIMs INACTIVE
+    (and, in a cluster, the SIMs of partitions another node reads: ``Flag.AWAY``)."""
     n = len(state)
     states = state.rhythm.classify(now, n).astype(np.int8, copy=True)
-    states[state.cols.status[:n] != Status.ACTIVE] = INACTIVE
+    away = (state.cols.flags[:n] & Flag.AWAY) != 0
+    states[(state.cols.status[:n] != Status.ACTIVE) | away] = INACTIVE
     return states
 
 

@@ -41,7 +41,7 @@ import nats.js.errors
 import orjson
 from nats.js import api
 
-from simwatch.core.cluster import assign, merge_cycle, owned_by
+from simwatch.core.cluster import assign, foreign_rows, merge_cycle, owned_by
 from simwatch.core.merge import ShardReport, shard_report
 from simwatch.http.views import ViewError, sim_view
 from simwatch.shell.health import ClusterStats
@@ -88,6 +88,7 @@ class ClusterNode:
         self.stats = ClusterStats(node=settings.node)
         self._leader_revision = 0
         self._assignment: dict[int, str] = {}
+        self._set_aside = False  # the SIMs of other nodes' partitions marked away once
         self._nc: Client | None = None
         self._report: ShardReport | None = None
         self._reported = asyncio.Event()
@@ -183,12 +184,28 @@ class ClusterNode:
                 assignment = wanted
         self._assignment = assignment
         mine = owned_by(assignment, self.name)
-        if mine != sorted(self.source.partitions):
+        if assignment and (mine != sorted(self.source.partitions) or not self._set_aside):
             # a partition new here replays its stream from the start (its SIMs' state
             # comes back from the stream), unless this node's checkpoint has it
             self.source.assign(dict.fromkeys(mine, 0))
+            await self._set_aside_foreign(mine)
             log.info("cluster: this node reads partitions %s", mine)
         self.stats.partitions = mine
+
+    async def _set_aside_foreign(self, mine: list[int]) -> None:
+        """SIMs of partitions another node reads are away here (inactive, never counted):
+        those of a checkpoint from another assignment, of the whole inventory, of a
+        partition that moved away. A partition that comes back brings its SIMs back."""
+        state = self.daemon.engine.state
+        iccids = state.index.iccids()
+        partitions = self.source.settings.partitions
+        rows = await asyncio.to_thread(foreign_rows, iccids, partitions, mine)
+        engine = self.daemon.engine
+        if engine.state is state:  # not replaced by a restore meanwhile
+            changed = state.set_away(rows)
+            self._set_aside = True
+            if changed:
+                log.info("cluster: %d SIMs of other nodes' partitions set aside", len(rows))
 
     async def _elect(self, leases: KeyValue, state: KeyValue) -> None:
         value = self.name.encode()
