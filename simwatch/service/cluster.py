@@ -14,7 +14,10 @@ Two key-value buckets (docs/scaling.md, "The cluster"):
 
 Every node reads the ``assignment`` and tells its JetStream source which partitions to
 read (``NatsSource.assign``); a partition new to the node is replayed from the start of
-the stream (retention) unless the node's own checkpoint holds a position for it.
+the stream (retention) unless the node's own checkpoint holds a position for it. The
+SIMs of every partition the node does not read are away there (``Flag.AWAY``: inactive,
+never counted in a group), so a partition that moved, a checkpoint from another
+assignment or a whole inventory count nothing twice.
 
 The leader, after each of its cycles, waits up to half an interval for every assigned
 node's report of the same instant, merges them and localizes once
