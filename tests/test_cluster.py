@@ -232,7 +232,7 @@ async def test_three_shards_one_leader_fail_over(tmp_path: Path) -> None:
                 )
                 failover_s = time.monotonic() - killed_at
                 assert [i["id"] for i in group_incidents(ports[new_leader])] == [incident]
-                await asyncio.sleep(2 * INTERVAL)
+                await asyncio.sleep(INTERVAL + LEASE)  # its first cycle re-sent the page
                 assert [i["id"] for i in group_incidents(ports[new_leader])] == [incident]
                 assert [p["incident"] for p in hook.firing("SimwatchGroupIncident")] == [incident]
                 # 3. kill -9 a shard: its SIMs come back on the last node
