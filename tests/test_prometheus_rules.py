@@ -23,7 +23,7 @@ from servers import PROMTOOL, binary
 
 from simwatch.core.engine import Engine
 from simwatch.http.metrics import EngineCollector
-from simwatch.shell.health import CheckpointStats, DaemonHealth
+from simwatch.shell.health import CheckpointStats, ClusterStats, DaemonHealth
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy" / "prometheus"
@@ -163,6 +163,7 @@ def test_rules_use_only_metrics_the_collector_exports() -> None:
         tuple,
         version="0",
         checkpoint_stats=lambda: checkpoints,
+        cluster_stats=lambda: ClusterStats(node="n1"),
     )
     exported = {"up"}
     suffix = {"counter": "_total", "info": "_info"}

@@ -33,7 +33,7 @@ from simwatch.core.incidents import (
     SimAlarm,
 )
 from simwatch.core.ingest import Ingestor
-from simwatch.core.localize import LocalizeParams, healthy_part
+from simwatch.core.localize import Cause, LocalizeParams, healthy_part
 from simwatch.core.operators import OperatorTable
 from simwatch.core.rhythm import RhythmParams, SimState
 from simwatch.core.state import FleetState
@@ -107,6 +107,12 @@ class Engine:
         )
         self.baseline = GroupBaseline(self.config.baseline)
         self.incidents = IncidentTracker(self.config.incidents)
+        # Where group incidents come from: this engine's own localization (True), or, in
+        # a cluster (service.cluster), ``external_causes``: the leader's localization on
+        # the merged counts of every shard, consumed by the next cycle; None there holds
+        # the group incidents as they are (a shard, or a leader still without a merge).
+        self.groups_local = True
+        self.external_causes: list[Cause] | None = None
         self.rejected: Counter[str] = Counter()
         self.first_record_at: float | None = None
         self.last_evaluation: Evaluation | None = None
@@ -158,7 +164,13 @@ class Engine:
                 rest &= ~leaf_mask(state, child)
             return healthy_part(rest, whole, leaf_stats, cfg.localize)
 
-        changes = self.incidents.update_groups(now, evaluation.causes, rest_healthy)
+        if self.groups_local:
+            changes = self.incidents.update_groups(now, evaluation.causes, rest_healthy)
+        elif self.external_causes is not None:
+            causes, self.external_causes = self.external_causes, None
+            changes = self.incidents.update_groups(now, causes)
+        else:
+            changes = []
         for incident in self.incidents.open.values():
             if incident.kind == "group":
                 incident.evidence = evidence_summary(state, evaluation, incident.dims)

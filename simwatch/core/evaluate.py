@@ -114,7 +114,8 @@ class Evaluation:
 
 
 def sim_states(state: FleetState, now: float, params: EvalParams | None = None) -> np.ndarray:
-    """Per-SIM state codes: the rhythm model's, with non-active inventory SIMs INACTIVE.
+    """Per-SIM state codes: the rhythm model's, with non-active inventory SIMs INACTIVE
+    (and, in a cluster, the SIMs of partitions another node reads: ``Flag.AWAY``).
 
     A session-level SIM (``core.regime``) is judged by its sessions instead: OK while a
     session is open, LATE once its last session has been closed for
@@ -134,7 +135,8 @@ def sim_states(state: FleetState, now: float, params: EvalParams | None = None) 
             np.where(shut & (closed_for >= p.session_closed_late_s), SimState.LATE, SimState.OK),
         ).astype(np.int8)
         states[rows] = by_session
-    states[state.cols.status[:n] != Status.ACTIVE] = INACTIVE
+    away = (state.cols.flags[:n] & Flag.AWAY) != 0
+    states[(state.cols.status[:n] != Status.ACTIVE) | away] = INACTIVE
     return states
 
 

@@ -256,6 +256,44 @@ class IncidentTracker:
         self._pending_groups = groups
         self._pending_sims = sims
 
+    # ---- a cluster's group incidents: kept by its leader, carried over on fail-over ----
+
+    def export_groups(self) -> dict[str, object]:
+        """The group half of ``export()`` (open and resolved group incidents, pending
+        group candidates, the id counter): what a cluster leader shares so that the next
+        leader continues the same incidents and ids (``adopt_groups``)."""
+        resolved = [incident_state(i) for i in self.resolved if i.kind == "group"]
+        return {
+            "next_id": self.next_id,
+            "open": [
+                [list(map(list, k)), incident_state(i)]
+                for k, i in self.open.items()
+                if i.kind == "group"
+            ],
+            "resolved": resolved[-self.params.keep_resolved :],
+            "pending_groups": [[list(map(list, k)), n] for k, n in self._pending_groups.items()],
+        }
+
+    def adopt_groups(self, data: Mapping[str, object]) -> None:
+        """Replace this tracker's group incidents by ``export_groups()``'s (SIM incidents
+        stay); the id counter becomes the larger of both, so no id is given twice.
+        ``ValueError`` when malformed."""
+        other = IncidentTracker(self.params)
+        other.restore({"pending_sims": [], **data})
+        self.drop_groups()
+        self.open.update(other.open)
+        self.resolved = sorted([*self.resolved, *other.resolved], key=lambda i: i.id)
+        self._pending_groups = dict(other._pending_groups)
+        self.next_id = max(self.next_id, other.next_id)
+
+    def drop_groups(self) -> None:
+        """Forget every group incident and candidate without resolving them (a node that
+        is no longer the cluster's leader: the new leader carries them on)."""
+        self.open = {k: i for k, i in self.open.items() if i.kind != "group"}
+        self.resolved = [i for i in self.resolved if i.kind != "group"]
+        self._pending_groups = {}
+        self._held = {}
+
     def all(self) -> list[Incident]:
         """Every incident known, oldest first."""
         return sorted([*self.resolved, *self.open.values()], key=lambda i: i.id)

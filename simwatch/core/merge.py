@@ -19,11 +19,10 @@ into one ``LeafTable`` and runs ``localize`` on it once (docs/scaling.md).
 - ``Merger``: one merged localization per cycle plus the incident tracker, so incident
   ids come from one place (the merger), not from each shard.
 
-Who calls it: today the tests (``tests/test_merge.py``, ``tests/test_replicas.py``) and
-docs/scaling.md. No process calls it yet: the scale-out work (issue 14: shards fed by
-NATS JetStream, a leader elected with a key-value lease) makes the leader its caller,
-merging the reports the shards publish every cycle. It stays in the core because it is
-pure and the leader will be a thin shell around it.
+Who calls it: the cluster (``service.cluster``): every node publishes its
+``shard_report`` after each cycle and the leader, elected with a key-value lease, merges
+them (``core.cluster.merge_cycle`` over ``merge_reports``); also the tests
+(``tests/test_merge.py``, ``tests/test_replicas.py``) and docs/scaling.md.
 
 Pure: no I/O, no clock, no global state. Summing is exact for ``total`` and
 ``overdue`` (per-SIM facts); ``expected`` is the sum of each shard's learned baseline

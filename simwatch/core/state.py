@@ -57,6 +57,7 @@ class Flag(IntEnum):
     IN_INVENTORY = 1
     VIP = 2
     HAS_USAGE = 4  # the SIM's volume comes from usage records (session totals then are not added)
+    AWAY = 8  # a cluster: another node reads this SIM's partition; inactive here
 
 
 def rel(ts: float) -> int:
@@ -511,6 +512,18 @@ class FleetState:
         self._leaf_ids = {key: i for i, key in enumerate(self.leaf_keys)}
         self._leaf_codes = np.zeros((0, len(self.dims)), np.int32)
         self._labels = ((), ())
+
+    def set_away(self, rows: np.ndarray) -> int:
+        """Mark exactly ``rows`` as away (a cluster node no longer reads their partition:
+        inactive here, never counted in a group); every other SIM is not away. Returns
+        how many SIMs changed."""
+        n = len(self)
+        flags = self.cols.flags
+        away = np.zeros(n, bool)
+        away[rows[rows < n]] = True
+        was = (flags[:n] & Flag.AWAY) != 0
+        flags[:n] = np.where(away, flags[:n] | Flag.AWAY, flags[:n] & np.uint8(0xFF & ~Flag.AWAY))
+        return int(np.count_nonzero(was != away))
 
     def forget_inventory(self) -> None:
         """Drop what the inventory said about every SIM (before re-reading a changed one).

@@ -20,7 +20,7 @@ from simwatch.http import views
 from simwatch.http.openapi import openapi_document
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
 
     from aiohttp.typedefs import Handler, Middleware
 
@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from simwatch.shell.push import PushReceiver, PushReply
     from simwatch.shell.settings import HttpSettings
     from simwatch.shell.source_contract import SourceStats
+
+    # a cluster's /api/v1/sims/{iccid}: (status, body) from the node owning the SIM, or
+    # None when this node owns it (service.cluster)
+    SimForward = Callable[[str], Awaitable[tuple[int, object] | None]]
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +147,11 @@ class _Api:
         settings: HttpSettings,
         ready: Callable[[], bool],
         source_stats: Callable[[], Sequence[SourceStats]],
+        *,
+        sim_forward: SimForward | None = None,
     ) -> None:
         self.engine = engine
+        self.sim_forward = sim_forward
         self.now = now
         self.settings = settings
         self.ready = ready
@@ -174,7 +181,12 @@ class _Api:
         return json_response(views.status_view(self.engine, self.now(), self.source_stats()))
 
     async def sim(self, request: web.Request) -> web.Response:
-        return json_response(views.sim_view(self.engine, request.match_info["iccid"], self.now()))
+        iccid = request.match_info["iccid"]
+        if self.sim_forward is not None:  # a cluster: the node owning the SIM answers
+            answer = await self.sim_forward(iccid)
+            if answer is not None:
+                return json_response(answer[1], answer[0])
+        return json_response(views.sim_view(self.engine, iccid, self.now()))
 
     async def sims(self, request: web.Request) -> web.Response:
         query = _query(request, "limit", "cursor", "state", *views.LIST_FILTERS)
@@ -277,6 +289,7 @@ def make_app(
     metrics_handler: Handler | None = None,
     source_stats: Callable[[], Sequence[SourceStats]] = lambda: (),
     receivers: Sequence[PushReceiver] = (),
+    sim_forward: SimForward | None = None,
 ) -> web.Application:
     """The API application. Raises ``ValueError`` when tokens are required but none given."""
     tokens = frozenset(t for t in tokens if t)  # an empty line must never be a token
@@ -287,7 +300,7 @@ def make_app(
         )
     guard = _guard(tokens if settings.auth_required() else None)
     app = web.Application(middlewares=[guard], client_max_size=settings.max_body_bytes)
-    api = _Api(engine, now, settings, ready, source_stats)
+    api = _Api(engine, now, settings, ready, source_stats, sim_forward=sim_forward)
     app.router.add_get("/", api.landing)
     app.router.add_get("/-/healthy", api.healthy)
     app.router.add_get("/-/ready", api.is_ready)

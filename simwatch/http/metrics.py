@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
     from simwatch.core.engine import Engine
-    from simwatch.shell.health import CheckpointStats, DaemonHealth
+    from simwatch.shell.health import CheckpointStats, ClusterStats, DaemonHealth
     from simwatch.shell.sink_contract import SinkStats
     from simwatch.shell.source_contract import SourceStats
 
@@ -75,6 +75,7 @@ class EngineCollector:
         sink_stats: Callable[[], Sequence[SinkStats]] = tuple,
         sim_series: int = 0,
         checkpoint_stats: Callable[[], CheckpointStats | None] = lambda: None,
+        cluster_stats: Callable[[], ClusterStats | None] = lambda: None,
     ) -> None:
         """``sim_series``: per-SIM series for at most this many SIMs tagged vip; 0 (the
         default) exports none, and then no label value is ever an ICCID.
@@ -92,6 +93,7 @@ class EngineCollector:
         self.top_n = top_n
         self.sim_series = sim_series
         self.checkpoint_stats = checkpoint_stats
+        self.cluster_stats = cluster_stats  # [cluster]: series labelled shard=<node name>
 
     def collect(self) -> Iterator[Metric]:
         yield from self._fleet()
@@ -100,6 +102,7 @@ class EngineCollector:
         yield from self._sinks()
         yield from self._daemon()
         yield from self._checkpoint()
+        yield from self._cluster()
         if self.sim_series:
             yield from self._tagged_sims()
 
@@ -419,6 +422,45 @@ class EngineCollector:
             value=health.started_at,
             unit="seconds",
         )
+
+    def _cluster(self) -> Iterator[Metric]:
+        stats = self.cluster_stats()
+        if stats is None:
+            return
+        shard = [stats.node]
+        leader = GaugeMetricFamily(
+            "simwatch_cluster_leader",
+            "1 on the cluster's leader (it merges every node's counts and pages), else 0.",
+            labels=["shard"],
+        )
+        leader.add_metric(shard, 1.0 if stats.leader else 0.0)
+        partitions = GaugeMetricFamily(
+            "simwatch_cluster_partitions",
+            "Partitions this node reads.",
+            labels=["shard"],
+        )
+        partitions.add_metric(shard, len(stats.partitions))
+        nodes = GaugeMetricFamily(
+            "simwatch_cluster_nodes",
+            "Nodes whose lease this node sees alive.",
+            labels=["shard"],
+        )
+        nodes.add_metric(shard, len(stats.nodes))
+        merges = CounterMetricFamily(
+            "simwatch_cluster_merges",
+            "The leader's merges of every node's counts, by outcome (undecided: a node's "
+            "report missing, stale, warming or an outlier).",
+            labels=["shard", "outcome"],
+        )
+        merges.add_metric([stats.node, "decided"], stats.merges)
+        merges.add_metric([stats.node, "undecided"], stats.merges_incomplete)
+        merge_s = GaugeMetricFamily(
+            "simwatch_cluster_merge_seconds",
+            "How long the leader's last merge and localization took.",
+            labels=["shard"],
+        )
+        merge_s.add_metric(shard, stats.last_merge_s)
+        yield from (leader, partitions, nodes, merges, merge_s)
 
     def _checkpoint(self) -> Iterator[Metric]:
         stats = self.checkpoint_stats()

@@ -18,6 +18,7 @@ from aiohttp import web
 from simwatch import __version__
 from simwatch.http.app import make_app
 from simwatch.http.metrics import EngineCollector, make_registry, metrics_handler
+from simwatch.service.cluster import cluster_node
 from simwatch.service.daemon import Daemon
 from simwatch.shell.health import DaemonHealth
 from simwatch.shell.push import PushReceiver
@@ -35,6 +36,7 @@ from simwatch.sinks.mqtt import MqttSink
 from simwatch.sources.cmp.source import CmpSource
 from simwatch.sources.file import FileSource
 from simwatch.sources.mqtt import MqttSource
+from simwatch.sources.nats import NatsSource
 from simwatch.sources.simulator import SimulatorSource
 from simwatch.sources.webhook import WebhookSource
 
@@ -44,6 +46,8 @@ if TYPE_CHECKING:
 
     from simwatch.core.inventory import InventoryRow
     from simwatch.core.records import Rejection
+    from simwatch.http.app import SimForward
+    from simwatch.shell.health import ClusterStats
     from simwatch.shell.push import RejectionWriter
     from simwatch.shell.settings import HttpSettings, LogSettings, Settings
     from simwatch.shell.sink_contract import Sink
@@ -96,6 +100,9 @@ def build_sources(settings: Settings) -> tuple[list[Source], list[InventoryRow]]
             MqttSource(mqtt, password=m.resolved_password(), state_dir=settings.state_dir)
         )
     sources.extend(CmpSource(h, token=h.resolved_token()) for h in cfg.http)
+    # JetStream: acknowledged once a checkpoint covers a message (wire_nats turns that
+    # off when the daemon runs without checkpoints)
+    sources.extend(NatsSource(n) for n in cfg.nats)
     for i, w in enumerate(cfg.webhook):
         where = f"sources.webhook[{i}]"
         try:
@@ -141,6 +148,13 @@ def wire_webhooks(daemon: Daemon) -> None:
         if isinstance(source, WebhookSource):
             source.rejections = dead_letter_writer(daemon)
             source.checkpoints = daemon.checkpoints is not None
+
+
+def wire_nats(daemon: Daemon) -> None:
+    """Without checkpoints a JetStream source acknowledges what ingest applied."""
+    for source in daemon.sources:
+        if isinstance(source, NatsSource):
+            source.ack_on_checkpoint = daemon.checkpoints is not None
 
 
 def checkpoints_wanted(settings: Settings, sources: Sequence[Source]) -> bool:
@@ -210,6 +224,9 @@ async def serve(
     http: HttpSettings,
     tokens: frozenset[str],
     metrics: MetricsSettings | None = None,
+    *,
+    sim_forward: SimForward | None = None,
+    cluster_stats: ClusterStats | None = None,
 ) -> None:
     metrics = metrics or MetricsSettings()
     health = DaemonHealth(started_at=daemon.health.started_at, queue_depth=daemon.queue.qsize)
@@ -222,6 +239,7 @@ async def serve(
         sink_stats=daemon.sink_stats,
         sim_series=metrics.sim_series_max if metrics.sim_series else 0,
         checkpoint_stats=daemon.checkpoint_stats,
+        cluster_stats=lambda: cluster_stats,
     )
 
     def sync_health(_result: object) -> None:
@@ -240,6 +258,7 @@ async def serve(
         metrics_handler=metrics_handler(make_registry(collector)),
         source_stats=daemon.source_stats,
         receivers=[s for s in daemon.sources if isinstance(s, PushReceiver)],
+        sim_forward=sim_forward,
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -288,10 +307,24 @@ def main(argv: Sequence[str]) -> int:
         checkpoints=checkpoints_wanted(settings, sources),
     )
     wire_webhooks(daemon)
+    wire_nats(daemon)
     with contextlib.suppress(KeyboardInterrupt):
-        http_task = ("http", lambda: serve(daemon, http, tokens, settings.metrics))
+        # [cluster]: leases, partition assignment, reports, the leader's merge
+        node = cluster_node(daemon, api_url(http))
+        forward = node.forward_sim if node is not None else None
+        stats = node.stats if node is not None else None
+        tasks: list[tuple[str, Callable[[], object]]] = [
+            (
+                "http",
+                lambda: serve(
+                    daemon, http, tokens, settings.metrics, sim_forward=forward, cluster_stats=stats
+                ),
+            )
+        ]
+        if node is not None:
+            tasks.append(("cluster", node.run))
         with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
-            runner.run(daemon.run(extra_tasks=[http_task]))
+            runner.run(daemon.run(extra_tasks=tasks))
     return 0
 
 

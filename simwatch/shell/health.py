@@ -35,3 +35,18 @@ class CheckpointStats:
     size_bytes: int | None = None  # of the last written file
     restored_from: float | None = None  # ``written_at`` of the checkpoint restored at start
     failing: str | None = field(default=None)  # the current failure, None once recovered
+
+
+@dataclass(slots=True)
+class ClusterStats:
+    """What a cluster node knows of the cluster (``service.cluster``; /metrics reads it)."""
+
+    node: str
+    leader: bool = False
+    leader_name: str | None = None
+    nodes: list[str] = field(default_factory=list)
+    partitions: list[int] = field(default_factory=list)
+    merges: int = 0  # the leader's merges that decided (every node reported)
+    merges_incomplete: int = 0  # merges left undecided (a report missing or stale)
+    last_merge_s: float = 0.0  # merge + localize of the last merge, seconds
+    became_leader_at: float | None = None

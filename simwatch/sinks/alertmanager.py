@@ -211,6 +211,7 @@ class AlertmanagerSink:
         self._firing: dict[Fingerprint, Alert] = {}
         self._version = 0
         self._live = False  # a live cycle was seen: alerts may be sent
+        self._refresh = False  # rebuild at the next cycle whatever changed (``refresh``)
 
     # ---- the desired alert set (on the loop, after each cycle) -------------------------
 
@@ -231,10 +232,30 @@ class AlertmanagerSink:
             self._version += 1
             for replica in self._replicas:
                 replica.wake.set()
-        elif not cycle.result.changes:
+        elif not cycle.result.changes and not self._refresh:
             return
+        self._refresh = False
         changed = {c.incident.id for c in cycle.result.changes if c.kind != "resolved"}
         self._rebuild(cycle.engine, cycle.result.evaluation, changed)
+
+    # ---- a cluster's leader changes (service.cluster) --------------------------------------
+
+    def refresh(self) -> None:
+        """Rebuild the desired alerts at the next cycle even without incident changes (a
+        node that became the cluster's leader carries open group incidents on)."""
+        self._refresh = True
+
+    def drop_groups(self) -> None:
+        """Forget the group pages without resolving them (a node no longer the leader:
+        the new leader keeps sending the same alerts)."""
+        firing = {
+            fp: a for fp, a in self._firing.items() if a.labels.get("alertname") != GROUP_ALERTNAME
+        }
+        if len(firing) != len(self._firing):
+            self._firing = firing
+            self._version += 1
+            for replica in self._replicas:
+                replica.wake.set()
 
     def _rebuild(self, engine: Engine, evaluation: Evaluation, changed: set[str]) -> None:
         desired: dict[Fingerprint, Alert] = {}

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from simwatch.shell.settings.base import ConfigError
 from simwatch.shell.settings.loading import load_settings
+from simwatch.shell.settings.nats import NatsSourceSettings
 from simwatch.shell.settings.root import Settings, api_token_file
 from simwatch.shell.settings.sources import (
     FileSourceSettings,
@@ -28,6 +29,8 @@ def _describe_source(kind: str, source: BaseModel) -> str:
         detail = f"{scheme}://{source.host}:{source.port}, topics {', '.join(source.topics)}"
     elif isinstance(source, HttpSourceSettings):
         detail = f"{source.adapter} adapter, {source.base_url}"
+    elif isinstance(source, NatsSourceSettings):
+        detail = f"JetStream {source.stream} on {', '.join(source.servers)}"
     else:  # pragma: no cover - every kind is listed above
         detail = ""
     return f"  {kind} {getattr(source, 'name', '?')!r}: {detail}"

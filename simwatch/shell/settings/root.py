@@ -1,11 +1,12 @@
 """The root of the settings tree: a pydantic-settings ``BaseSettings``."""
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from simwatch.shell.settings.base import field_error
 from simwatch.shell.settings.engine import (
     CheckpointSettings,
     EngineSettings,
@@ -13,6 +14,7 @@ from simwatch.shell.settings.engine import (
     MetricsSettings,
 )
 from simwatch.shell.settings.http import HttpSettings
+from simwatch.shell.settings.nats import ClusterSettings
 from simwatch.shell.settings.sinks import SinksSettings
 from simwatch.shell.settings.sources import SourcesSettings
 
@@ -42,6 +44,31 @@ class Settings(BaseSettings):
     state_dir: Path = Path("var")
     # the asyncio event loop implementation: uvloop serves the API ~25 % faster
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)  # settings/nats.py
+
+    @model_validator(mode="after")
+    def _nats_acks_outlive_checkpoints(self) -> Self:
+        # a JetStream message is acknowledged once a checkpoint covers it: redelivered
+        # before that, it would be fetched again for nothing (never applied twice)
+        for i, source in enumerate(self.sources.nats):
+            if self.checkpoint.enabled and source.ack_wait_s <= self.checkpoint.interval_s:
+                raise field_error(
+                    f"sources.nats[{i}].ack_wait_s",
+                    f"{source.ack_wait_s:g} s must exceed checkpoint.interval_s "
+                    f"({self.checkpoint.interval_s:g} s): acks wait for the checkpoint",
+                )
+        cluster = self.cluster
+        if cluster.enabled:
+            fed = next((s for s in self.sources.nats if s.name == cluster.source), None)
+            if fed is None:
+                raise field_error("cluster.source", f"no [[sources.nats]] named {cluster.source!r}")
+            if fed.partitions != cluster.partitions:
+                raise field_error(
+                    "cluster.partitions",
+                    f"{cluster.partitions} differs from the source's partitions "
+                    f"({fed.partitions}): publishers and nodes must agree",
+                )
+        return self
 
     @classmethod
     def settings_customise_sources(

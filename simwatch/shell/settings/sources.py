@@ -29,6 +29,7 @@ from simwatch.shell.settings.base import (
     field_error,
 )
 from simwatch.shell.settings.mqtt import MqttConnectionSettings
+from simwatch.shell.settings.nats import NatsSourceSettings
 from simwatch.shell.settings.secrets import (
     PasswordSettings,
     SecretFiles,
@@ -371,13 +372,16 @@ class SourcesSettings(Model):
     mqtt: list[MqttSourceSettings] = Field(default_factory=list)
     http: list[HttpSourceSettings] = Field(default_factory=list)
     webhook: list[WebhookSourceSettings] = Field(default_factory=list)
+    nats: list[NatsSourceSettings] = Field(default_factory=list)  # JetStream (settings/nats.py)
 
     def any(self) -> bool:
-        return bool(self.simulator or self.file or self.mqtt or self.http or self.webhook)
+        return bool(
+            self.simulator or self.file or self.mqtt or self.http or self.webhook or self.nats
+        )
 
     def items(self) -> Iterator[tuple[str, int, BaseModel]]:
         """Every configured source as (kind, index within its kind, settings)."""
-        for kind in ("simulator", "file", "mqtt", "http", "webhook"):
+        for kind in ("simulator", "file", "mqtt", "http", "webhook", "nats"):
             for i, source in enumerate(getattr(self, kind)):
                 yield kind, i, source
 

@@ -1,0 +1,107 @@
+"""A cluster's decisions, pure: which node owns which partition, what the leader merges.
+
+``service.cluster`` is the shell around this (NATS key-value leases, reports, the
+leader's loop); docs/scaling.md describes the whole.
+
+- ``assign(partitions, nodes, current)``: the partition -> node map. Sticky: a partition
+  stays with its owner while that node is alive, except to even the load out when a
+  node joins; a partition of a node that left (its lease expired) goes to the live node
+  owning the fewest (ties: by name).
+- ``foreign_rows``: the SIMs of partitions a node does not read (any more): the node
+  sets them aside (``service.cluster``) so that they never count in its groups.
+- ``merge_cycle(reports, nodes, at)``: the leader's localization over every node's
+  last report for instant ``at`` (``core.merge``): the causes when every assigned node
+  reported for ``at``, warmed up and not an outlier; None otherwise (no decision: the
+  incidents stay as they are).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from simwatch.core.localize import LocalizeParams, localize
+from simwatch.core.merge import Merged, ShardReport, merge_reports, shard_of
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+    from simwatch.core.localize import Cause
+
+
+def assign(partitions: int, nodes: Iterable[str], current: Mapping[int, str]) -> dict[int, str]:
+    """Every partition of ``range(partitions)`` to one of ``nodes`` (empty: ``{}``).
+
+    A partition keeps its owner while that node is alive, except to even out the load
+    when a node joins: partitions move from the most loaded node to the least loaded one
+    (highest partition first) until they differ by one at most. A dead node's partitions
+    go to the least loaded (ties by name)."""
+    live = sorted(set(nodes))
+    if not live:
+        return {}
+    out = {p: n for p, n in current.items() if 0 <= p < partitions and n in live}
+    load = dict.fromkeys(live, 0)
+    for owner in out.values():
+        load[owner] += 1
+    for p in range(partitions):
+        if p not in out:
+            owner = min(live, key=lambda n: (load[n], n))
+            out[p] = owner
+            load[owner] += 1
+    while True:
+        most = max(live, key=lambda n: (load[n], n))
+        least = min(live, key=lambda n: (load[n], n))
+        if load[most] - load[least] <= 1:
+            return out
+        moved = max(p for p, n in out.items() if n == most)
+        out[moved] = least
+        load[most] -= 1
+        load[least] += 1
+
+
+def foreign_rows(iccids: Sequence[str], partitions: int, owned: Iterable[int]) -> np.ndarray:
+    """The rows (positions in ``iccids``) of SIMs whose partition is not in ``owned``."""
+    mine = set(owned)
+    return np.fromiter(
+        (row for row, iccid in enumerate(iccids) if shard_of(iccid, partitions) not in mine),
+        dtype=np.int64,
+    )
+
+
+def owned_by(assignment: Mapping[int, str], node: str) -> list[int]:
+    return sorted(p for p, n in assignment.items() if n == node)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderMerge:
+    """One merge of the leader: the merged counts, and the causes (None: no decision)."""
+
+    merged: Merged
+    causes: list[Cause] | None
+    nodes: tuple[str, ...]  # the node of each shard index of ``merged``
+
+
+def merge_cycle(
+    reports: Mapping[str, ShardReport],
+    nodes: Sequence[str],
+    at: float,
+    params: LocalizeParams | None = None,
+) -> LeaderMerge:
+    """Merge the reports of ``nodes`` (shard index = position in sorted ``nodes``) at
+    ``at`` and localize when every one of them is usable; a report of a node not in
+    ``nodes`` is ignored (it owns no partition now)."""
+    order = tuple(sorted(nodes))
+    shards = max(len(order), 1)
+    renumbered = [
+        replace(reports[n], shard=i, shards=shards) for i, n in enumerate(order) if n in reports
+    ]
+    merged = merge_reports(renumbered, shards, at=at)
+    if not order or not merged.complete:
+        return LeaderMerge(merged, None, order)
+    causes = localize(merged.table, params if params is not None else LocalizeParams())
+    return LeaderMerge(merged, causes, order)
+
+
+__all__ = ["LeaderMerge", "assign", "foreign_rows", "merge_cycle", "owned_by"]

@@ -1,0 +1,402 @@
+"""``[cluster]``: this daemon as one shard of a cluster coordinated through NATS JetStream.
+
+Two key-value buckets (docs/scaling.md, "The cluster"):
+
+- ``<bucket>-leases``, whose entries expire ``lease_s`` after their last write (the
+  bucket's TTL; nats-server 2.9 has no per-key TTL): ``node.<name>`` renewed by every
+  node every ``lease_s / 3`` (a node that stops renewing is gone), and ``leader``, taken
+  with ``create`` (only if absent) and renewed with a revision-checked ``update``: two
+  nodes can never both renew it, and a leader that fails to renew steps down.
+- ``<bucket>-state``, kept: ``assignment`` (partition -> node, written by the leader with
+  ``core.cluster.assign``: sticky, a dead node's partitions go to the least loaded),
+  ``report.<name>`` (each node's per-leaf counts after every cycle, ``core.merge``), and
+  ``incidents`` (the leader's group incidents and id counter after every cycle).
+
+Every node reads the ``assignment`` and tells its JetStream source which partitions to
+read (``NatsSource.assign``); a partition new to the node is replayed from the start of
+the stream (retention) unless the node's own checkpoint holds a position for it. The
+SIMs of every partition the node does not read are away there (``Flag.AWAY``: inactive,
+never counted in a group), so a partition that moved, a checkpoint from another
+assignment or a whole inventory count nothing twice.
+
+The leader, after each of its cycles, waits up to half an interval for every assigned
+node's report of the same instant, merges them and localizes once
+(``core.cluster.merge_cycle``); its engine applies those causes at its next cycle (one
+evaluation step later) to its group incidents, which its Alertmanager sink pages. Other
+nodes never open group incidents (``Engine.groups_local = False``); their Alertmanager
+sinks send only their own SIMs' tickets. A node that becomes leader adopts the
+``incidents`` entry (same ids, same labels: Alertmanager sees the alerts it knows and
+notifies nothing new); a node that steps down forgets its group incidents without
+resolving them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Final
+
+import nats
+import nats.errors
+import nats.js.errors
+import orjson
+from nats.js import api
+
+from simwatch.core.cluster import assign, foreign_rows, merge_cycle, owned_by
+from simwatch.core.merge import ShardReport, shard_report
+from simwatch.http.views import ViewError, sim_view
+from simwatch.shell.health import ClusterStats
+from simwatch.shell.logs import FailureLog
+from simwatch.sinks.alertmanager import AlertmanagerSink
+from simwatch.sources.nats import NatsSource, partition_of
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
+    from nats.js.client import JetStreamContext
+    from nats.js.kv import KeyValue
+
+    from simwatch.core.engine import CycleResult
+    from simwatch.service.daemon import Daemon
+    from simwatch.shell.settings.nats import ClusterSettings
+
+log = logging.getLogger("simwatch")
+
+LEADER_KEY: Final = "leader"
+ASSIGNMENT_KEY: Final = "assignment"
+INCIDENTS_KEY: Final = "incidents"
+
+
+class ClusterNode:
+    """One node's part in the cluster: leases, assignment, reports, the leader's merge."""
+
+    def __init__(
+        self,
+        settings: ClusterSettings,
+        daemon: Daemon,
+        source: NatsSource,
+        *,
+        api: str = "",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.daemon = daemon
+        self.source = source
+        self.api = api
+        self.clock = clock
+        self.stats = ClusterStats(node=settings.node)
+        self._leader_revision = 0
+        self._assignment: dict[int, str] = {}
+        self._set_aside = False  # the SIMs of other nodes' partitions marked away once
+        self._nc: Client | None = None
+        self._report: ShardReport | None = None
+        self._reported = asyncio.Event()
+        self._failure = FailureLog(log, "cluster")
+        self._interval = daemon.settings.engine.eval_interval_s
+        self._since_start = clock()
+        source.assign({})  # nothing until the cluster's assignment says so
+        daemon.on_cycle.insert(0, self._on_cycle)
+
+    @property
+    def name(self) -> str:
+        return self.settings.node
+
+    # ---- after every cycle (on the loop, synchronous) ---------------------------------------
+
+    def _on_cycle(self, result: CycleResult) -> None:
+        del result
+        engine = self.daemon.engine  # replaced by a checkpoint restore: read it each time
+        engine.groups_local = False
+        self._report = shard_report(engine, 0, 1)
+        self._reported.set()
+
+    # ---- the tasks ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        cfg = self.settings
+        nc = await nats.connect(
+            servers=cfg.servers,
+            name=f"simwatch cluster {cfg.node}",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=1,
+            error_cb=self._on_error,
+        )
+        self._nc = nc
+        try:
+            js = nc.jetstream()
+            leases = await _bucket(js, f"{cfg.bucket}-leases", ttl=cfg.lease_s)
+            state = await _bucket(js, f"{cfg.bucket}-state", ttl=None)
+            engine = self.daemon.engine
+            engine.groups_local = False
+            if not self.stats.leader:  # a checkpoint of a former leader: the leader has them
+                engine.incidents.drop_groups()
+            await nc.subscribe(self._sim_subject(self.name), cb=self._answer_sim)
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._lease_loop(leases, state), name="cluster:leases")
+                tg.create_task(self._report_loop(state), name="cluster:reports")
+        finally:
+            self._nc = None
+            if self.stats.leader:
+                self._step_down("shutting down")
+            with contextlib.suppress(Exception):  # closing a broken connection
+                await nc.close()
+
+    async def _on_error(self, exc: Exception) -> None:
+        self._failure.failed(f"NATS error: {exc or type(exc).__name__}", hint="reconnecting")
+
+    async def _lease_loop(self, leases: KeyValue, state: KeyValue) -> None:
+        tick = self.settings.lease_s / 3
+        while True:
+            try:
+                await self._tick(leases, state)
+            except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+                self._failure.failed(f"{type(exc).__name__}: {exc}", hint="retrying")
+            else:
+                self._failure.recovered()
+            await asyncio.sleep(tick)
+
+    async def _tick(self, leases: KeyValue, state: KeyValue) -> None:
+        now = self.clock()
+        me = orjson.dumps({"node": self.name, "api": self.api, "at": now})
+        await leases.put(f"node.{self.name}", me)
+        await self._elect(leases, state)
+        try:
+            keys = await leases.keys()
+        except nats.js.errors.NoKeysError:
+            keys = []
+        nodes = sorted(k.removeprefix("node.") for k in keys if k.startswith("node."))
+        self.stats.nodes = nodes
+        current, revision = await _json_entry(state, ASSIGNMENT_KEY)
+        assignment = _assignment(current)
+        if self.stats.leader:
+            wanted = assign(self.source.settings.partitions, nodes, assignment)
+            settled = len(nodes) >= self.settings.min_nodes or (
+                now - self._since_start >= 3 * self.settings.lease_s
+            )
+            if wanted != assignment and (settled or assignment):
+                value = orjson.dumps({"partitions": {str(p): n for p, n in wanted.items()}})
+                try:
+                    await state.update(ASSIGNMENT_KEY, value, last=revision)
+                except nats.js.errors.KeyWrongLastSequenceError:
+                    return  # another leader wrote meanwhile: read again next tick
+                log.info("cluster: partitions assigned over %s", ", ".join(nodes))
+                assignment = wanted
+        self._assignment = assignment
+        mine = owned_by(assignment, self.name)
+        if assignment and (mine != sorted(self.source.partitions) or not self._set_aside):
+            # a partition new here replays its stream from the start (its SIMs' state
+            # comes back from the stream), unless this node's checkpoint has it
+            self.source.assign(dict.fromkeys(mine, 0))
+            await self._set_aside_foreign(mine)
+            log.info("cluster: this node reads partitions %s", mine)
+        self.stats.partitions = mine
+
+    async def _set_aside_foreign(self, mine: list[int]) -> None:
+        """SIMs of partitions another node reads are away here (inactive, never counted):
+        those of a checkpoint from another assignment, of the whole inventory, of a
+        partition that moved away. A partition that comes back brings its SIMs back."""
+        state = self.daemon.engine.state
+        iccids = state.index.iccids()
+        partitions = self.source.settings.partitions
+        rows = await asyncio.to_thread(foreign_rows, iccids, partitions, mine)
+        engine = self.daemon.engine
+        if engine.state is state:  # not replaced by a restore meanwhile
+            changed = state.set_away(rows)
+            self._set_aside = True
+            if changed:
+                log.info("cluster: %d SIMs of other nodes' partitions set aside", len(rows))
+
+    async def _elect(self, leases: KeyValue, state: KeyValue) -> None:
+        value = self.name.encode()
+        if self.stats.leader:
+            try:
+                self._leader_revision = await leases.update(
+                    LEADER_KEY, value, last=self._leader_revision
+                )
+            except nats.js.errors.KeyWrongLastSequenceError:
+                self._step_down("its lease was taken over")
+            return
+        try:
+            self._leader_revision = await leases.create(LEADER_KEY, value)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            with contextlib.suppress(nats.js.errors.KeyNotFoundError):
+                entry = await leases.get(LEADER_KEY)
+                self.stats.leader_name = (entry.value or b"").decode() or None
+            return
+        await self._become_leader(state)
+
+    async def _become_leader(self, state: KeyValue) -> None:
+        engine = self.daemon.engine
+        data, _revision = await _json_entry(state, INCIDENTS_KEY)
+        if isinstance(data, dict):
+            try:
+                engine.incidents.adopt_groups(data)
+            except ValueError:
+                log.exception("cluster: the stored incidents are unreadable; starting afresh")
+        engine.external_causes = None
+        self.stats.leader = True
+        self.stats.leader_name = self.name
+        self.stats.became_leader_at = self.clock()
+        for sink in self.daemon.sinks:
+            if isinstance(sink, AlertmanagerSink):
+                sink.refresh()  # page what is open at the next cycle, same labels
+        opened = [i.id for i in engine.incidents.open.values() if i.kind == "group"]
+        log.warning(
+            "cluster: %s is the leader now (group incidents carried on: %s)",
+            self.name,
+            ", ".join(opened) or "none",
+        )
+
+    def _step_down(self, why: str) -> None:
+        self.stats.leader = False
+        self.daemon.engine.incidents.drop_groups()
+        self.daemon.engine.external_causes = None
+        for sink in self.daemon.sinks:
+            if isinstance(sink, AlertmanagerSink):
+                sink.drop_groups()
+        log.warning("cluster: %s is no longer the leader (%s)", self.name, why)
+
+    async def _report_loop(self, state: KeyValue) -> None:
+        while True:
+            await self._reported.wait()
+            self._reported.clear()
+            report = self._report
+            if report is None:
+                continue
+            try:
+                await state.put(f"report.{self.name}", orjson.dumps(report.to_json()))
+                if self.stats.leader:
+                    groups = self.daemon.engine.incidents.export_groups()
+                    await state.put(INCIDENTS_KEY, orjson.dumps(groups))
+                    await self._merge(state, report.evaluated_at)
+            except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+                self._failure.failed(f"{type(exc).__name__}: {exc}", hint="retrying")
+
+    async def _merge(self, state: KeyValue, at: float) -> None:
+        """Every assigned node's report for ``at`` merged; the causes for the next cycle."""
+        started = time.perf_counter()
+        deadline = self.clock() + self._interval / 2
+        while True:
+            current, _revision = await _json_entry(state, ASSIGNMENT_KEY)
+            nodes = sorted(set(_assignment(current).values()))
+            reports = {}
+            for node in nodes:
+                data, _ = await _json_entry(state, f"report.{node}")
+                with contextlib.suppress(TypeError, ValueError):
+                    reports[node] = ShardReport.from_json(data)
+            if all(r.evaluated_at == at for r in reports.values()) and len(reports) == len(nodes):
+                break
+            if self.clock() >= deadline or self._reported.is_set():
+                break
+            await asyncio.sleep(min(0.1, self._interval / 20))
+        started_merge = time.perf_counter()
+        result = merge_cycle(reports, nodes, at, self.daemon.engine.config.localize)
+        if not self.stats.leader:
+            return
+        self.stats.last_merge_s = time.perf_counter() - started_merge
+        if result.causes is None:
+            self.stats.merges_incomplete += 1
+            merged = result.merged
+            log.info(
+                "cluster: no decision at %.0f (missing %s, stale %s, warming %s, outliers %s)",
+                at,
+                [result.nodes[i] for i in merged.missing if i < len(result.nodes)],
+                [result.nodes[i] for i in merged.stale if i < len(result.nodes)],
+                [result.nodes[i] for i in merged.warming if i < len(result.nodes)],
+                [result.nodes[o.shard] for o in merged.outliers if o.shard < len(result.nodes)],
+            )
+            return
+        self.stats.merges += 1
+        self.daemon.engine.external_causes = result.causes
+        log.debug(
+            "cluster: merged %d nodes in %.1f ms",
+            len(nodes),
+            1000 * (time.perf_counter() - started),
+        )
+
+    # ---- /api/v1/sims/{iccid} on any node ------------------------------------------------------
+
+    def _sim_subject(self, node: str) -> str:
+        return f"{self.settings.bucket}.sim.{node}"
+
+    async def forward_sim(self, iccid: str) -> tuple[int, object] | None:
+        """The owner's answer for a SIM of a partition another node reads; None when this
+        node reads it (or the ICCID is malformed, or no assignment is known yet)."""
+        if not iccid.isdigit() or not 18 <= len(iccid) <= 22:
+            return None
+        owner = self._assignment.get(partition_of(iccid, self.source.settings.partitions))
+        nc = self._nc
+        if owner is None or owner == self.name or nc is None:
+            return None
+        try:
+            reply = await nc.request(self._sim_subject(owner), iccid.encode(), timeout=2.0)
+            answer = orjson.loads(reply.data)
+            return int(answer["status"]), answer["body"]
+        except (nats.errors.Error, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            message = f"the node reading this SIM's partition ({owner}) does not answer"
+            return 503, {"error": {"status": 503, "message": message}}
+
+    async def _answer_sim(self, msg: Msg) -> None:
+        iccid = msg.data.decode(errors="replace")
+        try:
+            body: object = sim_view(self.daemon.engine, iccid, self.clock())
+            status = 200
+        except ViewError as exc:
+            status, body = exc.status, {"error": {"status": exc.status, "message": exc.message}}
+        with contextlib.suppress(nats.errors.Error):
+            await msg.respond(orjson.dumps({"status": status, "body": body, "node": self.name}))
+
+
+def _assignment(data: object) -> dict[int, str]:
+    partitions = data.get("partitions") if isinstance(data, dict) else None
+    if not isinstance(partitions, dict):
+        return {}
+    return {
+        int(p): n
+        for p, n in partitions.items()
+        if isinstance(p, str) and p.isdigit() and isinstance(n, str)
+    }
+
+
+async def _json_entry(kv: KeyValue, key: str) -> tuple[object, int]:
+    """The key's JSON value and revision; (None, 0) when absent or not JSON."""
+    try:
+        entry = await kv.get(key)
+    except nats.js.errors.KeyNotFoundError:
+        return None, 0
+    try:
+        return orjson.loads(entry.value or b"null"), entry.revision or 0
+    except orjson.JSONDecodeError:
+        return None, entry.revision or 0
+
+
+async def _bucket(js: JetStreamContext, name: str, *, ttl: float | None) -> KeyValue:
+    try:
+        return await js.key_value(name)
+    except nats.js.errors.BucketNotFoundError:
+        with contextlib.suppress(nats.js.errors.BadRequestError):  # another node was first
+            return await js.create_key_value(
+                config=api.KeyValueConfig(bucket=name, history=1, ttl=ttl)
+            )
+        return await js.key_value(name)
+
+
+def cluster_node(daemon: Daemon, api_url: str) -> ClusterNode | None:
+    """The cluster part of ``simwatch run`` (None without ``[cluster] enabled``)."""
+    cfg = daemon.settings.cluster
+    if not cfg.enabled:
+        return None
+    source = next(
+        (s for s in daemon.sources if isinstance(s, NatsSource) and s.stats.name == cfg.source),
+        None,
+    )
+    if source is None:  # the settings check this; a guard for code that builds its own
+        raise ValueError(f"cluster.source: no [[sources.nats]] named {cfg.source!r}")
+    return ClusterNode(cfg, daemon, source, api=api_url)
+
+
+__all__ = ["ClusterNode", "ClusterStats", "cluster_node"]

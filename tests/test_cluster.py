@@ -1,0 +1,265 @@
+"""Three ``simwatch run`` shards fed by a real ``nats-server -js``, one leader paging.
+
+Documented behaviour (docs/scaling.md, "The cluster"; simwatch/service/cluster.py):
+
+1. A fleet's records (400 SIMs on four partners, every 15 minutes for 8 hours, partner
+   20404 silent for the last 75 minutes) are published across 4 partitions. Three nodes
+   share the partitions (every partition read by exactly one node), the leader merges
+   their per-leaf counts and pages the outage once: the group and affected count of a
+   single node's replay of the same records.
+   Any node answers ``/api/v1/sims/{iccid}`` for any SIM (the owner's view).
+2. ``kill -9`` of the leader: another node leads within two cycles (plus the lease),
+   the open incident keeps its id, Alertmanager notifies nothing new.
+3. ``kill -9`` of a shard: its partitions move to the survivors, which rebuild its SIMs
+   from the stream (each SIM known on exactly one live node, with its last data time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import signal
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pytest
+from mosquitto import free_port
+from nats_feed import Publisher, sims
+from nats_server import NatsServer
+from servers import Alertmanager, http_get, start_simwatch, until
+from test_kill9 import am_config, webhook
+
+from simwatch.core.engine import Engine, EngineConfig
+from simwatch.core.operators import OperatorTable
+from simwatch.shell.replay import replay_lines
+
+if TYPE_CHECKING:
+    import subprocess
+    from pathlib import Path
+
+pytestmark = [
+    pytest.mark.real_server,
+    pytest.mark.skipif(not NatsServer.available(), reason="nats-server is not installed"),
+    pytest.mark.skipif(not Alertmanager.available(), reason="alertmanager is not installed"),
+]
+
+PARTITIONS = 4
+INTERVAL = 5.0
+LEASE = 2.0
+HOURS = 8
+WARMUP = 4 * 3600.0
+FLEET = sims(400)
+PARTNERS = [("262", "01"), ("262", "02"), ("204", "08"), ("204", "04")]
+SILENT = "20404"
+NODES = ("n1", "n2", "n3")
+
+
+def partner(k: int) -> tuple[str, str]:
+    return PARTNERS[k % 4]
+
+
+def history(pub: Publisher, now: float) -> list[tuple[str, bytes]]:
+    lines = []
+    t = now - HOURS * 3600
+    while t < now - 60:
+        for k, iccid in enumerate(FLEET):
+            end = t + (k % 600)
+            silent = partner(k) == ("204", "04") and end > now - 4500
+            if end < now - 30 and not silent:
+                mcc, mnc = partner(k)
+                lines.append((iccid, pub.record(iccid, end, mcc=mcc, mnc=mnc)))
+        t += 900.0
+    return lines
+
+
+def write_config(tmp: Path, node: str, url: str, am: str, port: int) -> Path:
+    config = tmp / f"{node}.toml"
+    config.write_text(
+        f"""
+state_dir = "{tmp / node}"
+event_loop = "asyncio"
+[checkpoint]
+interval_s = 2.0
+[engine]
+eval_interval_s = {INTERVAL}
+warmup_s = {WARMUP}
+dead_letter_file = "{tmp / node / "dl.ndjson"}"
+[http]
+port = {port}
+auth = "off"
+[log]
+level = "info"
+[[sources.nats]]
+servers = ["{url}"]
+partitions = {PARTITIONS}
+fetch_timeout_s = 0.2
+fetch_batch = 64
+ack_wait_s = 30.0
+[cluster]
+enabled = true
+node = "{node}"
+servers = ["{url}"]
+partitions = {PARTITIONS}
+lease_s = {LEASE}
+min_nodes = {len(NODES)}
+[sinks.alertmanager]
+urls = ["{am}"]
+resend_interval_s = 2.0
+ends_at_after_s = 60.0
+""",
+        encoding="utf-8",
+    )
+    return config
+
+
+def get(port: int, path: str) -> Any:
+    status, body = http_get(f"http://127.0.0.1:{port}{path}", timeout=2.0)
+    return orjson.loads(body) if status == 200 else None
+
+
+def metrics(port: int) -> dict[str, float]:
+    status, body = http_get(f"http://127.0.0.1:{port}/metrics", timeout=2.0)
+    assert status == 200
+    out = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def group_incidents(port: int) -> list[dict[str, Any]]:
+    doc = get(port, "/api/v1/incidents?state=open")
+    items = doc["incidents"] if doc else []
+    return [i for i in items if i.get("kind") == "group"]
+
+
+def reference(records: list[bytes], until_t: float) -> list[dict[str, Any]]:
+    """One node's view of the same records: ``simwatch replay`` on event time, then the
+    cycles up to ``until_t`` (when the cluster paged)."""
+    engine = Engine(
+        EngineConfig(eval_interval_s=INTERVAL, warmup_s=WARMUP), OperatorTable.load(None)
+    )
+    stats = replay_lines(engine, records, wall_now=until_t)
+    assert stats.last_ts is not None
+    boundary = (stats.last_ts // INTERVAL + 1) * INTERVAL
+    while boundary <= until_t:
+        engine.evaluate(boundary)
+        boundary += INTERVAL
+    return [
+        {"dims": dict(i.dims), "affected": i.affected, "total": i.total}
+        for i in engine.incidents.open.values()
+        if i.kind == "group"
+    ]
+
+
+async def test_three_shards_one_leader_fail_over(tmp_path: Path) -> None:
+    ports = {n: free_port() for n in NODES}
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    logs = {n: tmp_path / f"{n}.log" for n in NODES}
+    now = time.time()
+    with NatsServer(tmp_path / "nats") as server:
+        async with webhook() as hook, Publisher(server.client_url, PARTITIONS) as pub:
+            am = Alertmanager(tmp_path / "am", config=am_config(hook))
+            await asyncio.to_thread(am.start)
+            try:
+                lines = history(pub, now)
+                newest: dict[str, str] = {}  # per SIM, its last data as published
+                for iccid, line in lines:
+                    newest[iccid] = max(newest.get(iccid, ""), orjson.loads(line)["end"])
+                await pub.publish(lines, shape=2)
+                for n in NODES:
+                    config = write_config(tmp_path, n, server.client_url, am.url, ports[n])
+                    processes[n] = start_simwatch(config, logs[n])
+                # 1. one page for the outage, from the leader
+                pages = await until(
+                    lambda: hook.firing("SimwatchGroupIncident"), 60, "the page", logs["n1"]
+                )
+                assert pages[0]["partner"] == SILENT
+                incident = pages[0]["incident"]
+                leader = next(n for n in NODES if group_incidents(ports[n]))
+                others = [n for n in NODES if n != leader]
+                assert all(group_incidents(ports[n]) == [] for n in others)
+                opened = group_incidents(ports[leader])
+                assert [i["id"] for i in opened] == [incident]
+                paged_at = time.time()
+                records = [line for _, line in lines]
+                expected = await asyncio.to_thread(reference, records, paged_at)
+                assert [e["dims"] for e in expected] == [{"partner": SILENT}]
+                assert opened[0]["dims"] == expected[0]["dims"]
+                # /metrics per node, labelled with its name: one leader, every partition read
+                figures = {n: metrics(ports[n]) for n in NODES}
+                assert [figures[n][f'simwatch_cluster_leader{{shard="{n}"}}'] for n in NODES] == [
+                    1.0 if n == leader else 0.0 for n in NODES
+                ]
+                assert sum(
+                    figures[n][f'simwatch_cluster_partitions{{shard="{n}"}}'] for n in NODES
+                ) == (PARTITIONS)
+                decided = f'simwatch_cluster_merges_total{{outcome="decided",shard="{leader}"}}'
+                assert figures[leader][decided] >= 2  # open_after cycles on merged counts
+
+                # any node answers for any SIM (forwarded to the node reading its partition)
+                # (once its owner has read it: partitions are read in parallel, so a page
+                # can come before the last of a slower partition's records)
+                def answered_everywhere(iccid: str) -> bool:
+                    answers = [get(ports[n], f"/api/v1/sims/{iccid}") for n in NODES]
+                    return [a["last_data"] if a else None for a in answers] == [newest[iccid]] * 3
+
+                for iccid in FLEET[::50]:
+                    check = functools.partial(answered_everywhere, iccid)
+                    await until(check, 20, f"{iccid} answered by every node")
+
+                # every record read: the merged affected count is the single node's (its
+                # incident follows the merged counts each cycle, one step behind)
+                def same_count() -> bool:
+                    current = group_incidents(ports[leader])
+                    want = expected[0]["affected"]
+                    return bool(current) and abs(current[0]["affected"] - want) <= 0.05 * want
+
+                await until(same_count, 3 * INTERVAL, "the single node's affected count")
+                assert [i["id"] for i in group_incidents(ports[leader])] == [incident]
+                # 2. kill -9 the leader: another leads, same incident, nothing new notified
+                os.kill(processes[leader].pid, signal.SIGKILL)
+                processes[leader].wait(10)
+                killed_at = time.monotonic()
+                new_leader = await until(
+                    lambda: next((n for n in others if group_incidents(ports[n])), None),
+                    2 * INTERVAL + 2 * LEASE + 5,
+                    "a new leader with the incident",
+                    logs[others[0]],
+                )
+                failover_s = time.monotonic() - killed_at
+                assert [i["id"] for i in group_incidents(ports[new_leader])] == [incident]
+                await asyncio.sleep(INTERVAL + LEASE)  # its first cycle re-sent the page
+                assert [i["id"] for i in group_incidents(ports[new_leader])] == [incident]
+                assert [p["incident"] for p in hook.firing("SimwatchGroupIncident")] == [incident]
+                # 3. kill -9 a shard: its SIMs come back on the last node
+                shard = next(n for n in others if n != new_leader)
+                os.kill(processes[shard].pid, signal.SIGKILL)
+                processes[shard].wait(10)
+                last = new_leader
+                probe = FLEET[::7]
+
+                def all_back() -> bool:
+                    # each SIM on the last node, its last data as published
+                    for iccid in probe:
+                        view = get(ports[last], f"/api/v1/sims/{iccid}")
+                        if not view or view.get("last_data") != newest[iccid]:
+                            return False
+                    return True
+
+                await until(all_back, 30, "every SIM back on the last node", logs[last])
+                # every SIM on it once, no record applied twice (not even re-read)
+                final = metrics(ports[last])
+                assert final["simwatch_tracked_sims"] == len(FLEET)
+                assert final.get('simwatch_source_duplicates_total{source="nats"}', 0) == 0
+                assert [p["incident"] for p in hook.firing("SimwatchGroupIncident")] == [incident]
+            finally:
+                for process in processes.values():
+                    if process.poll() is None:
+                        process.kill()
+                        process.wait()
+                await asyncio.to_thread(am.stop)
+    print(f"fail-over {failover_s:.1f} s")  # the figure docs/scaling.md quotes (pytest -s)
