@@ -41,6 +41,7 @@ from simwatch.core.state import FleetState
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
+    from simwatch.core.columnar import RecordColumns
     from simwatch.core.inventory import InventoryRow
     from simwatch.core.records import Record, Rejection
 
@@ -123,6 +124,15 @@ class Engine:
         if self.first_record_at is None or record.ts < self.first_record_at:
             self.first_record_at = record.ts
         return self.ingestor.apply(record)
+
+    def ingest_batch(self, records: RecordColumns) -> np.ndarray:
+        """Apply decoded records in order, as ``ingest_record`` on each (issue 12);
+        per record: applied (False: a duplicate delivery)."""
+        if len(records):
+            first = float(records.ts.min())
+            if self.first_record_at is None or first < self.first_record_at:
+                self.first_record_at = first
+        return self.ingestor.apply_columns(records)
 
     def count_rejection(self, rejection: Rejection) -> None:
         self.rejected[str(rejection.reason)] += 1

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from simwatch.core.dedup import Deduplicator
 from simwatch.core.records import MAX_COUNT
 from simwatch.core.state import (
@@ -29,12 +31,12 @@ from simwatch.core.timeutil import month_of
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    import numpy as np
-
+    from simwatch.core.columnar import RecordColumns
     from simwatch.core.operators import OperatorTable
     from simwatch.core.records import Record
     from simwatch.core.state import FleetState
 
+_KIND_NAMES = ("usage", "session", "event")  # columnar.KIND_CODES, in code order
 REJECT_MEMORY_S = 86_400  # a reject run is forgotten after a day without rejects
 
 # Plain ints for the hot path: attribute access on an Enum class is slow in 3.11.
@@ -81,36 +83,115 @@ class Ingestor:
         if self.dedup.seen(record.record_id):
             self.stats.duplicates += 1
             return False
+        row = self._row(record.iccid)
+        r = record
+        self._apply_row(
+            row, r.kind, r.ts, r.bytes_up, r.bytes_down, r.apn, r.mcc, r.mnc, r.rat,
+            r.operator, r.status, r.end_cause, r.event_type, r.cause,
+        )  # fmt: skip
+        self.stats.applied += 1
+        self.stats.by_kind[r.kind] += 1
+        return True
+
+    def apply_columns(self, cols: RecordColumns) -> np.ndarray:
+        """Apply a batch of decoded records in order: the same state as ``apply`` on each
+        (``tests/test_ingest_batch.py``). Returns per record whether it was applied
+        (False: a duplicate delivery).
+
+        Per batch: the duplicate filter on all record ids at once (``seen_many``), the
+        ICCID index on all ICCIDs at once (``get_many``), the columns read into Python
+        lists once; then each fresh record goes through the one per-record apply."""
+        n = len(cols)
+        applied = ~self.dedup.seen_many(cols.record_id)
+        fresh = np.flatnonzero(applied)
+        self.stats.duplicates += n - fresh.size
+        if fresh.size == 0:
+            return applied
+        pick = fresh.tolist()
+        whole = fresh.size == n
+
+        def column(values: list[str | None]) -> list[str | None]:
+            return values if whole else [values[i] for i in pick]
+
+        iccids = cols.iccid if whole else [cols.iccid[i] for i in pick]
+        rows = self.state.index.get_many(iccids)
+        for j in np.flatnonzero(rows < 0).tolist():
+            rows[j] = self._row(iccids[j])
+        kinds = cols.kind[fresh]
+        by_kind = np.bincount(kinds, minlength=3)
+        apply_row = self._apply_row
+        for row, kind, ts, up, down, apn, mcc, mnc, rat, op, status, end_cause, ev, cause in zip(
+            rows.tolist(),
+            [_KIND_NAMES[k] for k in kinds.tolist()],
+            cols.ts[fresh].tolist(),
+            cols.bytes_up[fresh].tolist(),
+            cols.bytes_down[fresh].tolist(),
+            column(cols.apn),
+            column(cols.mcc),
+            column(cols.mnc),
+            column(cols.rat),
+            column(cols.operator),
+            column(cols.status),
+            column(cols.end_cause),
+            column(cols.event_type),
+            column(cols.cause),
+            strict=True,
+        ):
+            apply_row(row, kind, ts, up, down, apn, mcc, mnc, rat, op, status, end_cause, ev, cause)
+        stats = self.stats
+        stats.applied += fresh.size
+        for code, count in enumerate(by_kind.tolist()):
+            if count:
+                stats.by_kind[_KIND_NAMES[code]] += count
+        return applied
+
+    def _row(self, iccid: str) -> int:
         state = self.state
-        row = state.index.get(record.iccid)
+        row = state.index.get(iccid)
         if row < 0:  # a new SIM, or one known by the other form of its ICCID
             known = len(state)
-            row = state.ensure_row(record.iccid)
+            row = state.ensure_row(iccid)
             if len(state) > known:
                 self.stats.unknown_sims += 1
-        ts = record.ts
+        return row
+
+    def _apply_row(  # noqa: PLR0917 - per record on the hot path: plain positional values
+        self,
+        row: int,
+        kind: str,
+        ts: float,
+        bytes_up: int,
+        bytes_down: int,
+        apn: str | None,
+        mcc: str | None,
+        mnc: str | None,
+        rat: str | None,
+        operator: str | None,
+        status: str | None,
+        end_cause: str | None,
+        event_type: str | None,
+        cause: str | None,
+    ) -> None:
+        """The one per-record apply (after dedup and the row lookup)."""
+        state = self.state
         t = int(ts) - EPOCH_BASE
-        if record.mcc is not None or record.apn is not None or record.rat is not None:
-            self._attributes(row, t, record)
+        if mcc is not None or apn is not None or rat is not None:
+            self._attributes(row, t, apn, mcc, mnc, rat, operator)
         elif state.mv["attrs_at"][row] == NEVER and state.cols.leaf[row] < 0:
             # no network attributes yet (usage-only feeds: KORE, Cisco): grouped by its
             # inventory values (customer, plan...), the record dimensions unknown
             state.refresh_leaf(row)
-        kind = record.kind
         if kind == "usage":
-            total = record.bytes_up + record.bytes_down
+            total = bytes_up + bytes_down
             if total > 0:
                 state.rhythm.observe(row, ts)
                 flags = state.mv["flags"]
                 flags[row] |= HAS_USAGE
                 self._add_month_bytes(row, ts, total)
         elif kind == "session":
-            self._session(row, t, ts, record)
+            self._session(row, t, ts, status, bytes_up + bytes_down, end_cause)
         else:
-            self._event(row, t, record)
-        self.stats.applied += 1
-        self.stats.by_kind[kind] += 1
-        return True
+            self._event(row, t, event_type, apn, cause)
 
     # ---- checkpoint -------------------------------------------------------------------
 
@@ -150,7 +231,16 @@ class Ingestor:
 
     # ---- parts ------------------------------------------------------------------------
 
-    def _attributes(self, row: int, t: int, record: Record) -> None:
+    def _attributes(  # noqa: PLR0917 - per record on the hot path: plain positional values
+        self,
+        row: int,
+        t: int,
+        apn: str | None,
+        mcc: str | None,
+        mnc: str | None,
+        rat: str | None,
+        operator: str | None,
+    ) -> None:
         state = self.state
         mv = state.mv
         attrs_at = mv["attrs_at"]
@@ -160,15 +250,14 @@ class Ingestor:
         changed = seen_at == NEVER
         attrs_at[row] = t
         moved = False
-        if record.apn is not None:
-            code = state.apns.code(record.apn)
+        if apn is not None:
+            code = state.apns.code(apn)
             column = mv["apn"]
             if code != column[row]:
                 column[row] = code
                 changed = True
-        mcc = record.mcc
-        if mcc is not None and record.mnc is not None:
-            partner = mcc + record.mnc
+        if mcc is not None and mnc is not None:
+            partner = mcc + mnc
             code = state.partners.code(partner)
             column = mv["partner"]
             if code != column[row]:
@@ -176,10 +265,10 @@ class Ingestor:
                 column[row] = code
                 mv["country"][row] = self._country_code(code, mcc)
                 changed = True
-            if record.operator:
-                self.partner_names[partner] = record.operator
-        if record.rat is not None:
-            code = state.rats.code(record.rat)
+            if operator:
+                self.partner_names[partner] = operator
+        if rat is not None:
+            code = state.rats.code(rat)
             column = mv["rat"]
             if code != column[row]:
                 column[row] = code
@@ -221,10 +310,11 @@ class Ingestor:
             column[row] = min(column[row] + total, MAX_COUNT)  # saturate, never overflow
         # older months: a very late record; this month's usage is unaffected
 
-    def _session(self, row: int, t: int, ts: float, record: Record) -> None:
+    def _session(  # noqa: PLR0917 - per record on the hot path: plain positional values
+        self, row: int, t: int, ts: float, status: str | None, total: int, end_cause: str | None
+    ) -> None:
         state = self.state
         mv = state.mv
-        status = record.status
         session_start = mv["session_start"]
         if status == "started":
             ring = state.cols.session_starts[row]
@@ -236,7 +326,6 @@ class Ingestor:
                 session_start[row] = t
                 mv["session_bytes"][row] = 0
             return
-        total = record.bytes_up + record.bytes_down
         if t >= session_start[row]:
             session_bytes = mv["session_bytes"]
             previous = session_bytes[row]
@@ -251,15 +340,16 @@ class Ingestor:
                 session_bytes[row] = total
             if status == "ended":
                 mv["session_open"][row] = 0
-        if status == "ended" and record.end_cause in FAILURE_END_CAUSES:
+        if status == "ended" and end_cause in FAILURE_END_CAUSES:
             cols = state.cols
             if t >= cols.fail_at[row]:
                 cols.fail_at[row] = t
-                cols.fail_cause[row] = state.causes.code(record.end_cause)
+                cols.fail_cause[row] = state.causes.code(end_cause)
 
-    def _event(self, row: int, t: int, record: Record) -> None:
+    def _event(
+        self, row: int, t: int, kind: str | None, apn: str | None, cause: str | None
+    ) -> None:
         cols = self.state.cols
-        kind = record.event_type
         if kind in ("auth_failure", "pdp_reject") or kind in POLICY_REJECTS:
             if t < cols.reject_at[row]:
                 return  # a late reject: the newer one already describes the SIM
@@ -268,8 +358,7 @@ class Ingestor:
             cols.reject_count[row] = min(int(cols.reject_count[row]) + 1, 65535)
             cols.reject_at[row] = t
             cols.reject_kind[row] = AUTH_FAILURE if kind == "auth_failure" else PDP_REJECT
-            cols.reject_apn[row] = self.state.apns.code(record.apn)
-            cause = record.cause
+            cols.reject_apn[row] = self.state.apns.code(apn)
             if kind in POLICY_REJECTS:
                 cause = f"{kind}: {cause}" if cause else kind
             cols.reject_cause[row] = self.state.causes.code(cause)

@@ -38,7 +38,11 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from simwatch.core.clock import EvaluationClock
+from simwatch.core.columnar import ColumnarDecoder
+from simwatch.core.columnar import concat as concat_columns
 from simwatch.core.engine import CycleResult, Engine
 from simwatch.core.operators import OperatorTable
 from simwatch.core.records import RecordDecoder, Rejection
@@ -52,10 +56,9 @@ from simwatch.shell.sink_contract import Cycle
 from simwatch.shell.source_contract import Checkpointed, Resumable
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 
     from simwatch.core.inventory import InventoryRow
-    from simwatch.core.records import Record
     from simwatch.shell.settings import Settings
     from simwatch.shell.sink_contract import Sink, SinkStats
     from simwatch.shell.source_contract import Batch, Source, SourceStats
@@ -113,6 +116,7 @@ class Daemon:
         self.health = Health(started_at=clock())
         self.queue: asyncio.Queue[Batch] = asyncio.Queue(QUEUE_BATCHES)
         self.decoder = RecordDecoder()
+        self.columnar = ColumnarDecoder(self.decoder)
         self.dead_letter = DeadLetterFile(settings.engine.dead_letter_file)
         self._inventory = list(inventory)
         self._interval = settings.engine.eval_interval_s
@@ -266,29 +270,26 @@ class Daemon:
     async def _apply_batch(self, batch: Batch) -> None:
         stats = next((s.stats for s in self.sources if s.stats.name == batch.source), None)
         now = self.clock()
-        rejected: list[Rejection] = []
-        items: list[Record | Rejection] = [self.decoder.decode_line(x, now) for x in batch.lines]
-        for payload in batch.payloads:
-            items.extend(self.decoder.decode_payload(payload, now))
-        items.extend(self.decoder.decode_obj(obj, now) for obj in batch.objects)
+        # issue 12: the whole batch decoded into columns, applied in chunks
+        decoder = self.columnar
+        parts = [
+            decoder.decode_lines(batch.lines, now),
+            decoder.decode_payloads(batch.payloads, now),
+            decoder.decode_objects(batch.objects, now),
+        ]
+        records = concat_columns([p.records for p in parts if len(p.records)])
+        rejected = [r for p in parts for r in p.rejections]
+        for rejection in rejected:
+            self.engine.count_rejection(rejection)
         applied = duplicates = 0
-        for start in range(0, len(items), CHUNK):
-            for item in items[start : start + CHUNK]:
-                if isinstance(item, Rejection):
-                    rejected.append(item)
-                    self.engine.count_rejection(item)
-                    continue
-                ts = item.ts
-                if self.evaluation_clock.passes(ts):
-                    await self._catch_up(ts)
-                self.evaluation_clock.observe(ts)
-                if self.engine.ingest_record(item):
-                    applied += 1
-                else:
-                    duplicates += 1
+        async for start, end in self._catch_up_segments(records.ts):
+            chunk = records if (start, end) == (0, len(records)) else records.slice(start, end)
+            done = int(np.count_nonzero(self.engine.ingest_batch(chunk)))
+            applied += done
+            duplicates += end - start - done
             await asyncio.sleep(0)  # let the API answer between chunks
         if stats is not None:
-            stats.received += len(items)
+            stats.received += len(records) + len(rejected)
             stats.duplicates += duplicates
             for rejection in rejected:
                 stats.rejected[str(rejection.reason)] += 1
@@ -296,6 +297,33 @@ class Daemon:
             await asyncio.to_thread(self._dead_letter, rejected, batch.source, now)
         if batch.on_applied is not None:
             await batch.on_applied()
+
+    async def _catch_up_segments(self, ts: np.ndarray) -> AsyncIterator[tuple[int, int]]:
+        """Chunks ``[start, end)`` of at most CHUNK records to apply in turn, running the
+        backlog cycles a record passes before it (as one record at a time would:
+        ``EvaluationClock.passes``, then ``observe``, then apply)."""
+        clock = self.evaluation_clock
+        n = ts.size
+        start = 0
+        while start < n:
+            first = float(ts[start])
+            if clock.passes(first):
+                await self._catch_up(first)
+            end = min(start + CHUNK, n)
+            rest = ts[start + 1 : end]
+            if rest.size:
+                # the watermark each later record sees: the max before it
+                before = np.maximum.accumulate(np.concatenate(([first], rest[:-1])))
+                np.maximum(before, clock.watermark, out=before)
+                passes = rest > before
+                if clock.next_boundary is not None:
+                    passes &= rest >= clock.next_boundary
+                hits = np.flatnonzero(passes)
+                if hits.size:
+                    end = start + 1 + int(hits[0])
+            clock.observe(float(ts[start:end].max()))
+            yield start, end
+            start = end
 
     def _dead_letter(self, rejected: list[Rejection], source: str, now: float) -> None:
         for rejection in rejected:
