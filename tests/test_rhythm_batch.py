@@ -23,7 +23,7 @@ MIN = 60.0
 DAY = 86_400.0
 
 
-def history(kind: int, seed: int) -> list[float]:
+def history(kind: int, seed: int) -> list[float]:  # noqa: PLR0911 - one history per kind
     rng = np.random.default_rng(seed)
     jitter = rng.uniform(-20, 20)
     if kind == 0:
