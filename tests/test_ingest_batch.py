@@ -31,11 +31,13 @@ SIMS = [*ICCIDS[:6], "8931440000000099990", "89314400000000999911"]
 
 
 @st.composite
-def records(draw: st.DrawFn) -> Record:
-    kind = draw(st.sampled_from(["usage", "usage", "session", "event"]))
+def records(
+    draw: st.DrawFn, sims: tuple[str, ...] = tuple(SIMS), usage: int = 2, ids: int = 60
+) -> Record:
+    kind = draw(st.sampled_from(["usage"] * usage + ["session", "event"]))
     ts = T0 + draw(st.integers(0, 6 * 3600))  # out of order: any time in a window
-    rid = f"r{draw(st.integers(0, 60))}"  # repeats: duplicate deliveries
-    iccid = draw(st.sampled_from(SIMS))
+    rid = f"r{draw(st.integers(0, ids))}"  # repeats: duplicate deliveries
+    iccid = draw(st.sampled_from(sims))
     mcc, mnc = draw(st.sampled_from([*PARTNERS, (None, None)]))
     common: dict[str, Any] = {
         "record_id": rid,
@@ -106,6 +108,44 @@ def test_batches_give_the_state_of_one_record_at_a_time(
     applied_batch: list[bool] = []
     start = 0
     k = 0
+    while start < len(recs):
+        size = sizes[k % len(sizes)]
+        cols = RecordColumns.from_records(recs[start : start + size])
+        applied_batch.extend(batched.ingest_batch(cols).tolist())
+        start += size
+        k += 1
+    assert applied_batch == applied_scalar
+    assert_same(scalar, batched)
+
+
+def warm_up(engine: Engine) -> None:
+    """Every partner, APN, RAT and their leaves registered (SIMs 30-35, one at a time)."""
+    k = 0
+    for mcc, mnc in [*PARTNERS, (None, None)]:
+        for apn in APNS:
+            for rat in ("LTE-M", None):
+                k += 1
+                engine.ingest_record(
+                    Record("usage", f"w{k}", ICCIDS[30 + k % 6], T0 - 3600, T0 - 4500, 1, 0,
+                           apn, mcc, mnc, rat)
+                )  # fmt: skip
+
+
+@fuzz(100)
+@given(
+    st.lists(records(ICCIDS[:30], usage=12, ids=400), min_size=1, max_size=120),
+    st.lists(st.integers(5, 40), min_size=1, max_size=5),
+)
+def test_batches_of_many_sims_on_a_known_network(recs: list[Record], sizes: list[int]) -> None:
+    """Mostly usage records of SIMs seen once per batch, on known partners and APNs: the
+    records applied over arrays (roaming included) give the state of one at a time."""
+    scalar = new_engine(ICCIDS[:20], initial_capacity=8)
+    batched = new_engine(ICCIDS[:20], initial_capacity=8)
+    warm_up(scalar)
+    warm_up(batched)
+    applied_scalar = [scalar.ingest_record(r) for r in recs]
+    applied_batch: list[bool] = []
+    start = k = 0
     while start < len(recs):
         size = sizes[k % len(sizes)]
         cols = RecordColumns.from_records(recs[start : start + size])

@@ -34,9 +34,12 @@ if TYPE_CHECKING:
     from simwatch.core.columnar import RecordColumns
     from simwatch.core.operators import OperatorTable
     from simwatch.core.records import Record
-    from simwatch.core.state import FleetState
+    from simwatch.core.state import FleetState, Interner
 
 _KIND_NAMES = ("usage", "session", "event")  # columnar.KIND_CODES, in code order
+_ABSENT = -2  # vectorized apply: the record has no such attribute
+_UNKNOWN = -1  # vectorized apply: a value not registered yet (Interner.find)
+_MONTHS_1970_TO_2020 = 50 * 12  # month_of counts months from January 2020
 REJECT_MEMORY_S = 86_400  # a reject run is forgotten after a day without rejects
 
 # Plain ints for the hot path: attribute access on an Enum class is slow in 3.11.
@@ -119,31 +122,215 @@ class Ingestor:
             rows[j] = self._row(iccids[j])
         kinds = cols.kind[fresh]
         by_kind = np.bincount(kinds, minlength=3)
+        ts_all = cols.ts[fresh]
+        up_all = cols.bytes_up[fresh]
+        down_all = cols.bytes_down[fresh]
+        apn_all, mcc_all, mnc_all = column(cols.apn), column(cols.mcc), column(cols.mnc)
+        rat_all, op_all = column(cols.rat), column(cols.operator)
+        vector, codes = self._vectorizable(
+            rows, kinds, ts_all, apn_all, mcc_all, mnc_all, rat_all, op_all
+        )
+        if vector.size:
+            total = up_all[vector] + down_all[vector]
+            self._apply_usage_vector(rows[vector], ts_all[vector], total, codes)
+            rest = np.ones(fresh.size, np.bool_)
+            rest[vector] = False
+            others = np.flatnonzero(rest).tolist()
+        else:
+            others = list(range(fresh.size))
+        status_all, end_cause_all = column(cols.status), column(cols.end_cause)
+        event_all, cause_all = column(cols.event_type), column(cols.cause)
         apply_row = self._apply_row
-        for row, kind, ts, up, down, apn, mcc, mnc, rat, op, status, end_cause, ev, cause in zip(
-            rows.tolist(),
-            [_KIND_NAMES[k] for k in kinds.tolist()],
-            cols.ts[fresh].tolist(),
-            cols.bytes_up[fresh].tolist(),
-            cols.bytes_down[fresh].tolist(),
-            column(cols.apn),
-            column(cols.mcc),
-            column(cols.mnc),
-            column(cols.rat),
-            column(cols.operator),
-            column(cols.status),
-            column(cols.end_cause),
-            column(cols.event_type),
-            column(cols.cause),
-            strict=True,
-        ):
-            apply_row(row, kind, ts, up, down, apn, mcc, mnc, rat, op, status, end_cause, ev, cause)
+        row_l, kind_l, ts_l = rows.tolist(), kinds.tolist(), ts_all.tolist()
+        up_l, down_l = up_all.tolist(), down_all.tolist()
+        for i in others:
+            apply_row(
+                row_l[i], _KIND_NAMES[kind_l[i]], ts_l[i], up_l[i], down_l[i],
+                apn_all[i], mcc_all[i], mnc_all[i], rat_all[i], op_all[i],
+                status_all[i], end_cause_all[i], event_all[i], cause_all[i],
+            )  # fmt: skip
         stats = self.stats
         stats.applied += fresh.size
         for code, count in enumerate(by_kind.tolist()):
             if count:
                 stats.by_kind[_KIND_NAMES[code]] += count
         return applied
+
+    # ---- vectorized usage records (issue 12) --------------------------------------------
+
+    def _codes(self, table: Interner, values: list[str | None]) -> np.ndarray:
+        """Codes of ``values`` in ``table`` without registering: ABSENT for None,
+        UNKNOWN for a value not registered yet (a lookup per distinct value)."""
+        lut: dict[str | None, int] = {v: (table.find(v) if v else 0) for v in set(values)}
+        lut[None] = _ABSENT
+        return np.fromiter(map(lut.__getitem__, values), np.int64, len(values))
+
+    def _partner_codes(
+        self, mcc: list[str | None], mnc: list[str | None]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Partner codes (ABSENT without MCC or MNC, UNKNOWN when not registered) and
+        their country codes (UNKNOWN when not cached yet)."""
+        pairs = list(zip(mcc, mnc, strict=True))
+        state = self.state
+        partner: dict[tuple[str | None, str | None], int] = {}
+        country: dict[tuple[str | None, str | None], int] = {}
+        for pair in set(pairs):
+            m, n = pair
+            if m is None or n is None:
+                partner[pair] = country[pair] = _ABSENT
+                continue
+            code = state.partners.find(m + n)
+            partner[pair] = code
+            found = self._country_of_partner.get(code) if code >= 0 else None
+            country[pair] = _UNKNOWN if found is None else found
+        size = len(pairs)
+        return (
+            np.fromiter(map(partner.__getitem__, pairs), np.int64, size),
+            np.fromiter(map(country.__getitem__, pairs), np.int64, size),
+        )
+
+    def _vectorizable(  # noqa: PLR0917 - the batch's columns, positional
+        self,
+        rows: np.ndarray,
+        kinds: np.ndarray,
+        ts: np.ndarray,
+        apn: list[str | None],
+        mcc: list[str | None],
+        mnc: list[str | None],
+        rat: list[str | None],
+        operator: list[str | None],
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Positions of the records applied over arrays, and their codes.
+
+        Usage records of a SIM with no other record in the batch, whole-second times, no
+        operator name, and nothing new to register (every APN, partner, RAT, country and
+        leaf they lead to exists). Such records touch only their own rows, so applying
+        them before the others (one by one, in order) gives the state of one record at
+        a time. The codes: ``apn``, ``partner``, ``country``, ``rat`` (ABSENT: not in
+        the record), ``t`` (relative time), ``applies`` (its attributes are newer)."""
+        none: tuple[np.ndarray, dict[str, np.ndarray]] = (np.zeros(0, np.intp), {})
+        usage = kinds == 0
+        if not usage.any():
+            return none
+        _, inverse, counts = np.unique(rows, return_inverse=True, return_counts=True)
+        ok = usage & (counts[inverse] == 1) & (ts == np.floor(ts))
+        if operator.count(None) != len(operator):
+            ok &= np.array([o is None for o in operator], np.bool_)
+        pos = np.flatnonzero(ok)
+        if pos.size == 0:
+            return none
+        picked = pos.tolist()
+        state = self.state
+        cols = state.cols
+        r = rows[pos]
+        t = ts[pos].astype(np.int64) - EPOCH_BASE
+        apn_c = self._codes(state.apns, [apn[i] for i in picked])
+        rat_c = self._codes(state.rats, [rat[i] for i in picked])
+        partner_c, country_c = self._partner_codes(
+            [mcc[i] for i in picked], [mnc[i] for i in picked]
+        )
+        has_attr = (apn_c != _ABSENT) | (rat_c != _ABSENT)
+        has_attr |= np.array([mcc[i] is not None for i in picked], np.bool_)
+        seen = cols.attrs_at[r]
+        applies = has_attr & (t >= seen)
+        unknown = (apn_c == _UNKNOWN) | (rat_c == _UNKNOWN) | (partner_c == _UNKNOWN)
+        unknown |= country_c == _UNKNOWN
+        keep = ~(has_attr & unknown)
+        # the leaf each record leads to must exist already
+        dims = state.dims
+        key = np.stack([state.dim_column(d)[r] for d in dims], axis=1).astype(np.int64)
+        changed = applies & (seen == NEVER)
+        for name, given, column in (
+            ("apn", apn_c, cols.apn),
+            ("partner", partner_c, cols.partner),
+            ("rat", rat_c, cols.rat),
+        ):
+            differs = applies & (given >= 0) & (given != column[r])
+            changed |= differs
+            if name in dims:
+                at = dims.index(name)
+                key[:, at] = np.where(differs, given, key[:, at])
+            if name == "partner" and "country" in dims:
+                at = dims.index("country")
+                key[:, at] = np.where(differs, country_c, key[:, at])
+        bare = ~has_attr & (seen == NEVER) & (cols.leaf[r] < 0)
+        check = np.flatnonzero((changed | bare) & keep)
+        if check.size:
+            keys, back = np.unique(key[check], axis=0, return_inverse=True)
+            exists = np.array([state.find_leaf(tuple(k)) >= 0 for k in keys.tolist()], np.bool_)
+            keep[check] = exists[back.ravel()]
+        sel = np.flatnonzero(keep)
+        codes = {
+            "apn": apn_c[sel],
+            "partner": partner_c[sel],
+            "country": country_c[sel],
+            "rat": rat_c[sel],
+            "t": t[sel],
+            "seen": seen[sel],
+            "applies": applies[sel],
+            "bare": bare[sel],
+        }
+        return pos[sel], codes
+
+    def _apply_usage_vector(
+        self, rows: np.ndarray, ts: np.ndarray, total: np.ndarray, codes: dict[str, np.ndarray]
+    ) -> None:
+        """Usage records of distinct rows, with everything they refer to registered
+        (``_vectorizable``): ``_apply_row`` over arrays."""
+        state = self.state
+        cols = state.cols
+        for row in rows[codes["bare"]].tolist():
+            state.refresh_leaf(row)  # an existing leaf (checked): nothing registered
+        applies = np.flatnonzero(codes["applies"])
+        if applies.size:
+            self._attributes_vector(rows[applies], {k: v[applies] for k, v in codes.items()})
+        data = np.flatnonzero(total > 0)
+        if data.size:
+            dr = rows[data]
+            state.rhythm.observe_distinct(dr, ts[data])
+            cols.flags[dr] |= np.uint8(HAS_USAGE)
+            months = ts[data].astype("datetime64[s]").astype("datetime64[M]").astype(np.int64)
+            month = months - _MONTHS_1970_TO_2020
+            current = cols.month[dr].astype(np.int64)
+            amount = np.minimum(total[data], MAX_COUNT)
+            newer = month > current
+            same = month == current
+            cols.month[dr[newer]] = month[newer]
+            cols.month_bytes[dr[newer]] = amount[newer]
+            sr = dr[same]
+            cols.month_bytes[sr] = np.minimum(cols.month_bytes[sr] + amount[same], MAX_COUNT)
+
+    def _attributes_vector(self, r: np.ndarray, codes: dict[str, np.ndarray]) -> None:
+        """``_attributes`` for distinct rows whose attributes are newer (codes exist)."""
+        state = self.state
+        cols = state.cols
+        t = codes["t"]
+        changed = codes["seen"] == NEVER
+        cols.attrs_at[r] = t
+        apn = codes["apn"]
+        differs = (apn >= 0) & (apn != cols.apn[r])
+        cols.apn[r[differs]] = apn[differs]
+        changed |= differs
+        partner = codes["partner"]
+        old = cols.partner[r]
+        differs = (partner >= 0) & (partner != old)
+        moved = differs & (old != 0)  # it left a known partner (steering, roaming)
+        cols.partner[r[differs]] = partner[differs]
+        cols.country[r[differs]] = codes["country"][differs]
+        changed |= differs
+        rat = codes["rat"]
+        differs = (rat >= 0) & (rat != cols.rat[r])
+        cols.rat[r[differs]] = rat[differs]
+        changed |= differs
+        idx = np.flatnonzero(changed)
+        if idx.size:
+            cr = r[idx]
+            left = cols.leaf[cr].copy()
+            for row in cr.tolist():
+                state.refresh_leaf(row)  # existing leaves (checked): nothing registered
+            went = moved[idx] & (left >= 0)
+            cols.prev_leaf[cr[went]] = left[went]
+            cols.moved_at[cr[went]] = t[idx][went]
 
     def _row(self, iccid: str) -> int:
         state = self.state
