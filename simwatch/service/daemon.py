@@ -338,18 +338,7 @@ class Daemon:
             first = float(ts[start])
             if clock.passes(first):
                 await self._catch_up(first)
-            end = min(start + self._chunk, n)
-            rest = ts[start + 1 : end]
-            if rest.size:
-                # the watermark each later record sees: the max before it
-                before = np.maximum.accumulate(np.concatenate(([first], rest[:-1])))
-                np.maximum(before, clock.watermark, out=before)
-                passes = rest > before
-                if clock.next_boundary is not None:
-                    passes &= rest >= clock.next_boundary
-                hits = np.flatnonzero(passes)
-                if hits.size:
-                    end = start + 1 + int(hits[0])
+            end = clock.segment_end(ts, start, min(start + self._chunk, n))
             clock.observe(float(ts[start:end].max()))
             yield start, end
             start = end
