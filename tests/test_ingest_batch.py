@@ -104,6 +104,7 @@ def test_batches_give_the_state_of_one_record_at_a_time(
 ) -> None:
     scalar = new_engine(SIMS[:4], dedup_capacity=dedup_capacity, initial_capacity=2)
     batched = new_engine(SIMS[:4], dedup_capacity=dedup_capacity, initial_capacity=2)
+    batched.ingestor.small_batch = sizes[0] % 3  # mostly the array path, at times not
     applied_scalar = [scalar.ingest_record(r) for r in recs]
     applied_batch: list[bool] = []
     start = 0
@@ -141,6 +142,7 @@ def test_batches_of_many_sims_on_a_known_network(recs: list[Record], sizes: list
     records applied over arrays (roaming included) give the state of one at a time."""
     scalar = new_engine(ICCIDS[:20], initial_capacity=8)
     batched = new_engine(ICCIDS[:20], initial_capacity=8)
+    batched.ingestor.small_batch = 0  # every batch on the array path
     warm_up(scalar)
     warm_up(batched)
     applied_scalar = [scalar.ingest_record(r) for r in recs]

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from simwatch.core.state import FleetState, Interner
 
 _KIND_NAMES = ("usage", "session", "event")  # columnar.KIND_CODES, in code order
+SMALL_BATCH = 256
 _ABSENT = -2  # vectorized apply: the record has no such attribute
 _UNKNOWN = -1  # vectorized apply: a value not registered yet (Interner.find)
 _MONTHS_1970_TO_2020 = 50 * 12  # month_of counts months from January 2020
@@ -80,6 +81,9 @@ class Ingestor:
         self.partner_names: dict[str, str] = {}  # names given in records win over the table
         self._country_of_partner: dict[int, int] = {0: 0}
         self._month_cache: tuple[int, int, int] = (0, 0, -1)  # (start, end, month) of last lookup
+        # apply_columns: batches smaller than this go one record at a time (a replay
+        # between two evaluation boundaries is often a few dozen records)
+        self.small_batch = SMALL_BATCH
 
     def apply(self, record: Record) -> bool:
         """Apply one record. Returns False when it was a duplicate delivery."""
@@ -105,6 +109,8 @@ class Ingestor:
         ICCID index on all ICCIDs at once (``get_many``), the columns read into Python
         lists once; then each fresh record goes through the one per-record apply."""
         n = len(cols)
+        if n < self.small_batch:  # the arrays' fixed costs outweigh the records'
+            return np.fromiter(map(self.apply, cols.records()), np.bool_, n)
         applied = ~self.dedup.seen_many(cols.record_id)
         fresh = np.flatnonzero(applied)
         self.stats.duplicates += n - fresh.size
