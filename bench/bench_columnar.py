@@ -185,7 +185,8 @@ def mixed_round(n: int, k: int, rng: np.random.Generator) -> list[bytes]:
                    "apn": "apn1.iot", "mcc": mcc, "mnc": mnc}  # fmt: skip
         else:
             obj = {"kind": "event", "record_id": f"e-{k}-{i}", "iccid": iccid(i), "ts": when,
-                   "type": "pdp_reject", "cause": "apn_not_allowed", "mcc": mcc, "mnc": mnc}  # fmt: skip
+                   "type": "pdp_reject", "cause": "apn_not_allowed",
+                   "mcc": mcc, "mnc": mnc}  # fmt: skip
         out.append(orjson.dumps(obj))
     return out
 
