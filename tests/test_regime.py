@@ -202,3 +202,19 @@ def test_a_windowed_sim_back_on_the_network_waits_for_its_window(
     assert STATE_NAMES[int(evaluation.states[row])] != "ok"  # the SIM itself is still late
     # no data by the time its window had to show: failing again
     assert bool(engine.evaluate(back + 2 * HOUR).evaluation.overdue[row])
+
+
+def test_the_batch_forms_agree_with_one_record_at_a_time() -> None:
+    rng = np.random.default_rng(3)
+    n = 4000
+    start = rng.choice([0, 300, 17, 3 * HOUR + 17, 10 * HOUR + 433], n).astype(np.int64)
+    start += rng.choice([0, 600, 900], n)
+    end = start + rng.choice([0, 45, 300, 900, 1800, 3600, DAY, -60], n).astype(np.int64)
+    rings = start[:, None] + rng.choice([-4000, -61, -60, 0, 59, 7200], (n, 6))
+    packed = rng.integers(0, 32, n).astype(np.uint8)
+    seen = regime.classify_usage_many(start, end, rings)
+    for i in range(n):
+        assert seen[i] == regime.classify_usage(int(start[i]), int(end[i]), rings[i])
+    after = regime.updated_many(packed, seen)
+    for i in range(n):
+        assert after[i] == regime.updated(int(packed[i]), int(seen[i]))

@@ -19,6 +19,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -52,6 +54,22 @@ class EvaluationClock:
         if event_time <= self.watermark:
             return False
         return self.next_boundary is None or event_time >= self.next_boundary
+
+    def segment_end(self, ts: np.ndarray, start: int, end: int) -> int:
+        """Batched ``passes``: the records ``ts[start:end]`` are applied in order after
+        ``ts[start]`` (which the caller has checked with ``passes``); returns the index of
+        the first later record that ``passes`` once those before it are observed (its
+        cycles are due first), or ``end``. The clock is not changed (issue 12)."""
+        rest = ts[start + 1 : end]
+        if rest.size == 0:
+            return end
+        before = np.maximum.accumulate(np.concatenate((ts[start : start + 1], rest[:-1])))
+        np.maximum(before, self.watermark, out=before)
+        passes = rest > before
+        if self.next_boundary is not None:
+            passes &= rest >= self.next_boundary
+        hits = np.flatnonzero(passes)
+        return start + 1 + int(hits[0]) if hits.size else end
 
     def observe(self, event_time: float) -> None:
         """A record at ``event_time`` was applied: move the watermark."""

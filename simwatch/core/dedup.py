@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["Deduplicator", "fingerprint", "int64_array"]
 
@@ -58,6 +61,44 @@ class Deduplicator:
         """True when ``record_id`` was seen before (a duplicate); otherwise remember it."""
         data = record_id.encode()
         key = (int.from_bytes(data, "little") % _FINGERPRINT_PRIME) ^ (len(data) << _LENGTH_SHIFT)
+        current = self._current
+        if key in current:
+            return True
+        old = self._old
+        duplicate = key in old
+        if duplicate:
+            old.discard(key)
+        current.add(key)
+        if len(current) >= self._half:
+            self._old = current
+            self._current = set()
+        return duplicate
+
+    def seen_many(self, record_ids: Sequence[str]) -> np.ndarray:
+        """Per id (bool array): a duplicate, exactly as ``seen`` called on each in order.
+
+        A batch of new, distinct ids that fits the current generation (the usual case)
+        is one set comparison and one set update; anything else (a repeat, a rotation
+        within the batch) takes the one-by-one path."""
+        n = len(record_ids)
+        keys = list(map(fingerprint, record_ids))
+        batch = set(keys)
+        current = self._current
+        if (
+            len(batch) == n
+            and len(current) + n < self._half
+            and current.isdisjoint(batch)
+            and self._old.isdisjoint(batch)
+        ):
+            current |= batch
+            return np.zeros(n, np.bool_)
+        out = np.empty(n, np.bool_)
+        seen = self._seen_key
+        for i, key in enumerate(keys):
+            out[i] = seen(key)
+        return out
+
+    def _seen_key(self, key: int) -> bool:
         current = self._current
         if key in current:
             return True

@@ -41,6 +41,7 @@ from simwatch.core.state import FleetState
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
+    from simwatch.core.columnar import RecordColumns
     from simwatch.core.inventory import InventoryRow
     from simwatch.core.records import Record, Rejection
 
@@ -130,6 +131,15 @@ class Engine:
             self.first_record_at = record.ts
         return self.ingestor.apply(record)
 
+    def ingest_batch(self, records: RecordColumns) -> np.ndarray:
+        """Apply decoded records in order, as ``ingest_record`` on each (issue 12);
+        per record: applied (False: a duplicate delivery)."""
+        if len(records):
+            first = float(records.ts.min())
+            if self.first_record_at is None or first < self.first_record_at:
+                self.first_record_at = first
+        return self.ingestor.apply_columns(records)
+
     def count_rejection(self, rejection: Rejection) -> None:
         self.rejected[str(rejection.reason)] += 1
 
@@ -143,18 +153,29 @@ class Engine:
     def evaluate(self, now: float) -> CycleResult:
         """One evaluation cycle at ``now`` (the records' clock or the wall clock)."""
         started = time.perf_counter()
+        return self.finish_cycle(now, self.assess(now), started)
+
+    def assess(self, now: float) -> Evaluation:
+        """The heavy, read-only part of a cycle (per-SIM states, per-leaf counts,
+        localization): it reads the state and changes nothing another reader sees, so
+        the daemon runs it in a worker thread while ingest waits (issue 12);
+        ``finish_cycle`` then updates incidents and baselines on the caller's thread."""
         cfg = self.config
-        state = self.state
-        expected_ratio = self.baseline.expected_ratio(now, state.n_leaves)
-        warm = self.warmed_up(now)
-        evaluation = evaluate(
-            state,
+        expected_ratio = self.baseline.expected_ratio(now, self.state.n_leaves)
+        return evaluate(
+            self.state,
             now,
             expected_ratio,
             params=cfg.evaluation,
             localize_params=cfg.localize,
-            localize_groups=warm,
+            localize_groups=self.warmed_up(now),
         )
+
+    def finish_cycle(self, now: float, evaluation: Evaluation, started: float) -> CycleResult:
+        """Incidents, tickets, baselines and state changes of ``assess(now)``'s result."""
+        cfg = self.config
+        state = self.state
+        warm = self.warmed_up(now)
         leaf_stats = (evaluation.leaf_affected, evaluation.leaf_total, evaluation.leaf_expected)
 
         def rest_healthy(parent: Mapping[str, str], children: Sequence[Mapping[str, str]]) -> bool:

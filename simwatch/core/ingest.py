@@ -11,10 +11,13 @@ them, and session bookkeeping compares event times rather than arrival order.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from simwatch.core import regime
 from simwatch.core.dedup import Deduplicator
@@ -30,12 +33,16 @@ from simwatch.core.timeutil import month_of
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    import numpy as np
-
+    from simwatch.core.columnar import RecordColumns
     from simwatch.core.operators import OperatorTable
     from simwatch.core.records import Record
-    from simwatch.core.state import FleetState
+    from simwatch.core.state import FleetState, Interner
 
+_KIND_NAMES = ("usage", "session", "event")  # columnar.KIND_CODES, in code order
+SMALL_BATCH = 256
+_ABSENT = -2  # vectorized apply: the record has no such attribute
+_UNKNOWN = -1  # vectorized apply: a value not registered yet (Interner.find)
+_MONTHS_1970_TO_2020 = 50 * 12  # month_of counts months from January 2020
 REJECT_MEMORY_S = 86_400  # a reject run is forgotten after a day without rejects
 
 # Plain ints for the hot path: attribute access on an Enum class is slow in 3.11.
@@ -76,44 +83,316 @@ class Ingestor:
         self.partner_names: dict[str, str] = {}  # names given in records win over the table
         self._country_of_partner: dict[int, int] = {0: 0}
         self._month_cache: tuple[int, int, int] = (0, 0, -1)  # (start, end, month) of last lookup
+        # apply_columns: batches smaller than this go one record at a time (a replay
+        # between two evaluation boundaries is often a few dozen records)
+        self.small_batch = SMALL_BATCH
 
     def apply(self, record: Record) -> bool:
         """Apply one record. Returns False when it was a duplicate delivery."""
         if self.dedup.seen(record.record_id):
             self.stats.duplicates += 1
             return False
+        row = self._row(record.iccid)
+        r = record
+        self._apply_row(
+            row, r.kind, r.ts, r.bytes_up, r.bytes_down, r.apn, r.mcc, r.mnc, r.rat,
+            r.operator, r.status, r.end_cause, r.event_type, r.cause, r.start,
+        )  # fmt: skip
+        self.stats.applied += 1
+        self.stats.by_kind[r.kind] += 1
+        return True
+
+    def apply_columns(self, cols: RecordColumns) -> np.ndarray:
+        """Apply a batch of decoded records in order: the same state as ``apply`` on each
+        (``tests/test_ingest_batch.py``). Returns per record whether it was applied
+        (False: a duplicate delivery).
+
+        Per batch: the duplicate filter on all record ids at once (``seen_many``), the
+        ICCID index on all ICCIDs at once (``get_many``), the columns read into Python
+        lists once; then each fresh record goes through the one per-record apply."""
+        n = len(cols)
+        if n < self.small_batch:  # the arrays' fixed costs outweigh the records'
+            return np.fromiter(map(self.apply, cols.records()), np.bool_, n)
+        applied = ~self.dedup.seen_many(cols.record_id)
+        fresh = np.flatnonzero(applied)
+        self.stats.duplicates += n - fresh.size
+        if fresh.size == 0:
+            return applied
+        pick = fresh.tolist()
+        whole = fresh.size == n
+
+        def column(values: list[str | None]) -> list[str | None]:
+            return values if whole else [values[i] for i in pick]
+
+        iccids = cols.iccid if whole else [cols.iccid[i] for i in pick]
+        rows = self.state.index.get_many(iccids)
+        for j in np.flatnonzero(rows < 0).tolist():
+            rows[j] = self._row(iccids[j])
+        kinds = cols.kind[fresh]
+        by_kind = np.bincount(kinds, minlength=3)
+        ts_all = cols.ts[fresh]
+        start_all = cols.start[fresh]
+        up_all = cols.bytes_up[fresh]
+        down_all = cols.bytes_down[fresh]
+        apn_all, mcc_all, mnc_all = column(cols.apn), column(cols.mcc), column(cols.mnc)
+        rat_all, op_all = column(cols.rat), column(cols.operator)
+        vector, codes = self._vectorizable(
+            rows, kinds, ts_all, apn_all, mcc_all, mnc_all, rat_all, op_all
+        )
+        if vector.size:
+            total = up_all[vector] + down_all[vector]
+            self._regime_vector(rows[vector], codes["t"], start_all[vector])
+            self._apply_usage_vector(rows[vector], ts_all[vector], total, codes)
+            rest = np.ones(fresh.size, np.bool_)
+            rest[vector] = False
+            others = np.flatnonzero(rest).tolist()
+        else:
+            others = list(range(fresh.size))
+        status_all, end_cause_all = column(cols.status), column(cols.end_cause)
+        event_all, cause_all = column(cols.event_type), column(cols.cause)
+        apply_row = self._apply_row
+        row_l, kind_l, ts_l = rows.tolist(), kinds.tolist(), ts_all.tolist()
+        up_l, down_l = up_all.tolist(), down_all.tolist()
+        start_l = [None if math.isnan(x) else x for x in start_all.tolist()]
+        for i in others:
+            apply_row(
+                row_l[i], _KIND_NAMES[kind_l[i]], ts_l[i], up_l[i], down_l[i],
+                apn_all[i], mcc_all[i], mnc_all[i], rat_all[i], op_all[i],
+                status_all[i], end_cause_all[i], event_all[i], cause_all[i], start_l[i],
+            )  # fmt: skip
+        stats = self.stats
+        stats.applied += fresh.size
+        for code, count in enumerate(by_kind.tolist()):
+            if count:
+                stats.by_kind[_KIND_NAMES[code]] += count
+        return applied
+
+    # ---- vectorized usage records (issue 12) --------------------------------------------
+
+    def _codes(self, table: Interner, values: list[str | None]) -> np.ndarray:
+        """Codes of ``values`` in ``table`` without registering: ABSENT for None,
+        UNKNOWN for a value not registered yet (a lookup per distinct value)."""
+        lut: dict[str | None, int] = {v: (table.find(v) if v else 0) for v in set(values)}
+        lut[None] = _ABSENT
+        return np.fromiter(map(lut.__getitem__, values), np.int64, len(values))
+
+    def _partner_codes(
+        self, mcc: list[str | None], mnc: list[str | None]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Partner codes (ABSENT without MCC or MNC, UNKNOWN when not registered) and
+        their country codes (UNKNOWN when not cached yet)."""
+        pairs = list(zip(mcc, mnc, strict=True))
         state = self.state
-        row = state.index.get(record.iccid)
+        partner: dict[tuple[str | None, str | None], int] = {}
+        country: dict[tuple[str | None, str | None], int] = {}
+        for pair in set(pairs):
+            m, n = pair
+            if m is None or n is None:
+                partner[pair] = country[pair] = _ABSENT
+                continue
+            code = state.partners.find(m + n)
+            partner[pair] = code
+            found = self._country_of_partner.get(code) if code >= 0 else None
+            country[pair] = _UNKNOWN if found is None else found
+        size = len(pairs)
+        return (
+            np.fromiter(map(partner.__getitem__, pairs), np.int64, size),
+            np.fromiter(map(country.__getitem__, pairs), np.int64, size),
+        )
+
+    def _vectorizable(  # noqa: PLR0917 - the batch's columns, positional
+        self,
+        rows: np.ndarray,
+        kinds: np.ndarray,
+        ts: np.ndarray,
+        apn: list[str | None],
+        mcc: list[str | None],
+        mnc: list[str | None],
+        rat: list[str | None],
+        operator: list[str | None],
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Positions of the records applied over arrays, and their codes.
+
+        Usage records of a SIM with no other record in the batch, whole-second times, no
+        operator name, and nothing new to register (every APN, partner, RAT, country and
+        leaf they lead to exists). Such records touch only their own rows, so applying
+        them before the others (one by one, in order) gives the state of one record at
+        a time. The codes: ``apn``, ``partner``, ``country``, ``rat`` (ABSENT: not in
+        the record), ``t`` (relative time), ``applies`` (its attributes are newer)."""
+        none: tuple[np.ndarray, dict[str, np.ndarray]] = (np.zeros(0, np.intp), {})
+        usage = kinds == 0
+        if not usage.any():
+            return none
+        _, inverse, counts = np.unique(rows, return_inverse=True, return_counts=True)
+        ok = usage & (counts[inverse] == 1) & (ts == np.floor(ts))
+        if operator.count(None) != len(operator):
+            ok &= np.array([o is None for o in operator], np.bool_)
+        pos = np.flatnonzero(ok)
+        if pos.size == 0:
+            return none
+        picked = pos.tolist()
+        state = self.state
+        cols = state.cols
+        r = rows[pos]
+        t = ts[pos].astype(np.int64) - EPOCH_BASE
+        apn_c = self._codes(state.apns, [apn[i] for i in picked])
+        rat_c = self._codes(state.rats, [rat[i] for i in picked])
+        partner_c, country_c = self._partner_codes(
+            [mcc[i] for i in picked], [mnc[i] for i in picked]
+        )
+        has_attr = (apn_c != _ABSENT) | (rat_c != _ABSENT)
+        has_attr |= np.array([mcc[i] is not None for i in picked], np.bool_)
+        seen = cols.attrs_at[r]
+        applies = has_attr & (t >= seen)
+        unknown = (apn_c == _UNKNOWN) | (rat_c == _UNKNOWN) | (partner_c == _UNKNOWN)
+        unknown |= country_c == _UNKNOWN
+        keep = ~(has_attr & unknown)
+        # the leaf each record leads to must exist already
+        dims = state.dims
+        key = np.stack([state.dim_column(d)[r] for d in dims], axis=1).astype(np.int64)
+        changed = applies & (seen == NEVER)
+        for name, given, column in (
+            ("apn", apn_c, cols.apn),
+            ("partner", partner_c, cols.partner),
+            ("rat", rat_c, cols.rat),
+        ):
+            differs = applies & (given >= 0) & (given != column[r])
+            changed |= differs
+            if name in dims:
+                at = dims.index(name)
+                key[:, at] = np.where(differs, given, key[:, at])
+            if name == "partner" and "country" in dims:
+                at = dims.index("country")
+                key[:, at] = np.where(differs, country_c, key[:, at])
+        bare = ~has_attr & (seen == NEVER) & (cols.leaf[r] < 0)
+        check = np.flatnonzero((changed | bare) & keep)
+        if check.size:
+            keys, back = np.unique(key[check], axis=0, return_inverse=True)
+            exists = np.array([state.find_leaf(tuple(k)) >= 0 for k in keys.tolist()], np.bool_)
+            keep[check] = exists[back.ravel()]
+        sel = np.flatnonzero(keep)
+        codes = {
+            "apn": apn_c[sel],
+            "partner": partner_c[sel],
+            "country": country_c[sel],
+            "rat": rat_c[sel],
+            "t": t[sel],
+            "seen": seen[sel],
+            "applies": applies[sel],
+            "bare": bare[sel],
+        }
+        return pos[sel], codes
+
+    def _apply_usage_vector(
+        self, rows: np.ndarray, ts: np.ndarray, total: np.ndarray, codes: dict[str, np.ndarray]
+    ) -> None:
+        """Usage records of distinct rows, with everything they refer to registered
+        (``_vectorizable``): ``_apply_row`` over arrays."""
+        state = self.state
+        cols = state.cols
+        for row in rows[codes["bare"]].tolist():
+            state.refresh_leaf(row)  # an existing leaf (checked): nothing registered
+        applies = np.flatnonzero(codes["applies"])
+        if applies.size:
+            self._attributes_vector(rows[applies], {k: v[applies] for k, v in codes.items()})
+        data = np.flatnonzero(total > 0)
+        if data.size:
+            dr = rows[data]
+            state.rhythm.observe_distinct(dr, ts[data])
+            cols.flags[dr] |= np.uint8(HAS_USAGE)
+            months = ts[data].astype("datetime64[s]").astype("datetime64[M]").astype(np.int64)
+            month = months - _MONTHS_1970_TO_2020
+            current = cols.month[dr].astype(np.int64)
+            amount = np.minimum(total[data], MAX_COUNT)
+            newer = month > current
+            same = month == current
+            cols.month[dr[newer]] = month[newer]
+            cols.month_bytes[dr[newer]] = amount[newer]
+            sr = dr[same]
+            cols.month_bytes[sr] = np.minimum(cols.month_bytes[sr] + amount[same], MAX_COUNT)
+
+    def _attributes_vector(self, r: np.ndarray, codes: dict[str, np.ndarray]) -> None:
+        """``_attributes`` for distinct rows whose attributes are newer (codes exist)."""
+        state = self.state
+        cols = state.cols
+        t = codes["t"]
+        changed = codes["seen"] == NEVER
+        cols.attrs_at[r] = t
+        apn = codes["apn"]
+        differs = (apn >= 0) & (apn != cols.apn[r])
+        cols.apn[r[differs]] = apn[differs]
+        changed |= differs
+        partner = codes["partner"]
+        old = cols.partner[r]
+        differs = (partner >= 0) & (partner != old)
+        moved = differs & (old != 0)  # it left a known partner (steering, roaming)
+        cols.partner[r[differs]] = partner[differs]
+        cols.country[r[differs]] = codes["country"][differs]
+        changed |= differs
+        rat = codes["rat"]
+        differs = (rat >= 0) & (rat != cols.rat[r])
+        cols.rat[r[differs]] = rat[differs]
+        changed |= differs
+        idx = np.flatnonzero(changed)
+        if idx.size:
+            cr = r[idx]
+            left = cols.leaf[cr].copy()
+            for row in cr.tolist():
+                state.refresh_leaf(row)  # existing leaves (checked): nothing registered
+            went = moved[idx] & (left >= 0)
+            cols.prev_leaf[cr[went]] = left[went]
+            cols.moved_at[cr[went]] = t[idx][went]
+
+    def _row(self, iccid: str) -> int:
+        state = self.state
+        row = state.index.get(iccid)
         if row < 0:  # a new SIM, or one known by the other form of its ICCID
             known = len(state)
-            row = state.ensure_row(record.iccid)
+            row = state.ensure_row(iccid)
             if len(state) > known:
                 self.stats.unknown_sims += 1
-        ts = record.ts
+        return row
+
+    def _apply_row(  # noqa: PLR0917 - per record on the hot path: plain positional values
+        self,
+        row: int,
+        kind: str,
+        ts: float,
+        bytes_up: int,
+        bytes_down: int,
+        apn: str | None,
+        mcc: str | None,
+        mnc: str | None,
+        rat: str | None,
+        operator: str | None,
+        status: str | None,
+        end_cause: str | None,
+        event_type: str | None,
+        cause: str | None,
+        start: float | None,
+    ) -> None:
+        """The one per-record apply (after dedup and the row lookup)."""
+        state = self.state
         t = int(ts) - EPOCH_BASE
-        if record.mcc is not None or record.apn is not None or record.rat is not None:
-            self._attributes(row, t, record)
+        if mcc is not None or apn is not None or rat is not None:
+            self._attributes(row, t, apn, mcc, mnc, rat, operator)
         elif state.mv["attrs_at"][row] == NEVER and state.cols.leaf[row] < 0:
             # no network attributes yet (usage-only feeds: KORE, Cisco): grouped by its
             # inventory values (customer, plan...), the record dimensions unknown
             state.refresh_leaf(row)
-        kind = record.kind
         if kind == "usage":
-            total = record.bytes_up + record.bytes_down
-            if record.start is not None:
-                self._regime(row, t, record.start)
+            total = bytes_up + bytes_down
+            if start is not None:
+                self._regime(row, t, start)
             if total > 0:
                 state.rhythm.observe(row, ts)
                 flags = state.mv["flags"]
                 flags[row] |= HAS_USAGE
                 self._add_month_bytes(row, ts, total)
         elif kind == "session":
-            self._session(row, t, ts, record)
+            self._session(row, t, ts, status, bytes_up + bytes_down, end_cause)
         else:
-            self._event(row, t, record)
-        self.stats.applied += 1
-        self.stats.by_kind[kind] += 1
-        return True
+            self._event(row, t, event_type, apn, cause)
 
     # ---- checkpoint -------------------------------------------------------------------
 
@@ -153,7 +432,16 @@ class Ingestor:
 
     # ---- parts ------------------------------------------------------------------------
 
-    def _attributes(self, row: int, t: int, record: Record) -> None:
+    def _attributes(  # noqa: PLR0917 - per record on the hot path: plain positional values
+        self,
+        row: int,
+        t: int,
+        apn: str | None,
+        mcc: str | None,
+        mnc: str | None,
+        rat: str | None,
+        operator: str | None,
+    ) -> None:
         state = self.state
         mv = state.mv
         attrs_at = mv["attrs_at"]
@@ -163,15 +451,14 @@ class Ingestor:
         changed = seen_at == NEVER
         attrs_at[row] = t
         moved = False
-        if record.apn is not None:
-            code = state.apns.code(record.apn)
+        if apn is not None:
+            code = state.apns.code(apn)
             column = mv["apn"]
             if code != column[row]:
                 column[row] = code
                 changed = True
-        mcc = record.mcc
-        if mcc is not None and record.mnc is not None:
-            partner = mcc + record.mnc
+        if mcc is not None and mnc is not None:
+            partner = mcc + mnc
             code = state.partners.code(partner)
             column = mv["partner"]
             if code != column[row]:
@@ -179,10 +466,10 @@ class Ingestor:
                 column[row] = code
                 mv["country"][row] = self._country_code(code, mcc)
                 changed = True
-            if record.operator:
-                self.partner_names[partner] = record.operator
-        if record.rat is not None:
-            code = state.rats.code(record.rat)
+            if operator:
+                self.partner_names[partner] = operator
+        if rat is not None:
+            code = state.rats.code(rat)
             column = mv["rat"]
             if code != column[row]:
                 column[row] = code
@@ -194,6 +481,17 @@ class Ingestor:
             if moved and left >= 0:
                 cols.prev_leaf[row] = left
                 cols.moved_at[row] = t
+
+    def _regime_vector(self, rows: np.ndarray, t: np.ndarray, start: np.ndarray) -> None:
+        """``_regime`` over usage records of distinct rows (NaN start: no window)."""
+        given = ~np.isnan(start)
+        if not given.any():
+            return
+        rows, t = rows[given], t[given]
+        cols = self.state.cols
+        start_rel = start[given].astype(np.int64) - EPOCH_BASE
+        seen = regime.classify_usage_many(start_rel, t, cols.session_starts[rows])
+        cols.regime[rows] = regime.updated_many(cols.regime[rows], seen)
 
     def _regime(self, row: int, t: int, start: float) -> None:
         cols = self.state.cols
@@ -230,10 +528,11 @@ class Ingestor:
             column[row] = min(column[row] + total, MAX_COUNT)  # saturate, never overflow
         # older months: a very late record; this month's usage is unaffected
 
-    def _session(self, row: int, t: int, ts: float, record: Record) -> None:
+    def _session(  # noqa: PLR0917 - per record on the hot path: plain positional values
+        self, row: int, t: int, ts: float, status: str | None, total: int, end_cause: str | None
+    ) -> None:
         state = self.state
         mv = state.mv
-        status = record.status
         session_start = mv["session_start"]
         if status == "started":
             ring = state.cols.session_starts[row]
@@ -245,7 +544,6 @@ class Ingestor:
                 session_start[row] = t
                 mv["session_bytes"][row] = 0
             return
-        total = record.bytes_up + record.bytes_down
         if t >= session_start[row]:
             session_bytes = mv["session_bytes"]
             previous = session_bytes[row]
@@ -262,15 +560,16 @@ class Ingestor:
                 mv["session_open"][row] = 0
         if status == "ended" and t > state.cols.session_end[row]:
             state.cols.session_end[row] = t
-        if status == "ended" and record.end_cause in FAILURE_END_CAUSES:
+        if status == "ended" and end_cause in FAILURE_END_CAUSES:
             cols = state.cols
             if t >= cols.fail_at[row]:
                 cols.fail_at[row] = t
-                cols.fail_cause[row] = state.causes.code(record.end_cause)
+                cols.fail_cause[row] = state.causes.code(end_cause)
 
-    def _event(self, row: int, t: int, record: Record) -> None:
+    def _event(
+        self, row: int, t: int, kind: str | None, apn: str | None, cause: str | None
+    ) -> None:
         cols = self.state.cols
-        kind = record.event_type
         if kind in ("auth_failure", "pdp_reject") or kind in POLICY_REJECTS:
             if t < cols.reject_at[row]:
                 return  # a late reject: the newer one already describes the SIM
@@ -279,8 +578,7 @@ class Ingestor:
             cols.reject_count[row] = min(int(cols.reject_count[row]) + 1, 65535)
             cols.reject_at[row] = t
             cols.reject_kind[row] = AUTH_FAILURE if kind == "auth_failure" else PDP_REJECT
-            cols.reject_apn[row] = self.state.apns.code(record.apn)
-            cause = record.cause
+            cols.reject_apn[row] = self.state.apns.code(apn)
             if kind in POLICY_REJECTS:
                 cause = f"{kind}: {cause}" if cause else kind
             cols.reject_cause[row] = self.state.causes.code(cause)

@@ -188,6 +188,18 @@ class RecordDecoder:
         self._max_payload_bytes = max_payload_bytes
         self._parse_time = CachedTimeParser()
 
+    @property
+    def max_future_s(self) -> float:
+        return self._max_future_s
+
+    @property
+    def max_line_bytes(self) -> int:
+        return self._max_line_bytes
+
+    @property
+    def max_payload_bytes(self) -> int:
+        return self._max_payload_bytes
+
     # ---------------------------------------------------------------- entry points
 
     def decode_line(self, line: bytes | str, now: float) -> Record | Rejection:

@@ -82,3 +82,29 @@ def updated(packed: int, seen: int) -> int:
 def regime_of(packed: int | np.ndarray) -> int | np.ndarray:
     """The regime code(s) of regime byte(s)."""
     return packed & _REGIME
+
+
+def classify_usage_many(
+    start: np.ndarray, end: np.ndarray, session_starts: np.ndarray
+) -> np.ndarray:
+    """``classify_usage`` over records (int64 arrays; ``session_starts`` one ring per row)."""
+    length = end - start
+    out = np.full(start.shape, PER_REPORT, np.uint8)
+    windowed = (length > 0) & (start % GRID_S == 0) & (end % GRID_S == 0)
+    near = np.abs(session_starts.astype(np.int64) - start[:, None]) <= START_TOLERANCE_S
+    session = (length >= SESSION_MIN_S) & near.any(axis=1) & ~windowed
+    out[windowed] = WINDOWED
+    out[session] = SESSION
+    return out
+
+
+def updated_many(packed: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    """``updated`` over regime bytes (uint8) and the regimes their records point to."""
+    packed = packed.astype(np.uint8)
+    seen = seen.astype(np.uint8)
+    current = packed & _REGIME
+    candidate = (packed >> _CANDIDATE_SHIFT) & _REGIME
+    settle = (current == UNKNOWN) | (seen == current)
+    settle |= ((packed & _SEEN_ONCE) != 0) & (candidate == seen)
+    pending = current | (seen << _CANDIDATE_SHIFT) | _SEEN_ONCE
+    return np.where(settle, seen, pending).astype(np.uint8)

@@ -88,6 +88,22 @@ from simwatch.core.hourmask import (
 
 __all__ = ["RhythmModel", "RhythmParams", "SimState"]
 
+
+def _quiet_block_hours_vec(masks: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """``hourmask.quiet_block_hours`` of each (24-bit) mask (issue 12)."""
+    masks = masks & HOURS_MASK
+    zeros = ~masks & HOURS_MASK
+    run_bits = zeros | (zeros << 24)
+    run = np.zeros(masks.shape, np.int64)
+    while True:
+        alive = run_bits != 0
+        if not alive.any():
+            break
+        run += alive
+        run_bits &= run_bits << 1
+    return np.where(masks == 0, 24, run)
+
+
 _QB_SHIFT = 24
 _QB_MASK = 0x1F << _QB_SHIFT
 _DIURNAL_BIT = 1 << 31
@@ -462,6 +478,157 @@ class RhythmModel:
         observe = self.observe
         for row, when in zip(r[order].tolist(), t[order].tolist(), strict=True):
             observe(row, when)
+
+    # -- batch learning (issue 12: vectorized apply) ------------------------------------
+
+    def observe_distinct(self, rows: npt.NDArray[np.int64], ts: npt.NDArray[np.float64]) -> None:
+        """One arrival for each of several *distinct* rows: the same columns, bit for bit,
+        as ``observe(row, t)`` on each (``tests/test_rhythm_batch.py``).
+
+        The same formulas over arrays, in float64 with the results stored as float32, as
+        ``observe`` does per row; ``log`` and ``exp`` go through ``math`` (numpy's may
+        differ in the last bit). Rows already on the active-hours clock (diurnal: a
+        minority) take ``observe`` one by one."""
+        if rows.size != np.unique(rows).size:
+            raise ValueError("observe_distinct needs distinct rows")
+        valid = (ts >= 0.0) & (ts < _TS_MAX)  # NaN: not valid, as in observe
+        rows = rows[valid]
+        ts = ts[valid]
+        if rows.size == 0:
+            return
+        if int(rows.min()) < 0 or int(rows.max()) >= self._cap:
+            raise IndexError("row out of range")
+        last = self._last[rows]
+        first = np.isnan(last)
+        if first.any():  # never seen: first arrival, no gap yet
+            self._last[rows[first]] = ts[first]
+            self._first[rows[first]] = ts[first].astype(np.uint32)
+        newer = ~first & (ts > last)  # out of order or duplicate: ignored
+        rows, ts, last = rows[newer], ts[newer], last[newer]
+        prev0 = self._mask_prev[rows].astype(np.int64)
+        diurnal_now = (prev0 & _DIURNAL_BIT) != 0
+        if diurnal_now.any():
+            observe = self.observe
+            for row, when in zip(rows[diurnal_now].tolist(), ts[diurnal_now].tolist(), strict=True):
+                observe(row, when)
+            keep = ~diurnal_now
+            rows, ts, last, prev0 = rows[keep], ts[keep], last[keep], prev0[keep]
+        if rows.size:
+            self._observe_wall_clock(rows, ts, last, prev0)
+
+    def _observe_wall_clock(
+        self,
+        rows: npt.NDArray[np.int64],
+        ts: npt.NDArray[np.float64],
+        last: npt.NDArray[np.float64],
+        prev0: npt.NDArray[np.int64],
+    ) -> None:
+        """``observe`` for distinct rows with a previous arrival, not diurnal, ts > last."""
+        p = self._params
+        self._last[rows] = ts
+        wall = ts - last
+        cur0 = self._mask_cur[rows].astype(np.int64)
+        cur = cur0.copy()
+        prev = prev0.copy()
+        gen_new = np.floor_divide(ts, p.mask_generation_s)
+        gen_old = np.floor_divide(last, p.mask_generation_s)
+        rotate = gen_new != gen_old
+        if rotate.any():
+            carried = np.where(gen_new == gen_old + 1.0, cur, 0)
+            prev = np.where(rotate, (prev & ~HOURS_MASK) | carried, prev)
+            cur = np.where(rotate, 0, cur)
+        learnable = wall >= p.gap_floor_s
+        marks = learnable & (wall <= p.mask_max_gap_s)
+        if marks.any():
+            h_a = np.floor_divide(ts - 0.75 * wall, HOUR).astype(np.int64)
+            h_b = np.floor_divide(ts - 0.25 * wall, HOUR).astype(np.int64)
+            span = int((h_b - h_a)[marks].max())
+            for k in range(span + 1):
+                hour = h_a + k
+                on = marks & (hour <= h_b)
+                cur |= np.where(on, np.left_shift(1, hour % 24), 0)
+        n = self._n[rows].astype(np.int64)
+        learn = np.flatnonzero(learnable)  # not diurnal: the gap is the wall-clock gap
+        if learn.size:
+            n[learn] = self._learn_distinct(rows[learn], wall[learn], p)
+        unlearned = n < p.min_gaps
+        qb = _quiet_block_hours_vec((cur | prev) & HOURS_MASK) << _QB_SHIFT
+        # unlearned: the masks (and the quiet block) only when they changed
+        changed = (cur != cur0) | (prev != prev0)
+        # learned: the quiet block when the hours changed, then the diurnal decision
+        changed_learned = (cur != cur0) | (((prev ^ prev0) & HOURS_MASK) != 0)
+        refresh = np.where(unlearned, changed, changed_learned)
+        prev = np.where(refresh, (prev & ~_QB_MASK) | qb, prev)
+        learned = ~unlearned
+        if learned.any():
+            lrows = rows[learned]
+            lprev = prev[learned]
+            mu = self._mu[lrows].astype(np.float64)
+            log_quiet = np.array(self._log_quiet)[(lprev & _QB_MASK) >> _QB_SHIFT]
+            history = ts[learned] - self._first[lrows].astype(np.float64)
+            diurnal = (history >= p.diurnal_min_history_s) & (mu <= log_quiet)
+            entering = diurnal & ((lprev & _DIURNAL_BIT) == 0)
+            if entering.any():
+                # entering active-hours time: the wall-clock gmax holds the nightly pause
+                erows = lrows[entering]
+                sd = np.sqrt(self._var[erows].astype(np.float64))
+                q = [
+                    math.exp(m + p.quantile_z * max(s, p.sd_min))
+                    for m, s in zip(mu[entering].tolist(), sd.tolist(), strict=True)
+                ]
+                gmax = self._gmax[erows].astype(np.float64)
+                self._gmax[erows] = np.minimum(gmax, q)
+            lprev = np.where(diurnal, lprev | _DIURNAL_BIT, lprev & ~_DIURNAL_BIT)
+            prev[learned] = lprev
+        self._mask_cur[rows] = cur
+        self._mask_prev[rows] = prev
+
+    def _learn_distinct(
+        self, rows: npt.NDArray[np.int64], gaps: npt.NDArray[np.float64], p: RhythmParams
+    ) -> npt.NDArray[np.int64]:
+        """``_learn`` for distinct rows; returns the new gap counts."""
+        n = self._n[rows].astype(np.int64)
+        lg = np.array([math.log(g) for g in gaps.tolist()])
+        fresh = n == 0
+        if fresh.any():
+            fr = rows[fresh]
+            self._mu[fr] = lg[fresh]
+            self._var[fr] = p.var_prior
+            self._gmax[fr] = gaps[fresh]
+        old = ~fresh
+        if old.any():
+            rw = rows[old]
+            g = gaps[old]
+            n_old = n[old]
+            mu = self._mu[rw].astype(np.float64)
+            var = self._var[rw].astype(np.float64)
+            sd = np.sqrt(var)
+            clip = p.clip_k * np.maximum(p.clip_sd_floor, sd)
+            d = lg[old] - mu
+            d = np.where(d > clip, clip, np.maximum(d, -clip))
+            a = np.maximum(1.0 / (n_old + 1), p.alpha)
+            self._mu[rw] = mu + a * d
+            self._var[rw] = (1.0 - a) * (var + a * d * d)
+            decay = np.array([math.exp(-x / p.gmax_tau_s) for x in g.tolist()])
+            gmax = self._gmax[rw].astype(np.float64) * decay
+            grow = g > gmax
+            if grow.any():
+                capped = grow & (n_old + 1 >= p.min_gaps)
+                if capped.any():
+                    q = np.array(
+                        [
+                            math.exp(m + p.quantile_z * max(p.sd_min, s))
+                            for m, s in zip(mu[capped].tolist(), sd[capped].tolist(), strict=True)
+                        ]
+                    )
+                    cap = p.gmax_growth * np.maximum(q, gmax[capped])
+                    gmax[capped] = np.minimum(cap, g[capped])
+                plain = grow & ~capped
+                gmax[plain] = g[plain]
+            self._gmax[rw] = gmax
+        n = np.where(n < _GAPS_MAX, n + 1, n)
+        self._n[rows] = n
+        return n
 
     # -- classification ----------------------------------------------------------------
 

@@ -389,6 +389,16 @@ class FleetState:
         table: Interner = getattr(self, attribute)
         return table
 
+    def dim_column(self, dim: str) -> np.ndarray:
+        """The per-SIM code column of a dimension."""
+        c = self.cols
+        column: np.ndarray = c.extra[dim] if dim in c.extra else getattr(c, dim)
+        return column
+
+    def find_leaf(self, key: tuple[int, ...]) -> int:
+        """The leaf id of a combination of dimension codes, -1 when there is none yet."""
+        return self._leaf_ids.get(key, -1)
+
     def refresh_leaf(self, row: int) -> None:
         """Recompute the SIM's leaf after one of its dimension values changed."""
         key = self.dim_codes(row)

@@ -1,0 +1,618 @@
+"""Batched, columnar record decoding: many NDJSON lines or a JSON array -> typed columns.
+
+``ColumnarDecoder.decode_lines`` / ``decode_payloads`` give a :class:`RecordColumns` (one
+numpy array or list per field, in input order) and the :class:`Rejection` s, with the
+same records and the same rejections (reason, detail, raw) as
+:class:`~simwatch.core.records.RecordDecoder` called one line at a time. The scalar
+decoder stays the reference and the one copy of the rejection rules:
+
+1. msgspec decodes the whole batch into typed structs in one C call (``decode_lines``
+   for NDJSON, ``list[_Raw]`` for an array). Types are checked there: a record whose
+   field has the wrong JSON type, a negative or too large byte count, or broken JSON
+   fails the call, and the batch is then decoded line by line (still msgspec) to find
+   the bad lines.
+2. The rules on values run over columns: ICCID and MCC/MNC digits by one ``isdigit`` on
+   the joined strings, lengths by ``map(len)``, kinds and enums by dict lookups, the
+   common ``YYYY-MM-DDTHH:MM:SSZ`` timestamps parsed as one ``uint8`` matrix (other
+   forms through the scalar decoder's memoized parser), window, future and too-old
+   checks as array comparisons.
+3. Every line that fails any of these checks (or is not a plain object, too large,
+   starts with a BOM...) is handed to ``RecordDecoder.decode_line``: it gives the exact
+   rejection, or the record when the fast checks were only stricter than needed. The
+   fast path never accepts what the scalar decoder would reject, and
+   ``tests/test_columnar.py`` holds the two together on the fuzz strategies of
+   ``tests/test_fuzz_records.py``.
+
+Measured against the alternatives in ``bench/bench_columnar.py`` (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import TYPE_CHECKING, Annotated, Any, Final
+
+import msgspec
+import numpy as np
+
+from simwatch.core.records import (
+    EARLIEST_TIME,
+    EVENT_TYPES,
+    MAX_COUNT,
+    SESSION_STATUSES,
+    Record,
+    RecordDecoder,
+    Rejection,
+)
+from simwatch.core.timeutil import CachedTimeParser, TimeParseError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["KIND_CODES", "ColumnarDecoder", "DecodedBatch", "RecordColumns", "parse_utc_column"]
+
+USAGE: Final = 0
+SESSION: Final = 1
+EVENT: Final = 2
+KIND_CODES: Final = {"usage": USAGE, "session": SESSION, "event": EVENT}
+KIND_NAMES: Final = ("usage", "session", "event")
+_MAX_RECORD_ID_CHARS: Final = 256
+
+_Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
+
+
+class _Raw(msgspec.Struct, gc=False):
+    """The JSON types of a valid record (FORMATS.md); unknown fields are ignored."""
+
+    kind: str | None = None
+    record_id: str | None = None
+    iccid: str | None = None
+    start: str | None = None
+    end: str | None = None
+    ts: str | None = None
+    bytes_up: _Count | None = None
+    bytes_down: _Count | None = None
+    apn: str | None = None
+    mcc: str | None = None
+    mnc: str | None = None
+    rat: str | None = None
+    session_id: str | None = None
+    status: str | None = None
+    end_cause: str | None = None
+    type: str | None = None
+    cause: str | None = None
+    operator: str | None = None
+
+
+_OPTIONAL_TEXT: Final = (
+    "apn",
+    "mcc",
+    "mnc",
+    "rat",
+    "session_id",
+    "status",
+    "end_cause",
+    "event_type",
+    "cause",
+    "operator",
+)
+
+
+@dataclass(slots=True)
+class RecordColumns:
+    """Decoded records as columns, in input order. Times are epoch seconds (UTC)."""
+
+    kind: np.ndarray  # int8: 0 usage, 1 session, 2 event (KIND_CODES)
+    record_id: list[str]
+    iccid: list[str]
+    ts: np.ndarray  # float64 event time (usage: end)
+    start: np.ndarray  # float64 usage window start, NaN elsewhere
+    bytes_up: np.ndarray  # int64
+    bytes_down: np.ndarray  # int64
+    apn: list[str | None]
+    mcc: list[str | None]
+    mnc: list[str | None]
+    rat: list[str | None]
+    session_id: list[str | None]
+    status: list[str | None]
+    end_cause: list[str | None]
+    event_type: list[str | None]
+    cause: list[str | None]
+    operator: list[str | None]
+
+    def __len__(self) -> int:
+        return len(self.record_id)
+
+    @classmethod
+    def empty(cls) -> RecordColumns:
+        return cls.from_records([])
+
+    @classmethod
+    def from_records(cls, records: Sequence[Record]) -> RecordColumns:
+        """Columns of ``Record`` objects (the scalar decoder's output)."""
+        return cls(
+            kind=np.fromiter((KIND_CODES[r.kind] for r in records), np.int8, len(records)),
+            record_id=[r.record_id for r in records],
+            iccid=[r.iccid for r in records],
+            ts=np.fromiter((r.ts for r in records), np.float64, len(records)),
+            start=np.fromiter(
+                (math.nan if r.start is None else r.start for r in records),
+                np.float64,
+                len(records),
+            ),
+            bytes_up=np.fromiter((r.bytes_up for r in records), np.int64, len(records)),
+            bytes_down=np.fromiter((r.bytes_down for r in records), np.int64, len(records)),
+            **{name: [getattr(r, name) for r in records] for name in _OPTIONAL_TEXT},
+        )
+
+    def take(self, index: Sequence[int] | np.ndarray) -> RecordColumns:
+        """The rows at ``index``, in that order."""
+        idx = [int(i) for i in index]
+        pick = np.asarray(idx, dtype=np.intp)
+        return RecordColumns(
+            kind=self.kind[pick],
+            record_id=[self.record_id[i] for i in idx],
+            iccid=[self.iccid[i] for i in idx],
+            ts=self.ts[pick],
+            start=self.start[pick],
+            bytes_up=self.bytes_up[pick],
+            bytes_down=self.bytes_down[pick],
+            **{name: [getattr(self, name)[i] for i in idx] for name in _OPTIONAL_TEXT},
+        )
+
+    def slice(self, start: int, end: int) -> RecordColumns:
+        """Rows ``[start, end)`` (views of the arrays, copies of the lists)."""
+        return RecordColumns(
+            kind=self.kind[start:end],
+            record_id=self.record_id[start:end],
+            iccid=self.iccid[start:end],
+            ts=self.ts[start:end],
+            start=self.start[start:end],
+            bytes_up=self.bytes_up[start:end],
+            bytes_down=self.bytes_down[start:end],
+            **{name: getattr(self, name)[start:end] for name in _OPTIONAL_TEXT},
+        )
+
+    def record(self, i: int) -> Record:
+        """Row ``i`` as a ``Record`` (equal to what the scalar decoder gives)."""
+        start = float(self.start[i])
+        return Record(
+            KIND_NAMES[self.kind[i]],
+            self.record_id[i],
+            self.iccid[i],
+            float(self.ts[i]),
+            None if math.isnan(start) else start,
+            int(self.bytes_up[i]),
+            int(self.bytes_down[i]),
+            self.apn[i],
+            self.mcc[i],
+            self.mnc[i],
+            self.rat[i],
+            self.session_id[i],
+            self.status[i],
+            self.end_cause[i],
+            self.event_type[i],
+            self.cause[i],
+            self.operator[i],
+        )
+
+    def records(self) -> list[Record]:
+        return [self.record(i) for i in range(len(self))]
+
+
+@dataclass(slots=True)
+class DecodedBatch:
+    """The records of a batch as columns, and its rejections (input order kept in each)."""
+
+    records: RecordColumns
+    rejections: list[Rejection]
+
+    def __len__(self) -> int:
+        return len(self.records) + len(self.rejections)
+
+
+def concat(parts: Sequence[RecordColumns]) -> RecordColumns:
+    """The rows of ``parts`` one after the other."""
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:
+        return RecordColumns.empty()
+    lists = {
+        name: [x for p in parts for x in getattr(p, name)]
+        for name in ("record_id", "iccid", *_OPTIONAL_TEXT)
+    }
+    return RecordColumns(
+        kind=np.concatenate([p.kind for p in parts]),
+        ts=np.concatenate([p.ts for p in parts]),
+        start=np.concatenate([p.start for p in parts]),
+        bytes_up=np.concatenate([p.bytes_up for p in parts]),
+        bytes_down=np.concatenate([p.bytes_down for p in parts]),
+        **lists,
+    )
+
+
+# ---- timestamps -------------------------------------------------------------------------
+
+_DIGIT_POS: Final = np.array([0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18])
+_SEP_POS: Final = np.array([4, 7, 10, 13, 16, 19])
+_SEP_CHARS: Final = np.frombuffer(b"--T::Z", np.uint8)
+_MONTH_DAYS: Final = np.array([0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], np.int64)
+
+
+def parse_utc_column(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``YYYY-MM-DDTHH:MM:SSZ`` strings as epoch seconds, all at once.
+
+    Returns (seconds float64, ok bool): ``ok`` is False where the text is not exactly
+    that form of a valid date and time (years 1970-9999); those get NaN and are for the
+    scalar parser. Equal to ``timeutil.parse_rfc3339`` wherever ``ok``.
+    """
+    n = len(texts)
+    out = np.full(n, np.nan)
+    ok = np.zeros(n, np.bool_)
+    if n == 0:
+        return out, ok
+    lengths = np.fromiter(map(len, texts), np.int64, n)
+    same = lengths == 20
+    if same.all():
+        joined = "".join(texts)
+        index = None
+    else:
+        index = np.flatnonzero(same)
+        if index.size == 0:
+            return out, ok
+        joined = "".join([texts[i] for i in index.tolist()])
+    if not joined.isascii():
+        return _parse_utc_rows(texts, out, ok, index)
+    m = np.frombuffer(joined.encode("ascii"), np.uint8).reshape(-1, 20)
+    digits = m[:, _DIGIT_POS].astype(np.int64) - 48
+    good = ((digits >= 0) & (digits <= 9)).all(axis=1) & (m[:, _SEP_POS] == _SEP_CHARS).all(axis=1)
+    y = digits[:, 0] * 1000 + digits[:, 1] * 100 + digits[:, 2] * 10 + digits[:, 3]
+    mo = digits[:, 4] * 10 + digits[:, 5]
+    d = digits[:, 6] * 10 + digits[:, 7]
+    h = digits[:, 8] * 10 + digits[:, 9]
+    mi = digits[:, 10] * 10 + digits[:, 11]
+    s = digits[:, 12] * 10 + digits[:, 13]
+    good &= (y >= 1970) & (mo >= 1) & (mo <= 12) & (d >= 1) & (h < 24) & (mi < 60) & (s < 60)
+    mo_c = np.clip(mo, 1, 12)
+    leap = (y % 4 == 0) & ((y % 100 != 0) | (y % 400 == 0))
+    good &= (d <= _MONTH_DAYS[mo_c]) & ((mo_c != 2) | (d <= 28) | leap)
+    # days from civil (H. Hinnant), as timeutil._days_from_civil
+    yy = y - (mo_c <= 2)
+    era = yy // 400
+    yoe = yy - era * 400
+    doy = (153 * (mo_c + np.where(mo_c > 2, -3, 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    days = era * 146097 + doe - 719468
+    seconds = (days * 86400 + h * 3600 + mi * 60 + s).astype(np.float64)
+    if index is None:
+        out[good] = seconds[good]
+        ok[:] = good
+    else:
+        out[index[good]] = seconds[good]
+        ok[index] = good
+    return out, ok
+
+
+def _parse_utc_rows(
+    texts: list[str], out: np.ndarray, ok: np.ndarray, index: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Non-ASCII among the 20-character texts: each on its own (rare)."""
+    rows = range(len(texts)) if index is None else index.tolist()
+    for i in rows:
+        part, fine = parse_utc_column([texts[i]]) if texts[i].isascii() else (out[:0], ok[:0])
+        if fine.size and fine[0]:
+            out[i] = part[0]
+            ok[i] = True
+    return out, ok
+
+
+# ---- the decoder ------------------------------------------------------------------------
+
+_GET: Final = {name: attrgetter(name) for name in _Raw.__struct_fields__}
+
+
+def _all_digits(values: list[str]) -> bool:
+    joined = "".join(values)
+    return joined.isascii() and joined.isdigit()
+
+
+class _KindCodes(dict[object, int]):
+    def __missing__(self, key: object) -> int:
+        return -1
+
+
+_KIND_CODE: Final = _KindCodes(KIND_CODES)
+_STATUS_OK: Final = frozenset(SESSION_STATUSES)
+_EVENT_OK: Final = frozenset(EVENT_TYPES)
+
+
+def _present(values: list[str | None], *, nonempty: bool = False) -> np.ndarray:
+    """Per row: not None (and with ``nonempty`` not "")."""
+    arr = np.array(values, dtype=object)
+    # elementwise comparison with None on an object array (not an identity test)
+    return arr.astype(np.bool_) if nonempty else arr != None  # noqa: E711
+
+
+def _pick(mask: np.ndarray, values: list[str | None], other: list[str | None] | None) -> list[Any]:
+    """``values`` where ``mask``, else ``other`` (or None)."""
+    alt: Any = None if other is None else np.array(other, dtype=object)
+    return np.where(mask, np.array(values, dtype=object), alt).tolist()  # type: ignore[no-any-return]
+
+
+def _counts(values: list[int | None]) -> np.ndarray:
+    """Byte counts as int64 (already 0..2**53 by the struct's type); -1 where absent."""
+    if None not in values:
+        return np.fromiter(values, np.int64, len(values))
+    arr = np.array(values, dtype=object)
+    arr[arr == None] = -1  # noqa: E711 - elementwise on an object array
+    return arr.astype(np.int64)
+
+
+def _code_ok(values: list[str | None], shortest: int, longest: int) -> np.ndarray:
+    """Per row: None, "" or ``shortest``-``longest`` ASCII digits (MCC, MNC)."""
+    n = len(values)
+    if None not in values and "" not in values:
+        lengths = np.fromiter(map(len, values), np.int64, n)  # type: ignore[arg-type]
+        ok = (lengths >= shortest) & (lengths <= longest)
+        if _all_digits(values):  # type: ignore[arg-type]
+            return ok
+    else:
+        ok = np.ones(n, np.bool_)
+    for i, v in enumerate(values):
+        if v and not (shortest <= len(v) <= longest and v.isascii() and v.isdigit()):
+            ok[i] = False
+    return ok
+
+
+class ColumnarDecoder:
+    """Decodes batches into ``RecordColumns``; one instance per source (as RecordDecoder).
+
+    ``scalar`` is the reference decoder that handles every line the fast path does not
+    take (and owns the limits: future time, line and payload size).
+    """
+
+    __slots__ = ("_array", "_lines", "_parse_time", "scalar")
+
+    def __init__(self, scalar: RecordDecoder | None = None) -> None:
+        self.scalar = scalar if scalar is not None else RecordDecoder()
+        self._lines = msgspec.json.Decoder(_Raw)
+        self._array = msgspec.json.Decoder(list[_Raw])
+        self._parse_time = CachedTimeParser()
+
+    # ---------------------------------------------------------------- entry points
+
+    def decode_lines(self, lines: Sequence[bytes | str], now: float) -> DecodedBatch:
+        """NDJSON lines, one record each (a trailing newline is allowed): as
+        ``[RecordDecoder.decode_line(x, now) for x in lines]``, in columns."""
+        n = len(lines)
+        if n == 0:
+            return DecodedBatch(RecordColumns.empty(), [])
+
+        raws: list[_Raw | None] | None = None
+        limit = self.scalar.max_line_bytes
+        if set(map(type, lines)) == {bytes} and max(map(len, lines)) <= limit:
+            try:  # one C call per line (one value per line, whatever the line holds)
+                raws = list(map(self._lines.decode, lines))
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                raws = None
+        if raws is None:
+            raws = self._one_by_one(lines, limit)
+        return self._finish(raws, lines, now)
+
+    def decode_payloads(self, payloads: Sequence[bytes], now: float) -> DecodedBatch:
+        """Whole payloads (an object, an array of objects or NDJSON lines each): as
+        ``RecordDecoder.decode_payload`` on each, in columns."""
+        parts: list[RecordColumns] = []
+        rejections: list[Rejection] = []
+        for payload in payloads:
+            batch = self.decode_payload(payload, now)
+            parts.append(batch.records)
+            rejections.extend(batch.rejections)
+        return DecodedBatch(concat(parts), rejections)
+
+    def decode_payload(self, payload: bytes, now: float) -> DecodedBatch:
+        scalar = self.scalar
+        if len(payload) <= scalar.max_payload_bytes and payload[:1] == b"[":
+            try:
+                raws = self._array.decode(payload)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                pass
+            else:
+                cols, ok = self._validate(raws, now)
+                if ok.all():
+                    return DecodedBatch(cols, [])
+        # objects, NDJSON, a BOM, a bad element: the scalar decoder, then columns
+        items = scalar.decode_payload(payload, now)
+        return DecodedBatch(
+            RecordColumns.from_records([x for x in items if type(x) is Record]),
+            [x for x in items if type(x) is Rejection],
+        )
+
+    def decode_objects(self, objects: Sequence[object], now: float) -> DecodedBatch:
+        """Already-parsed JSON values (REST adapters): ``RecordDecoder.decode_obj`` each."""
+        if not objects:
+            return DecodedBatch(RecordColumns.empty(), [])
+        items = [self.scalar.decode_obj(obj, now) for obj in objects]
+        return DecodedBatch(
+            RecordColumns.from_records([x for x in items if type(x) is Record]),
+            [x for x in items if type(x) is Rejection],
+        )
+
+    # ---------------------------------------------------------------- internals
+
+    def _one_by_one(self, lines: Sequence[bytes | str], limit: int) -> list[_Raw | None]:
+        """The batch call failed: each line on its own (None = for the scalar decoder)."""
+        decode = self._lines.decode
+        out: list[_Raw | None] = []
+        for line in lines:
+            if type(line) is not bytes or len(line) > limit:
+                out.append(None)  # the scalar decoder owns sizes and str input
+                continue
+            try:
+                out.append(decode(line))
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                out.append(None)
+        return out
+
+    def _finish(
+        self, raws: list[_Raw | None], lines: Sequence[bytes | str], now: float
+    ) -> DecodedBatch:
+        """Validate the decoded structs in columns; the rest goes to the scalar decoder."""
+        n = len(raws)
+        fallback = np.array([r is None for r in raws], np.bool_)
+        if fallback.any():
+            good_idx = np.flatnonzero(~fallback)
+            structs: list[_Raw] = [raws[i] for i in good_idx.tolist()]  # type: ignore[misc]
+        else:
+            good_idx = np.arange(n)
+            structs = raws  # type: ignore[assignment]
+        cols, ok = self._validate(structs, now)
+        bad = np.ones(n, np.bool_)
+        bad[good_idx[ok]] = False
+        if not bad.any():
+            return DecodedBatch(cols, [])
+        keep = np.flatnonzero(ok)
+        fast = cols.take(keep) if keep.size < len(structs) else cols
+        rejections: list[Rejection] = []
+        late_records: list[Record] = []
+        late_rows: list[int] = []
+        decode_line = self.scalar.decode_line
+        for i in np.flatnonzero(bad).tolist():
+            result = decode_line(lines[i], now)
+            if type(result) is Record:
+                late_records.append(result)
+                late_rows.append(i)
+            else:
+                rejections.append(result)  # type: ignore[arg-type]
+        if not late_records:
+            return DecodedBatch(fast, rejections)
+        # records the fast checks sent to the scalar decoder: merged back in input order
+        rows = np.concatenate([good_idx[keep], np.asarray(late_rows, np.intp)])
+        merged = concat([fast, RecordColumns.from_records(late_records)])
+        return DecodedBatch(merged.take(np.argsort(rows, kind="stable")), rejections)
+
+    def _validate(self, structs: list[_Raw], now: float) -> tuple[RecordColumns, np.ndarray]:
+        """Columns of ``structs`` and which rows pass every rule (the rest: scalar)."""
+        n = len(structs)
+        get = _GET
+        kind = np.fromiter(map(_KIND_CODE.__getitem__, map(get["kind"], structs)), np.int8, n)
+        ok = kind >= 0
+        rid = list(map(get["record_id"], structs))
+        iccid = list(map(get["iccid"], structs))
+        if None in rid or None in iccid:
+            ok &= _present(rid) & _present(iccid)
+            rid = [r or "" for r in rid]
+            iccid = [c or "" for c in iccid]
+        rid_len = np.fromiter(map(len, rid), np.int64, n)
+        ok &= (rid_len >= 1) & (rid_len <= _MAX_RECORD_ID_CHARS)
+        ic_len = np.fromiter(map(len, iccid), np.int64, n)
+        ok &= (ic_len >= 18) & (ic_len <= 22)
+        if not _all_digits(iccid):
+            ok &= np.fromiter((c.isascii() and c.isdigit() for c in iccid), np.bool_, n)
+
+        usage = kind == USAGE
+        all_usage = bool(usage.all())
+        ends = list(map(get["end"], structs))
+        # the event time's text: usage -> end, others -> ts
+        time_text = ends if all_usage else _pick(usage, ends, list(map(get["ts"], structs)))
+        ts, ts_ok = self._times(time_text)
+        start = np.full(n, np.nan)
+        if usage.any():
+            starts = list(map(get["start"], structs))
+            start, start_ok = self._times(starts if all_usage else _pick(usage, starts, None))
+            ok &= ~usage | (start_ok & (ts >= start) & (start >= EARLIEST_TIME))
+            if not all_usage:
+                start[~usage] = np.nan
+        ok &= ts_ok
+        ok &= ts <= now + self.scalar.max_future_s
+        ok &= ts >= EARLIEST_TIME  # usage: start >= EARLIEST and end >= start imply it
+
+        up = _counts(list(map(get["bytes_up"], structs)))
+        down = _counts(list(map(get["bytes_down"], structs)))
+        ok &= ~usage | ((up >= 0) & (down >= 0))  # required on usage (-1: absent)
+        np.maximum(up, 0, out=up)
+        np.maximum(down, 0, out=down)
+
+        mcc = list(map(get["mcc"], structs))
+        mnc = list(map(get["mnc"], structs))
+        ok &= _code_ok(mcc, 3, 3) & _code_ok(mnc, 2, 3)
+        if "" in mcc:
+            mcc = [v or None for v in mcc]
+        if "" in mnc:
+            mnc = [v or None for v in mnc]
+
+        session = kind == SESSION
+        if session.any():
+            session_id = list(map(get["session_id"], structs))
+            status = list(map(get["status"], structs))
+            sess_ok = _present(session_id, nonempty=True) & np.fromiter(
+                map(_STATUS_OK.__contains__, status), np.bool_, n
+            )
+            ok &= ~session | sess_ok
+            session_id = _pick(session, session_id, None)
+            status = _pick(session, status, None)
+            end_cause = _pick(session, list(map(get["end_cause"], structs)), None)
+        else:
+            session_id = status = end_cause = [None] * n
+        event = kind == EVENT
+        if event.any():
+            event_type = list(map(get["type"], structs))
+            ok &= ~event | np.fromiter(map(_EVENT_OK.__contains__, event_type), np.bool_, n)
+            event_type = _pick(event, event_type, None)
+            cause = _pick(event, list(map(get["cause"], structs)), None)
+        else:
+            event_type = cause = [None] * n
+
+        apn = list(map(get["apn"], structs))
+        rat = list(map(get["rat"], structs))
+        operator = list(map(get["operator"], structs))
+        if "" in apn:
+            apn = [v or None for v in apn]
+        if "" in rat:
+            rat = [v or None for v in rat]
+        if "" in operator:
+            operator = [v or None for v in operator]
+        cols = RecordColumns(
+            kind=kind,
+            record_id=rid,
+            iccid=iccid,
+            ts=ts,
+            start=start,
+            bytes_up=up,
+            bytes_down=down,
+            apn=apn,
+            mcc=mcc,
+            mnc=mnc,
+            rat=rat,
+            session_id=session_id,
+            status=status,
+            end_cause=end_cause,
+            event_type=event_type,
+            cause=cause,
+            operator=operator,
+        )
+        return cols, ok
+
+    def _times(self, texts: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
+        """Parsed times and which parsed (None or an unparsable text: not ok)."""
+        if None in texts or "" in texts:
+            arr = np.array(texts, dtype=object)
+            present = np.flatnonzero(arr.astype(np.bool_))
+            out = np.full(len(texts), np.nan)
+            ok = np.zeros(len(texts), np.bool_)
+            if present.size:
+                sub, sub_ok = self._times(arr[present].tolist())
+                out[present] = sub
+                ok[present] = sub_ok
+            return out, ok
+        values, ok = parse_utc_column(texts)  # type: ignore[arg-type]
+        if not ok.all():
+            parse = self._parse_time
+            for i in np.flatnonzero(~ok).tolist():
+                try:
+                    values[i] = parse(texts[i])  # type: ignore[arg-type]
+                except TimeParseError:
+                    continue
+                ok[i] = True
+        return values, ok

@@ -1,0 +1,170 @@
+"""Batch apply (``Engine.ingest_batch``) against the one-at-a-time reference (issue 12).
+
+Documented behaviour (core/ingest.py ``Ingestor.apply_columns``): a batch of decoded
+records gives the same state as ``Engine.ingest_record`` on each record in order:
+the same per-SIM columns, rhythm model, value tables, leaves, duplicate memory and
+counters. Random batches: several SIMs, usage, session and event records, roaming
+(partners change), records out of order, repeated deliveries, SIMs not in the
+inventory, in batches of random sizes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from fleet import ICCIDS, T0, new_engine
+from fuzzing import fuzz
+from hypothesis import given
+from hypothesis import strategies as st
+
+from simwatch.core.columnar import RecordColumns
+from simwatch.core.dedup import Deduplicator
+from simwatch.core.records import Record
+
+if TYPE_CHECKING:
+    from simwatch.core.engine import Engine
+
+PARTNERS = [("262", "01"), ("262", "02"), ("208", "10"), ("310", "410")]
+APNS = ["meters.acme", "iot.fleet", None]
+SIMS = [*ICCIDS[:6], "8931440000000099990", "89314400000000999911"]
+
+
+@st.composite
+def records(
+    draw: st.DrawFn, sims: tuple[str, ...] = tuple(SIMS), usage: int = 2, ids: int = 60
+) -> Record:
+    kind = draw(st.sampled_from(["usage"] * usage + ["session", "event"]))
+    ts = T0 + draw(st.integers(0, 6 * 3600))  # out of order: any time in a window
+    rid = f"r{draw(st.integers(0, ids))}"  # repeats: duplicate deliveries
+    iccid = draw(st.sampled_from(sims))
+    mcc, mnc = draw(st.sampled_from([*PARTNERS, (None, None)]))
+    common: dict[str, Any] = {
+        "record_id": rid,
+        "iccid": iccid,
+        "apn": draw(st.sampled_from(APNS)),
+        "mcc": mcc,
+        "mnc": mnc,
+        "rat": draw(st.sampled_from(["LTE-M", None])),
+        "operator": draw(st.sampled_from([None, None, "Op A", "Op B"])),
+    }
+    if kind == "usage":
+        return Record(
+            "usage",
+            ts=ts,
+            start=ts - 900,
+            bytes_up=draw(st.integers(0, 3)) * 500,
+            bytes_down=draw(st.integers(0, 1)) * 100,
+            **common,
+        )
+    if kind == "session":
+        return Record(
+            "session",
+            ts=ts,
+            session_id="s",
+            status=draw(st.sampled_from(["started", "interim", "ended"])),
+            end_cause=draw(st.sampled_from([None, "normal", "network_failure"])),
+            bytes_up=draw(st.integers(0, 4)) * 1000,
+            **common,
+        )
+    return Record(
+        "event",
+        ts=ts,
+        event_type=draw(st.sampled_from(["attach", "auth_failure", "pdp_reject", "blocked"])),
+        cause=draw(st.sampled_from([None, "apn_not_allowed"])),
+        **common,
+    )
+
+
+def state_of(engine: Engine) -> tuple[dict[str, Any], dict[str, object]]:
+    arrays, meta = engine.export_state()
+    return {k: np.asarray(v) for k, v in arrays.items()}, meta
+
+
+def assert_same(a: Engine, b: Engine) -> None:
+    arrays_a, meta_a = state_of(a)
+    arrays_b, meta_b = state_of(b)
+    assert meta_a == meta_b
+    assert arrays_a.keys() == arrays_b.keys()
+    for name, value in arrays_a.items():
+        if name.startswith("dedup."):  # a set's keys: the order is not kept
+            assert np.array_equal(np.sort(value), np.sort(arrays_b[name])), name
+            continue
+        assert np.array_equal(value, arrays_b[name], equal_nan=value.dtype.kind == "f"), name
+
+
+@fuzz(120)
+@given(
+    st.lists(records(), min_size=1, max_size=80),
+    st.lists(st.integers(1, 30), min_size=1, max_size=10),
+    st.integers(2, 200),
+)
+def test_batches_give_the_state_of_one_record_at_a_time(
+    recs: list[Record], sizes: list[int], dedup_capacity: int
+) -> None:
+    scalar = new_engine(SIMS[:4], dedup_capacity=dedup_capacity, initial_capacity=2)
+    batched = new_engine(SIMS[:4], dedup_capacity=dedup_capacity, initial_capacity=2)
+    batched.ingestor.small_batch = sizes[0] % 3  # mostly the array path, at times not
+    applied_scalar = [scalar.ingest_record(r) for r in recs]
+    applied_batch: list[bool] = []
+    start = 0
+    k = 0
+    while start < len(recs):
+        size = sizes[k % len(sizes)]
+        cols = RecordColumns.from_records(recs[start : start + size])
+        applied_batch.extend(batched.ingest_batch(cols).tolist())
+        start += size
+        k += 1
+    assert applied_batch == applied_scalar
+    assert_same(scalar, batched)
+
+
+def warm_up(engine: Engine) -> None:
+    """Every partner, APN, RAT and their leaves registered (SIMs 30-35, one at a time)."""
+    k = 0
+    for mcc, mnc in [*PARTNERS, (None, None)]:
+        for apn in APNS:
+            for rat in ("LTE-M", None):
+                k += 1
+                engine.ingest_record(
+                    Record("usage", f"w{k}", ICCIDS[30 + k % 6], T0 - 3600, T0 - 4500, 1, 0,
+                           apn, mcc, mnc, rat)
+                )  # fmt: skip
+
+
+@fuzz(100)
+@given(
+    st.lists(records(ICCIDS[:30], usage=12, ids=400), min_size=1, max_size=120),
+    st.lists(st.integers(5, 40), min_size=1, max_size=5),
+)
+def test_batches_of_many_sims_on_a_known_network(recs: list[Record], sizes: list[int]) -> None:
+    """Mostly usage records of SIMs seen once per batch, on known partners and APNs: the
+    records applied over arrays (roaming included) give the state of one at a time."""
+    scalar = new_engine(ICCIDS[:20], initial_capacity=8)
+    batched = new_engine(ICCIDS[:20], initial_capacity=8)
+    batched.ingestor.small_batch = 0  # every batch on the array path
+    warm_up(scalar)
+    warm_up(batched)
+    applied_scalar = [scalar.ingest_record(r) for r in recs]
+    applied_batch: list[bool] = []
+    start = k = 0
+    while start < len(recs):
+        size = sizes[k % len(sizes)]
+        cols = RecordColumns.from_records(recs[start : start + size])
+        applied_batch.extend(batched.ingest_batch(cols).tolist())
+        start += size
+        k += 1
+    assert applied_batch == applied_scalar
+    assert_same(scalar, batched)
+
+
+@fuzz(200)
+@given(st.lists(st.integers(0, 40).map(str), max_size=60), st.integers(2, 30))
+def test_seen_many_is_seen_on_each(ids: list[str], capacity: int) -> None:
+    one, many = Deduplicator(capacity), Deduplicator(capacity)
+    expected = [one.seen(x) for x in ids]
+    half = len(ids) // 2
+    got = many.seen_many(ids[:half]).tolist() + many.seen_many(ids[half:]).tolist()
+    assert got == expected
+    (cur_a, old_a), (cur_b, old_b) = one.key_lists(), many.key_lists()
+    assert (set(cur_a), set(old_a)) == (set(cur_b), set(old_b))
