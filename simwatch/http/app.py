@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from aiohttp.typedefs import Handler, Middleware
 
     from simwatch.core.engine import Engine
+    from simwatch.http.console import Sessions
+    from simwatch.shell.history import HistoryStore
     from simwatch.shell.push import PushReceiver, PushReply
     from simwatch.shell.settings import HttpSettings
     from simwatch.shell.source_contract import SourceStats
@@ -43,6 +45,8 @@ LANDING: Final = """<!doctype html>
 <h1>simwatch</h1>
 <p>Watches a fleet of IoT SIM cards, finds silent SIMs and what they share.</p>
 <ul>
+<li><a href="/ui/">/ui/</a> the console: fleet, incidents, SIM search (sign in with an
+API token)</li>
 <li><a href="/api/v1/status">/api/v1/status</a> fleet summary and sources</li>
 <li><a href="/api/v1/sims">/api/v1/sims</a> SIMs (filters: state, apn, country, partner,
 customer; limit, cursor)</li>
@@ -277,8 +281,13 @@ def make_app(
     metrics_handler: Handler | None = None,
     source_stats: Callable[[], Sequence[SourceStats]] = lambda: (),
     receivers: Sequence[PushReceiver] = (),
+    console: Sessions | None = None,
+    history: HistoryStore | None = None,
 ) -> web.Application:
-    """The API application. Raises ``ValueError`` when tokens are required but none given."""
+    """The API application. Raises ``ValueError`` when tokens are required but none given.
+
+    ``console``: the console's sessions, to serve the console under ``/ui/``
+    (``simwatch.http.console``), reading the per-SIM ``history`` when given."""
     tokens = frozenset(t for t in tokens if t)  # an empty line must never be a token
     if settings.auth_required() and not tokens:
         raise ValueError(
@@ -303,6 +312,18 @@ def make_app(
     if receivers:  # with webhook sources only (bearer token or the source's Basic)
         ingest = _Ingest(receivers, tokens if settings.auth_required() else None)
         app.router.add_post("/api/v1/ingest/{name}", ingest.handle, name=INGEST_ROUTE)
+    if console is not None:  # the console (issue 13)
+        from simwatch.http.console import add_console  # noqa: PLC0415 - Jinja2 only with it
+
+        add_console(
+            app,
+            lambda: engine,
+            now=now,
+            tokens=tokens if settings.auth_required() else None,
+            sessions=console,
+            history=history,
+            token_matches=token_matches,
+        )
     return app
 
 

@@ -125,6 +125,9 @@ class Daemon:
         # sinks whose on_cycle raises: logged once until they take a cycle again
         self._sink_failures: dict[str, FailureLog] = {}
         self.on_cycle: list[Callable[[CycleResult], None]] = [self._log_changes]
+        # the console's history (issue 13): each batch's applied records, the inventory
+        self.on_records: list[Callable[[list[Record]], None]] = []
+        self.on_inventory: list[Callable[[Sequence[InventoryRow]], None]] = []
         # Held by ingest for a whole batch (apply, cycles it passes, cursor commit): a
         # checkpoint copies the state between two batches, never in the middle of one.
         self._batch_lock = asyncio.Lock()
@@ -218,6 +221,8 @@ class Daemon:
         if merge:
             state.forget_inventory()
         count = self.engine.load_inventory(rows)
+        for hook in self.on_inventory:
+            hook(rows)
         if merge and any(d not in RECORD_DIMS for d in state.dims):
             await asyncio.to_thread(state.refresh_all_leaves)  # leaves over inventory dims
         self.health.inventory_loaded = True
@@ -272,6 +277,7 @@ class Daemon:
             items.extend(self.decoder.decode_payload(payload, now))
         items.extend(self.decoder.decode_obj(obj, now) for obj in batch.objects)
         applied = duplicates = 0
+        kept: list[Record] | None = [] if self.on_records else None
         for start in range(0, len(items), CHUNK):
             for item in items[start : start + CHUNK]:
                 if isinstance(item, Rejection):
@@ -284,9 +290,14 @@ class Daemon:
                 self.evaluation_clock.observe(ts)
                 if self.engine.ingest_record(item):
                     applied += 1
+                    if kept is not None:
+                        kept.append(item)
                 else:
                     duplicates += 1
             await asyncio.sleep(0)  # let the API answer between chunks
+        if kept:
+            for hook in self.on_records:
+                hook(kept)
         if stats is not None:
             stats.received += len(items)
             stats.duplicates += duplicates

@@ -9,6 +9,7 @@ import logging
 import os
 import secrets
 import socket
+import sqlite3
 import sys
 from typing import TYPE_CHECKING
 
@@ -17,9 +18,12 @@ from aiohttp import web
 
 from simwatch import __version__
 from simwatch.http.app import make_app
+from simwatch.http.console import Sessions
+from simwatch.http.console_views import series_points
 from simwatch.http.metrics import EngineCollector, make_registry, metrics_handler
 from simwatch.service.daemon import Daemon
 from simwatch.shell.health import DaemonHealth
+from simwatch.shell.history import HistoryStore, HistoryWriter
 from simwatch.shell.push import PushReceiver
 from simwatch.shell.settings import (
     ConfigError,
@@ -45,7 +49,7 @@ if TYPE_CHECKING:
     from simwatch.core.inventory import InventoryRow
     from simwatch.core.records import Rejection
     from simwatch.shell.push import RejectionWriter
-    from simwatch.shell.settings import HttpSettings, LogSettings, Settings
+    from simwatch.shell.settings import ConsoleSettings, HttpSettings, LogSettings, Settings
     from simwatch.shell.sink_contract import Sink
     from simwatch.shell.source_contract import Source
 
@@ -205,11 +209,39 @@ def api_tokens(settings: Settings) -> frozenset[str]:
     return tokens
 
 
+def build_history(settings: Settings, daemon: Daemon) -> HistoryWriter | None:
+    """The console's per-SIM history (blocking: opens the sqlite file at start), fed by the
+    daemon's applied records, inventory and cycles; None with the console off."""
+    console = settings.console
+    if not console.enabled:
+        return None
+    path = console.history_file or settings.state_dir / "history.sqlite"
+    store = HistoryStore(path, days=console.history_days)
+    writer = HistoryWriter(store, max_pending=console.history_max_pending, clock=daemon.clock)
+    daemon.on_records.append(writer.add_records)
+
+    def ids(rows: Sequence[InventoryRow]) -> None:
+        for row in rows:
+            if row.imsi:
+                writer.add_ids([("imsi", row.imsi, row.iccid)])
+            msisdn = row.extra.get("msisdn", "").strip().removeprefix("+")
+            if msisdn:
+                writer.add_ids([("msisdn", msisdn, row.iccid)])
+
+    daemon.on_inventory.append(ids)
+    daemon.on_cycle.append(lambda _result: writer.add_series(series_points(daemon.engine)))
+    log.info("console history in %s (%d days)", path, console.history_days)
+    return writer
+
+
 async def serve(
     daemon: Daemon,
     http: HttpSettings,
     tokens: frozenset[str],
     metrics: MetricsSettings | None = None,
+    *,
+    console: ConsoleSettings | None = None,
+    history: HistoryWriter | None = None,
 ) -> None:
     metrics = metrics or MetricsSettings()
     health = DaemonHealth(started_at=daemon.health.started_at, queue_depth=daemon.queue.qsize)
@@ -231,6 +263,9 @@ async def serve(
         health.last_evaluation_timestamp = daemon.health.last_evaluation_at
 
     daemon.on_cycle.append(sync_health)
+    sessions = None
+    if console is not None and console.enabled:
+        sessions = Sessions(console.session_ttl_s, console.max_sessions, daemon.clock)
     app = make_app(
         daemon.engine,
         now=daemon.clock,
@@ -240,12 +275,16 @@ async def serve(
         metrics_handler=metrics_handler(make_registry(collector)),
         source_stats=daemon.source_stats,
         receivers=[s for s in daemon.sources if isinstance(s, PushReceiver)],
+        console=sessions,
+        history=None if history is None else history.store,
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, http.host, http.port)
     await site.start()
     log.info("HTTP API on http://%s:%d/", http.host, http.port)
+    if sessions is not None:
+        log.info("console on %s/ui/ (sign in with the API token)", api_url(http))
     try:
         await asyncio.Event().wait()
     finally:
@@ -288,10 +327,25 @@ def main(argv: Sequence[str]) -> int:
         checkpoints=checkpoints_wanted(settings, sources),
     )
     wire_webhooks(daemon)
+    try:
+        history = build_history(settings, daemon)
+    except (OSError, sqlite3.Error) as exc:
+        print(f"simwatch: console.history_file: cannot open the history: {exc}", file=sys.stderr)
+        return 1
     with contextlib.suppress(KeyboardInterrupt):
-        http_task = ("http", lambda: serve(daemon, http, tokens, settings.metrics))
+        http_task = (
+            "http",
+            lambda: serve(
+                daemon, http, tokens, settings.metrics, console=settings.console, history=history
+            ),
+        )
+        tasks: list[tuple[str, Callable[[], object]]] = [http_task]
+        if history is not None:
+            tasks.append(("history", history.run))
         with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
-            runner.run(daemon.run(extra_tasks=[http_task]))
+            runner.run(daemon.run(extra_tasks=tasks))
+    if history is not None:
+        history.store.close()
     return 0
 
 

@@ -28,6 +28,7 @@ from simwatch.shell.settings.base import (
     is_loopback,
 )
 from simwatch.shell.settings.check import check_config_main, summary
+from simwatch.shell.settings.console import ConsoleSettings
 from simwatch.shell.settings.engine import (
     CheckpointSettings,
     EngineSettings,
@@ -59,6 +60,7 @@ __all__ = [
     "AlertmanagerSinkSettings",
     "CheckpointSettings",
     "ConfigError",
+    "ConsoleSettings",
     "EngineSettings",
     "FileSourceSettings",
     "HttpSettings",

@@ -6,6 +6,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from simwatch.shell.settings.console import ConsoleSettings
 from simwatch.shell.settings.engine import (
     CheckpointSettings,
     EngineSettings,
@@ -39,6 +40,7 @@ class Settings(BaseSettings):
     sinks: SinksSettings = Field(default_factory=SinksSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)  # issue 13: /ui/
     state_dir: Path = Path("var")
     # the asyncio event loop implementation: uvloop serves the API ~25 % faster
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
