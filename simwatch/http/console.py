@@ -26,7 +26,7 @@ import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 from urllib.parse import quote, urlsplit
 
 import jinja2
@@ -56,6 +56,20 @@ _STALE: Final = "this form is stale or came from another site: reload the page a
 _REJECT_TYPES: Final = frozenset(
     {"auth_failure", "pdp_reject", "attach_reject", "blocked", "quota_exhausted"}
 )
+
+
+class MaintenanceWindows(Protocol):
+    """What the console uses of the maintenance windows' store (issue 13, part 2):
+    windows with ``to_json(now)``, and adding and deleting them (blocking I/O off the
+    loop). ``add_async`` raises ``ValueError`` (``MaintenanceError``) naming the field;
+    ``delete_async`` raises ``KeyError`` (unknown) or ``PermissionError`` (a window of
+    the config file)."""
+
+    def windows(self) -> Sequence[Any]: ...
+
+    async def add_async(self, data: Mapping[str, object]) -> Any: ...  # noqa: ANN401 - a Window
+
+    async def delete_async(self, window_id: str) -> None: ...
 
 
 @dataclass(slots=True)
@@ -271,8 +285,10 @@ class Console:
         sessions: Sessions,
         history: HistoryStore | None,
         token_matches: Callable[[str, frozenset[str]], bool],
+        maintenance: Callable[[], MaintenanceWindows | None] = lambda: None,
     ) -> None:
         self.engine = engine
+        self.maintenance = maintenance
         self.now = now
         self.tokens = tokens  # None: the API's auth is off, and the console is open
         self.sessions = sessions
@@ -297,6 +313,7 @@ class Console:
         text = self.templates.get_template(name).render(
             csrf=session.csrf if session else "",
             signed_in=session is not None or self.tokens is None,
+            maintenance_on=self.maintenance() is not None,
             auth=self.tokens is not None,
             path=request.path_qs,
             **context,
@@ -523,6 +540,102 @@ class Console:
         )
 
 
+    # ---- maintenance windows (issue 13, part 2) ---------------------------------------------
+
+    def _windows(self) -> MaintenanceWindows:
+        store = self.maintenance()
+        if store is None:
+            raise views.not_found("maintenance windows are not available in this daemon")
+        return store
+
+    async def maintenance_page(
+        self,
+        request: web.Request,
+        *,
+        error: str | None = None,
+        form: Mapping[str, str] | None = None,
+    ) -> web.Response:
+        store = self._windows()
+        now = self.now()
+        windows = [w.to_json(now) for w in store.windows()]
+        return self.page(
+            request,
+            "maintenance.html",
+            400 if error else 200,
+            windows=windows,
+            error=error,
+            form=form or {},
+            dims=[d for d in (*self.engine().state.dims, "customer", "plan") if d],
+            title="Maintenance windows",
+        )
+
+    async def add_window(self, request: web.Request) -> web.StreamResponse:
+        form = await self.check_change(request)
+        store = self._windows()
+        try:
+            data = window_of_form(form)
+            await store.add_async(data)
+        except ValueError as exc:
+            return await self.maintenance_page(request, error=str(exc), form=form)
+        raise web.HTTPSeeOther(f"{PREFIX}maintenance")
+
+    async def delete_window(self, request: web.Request) -> web.StreamResponse:
+        await self.check_change(request)
+        store = self._windows()
+        try:
+            await store.delete_async(request.match_info["id"])
+        except KeyError:
+            raise views.not_found("no such maintenance window") from None
+        except PermissionError:
+            message = "this window is defined in the config file: change it there"
+            raise views.ViewError(409, message) from None
+        raise web.HTTPSeeOther(f"{PREFIX}maintenance")
+
+
+_REPEATS: Final = {"none": None, "daily": "FREQ=DAILY", "monthly": "FREQ=MONTHLY"}
+_WEEKDAYS: Final = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
+
+
+def window_of_form(form: Mapping[str, str]) -> dict[str, object]:
+    """The maintenance API's JSON body from the console's form (``ValueError`` naming
+    the field when the form cannot be one)."""
+    repeat = form.get("repeat", "none")
+    if repeat == "weekly":
+        day = form.get("weekday", "")
+        if day not in _WEEKDAYS:
+            raise ValueError(f"weekday: expected one of {', '.join(_WEEKDAYS)}")
+        rule: str | None = f"FREQ=WEEKLY;BYDAY={day}"
+    elif repeat == "custom":
+        rule = form.get("rrule", "").strip() or None
+        if rule is None:
+            raise ValueError("rrule: give a rule such as FREQ=WEEKLY;BYDAY=SU")
+    elif repeat in _REPEATS:
+        rule = _REPEATS[repeat]
+    else:
+        raise ValueError(f"repeat: unknown {repeat[:20]!r}")
+    try:
+        hours = float(form.get("duration_h", ""))
+    except ValueError:
+        raise ValueError("duration_h: give the duration in hours, e.g. 2 or 0.5") from None
+    if not math.isfinite(hours):
+        raise ValueError("duration_h: give the duration in hours, e.g. 2 or 0.5")
+    scope: dict[str, list[str]] = {}
+    dim = form.get("scope_dim", "").strip()
+    values = [v.strip() for v in form.get("scope_values", "").split(",") if v.strip()]
+    if dim and values:
+        scope[dim] = values
+    data: dict[str, object] = {
+        "name": form.get("name", "").strip(),
+        "start": form.get("start", "").strip(),
+        "timezone": form.get("timezone", "").strip() or "UTC",
+        "duration_s": round(hours * 3600.0, 3),
+        "scope": scope,
+    }
+    if rule is not None:
+        data["rrule"] = rule
+    return data
+
+
 def console_views_series_key(dims: Mapping[str, str]) -> str:
     """The history's key of a group's series (``simwatch.shell.history.series_key``)."""
     from simwatch.shell.history import series_key  # noqa: PLC0415 - http may import shell
@@ -539,6 +652,7 @@ def add_console(
     sessions: Sessions,
     history: HistoryStore | None,
     token_matches: Callable[[str, frozenset[str]], bool],
+    maintenance: Callable[[], MaintenanceWindows | None] = lambda: None,
 ) -> Console:
     """Add the console's routes to ``app``; ``tokens`` None: no sign-in (auth off)."""
     console = Console(
@@ -548,6 +662,7 @@ def add_console(
         sessions=sessions,
         history=history,
         token_matches=token_matches,
+        maintenance=maintenance,
     )
     guard = console.signed_in
 
@@ -562,6 +677,9 @@ def add_console(
     app.router.add_get(f"{PREFIX}incidents/{{id}}", guard(console.incident))
     app.router.add_get(f"{PREFIX}sims", guard(console.search))
     app.router.add_get(f"{PREFIX}sims/{{iccid}}", guard(console.sim))
+    app.router.add_get(f"{PREFIX}maintenance", guard(console.maintenance_page))
+    app.router.add_post(f"{PREFIX}maintenance", guard(console.add_window))
+    app.router.add_post(f"{PREFIX}maintenance/{{id}}/delete", guard(console.delete_window))
     app.router.add_static(f"{PREFIX}static/", _HERE / "static", append_version=False)
     return console
 

@@ -44,6 +44,7 @@ KINDS: Final = ("usage", "session", "event")
 FLUSH_S: Final = 1.0  # the writer writes what is buffered this often
 PRUNE_S: Final = 3600.0  # and drops expired days this often
 _DAY_TABLE: Final = "r_"
+CACHE_KB: Final = 64 * 1024  # the writer connection's page cache (sqlite default: 2 MB)
 
 # One buffered record: iccid, ts, kind code, bytes, what (session status or event type),
 # cause (end cause or event cause), apn, partner.
@@ -102,6 +103,7 @@ class HistoryStore:
             db = self._write
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # history: a lost last second is fine
+            db.execute(f"PRAGMA cache_size=-{CACHE_KB}")  # the pages a batch touches stay hot
             db.execute(
                 "CREATE TABLE IF NOT EXISTS series (key TEXT NOT NULL, at INTEGER NOT NULL, "
                 "total REAL, affected REAL, expected REAL, PRIMARY KEY (key, at)) WITHOUT ROWID"
