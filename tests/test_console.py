@@ -3,7 +3,10 @@ small real engine and a real history store (``console_fleet``)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
+import time
 from http.cookies import SimpleCookie
 from typing import TYPE_CHECKING
 
@@ -327,4 +330,39 @@ async def test_history_writer_is_bounded_and_writes_off_the_loop(tmp_path: Path)
     await writer.flush()
     assert writer.stats.written == 1000
     assert len(store.records([SIMS[0]], 0, 30_000 * DAY_S)) == 1000
+    store.close()
+
+
+# ---- the daemon feeds the history -----------------------------------------------------------
+
+
+async def test_the_daemon_writes_records_figures_and_ids_to_the_history(tmp_path: Path) -> None:
+    from fleet import inventory_row  # noqa: PLC0415
+    from test_daemon import ICCID, ListSource, run_until, settings, usage  # noqa: PLC0415
+
+    from simwatch.service.daemon import Daemon  # noqa: PLC0415
+    from simwatch.service.run import build_history  # noqa: PLC0415
+    from simwatch.shell.settings import ConsoleSettings  # noqa: PLC0415
+
+    start = time.time() - 3 * 3600
+    lines = [usage(i, start + i * 60) for i in range(120)]
+    source = ListSource("backlog", [lines[:60], lines[60:]])
+    history_file = tmp_path / "history.sqlite"
+    config = settings(tmp_path).model_copy(
+        update={"console": ConsoleSettings(history_file=history_file)}
+    )
+    daemon = Daemon(config, [source], inventory=[inventory_row(ICCID, imsi=IMSI)])
+    writer = build_history(config, daemon)
+    assert writer is not None
+    task = asyncio.create_task(writer.run(), name="history")
+    try:
+        await run_until(daemon, lambda: source.applied == 2 and writer.stats.written == 120)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    store = writer.store
+    assert len(store.records([ICCID], start - 60, start + 3 * 3600)) == 120
+    assert store.series("partner=26202", start, start + 3 * 3600)
+    assert store.find_id(IMSI) == ICCID
     store.close()
