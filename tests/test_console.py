@@ -366,3 +366,17 @@ async def test_the_daemon_writes_records_figures_and_ids_to_the_history(tmp_path
     assert store.series("partner=26202", start, start + 3 * 3600)
     assert store.find_id(IMSI) == ICCID
     store.close()
+
+
+async def test_history_writer_keeps_running_when_writing_fails(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = HistoryStore(tmp_path / "h.sqlite", days=2)
+    writer = HistoryWriter(store, max_pending=1000)
+    store.close()  # any sqlite error: a full disk, a broken file
+    writer.add_records([_record(SIMS[0], 20_000 * DAY_S, 1)])
+    await writer.flush()
+    await writer.flush()
+    assert writer.stats.failures == 1
+    assert writer.stats.dropped == 1
+    assert sum("history: writing failed" in r.getMessage() for r in caplog.records) == 1

@@ -31,6 +31,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from simwatch.shell.logs import FailureLog
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
     from pathlib import Path
@@ -251,14 +253,26 @@ class HistoryWriter:
         self._rows: list[Row] = []
         self._series: list[SeriesRow] = []
         self._ids: list[tuple[str, str, str]] = []
+        self._full = FailureLog(log, "history", noun="dropped record")  # logged once
+        self._writes = FailureLog(log, "history")
 
     def add_records(self, records: Iterable[Record]) -> None:
         """Buffer applied records (on the loop: no I/O)."""
         room = self.max_pending - len(self._rows)
         rows = [row_of(r) for r in records]
         if len(rows) > room:
-            self.stats.dropped += len(rows) - max(room, 0)
+            dropped = len(rows) - max(room, 0)
+            self.stats.dropped += dropped
             rows = rows[: max(room, 0)]
+            self._full.failed(
+                "the writer is behind: new records are dropped",
+                detail=f"{self.max_pending} waiting",
+                hint="the console's history misses them (raise console.history_max_pending "
+                "or put history_file on a faster disk)",
+                count=dropped,
+            )
+        elif self._full.failing:
+            self._full.recovered("keeps up again")
         self._rows.extend(rows)
 
     def add_series(self, points: Iterable[SeriesRow]) -> None:
@@ -278,11 +292,14 @@ class HistoryWriter:
                 await asyncio.to_thread(self.store.write_ids, ids)
             if rows or series:
                 await asyncio.to_thread(self.store.write, rows, series)
-        except sqlite3.Error:
+        except sqlite3.Error as exc:  # the disk is full, the file broken: keep running
             self.stats.failures += 1
             self.stats.dropped += len(rows)
-            log.exception("history: writing %d records failed (dropped)", len(rows))
+            self._writes.failed(
+                f"writing failed ({exc})", hint="records are dropped until it works again"
+            )
             return
+        self._writes.recovered()
         self.stats.written += len(rows)
 
     async def run(self) -> None:
@@ -297,9 +314,9 @@ class HistoryWriter:
                     last_prune = now
                     try:
                         await asyncio.to_thread(self.store.prune, now)
-                    except sqlite3.Error:
+                    except sqlite3.Error as exc:
                         self.stats.failures += 1
-                        log.exception("history: pruning failed")
+                        self._writes.failed(f"pruning failed ({exc})", hint="retried in an hour")
         finally:
             await asyncio.shield(self.flush())
 
