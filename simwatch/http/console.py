@@ -462,8 +462,9 @@ class Console:
         if incident is None:
             raise views.not_found(f"unknown incident {incident_id[:40]!r}")
         data = self._incident_line(engine, incident)
+        rows = console_views.failing_rows(engine, incident)
         sims = console_views.incident_sims(
-            engine, incident, now, limit=SIMS_PAGE, cursor=request.query.get("cursor") or None
+            engine, rows, now, limit=SIMS_PAGE, cursor=request.query.get("cursor") or None
         )
         until = now if incident.resolved_at is None else min(now, incident.resolved_at + 3600)
         since = incident.opened_at - CHART_BEFORE_S
@@ -478,7 +479,7 @@ class Console:
             incident=data,
             evidence=evidence_text(incident.evidence, incident.total),
             sims=sims,
-            customers=console_views.top_customers(engine, incident),
+            customers=console_views.top_customers(engine, rows),
             chart=chart,
             history=self.history is not None,
             maintenance=data.get("maintenance"),

@@ -110,16 +110,20 @@ def _failing_mask(engine: Engine, incident: Incident) -> np.ndarray:
     return failing
 
 
-def incident_sims(
-    engine: Engine, incident: Incident, now: float, *, limit: int, cursor: str | None
-) -> Json:
-    """One page of the SIMs failing in the incident's group (last evaluation), in row
-    order, in the SIM list form; ``count`` is all of them."""
+def failing_rows(engine: Engine, incident: Incident) -> np.ndarray:
+    """Rows of the SIMs failing in the incident's group in the last evaluation (its one
+    SIM for a SIM incident), ascending."""
     if incident.kind == "sim" and incident.iccid is not None:
         row = engine.state.row(incident.iccid)
-        rows = np.asarray([row] if row >= 0 else [], np.int64)
-    else:
-        rows = np.flatnonzero(_failing_mask(engine, incident))
+        return np.asarray([row] if row >= 0 else [], np.int64)
+    return np.flatnonzero(_failing_mask(engine, incident))
+
+
+def incident_sims(
+    engine: Engine, rows: np.ndarray, now: float, *, limit: int, cursor: str | None
+) -> Json:
+    """One page of ``rows`` (``failing_rows``) in the SIM list form, from ``cursor``;
+    ``count`` is all of them."""
     start = 0 if not cursor else views.decode_cursor(cursor, len(engine.state))
     page = rows[rows >= start][: limit + 1]
     states = views.current_states(engine, now)
@@ -128,9 +132,8 @@ def incident_sims(
     return {"items": items, "next_cursor": following, "count": len(rows)}
 
 
-def top_customers(engine: Engine, incident: Incident, k: int = 5) -> list[tuple[str, int]]:
-    """The customers with the most failing SIMs in the incident's group."""
-    rows = np.flatnonzero(_failing_mask(engine, incident))
+def top_customers(engine: Engine, rows: np.ndarray, k: int = 5) -> list[tuple[str, int]]:
+    """The customers with the most SIMs among ``rows``."""
     if not rows.size:
         return []
     counts = np.bincount(engine.state.cols.customer[rows])
@@ -169,6 +172,7 @@ def resolve_sim(
 __all__ = [
     "LEVEL_DIMS",
     "dimension_levels",
+    "failing_rows",
     "incident_sims",
     "normalize_query",
     "resolve_sim",
