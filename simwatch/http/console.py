@@ -35,13 +35,15 @@ from aiohttp import web
 from simwatch.core.diagnosis import human_duration
 from simwatch.core.iccid import alternate_form
 from simwatch.core.incidents import evidence_text
-from simwatch.core.timeutil import format_rfc3339
+from simwatch.core.timeutil import format_rfc3339, parse_rfc3339
 from simwatch.http import console_views, views
+from simwatch.shell.history import series_key
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping, Sequence
 
     from simwatch.core.engine import Engine
+    from simwatch.core.incidents import Incident
     from simwatch.shell.history import HistoryRecord, HistoryStore
 
 PREFIX: Final = "/ui/"
@@ -250,8 +252,6 @@ def sim_strip(
     late_x = silent_x = None
     last = sim.get("last_data")
     if isinstance(rhythm, dict) and isinstance(last, str):
-        from simwatch.core.timeutil import parse_rfc3339  # noqa: PLC0415 - only here
-
         at = parse_rfc3339(last)
         late, silent = rhythm.get("late_after_s"), rhythm.get("silent_after_s")
         if isinstance(late, float | int) and at + late < now:
@@ -442,10 +442,7 @@ class Console:
             parts.append(f"{k} {engine.partner_label(v) if k == 'partner' else v}")
         return ", ".join(parts)
 
-    def _incident_line(self, engine: Engine, incident: object) -> dict[str, object]:
-        from simwatch.core.incidents import Incident  # noqa: PLC0415 - typing only here
-
-        assert isinstance(incident, Incident)
+    def _incident_line(self, engine: Engine, incident: Incident) -> dict[str, object]:
         data = incident.to_json()
         sim = incident.kind == "sim"
         data["where"] = f"SIM {incident.iccid}" if sim else self._where(engine, incident.dims)
@@ -470,7 +467,7 @@ class Console:
         since = incident.opened_at - CHART_BEFORE_S
         chart = None
         if self.history is not None and incident.kind == "group":
-            key = console_views_series_key(incident.dims)
+            key = series_key(incident.dims)
             series = await asyncio.to_thread(self.history.series, key, since, until)
             chart = incident_chart(series, since, until, incident.opened_at, incident.resolved_at)
         return self.page(
@@ -635,13 +632,6 @@ def window_of_form(form: Mapping[str, str]) -> dict[str, object]:
     if rule is not None:
         data["rrule"] = rule
     return data
-
-
-def console_views_series_key(dims: Mapping[str, str]) -> str:
-    """The history's key of a group's series (``simwatch.shell.history.series_key``)."""
-    from simwatch.shell.history import series_key  # noqa: PLC0415 - http may import shell
-
-    return series_key(dict(dims))
 
 
 def add_console(

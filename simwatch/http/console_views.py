@@ -16,6 +16,7 @@ import numpy as np
 
 from simwatch.core.evaluate import leaf_mask
 from simwatch.http import views
+from simwatch.shell.history import series_key
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -91,7 +92,7 @@ def series_points(engine: Engine) -> list[tuple[str, int, float, float, float]]:
                 out.append((key, at, *figures))
     for incident in engine.incidents.open.values():
         if incident.kind == "group" and len(incident.dims) > 1:
-            key = ",".join(f"{k}={v}" for k, v in sorted(incident.dims.items()))
+            key = series_key(incident.dims)
             out.append((key, at, incident.total, incident.affected, incident.expected))
     return out
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Final
 from simwatch.shell.logs import FailureLog
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from pathlib import Path
 
     from simwatch.core.records import Record
@@ -83,7 +83,7 @@ def row_of(record: Record) -> Row:
     )
 
 
-def series_key(dims: dict[str, str]) -> str:
+def series_key(dims: Mapping[str, str]) -> str:
     """The key of a group's series: ``apn=x,partner=20801`` (dims sorted)."""
     return ",".join(f"{k}={v}" for k, v in sorted(dims.items()))
 
