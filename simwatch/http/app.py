@@ -17,6 +17,7 @@ import orjson
 from aiohttp import web
 
 from simwatch.http import views
+from simwatch.http.maintenance import add_maintenance_routes
 from simwatch.http.openapi import openapi_document
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from simwatch.core.engine import Engine
     from simwatch.http.console import Sessions
     from simwatch.shell.history import HistoryStore
+    from simwatch.shell.maintenance import MaintenanceStore
     from simwatch.shell.push import PushReceiver, PushReply
     from simwatch.shell.settings import HttpSettings
     from simwatch.shell.source_contract import SourceStats
@@ -170,8 +172,12 @@ class _Api:
         return json_response({"status": "not ready"}, 503)
 
     async def openapi(self, request: web.Request) -> web.Response:
-        ingest = INGEST_ROUTE in request.app.router.named_resources()
-        document = openapi_document(max_page_size=self.settings.max_page_size, ingest=ingest)
+        named = request.app.router.named_resources()
+        document = openapi_document(
+            max_page_size=self.settings.max_page_size,
+            ingest=INGEST_ROUTE in named,
+            maintenance="maintenance" in named,
+        )
         return json_response(document)
 
     async def status(self, _request: web.Request) -> web.Response:
@@ -283,11 +289,13 @@ def make_app(
     receivers: Sequence[PushReceiver] = (),
     console: Sessions | None = None,
     history: HistoryStore | None = None,
+    maintenance: MaintenanceStore | None = None,
 ) -> web.Application:
     """The API application. Raises ``ValueError`` when tokens are required but none given.
 
     ``console``: the console's sessions, to serve the console under ``/ui/``
-    (``simwatch.http.console``), reading the per-SIM ``history`` when given."""
+    (``simwatch.http.console``), reading the per-SIM ``history`` when given.
+    ``maintenance``: the maintenance windows' store, served at ``/api/v1/maintenance``."""
     tokens = frozenset(t for t in tokens if t)  # an empty line must never be a token
     if settings.auth_required() and not tokens:
         raise ValueError(
@@ -312,6 +320,8 @@ def make_app(
     if receivers:  # with webhook sources only (bearer token or the source's Basic)
         ingest = _Ingest(receivers, tokens if settings.auth_required() else None)
         app.router.add_post("/api/v1/ingest/{name}", ingest.handle, name=INGEST_ROUTE)
+    if maintenance is not None:  # maintenance windows (issue 13)
+        add_maintenance_routes(app, maintenance, now)
     if console is not None:  # the console (issue 13)
         from simwatch.http.console import add_console  # noqa: PLC0415 - Jinja2 only with it
 
@@ -323,6 +333,7 @@ def make_app(
             sessions=console,
             history=history,
             token_matches=token_matches,
+            maintenance=lambda: maintenance,
         )
     return app
 

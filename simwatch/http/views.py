@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from simwatch.core.engine import Engine
     from simwatch.core.incidents import Incident
+    from simwatch.core.maintenance import Window
     from simwatch.shell.source_contract import SourceStats
 
 Json = dict[str, object]
@@ -467,6 +468,15 @@ def incident_view(engine: Engine, incident_id: str) -> Json:
     return incident.to_json()
 
 
+def maintenance_view(windows: Iterable[Window], now: float, active_only: bool = False) -> Json:
+    """The maintenance windows (``GET /api/v1/maintenance``): each with its current and
+    next occurrence at ``now``; ``active_only``: those under way."""
+    items = [w.to_json(now) for w in windows]
+    if active_only:
+        items = [w for w in items if w["active"]]
+    return {"windows": items}
+
+
 def source_view(stats: SourceStats) -> Json:
     return {
         "name": stats.name,
@@ -513,6 +523,7 @@ __all__ = [
     "incident_view",
     "incidents_view",
     "list_sims",
+    "maintenance_view",
     "parse_limit",
     "parse_state",
     "sim_short",

@@ -386,6 +386,7 @@ class Daemon:
         except ckpt.CheckpointError as exc:
             await self.checkpoints.reject(str(exc))
             return False
+        engine.maintenance = self.engine.maintenance  # the windows are not in checkpoints
         self.engine = engine
         clock = snapshot.daemon
         self.evaluation_clock.watermark = ckpt.float_of(clock.get("watermark"), -math.inf)

@@ -24,12 +24,15 @@ from simwatch.http.metrics import EngineCollector, make_registry, metrics_handle
 from simwatch.service.daemon import Daemon
 from simwatch.shell.health import DaemonHealth
 from simwatch.shell.history import HistoryStore, HistoryWriter
+from simwatch.shell.maintenance import FILE_NAME as MAINTENANCE_FILE
+from simwatch.shell.maintenance import MaintenanceStore
 from simwatch.shell.push import PushReceiver
 from simwatch.shell.settings import (
     ConfigError,
     MetricsSettings,
     SimulatorSourceSettings,
     api_token_file,
+    config_windows,
     load_settings,
     read_tokens,
 )
@@ -47,6 +50,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from simwatch.core.inventory import InventoryRow
+    from simwatch.core.maintenance import Window
     from simwatch.core.records import Rejection
     from simwatch.shell.push import RejectionWriter
     from simwatch.shell.settings import ConsoleSettings, HttpSettings, LogSettings, Settings
@@ -242,6 +246,7 @@ async def serve(
     *,
     console: ConsoleSettings | None = None,
     history: HistoryWriter | None = None,
+    maintenance: MaintenanceStore | None = None,
 ) -> None:
     metrics = metrics or MetricsSettings()
     health = DaemonHealth(started_at=daemon.health.started_at, queue_depth=daemon.queue.qsize)
@@ -277,6 +282,7 @@ async def serve(
         receivers=[s for s in daemon.sources if isinstance(s, PushReceiver)],
         console=sessions,
         history=None if history is None else history.store,
+        maintenance=maintenance,
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -291,7 +297,7 @@ async def serve(
         await runner.cleanup()
 
 
-def main(argv: Sequence[str]) -> int:
+def main(argv: Sequence[str]) -> int:  # noqa: PLR0911 - one exit per start-up failure
     parser = argparse.ArgumentParser(prog="simwatch run", description="Run the simwatch daemon.")
     parser.add_argument("--config.file", dest="config_file", help="TOML configuration file")
     parser.add_argument(
@@ -332,11 +338,22 @@ def main(argv: Sequence[str]) -> int:
     except (OSError, sqlite3.Error) as exc:
         print(f"simwatch: console.history_file: cannot open the history: {exc}", file=sys.stderr)
         return 1
+    try:
+        maintenance = build_maintenance(settings, daemon)
+    except ValueError as exc:
+        print(f"simwatch: {exc}", file=sys.stderr)
+        return 1
     with contextlib.suppress(KeyboardInterrupt):
         http_task = (
             "http",
             lambda: serve(
-                daemon, http, tokens, settings.metrics, console=settings.console, history=history
+                daemon,
+                http,
+                tokens,
+                settings.metrics,
+                console=settings.console,
+                history=history,
+                maintenance=maintenance,
             ),
         )
         tasks: list[tuple[str, Callable[[], object]]] = [http_task]
@@ -347,6 +364,24 @@ def main(argv: Sequence[str]) -> int:
     if history is not None:
         history.store.close()
     return 0
+
+
+def build_maintenance(settings: Settings, daemon: Daemon) -> MaintenanceStore:
+    """The maintenance windows: the config's and those the API made, kept in
+    ``<state_dir>/maintenance.json``; every change goes to the daemon's engine (blocking
+    read at start; ``ValueError`` naming the file when it cannot be read)."""
+
+    def to_engine(windows: tuple[Window, ...]) -> None:
+        daemon.engine.maintenance = windows
+
+    store = MaintenanceStore(
+        config_windows(settings.maintenance),
+        settings.state_dir / MAINTENANCE_FILE,
+        on_change=to_engine,
+        clock=daemon.clock,
+    )
+    store.load()
+    return store
 
 
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:

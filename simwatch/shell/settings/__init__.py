@@ -37,6 +37,7 @@ from simwatch.shell.settings.engine import (
 )
 from simwatch.shell.settings.http import HttpSettings, read_tokens
 from simwatch.shell.settings.loading import load_settings
+from simwatch.shell.settings.maintenance import MaintenanceSettings, config_windows
 from simwatch.shell.settings.mqtt import MqttConnectionSettings
 from simwatch.shell.settings.root import ENV_NESTING, ENV_PREFIX, Settings, api_token_file
 from simwatch.shell.settings.secrets import TokenSettings
@@ -68,6 +69,7 @@ __all__ = [
     "HttpUrl",
     "InfluxSinkSettings",
     "LogSettings",
+    "MaintenanceSettings",
     "MetricsSettings",
     "MqttConnectionSettings",
     "MqttSinkSettings",
@@ -83,6 +85,7 @@ __all__ = [
     "TokenSettings",
     "api_token_file",
     "check_config_main",
+    "config_windows",
     "is_loopback",
     "load_settings",
     "read_tokens",

@@ -1,0 +1,52 @@
+"""``[[maintenance]]``: maintenance windows from the config file (read-only in the API).
+
+Each item is checked by ``simwatch.core.maintenance.window_from_json``, so a bad window
+fails at start naming its field: ``maintenance[0].timezone: unknown time zone ...``.
+"""
+
+from typing import Self
+
+from pydantic import Field, model_validator
+
+from simwatch.core.maintenance import MaintenanceError, Window, window_from_json
+from simwatch.shell.settings.base import Model, OptionalStr, field_error
+
+
+class MaintenanceSettings(Model):
+    # a stable id (letters, digits, '_', '.', ':', '-'); unset: cfg-<position from 1>
+    id: OptionalStr = None
+    name: str
+    # local wall time in ``timezone``: "2026-12-06T02:00"
+    start: str
+    timezone: str = "UTC"
+    duration_s: float = Field(gt=0)
+    # RFC 5545 RRULE body: "FREQ=WEEKLY;BYDAY=SU"; unset: a one-off window
+    rrule: OptionalStr = None
+    # dimension -> value or values: {partner = ["20801"], customer = "acme"}; {} = the fleet
+    scope: dict[str, list[str] | str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _valid_window(self) -> Self:
+        try:
+            self.window("cfg-1")
+        except MaintenanceError as exc:
+            raise field_error(exc.field, exc.message) from None
+        return self
+
+    def window(self, default_id: str) -> Window:
+        """The core window (``MaintenanceError`` when it is not one)."""
+        data: dict[str, object] = {
+            "name": self.name,
+            "start": self.start,
+            "timezone": self.timezone,
+            "duration_s": self.duration_s,
+            "scope": dict(self.scope),
+        }
+        if self.rrule is not None:
+            data["rrule"] = self.rrule
+        return window_from_json(data, source="config", window_id=self.id or default_id)
+
+
+def config_windows(items: list[MaintenanceSettings]) -> list[Window]:
+    """The configured windows with their ids (``cfg-1``, ... where none is given)."""
+    return [item.window(f"cfg-{i + 1}") for i, item in enumerate(items)]
