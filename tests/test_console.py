@@ -21,6 +21,7 @@ from simwatch.core.records import Record
 from simwatch.http.app import make_app
 from simwatch.http.console import COOKIE, Sessions
 from simwatch.shell.history import DAY_S, HistoryStore, HistoryWriter, row_of
+from simwatch.shell.maintenance import MaintenanceStore
 from simwatch.shell.settings import HttpSettings
 
 if TYPE_CHECKING:
@@ -380,3 +381,83 @@ async def test_history_writer_keeps_running_when_writing_fails(
     assert writer.stats.failures == 1
     assert writer.stats.dropped == 1
     assert sum("history: writing failed" in r.getMessage() for r in caplog.records) == 1
+
+
+# ---- maintenance windows from the console -----------------------------------------------------
+
+
+@pytest.fixture
+async def with_windows(
+    fleet: tuple[Engine, HistoryStore], tmp_path: Path
+) -> AsyncIterator[tuple[Client, MaintenanceStore, list[tuple[object, ...]]]]:
+    engine, store = fleet
+    changes: list[tuple[object, ...]] = []
+    windows = MaintenanceStore([], tmp_path / "maintenance.json", on_change=changes.append)
+    app = make_app(
+        engine,
+        now=lambda: NOW,
+        settings=HttpSettings(),
+        tokens=frozenset({TOKEN}),
+        console=Sessions(TTL, 10, Clock(NOW)),
+        history=store,
+        maintenance=windows,
+    )
+    async with TestClient(TestServer(app)) as c:
+        yield c, windows, changes
+
+
+WEEKLY = {
+    "name": "KPN Thursday works",
+    "start": "2026-11-12T00:00",
+    "timezone": "Europe/Amsterdam",
+    "duration_h": "4",
+    "repeat": "weekly",
+    "weekday": "TH",
+    "scope_dim": "partner",
+    "scope_values": "20408",
+}
+
+
+async def test_a_recurring_window_is_created_from_the_console(
+    with_windows: tuple[Client, MaintenanceStore, list[tuple[object, ...]]],
+) -> None:
+    client, windows, changes = with_windows
+    await sign_in(client)
+    html = await page(client, "/ui/maintenance")
+    assert 'id="new-window"' in html
+    response = await client.post(
+        "/ui/maintenance", data={**WEEKLY, "csrf": csrf_of(html)}, allow_redirects=False
+    )
+    assert response.status == 303
+    (window,) = windows.windows()
+    assert window.name == "KPN Thursday works"
+    assert window.rrule == "FREQ=WEEKLY;BYDAY=TH"
+    assert window.duration_s == 4 * 3600
+    assert dict(window.scope) == {"partner": ("20408",)}
+    assert changes  # the engine is told
+    listed = await page(client, "/ui/maintenance")
+    assert "KPN Thursday works" in listed
+    assert "ACTIVE" in listed  # NOW is Thursday 03:00 in Amsterdam
+    deleted = await client.post(
+        f"/ui/maintenance/{window.id}/delete", data={"csrf": csrf_of(listed)}, allow_redirects=False
+    )
+    assert deleted.status == 303
+    assert windows.windows() == ()
+
+
+async def test_a_window_needs_the_csrf_token_and_a_valid_form(
+    with_windows: tuple[Client, MaintenanceStore, list[tuple[object, ...]]],
+) -> None:
+    client, windows, _ = with_windows
+    await sign_in(client)
+    html = await page(client, "/ui/maintenance")
+    refused = await client.post("/ui/maintenance", data=WEEKLY, allow_redirects=False)
+    assert refused.status == 403
+    bad = await client.post(
+        "/ui/maintenance",
+        data={**WEEKLY, "timezone": "Mars/Olympus", "csrf": csrf_of(html)},
+        allow_redirects=False,
+    )
+    assert bad.status == 400
+    assert "timezone" in await bad.text()
+    assert windows.windows() == ()

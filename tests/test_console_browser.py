@@ -11,6 +11,7 @@ docs/console.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +25,7 @@ from mosquitto import free_port
 from simwatch.core.iccid import luhn_check_digit
 from simwatch.http.app import make_app
 from simwatch.http.console import Sessions
+from simwatch.shell.maintenance import MaintenanceStore
 from simwatch.shell.settings import HttpSettings
 
 if TYPE_CHECKING:
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
 
     from simwatch.core.engine import Engine
+    from simwatch.core.maintenance import Window
     from simwatch.shell.history import HistoryStore
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -80,9 +83,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Engine, Hi
     store.close()
 
 
-@pytest.fixture
-async def console(fleet: tuple[Engine, HistoryStore]) -> AsyncIterator[str]:
-    engine, store = fleet
+@contextlib.asynccontextmanager
+async def serving(
+    engine: Engine, store: HistoryStore, windows: MaintenanceStore | None = None
+) -> AsyncIterator[str]:
     app = make_app(
         engine,
         now=lambda: FLEET_NOW,
@@ -90,6 +94,7 @@ async def console(fleet: tuple[Engine, HistoryStore]) -> AsyncIterator[str]:
         tokens=frozenset({TOKEN}),
         console=Sessions(3600.0, 10, lambda: FLEET_NOW),
         history=store,
+        maintenance=windows,
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -99,6 +104,12 @@ async def console(fleet: tuple[Engine, HistoryStore]) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture
+async def console(fleet: tuple[Engine, HistoryStore]) -> AsyncIterator[str]:
+    async with serving(*fleet) as base:
+        yield base
 
 
 def shot(driver: WebDriver, name: str) -> None:
@@ -169,3 +180,65 @@ async def test_on_call_opens_the_incident_from_the_fleet_and_pages_its_sims(
 ) -> None:
     await asyncio.to_thread(on_call_flow, browser, console)
     assert SIMS[0] in KPN
+
+
+def create_window(driver: WebDriver, base: str) -> None:
+    """On-call plans KPN's weekly works from the console: every Thursday 00:00-04:00
+    Amsterdam time, partner 20408 (the fleet's now is Thursday 03:00 there)."""
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+    from selenium.webdriver.support.ui import Select  # noqa: PLC0415
+
+    sign_in(driver, base)
+    driver.find_element(By.ID, "nav-maintenance").click()
+    driver.find_element(By.ID, "mw-name").send_keys("KPN Thursday works")
+    start = driver.find_element(By.ID, "mw-start")  # a date-time picker: set its value
+    driver.execute_script("arguments[0].value = arguments[1]", start, "2026-11-12T00:00")
+    zone = driver.find_element(By.ID, "mw-tz")
+    zone.clear()
+    zone.send_keys("Europe/Amsterdam")
+    hours = driver.find_element(By.ID, "mw-duration")
+    hours.clear()
+    hours.send_keys("4")
+    Select(driver.find_element(By.ID, "mw-repeat")).select_by_value("weekly")
+    Select(driver.find_element(By.ID, "mw-weekday")).select_by_value("TH")
+    Select(driver.find_element(By.ID, "mw-dim")).select_by_value("partner")
+    driver.find_element(By.ID, "mw-values").send_keys("20408")
+    driver.find_element(By.ID, "mw-save").click()
+    assert driver.current_url == f"{base}/ui/maintenance"
+    row = driver.find_element(By.CSS_SELECTOR, "tr.window").text
+    assert "KPN Thursday works" in row
+    assert "FREQ=WEEKLY;BYDAY=TH" in row
+    assert "ACTIVE" in row
+    shot(driver, "maintenance")
+
+
+def see_marked_incident(driver: WebDriver, base: str) -> None:
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    driver.get(f"{base}/ui/")
+    line = driver.find_element(By.CSS_SELECTOR, "table.incidents tbody tr").text
+    assert "maintenance" in line
+    driver.find_element(By.CSS_SELECTOR, "a.incident-link").click()
+    note = driver.find_element(By.ID, "maintenance").text
+    assert "KPN Thursday works" in note
+    assert "not paged" in note
+    assert driver.find_elements(By.CSS_SELECTOR, "svg.chart rect.maint-span")  # on the chart
+    shot(driver, "incident-maintenance")
+
+
+async def test_on_call_creates_a_recurring_window_and_sees_the_incident_marked(
+    browser: WebDriver, tmp_path: Path
+) -> None:
+    engine, store = build(tmp_path / "history.sqlite")  # its own fleet: it evaluates again
+
+    def changed(windows: tuple[Window, ...]) -> None:
+        engine.maintenance = windows  # as simwatch run wires it
+
+    windows = MaintenanceStore([], tmp_path / "maintenance.json", on_change=changed)
+    try:
+        async with serving(engine, store, windows) as base:
+            await asyncio.to_thread(create_window, browser, base)
+            engine.evaluate(FLEET_NOW + 60)  # the daemon's next cycle
+            await asyncio.to_thread(see_marked_incident, browser, base)
+    finally:
+        store.close()

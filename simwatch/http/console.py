@@ -67,7 +67,7 @@ class MaintenanceWindows(Protocol):
     ``delete_async`` raises ``KeyError`` (unknown) or ``PermissionError`` (a window of
     the config file)."""
 
-    def windows(self) -> Sequence[Any]: ...
+    def windows(self) -> Sequence[Any]: ...  # Window: id, to_json(now), occurrence_at(t)
 
     async def add_async(self, data: Mapping[str, object]) -> Any: ...  # noqa: ANN401 - a Window
 
@@ -173,6 +173,7 @@ class Chart:
     y_max: int
     ticks: list[tuple[float, str]]  # x, time label
     points: int
+    maintenance: list[tuple[float, float]]  # x, width of maintenance occurrences (hatched)
 
 
 def incident_chart(
@@ -181,7 +182,10 @@ def incident_chart(
     until: float,
     opened_at: float,
     resolved_at: float | None,
+    *,
+    maintenance: Sequence[tuple[float, float]] = (),
 ) -> Chart:
+    """``maintenance``: (start, end) of the maintenance occurrences to mark."""
     width, height, pad = 640, 180, 4
     span = max(until - since, 1.0)
     top = max([1.0, *(p[2] for p in series), *(p[3] for p in series)])
@@ -206,6 +210,11 @@ def incident_chart(
         y_max,
         ticks,
         len(series),
+        [
+            (x(max(a, since)), round(x(min(b, until)) - x(max(a, since)), 1))
+            for a, b in maintenance
+            if a < until and b > since
+        ],
     )
 
 
@@ -469,7 +478,14 @@ class Console:
         if self.history is not None and incident.kind == "group":
             key = series_key(incident.dims)
             series = await asyncio.to_thread(self.history.series, key, since, until)
-            chart = incident_chart(series, since, until, incident.opened_at, incident.resolved_at)
+            chart = incident_chart(
+                series,
+                since,
+                until,
+                incident.opened_at,
+                incident.resolved_at,
+                maintenance=self._maintenance_spans(incident.maintenance, now),
+            )
         return self.page(
             request,
             "incident.html",
@@ -484,6 +500,22 @@ class Console:
             page_size=SIMS_PAGE,
             title=f"Incident {incident.id}",
         )
+
+    def _maintenance_spans(
+        self, marks: Sequence[Mapping[str, object]], now: float
+    ) -> list[tuple[float, float]]:
+        """(start, end) of the occurrences under way of the windows marking an incident."""
+        store = self.maintenance()
+        if store is None or not marks:
+            return []
+        ids = {str(m.get("id")) for m in marks}
+        spans = []
+        for window in store.windows():
+            if window.id in ids:
+                span = window.occurrence_at(now)
+                if span is not None:
+                    spans.append((float(span[0]), float(span[1])))
+        return spans
 
     # ---- SIM ----------------------------------------------------------------------------------
 
@@ -573,8 +605,11 @@ class Console:
         try:
             data = window_of_form(form)
             await store.add_async(data)
-        except ValueError as exc:
+        except ValueError as exc:  # MaintenanceError: names the field
             return await self.maintenance_page(request, error=str(exc), form=form)
+        except OSError as exc:
+            error = f"could not keep the window on disk ({exc}); try again"
+            return await self.maintenance_page(request, error=error, form=form)
         raise web.HTTPSeeOther(f"{PREFIX}maintenance")
 
     async def delete_window(self, request: web.Request) -> web.StreamResponse:
