@@ -474,7 +474,6 @@ class RhythmModel:
         npt.NDArray[np.bool_],
     ]:
         """Effective elapsed seconds, late and silent thresholds and diurnal flag."""
-        p = self._params
         last = self._last[lo:hi]
         elapsed = (now - last).astype(np.float32)
         prev = self._mask_prev[lo:hi]
@@ -492,25 +491,27 @@ class RhythmModel:
                 sub_last, masks, per_day
             )
 
-        mu = self._mu[lo:hi]
-        sd = np.sqrt(self._var[lo:hi])
+        late, silent = self._thresholds(
+            self._mu[lo:hi], self._var[lo:hi], self._gmax[lo:hi], self._n[lo:hi]
+        )
+        return elapsed, late, silent, diurnal
+
+    def _thresholds(
+        self,
+        mu: npt.NDArray[np.float32],
+        var: npt.NDArray[np.float32],
+        gmax: npt.NDArray[np.float32],
+        ngaps: npt.NDArray[np.uint16],
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """Late and silent thresholds from the learned statistics (module docstring)."""
+        p = self._params
+        sd = np.sqrt(var)
         np.maximum(sd, np.float32(p.sd_min), out=sd)
         sd *= np.float32(p.quantile_z)
         sd += mu
         q = np.exp(sd, out=sd)
-        late = q * np.float32(p.late_factor - 1.0)
-        np.minimum(late, np.float32(p.late_slack_max_s), out=late)
-        late += q
-        np.maximum(late, np.float32(p.late_min_s), out=late)
-        silent = q * np.float32(p.silent_factor - 1.0)
-        np.minimum(silent, np.float32(p.silent_slack_max_s), out=silent)
-        silent += q
-        gmax = self._gmax[lo:hi]
+        late, silent = self.interval_thresholds(q)
         np.maximum(silent, gmax * np.float32(p.gmax_factor), out=silent)
-        np.maximum(silent, late * np.float32(p.silent_over_late), out=silent)
-        np.maximum(silent, np.float32(p.silent_min_s), out=silent)
-
-        ngaps = self._n[lo:hi]
         unlearned = ngaps < p.min_gaps
         if unlearned.any():
             np.copyto(late, np.float32(p.default_late_s), where=unlearned)
@@ -527,7 +528,33 @@ class RhythmModel:
                     p.early_silent_min_s,
                     p.default_silent_s,
                 )
-        return elapsed, late, silent, diurnal
+        return late, silent
+
+    def interval_thresholds(
+        self, q: npt.NDArray[np.float32]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """Late and silent thresholds for a typical gap ``q`` (learned, or an expected
+        interval the user set), before the ``gmax`` floor: ``late = max(late_min_s, q +
+        min((late_factor - 1) q, late_slack_max_s))``, ``silent = max(silent_min_s, q +
+        min((silent_factor - 1) q, silent_slack_max_s), silent_over_late * late)``."""
+        p = self._params
+        q = np.asarray(q, dtype=np.float32)
+        late = q * np.float32(p.late_factor - 1.0)
+        np.minimum(late, np.float32(p.late_slack_max_s), out=late)
+        late += q
+        np.maximum(late, np.float32(p.late_min_s), out=late)
+        silent = q * np.float32(p.silent_factor - 1.0)
+        np.minimum(silent, np.float32(p.silent_slack_max_s), out=silent)
+        silent += q
+        np.maximum(silent, late * np.float32(p.silent_over_late), out=silent)
+        np.maximum(silent, np.float32(p.silent_min_s), out=silent)
+        return late, silent
+
+    def thresholds_of(
+        self, rows: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """The learned late and silent thresholds of some rows (any order)."""
+        return self._thresholds(self._mu[rows], self._var[rows], self._gmax[rows], self._n[rows])
 
     def classify(self, now: float, n: int) -> npt.NDArray[np.int8]:
         """``SimState`` values (int8) of rows ``[0, n)`` at time ``now``."""
