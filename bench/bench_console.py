@@ -42,7 +42,7 @@ from simwatch.shell.history import HistoryStore, row_of
 from simwatch.shell.settings import HttpSettings
 
 START = 1_795_000_000.0  # a fixed time (2026-11-18): the same fleet on any date
-TOKEN = "bench-token"
+TOKEN = "bench-token"  # noqa: S105 - the bench's own server on loopback
 WRITE_BATCH = 50_000
 
 
@@ -111,7 +111,8 @@ async def time_pages(engine: Engine, store: HistoryStore, now: float, repeats: i
         first = await (await client.get(f"/ui/incidents/{incident}")).text()
         cursor = re.search(r'href="(/ui/incidents/[^"]+\?cursor=[^"]+)" id="next-page"', first)
         sim = re.search(r'href="/ui/sims/(\d+)" class="sim-link"', first)
-        assert cursor and sim, "the incident page lists no SIMs"
+        assert cursor, "the incident page has no second page"
+        assert sim, "the incident page lists no SIMs"
         pages = {
             "fleet /ui/": "/ui/",
             "incident": f"/ui/incidents/{incident}",
