@@ -352,7 +352,8 @@ async def test_the_daemon_writes_records_figures_and_ids_to_the_history(tmp_path
     config = settings(tmp_path).model_copy(
         update={"console": ConsoleSettings(history_file=history_file)}
     )
-    daemon = Daemon(config, [source], inventory=[inventory_row(ICCID, imsi=IMSI)])
+    rows = [inventory_row(ICCID, imsi=IMSI, extra={"MSISDN": "+31 6 1234-5678"})]
+    daemon = Daemon(config, [source], inventory=rows)
     writer = build_history(config, daemon)
     assert writer is not None
     task = asyncio.create_task(writer.run(), name="history")
@@ -366,6 +367,7 @@ async def test_the_daemon_writes_records_figures_and_ids_to_the_history(tmp_path
     assert len(store.records([ICCID], start - 60, start + 3 * 3600)) == 120
     assert store.series("partner=26202", start, start + 3 * 3600)
     assert store.find_id(IMSI) == ICCID
+    assert store.find_id("31612345678") == ICCID  # as the search box normalizes it
     store.close()
 
 

@@ -19,7 +19,7 @@ from aiohttp import web
 from simwatch import __version__
 from simwatch.http.app import make_app
 from simwatch.http.console import Sessions
-from simwatch.http.console_views import series_points
+from simwatch.http.console_views import normalize_query, series_points
 from simwatch.http.metrics import EngineCollector, make_registry, metrics_handler
 from simwatch.service.daemon import Daemon
 from simwatch.shell.health import DaemonHealth
@@ -228,7 +228,11 @@ def build_history(settings: Settings, daemon: Daemon) -> HistoryWriter | None:
         for row in rows:
             if row.imsi:
                 writer.add_ids([("imsi", row.imsi, row.iccid)])
-            msisdn = row.extra.get("msisdn", "").strip().removeprefix("+")
+            extra = row.extra
+            key = "msisdn" if "msisdn" in extra else next(  # an extra column keeps its case
+                (k for k in extra if k.lower() == "msisdn"), ""
+            )
+            msisdn = normalize_query(extra.get(key, ""))  # as the search box reads it
             if msisdn:
                 writer.add_ids([("msisdn", msisdn, row.iccid)])
 
