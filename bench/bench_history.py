@@ -36,9 +36,7 @@ def main() -> None:
     per_sim = int(args.days * DAY_S / args.interval)
     rng = random.Random(1)
     sims = [iccid(i) for i in range(args.sims)]
-    attrs = [
-        (APNS[i % len(APNS)], "".join(PARTNERS[i % len(PARTNERS)])) for i in range(args.sims)
-    ]
+    attrs = [(APNS[i % len(APNS)], "".join(PARTNERS[i % len(PARTNERS)])) for i in range(args.sims)]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "history.sqlite"
         store = HistoryStore(path, days=args.days + 1)

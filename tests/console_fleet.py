@@ -67,7 +67,14 @@ def build(history_file: Path) -> tuple[Engine, HistoryStore]:
                     records.append(feed.usage(sim, t + k, **network(k)))
         if t >= OUTAGE and (t - OUTAGE) % 900 == 300:
             records.append(
-                feed.event(WRONG_APN, t, "auth_failure", apn="internet", cause="apn_not_allowed", **network(99))  # noqa: E501
+                feed.event(
+                    WRONG_APN,
+                    t,
+                    "auth_failure",
+                    apn="internet",
+                    cause="apn_not_allowed",
+                    **network(99),
+                )
             )
         if t >= T0 + 3 * 3600:
             engine.evaluate(t + 120)

@@ -237,9 +237,7 @@ class Strip:
     labels: list[tuple[float, str]]
 
 
-def sim_strip(
-    records: Sequence[HistoryRecord], sim: Mapping[str, object], now: float
-) -> Strip:
+def sim_strip(records: Sequence[HistoryRecord], sim: Mapping[str, object], now: float) -> Strip:
     width = 720
     since = now - STRIP_S
 
@@ -568,7 +566,6 @@ class Console:
             record_count=len(records),
             title=f"SIM {iccid}",
         )
-
 
     # ---- maintenance windows (issue 13, part 2) ---------------------------------------------
 
