@@ -99,7 +99,9 @@ class HistoryStore:
         self._read = self._connect()
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
-        self._tables: set[int] = set()
+        # the day tables; replaced whole (never changed in place) under the write lock, so
+        # a reader thread takes it without a lock
+        self._tables: frozenset[int] = frozenset()
         self._next = 0
         with self._write_lock:
             db = self._write
@@ -115,7 +117,7 @@ class HistoryStore:
                 "iccid TEXT NOT NULL, PRIMARY KEY (kind, value)) WITHOUT ROWID"
             )
             for day in self._days(db):
-                self._tables.add(day)
+                self._tables |= {day}
                 found = db.execute(f"SELECT max(n) FROM {_DAY_TABLE}{day}").fetchone()[0]  # noqa: S608 - our own table name
                 self._next = max(self._next, (found or 0) + 1)
             db.commit()
@@ -140,10 +142,10 @@ class HistoryStore:
     def write(self, rows: Sequence[Row], series: Sequence[SeriesRow] = ()) -> None:
         """Append records (each to the table of its day) and group series points."""
         by_day: dict[int, list[tuple[object, ...]]] = {}
-        for row in rows:
-            self._next += 1
-            by_day.setdefault(row[1] // DAY_S, []).append((*row, self._next))
         with self._write_lock:
+            for row in rows:
+                self._next += 1
+                by_day.setdefault(row[1] // DAY_S, []).append((*row, self._next))
             db = self._write
             for day, items in by_day.items():
                 if day not in self._tables:
@@ -153,7 +155,7 @@ class HistoryStore:
                         "what TEXT, cause TEXT, apn TEXT, partner TEXT, n INTEGER NOT NULL, "
                         "PRIMARY KEY (iccid, ts, n)) WITHOUT ROWID"
                     )
-                    self._tables.add(day)
+                    self._tables |= {day}
                 db.executemany(
                     f"INSERT INTO {_DAY_TABLE}{day} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608 - our own table name
                     items,
@@ -178,7 +180,7 @@ class HistoryStore:
             for day in sorted(self._tables):
                 if day < first:
                     db.execute(f"DROP TABLE IF EXISTS {_DAY_TABLE}{day}")
-                    self._tables.discard(day)
+                    self._tables -= {day}
                     dropped += 1
             db.execute("DELETE FROM series WHERE at < ?", (int(now) - self.days * DAY_S,))
             db.commit()
