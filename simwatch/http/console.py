@@ -32,7 +32,7 @@ from urllib.parse import quote, urlsplit
 import jinja2
 from aiohttp import web
 
-from simwatch.core.diagnosis import human_duration
+from simwatch.core.diagnosis import format_bytes, human_duration
 from simwatch.core.iccid import alternate_form
 from simwatch.core.incidents import evidence_text
 from simwatch.core.timeutil import format_rfc3339, parse_rfc3339
@@ -133,14 +133,7 @@ def _pct(value: float | None) -> str:
 
 
 def _bytes(n: float | None) -> str:
-    if n is None:
-        return "none"
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"  # pragma: no cover - the loop returns
+    return "none" if n is None else format_bytes(round(n))
 
 
 def _clock_text(ts: float | None) -> str:
