@@ -463,3 +463,27 @@ async def test_a_window_needs_the_csrf_token_and_a_valid_form(
     assert bad.status == 400
     assert "timezone" in await bad.text()
     assert windows.windows() == ()
+
+
+async def test_the_pages_work_before_the_first_evaluation(tmp_path: Path) -> None:
+    from fleet import new_engine  # noqa: PLC0415
+
+    engine = new_engine(SIMS[:3])
+    store = HistoryStore(tmp_path / "h.sqlite", days=2)
+    app = make_app(
+        engine,
+        now=lambda: NOW,
+        settings=HttpSettings(),
+        tokens=frozenset({TOKEN}),
+        console=Sessions(TTL, 10, Clock(NOW)),
+        history=store,
+    )
+    async with TestClient(TestServer(app)) as c:
+        await sign_in(c)
+        fleet_html = await page(c, "/ui/")
+        assert "No incidents." in fleet_html
+        assert "No evaluation yet." in fleet_html
+        sim_html = await page(c, f"/ui/sims/{SIMS[0]}")
+        assert "No data has ever been seen from this SIM." in sim_html
+        assert "No session records" in sim_html
+    store.close()
