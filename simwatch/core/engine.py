@@ -37,6 +37,7 @@ from simwatch.core.localize import LocalizeParams, healthy_part
 from simwatch.core.maintenance import Window, active_windows
 from simwatch.core.operators import OperatorTable
 from simwatch.core.rhythm import RhythmParams, SimState
+from simwatch.core.schedule import ExpectationTables
 from simwatch.core.state import FleetState
 
 if TYPE_CHECKING:
@@ -64,6 +65,8 @@ class EngineConfig:
     evaluation: EvalParams = field(default_factory=EvalParams)
     dedup_capacity: int = 2_000_000
     initial_capacity: int = 4096
+    # per-plan and per-customer expectations (the inventory's own columns win over them)
+    expectations: ExpectationTables = field(default_factory=ExpectationTables)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +106,7 @@ class Engine:
             capacity=self.config.initial_capacity,
             rhythm=self.config.rhythm,
         )
+        self.state.expectations = self.config.expectations
         self.ingestor = Ingestor(
             self.state, self.operators, dedup_capacity=self.config.dedup_capacity
         )

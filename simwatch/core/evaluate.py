@@ -20,6 +20,7 @@ import numpy as np
 
 from simwatch.core.localize import Cause, LeafTable, LocalizeParams, localize
 from simwatch.core.rhythm import SimState
+from simwatch.core.schedule import SOURCES
 from simwatch.core.state import EPOCH_BASE, NEVER, Flag, RejectKind, Status, rel
 from simwatch.core.timeutil import month_of
 
@@ -103,11 +104,80 @@ class Evaluation:
 
 
 def sim_states(state: FleetState, now: float) -> np.ndarray:
-    """Per-SIM state codes: the rhythm model's, with non-active inventory SIMs INACTIVE."""
+    """Per-SIM state codes: the rhythm model's, or by what the user set where a SIM has
+    a set expectation (``set_expectations``), with non-active inventory SIMs INACTIVE."""
     n = len(state)
     states = state.rhythm.classify(now, n).astype(np.int8, copy=True)
+    rows = np.flatnonzero((state.cols.expect_interval[:n] > 0) | (state.cols.expect_hours[:n] > 0))
+    if rows.size:
+        judged = set_expectations(state, now, rows)
+        states[judged.rows] = judged.states
     states[state.cols.status[:n] != Status.ACTIVE] = INACTIVE
     return states
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """SIMs judged by a set expectation: parallel arrays (seen SIMs only)."""
+
+    rows: np.ndarray
+    states: np.ndarray  # int8 SimState
+    elapsed: np.ndarray  # seconds that count (in active hours where they are set)
+    late: np.ndarray  # thresholds (float32)
+    silent: np.ndarray
+
+
+def set_expectations(state: FleetState, now: float, rows: np.ndarray) -> Judged:
+    """Judge ``rows`` (SIMs with a set expectation) at ``now``: an expected interval
+    gives the thresholds (``RhythmModel.interval_thresholds``) instead of the learned
+    ones; active hours make only the time inside them count, so a SIM is never late
+    because of the time outside them (one already late stays late until it reports)."""
+    c = state.cols
+    last = state.rhythm.last_data[rows]
+    seen = ~np.isnan(last)
+    rows, last = rows[seen], last[seen]
+    late, silent = state.rhythm.thresholds_of(rows)
+    interval = c.expect_interval[rows]
+    has = interval > 0
+    if has.any():
+        late[has], silent[has] = state.rhythm.interval_thresholds(interval[has])
+    elapsed = now - last
+    codes = c.expect_hours[rows]
+    for code in np.unique(codes[codes > 0]).tolist():
+        sel = codes == code
+        clock = state.schedule(code).active_clock(np.append(last[sel], now), now)
+        elapsed[sel] = clock[-1] - clock[:-1]
+    states = np.where(
+        elapsed >= silent, SimState.SILENT, np.where(elapsed >= late, SimState.LATE, SimState.OK)
+    ).astype(np.int8)
+    return Judged(rows, states, elapsed, late, silent)
+
+
+def expectation_of(state: FleetState, row: int, now: float) -> dict[str, object]:
+    """Which expectation judges a SIM, for the per-SIM view: the interval (set, and from
+    where: ``inventory``, ``plan``, ``customer``; or ``learned``), the active hours (set,
+    or ``learned`` when the rhythm found a daytime pattern, see ``rhythm``) and, where
+    something is set, the thresholds and the time that counts now."""
+    c = state.cols
+    interval = float(c.expect_interval[row])
+    code = int(c.expect_hours[row])
+    source = int(c.expect_from[row])
+    schedule = state.schedule(code) if code else None
+    out: dict[str, object] = {
+        "interval_s": interval or None,
+        "interval_from": SOURCES[source & 3],
+        "active_hours": None if schedule is None else schedule.text,
+        "timezone": None if schedule is None else schedule.timezone,
+        "hours_from": SOURCES[(source >> 2) & 3],
+        "in_active_hours": None if schedule is None else schedule.is_active(now),
+    }
+    if interval or schedule is not None:
+        judged = set_expectations(state, now, np.array([row], np.int64))
+        if judged.rows.size:
+            out["late_after_s"] = float(judged.late[0])
+            out["silent_after_s"] = float(judged.silent[0])
+            out["elapsed_s"] = float(judged.elapsed[0])
+    return out
 
 
 def explanations(state: FleetState, now: float, params: EvalParams) -> np.ndarray:
@@ -264,7 +334,7 @@ def evaluate(
     c = state.cols
     states = sim_states(state, now)
     why = explanations(state, now, params)
-    learned = state.rhythm.learned(n)
+    learned = state.rhythm.learned(n) | (c.expect_interval[:n] > 0)  # set: known rhythm
     leaf = c.leaf[:n]
     counted = (states != INACTIVE) & (states != SimState.NEVER_SEEN) & learned & (leaf >= 0)
     explained = (why & (Why.WRONG_APN | Why.DATA_CAP)) != 0

@@ -17,14 +17,27 @@ Pure: numpy over the minutes of a week (10,080), offsets from ``zoneinfo``.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["WEEK_MINUTES", "Schedule", "ScheduleError", "parse_active_hours", "parse_zone"]
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = [
+    "SOURCES",
+    "WEEK_MINUTES",
+    "Expectation",
+    "ExpectationTables",
+    "Schedule",
+    "ScheduleError",
+    "parse_active_hours",
+    "parse_zone",
+]
 
 WEEK_MINUTES: Final = 7 * 24 * 60
 _DAYS: Final = ("Mo", "Tu", "We", "Th", "Fr", "Sa", "Su")
@@ -168,3 +181,25 @@ class Schedule:
         local = t + self._offset(t)
         minute = int((local // 60.0 + _EPOCH_WEEKDAY * 1440) % WEEK_MINUTES)
         return bool(self._active[minute])
+
+
+@dataclass(frozen=True, slots=True)
+class Expectation:
+    """What a user says of a SIM, a plan or a customer (any part may be left out)."""
+
+    expected_interval_s: float | None = None
+    active_hours: str | None = None
+    timezone: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectationTables:
+    """Per-plan and per-customer expectations (``[expectations]`` in the config); a SIM's
+    own inventory columns win over its plan's, which win over its customer's."""
+
+    plans: Mapping[str, Expectation] = field(default_factory=dict)
+    customers: Mapping[str, Expectation] = field(default_factory=dict)
+
+
+# where a set expectation comes from (``FleetState`` keeps it per SIM in two bits)
+SOURCES: Final = ("learned", "inventory", "plan", "customer")

@@ -64,8 +64,37 @@ SCHEMAS: Final[dict[str, Schema]] = {
                 "items": {"type": "integer", "minimum": 0, "maximum": 23},
                 "description": "hours of day (UTC) of a daytime-only device; null otherwise",
             },
+            "expectation": _ref("Expectation"),
         },
-        "the SIM's learned reporting rhythm",
+        "the SIM's reporting rhythm: learned, or as set (late_after_s and silent_after_s "
+        "are the thresholds that apply)",
+    ),
+    "Expectation": _object(
+        {
+            "interval_s": {
+                **_nullable("number"),
+                "description": "the expected interval set for the SIM; null: learned",
+            },
+            "interval_from": {
+                "type": "string",
+                "enum": ["learned", "inventory", "plan", "customer"],
+                "description": "where the interval comes from: the SIM's inventory row, its "
+                "plan's or its customer's [expectations] table, or its learned rhythm",
+            },
+            "active_hours": {**_TEXT, "description": "set active hours (Mo-Fr 07:00-19:00)"},
+            "timezone": {**_TEXT, "description": "the time zone of the set active hours"},
+            "hours_from": {
+                "type": ["string", "null"],
+                "enum": ["learned", "inventory", "plan", "customer", None],
+                "description": "where the active hours come from; learned: the rhythm's "
+                "daytime pattern (rhythm.active_hours); null: none",
+            },
+            "in_active_hours": {
+                "type": ["boolean", "null"],
+                "description": "now inside the set active hours; null: none set",
+            },
+        },
+        "which expectation judges the SIM (docs/configuration.md, Expectations)",
     ),
     "Session": _object(
         {
