@@ -135,21 +135,31 @@ def set_expectations(state: FleetState, now: float, rows: np.ndarray) -> Judged:
     c = state.cols
     last = state.rhythm.last_data[rows]
     seen = ~np.isnan(last)
-    rows, last = rows[seen], last[seen]
-    late, silent = state.rhythm.thresholds_of(rows)
+    if not seen.all():
+        rows, last = rows[seen], last[seen]
     interval = c.expect_interval[rows]
     has = interval > 0
-    if has.any():
-        late[has], silent[has] = state.rhythm.interval_thresholds(interval[has])
+    if has.all():  # a set interval for every one: the learned thresholds are not needed
+        late, silent = state.rhythm.interval_thresholds(interval)
+    else:
+        late, silent = state.rhythm.thresholds_of(rows)
+        if has.any():
+            late[has], silent[has] = state.rhythm.interval_thresholds(interval[has])
     elapsed = now - last
     codes = c.expect_hours[rows]
-    for code in np.unique(codes[codes > 0]).tolist():
+    used = np.unique(codes).tolist()
+    for code in used:
+        if code == 0:
+            continue
+        schedule = state.schedule(code)
+        at_now = float(schedule.active_clock(np.array([now]), now)[0])
+        if len(used) == 1:  # one schedule for them all: no selection
+            elapsed = at_now - schedule.active_clock(last, now)
+            continue
         sel = codes == code
-        clock = state.schedule(code).active_clock(np.append(last[sel], now), now)
-        elapsed[sel] = clock[-1] - clock[:-1]
-    states = np.where(
-        elapsed >= silent, SimState.SILENT, np.where(elapsed >= late, SimState.LATE, SimState.OK)
-    ).astype(np.int8)
+        elapsed[sel] = at_now - schedule.active_clock(last[sel], now)
+    states = (elapsed >= late).view(np.int8)
+    states += elapsed >= silent
     return Judged(rows, states, elapsed, late, silent)
 
 

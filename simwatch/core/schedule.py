@@ -105,14 +105,25 @@ def parse_active_hours(text: str) -> npt.NDArray[np.bool_]:
 class Schedule:
     """Active hours in a time zone; ``active_clock`` (see the module docstring)."""
 
-    __slots__ = ("_active", "_cum", "_per_week", "_span", "_transitions", "text", "timezone", "tz")
+    __slots__ = (
+        "_active",
+        "_active_s",
+        "_cum",
+        "_per_week",
+        "_span",
+        "_transitions",
+        "text",
+        "timezone",
+        "tz",
+    )
 
     def __init__(self, text: str, timezone: str = "UTC") -> None:
         self.text = text
         self.timezone = timezone
         self.tz = parse_zone(timezone)
         self._active = parse_active_hours(text)
-        minute_s = np.where(self._active, 60.0, 0.0)
+        self._active_s = self._active.astype(np.float64)  # 1.0 per active minute
+        minute_s = self._active_s * 60.0
         self._cum = np.concatenate(([0.0], np.cumsum(minute_s)))  # active s before minute m
         self._per_week = float(self._cum[-1])
         self._span = (0.0, -1.0)
@@ -126,11 +137,17 @@ class Schedule:
 
     def _local_count(self, local: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Active seconds up to local wall time ``local`` (seconds since 1970-01-01 local)."""
-        minutes = np.floor(local / 60.0)
-        week, minute = np.divmod(minutes + _EPOCH_WEEKDAY * 1440, WEEK_MINUTES)
-        m = minute.astype(np.int64)
-        inside = np.where(self._active[m], local - minutes * 60.0, 0.0)
-        out: npt.NDArray[np.float64] = week * self._per_week + self._cum[m] + inside
+        minutes = np.floor(local * (1.0 / 60.0))
+        index = minutes.astype(np.int64)
+        index += _EPOCH_WEEKDAY * 1440
+        week = index // WEEK_MINUTES
+        index -= week * WEEK_MINUTES
+        inside = local - minutes * 60.0
+        inside *= self._active_s[index]
+        out: npt.NDArray[np.float64] = week.astype(np.float64)
+        out *= self._per_week
+        out += self._cum[index]
+        out += inside
         return out
 
     def _ensure(self, lo: float, hi: float) -> None:
@@ -174,8 +191,14 @@ class Schedule:
             return t
         self._ensure(float(t.min()), max(float(t.max()), now))
         times, offs, jumps = self._transitions
-        i = np.maximum(np.searchsorted(times, t, side="right") - 1, 0)
-        return self._local_count(t + offs[i]) + jumps[i]
+        if len(times) == 1:  # no clock change in the span (UTC, or between the changes)
+            return self._local_count(t + offs[0])
+        i = np.searchsorted(times, t, side="right")
+        i -= 1
+        np.maximum(i, 0, out=i)
+        out = self._local_count(t + offs[i])
+        out += jumps[i]
+        return out
 
     def is_active(self, t: float) -> bool:
         local = t + self._offset(t)
