@@ -5,7 +5,8 @@ decoder, evaluated every 5 minutes): SIMs 0-79 on KPN (NL, 20408), SIMs 80-99 on
 Vodafone (DE, 26202); even SIMs belong to customer acme, odd ones to beta. Then the KPN
 SIMs stop for two hours: one group incident (``inc-0001``) with 80 failing SIMs, two
 pages of the console's 50. SIM 99 sends authentication failures on APN ``internet``
-(its profile allows ``meters.acme``) and stops: its diagnosis says so. SIM 0 has IMSI
+(its profile allows ``meters.acme``) and stops: its diagnosis says so. SIM 98 skips two
+hours at noon of the first day and comes back. SIM 0 has IMSI
 ``204080000000000`` and SIM 1 MSISDN ``31612345678`` in the inventory.
 
 Every applied record and each cycle's group figures go to a real ``HistoryStore``, as
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 SIMS: Final = [iccid(k) for k in range(100)]
 KPN: Final = SIMS[:80]
 WRONG_APN: Final = SIMS[99]
+GAPPY: Final = 98  # silent for two hours at noon of the first day, then back
 IMSI: Final = "204080000000000"
 MSISDN: Final = "31612345678"
 OUTAGE: Final = T0 + DAY
@@ -63,6 +65,7 @@ def build(history_file: Path) -> tuple[Engine, HistoryStore]:
         if (t - T0) % 900 == 0:
             for k, sim in enumerate(SIMS):
                 silent = (k < 80 and t >= OUTAGE) or (k == 99 and t >= OUTAGE)
+                silent |= k == GAPPY and T0 + 12 * 3600 <= t < T0 + 14 * 3600
                 if not silent:
                     records.append(feed.usage(sim, t + k, **network(k)))
         if t >= OUTAGE and (t - OUTAGE) % 900 == 300:

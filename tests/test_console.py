@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from console_fleet import IMSI, KPN, MSISDN, NOW, SIMS, TOKEN, WRONG_APN, build
+from console_fleet import GAPPY, IMSI, KPN, MSISDN, NOW, SIMS, TOKEN, WRONG_APN, build
 from fleet import DAY
 
 from simwatch.core.iccid import luhn_check_digit
@@ -258,6 +258,12 @@ async def test_sim_page_reads_out_the_diagnosis_and_shows_its_history(client: Cl
     assert "auth_failure" in html
     assert "apn_not_allowed" in html
     assert "overdue" in html
+
+
+async def test_sim_page_marks_a_past_gap_longer_than_its_rhythm_allows(client: Client) -> None:
+    await sign_in(client)
+    assert (await page(client, f"/ui/sims/{SIMS[GAPPY]}")).count('class="late gap"') == 1
+    assert 'class="late gap"' not in await page(client, f"/ui/sims/{SIMS[97]}")
 
 
 async def test_sim_page_links_its_incident(client: Client) -> None:

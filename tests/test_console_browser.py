@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
     from selenium.webdriver.remote.webdriver import WebDriver
+    from selenium.webdriver.remote.webelement import WebElement
 
     from simwatch.core.engine import Engine
     from simwatch.core.maintenance import Window
@@ -112,6 +113,27 @@ async def console(fleet: tuple[Engine, HistoryStore]) -> AsyncIterator[str]:
         yield base
 
 
+def go(driver: WebDriver, element: WebElement, url: str | None = None) -> None:
+    """Click ``element`` (a link or a submit button) and wait until a new page is loaded
+    (the old one gone; at ``url`` when given): click() returns before the navigation
+    completes. Fails after 10 s naming where the browser is."""
+    from selenium.common.exceptions import TimeoutException  # noqa: PLC0415
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+    from selenium.webdriver.support import expected_conditions  # noqa: PLC0415
+    from selenium.webdriver.support.ui import WebDriverWait  # noqa: PLC0415
+
+    old = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    wait = WebDriverWait(driver, 10, poll_frequency=0.05)
+    try:
+        wait.until(expected_conditions.staleness_of(old))
+        wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+        if url is not None:
+            wait.until(lambda d: d.current_url == url)
+    except TimeoutException:
+        raise AssertionError(f"expected {url}, the browser is at {driver.current_url}") from None
+
+
 def shot(driver: WebDriver, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(SHOTS / f"console-{name}.png"))
@@ -126,8 +148,7 @@ def sign_in(driver: WebDriver, base: str, *, screenshot: bool = False) -> None:
     driver.find_element(By.ID, "token").send_keys(TOKEN)
     if screenshot:
         shot(driver, "signin")
-    driver.find_element(By.ID, "signin").click()
-    assert driver.current_url == f"{base}/ui/"
+    go(driver, driver.find_element(By.ID, "signin"), f"{base}/ui/")
 
 
 def agent_flow(driver: WebDriver, base: str) -> None:
@@ -138,8 +159,11 @@ def agent_flow(driver: WebDriver, base: str) -> None:
         box = driver.find_element(By.ID, "q")
         box.clear()
         box.send_keys(form)
-        box.submit()
-        assert driver.current_url == f"{base}/ui/sims/{WRONG_APN}", form
+        go(
+            driver,
+            driver.find_element(By.CSS_SELECTOR, "form.search button"),
+            f"{base}/ui/sims/{WRONG_APN}",
+        )
         diagnosis = driver.find_element(By.ID, "diagnosis").text
         assert "The device uses APN 'internet'; this SIM allows 'meters.acme'" in diagnosis
     assert len(driver.find_elements(By.CSS_SELECTOR, "svg.strip line.tick.data")) == 96
@@ -154,18 +178,23 @@ def on_call_flow(driver: WebDriver, base: str) -> None:
 
     sign_in(driver, base)
     shot(driver, "fleet")
-    driver.find_element(By.CSS_SELECTOR, "a.incident-link").click()
-    assert driver.current_url == f"{base}/ui/incidents/inc-0001"
+    go(
+        driver,
+        driver.find_element(By.CSS_SELECTOR, "a.incident-link"),
+        f"{base}/ui/incidents/inc-0001",
+    )
     assert "80 of 80 SIMs" in driver.find_element(By.CSS_SELECTOR, "dl.facts").text
     assert driver.find_elements(By.CSS_SELECTOR, "svg.chart polyline.affected")
     first = [a.text for a in driver.find_elements(By.CSS_SELECTOR, "a.sim-link")]
     shot(driver, "incident")
-    driver.find_element(By.ID, "next-page").click()
+    following = driver.find_element(By.ID, "next-page")
+    go(driver, following, following.get_attribute("href"))
     rest = [a.text for a in driver.find_elements(By.CSS_SELECTOR, "a.sim-link")]
     assert len(first) == 50
     assert sorted(first + rest) == sorted(KPN)
     assert not driver.find_elements(By.ID, "next-page")
-    driver.find_elements(By.CSS_SELECTOR, "a.sim-link")[0].click()
+    link = driver.find_elements(By.CSS_SELECTOR, "a.sim-link")[0]
+    go(driver, link, link.get_attribute("href"))
     assert "Part of incident inc-0001" in driver.find_element(By.ID, "sim-incident").text
 
 
@@ -189,7 +218,7 @@ def create_window(driver: WebDriver, base: str) -> None:
     from selenium.webdriver.support.ui import Select  # noqa: PLC0415
 
     sign_in(driver, base)
-    driver.find_element(By.ID, "nav-maintenance").click()
+    go(driver, driver.find_element(By.ID, "nav-maintenance"), f"{base}/ui/maintenance")
     driver.find_element(By.ID, "mw-name").send_keys("KPN Thursday works")
     start = driver.find_element(By.ID, "mw-start")  # a date-time picker: set its value
     driver.execute_script("arguments[0].value = arguments[1]", start, "2026-11-12T00:00")
@@ -203,8 +232,7 @@ def create_window(driver: WebDriver, base: str) -> None:
     Select(driver.find_element(By.ID, "mw-weekday")).select_by_value("TH")
     Select(driver.find_element(By.ID, "mw-dim")).select_by_value("partner")
     driver.find_element(By.ID, "mw-values").send_keys("20408")
-    driver.find_element(By.ID, "mw-save").click()
-    assert driver.current_url == f"{base}/ui/maintenance"
+    go(driver, driver.find_element(By.ID, "mw-save"), f"{base}/ui/maintenance")
     row = driver.find_element(By.CSS_SELECTOR, "tr.window").text
     assert "KPN Thursday works" in row
     assert "FREQ=WEEKLY;BYDAY=TH" in row
@@ -218,7 +246,11 @@ def see_marked_incident(driver: WebDriver, base: str) -> None:
     driver.get(f"{base}/ui/")
     line = driver.find_element(By.CSS_SELECTOR, "table.incidents tbody tr").text
     assert "maintenance" in line
-    driver.find_element(By.CSS_SELECTOR, "a.incident-link").click()
+    go(
+        driver,
+        driver.find_element(By.CSS_SELECTOR, "a.incident-link"),
+        f"{base}/ui/incidents/inc-0001",
+    )
     note = driver.find_element(By.ID, "maintenance").text
     assert "KPN Thursday works" in note
     assert "not paged" in note

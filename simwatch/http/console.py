@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import itertools
 import math
 import secrets
 from collections import OrderedDict
@@ -228,6 +229,7 @@ class Strip:
     silent_x: float | None  # ... from here silent
     asleep: list[tuple[float, float]]  # x ranges outside its active hours (UTC)
     labels: list[tuple[float, str]]
+    gaps: list[tuple[float, float]]  # x ranges of past gaps longer than its late threshold
 
 
 def sim_strip(records: Sequence[HistoryRecord], sim: Mapping[str, object], now: float) -> Strip:
@@ -251,6 +253,14 @@ def sim_strip(records: Sequence[HistoryRecord], sim: Mapping[str, object], now: 
     rhythm = sim.get("rhythm")
     late_x = silent_x = None
     last = sim.get("last_data")
+    gaps: list[tuple[float, float]] = []
+    late_after = rhythm.get("late_after_s") if isinstance(rhythm, dict) else None
+    daytime = isinstance(rhythm, dict) and bool(rhythm.get("active_hours"))
+    if isinstance(late_after, float | int) and not daytime:  # nights are no gaps then
+        data = [r.ts for r in records if r.bytes > 0]
+        for before, after in itertools.pairwise(data):
+            if after - before > late_after:
+                gaps.append((x(before + late_after), round(x(after) - x(before + late_after), 1)))
     if isinstance(rhythm, dict) and isinstance(last, str):
         at = parse_rfc3339(last)
         late, silent = rhythm.get("late_after_s"), rhythm.get("silent_after_s")
@@ -269,7 +279,7 @@ def sim_strip(records: Sequence[HistoryRecord], sim: Mapping[str, object], now: 
         )
     marks = [since + k * 12 * 3600 for k in range(5)]
     labels = [(x(t), _clock_text(t)[5:16]) for t in marks]
-    return Strip(width, ticks, late_x, silent_x, asleep, labels)
+    return Strip(width, ticks, late_x, silent_x, asleep, labels, gaps)
 
 
 # ---- the pages ----------------------------------------------------------------------------
