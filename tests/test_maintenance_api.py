@@ -17,8 +17,10 @@ from test_api import validate
 from simwatch.core.maintenance import window_from_json
 from simwatch.http.app import make_app
 from simwatch.http.openapi import openapi_document
+from simwatch.service.daemon import Daemon
+from simwatch.service.run import build_maintenance
 from simwatch.shell.maintenance import MaintenanceStore
-from simwatch.shell.settings import HttpSettings
+from simwatch.shell.settings import EngineSettings, HttpSettings, MaintenanceSettings, Settings
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -166,3 +168,27 @@ async def test_openapi_describes_the_maintenance_routes(tmp_path: Path) -> None:
         assert routes == set(doc["paths"]) - {"/metrics"}  # no metrics handler given here
         assert set(doc["paths"]["/api/v1/maintenance"]) == {"get", "post"}
         assert set(doc["paths"]["/api/v1/maintenance/{id}"]) == {"delete"}
+
+
+def test_the_daemon_gets_config_and_kept_windows_at_start(tmp_path: Path) -> None:
+    settings = Settings(
+        engine=EngineSettings(dead_letter_file=tmp_path / "dl.ndjson"),
+        state_dir=tmp_path,
+        maintenance=[
+            MaintenanceSettings(name="nightly", start="2026-11-01T00:30", duration_s=3600)
+        ],
+    )
+    daemon = Daemon(settings, [])
+    store = build_maintenance(settings, daemon)
+    assert [w.id for w in daemon.engine.maintenance] == ["cfg-1"]
+    store.add(SUNDAYS)
+    assert [w.id for w in daemon.engine.maintenance] == ["cfg-1", "mw-0001"]
+    again = Daemon(settings, [])  # a restart: the API's window comes back from state_dir
+    build_maintenance(settings, again)
+    assert [(w.id, w.source) for w in again.engine.maintenance] == [
+        ("cfg-1", "config"),
+        ("mw-0001", "api"),
+    ]
+    (tmp_path / "maintenance.json").write_text("{broken", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"maintenance\.json: cannot read the maintenance windows"):
+        build_maintenance(settings, Daemon(settings, []))
