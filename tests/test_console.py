@@ -493,3 +493,20 @@ async def test_the_pages_work_before_the_first_evaluation(tmp_path: Path) -> Non
         assert "No data has ever been seen from this SIM." in sim_html
         assert "No session records" in sim_html
     store.close()
+
+
+def test_the_history_figures_are_exported(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest  # noqa: PLC0415
+
+    from simwatch.http.metrics import HistoryCollector  # noqa: PLC0415
+
+    store = HistoryStore(tmp_path / "h.sqlite", days=2)
+    writer = HistoryWriter(store, max_pending=1000)
+    writer.add_records(_record(SIMS[0], 20_000 * DAY_S + k, k) for k in range(1200))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(HistoryCollector(writer))
+    text = generate_latest(registry).decode()
+    assert "simwatch_history_records_dropped_total 200.0" in text
+    assert "simwatch_history_pending_records 1000.0" in text
+    assert "simwatch_history_records_written_total 0.0" in text
+    store.close()

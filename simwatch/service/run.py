@@ -20,7 +20,12 @@ from simwatch import __version__
 from simwatch.http.app import make_app
 from simwatch.http.console import Sessions
 from simwatch.http.console_views import normalize_query, series_points
-from simwatch.http.metrics import EngineCollector, make_registry, metrics_handler
+from simwatch.http.metrics import (
+    EngineCollector,
+    HistoryCollector,
+    make_registry,
+    metrics_handler,
+)
 from simwatch.service.daemon import Daemon
 from simwatch.shell.health import DaemonHealth
 from simwatch.shell.history import HistoryStore, HistoryWriter
@@ -228,11 +233,9 @@ def build_history(settings: Settings, daemon: Daemon) -> HistoryWriter | None:
         for row in rows:
             if row.imsi:
                 writer.add_ids([("imsi", row.imsi, row.iccid)])
-            extra = row.extra
-            key = "msisdn" if "msisdn" in extra else next(  # an extra column keeps its case
-                (k for k in extra if k.lower() == "msisdn"), ""
-            )
-            msisdn = normalize_query(extra.get(key, ""))  # as the search box reads it
+            # an extra column keeps its header's case; stored as the search box reads it
+            key = next((k for k in row.extra if k.lower() == "msisdn"), "")
+            msisdn = normalize_query(row.extra.get(key, ""))
             if msisdn:
                 writer.add_ids([("msisdn", msisdn, row.iccid)])
 
@@ -272,6 +275,9 @@ async def serve(
         health.last_evaluation_timestamp = daemon.health.last_evaluation_at
 
     daemon.on_cycle.append(sync_health)
+    registry = make_registry(collector)
+    if history is not None:
+        registry.register(HistoryCollector(history))  # the console's history (issue 13)
     sessions = None
     if console is not None and console.enabled:
         sessions = Sessions(console.session_ttl_s, console.max_sessions, daemon.clock)
@@ -281,7 +287,7 @@ async def serve(
         settings=http,
         tokens=tokens,
         ready=lambda: daemon.health.ready,
-        metrics_handler=metrics_handler(make_registry(collector)),
+        metrics_handler=metrics_handler(registry),
         source_stats=daemon.source_stats,
         receivers=[s for s in daemon.sources if isinstance(s, PushReceiver)],
         console=sessions,

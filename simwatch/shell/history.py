@@ -258,6 +258,11 @@ class HistoryWriter:
         self._full = FailureLog(log, "history", noun="dropped record")  # logged once
         self._writes = FailureLog(log, "history")
 
+    @property
+    def pending(self) -> int:
+        """Records waiting to be written."""
+        return len(self._rows)
+
     def add_records(self, records: Iterable[Record]) -> None:
         """Buffer applied records (on the loop: no I/O)."""
         room = self.max_pending - len(self._rows)
