@@ -14,7 +14,8 @@ Then serves the real app (``make_app`` with the console) on 127.0.0.1, signs in,
 times each page ``--repeats`` times from request to body read (client and server on one
 event loop, one core: the time is the server's plus a loopback round trip): the fleet,
 the incident, its second page of SIMs, a SIM of the incident, the search of a SIM by the
-other form of its ICCID (answered by a redirect), the sign-in form. Prints the median
+other form of its ICCID (answered by a redirect), the maintenance windows (one weekly
+window), the sign-in form. Prints the median
 and the worst per page, and the build figures.
 """
 
@@ -39,6 +40,7 @@ from simwatch.http.app import make_app
 from simwatch.http.console import Sessions
 from simwatch.http.console_views import series_points
 from simwatch.shell.history import HistoryStore, row_of
+from simwatch.shell.maintenance import MaintenanceStore
 from simwatch.shell.settings import HttpSettings
 
 START = 1_795_000_000.0  # a fixed time (2026-11-18): the same fleet on any date
@@ -94,6 +96,9 @@ def build(n: int, rounds: int, store: HistoryStore) -> tuple[Engine, float, dict
 
 
 async def time_pages(engine: Engine, store: HistoryStore, now: float, repeats: int) -> None:
+    windows = MaintenanceStore([], None)
+    window = {"name": "Sunday works", "start": "2026-11-15T02:00", "timezone": "Europe/Paris"}
+    windows.add({**window, "duration_s": 7200, "rrule": "FREQ=WEEKLY;BYDAY=SU"})
     app = make_app(
         engine,
         now=lambda: now,
@@ -101,6 +106,7 @@ async def time_pages(engine: Engine, store: HistoryStore, now: float, repeats: i
         tokens=frozenset({TOKEN}),
         console=Sessions(3600.0, 10, lambda: now),
         history=store,
+        maintenance=windows,
     )
     async with TestClient(TestServer(app)) as client:
         signed = await client.post("/ui/signin", data={"token": TOKEN}, allow_redirects=False)
@@ -119,6 +125,7 @@ async def time_pages(engine: Engine, store: HistoryStore, now: float, repeats: i
             "incident, page 2": cursor.group(1).replace("&amp;", "&"),
             "SIM": f"/ui/sims/{sim.group(1)}",
             "search (20-digit ICCID)": f"/ui/sims?q={sim.group(1)}{luhn_check_digit(sim.group(1))}",
+            "maintenance windows": "/ui/maintenance",
             "sign-in form": "/ui/signin",
         }
         print(f"{len(engine.state):,} SIMs, incident {incident}: {opened[0].dims} "
