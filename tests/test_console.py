@@ -510,3 +510,35 @@ def test_the_history_figures_are_exported(tmp_path: Path) -> None:
     assert "simwatch_history_pending_records 1000.0" in text
     assert "simwatch_history_records_written_total 0.0" in text
     store.close()
+
+
+async def test_sim_page_says_which_expectation_applies(tmp_path: Path) -> None:
+    from fleet import inventory_row, new_engine  # noqa: PLC0415
+
+    engine = new_engine(())
+    engine.load_inventory([
+        inventory_row(
+            SIMS[0],
+            expected_interval_s=21_600.0,
+            active_hours="Mo-Fr 07:00-19:00",
+            timezone="Europe/Paris",
+        ),
+        inventory_row(SIMS[1]),
+    ])  # fmt: skip
+    store = HistoryStore(tmp_path / "h.sqlite", days=2)
+    app = make_app(
+        engine,
+        now=lambda: NOW,  # Thursday 03:00 in Paris
+        settings=HttpSettings(),
+        tokens=frozenset({TOKEN}),
+        console=Sessions(TTL, 10, Clock(NOW)),
+        history=store,
+    )
+    async with TestClient(TestServer(app)) as c:
+        await sign_in(c)
+        html = await page(c, f"/ui/sims/{SIMS[0]}")
+        assert "every 6 h (set by its inventory row)" in html
+        assert "active Mo-Fr 07:00-19:00 Europe/Paris (set by its inventory row)" in html
+        assert "outside them now, so silence is expected" in html
+        assert 'id="expectation"' not in await page(c, f"/ui/sims/{SIMS[1]}")  # all learned
+    store.close()
