@@ -4,12 +4,19 @@ Each item is checked by ``simwatch.core.maintenance.window_from_json``, so a bad
 fails at start naming its field: ``maintenance[0].timezone: unknown time zone ...``.
 """
 
-from typing import Self
+from typing import Annotated, Self
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from simwatch.core.maintenance import MaintenanceError, Window, window_from_json
 from simwatch.shell.settings.base import Model, OptionalStr, field_error
+
+
+def _one_value_as_list(value: object) -> object:
+    """``{customer = "acme"}`` as ``{customer = ["acme"]}``."""
+    if isinstance(value, dict):
+        return {k: [v] if isinstance(v, str) else v for k, v in value.items()}
+    return value
 
 
 class MaintenanceSettings(Model):
@@ -23,7 +30,9 @@ class MaintenanceSettings(Model):
     # RFC 5545 RRULE body: "FREQ=WEEKLY;BYDAY=SU"; unset: a one-off window
     rrule: OptionalStr = None
     # dimension -> value or values: {partner = ["20801"], customer = "acme"}; {} = the fleet
-    scope: dict[str, list[str] | str] = Field(default_factory=dict)
+    scope: Annotated[dict[str, list[str]], BeforeValidator(_one_value_as_list)] = Field(
+        default_factory=dict
+    )
 
     @model_validator(mode="after")
     def _valid_window(self) -> Self:
