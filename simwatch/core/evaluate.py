@@ -20,7 +20,7 @@ import numpy as np
 
 from simwatch.core.localize import Cause, LeafTable, LocalizeParams, localize
 from simwatch.core.rhythm import SimState
-from simwatch.core.schedule import SOURCES
+from simwatch.core.schedule import SOURCES, Schedule
 from simwatch.core.state import EPOCH_BASE, NEVER, Flag, RejectKind, Status, rel
 from simwatch.core.timeutil import month_of
 
@@ -127,40 +127,73 @@ class Judged:
     silent: np.ndarray
 
 
+_CHUNK = 16384  # rows per pass: the temporaries stay in cache (as in the rhythm model)
+
+
 def set_expectations(state: FleetState, now: float, rows: np.ndarray) -> Judged:
     """Judge ``rows`` (SIMs with a set expectation) at ``now``: an expected interval
     gives the thresholds (``RhythmModel.interval_thresholds``) instead of the learned
     ones; active hours make only the time inside them count, so a SIM is never late
     because of the time outside them (one already late stays late until it reports)."""
-    c = state.cols
     last = state.rhythm.last_data[rows]
     seen = ~np.isnan(last)
     if not seen.all():
         rows, last = rows[seen], last[seen]
+    size = len(rows)
+    states = np.empty(size, np.int8)
+    elapsed = np.empty(size, np.float64)
+    late = np.empty(size, np.float32)
+    silent = np.empty(size, np.float32)
+    clocks: dict[int, tuple[Schedule, float]] = {}
+    for lo in range(0, size, _CHUNK):
+        hi = min(lo + _CHUNK, size)
+        chunk = rows[lo:hi]
+        out = (elapsed, late, silent)
+        _judge(state, now, rows=chunk, last=last[lo:hi], clocks=clocks, out=out, at=lo)
+        cut = slice(lo, hi)
+        np.greater_equal(elapsed[cut], late[cut], out=states[cut].view(np.bool_))
+        states[cut] += elapsed[cut] >= silent[cut]
+    return Judged(rows, states, elapsed, late, silent)
+
+
+def _judge(
+    state: FleetState,
+    now: float,
+    *,
+    rows: np.ndarray,
+    last: np.ndarray,
+    clocks: dict[int, tuple[Schedule, float]],
+    out: tuple[np.ndarray, np.ndarray, np.ndarray],
+    at: int,
+) -> None:
+    """``set_expectations`` over one chunk: elapsed time that counts, thresholds, into
+    ``out`` from index ``at``."""
+    c = state.cols
+    elapsed, late, silent = (a[at : at + len(rows)] for a in out)
     interval = c.expect_interval[rows]
     has = interval > 0
     if has.all():  # a set interval for every one: the learned thresholds are not needed
-        late, silent = state.rhythm.interval_thresholds(interval)
+        late[:], silent[:] = state.rhythm.interval_thresholds(interval)
     else:
-        late, silent = state.rhythm.thresholds_of(rows)
+        late[:], silent[:] = state.rhythm.thresholds_of(rows)
         if has.any():
             late[has], silent[has] = state.rhythm.interval_thresholds(interval[has])
-    elapsed = now - last
+    np.subtract(now, last, out=elapsed)
     codes = c.expect_hours[rows]
-    used = np.unique(codes).tolist()
+    first = int(codes[0])
+    used = [first] if (codes == first).all() else np.unique(codes).tolist()
     for code in used:
         if code == 0:
             continue
-        schedule = state.schedule(code)
-        at_now = float(schedule.active_clock(np.array([now]), now)[0])
-        if len(used) == 1:  # one schedule for them all: no selection
-            elapsed = at_now - schedule.active_clock(last, now)
+        if code not in clocks:
+            schedule = state.schedule(code)
+            clocks[code] = (schedule, float(schedule.active_clock(np.array([now]), now)[0]))
+        schedule, at_now = clocks[code]
+        if len(used) == 1:  # one schedule for the whole chunk: no selection
+            np.subtract(at_now, schedule.active_clock(last, now), out=elapsed)
             continue
         sel = codes == code
         elapsed[sel] = at_now - schedule.active_clock(last[sel], now)
-    states = (elapsed >= late).view(np.int8)
-    states += elapsed >= silent
-    return Judged(rows, states, elapsed, late, silent)
 
 
 def expectation_of(state: FleetState, row: int, now: float) -> dict[str, object]:
