@@ -59,6 +59,8 @@ _RRULE_FREQS: Final = ("HOURLY", "DAILY", "WEEKLY", "MONTHLY", "YEARLY")
 _RRULE_PART: Final = re.compile(r"([A-Z]+)=([A-Za-z0-9,+\-]+)")
 _DIM_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _DAY: Final = timedelta(days=1)
+_MEMO_AHEAD: Final = timedelta(days=7)
+_SLACK: Final = timedelta(hours=6)
 _KEYS: Final = frozenset({"id", "name", "start", "timezone", "duration_s", "rrule", "scope"})
 
 
@@ -168,6 +170,8 @@ class Window:
     created_at: float | None = None
     _tz: ZoneInfo = field(default=ZoneInfo("UTC"), repr=False, compare=False)
     _rule: rrules.rrule | None = field(default=None, repr=False, compare=False)
+    # the occurrences of a span of local time, kept: [lo, hi, starts] (see _starts_near)
+    _memo: list[object] = field(default_factory=list, repr=False, compare=False)
 
     def _instant(self, local: datetime) -> float:
         return local.replace(tzinfo=self._tz).timestamp()
@@ -178,16 +182,22 @@ class Window:
             self._instant(local + timedelta(seconds=self.duration_s)),
         )
 
-    def _starts_near(self, t: float, after_days: float = 1.0) -> Iterable[datetime]:
-        """Local starts of the occurrences that can cover ``t`` (a day of slack either
-        side for offsets), ascending."""
+    def _starts_near(self, t: float) -> Iterable[datetime]:
+        """Local starts of the occurrences that can cover ``t`` (6 h of slack either side:
+        a zone's offset changes by at most 2 h at a clock change), ascending."""
         if self._rule is None:
             return (self.start,)
         local = datetime.fromtimestamp(t, self._tz).replace(tzinfo=None)
-        lo = local - timedelta(seconds=self.duration_s) - _DAY
-        hi = local + timedelta(days=after_days)
-        starts: list[datetime] = self._rule.between(lo, hi, inc=True)
-        return starts
+        lo = local - timedelta(seconds=self.duration_s) - _SLACK
+        hi = local + _SLACK
+        memo = self._memo
+        if not memo or not (memo[0] <= lo and hi <= memo[1]):  # type: ignore[operator]
+            # a week ahead at once: the rule is walked from its start once a week, not
+            # at every evaluation (dateutil iterates from DTSTART)
+            ahead = hi + _MEMO_AHEAD
+            memo[:] = [lo, ahead, self._rule.between(lo, ahead, inc=True)]
+        kept: list[datetime] = memo[2]  # type: ignore[assignment]
+        return [s for s in kept if lo <= s <= hi]
 
     def occurrence_at(self, t: float) -> tuple[float, float] | None:
         """(start, end) in epoch seconds of the occurrence covering ``t``, or None (the
