@@ -641,9 +641,9 @@ def openapi_document(
     schemes: dict[str, Schema] = {"bearer": {"type": "http", "scheme": "bearer"}}
     if ingest:
         paths["/api/v1/ingest/{name}"] = _INGEST
+        schemes["basic"] = {"type": "http", "scheme": "basic"}
     if maintenance:
         paths.update(_maintenance_paths())
-        schemes["basic"] = {"type": "http", "scheme": "basic"}
     return {
         "openapi": "3.1.0",
         "info": {
