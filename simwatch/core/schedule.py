@@ -107,7 +107,6 @@ class Schedule:
 
     __slots__ = (
         "_active",
-        "_active_s",
         "_cum",
         "_per_week",
         "_span",
@@ -122,9 +121,10 @@ class Schedule:
         self.timezone = timezone
         self.tz = parse_zone(timezone)
         self._active = parse_active_hours(text)
-        self._active_s = self._active.astype(np.float64)  # 1.0 per active minute
-        minute_s = self._active_s * 60.0
-        self._cum = np.concatenate(([0.0], np.cumsum(minute_s)))  # active s before minute m
+        # active seconds before minute m: whole numbers up to 604,800, exact in float32
+        # (a table of ~50 kB per distinct active hours and zone)
+        minute_s = self._active.astype(np.float32) * np.float32(60.0)
+        self._cum = np.concatenate((np.zeros(1, np.float32), np.cumsum(minute_s, dtype=np.float32)))
         self._per_week = float(self._cum[-1])
         self._span = (0.0, -1.0)
         # instants of clock changes, the offset in force from each, and the active
@@ -143,7 +143,7 @@ class Schedule:
         week = index // WEEK_MINUTES
         index -= week * WEEK_MINUTES
         inside = local - minutes * 60.0
-        inside *= self._active_s[index]
+        inside *= self._active[index]
         out: npt.NDArray[np.float64] = week.astype(np.float64)
         out *= self._per_week
         out += self._cum[index]

@@ -204,6 +204,7 @@ ADDED_COLUMNS: Final = frozenset({
     "expect_interval", "expect_hours", "expect_from",
 })  # fmt: skip
 ADDED_TABLES: Final = frozenset({"schedules"})  # value tables added since, restored empty
+_MAX_SCHEDULES: Final = 32767  # distinct (active hours, zone) pairs: the int16 column's range
 
 
 def _copy_into(own: np.ndarray, given: np.ndarray, n: int, name: str) -> None:
@@ -385,9 +386,10 @@ class FleetState:
                 zone = spec.timezone
         c = self.cols
         c.expect_interval[row] = interval
-        c.expect_hours[row] = (
-            0 if hours is None else self.schedules.code(f"{hours}|{zone or 'UTC'}")
-        )
+        code = 0 if hours is None else self.schedules.code(f"{hours}|{zone or 'UTC'}")
+        if code > _MAX_SCHEDULES:  # more distinct active hours than the int16 column holds
+            code, hours_from = 0, 0
+        c.expect_hours[row] = code
         c.expect_from[row] = interval_from | (hours_from << 2)
 
     def schedule(self, code: int) -> Schedule:
