@@ -862,7 +862,13 @@ def test_shipped_config_maintenance_example_is_valid(tmp_path: Path) -> None:
         for line in section
         if re.match(r"# (\[\[maintenance\]\]|\w+ = )", line)
     ]
-    settings = load_settings(write(tmp_path, "\n".join(lines) + "\n"), {})
+    with_rrule = [line for line in lines if not line.startswith("cron = ")]
+    settings = load_settings(write(tmp_path, "\n".join(with_rrule) + "\n"), {})
     [window] = config_windows(settings.maintenance)
     assert window.id == "partner-20801-sundays"
     assert window.scope == {"partner": ("20801",)}
+    with_cron = [line for line in lines if not line.startswith("rrule = ")]
+    settings = load_settings(write(tmp_path, "\n".join(with_cron) + "\n"), {})
+    [same] = config_windows(settings.maintenance)
+    assert (same.cron, same.rrule) == ("0 2 * * SUN", None)
+    assert same.next_occurrence(1_800_000_000) == window.next_occurrence(1_800_000_000)

@@ -4,6 +4,7 @@ across clock changes, one-off and recurring windows, validation naming the field
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -14,6 +15,9 @@ from simwatch.core.maintenance import (
     in_scope,
     window_from_json,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def ts(text: str) -> float:
@@ -38,6 +42,15 @@ def sundays() -> Window:
     return window_from_json(PARIS_SUNDAYS, window_id="mw-0001")
 
 
+def cron_sundays() -> Window:
+    """The same window as a cron schedule: 02:00 local every Sunday."""
+    data = {k: v for k, v in PARIS_SUNDAYS.items() if k != "rrule"}
+    return window_from_json({**data, "cron": "0 2 * * SUN"}, window_id="mw-0002")
+
+
+KINDS = pytest.mark.parametrize("make", [sundays, cron_sundays], ids=["rrule", "cron"])
+
+
 # Sunday 02:00-04:00 Paris time, in UTC, around both 2026 clock changes (29 March: 02:00
 # CET -> 03:00 CEST; 25 October: 03:00 CEST -> 02:00 CET).
 PARIS_OCCURRENCES = [
@@ -51,13 +64,14 @@ PARIS_OCCURRENCES = [
 ]  # fmt: skip
 
 
+@KINDS
 @pytest.mark.parametrize(
     ("at", "span"), [c[1:] for c in PARIS_OCCURRENCES], ids=[c[0] for c in PARIS_OCCURRENCES]
 )
 def test_recurring_window_follows_the_local_clock_across_changes(
-    at: str, span: tuple[str, str]
+    make: Callable[[], Window], at: str, span: tuple[str, str]
 ) -> None:
-    found = sundays().occurrence_at(ts(at))
+    found = make().occurrence_at(ts(at))
     assert found is not None
     day = at[:10]
     assert (utc(found[0]), utc(found[1])) == (f"{day}T{span[0]}:00Z", f"{day}T{span[1]}:00Z")
@@ -74,9 +88,12 @@ OUTSIDE = [
 ]
 
 
+@KINDS
 @pytest.mark.parametrize("at", [c[1] for c in OUTSIDE], ids=[c[0] for c in OUTSIDE])
-def test_recurring_window_is_not_active_outside_its_occurrences(at: str) -> None:
-    assert sundays().occurrence_at(ts(at)) is None
+def test_recurring_window_is_not_active_outside_its_occurrences(
+    make: Callable[[], Window], at: str
+) -> None:
+    assert make().occurrence_at(ts(at)) is None
 
 
 def test_one_off_window_with_an_offset_start() -> None:
@@ -110,8 +127,9 @@ def test_rrule_count_ends_the_series() -> None:
     assert window.next_occurrence(ts("2026-12-02T11:00:00Z")) is None
 
 
-def test_json_shows_the_current_and_next_occurrence() -> None:
-    window = sundays()
+@KINDS
+def test_json_shows_the_current_and_next_occurrence(make: Callable[[], Window]) -> None:
+    window = make()
     during = window.to_json(ts("2026-03-29T01:30:00Z"))
     assert during["active"] is True
     assert during["current"] == {"start": "2026-03-29T01:00:00Z", "end": "2026-03-29T02:00:00Z"}
@@ -170,6 +188,50 @@ def test_bad_window_names_the_field(data: dict[str, object], message: str) -> No
         window_from_json(data, window_id="w")
     assert str(info.value).startswith(message)
     assert info.value.field == message.split(":", maxsplit=1)[0]
+
+
+def test_cron_day_of_month_or_day_of_week_as_cron_does() -> None:
+    window = window_from_json(
+        {"name": "x", "start": "2026-11-01T00:00", "duration_s": 600, "cron": "0 3 1 * MON"},
+        window_id="w",
+    )
+    assert window.occurrence_at(ts("2026-12-01T03:05:00Z")) is not None  # the 1st, a Tuesday
+    assert window.occurrence_at(ts("2026-12-07T03:05:00Z")) is not None  # a Monday
+    assert window.occurrence_at(ts("2026-12-08T03:05:00Z")) is None
+    assert window.next_occurrence(ts("2026-12-01T04:00:00Z")) == (
+        ts("2026-12-07T03:00:00Z"),
+        ts("2026-12-07T03:10:00Z"),
+    )
+    steps = window_from_json(
+        {"name": "x", "start": "2026-11-01T00:00", "duration_s": 60, "cron": "*/15 8-9 * * *"},
+        window_id="w",
+    )
+    assert steps.occurrence_at(ts("2026-11-02T09:45:30Z")) is not None
+    assert steps.occurrence_at(ts("2026-11-02T09:50:30Z")) is None
+    assert steps.occurrence_at(ts("2026-10-31T09:45:30Z")) is None  # before its start
+
+
+BAD_CRON = [
+    ("0 2 * *", "cron: expected 5 fields"),
+    ("61 2 * * *", "cron: '61' is outside 0-59 (minute)"),
+    ("0 2 * * XYZ", "cron: cannot read 'XYZ' in the day of week"),
+    ("0 2 30-1 * *", "cron: '30-1' is outside 1-31 (day of month)"),
+]
+
+
+@pytest.mark.parametrize(("cron", "message"), BAD_CRON, ids=[c for c, _ in BAD_CRON])
+def test_bad_cron_names_the_field(cron: str, message: str) -> None:
+    with pytest.raises(MaintenanceError) as info:
+        window_from_json(
+            {"name": "x", "start": "2026-01-01T00:00", "duration_s": 60, "cron": cron},
+            window_id="w",
+        )
+    assert str(info.value).startswith(message)
+
+
+def test_rrule_and_cron_together_are_refused() -> None:
+    with pytest.raises(MaintenanceError, match="cron: give rrule or cron, not both"):
+        window_from_json({**PARIS_SUNDAYS, "cron": "0 2 * * SUN"}, window_id="w")
 
 
 SCOPES = [

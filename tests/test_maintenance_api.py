@@ -92,7 +92,7 @@ async def test_windows_are_created_listed_kept_and_deleted(tmp_path: Path) -> No
         assert created == {
             "id": "mw-0001", "name": "Orange works", "source": "api",
             "start": "2026-11-22T02:00:00", "timezone": "Europe/Paris", "duration_s": 7200.0,
-            "rrule": "FREQ=WEEKLY;BYDAY=SU", "scope": {"partner": ["20801"]},
+            "rrule": "FREQ=WEEKLY;BYDAY=SU", "cron": None, "scope": {"partner": ["20801"]},
             "created_at": "2026-11-18T01:00:00Z", "active": False, "current": None,
             "next": {"start": "2026-11-22T01:00:00Z", "end": "2026-11-22T03:00:00Z"},
         }  # fmt: skip

@@ -24,7 +24,8 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from datetime import time as dtime
 from typing import TYPE_CHECKING, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_DURATION_S",
+    "Cron",
     "MaintenanceError",
     "Window",
     "active_windows",
@@ -61,7 +63,9 @@ _DIM_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _DAY: Final = timedelta(days=1)
 _MEMO_AHEAD: Final = timedelta(days=7)
 _SLACK: Final = timedelta(hours=6)
-_KEYS: Final = frozenset({"id", "name", "start", "timezone", "duration_s", "rrule", "scope"})
+_KEYS: Final = frozenset(
+    {"id", "name", "start", "timezone", "duration_s", "rrule", "cron", "scope"}
+)
 
 
 class MaintenanceError(ValueError):
@@ -155,6 +159,110 @@ def parse_scope(value: object) -> dict[str, tuple[str, ...]]:
     return out
 
 
+_CRON_FIELDS: Final = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31),
+                       ("month", 1, 12), ("day of week", 0, 7))  # fmt: skip
+_CRON_NAMES: Final = {
+    3: {m: i + 1 for i, m in enumerate(
+        ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"))},
+    4: {d: i for i, d in enumerate(("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"))},
+}  # fmt: skip
+_CRON_SEARCH_DAYS: Final = 4 * 366 + 1  # a 29 February is found within four years
+
+
+def _cron_number(text: str, index: int) -> int:
+    names = _CRON_NAMES.get(index, {})
+    if text.upper() in names:
+        return names[text.upper()]
+    if not text.isascii() or not text.isdigit():
+        raise MaintenanceError("cron", f"cannot read {text[:20]!r} in the {_CRON_FIELDS[index][0]}")
+    return int(text)
+
+
+def _cron_field(text: str, index: int) -> frozenset[int]:
+    name, low, high = _CRON_FIELDS[index]
+    values: set[int] = set()
+    for part in text.split(","):
+        body, _, step_text = part.partition("/")
+        step = _cron_number(step_text, index) if step_text else 1
+        if body == "*":
+            first, last = low, high
+        elif "-" in body:
+            a, _, b = body.partition("-")
+            first, last = _cron_number(a, index), _cron_number(b, index)
+        else:
+            first = _cron_number(body, index)
+            last = high if step_text else first
+        if not low <= first <= last <= high or step < 1:
+            raise MaintenanceError("cron", f"{part[:20]!r} is outside {low}-{high} ({name})")
+        values.update(range(first, last + 1, step))
+    return frozenset(values)
+
+
+@dataclass(frozen=True, slots=True)
+class Cron:
+    """A 5-field cron schedule (minute hour day-of-month month day-of-week; ``*``,
+    ``a-b``, ``*/n``, lists, month and day names). Day of month and day of week both
+    restricted: either matches (as cron does)."""
+
+    minutes: tuple[int, ...]
+    hours: tuple[int, ...]
+    days: frozenset[int]
+    months: frozenset[int]
+    weekdays: frozenset[int]  # Monday = 0 (Python's), from cron's Sunday = 0 or 7
+    either: bool  # both day fields restricted
+
+    @classmethod
+    def parse(cls, text: str) -> Cron:
+        fields = text.split()
+        if len(fields) != 5:
+            raise MaintenanceError(
+                "cron", "expected 5 fields: minute hour day-of-month month day-of-week"
+            )
+        parsed = [_cron_field(f, i) for i, f in enumerate(fields)]
+        return cls(
+            minutes=tuple(sorted(parsed[0])),
+            hours=tuple(sorted(parsed[1])),
+            days=parsed[2],
+            months=parsed[3],
+            weekdays=frozenset((d - 1) % 7 for d in parsed[4]),
+            either=fields[2] != "*" and fields[4] != "*",
+        )
+
+    def day_matches(self, day: date) -> bool:
+        if day.month not in self.months:
+            return False
+        in_days = day.day in self.days
+        in_weekdays = day.weekday() in self.weekdays
+        return (in_days or in_weekdays) if self.either else (in_days and in_weekdays)
+
+    def between(self, lo: datetime, hi: datetime) -> list[datetime]:
+        """The starts in ``[lo, hi]`` (local wall time), ascending."""
+        out = []
+        day = lo.date()
+        while day <= hi.date():
+            if self.day_matches(day):
+                for hour in self.hours:
+                    for minute in self.minutes:
+                        at = datetime.combine(day, dtime(hour, minute))
+                        if lo <= at <= hi:
+                            out.append(at)
+            day += timedelta(days=1)
+        return out
+
+    def after(self, local: datetime) -> datetime | None:
+        """The first start at or after ``local``."""
+        day = local.date()
+        for _ in range(_CRON_SEARCH_DAYS):
+            if self.day_matches(day):
+                for hour in self.hours:
+                    for minute in self.minutes:
+                        at = datetime.combine(day, dtime(hour, minute))
+                        if at >= local:
+                            return at
+            day += timedelta(days=1)
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
     """One maintenance window (see the module docstring). Build with ``window_from_json``."""
@@ -166,10 +274,12 @@ class Window:
     duration_s: float
     rrule: str | None = None
     scope: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    cron: str | None = None  # instead of rrule: a 5-field cron schedule of the starts
     source: Source = "api"
     created_at: float | None = None
     _tz: ZoneInfo = field(default=ZoneInfo("UTC"), repr=False, compare=False)
     _rule: rrules.rrule | None = field(default=None, repr=False, compare=False)
+    _cron: Cron | None = field(default=None, repr=False, compare=False)
     # the occurrences of a span of local time, kept: [lo, hi, starts] (see _starts_near)
     _memo: list[object] = field(default_factory=list, repr=False, compare=False)
 
@@ -185,11 +295,15 @@ class Window:
     def _starts_near(self, t: float) -> Iterable[datetime]:
         """Local starts of the occurrences that can cover ``t`` (6 h of slack either side:
         a zone's offset changes by at most 2 h at a clock change), ascending."""
-        if self._rule is None:
+        if self._rule is None and self._cron is None:
             return (self.start,)
         local = datetime.fromtimestamp(t, self._tz).replace(tzinfo=None)
         lo = local - timedelta(seconds=self.duration_s) - _SLACK
         hi = local + _SLACK
+        if self._cron is not None:  # from the window's start on
+            return self._cron.between(max(lo, self.start), hi)
+        if self._rule is None:  # pragma: no cover - one of the two is set here
+            return ()
         memo = self._memo
         if not memo or not (memo[0] <= lo and hi <= memo[1]):  # type: ignore[operator]
             # a week ahead at once: the rule is walked from its start once a week, not
@@ -215,7 +329,7 @@ class Window:
         current = self.occurrence_at(t)
         if current is not None:
             return current
-        if self._rule is None:
+        if self._rule is None and self._cron is None:
             start, end = self._span(self.start)
             return (start, end) if start > t else None
         return self._after(math.nextafter(t, math.inf))
@@ -234,6 +348,7 @@ class Window:
             "timezone": self.timezone,
             "duration_s": self.duration_s,
             "rrule": self.rrule,
+            "cron": self.cron,
             "scope": {k: list(v) for k, v in self.scope.items()},
             "created_at": None if self.created_at is None else format_rfc3339(self.created_at),
             "active": current is not None,
@@ -243,9 +358,17 @@ class Window:
 
     def _after(self, end: float) -> tuple[float, float] | None:
         """The first occurrence starting at or after ``end``."""
+        local = datetime.fromtimestamp(end, self._tz).replace(tzinfo=None)
+        if self._cron is not None:
+            at = self._cron.after(max(local - _SLACK, self.start))
+            while at is not None:
+                start, stop = self._span(at)
+                if start >= end:
+                    return start, stop
+                at = self._cron.after(at + timedelta(minutes=1))
+            return None
         if self._rule is None:
             return None
-        local = datetime.fromtimestamp(end, self._tz).replace(tzinfo=None)
         for candidate in self._rule.xafter(local - _DAY, inc=True):
             start, stop = self._span(candidate)
             if start >= end:
@@ -264,6 +387,8 @@ class Window:
         }
         if self.rrule is not None:
             out["rrule"] = self.rrule
+        if self.cron is not None:
+            out["cron"] = self.cron
         if self.created_at is not None:
             out["created_at"] = self.created_at
         return out
@@ -310,6 +435,14 @@ def window_from_json(
         raise MaintenanceError("duration_s", f"must be > 0 and at most {MAX_DURATION_S:.0f}")
     raw_rule = data.get("rrule")
     rule = _parse_rrule(raw_rule, start)
+    raw_cron = data.get("cron")
+    cron = None
+    if raw_cron is not None and raw_cron != "":
+        if not isinstance(raw_cron, str):
+            raise MaintenanceError("cron", "expected 5 fields such as '0 2 * * SUN'")
+        if rule is not None:
+            raise MaintenanceError("cron", "give rrule or cron, not both")
+        cron = Cron.parse(raw_cron)
     scope = parse_scope(data.get("scope"))
     wid = window_id if window_id is not None else data.get("id")
     if not isinstance(wid, str) or not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", wid):
@@ -322,10 +455,12 @@ def window_from_json(
         duration_s=float(duration),
         rrule=None if rule is None else str(raw_rule).strip().removeprefix("RRULE:"),
         scope=scope,
+        cron=None if cron is None else " ".join(str(raw_cron).split()),
         source=source,
         created_at=created_at,
         _tz=tz,
         _rule=rule,
+        _cron=cron,
     )
 
 

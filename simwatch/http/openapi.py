@@ -242,7 +242,8 @@ SCHEMAS: Final[dict[str, Schema]] = {
             "start": {"type": "string", "description": "local wall time in timezone"},
             "timezone": {"type": "string"},
             "duration_s": {"type": "number", "exclusiveMinimum": 0},
-            "rrule": {**_TEXT, "description": "RFC 5545 RRULE body; null: one-off"},
+            "rrule": {**_TEXT, "description": "RFC 5545 RRULE body; null: one-off or cron"},
+            "cron": {**_TEXT, "description": "5-field cron schedule of the starts, or null"},
             "scope": {
                 "type": "object",
                 "additionalProperties": {"type": "array", "items": {"type": "string"}},
@@ -264,6 +265,7 @@ SCHEMAS: Final[dict[str, Schema]] = {
             "timezone": {"type": "string", "default": "UTC"},
             "duration_s": {"type": "number", "exclusiveMinimum": 0},
             "rrule": {"type": "string", "description": "e.g. FREQ=WEEKLY;BYDAY=SU"},
+            "cron": {"type": "string", "description": "instead of rrule, e.g. 0 2 * * SUN"},
             "scope": {
                 "type": "object",
                 "additionalProperties": {

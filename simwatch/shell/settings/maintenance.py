@@ -29,6 +29,8 @@ class MaintenanceSettings(Model):
     duration_s: float = Field(gt=0)
     # RFC 5545 RRULE body: "FREQ=WEEKLY;BYDAY=SU"; unset: a one-off window
     rrule: OptionalStr = None
+    # instead of rrule: a 5-field cron schedule of the starts, "0 2 * * SUN"
+    cron: OptionalStr = None
     # dimension -> value or values: {partner = ["20801"], customer = "acme"}; {} = the fleet
     scope: Annotated[dict[str, list[str]], BeforeValidator(_one_value_as_list)] = Field(
         default_factory=dict
@@ -53,6 +55,8 @@ class MaintenanceSettings(Model):
         }
         if self.rrule is not None:
             data["rrule"] = self.rrule
+        if self.cron is not None:
+            data["cron"] = self.cron
         return window_from_json(data, source="config", window_id=self.id or default_id)
 
 
