@@ -64,6 +64,12 @@ SCHEMAS: Final[dict[str, Schema]] = {
                 "items": {"type": "integer", "minimum": 0, "maximum": 23},
                 "description": "hours of day (UTC) of a daytime-only device; null otherwise",
             },
+            "weekdays_only": {
+                "type": "boolean",
+                "description": "learned: the SIM reports on weekdays only (UTC; two weeks in "
+                "a row with data on 3+ weekdays and none on the weekend), so weekends do not "
+                "count towards late and silent",
+            },
             "expectation": _ref("Expectation"),
         },
         "the SIM's reporting rhythm: learned, or as set (late_after_s and silent_after_s "

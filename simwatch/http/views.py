@@ -179,6 +179,7 @@ def sim_view(engine: Engine, iccid: str, now: float) -> Json:
             "learned": bool(info.get("learned")),
             "gaps_seen": gaps_seen if isinstance(gaps_seen, int) else 0,
             "active_hours": list(active_hours) if isinstance(active_hours, list) else None,
+            "weekdays_only": bool(info.get("weekdays_only")),
             "expectation": expectation,
         },
         "session": _session(engine, row),
