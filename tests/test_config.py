@@ -872,3 +872,26 @@ def test_shipped_config_maintenance_example_is_valid(tmp_path: Path) -> None:
     [same] = config_windows(settings.maintenance)
     assert (same.cron, same.rrule) == ("0 2 * * SUN", None)
     assert same.next_occurrence(1_800_000_000) == window.next_occurrence(1_800_000_000)
+
+
+def test_check_config_lists_windows_and_expectations(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (
+        _WINDOW + "duration_s = 7200\ntimezone = 'Europe/Paris'\nrrule = 'FREQ=WEEKLY;BYDAY=SU'\n"
+        "scope = { partner = ['20801', '20810'] }\n"
+        "[[maintenance]]\nid = 'up'\nname = 'upgrade'\nstart = '2026-12-06T23:00'\n"
+        "duration_s = 3600\n"
+        "[engine.expectations.plans.m]\nexpected_interval_s = 3600\n"
+    )
+    path = write(tmp_path, text)
+    assert check_config_main(["--config.file", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines()[-4:] == [
+        "maintenance windows (more through POST /api/v1/maintenance):",
+        (
+            "  cfg-1 'x': FREQ=WEEKLY;BYDAY=SU from 2026-01-04T02:00:00 Europe/Paris, 7200 s, "
+            "scope partner=20801|20810"
+        ),
+        "  up 'upgrade': once from 2026-12-06T23:00:00 UTC, 3600 s, scope the whole fleet",
+        "expectations: 1 plan(s), 0 customer(s)",
+    ]
