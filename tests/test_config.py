@@ -19,6 +19,7 @@ from simwatch.shell.settings import (
     MqttSourceSettings,
     Settings,
     check_config_main,
+    config_windows,
     load_settings,
 )
 
@@ -796,3 +797,101 @@ def test_an_empty_sim_list_is_an_error_and_a_missing_one_discovers(tmp_path: Pat
     )
     settings = load_settings(write(tmp_path, cisco), {})
     assert settings.sources.http[0].iccids == []  # left out: the platform's list
+
+
+# ---- [[maintenance]] windows (issue 13) ---------------------------------------------------
+
+_WINDOW = "[[maintenance]]\nname = 'x'\nstart = '2026-01-04T02:00'\n"
+BAD_WINDOWS = [
+    ("unknown time zone", _WINDOW + "duration_s = 60\ntimezone = 'Mars/Base'\n",
+     "maintenance[0].timezone: unknown time zone 'Mars/Base' (IANA names such as Europe/Paris)"),
+    ("no duration", _WINDOW, "maintenance[0].duration_s: Field required"),
+    ("zero duration", _WINDOW + "duration_s = 0\n",
+     "maintenance[0].duration_s: Input should be greater than 0 (got 0)"),
+    ("rule too fine", _WINDOW + "duration_s = 60\nrrule = 'FREQ=MINUTELY'\n",
+     ("maintenance[0].rrule: FREQ must be one of HOURLY, DAILY, WEEKLY, MONTHLY, YEARLY, "
+      "not 'MINUTELY'")),
+    ("empty scope values", _WINDOW + "duration_s = 60\nscope = { partner = [] }\n",
+     "maintenance[0].scope.partner: expected a value or a non-empty list of values (strings)"),
+    ("an id twice", (_WINDOW + "duration_s = 60\nid = 'a'\n") * 2,
+     "maintenance: window id 'a' is used twice"),
+    ("unknown key", _WINDOW + "duration_s = 60\ncolour = 'red'\n",
+     "maintenance[0].colour: unknown option"),
+    ("start not a time", "[[maintenance]]\nname = 'x'\nstart = 'sunday'\nduration_s = 60\n",
+     "maintenance[0].start: expected a local time YYYY-MM-DDTHH:MM, got 'sunday'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"), [c[1:] for c in BAD_WINDOWS], ids=[c[0] for c in BAD_WINDOWS]
+)
+def test_bad_maintenance_window_names_the_field(tmp_path: Path, toml: str, message: str) -> None:
+    assert load_error(tmp_path, toml) == message
+
+
+def test_bad_maintenance_window_from_the_environment_names_the_variable() -> None:
+    window = '[{"name": "x", "start": "2026-01-01T00:00", "duration_s": 60, "timezone": "X/Y"}]'
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, {"SIMWATCH_MAINTENANCE": window})
+    assert str(info.value) == (
+        "maintenance[0].timezone (from SIMWATCH_MAINTENANCE): unknown time zone 'X/Y' "
+        "(IANA names such as Europe/Paris)"
+    )
+
+
+def test_maintenance_windows_load_with_ids(tmp_path: Path) -> None:
+    toml = (
+        _WINDOW + "duration_s = 7200\ntimezone = 'Europe/Paris'\nrrule = 'FREQ=WEEKLY;BYDAY=SU'\n"
+        "scope = { partner = ['20801'], customer = 'acme' }\n"
+        "[[maintenance]]\nid = 'upgrade'\nname = 'core upgrade'\nstart = '2026-12-06T23:00'\n"
+        "duration_s = 3600\n"
+    )
+    settings = load_settings(write(tmp_path, toml), {})
+    first, second = config_windows(settings.maintenance)
+    assert (first.id, first.timezone) == ("cfg-1", "Europe/Paris")
+    assert first.rrule == "FREQ=WEEKLY;BYDAY=SU"
+    assert first.scope == {"partner": ("20801",), "customer": ("acme",)}
+    assert (second.id, second.rrule, second.scope, second.source) == ("upgrade", None, {}, "config")
+
+
+def test_shipped_config_maintenance_example_is_valid(tmp_path: Path) -> None:
+    text = SHIPPED.read_text(encoding="utf-8")
+    section = text[text.index("# --- Maintenance") : text.index("# --- Sources")].splitlines()
+    lines = [
+        line.removeprefix("# ").split("  #")[0]
+        for line in section
+        if re.match(r"# (\[\[maintenance\]\]|\w+ = )", line)
+    ]
+    with_rrule = [line for line in lines if not line.startswith("cron = ")]
+    settings = load_settings(write(tmp_path, "\n".join(with_rrule) + "\n"), {})
+    [window] = config_windows(settings.maintenance)
+    assert window.id == "partner-20801-sundays"
+    assert window.scope == {"partner": ("20801",)}
+    with_cron = [line for line in lines if not line.startswith("rrule = ")]
+    settings = load_settings(write(tmp_path, "\n".join(with_cron) + "\n"), {})
+    [same] = config_windows(settings.maintenance)
+    assert (same.cron, same.rrule) == ("0 2 * * SUN", None)
+    assert same.next_occurrence(1_800_000_000) == window.next_occurrence(1_800_000_000)
+
+
+def test_check_config_lists_windows_and_expectations(
+    tmp_path: Path, clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (
+        _WINDOW + "duration_s = 7200\ntimezone = 'Europe/Paris'\nrrule = 'FREQ=WEEKLY;BYDAY=SU'\n"
+        "scope = { partner = ['20801', '20810'] }\n"
+        "[[maintenance]]\nid = 'up'\nname = 'upgrade'\nstart = '2026-12-06T23:00'\n"
+        "duration_s = 3600\n"
+        "[engine.expectations.plans.m]\nexpected_interval_s = 3600\n"
+    )
+    path = write(tmp_path, text)
+    assert check_config_main(["--config.file", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines()[-4:] == [
+        "maintenance windows (more through POST /api/v1/maintenance):",
+        (
+            "  cfg-1 'x': FREQ=WEEKLY;BYDAY=SU from 2026-01-04T02:00:00 Europe/Paris, 7200 s, "
+            "scope partner=20801|20810"
+        ),
+        "  up 'upgrade': once from 2026-12-06T23:00:00 UTC, 3600 s, scope the whole fleet",
+        "expectations: 1 plan(s), 0 customer(s)",
+    ]

@@ -70,6 +70,10 @@ def walk(model: type[BaseModel], prefix: Loc = ()) -> Iterator[tuple[Loc, object
             yield from walk(ann, path)  # type: ignore[arg-type]
         elif get_origin(ann) is list and _is_model(_bare(get_args(ann)[0])):
             yield from walk(_bare(get_args(ann)[0]), (*path, 0))  # type: ignore[arg-type]
+        elif get_origin(ann) in (Union, types.UnionType):  # a table of one of several kinds
+            for member in get_args(ann):
+                if _is_model(_bare(member)):
+                    yield from walk(_bare(member), path)  # type: ignore[arg-type]
 
 
 OPTIONS: Final = list(walk(Settings))

@@ -390,3 +390,47 @@ def test_describe_one_row_agrees_with_the_vectorized_thresholds() -> None:
         near = min(abs(elapsed[row] - late[row]), abs(elapsed[row] - silent[row]))
         if near > 1e-4 * elapsed[row]:  # off the thresholds: the same state
             assert d["state"] == SimState(int(states[row])).name.lower(), row
+
+
+# ---- weekdays apart from weekends (issue 13) ----------------------------------------------
+
+_MONDAY = 1_794_787_200.0  # 2026-11-16T00:00:00Z, a Monday
+
+
+def _reports(model: RhythmModel, row: int, start: float, end: float, weekends: bool) -> float:
+    """Every 15 minutes from ``start`` to ``end`` (skipping Saturday and Sunday UTC unless
+    ``weekends``); returns the last report time."""
+    t, last = start, start
+    while t < end:
+        day = int(((t - _MONDAY) % (7 * 86400)) // 86400)
+        if weekends or day < 5:
+            model.observe(row, t)
+            last = t
+        t += 900.0
+    return last
+
+
+def test_a_weekday_only_device_is_not_silent_over_the_weekend() -> None:
+    model = RhythmModel(2)
+    three_weeks = _MONDAY + 19 * 86400  # to Saturday of the third week
+    _reports(model, 0, _MONDAY, three_weeks, weekends=False)
+    _reports(model, 1, _MONDAY, three_weeks, weekends=True)
+    sunday_noon = _MONDAY + 20 * 86400 + 12 * 3600
+    weekday, every_day = model.describe(0, sunday_noon), model.describe(1, sunday_noon)
+    assert weekday["weekdays_only"] is True
+    assert every_day["weekdays_only"] is False
+    assert weekday["state"] == "ok"  # silent since Friday night, but that is its weekend
+    assert list(model.classify(sunday_noon, 2)) == [SimState.OK, SimState.SILENT]
+    # on a weekday it is judged by its 15-min rhythm: an hour without data is late
+    monday = _MONDAY + 21 * 86400
+    last = _reports(model, 0, monday, monday + 10 * 3600, weekends=False)
+    assert model.describe(0, last + 3600)["state"] in ("late", "silent")
+
+
+def test_one_quiet_weekend_is_not_a_weekday_rhythm() -> None:
+    model = RhythmModel(1)
+    first_saturday = _MONDAY + 5 * 86400
+    _reports(model, 0, _MONDAY, first_saturday, weekends=True)
+    second_monday = _MONDAY + 7 * 86400  # a weekend without data (an outage), then on
+    _reports(model, 0, second_monday, second_monday + 12 * 86400, weekends=True)
+    assert model.describe(0, second_monday + 12 * 86400)["weekdays_only"] is False

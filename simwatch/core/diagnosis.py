@@ -46,7 +46,8 @@ def human_duration(seconds: float) -> str:
     return f"{days} d {hours} h" if hours else f"{days} d"
 
 
-def _fmt_bytes(n: int) -> str:
+def format_bytes(n: int) -> str:
+    """``144.0 kB``, ``12 B``, ``3.2 GB``: decimal units (the diagnosis and the console)."""
     value = float(n)
     for unit in ("B", "kB", "MB", "GB"):
         if value < 1000 or unit == "GB":
@@ -151,7 +152,7 @@ def diagnose(
             Finding(
                 "data_cap",
                 "critical",
-                f"Monthly data cap reached: {_fmt_bytes(used)} used of {_fmt_bytes(cap)}. "
+                f"Monthly data cap reached: {format_bytes(used)} used of {format_bytes(cap)}. "
                 "Data is blocked until the next month starts or the cap is raised.",
             )
         )
@@ -236,4 +237,4 @@ def _silence_finding(code: int, info: dict[str, object], now: float) -> list[Fin
     return [Finding("ok", "info", f"Last data {gap} ago{rhythm}.")]
 
 
-__all__ = ["Finding", "diagnose", "human_duration"]
+__all__ = ["Finding", "diagnose", "format_bytes", "human_duration"]

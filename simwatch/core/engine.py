@@ -34,8 +34,10 @@ from simwatch.core.incidents import (
 )
 from simwatch.core.ingest import Ingestor
 from simwatch.core.localize import Cause, LocalizeParams, healthy_part
+from simwatch.core.maintenance import Window, active_windows
 from simwatch.core.operators import OperatorTable
 from simwatch.core.rhythm import RhythmParams, SimState
+from simwatch.core.schedule import ExpectationTables
 from simwatch.core.state import FleetState
 
 if TYPE_CHECKING:
@@ -64,6 +66,8 @@ class EngineConfig:
     evaluation: EvalParams = field(default_factory=EvalParams)
     dedup_capacity: int = 2_000_000
     initial_capacity: int = 4096
+    # per-plan and per-customer expectations (the inventory's own columns win over them)
+    expectations: ExpectationTables = field(default_factory=ExpectationTables)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +107,7 @@ class Engine:
             capacity=self.config.initial_capacity,
             rhythm=self.config.rhythm,
         )
+        self.state.expectations = self.config.expectations
         self.ingestor = Ingestor(
             self.state, self.operators, dedup_capacity=self.config.dedup_capacity
         )
@@ -119,6 +124,8 @@ class Engine:
         self.last_evaluation: Evaluation | None = None
         self.cycles = 0
         self._prev_states = _EMPTY_STATES  # per-SIM states of the previous cycle
+        # maintenance windows (config and API); the shell replaces the tuple on a change
+        self.maintenance: tuple[Window, ...] = ()
 
     # ---- input ------------------------------------------------------------------------
 
@@ -199,6 +206,7 @@ class Engine:
         # morning its first night cannot be told from silence.
         alarms = self._sim_alarms(evaluation) if warm else []
         changes += self.incidents.update_sims(now, alarms)
+        changes += self._mark_maintenance(now, evaluation, changes)
         frozen = np.zeros(state.n_leaves, bool)
         for incident in self.incidents.open.values():
             if incident.kind == "group":
@@ -215,6 +223,70 @@ class Engine:
         self.cycles += 1
         state_changes = self._state_changes(evaluation.states)
         return CycleResult(evaluation, changes, time.perf_counter() - started, state_changes)
+
+    def _mark_maintenance(
+        self, now: float, evaluation: Evaluation, changes: Sequence[IncidentChange]
+    ) -> list[IncidentChange]:
+        """Mark each open incident with the maintenance windows under way whose scope
+        holds it (``core.maintenance.in_scope``); a change of the marking is an
+        ``updated`` change (a window ending while the fault goes on pages at once)."""
+        active = active_windows(self.maintenance, now) if self.maintenance else []
+        changed = {c.incident.id for c in changes}
+        out: list[IncidentChange] = []
+        for incident in self.incidents.open.values():
+            before = {str(m.get("id")) for m in incident.maintenance}
+            marks: list[dict[str, object]] = []
+            if active:
+                dims, members = self._scope_facts(incident, evaluation, active)
+                for window, ends_at in active:
+                    known = {d: v for d, v in members.items() if v}
+                    needs = [d for d in window.scope if d not in dims]
+                    if any(d not in known for d in needs) and window.id in before:
+                        covered = True  # no failing SIM to look at this cycle: as before
+                    else:
+                        covered = window.covers(dims, known)
+                    if covered:
+                        marks.append({"id": window.id, "name": window.name, "ends_at": ends_at})
+            incident.maintenance = marks
+            if {str(m["id"]) for m in marks} != before and incident.id not in changed:
+                out.append(IncidentChange("updated", incident, now))
+        return out
+
+    def _scope_facts(
+        self, incident: Incident, evaluation: Evaluation, active: Sequence[tuple[Window, float]]
+    ) -> tuple[dict[str, str], dict[str, frozenset[str]]]:
+        """An incident's fixed dims and, for each scope dimension it does not fix, the
+        values its failing SIMs have (a SIM ticket: the SIM's own values)."""
+        state = self.state
+        wanted = {d for window, _ in active for d in window.scope}
+        if incident.kind == "sim":
+            row = state.row(incident.iccid or "")
+            if row < 0:
+                return {}, {}
+            dims = self.sim_dims(row)
+            for dim in ("customer", "plan"):
+                code = int(getattr(state.cols, dim)[row])
+                if code:
+                    dims[dim] = state.dim_values(dim)[code]
+            return dims, {}
+        dims = dict(incident.dims)
+        open_dims = wanted - dims.keys()
+        if not open_dims:
+            return dims, {}
+        n = evaluation.n
+        member = evaluation.member_leaf[:n]
+        inside = evaluation.counted & (member >= 0)
+        inside[inside] = leaf_mask(state, dims)[member[inside]]
+        failing = inside & (evaluation.overdue | (evaluation.evidence != 0))
+        members: dict[str, frozenset[str]] = {}
+        for dim in open_dims:
+            column = _dim_column(state, dim)
+            if column is None:
+                continue
+            codes = np.unique(column[:n][failing])
+            values = state.dim_values(dim)
+            members[dim] = frozenset(values[int(c)] for c in codes.tolist())
+        return dims, members
 
     def _state_changes(self, states: np.ndarray) -> StateChanges:
         prev = self._prev_states
@@ -343,6 +415,17 @@ class Engine:
             incident=incident,
             partner_label=self.partner_label(partner) if partner else None,
         )
+
+
+def _dim_column(state: FleetState, dim: str) -> np.ndarray | None:
+    """The per-SIM code column of a dimension (None for a name the fleet does not have)."""
+    cols = state.cols
+    if dim in cols.extra:
+        return cols.extra[dim]
+    if dim in ("apn", "country", "partner", "rat", "customer", "plan"):
+        column: np.ndarray = getattr(cols, dim)
+        return column
+    return None
 
 
 def _section(meta: Mapping[str, object], name: str) -> Mapping[str, object]:

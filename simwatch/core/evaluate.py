@@ -21,6 +21,7 @@ import numpy as np
 from simwatch.core import regime
 from simwatch.core.localize import Cause, LeafTable, LocalizeParams, localize
 from simwatch.core.rhythm import SimState
+from simwatch.core.schedule import SOURCES, Schedule
 from simwatch.core.state import EPOCH_BASE, NEVER, Flag, RejectKind, Status, rel
 from simwatch.core.timeutil import month_of
 
@@ -120,6 +121,7 @@ def sim_states(state: FleetState, now: float, params: EvalParams | None = None) 
     A session-level SIM (``core.regime``) is judged by its sessions instead: OK while a
     session is open, LATE once its last session has been closed for
     ``session_closed_late_s`` without a new one, SILENT after ``session_closed_silent_s``.
+    Where a SIM has an expectation the user set (``set_expectations``), that judges it.
     """
     n = len(state)
     states = state.rhythm.classify(now, n).astype(np.int8, copy=True)
@@ -135,6 +137,10 @@ def sim_states(state: FleetState, now: float, params: EvalParams | None = None) 
             np.where(shut & (closed_for >= p.session_closed_late_s), SimState.LATE, SimState.OK),
         ).astype(np.int8)
         states[rows] = by_session
+    rows = np.flatnonzero((state.cols.expect_interval[:n] > 0) | (state.cols.expect_hours[:n] > 0))
+    if rows.size:
+        judged = set_expectations(state, now, rows)
+        states[judged.rows] = judged.states
     away = (state.cols.flags[:n] & Flag.AWAY) != 0
     states[(state.cols.status[:n] != Status.ACTIVE) | away] = INACTIVE
     return states
@@ -148,6 +154,113 @@ def session_level_rows(state: FleetState) -> np.ndarray:
     if rows.size:
         rows = rows[c.session_start[rows] != NEVER]
     return rows
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """SIMs judged by a set expectation: parallel arrays (seen SIMs only)."""
+
+    rows: np.ndarray
+    states: np.ndarray  # int8 SimState
+    elapsed: np.ndarray  # seconds that count (in active hours where they are set)
+    late: np.ndarray  # thresholds (float32)
+    silent: np.ndarray
+
+
+_CHUNK = 16384  # rows per pass: the temporaries stay in cache (as in the rhythm model)
+
+
+def set_expectations(state: FleetState, now: float, rows: np.ndarray) -> Judged:
+    """Judge ``rows`` (SIMs with a set expectation) at ``now``: an expected interval
+    gives the thresholds (``RhythmModel.interval_thresholds``) instead of the learned
+    ones; active hours make only the time inside them count, so a SIM is never late
+    because of the time outside them (one already late stays late until it reports)."""
+    last = state.rhythm.last_data[rows]
+    seen = ~np.isnan(last)
+    if not seen.all():
+        rows, last = rows[seen], last[seen]
+    size = len(rows)
+    states = np.empty(size, np.int8)
+    elapsed = np.empty(size, np.float64)
+    late = np.empty(size, np.float32)
+    silent = np.empty(size, np.float32)
+    clocks: dict[int, tuple[Schedule, float]] = {}
+    for lo in range(0, size, _CHUNK):
+        hi = min(lo + _CHUNK, size)
+        chunk = rows[lo:hi]
+        out = (elapsed, late, silent)
+        _judge(state, now, rows=chunk, last=last[lo:hi], clocks=clocks, out=out, at=lo)
+        cut = slice(lo, hi)
+        np.greater_equal(elapsed[cut], late[cut], out=states[cut].view(np.bool_))
+        states[cut] += elapsed[cut] >= silent[cut]
+    return Judged(rows, states, elapsed, late, silent)
+
+
+def _judge(
+    state: FleetState,
+    now: float,
+    *,
+    rows: np.ndarray,
+    last: np.ndarray,
+    clocks: dict[int, tuple[Schedule, float]],
+    out: tuple[np.ndarray, np.ndarray, np.ndarray],
+    at: int,
+) -> None:
+    """``set_expectations`` over one chunk: elapsed time that counts, thresholds, into
+    ``out`` from index ``at``."""
+    c = state.cols
+    elapsed, late, silent = (a[at : at + len(rows)] for a in out)
+    interval = c.expect_interval[rows]
+    has = interval > 0
+    if has.all():  # a set interval for every one: the learned thresholds are not needed
+        late[:], silent[:] = state.rhythm.interval_thresholds(interval)
+    else:
+        late[:], silent[:] = state.rhythm.thresholds_of(rows)
+        if has.any():
+            late[has], silent[has] = state.rhythm.interval_thresholds(interval[has])
+    np.subtract(now, last, out=elapsed)
+    codes = c.expect_hours[rows]
+    first = int(codes[0])
+    used = [first] if (codes == first).all() else np.unique(codes).tolist()
+    for code in used:
+        if code == 0:
+            continue
+        if code not in clocks:
+            schedule = state.schedule(code)
+            clocks[code] = (schedule, float(schedule.active_clock(np.array([now]), now)[0]))
+        schedule, at_now = clocks[code]
+        if len(used) == 1:  # one schedule for the whole chunk: no selection
+            np.subtract(at_now, schedule.active_clock(last, now), out=elapsed)
+            continue
+        sel = codes == code
+        elapsed[sel] = at_now - schedule.active_clock(last[sel], now)
+
+
+def expectation_of(state: FleetState, row: int, now: float) -> dict[str, object]:
+    """Which expectation judges a SIM, for the per-SIM view: the interval (set, and from
+    where: ``inventory``, ``plan``, ``customer``; or ``learned``), the active hours (set,
+    or ``learned`` when the rhythm found a daytime pattern, see ``rhythm``) and, where
+    something is set, the thresholds and the time that counts now."""
+    c = state.cols
+    interval = float(c.expect_interval[row])
+    code = int(c.expect_hours[row])
+    source = int(c.expect_from[row])
+    schedule = state.schedule(code) if code else None
+    out: dict[str, object] = {
+        "interval_s": interval or None,
+        "interval_from": SOURCES[source & 3],
+        "active_hours": None if schedule is None else schedule.text,
+        "timezone": None if schedule is None else schedule.timezone,
+        "hours_from": SOURCES[(source >> 2) & 3],
+        "in_active_hours": None if schedule is None else schedule.is_active(now),
+    }
+    if interval or schedule is not None:
+        judged = set_expectations(state, now, np.array([row], np.int64))
+        if judged.rows.size:
+            out["late_after_s"] = float(judged.late[0])
+            out["silent_after_s"] = float(judged.silent[0])
+            out["elapsed_s"] = float(judged.elapsed[0])
+    return out
 
 
 def explanations(state: FleetState, now: float, params: EvalParams) -> np.ndarray:
@@ -341,10 +454,9 @@ def evaluate(
     c = state.cols
     states = sim_states(state, now, params)
     why = explanations(state, now, params)
-    learned = state.rhythm.learned(n)
+    learned = state.rhythm.learned(n) | (c.expect_interval[:n] > 0)  # set: known rhythm
     session_rows = session_level_rows(state)
     if session_rows.size:  # judged by its sessions: known once one was seen
-        learned = learned.copy()
         learned[session_rows] = True
     leaf = c.leaf[:n]
     counted = (states != INACTIVE) & (states != SimState.NEVER_SEEN) & learned & (leaf >= 0)

@@ -20,6 +20,8 @@ __all__ = [
     "core_hours",
     "core_hours_vec",
     "quiet_block_hours",
+    "workday_clock",
+    "workday_clock_vec",
 ]
 
 HOUR: Final = 3600.0
@@ -91,4 +93,34 @@ def active_clock_vec(
     before = np.bitwise_count(masks & _LOW_BITS[h]).astype(np.float64) * HOUR
     inside = ((masks >> h.astype(np.uint32)) & np.uint32(1)).astype(np.float64) * into
     out: npt.NDArray[np.float64] = day * per_day + before + inside
+    return out
+
+
+# Days since the epoch modulo 7 (1970-01-01 was a Thursday): Thu Fri Sat Sun Mon Tue Wed.
+_WORKDAY: Final = np.array([1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0])
+_WORKDAYS_BEFORE: Final = np.array([0.0, 1.0, 2.0, 2.0, 2.0, 3.0, 4.0])
+
+
+def workday_clock(t: float, mask: int, per_day: float) -> float:
+    """``active_clock`` counting Monday to Friday (UTC) only."""
+    day, sod = divmod(t, DAY)
+    week, rest = divmod(int(day), 7)
+    acc = (5 * week + float(_WORKDAYS_BEFORE[rest])) * per_day
+    if _WORKDAY[rest]:
+        acc += active_clock(sod, mask, per_day)
+    return acc
+
+
+def workday_clock_vec(
+    t: npt.NDArray[np.float64], masks: npt.NDArray[np.uint32], per_day: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """Vectorized ``workday_clock``."""
+    day = np.floor(t * (1.0 / DAY))
+    sod = t - day * DAY
+    days = day.astype(np.int64)
+    week = days // 7
+    rest = days - week * 7
+    within = active_clock_vec(sod, masks, per_day)  # sod < DAY: the day's part only
+    out: npt.NDArray[np.float64] = (5.0 * week + _WORKDAYS_BEFORE[rest]) * per_day
+    out += _WORKDAY[rest] * within
     return out

@@ -62,6 +62,9 @@ class Incident:
     # what the failing count rests on, per kind (``overdue``, ``failure_end``, ``reject``,
     # ``churn``, ``moved``), with the leading causes: see ``evidence_summary``
     evidence: dict[str, object] = field(default_factory=dict)
+    # the maintenance windows covering it at the last evaluation: {"id", "name", "ends_at"
+    # (epoch seconds, the end of the window's current occurrence)}; see core.maintenance
+    maintenance: list[dict[str, object]] = field(default_factory=list)
 
     @property
     def state(self) -> str:
@@ -102,6 +105,15 @@ class Incident:
             out["reasons"] = list(self.reasons)
         if self.evidence:
             out["evidence"] = dict(self.evidence)
+        out["maintenance"] = bool(self.maintenance)
+        out["maintenance_windows"] = [
+            {
+                "id": mark.get("id"),
+                "name": mark.get("name"),
+                "ends_at": _time_or_none(mark.get("ends_at")),
+            }
+            for mark in self.maintenance
+        ]
         return out
 
     def evidence_text(self) -> str:
@@ -137,6 +149,10 @@ def evidence_text(evidence: Mapping[str, object], total: float) -> str:
     return f"{round(failing)} of {round(total)} SIMs failing: " + ", ".join(parts)
 
 
+def _time_or_none(value: object) -> str | None:
+    return format_rfc3339(value) if isinstance(value, int | float) else None
+
+
 def _json_number(value: float) -> float | str:
     """A float JSON can carry: non-finite values as their name ("inf", "nan")."""
     return value if math.isfinite(value) else str(value)
@@ -155,8 +171,10 @@ def incident_state(incident: Incident) -> dict[str, object]:
         value = getattr(incident, f.name)
         if isinstance(value, float):
             value = _json_number(value)
-        elif isinstance(value, dict | list):
+        elif isinstance(value, dict):
             value = value.copy()
+        elif isinstance(value, list):
+            value = [v.copy() if isinstance(v, dict) else v for v in value]
         out[f.name] = value
     return out
 
@@ -189,6 +207,7 @@ def incident_from_state(data: Mapping[str, object]) -> Incident:
             missing_cycles=int(_number(data.get("missing_cycles", 0))),
             reported_affected=_number(data.get("reported_affected", 0.0)),
             evidence=dict(_mapping(data.get("evidence", {}))),
+            maintenance=[dict(_mapping(m)) for m in _list(data.get("maintenance", []))],
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"malformed incident in checkpoint: {exc}") from exc

@@ -11,11 +11,13 @@ no ``iccid`` column, not UTF-8, broken CSV quoting) raises :class:`InventoryErro
 from __future__ import annotations
 
 import csv
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from simwatch.core.iccid import alternate_form
 from simwatch.core.records import MAX_COUNT, Rejection, RejectReason
+from simwatch.core.schedule import ScheduleError, parse_active_hours, parse_zone
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -28,9 +30,11 @@ __all__ = [
 ]
 
 STATUSES: Final = ("active", "suspended", "test", "deactivated")
-_KNOWN_COLUMNS: Final = frozenset(
-    {"iccid", "imsi", "customer", "apn", "plan", "data_cap_bytes", "status", "tags"}
-)
+_KNOWN_COLUMNS: Final = frozenset({
+    "iccid", "imsi", "customer", "apn", "plan", "data_cap_bytes", "status", "tags",
+    "expected_interval_s", "active_hours", "timezone",
+})  # fmt: skip
+MAX_INTERVAL_S: Final = 366 * 86400.0
 _SHOW_CHARS: Final = 64
 
 
@@ -47,6 +51,10 @@ class InventoryRow:
     status: str = "active"
     tags: frozenset[str] = frozenset()
     extra: dict[str, str] = field(default_factory=dict)
+    # set expectations (docs/configuration.md "Expectations"): override the learned rhythm
+    expected_interval_s: float | None = None
+    active_hours: str | None = None
+    timezone: str | None = None
 
 
 class InventoryError(Exception):
@@ -135,6 +143,24 @@ def _columns(header: list[str], source: str) -> list[str]:
     return columns
 
 
+@functools.lru_cache(maxsize=4096)  # a fleet repeats a few texts a million times
+def _hours_problem(text: str) -> str | None:
+    try:
+        parse_active_hours(text)
+    except ScheduleError as exc:
+        return str(exc)
+    return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _zone_problem(name: str) -> str | None:
+    try:
+        parse_zone(name)
+    except ScheduleError as exc:
+        return str(exc)
+    return None
+
+
 def _parse_row(row: list[str], columns: list[str], raw: str, line: int) -> InventoryRow | Rejection:  # noqa: PLR0911 - one return per check
     if len(row) > len(columns):
         return Rejection(
@@ -198,6 +224,27 @@ def _parse_row(row: list[str], columns: list[str], raw: str, line: int) -> Inven
         if cap > MAX_COUNT:
             return bad("data_cap_bytes", f"{cap} is over 2**53 bytes")
 
+    interval_text = values.get("expected_interval_s", "")
+    interval: float | None = None
+    if interval_text:
+        try:
+            interval = float(interval_text)
+        except ValueError:
+            interval = -1.0
+        if not 60.0 <= interval <= MAX_INTERVAL_S:  # NaN fails too
+            return bad(
+                "expected_interval_s",
+                f"{_show(interval_text)} is not a number of seconds in [60, {MAX_INTERVAL_S:.0f}]",
+            )
+    hours = values.get("active_hours") or None
+    zone = values.get("timezone") or None
+    problem = None if hours is None else _hours_problem(hours)
+    if problem is not None:
+        return bad("active_hours", problem)
+    problem = None if zone is None else _zone_problem(zone)
+    if problem is not None:
+        return bad("timezone", problem)
+
     return InventoryRow(
         iccid=iccid,
         imsi=imsi,
@@ -208,4 +255,7 @@ def _parse_row(row: list[str], columns: list[str], raw: str, line: int) -> Inven
         status=status,
         tags=frozenset(_split(values.get("tags", ""))),
         extra=extra,
+        expected_interval_s=interval,
+        active_hours=hours,
+        timezone=zone,
     )

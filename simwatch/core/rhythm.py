@@ -58,10 +58,22 @@ Model (all per SIM, one row per SIM, see ``RhythmModel``)
   clock (its typical gap is not short compared with its quiet block). The diurnal
   decision only changes at an arrival and is stored as a flag.
 
+* Weekday-only devices. The UTC days of the week with data in the current week are
+  kept (a bit per day); when a week ends with data on at least three weekdays and none
+  on Saturday or Sunday, a counter goes up, anything else (weekend data, a week without
+  data) resets it. After two such weeks in a row the SIM is *weekdays only*: elapsed
+  time (learning and classifying, with the active hours of a diurnal SIM too) counts
+  Monday to Friday (UTC) only, so a weekend is not silence and the weekend pause is
+  not learned as a long gap (``gmax`` is cut to ``q`` when the SIM becomes weekday-only,
+  as for diurnal ones). One quiet weekend (an outage) is not enough. The days are
+  updated only at a SIM's first data of a UTC day, so the per-record cost is one
+  comparison.
+
 Columns (34 bytes per SIM): ``last_data`` float64, ``mu``/``var``/``gmax`` float32,
-``mask_cur``/``mask_prev`` uint32 (bits 0-23 hours; ``mask_prev`` bits 24-28 hold the
-quiet-block length and bit 31 the diurnal flag), ``first_data`` uint32 epoch seconds and
-``gaps_seen`` uint16 (saturating).
+``mask_cur``/``mask_prev`` uint32 (bits 0-23 hours; ``mask_cur`` bits 24-30 the days of
+the current week, Monday first; ``mask_prev`` bits 24-28 hold the quiet-block length,
+bits 29-30 the weekday-only week counter and bit 31 the diurnal flag), ``first_data``
+uint32 epoch seconds and ``gaps_seen`` uint16 (saturating).
 
 Timestamps are float epoch seconds (UTC); arrivals outside ``[0, 2**32)`` are ignored.
 ``observe`` takes ``row`` in ``[0, capacity)`` (an out-of-range row raises IndexError).
@@ -77,6 +89,7 @@ import numpy as np
 import numpy.typing as npt
 
 from simwatch.core.hourmask import (
+    DAY,
     HOUR,
     HOURS_MASK,
     active_clock,
@@ -84,6 +97,8 @@ from simwatch.core.hourmask import (
     core_hours,
     core_hours_vec,
     quiet_block_hours,
+    workday_clock,
+    workday_clock_vec,
 )
 
 __all__ = ["RhythmModel", "RhythmParams", "SimState"]
@@ -107,6 +122,16 @@ def _quiet_block_hours_vec(masks: npt.NDArray[np.int64]) -> npt.NDArray[np.int64
 _QB_SHIFT = 24
 _QB_MASK = 0x1F << _QB_SHIFT
 _DIURNAL_BIT = 1 << 31
+# Weekdays: mask_cur bits 24-30 hold the UTC days of the week (Monday = bit 24) with data
+# in the current week; mask_prev bits 29-30 count the weeks in a row with data on at least
+# three weekdays and none on the weekend (0-3). Two such weeks: weekdays only.
+_WEEK_SHIFT = 24
+_WEEK_DAYS = 0x7F << _WEEK_SHIFT
+_WD_SHIFT = 29
+_WD_MASK = 0x3 << _WD_SHIFT
+_WEEKDAYS_ONLY = 2 << _WD_SHIFT  # counter >= 2
+_MONDAY0 = 4 * 86400.0  # 1970-01-05, the first Monday of the epoch
+_WEEK_S = 7 * 86400.0
 _TS_MAX = 4294967296.0
 _GAPS_MAX = 65535
 _CHUNK = 16384  # rows per classify chunk
@@ -366,6 +391,8 @@ class RhythmModel:
         if math.isnan(last):  # never seen: first arrival, no gap yet
             last_mv[row] = ts
             self._first_mv[row] = int(ts)
+            day = int(((ts - _MONDAY0) % _WEEK_S) // DAY)
+            self._mask_cur_mv[row] |= 1 << (_WEEK_SHIFT + day)
             return
         if ts <= last:  # out of order or duplicate: ignored
             return
@@ -378,8 +405,32 @@ class RhythmModel:
         gen_new = ts // gen_len
         gen_old = last // gen_len
         if gen_new != gen_old:
-            prev = (prev & ~HOURS_MASK) | (cur if gen_new == gen_old + 1.0 else 0)
-            cur = 0
+            prev = (prev & ~HOURS_MASK) | (cur & HOURS_MASK if gen_new == gen_old + 1.0 else 0)
+            cur &= _WEEK_DAYS
+        # the days of the week: a finished week with data on 3+ weekdays and none on the
+        # weekend counts one more; anything else (or a week with no data) starts again
+        count0 = count = (prev & _WD_MASK) >> _WD_SHIFT
+        if ts // DAY != last // DAY:  # a new UTC day (a day's bit is set by its first data)
+            days = cur >> _WEEK_SHIFT
+            week_new = (ts - _MONDAY0) // _WEEK_S
+            week_old = (last - _MONDAY0) // _WEEK_S
+            if week_new != week_old:
+                if (
+                    week_new == week_old + 1.0
+                    and not days & 0x60
+                    and (days & 0x1F).bit_count() >= 3
+                ):
+                    count = min(count + 1, 3)
+                else:
+                    count = 0
+                days = 0
+            day = int(((ts - _MONDAY0) % _WEEK_S) // DAY)
+            if day >= 5:
+                count = 0
+            days |= 1 << day
+            cur = (cur & ~_WEEK_DAYS) | (days << _WEEK_SHIFT)
+            prev = (prev & ~_WD_MASK) | (count << _WD_SHIFT)
+        weekdays = count >= 2
         if wall >= p.gap_floor_s:
             if wall <= p.mask_max_gap_s:
                 h_a = int((ts - 0.75 * wall) // HOUR)
@@ -392,12 +443,20 @@ class RhythmModel:
             if prev & _DIURNAL_BIT:
                 core = core_hours(cur | prev)
                 per_day = core.bit_count() * HOUR
-                gap = active_clock(ts, core, per_day) - active_clock(last, core, per_day)
+                clock = workday_clock if weekdays else active_clock
+                gap = clock(ts, core, per_day) - clock(last, core, per_day)
+            elif weekdays:
+                gap = workday_clock(ts, HOURS_MASK, DAY) - workday_clock(last, HOURS_MASK, DAY)
             else:
                 gap = wall
             n = self._learn(row, gap, p) if gap >= p.gap_floor_s else self._n_mv[row]
         else:
             n = self._n_mv[row]
+        if weekdays and count0 < 2 and n:
+            # Entering weekday time: the wall-clock gmax holds the weekend pause.
+            sd = math.sqrt(self._var_mv[row])
+            q = math.exp(self._mu_mv[row] + p.quantile_z * max(sd, p.sd_min))
+            self._gmax_mv[row] = min(self._gmax_mv[row], q)
         if n < p.min_gaps:
             if cur != cur0 or prev != prev0:
                 union = (cur | prev) & HOURS_MASK
@@ -641,43 +700,55 @@ class RhythmModel:
         npt.NDArray[np.bool_],
     ]:
         """Effective elapsed seconds, late and silent thresholds and diurnal flag."""
-        p = self._params
         last = self._last[lo:hi]
         elapsed = (now - last).astype(np.float32)
         prev = self._mask_prev[lo:hi]
         diurnal = prev >= _DIURNAL_BIT
-        idx = np.flatnonzero(diurnal)
+        weekdays = (prev & np.uint32(_WD_MASK)) >= _WEEKDAYS_ONLY
+        idx = np.flatnonzero(diurnal | weekdays)
         if idx.size:
             sub_last = last[idx]
             ok = ~np.isnan(sub_last)
             idx = idx[ok]
             sub_last = sub_last[ok]
-            masks = core_hours_vec(self._mask_cur[lo:hi][idx] | prev[idx])
+            masks = np.where(
+                diurnal[idx],
+                core_hours_vec(self._mask_cur[lo:hi][idx] | prev[idx]),
+                np.uint32(HOURS_MASK),
+            )
             per_day = np.bitwise_count(masks).astype(np.float64) * HOUR
             t_now = np.full(idx.size, now, dtype=np.float64)
-            elapsed[idx] = active_clock_vec(t_now, masks, per_day) - active_clock_vec(
+            plain = active_clock_vec(t_now, masks, per_day) - active_clock_vec(
                 sub_last, masks, per_day
             )
+            work = weekdays[idx]
+            if work.any():
+                plain[work] = workday_clock_vec(
+                    t_now[work], masks[work], per_day[work]
+                ) - workday_clock_vec(sub_last[work], masks[work], per_day[work])
+            elapsed[idx] = plain
 
-        mu = self._mu[lo:hi]
-        sd = np.sqrt(self._var[lo:hi])
+        late, silent = self._thresholds(
+            self._mu[lo:hi], self._var[lo:hi], self._gmax[lo:hi], self._n[lo:hi]
+        )
+        return elapsed, late, silent, diurnal
+
+    def _thresholds(
+        self,
+        mu: npt.NDArray[np.float32],
+        var: npt.NDArray[np.float32],
+        gmax: npt.NDArray[np.float32],
+        ngaps: npt.NDArray[np.uint16],
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """Late and silent thresholds from the learned statistics (module docstring)."""
+        p = self._params
+        sd = np.sqrt(var)
         np.maximum(sd, np.float32(p.sd_min), out=sd)
         sd *= np.float32(p.quantile_z)
         sd += mu
         q = np.exp(sd, out=sd)
-        late = q * np.float32(p.late_factor - 1.0)
-        np.minimum(late, np.float32(p.late_slack_max_s), out=late)
-        late += q
-        np.maximum(late, np.float32(p.late_min_s), out=late)
-        silent = q * np.float32(p.silent_factor - 1.0)
-        np.minimum(silent, np.float32(p.silent_slack_max_s), out=silent)
-        silent += q
-        gmax = self._gmax[lo:hi]
+        late, silent = self.interval_thresholds(q)
         np.maximum(silent, gmax * np.float32(p.gmax_factor), out=silent)
-        np.maximum(silent, late * np.float32(p.silent_over_late), out=silent)
-        np.maximum(silent, np.float32(p.silent_min_s), out=silent)
-
-        ngaps = self._n[lo:hi]
         unlearned = ngaps < p.min_gaps
         if unlearned.any():
             np.copyto(late, np.float32(p.default_late_s), where=unlearned)
@@ -694,7 +765,33 @@ class RhythmModel:
                     p.early_silent_min_s,
                     p.default_silent_s,
                 )
-        return elapsed, late, silent, diurnal
+        return late, silent
+
+    def interval_thresholds(
+        self, q: npt.NDArray[np.float32]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """Late and silent thresholds for a typical gap ``q`` (learned, or an expected
+        interval the user set), before the ``gmax`` floor: ``late = max(late_min_s, q +
+        min((late_factor - 1) q, late_slack_max_s))``, ``silent = max(silent_min_s, q +
+        min((silent_factor - 1) q, silent_slack_max_s), silent_over_late * late)``."""
+        p = self._params
+        q = np.asarray(q, dtype=np.float32)
+        late = q * np.float32(p.late_factor - 1.0)
+        np.minimum(late, np.float32(p.late_slack_max_s), out=late)
+        late += q
+        np.maximum(late, np.float32(p.late_min_s), out=late)
+        silent = q * np.float32(p.silent_factor - 1.0)
+        np.minimum(silent, np.float32(p.silent_slack_max_s), out=silent)
+        silent += q
+        np.maximum(silent, late * np.float32(p.silent_over_late), out=silent)
+        np.maximum(silent, np.float32(p.silent_min_s), out=silent)
+        return late, silent
+
+    def thresholds_of(
+        self, rows: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """The learned late and silent thresholds of some rows (any order)."""
+        return self._thresholds(self._mu[rows], self._var[rows], self._gmax[rows], self._n[rows])
 
     def classify(self, now: float, n: int) -> npt.NDArray[np.int8]:
         """``SimState`` values (int8) of rows ``[0, n)`` at time ``now``."""
@@ -751,7 +848,8 @@ class RhythmModel:
             raise IndexError(f"row {row} out of range")
         last = float(self._last[row])
         diurnal = bool(self._mask_prev[row] >= _DIURNAL_BIT)
-        if diurnal:  # the active-hours clock: the vectorized path (a minority of SIMs)
+        weekdays = int(self._mask_prev[row]) & _WD_MASK >= _WEEKDAYS_ONLY
+        if diurnal or weekdays:  # their own clock: the vectorized path (a minority of SIMs)
             elapsed_a, late_a, silent_a, _ = self._evaluate(now, row, row + 1)
             elapsed, late, silent = float(elapsed_a[0]), float(late_a[0]), float(silent_a[0])
         else:
@@ -779,6 +877,7 @@ class RhythmModel:
             "silent_after_s": silent,
             "learned": learned,
             "active_hours": hours,
+            "weekdays_only": weekdays,
             "gaps_seen": gaps,
             "elapsed_s": None if never else elapsed,
             "state": state.name.lower(),

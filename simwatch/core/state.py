@@ -19,6 +19,7 @@ import numpy as np
 from simwatch.core.iccid import alternate_form
 from simwatch.core.iccid_index import IccidIndex
 from simwatch.core.rhythm import RhythmModel, RhythmParams
+from simwatch.core.schedule import Expectation, ExpectationTables, Schedule
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -130,6 +131,9 @@ class Columns:
     month: np.ndarray  # year*12+month-1 of month_bytes, -1 = none
     month_bytes: np.ndarray
     leaf: np.ndarray  # code of the SIM's leaf group (combination of its dimension values)
+    expect_interval: np.ndarray  # set expected interval in seconds, 0 = none (learned)
+    expect_hours: np.ndarray  # code in ``FleetState.schedules`` of set active hours, 0 = none
+    expect_from: np.ndarray  # bits 0-1: the interval's source, 2-3 the hours' (SOURCES)
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # extra inventory dimensions
 
     @classmethod
@@ -165,6 +169,9 @@ class Columns:
             month=np.full(capacity, -1, np.int16),
             month_bytes=np.zeros(capacity, np.int64),
             leaf=np.full(capacity, -1, i32),
+            expect_interval=np.zeros(capacity, np.float32),
+            expect_hours=np.zeros(capacity, np.int16),
+            expect_from=np.zeros(capacity, np.uint8),
             extra={name: np.zeros(capacity, i32) for name in extra_dims},
         )
 
@@ -198,9 +205,12 @@ _FILL = {
 
 # Columns added after checkpoints were first written: a checkpoint without them restores
 # with their empty values (the evidence they hold is minutes old anyway).
-ADDED_COLUMNS: Final = frozenset(
-    {"fail_at", "fail_cause", "prev_leaf", "moved_at", "session_end", "regime"}
-)
+ADDED_COLUMNS: Final = frozenset({
+    "fail_at", "fail_cause", "prev_leaf", "moved_at", "session_end", "regime",
+    "expect_interval", "expect_hours", "expect_from",
+})  # fmt: skip
+ADDED_TABLES: Final = frozenset({"schedules"})  # value tables added since, restored empty
+_MAX_SCHEDULES: Final = 32767  # distinct (active hours, zone) pairs: the int16 column's range
 
 
 def _copy_into(own: np.ndarray, given: np.ndarray, n: int, name: str) -> None:
@@ -294,6 +304,9 @@ class FleetState:
         self.plans = Interner()
         self.causes = Interner()
         self.apn_sets = Interner()  # ';'-joined allowed APN lists
+        self.schedules = Interner()  # "<active hours>|<time zone>" of set expectations
+        self._schedule_objects: dict[int, Schedule] = {}
+        self.expectations = ExpectationTables()  # per plan and customer (the engine's)
         self.extra_values = {name: Interner() for name in self.extra_dims}
         self._allowed_cache: dict[int, frozenset[int]] = {0: frozenset()}
         # Leaf groups: the tuple of dimension codes -> leaf id.
@@ -351,8 +364,48 @@ class FleetState:
             c.data_cap[row] = -1 if item.data_cap_bytes is None else item.data_cap_bytes
             for name in self.extra_dims:
                 c.extra[name][row] = self.extra_values[name].code(item.extra.get(name))
+            self._set_expectation(row, item)
             count += 1
         return count
+
+    def _set_expectation(self, row: int, item: InventoryRow) -> None:
+        """Resolve the SIM's set expectation: its own columns, else its plan's, else its
+        customer's (each part on its own); the time zone defaults to UTC."""
+        tables = self.expectations
+        levels: list[tuple[int, Expectation | None]] = [
+            (1, Expectation(item.expected_interval_s, item.active_hours, item.timezone)),
+            (2, tables.plans.get(item.plan) if item.plan else None),
+            (3, tables.customers.get(item.customer) if item.customer else None),
+        ]
+        interval, interval_from = 0.0, 0
+        hours: str | None = None
+        hours_from = 0
+        zone: str | None = None
+        for source, spec in levels:
+            if spec is None:
+                continue
+            if not interval_from and spec.expected_interval_s is not None:
+                interval, interval_from = spec.expected_interval_s, source
+            if not hours_from and spec.active_hours is not None:
+                hours, hours_from = spec.active_hours, source
+            if zone is None:
+                zone = spec.timezone
+        c = self.cols
+        c.expect_interval[row] = interval
+        code = 0 if hours is None else self.schedules.code(f"{hours}|{zone or 'UTC'}")
+        if code > _MAX_SCHEDULES:  # more distinct active hours than the int16 column holds
+            code, hours_from = 0, 0
+        c.expect_hours[row] = code
+        c.expect_from[row] = interval_from | (hours_from << 2)
+
+    def schedule(self, code: int) -> Schedule:
+        """The active hours of a ``schedules`` code (> 0), built once."""
+        found = self._schedule_objects.get(code)
+        if found is None:
+            hours, _, zone = self.schedules.values[code].rpartition("|")
+            found = Schedule(hours, zone)
+            self._schedule_objects[code] = found
+        return found
 
     def allowed_apns(self, row: int) -> frozenset[int]:
         """APN codes the SIM's profile allows (empty: the inventory says nothing)."""
@@ -449,6 +502,7 @@ class FleetState:
             "plans": self.plans,
             "causes": self.causes,
             "apn_sets": self.apn_sets,
+            "schedules": self.schedules,
         }
         out.update({f"extra.{name}": table for name, table in self.extra_values.items()})
         return out
@@ -510,11 +564,14 @@ class FleetState:
             raise TypeError("checkpoint has no interned value tables")
         for name, table in self._interners().items():
             values = tables.get(name)
+            if values is None and name in ADDED_TABLES:
+                values = [""]
             if not isinstance(values, list) or not values or values[0] != "":
                 raise ValueError(f"checkpoint value table {name} is missing or malformed")
             table.values = [str(v) for v in values]
             table._codes = {v: i for i, v in enumerate(table.values)}  # noqa: SLF001 - same module
         self._allowed_cache = {0: frozenset()}
+        self._schedule_objects = {}
         leaf_keys = arrays["leaf_keys"]
         if leaf_keys.ndim != 2 or leaf_keys.shape[1] != len(self.dims):
             raise ValueError(f"checkpoint leaf registry has shape {leaf_keys.shape}")
@@ -551,6 +608,9 @@ class FleetState:
         c.plan[:n] = 0
         c.allowed_apns[:n] = 0
         c.data_cap[:n] = -1
+        c.expect_interval[:n] = 0
+        c.expect_hours[:n] = 0
+        c.expect_from[:n] = 0
         for column in c.extra.values():
             column[:n] = 0
         never = listed & np.isnan(self.rhythm.last_data[:n]) & (c.attrs_at[:n] == NEVER)

@@ -17,6 +17,7 @@ import orjson
 from aiohttp import web
 
 from simwatch.http import views
+from simwatch.http.maintenance import add_maintenance_routes
 from simwatch.http.openapi import openapi_document
 
 if TYPE_CHECKING:
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
     from aiohttp.typedefs import Handler, Middleware
 
     from simwatch.core.engine import Engine
+    from simwatch.http.console import Sessions
+    from simwatch.shell.history import HistoryStore
+    from simwatch.shell.maintenance import MaintenanceStore
     from simwatch.shell.push import PushReceiver, PushReply
     from simwatch.shell.settings import HttpSettings
     from simwatch.shell.source_contract import SourceStats
@@ -47,6 +51,8 @@ LANDING: Final = """<!doctype html>
 <h1>simwatch</h1>
 <p>Watches a fleet of IoT SIM cards, finds silent SIMs and what they share.</p>
 <ul>
+<li><a href="/ui/">/ui/</a> the console: fleet, incidents, SIM search (sign in with an
+API token)</li>
 <li><a href="/api/v1/status">/api/v1/status</a> fleet summary and sources</li>
 <li><a href="/api/v1/sims">/api/v1/sims</a> SIMs (filters: state, apn, country, partner,
 customer; limit, cursor)</li>
@@ -173,8 +179,12 @@ class _Api:
         return json_response({"status": "not ready"}, 503)
 
     async def openapi(self, request: web.Request) -> web.Response:
-        ingest = INGEST_ROUTE in request.app.router.named_resources()
-        document = openapi_document(max_page_size=self.settings.max_page_size, ingest=ingest)
+        named = request.app.router.named_resources()
+        document = openapi_document(
+            max_page_size=self.settings.max_page_size,
+            ingest=INGEST_ROUTE in named,
+            maintenance="maintenance" in named,
+        )
         return json_response(document)
 
     async def status(self, _request: web.Request) -> web.Response:
@@ -290,8 +300,15 @@ def make_app(
     source_stats: Callable[[], Sequence[SourceStats]] = lambda: (),
     receivers: Sequence[PushReceiver] = (),
     sim_forward: SimForward | None = None,
+    console: Sessions | None = None,
+    history: HistoryStore | None = None,
+    maintenance: MaintenanceStore | None = None,
 ) -> web.Application:
-    """The API application. Raises ``ValueError`` when tokens are required but none given."""
+    """The API application. Raises ``ValueError`` when tokens are required but none given.
+
+    ``console``: the console's sessions, to serve the console under ``/ui/``
+    (``simwatch.http.console``), reading the per-SIM ``history`` when given.
+    ``maintenance``: the maintenance windows' store, served at ``/api/v1/maintenance``."""
     tokens = frozenset(t for t in tokens if t)  # an empty line must never be a token
     if settings.auth_required() and not tokens:
         raise ValueError(
@@ -316,6 +333,21 @@ def make_app(
     if receivers:  # with webhook sources only (bearer token or the source's Basic)
         ingest = _Ingest(receivers, tokens if settings.auth_required() else None)
         app.router.add_post("/api/v1/ingest/{name}", ingest.handle, name=INGEST_ROUTE)
+    if maintenance is not None:  # maintenance windows (issue 13)
+        add_maintenance_routes(app, maintenance, now)
+    if console is not None:  # the console (issue 13)
+        from simwatch.http.console import add_console  # noqa: PLC0415 - Jinja2 only with it
+
+        add_console(
+            app,
+            lambda: engine,
+            now=now,
+            tokens=tokens if settings.auth_required() else None,
+            sessions=console,
+            history=history,
+            token_matches=token_matches,
+            maintenance=lambda: maintenance,
+        )
     return app
 
 

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
     from simwatch.core.engine import Engine
     from simwatch.shell.health import CheckpointStats, ClusterStats, DaemonHealth
+    from simwatch.shell.history import HistoryWriter
     from simwatch.shell.sink_contract import SinkStats
     from simwatch.shell.source_contract import SourceStats
 
@@ -494,6 +495,38 @@ class EngineCollector:
             "simwatch_checkpoint_failures",
             "Checkpoints that could not be copied or written (the previous one stays).",
             value=stats.failures,
+        )
+
+
+class HistoryCollector:
+    """The console history writer's figures (``simwatch.shell.history``, issue 13)."""
+
+    def __init__(self, writer: HistoryWriter) -> None:
+        self.writer = writer
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.writer.stats
+        yield CounterMetricFamily(
+            "simwatch_history_records_written",
+            "Records written to the console's per-SIM history.",
+            value=stats.written,
+        )
+        yield CounterMetricFamily(
+            "simwatch_history_records_dropped",
+            "Records the history did not keep: its writer was behind (buffer full) or"
+            " writing failed. Evaluation is not affected; the console misses them.",
+            value=stats.dropped,
+        )
+        yield CounterMetricFamily(
+            "simwatch_history_write_failures",
+            "History writes or prunes that failed (disk full, file broken).",
+            value=stats.failures,
+        )
+        yield GaugeMetricFamily(
+            "simwatch_history_pending_records",
+            "Records waiting to be written to the history (bounded by"
+            " console.history_max_pending).",
+            value=self.writer.pending,
         )
 
 

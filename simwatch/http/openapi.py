@@ -64,8 +64,43 @@ SCHEMAS: Final[dict[str, Schema]] = {
                 "items": {"type": "integer", "minimum": 0, "maximum": 23},
                 "description": "hours of day (UTC) of a daytime-only device; null otherwise",
             },
+            "weekdays_only": {
+                "type": "boolean",
+                "description": "learned: the SIM reports on weekdays only (UTC; two weeks in "
+                "a row with data on 3+ weekdays and none on the weekend), so weekends do not "
+                "count towards late and silent",
+            },
+            "expectation": _ref("Expectation"),
         },
-        "the SIM's learned reporting rhythm",
+        "the SIM's reporting rhythm: learned, or as set (late_after_s and silent_after_s "
+        "are the thresholds that apply)",
+    ),
+    "Expectation": _object(
+        {
+            "interval_s": {
+                **_nullable("number"),
+                "description": "the expected interval set for the SIM; null: learned",
+            },
+            "interval_from": {
+                "type": "string",
+                "enum": ["learned", "inventory", "plan", "customer"],
+                "description": "where the interval comes from: the SIM's inventory row, its "
+                "plan's or its customer's [expectations] table, or its learned rhythm",
+            },
+            "active_hours": {**_TEXT, "description": "set active hours (Mo-Fr 07:00-19:00)"},
+            "timezone": {**_TEXT, "description": "the time zone of the set active hours"},
+            "hours_from": {
+                "type": ["string", "null"],
+                "enum": ["learned", "inventory", "plan", "customer", None],
+                "description": "where the active hours come from; learned: the rhythm's "
+                "daytime pattern (rhythm.active_hours); null: none",
+            },
+            "in_active_hours": {
+                "type": ["boolean", "null"],
+                "description": "now inside the set active hours; null: none set",
+            },
+        },
+        "which expectation judges the SIM (docs/configuration.md, Expectations)",
     ),
     "Session": _object(
         {
@@ -156,6 +191,18 @@ SCHEMAS: Final[dict[str, Schema]] = {
             "peak_affected": _COUNT,
             "iccid": {"type": "string"},
             "reasons": {"type": "array", "items": {"type": "string"}},
+            "maintenance": {
+                "type": "boolean",
+                "description": "a maintenance window under way covers the incident: it is "
+                'shown and stored, and sent to Alertmanager with maintenance="true"',
+            },
+            "maintenance_windows": {
+                "type": "array",
+                "items": _object(
+                    {"id": {"type": "string"}, "name": {"type": "string"}, "ends_at": _TIME},
+                    "a window covering the incident; ends_at: the end of its occurrence",
+                ),
+            },
             "evidence": {
                 "type": "object",
                 "description": (
@@ -193,7 +240,61 @@ SCHEMAS: Final[dict[str, Schema]] = {
             "kind",
             "updated_at",
             "peak_affected",
+            "maintenance",
+            "maintenance_windows",
         ],
+        "additionalProperties": False,
+    },
+    "MaintenanceSpan": _object(
+        {
+            "start": {"type": "string", "format": "date-time"},
+            "end": {"type": "string", "format": "date-time"},
+        },
+        "one occurrence of a window, in UTC",
+    ),
+    "MaintenanceWindow": _object(
+        {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "source": {"type": "string", "enum": ["config", "api"]},
+            "start": {"type": "string", "description": "local wall time in timezone"},
+            "timezone": {"type": "string"},
+            "duration_s": {"type": "number", "exclusiveMinimum": 0},
+            "rrule": {**_TEXT, "description": "RFC 5545 RRULE body; null: one-off or cron"},
+            "cron": {**_TEXT, "description": "5-field cron schedule of the starts, or null"},
+            "scope": {
+                "type": "object",
+                "additionalProperties": {"type": "array", "items": {"type": "string"}},
+                "description": "dimension -> allowed values; {} = the whole fleet",
+            },
+            "created_at": _TIME,
+            "active": {"type": "boolean"},
+            "current": {"oneOf": [_ref("MaintenanceSpan"), {"type": "null"}]},
+            "next": {"oneOf": [_ref("MaintenanceSpan"), {"type": "null"}]},
+        },
+        "a maintenance window (docs/alerts.md)",
+    ),
+    "MaintenanceList": _object({"windows": {"type": "array", "items": _ref("MaintenanceWindow")}}),
+    "MaintenanceInput": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "start": {"type": "string", "description": "YYYY-MM-DDTHH:MM local (or an offset)"},
+            "timezone": {"type": "string", "default": "UTC"},
+            "duration_s": {"type": "number", "exclusiveMinimum": 0},
+            "rrule": {"type": "string", "description": "e.g. FREQ=WEEKLY;BYDAY=SU"},
+            "cron": {"type": "string", "description": "instead of rrule, e.g. 0 2 * * SUN"},
+            "scope": {
+                "type": "object",
+                "additionalProperties": {
+                    "oneOf": [
+                        {"type": "string"},
+                        {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                    ]
+                },
+            },
+        },
+        "required": ["name", "start", "duration_s"],
         "additionalProperties": False,
     },
     "IncidentList": _object({"incidents": {"type": "array", "items": _ref("Incident")}}),
@@ -408,9 +509,52 @@ _INGEST: Final[Schema] = {
 }
 
 
-def openapi_document(*, max_page_size: int = 1000, ingest: bool = False) -> dict[str, object]:
+def _maintenance_paths() -> dict[str, Schema]:
+    window_id: list[Schema] = [
+        {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    ]
+    deleted: Schema = {"description": "deleted"}
+    body = {"required": True, "content": {"application/json": {"schema": _ref("MaintenanceInput")}}}
+    listing = _get(
+        "maintenance windows (the config file's, then the API's) with their current and "
+        "next occurrence",
+        {
+            "200": _json("MaintenanceList", "the windows"),
+            "400": _error("a bad query parameter"),
+        },
+        [_query("active", {"type": "boolean"}, "true: only the windows under way")],
+    )
+    listing["post"] = {
+        "summary": "create a maintenance window (kept in the state directory)",
+        "requestBody": body,
+        "responses": {
+            "201": _json("MaintenanceWindow", "created"),
+            "400": _error("not a valid window: the message names the field"),
+            "503": _error("the window could not be saved"),
+            **_AUTH_ERROR,
+        },
+    }
+    responses: dict[str, Schema] = {
+        "204": deleted,
+        "404": _error("unknown window"),
+        "409": _error("a window of the config file (read-only)"),
+        "503": _error("the change could not be saved"),
+    }
+    responses.update(_AUTH_ERROR)
+    delete: Schema = {
+        "summary": "delete a window made through the API",
+        "parameters": window_id,
+        "responses": responses,
+    }
+    return {"/api/v1/maintenance": listing, "/api/v1/maintenance/{id}": {"delete": delete}}
+
+
+def openapi_document(
+    *, max_page_size: int = 1000, ingest: bool = False, maintenance: bool = False
+) -> dict[str, object]:
     """The OpenAPI 3.1 document (``max_page_size`` is the configured page size limit;
-    ``ingest``: webhook sources are configured, ``POST /api/v1/ingest/{name}`` exists)."""
+    ``ingest``: webhook sources are configured, ``POST /api/v1/ingest/{name}`` exists;
+    ``maintenance``: the maintenance windows' endpoints exist)."""
     text: Schema = {"type": "string"}
     paths: dict[str, Schema] = {
         "/": {
@@ -519,6 +663,8 @@ def openapi_document(*, max_page_size: int = 1000, ingest: bool = False) -> dict
     if ingest:
         paths["/api/v1/ingest/{name}"] = _INGEST
         schemes["basic"] = {"type": "http", "scheme": "basic"}
+    if maintenance:
+        paths.update(_maintenance_paths())
     return {
         "openapi": "3.1.0",
         "info": {

@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Final
 import numpy as np
 
 from simwatch.core import regime
-from simwatch.core.evaluate import EVIDENCE_NAMES, INACTIVE, STATE_NAMES, sim_states
+from simwatch.core.evaluate import (
+    EVIDENCE_NAMES,
+    INACTIVE,
+    STATE_NAMES,
+    expectation_of,
+    sim_states,
+)
 from simwatch.core.groups import Group, by_dimension, by_leaf, fleet_figures
 from simwatch.core.state import NEVER, Flag, RejectKind, Status, absolute
 from simwatch.core.timeutil import format_rfc3339, format_rfc3339_many, month_of
@@ -30,6 +36,7 @@ if TYPE_CHECKING:
 
     from simwatch.core.engine import Engine
     from simwatch.core.incidents import Incident
+    from simwatch.core.maintenance import Window
     from simwatch.shell.source_contract import SourceStats
 
 Json = dict[str, object]
@@ -149,6 +156,12 @@ def sim_view(engine: Engine, iccid: str, now: float) -> Json:
     incident = engine.incident_of(row)
     findings = engine.diagnose(iccid, now, row=row, incident=incident) or []
     flags = int(c.flags[row])
+    expectation = expectation_of(state, row, now)
+    late = expectation.pop("late_after_s", info.get("late_after_s"))
+    silent = expectation.pop("silent_after_s", info.get("silent_after_s"))
+    expectation.pop("elapsed_s", None)
+    if expectation["hours_from"] == "learned" and not isinstance(active_hours, list):
+        expectation["hours_from"] = None  # neither set nor a learned daytime pattern
     return {
         "iccid": iccid,
         "state": _state_of(engine, row, now),
@@ -162,11 +175,13 @@ def sim_view(engine: Engine, iccid: str, now: float) -> Json:
         "silent_for_s": _silent_for(last, now),
         "rhythm": {
             "typical_gap_s": _finite(info.get("typical_gap_s")),
-            "late_after_s": _finite(info.get("late_after_s")),
-            "silent_after_s": _finite(info.get("silent_after_s")),
+            "late_after_s": _finite(late),
+            "silent_after_s": _finite(silent),
             "learned": bool(info.get("learned")),
             "gaps_seen": gaps_seen if isinstance(gaps_seen, int) else 0,
             "active_hours": list(active_hours) if isinstance(active_hours, list) else None,
+            "weekdays_only": bool(info.get("weekdays_only")),
+            "expectation": expectation,
         },
         "regime": _regime(engine, row),
         "session": _session(engine, row),
@@ -475,6 +490,15 @@ def incident_view(engine: Engine, incident_id: str) -> Json:
     return incident.to_json()
 
 
+def maintenance_view(windows: Iterable[Window], now: float, active_only: bool = False) -> Json:
+    """The maintenance windows (``GET /api/v1/maintenance``): each with its current and
+    next occurrence at ``now``; ``active_only``: those under way."""
+    items = [w.to_json(now) for w in windows]
+    if active_only:
+        items = [w for w in items if w["active"]]
+    return {"windows": items}
+
+
 def source_view(stats: SourceStats) -> Json:
     return {
         "name": stats.name,
@@ -521,6 +545,7 @@ __all__ = [
     "incident_view",
     "incidents_view",
     "list_sims",
+    "maintenance_view",
     "parse_limit",
     "parse_state",
     "sim_short",

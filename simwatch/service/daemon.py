@@ -44,7 +44,7 @@ from simwatch.core.clock import EvaluationClock
 from simwatch.core.columnar import ColumnarDecoder
 from simwatch.core.engine import CycleResult, Engine
 from simwatch.core.operators import OperatorTable
-from simwatch.core.records import RecordDecoder, Rejection
+from simwatch.core.records import Record, RecordDecoder, Rejection
 from simwatch.core.state import RECORD_DIMS
 from simwatch.service import checkpoint as ckpt
 from simwatch.shell.backoff import Backoff
@@ -141,6 +141,9 @@ class Daemon:
         # sinks whose on_cycle raises: logged once until they take a cycle again
         self._sink_failures: dict[str, FailureLog] = {}
         self.on_cycle: list[Callable[[CycleResult], None]] = [self._log_changes]
+        # the console's history (issue 13): each batch's applied records, the inventory
+        self.on_records: list[Callable[[list[Record]], None]] = []
+        self.on_inventory: list[Callable[[Sequence[InventoryRow]], None]] = []
         # Held by ingest for a whole batch (apply, cycles it passes, cursor commit): a
         # checkpoint copies the state between two batches, never in the middle of one.
         self._batch_lock = asyncio.Lock()
@@ -234,6 +237,8 @@ class Daemon:
         if merge:
             state.forget_inventory()
         count = self.engine.load_inventory(rows)
+        for hook in self.on_inventory:
+            hook(rows)
         if merge and any(d not in RECORD_DIMS for d in state.dims):
             await asyncio.to_thread(state.refresh_all_leaves)  # leaves over inventory dims
         self.health.inventory_loaded = True
@@ -305,6 +310,7 @@ class Daemon:
             self.engine.count_rejection(rejection)
         received = len(rejected)
         applied = duplicates = 0
+        kept: list[Record] | None = [] if self.on_records else None
         for part in parts:  # each decoded chunk in turn (no copy into one batch)
             records = part.records
             received += len(records)
@@ -312,11 +318,19 @@ class Daemon:
                 whole = (start, end) == (0, len(records))
                 chunk = records if whole else records.slice(start, end)
                 began = time.perf_counter()
-                done = int(np.count_nonzero(self.engine.ingest_batch(chunk)))
+                fresh = self.engine.ingest_batch(chunk)
+                done = int(np.count_nonzero(fresh))
+                if kept is not None and done:  # the console's history of what applied
+                    kept.extend(
+                        r for r, ok in zip(chunk.records(), fresh.tolist(), strict=True) if ok
+                    )
                 self._chunk = _adapt(end - start, time.perf_counter() - began)
                 applied += done
                 duplicates += end - start - done
                 await asyncio.sleep(0)  # let the API answer between chunks
+        if kept:
+            for hook in self.on_records:
+                hook(kept)
         if stats is not None:
             stats.received += received
             stats.duplicates += duplicates
@@ -421,6 +435,7 @@ class Daemon:
         except ckpt.CheckpointError as exc:
             await self.checkpoints.reject(str(exc))
             return False
+        engine.maintenance = self.engine.maintenance  # the windows are not in checkpoints
         self.engine = engine
         clock = snapshot.daemon
         self.evaluation_clock.watermark = ckpt.float_of(clock.get("watermark"), -math.inf)

@@ -9,6 +9,7 @@ import logging
 import os
 import secrets
 import socket
+import sqlite3
 import sys
 from typing import TYPE_CHECKING
 
@@ -17,16 +18,27 @@ from aiohttp import web
 
 from simwatch import __version__
 from simwatch.http.app import make_app
-from simwatch.http.metrics import EngineCollector, make_registry, metrics_handler
+from simwatch.http.console import Sessions
+from simwatch.http.console_views import normalize_query, series_points
+from simwatch.http.metrics import (
+    EngineCollector,
+    HistoryCollector,
+    make_registry,
+    metrics_handler,
+)
 from simwatch.service.cluster import cluster_node
 from simwatch.service.daemon import Daemon
 from simwatch.shell.health import DaemonHealth
+from simwatch.shell.history import HistoryStore, HistoryWriter
+from simwatch.shell.maintenance import FILE_NAME as MAINTENANCE_FILE
+from simwatch.shell.maintenance import MaintenanceStore
 from simwatch.shell.push import PushReceiver
 from simwatch.shell.settings import (
     ConfigError,
     MetricsSettings,
     SimulatorSourceSettings,
     api_token_file,
+    config_windows,
     load_settings,
     read_tokens,
 )
@@ -45,11 +57,12 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from simwatch.core.inventory import InventoryRow
+    from simwatch.core.maintenance import Window
     from simwatch.core.records import Rejection
     from simwatch.http.app import SimForward
     from simwatch.shell.health import ClusterStats
     from simwatch.shell.push import RejectionWriter
-    from simwatch.shell.settings import HttpSettings, LogSettings, Settings
+    from simwatch.shell.settings import ConsoleSettings, HttpSettings, LogSettings, Settings
     from simwatch.shell.sink_contract import Sink
     from simwatch.shell.source_contract import Source
 
@@ -219,6 +232,33 @@ def api_tokens(settings: Settings) -> frozenset[str]:
     return tokens
 
 
+def build_history(settings: Settings, daemon: Daemon) -> HistoryWriter | None:
+    """The console's per-SIM history (blocking: opens the sqlite file at start), fed by the
+    daemon's applied records, inventory and cycles; None with the console off."""
+    console = settings.console
+    if not console.enabled:
+        return None
+    path = console.history_file or settings.state_dir / "history.sqlite"
+    store = HistoryStore(path, days=console.history_days)
+    writer = HistoryWriter(store, max_pending=console.history_max_pending, clock=daemon.clock)
+    daemon.on_records.append(writer.add_records)
+
+    def ids(rows: Sequence[InventoryRow]) -> None:
+        for row in rows:
+            if row.imsi:
+                writer.add_ids([("imsi", row.imsi, row.iccid)])
+            # an extra column keeps its header's case; stored as the search box reads it
+            key = next((k for k in row.extra if k.lower() == "msisdn"), "")
+            msisdn = normalize_query(row.extra.get(key, ""))
+            if msisdn:
+                writer.add_ids([("msisdn", msisdn, row.iccid)])
+
+    daemon.on_inventory.append(ids)
+    daemon.on_cycle.append(lambda _result: writer.add_series(series_points(daemon.engine)))
+    log.info("console history in %s (%d days)", path, console.history_days)
+    return writer
+
+
 async def serve(
     daemon: Daemon,
     http: HttpSettings,
@@ -227,6 +267,9 @@ async def serve(
     *,
     sim_forward: SimForward | None = None,
     cluster_stats: ClusterStats | None = None,
+    console: ConsoleSettings | None = None,
+    history: HistoryWriter | None = None,
+    maintenance: MaintenanceStore | None = None,
 ) -> None:
     metrics = metrics or MetricsSettings()
     health = DaemonHealth(started_at=daemon.health.started_at, queue_depth=daemon.queue.qsize)
@@ -249,29 +292,40 @@ async def serve(
         health.last_evaluation_timestamp = daemon.health.last_evaluation_at
 
     daemon.on_cycle.append(sync_health)
+    registry = make_registry(collector)
+    if history is not None:
+        registry.register(HistoryCollector(history))  # the console's history (issue 13)
+    sessions = None
+    if console is not None and console.enabled:
+        sessions = Sessions(console.session_ttl_s, console.max_sessions, daemon.clock)
     app = make_app(
         daemon.engine,
         now=daemon.clock,
         settings=http,
         tokens=tokens,
         ready=lambda: daemon.health.ready,
-        metrics_handler=metrics_handler(make_registry(collector)),
+        metrics_handler=metrics_handler(registry),
         source_stats=daemon.source_stats,
         receivers=[s for s in daemon.sources if isinstance(s, PushReceiver)],
         sim_forward=sim_forward,
+        console=sessions,
+        history=None if history is None else history.store,
+        maintenance=maintenance,
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, http.host, http.port)
     await site.start()
     log.info("HTTP API on http://%s:%d/", http.host, http.port)
+    if sessions is not None:
+        log.info("console on %s/ui/ (sign in with the API token)", api_url(http))
     try:
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
 
 
-def main(argv: Sequence[str]) -> int:
+def main(argv: Sequence[str]) -> int:  # noqa: PLR0911 - one exit per start-up failure
     parser = argparse.ArgumentParser(prog="simwatch run", description="Run the simwatch daemon.")
     parser.add_argument("--config.file", dest="config_file", help="TOML configuration file")
     parser.add_argument(
@@ -308,6 +362,16 @@ def main(argv: Sequence[str]) -> int:
     )
     wire_webhooks(daemon)
     wire_nats(daemon)
+    try:
+        history = build_history(settings, daemon)
+    except (OSError, sqlite3.Error) as exc:
+        print(f"simwatch: console.history_file: cannot open the history: {exc}", file=sys.stderr)
+        return 1
+    try:
+        maintenance = build_maintenance(settings, daemon)
+    except ValueError as exc:
+        print(f"simwatch: {exc}", file=sys.stderr)
+        return 1
     with contextlib.suppress(KeyboardInterrupt):
         # [cluster]: leases, partition assignment, reports, the leader's merge
         node = cluster_node(daemon, api_url(http))
@@ -317,15 +381,45 @@ def main(argv: Sequence[str]) -> int:
             (
                 "http",
                 lambda: serve(
-                    daemon, http, tokens, settings.metrics, sim_forward=forward, cluster_stats=stats
+                    daemon,
+                    http,
+                    tokens,
+                    settings.metrics,
+                    sim_forward=forward,
+                    cluster_stats=stats,
+                    console=settings.console,
+                    history=history,
+                    maintenance=maintenance,
                 ),
             )
         ]
         if node is not None:
             tasks.append(("cluster", node.run))
+        if history is not None:
+            tasks.append(("history", history.run))
         with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
             runner.run(daemon.run(extra_tasks=tasks))
+    if history is not None:
+        history.store.close()
     return 0
+
+
+def build_maintenance(settings: Settings, daemon: Daemon) -> MaintenanceStore:
+    """The maintenance windows: the config's and those the API made, kept in
+    ``<state_dir>/maintenance.json``; every change goes to the daemon's engine (blocking
+    read at start; ``ValueError`` naming the file when it cannot be read)."""
+
+    def to_engine(windows: tuple[Window, ...]) -> None:
+        daemon.engine.maintenance = windows
+
+    store = MaintenanceStore(
+        config_windows(settings.maintenance),
+        settings.state_dir / MAINTENANCE_FILE,
+        on_change=to_engine,
+        clock=daemon.clock,
+    )
+    store.load()
+    return store
 
 
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:

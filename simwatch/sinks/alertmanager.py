@@ -317,6 +317,7 @@ class AlertmanagerSink:
             incident=incident.id,
             group_incident=incident.id,
         )
+        _mark_maintenance(labels, incident)
         return labels
 
     def _ticket_labels(self, engine: Engine, incident: Incident) -> dict[str, str]:
@@ -330,6 +331,7 @@ class AlertmanagerSink:
                 labels["group_incident"] = group.id
         labels.update(alertname=SIM_ALERTNAME, severity="ticket", incident=incident.id)
         labels["iccid"] = iccid
+        _mark_maintenance(labels, incident)
         return labels
 
     def _alert(
@@ -391,6 +393,7 @@ class AlertmanagerSink:
             f"peak {round(incident.peak_affected)}). "
             f"Top customers of the overdue SIMs: {top_text}. "
             f"Tickets of single SIMs in this group carry group_incident={incident.id}. "
+            f"{_maintenance_text(incident)}"
             f"Silent SIMs: {sims_link}"
         )
         return {
@@ -557,6 +560,24 @@ class AlertmanagerSink:
             if self._own_session and self._session is not None:
                 await self._session.close()
                 self._session = None
+
+
+def _mark_maintenance(labels: dict[str, str], incident: Incident) -> None:
+    """``maintenance="true"`` while a maintenance window covers the incident (the shipped
+    Alertmanager config routes it to a quiet receiver); no label otherwise, so the label
+    set of an alert outside any window is what it always was."""
+    if incident.maintenance:
+        labels["maintenance"] = "true"
+
+
+def _maintenance_text(incident: Incident) -> str:
+    if not incident.maintenance:
+        return ""
+    names = ", ".join(
+        f"{m.get('name')} (until {_when(float(str(m.get('ends_at'))))})"
+        for m in incident.maintenance
+    )
+    return f"In a maintenance window: {names}; not paged while it lasts. "
 
 
 class _RefusedError(Exception):

@@ -28,6 +28,7 @@ from simwatch.shell.settings.base import (
     is_loopback,
 )
 from simwatch.shell.settings.check import check_config_main, summary
+from simwatch.shell.settings.console import ConsoleSettings
 from simwatch.shell.settings.engine import (
     CheckpointSettings,
     EngineSettings,
@@ -36,6 +37,7 @@ from simwatch.shell.settings.engine import (
 )
 from simwatch.shell.settings.http import HttpSettings, read_tokens
 from simwatch.shell.settings.loading import load_settings
+from simwatch.shell.settings.maintenance import MaintenanceSettings, config_windows
 from simwatch.shell.settings.mqtt import MqttConnectionSettings
 from simwatch.shell.settings.root import ENV_NESTING, ENV_PREFIX, Settings, api_token_file
 from simwatch.shell.settings.secrets import TokenSettings
@@ -59,6 +61,7 @@ __all__ = [
     "AlertmanagerSinkSettings",
     "CheckpointSettings",
     "ConfigError",
+    "ConsoleSettings",
     "EngineSettings",
     "FileSourceSettings",
     "HttpSettings",
@@ -66,6 +69,7 @@ __all__ = [
     "HttpUrl",
     "InfluxSinkSettings",
     "LogSettings",
+    "MaintenanceSettings",
     "MetricsSettings",
     "MqttConnectionSettings",
     "MqttSinkSettings",
@@ -81,6 +85,7 @@ __all__ = [
     "TokenSettings",
     "api_token_file",
     "check_config_main",
+    "config_windows",
     "is_loopback",
     "load_settings",
     "read_tokens",

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from simwatch.shell.settings.base import ConfigError
 from simwatch.shell.settings.loading import load_settings
+from simwatch.shell.settings.maintenance import config_windows
 from simwatch.shell.settings.nats import NatsSourceSettings
 from simwatch.shell.settings.root import Settings, api_token_file
 from simwatch.shell.settings.sources import (
@@ -50,6 +51,20 @@ def summary(settings: Settings) -> list[str]:
         where = http.tokens_file or f"{api_token_file(settings)}, generated when missing"
         auth = f"on (tokens: {where})"
     lines.append(f"http: listening on {http.host}:{http.port}, auth {auth}")
+    if settings.maintenance:  # only when there are some: the usual output is unchanged
+        lines.append("maintenance windows (more through POST /api/v1/maintenance):")
+        for window in config_windows(settings.maintenance):
+            repeat = window.rrule or (f"cron {window.cron}" if window.cron else "once")
+            scope = ", ".join(f"{k}={'|'.join(v)}" for k, v in window.scope.items())
+            lines.append(
+                f"  {window.id} {window.name!r}: {repeat} from {window.start.isoformat()} "
+                f"{window.timezone}, {window.duration_s:g} s, scope {scope or 'the whole fleet'}"
+            )
+    tables = settings.engine.expectations
+    if tables.plans or tables.customers:
+        lines.append(
+            f"expectations: {len(tables.plans)} plan(s), {len(tables.customers)} customer(s)"
+        )
     return lines
 
 

@@ -11,6 +11,7 @@ from simwatch.core.engine import EngineConfig
 from simwatch.core.incidents import IncidentParams
 from simwatch.core.localize import LocalizeParams
 from simwatch.shell.settings.base import Model, OptionalPath
+from simwatch.shell.settings.expectations import ExpectationsSettings
 
 
 class EngineSettings(Model):
@@ -26,6 +27,8 @@ class EngineSettings(Model):
     open_after: int = Field(2, ge=1)
     close_after: int = Field(5, ge=1)
     baseline_memory_days: float = Field(3.0, gt=0)
+    # per-plan and per-customer expectations: [engine.expectations.plans."<plan>"] ...
+    expectations: ExpectationsSettings = Field(default_factory=ExpectationsSettings)
 
     @field_validator("dims")
     @classmethod
@@ -50,6 +53,7 @@ class EngineSettings(Model):
             localize=LocalizeParams(min_affected=self.min_affected, alpha=self.alpha),
             incidents=IncidentParams(open_after=self.open_after, close_after=self.close_after),
             baseline=BaselineParams(memory_days=self.baseline_memory_days),
+            expectations=self.expectations.tables(),
         )
 
 

@@ -3,10 +3,12 @@
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from simwatch.shell.settings.base import field_error
+from simwatch.shell.settings.console import ConsoleSettings
 from simwatch.shell.settings.engine import (
     CheckpointSettings,
     EngineSettings,
@@ -14,6 +16,7 @@ from simwatch.shell.settings.engine import (
     MetricsSettings,
 )
 from simwatch.shell.settings.http import HttpSettings
+from simwatch.shell.settings.maintenance import MaintenanceSettings
 from simwatch.shell.settings.nats import ClusterSettings
 from simwatch.shell.settings.sinks import SinksSettings
 from simwatch.shell.settings.sources import SourcesSettings
@@ -41,6 +44,9 @@ class Settings(BaseSettings):
     sinks: SinksSettings = Field(default_factory=SinksSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
+    # [[maintenance]] windows (docs/alerts.md): incidents in their scope are marked, not paged
+    maintenance: list[MaintenanceSettings] = Field(default_factory=list)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)  # issue 13: /ui/
     state_dir: Path = Path("var")
     # the asyncio event loop implementation: uvloop serves the API ~25 % faster
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
@@ -69,6 +75,15 @@ class Settings(BaseSettings):
                     f"({fed.partitions}): publishers and nodes must agree",
                 )
         return self
+
+    @field_validator("maintenance")
+    @classmethod
+    def _unique_window_ids(cls, items: list[MaintenanceSettings]) -> list[MaintenanceSettings]:
+        ids = [item.id or f"cfg-{i + 1}" for i, item in enumerate(items)]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise PydanticCustomError("maintenance", f"window id {repeated[0]!r} is used twice")
+        return items
 
     @classmethod
     def settings_customise_sources(
