@@ -546,8 +546,9 @@ class RhythmModel:
 
         The same formulas over arrays, in float64 with the results stored as float32, as
         ``observe`` does per row; ``log`` and ``exp`` go through ``math`` (numpy's may
-        differ in the last bit). Rows already on the active-hours clock (diurnal: a
-        minority) take ``observe`` one by one."""
+        differ in the last bit). Rows on the active-hours or the weekday clock, and a
+        row's first data of a UTC day (the days of the week), take ``observe`` one by one
+        (minorities)."""
         if rows.size != np.unique(rows).size:
             raise ValueError("observe_distinct needs distinct rows")
         valid = (ts >= 0.0) & (ts < _TS_MAX)  # NaN: not valid, as in observe
@@ -559,13 +560,20 @@ class RhythmModel:
             raise IndexError("row out of range")
         last = self._last[rows]
         first = np.isnan(last)
-        if first.any():  # never seen: first arrival, no gap yet
-            self._last[rows[first]] = ts[first]
-            self._first[rows[first]] = ts[first].astype(np.uint32)
+        if first.any():  # never seen: first arrival, no gap yet (and its day of the week)
+            fr = rows[first]
+            self._last[fr] = ts[first]
+            self._first[fr] = ts[first].astype(np.uint32)
+            day = np.floor_divide(np.mod(ts[first] - _MONDAY0, _WEEK_S), DAY).astype(np.int64)
+            self._mask_cur[fr] |= np.left_shift(1, _WEEK_SHIFT + day).astype(np.uint32)
         newer = ~first & (ts > last)  # out of order or duplicate: ignored
         rows, ts, last = rows[newer], ts[newer], last[newer]
         prev0 = self._mask_prev[rows].astype(np.int64)
+        # one by one: rows on the active-hours clock (diurnal) or the weekday clock, and
+        # a row's first data of a UTC day (it updates the days of the week): minorities
         diurnal_now = (prev0 & _DIURNAL_BIT) != 0
+        diurnal_now |= (prev0 & _WD_MASK) >= _WEEKDAYS_ONLY
+        diurnal_now |= np.floor_divide(ts, DAY) != np.floor_divide(last, DAY)
         if diurnal_now.any():
             observe = self.observe
             for row, when in zip(rows[diurnal_now].tolist(), ts[diurnal_now].tolist(), strict=True):
@@ -593,9 +601,9 @@ class RhythmModel:
         gen_old = np.floor_divide(last, p.mask_generation_s)
         rotate = gen_new != gen_old
         if rotate.any():
-            carried = np.where(gen_new == gen_old + 1.0, cur, 0)
+            carried = np.where(gen_new == gen_old + 1.0, cur & HOURS_MASK, 0)
             prev = np.where(rotate, (prev & ~HOURS_MASK) | carried, prev)
-            cur = np.where(rotate, 0, cur)
+            cur = np.where(rotate, cur & _WEEK_DAYS, cur)
         learnable = wall >= p.gap_floor_s
         marks = learnable & (wall <= p.mask_max_gap_s)
         if marks.any():
