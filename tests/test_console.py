@@ -258,6 +258,12 @@ async def test_sim_page_reads_out_the_diagnosis_and_shows_its_history(client: Cl
     assert "auth_failure" in html
     assert "apn_not_allowed" in html
     assert "overdue" in html
+    # what its records are, and so how it is judged (the detection issue's data regimes)
+    regime = re.search(r'<dd id="regime">([^<]*)</dd>', html)
+    assert regime is not None
+    assert regime.group(1) == (
+        "one usage record per device report: judged by its learned reporting rhythm"
+    )
 
 
 async def test_sim_page_marks_a_past_gap_longer_than_its_rhythm_allows(client: Client) -> None:
