@@ -147,3 +147,16 @@ def test_timestamp_column_equals_the_scalar_parser(texts: list[str]) -> None:
         else:
             assert math.isnan(value)
     assert ok.sum() >= sum(1 for t in texts if t not in ODD_STAMPS)
+
+
+def test_invalid_utf8_in_an_ignored_key_is_rejected_as_one_at_a_time() -> None:
+    # found by hypothesis: msgspec skips an unknown key without checking its bytes
+    good = b'{"kind":"event","record_id":"0","iccid":"000000000000000000",'
+    good += b'"ts":"2025-10-16t12:00:00z","type":"attach"}'
+    bad = good[:-1] + b',"\xffoperator":""}'
+    assert_equivalent([good, bad])
+    payload = b"[" + bad + b"]"
+    scalar = RecordDecoder().decode_payload(payload, NOW)
+    batch = ColumnarDecoder(RecordDecoder()).decode_payload(payload, NOW)
+    assert len(batch.records) == 0
+    assert batch.rejections == [x for x in scalar if isinstance(x, Rejection)]

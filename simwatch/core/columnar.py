@@ -398,6 +398,9 @@ class ColumnarDecoder:
                 raws = None
         if raws is None:
             raws = self._one_by_one(lines, limit)
+        for i, line in enumerate(lines):  # msgspec lets invalid UTF-8 in ignored keys pass
+            if raws[i] is not None and type(line) is bytes and not _utf8(line):
+                raws[i] = None  # the scalar decoder rejects it, with its reason
         return self._finish(raws, lines, now)
 
     def decode_payloads(self, payloads: Sequence[bytes], now: float) -> DecodedBatch:
@@ -413,7 +416,7 @@ class ColumnarDecoder:
 
     def decode_payload(self, payload: bytes, now: float) -> DecodedBatch:
         scalar = self.scalar
-        if len(payload) <= scalar.max_payload_bytes and payload[:1] == b"[":
+        if len(payload) <= scalar.max_payload_bytes and payload[:1] == b"[" and _utf8(payload):
             try:
                 raws = self._array.decode(payload)
             except (msgspec.DecodeError, msgspec.ValidationError):
@@ -616,3 +619,14 @@ class ColumnarDecoder:
                     continue
                 ok[i] = True
         return values, ok
+
+
+def _utf8(data: bytes) -> bool:
+    """Whether ``data`` is valid UTF-8 (ASCII, the common case, at C speed)."""
+    if data.isascii():
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
