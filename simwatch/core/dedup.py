@@ -59,20 +59,7 @@ class Deduplicator:
 
     def seen(self, record_id: str) -> bool:
         """True when ``record_id`` was seen before (a duplicate); otherwise remember it."""
-        data = record_id.encode()
-        key = (int.from_bytes(data, "little") % _FINGERPRINT_PRIME) ^ (len(data) << _LENGTH_SHIFT)
-        current = self._current
-        if key in current:
-            return True
-        old = self._old
-        duplicate = key in old
-        if duplicate:
-            old.discard(key)
-        current.add(key)
-        if len(current) >= self._half:
-            self._old = current
-            self._current = set()
-        return duplicate
+        return self._seen_key(fingerprint(record_id))
 
     def seen_many(self, record_ids: Sequence[str]) -> np.ndarray:
         """Per id (bool array): a duplicate, exactly as ``seen`` called on each in order.
