@@ -748,3 +748,21 @@ def test_black_holed_devices_churn_their_sessions() -> None:
 def test_an_unknown_regime_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown regime"):
         SimConfig(regime="r4")
+
+
+def test_a_window_says_where_the_device_was_when_it_sent() -> None:
+    """A windowed record is closed minutes after its window; a device that steered to
+    another partner since must not show that partner in the window before the outage."""
+    faults = (FaultSpec("partner_outage", F0, F1, {"partner": "26201"}, steer_fraction=1.0),)
+    r = run(SimConfig(sims=400, days=3.0, seed=3, regime="r2", faults=faults))
+    steered = set(r.fault("partner_outage")["steered"])
+    assert len(steered) >= 10
+    per = r.by_iccid()
+    checked = 0
+    for iccid in steered:
+        before = [x for x in per[iccid] if x["kind"] == "usage" and event_time(x) <= F0]
+        if before:
+            last = max(before, key=event_time)
+            assert last["mcc"] + last["mnc"] == "26201", last
+            checked += 1
+    assert checked >= 10

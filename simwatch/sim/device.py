@@ -53,6 +53,7 @@ class Device:
     """Mutable per-SIM state (static attributes copied from its card for speed)."""
 
     __slots__ = (
+        "acc_attrs",
         "acc_bucket",
         "acc_down",
         "acc_up",
@@ -137,6 +138,7 @@ class Device:
         self.r2_window = 900.0
         self.r2_lag = 300.0
         self.acc_bucket = -1.0  # R2: start of the open window, -1 when none
+        self.acc_attrs: tuple[str, str, str, str] = ("", "", "", "")  # at its last report
         self.acc_up = 0
         self.acc_down = 0
         self.r3_since = 0.0  # R3: start of what the next usage record covers

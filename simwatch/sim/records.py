@@ -156,6 +156,9 @@ class RecordWriter:
                 sim.acc_bucket = bucket
             sim.acc_up += up
             sim.acc_down += down
+            # the window's record says where the device was when it sent, not where it
+            # is when the platform closes the window (it may have moved since)
+            sim.acc_attrs = (sim.apn, sim.mcc, sim.mnc, sim.rat)
         else:
             sim.r3_up += up
             sim.r3_down += down
@@ -169,7 +172,7 @@ class RecordWriter:
             return
         end = bucket + sim.r2_window
         lag = sim.r2_lag * (0.8 + 0.5 * self._rnd.random())
-        self._usage_record(sim, bucket, end, sim.acc_up, sim.acc_down, lag=lag)
+        self._usage_record(sim, bucket, end, sim.acc_up, sim.acc_down, lag=lag, attrs=sim.acc_attrs)
         sim.acc_bucket = -1.0
         sim.acc_up = sim.acc_down = 0
 
@@ -181,8 +184,17 @@ class RecordWriter:
         sim.r3_up = sim.r3_down = 0
 
     def _usage_record(
-        self, sim: Device, t0: float, t: float, up: int, down: int, *, lag: float = 0.0
+        self,
+        sim: Device,
+        t0: float,
+        t: float,
+        up: int,
+        down: int,
+        *,
+        lag: float = 0.0,
+        attrs: tuple[str, str, str, str] | None = None,
     ) -> None:
+        apn, mcc, mnc, rat = attrs or (sim.apn, sim.mcc, sim.mnc, sim.rat)
         prefixes = self._minute_prefix
         secs = self._secs
         m, sec = divmod(round(t), 60)
@@ -199,10 +211,10 @@ class RecordWriter:
                 "end": end + secs[sec],
                 "bytes_up": up,
                 "bytes_down": down,
-                "apn": sim.apn,
-                "mcc": sim.mcc,
-                "mnc": sim.mnc,
-                "rat": sim.rat,
+                "apn": apn,
+                "mcc": mcc,
+                "mnc": mnc,
+                "rat": rat,
             },
             lag,
         )
