@@ -150,7 +150,7 @@ def session_level_rows(state: FleetState) -> np.ndarray:
     """Rows of SIMs whose data regime is session level and that have shown a session."""
     n = len(state)
     c = state.cols
-    rows = np.flatnonzero((c.regime[:n] & 0x03) == regime.SESSION)
+    rows = np.flatnonzero(regime.regime_of(c.regime[:n]) == regime.SESSION)
     if rows.size:
         rows = rows[c.session_start[rows] != NEVER]
     return rows
@@ -321,7 +321,7 @@ def windowed_recovering(
     n = len(state)
     c = state.cols
     out = np.zeros(n, bool)
-    rows = np.flatnonzero(overdue & ((c.regime[:n] & 0x03) == regime.WINDOWED))
+    rows = np.flatnonzero(overdue & (regime.regime_of(c.regime[:n]) == regime.WINDOWED))
     if not rows.size:
         return out
     now_rel = rel(now)
