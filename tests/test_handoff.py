@@ -77,9 +77,7 @@ def records(iccids: list[str], *, apn_prefix: str, seed: int) -> list[bytes]:
     return out
 
 
-def engine_with(
-    iccids: list[str], *, apn_prefix: str, seed: int, customer: str = "acme"
-) -> Engine:
+def engine_with(iccids: list[str], *, apn_prefix: str, seed: int, customer: str = "acme") -> Engine:
     engine = Engine(EngineConfig(), OperatorTable.load(None))
     engine.state.load_inventory(
         InventoryRow(
@@ -87,7 +85,7 @@ def engine_with(
             customer=f"{customer}-{k % 2}",
             plan=f"plan-{k % 3}",
             apns=(f"{apn_prefix}0.example", f"{apn_prefix}1.example"),
-            tags=("vip",) if k % 7 == 0 else (),
+            tags=frozenset({"vip"}) if k % 7 == 0 else frozenset(),
         )
         for k, iccid in enumerate(iccids)
     )
