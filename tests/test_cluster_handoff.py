@@ -23,7 +23,7 @@ from fleet import T0
 from mosquitto import free_port
 from nats_feed import STREAM, Publisher, sims
 from nats_server import NatsServer
-from servers import start_simwatch, until
+from servers import http_get, start_simwatch, until
 from test_source_nats import checkpoint_of, checkpointed_seqs, received
 
 from simwatch.core.iccid_index import IccidIndex
@@ -106,6 +106,15 @@ async def snapshots(url: str) -> dict[int, PartitionSnapshot]:
         await nc.close()
 
 
+def takeovers(port: int) -> int:
+    status, body = http_get(f"http://127.0.0.1:{port}/metrics")
+    assert status == 200
+    for line in body.decode().splitlines():
+        if line.startswith("simwatch_cluster_takeovers_total{"):
+            return int(float(line.rsplit(" ", 1)[1]))
+    raise AssertionError("no simwatch_cluster_takeovers_total")
+
+
 async def start_sequences(url: str) -> dict[int, int]:
     """Per partition, the stream sequence its consumer was (re)created to start at."""
     nc = await nats.connect(url)
@@ -157,6 +166,7 @@ async def test_kill_9_survivor_takes_over_from_the_snapshot_and_replays_the_tail
                 assert taken
                 assert sum(s.sims for s in found.values()) == len(FLEET)
                 read_by_n1 = await asyncio.to_thread(received, ports["n1"])
+                took_before = takeovers(ports["n1"])
 
                 # kill -9 n2; the tail (records after its snapshots) comes after
                 os.kill(processes["n2"].pid, signal.SIGKILL)
@@ -173,6 +183,7 @@ async def test_kill_9_survivor_takes_over_from_the_snapshot_and_replays_the_tail
                 # the taken partitions' consumers start right after their snapshot
                 starts = await start_sequences(url)
                 assert {p: starts[p] for p in taken} == {p: first[p] + 1 for p in taken}
+                assert takeovers(ports["n1"]) - took_before == len(taken)
                 processes["n1"].send_signal(signal.SIGTERM)
                 assert processes["n1"].wait(30) == 0
             finally:

@@ -13,8 +13,11 @@ Two key-value buckets (docs/scaling.md, "The cluster"):
   ``incidents`` (the leader's group incidents and id counter after every cycle).
 
 Every node reads the ``assignment`` and tells its JetStream source which partitions to
-read (``NatsSource.assign``); a partition new to the node is replayed from the start of
-the stream (retention) unless the node's own checkpoint holds a position for it. The
+read (``NatsSource.assign``). Every ``checkpoint.interval_s`` it puts a snapshot of each
+partition it reads into the object store ``<bucket>-partitions`` (``service.handoff``);
+a partition new to the node starts from that snapshot (its SIMs merged, only the stream
+after its sequence replayed) when it covers more than the node's own checkpoint, else
+from the checkpoint's position, else from the start of the stream (retention). The
 SIMs of every partition the node does not read are away there (``Flag.AWAY``: inactive,
 never counted in a group), so a partition that moved, a checkpoint from another
 assignment or a whole inventory count nothing twice.
@@ -298,7 +301,6 @@ class ClusterNode:
                 self.source.restore({str(partition): snapshot.sequence})
             self._published[partition] = snapshot.sequence
             self.stats.snapshots_loaded += 1
-            self.stats.last_takeover_sequence = snapshot.sequence
             log.warning(
                 "cluster: partition %d taken over from %s's snapshot: %d SIMs, "
                 "replaying after sequence %d",

@@ -53,4 +53,3 @@ class ClusterStats:
     # per-partition snapshots (service.handoff)
     snapshot_bytes: int = 0  # size of the last one put
     snapshots_loaded: int = 0  # partitions taken over from a snapshot
-    last_takeover_sequence: int | None = None  # the stream sequence the last one covered
