@@ -240,6 +240,7 @@ class ClusterNode:
         if store is None:
             return 0
         daemon = self.daemon
+        await asyncio.to_thread(self._rows.update, daemon.engine.state)  # most of it unlocked
         async with daemon._batch_lock:  # noqa: SLF001 - rows and positions of one instant
             positions = {
                 p: seq
@@ -299,7 +300,7 @@ class ClusterNode:
                     log.error("cluster: partition %d's snapshot does not fit: %s", partition, exc)  # noqa: TRY400 - the reason is the message
                     continue
                 self.source.restore({str(partition): snapshot.sequence})
-            self._published[partition] = snapshot.sequence
+            self._published.pop(partition, None)  # put it again, as the new owner's
             self.stats.snapshots_loaded += 1
             log.warning(
                 "cluster: partition %d taken over from %s's snapshot: %d SIMs, "
