@@ -107,6 +107,7 @@ class ClusterNode:
         self._store: ObjectStore | None = None
         self._rows = handoff.PartitionRows(source.settings.partitions)
         self._published: dict[int, int] = {}  # partition -> sequence of its last snapshot
+        self._left: dict[int, int] = {}  # partition moved away -> the last sequence applied
         self._snapshot_every = daemon.settings.checkpoint.interval_s
         source.assign({})  # nothing until the cluster's assignment says so
         daemon.on_cycle.insert(0, self._on_cycle)
@@ -202,6 +203,10 @@ class ClusterNode:
         if assignment and (mine != sorted(self.source.partitions) or not self._set_aside):
             # a partition new here starts from its snapshot when that covers more than
             # this node's checkpoint, else from the checkpoint, else from the stream's start
+            for gone in self.source.partitions - set(mine):
+                left = self.source.applied(gone)
+                if left is not None:  # its SIMs here stay as they were at this sequence
+                    self._left[gone] = left
             await self._take_over([p for p in mine if p not in self.source.partitions])
             self.source.assign(dict.fromkeys(mine, 0))
             await self._set_aside_foreign(mine)
@@ -270,11 +275,18 @@ class ClusterNode:
 
     async def _take_over(self, partitions: list[int]) -> None:
         """Merge the snapshot of each partition new here that covers more of its stream
-        than this node's own position, and start the partition after its sequence."""
+        than this node's own position, and start the partition after its sequence.
+
+        A partition that comes back to this node while the process ran starts from
+        where it left (its SIMs here are as they were then, and the dedup memory knows
+        their records) unless the snapshot is newer."""
         store = self._store
         if store is None or not partitions:
             return
         for partition in partitions:
+            left = self._left.pop(partition, None)
+            if left is not None and self.source.applied(partition) is None:
+                self.source.restore({str(partition): left})
             try:
                 found = await store.get(handoff.object_name(partition))
             except nats.js.errors.ObjectNotFoundError:
