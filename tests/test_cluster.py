@@ -11,7 +11,8 @@ Documented behaviour (docs/scaling.md, "The cluster"; simwatch/service/cluster.p
 2. ``kill -9`` of the leader: another node leads within two cycles (plus the lease),
    the open incident keeps its id, Alertmanager notifies nothing new.
 3. ``kill -9`` of a shard: its partitions move to the survivors, which rebuild its SIMs
-   from the stream (each SIM known on exactly one live node, with its last data time).
+   from its snapshots and the stream after them (each SIM known on exactly one live
+   node, with its last data time; test_cluster_handoff.py checks the boundary).
 """
 
 from __future__ import annotations

@@ -84,6 +84,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -100,6 +101,9 @@ from simwatch.core.hourmask import (
     workday_clock,
     workday_clock_vec,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = ["RhythmModel", "RhythmParams", "SimState"]
 
@@ -376,6 +380,21 @@ class RhythmModel:
             if given.dtype != own.dtype or given.ndim != 1:
                 raise ValueError(f"rhythm column {name}: {given.dtype}, expected {own.dtype}")
             own[:n] = given  # in place: the memoryviews stay valid
+
+    def take(self, rows: npt.NDArray[np.int64]) -> dict[str, np.ndarray]:
+        """Copies of every column's ``rows`` (a partition's SIMs, ``core.handoff``)."""
+        if rows.size and (int(rows.min()) < 0 or int(rows.max()) >= self._cap):
+            raise IndexError(f"rows out of range 0..{self._cap - 1}")
+        return {name: getattr(self, f"_{name}")[rows] for name in self._COLUMNS}
+
+    def put(self, rows: npt.NDArray[np.int64], columns: Mapping[str, np.ndarray]) -> None:
+        """Overwrite ``rows`` with ``take(rows)``'s columns (in place; rows < capacity)."""
+        for name in self._COLUMNS:
+            own = getattr(self, f"_{name}")
+            given = columns[name]
+            if given.dtype != own.dtype or given.shape != rows.shape:
+                raise ValueError(f"rhythm column {name}: {given.dtype}{given.shape}")
+            own[rows] = given
 
     # -- learning --------------------------------------------------------------------
 

@@ -454,13 +454,16 @@ class FleetState:
 
     def refresh_leaf(self, row: int) -> None:
         """Recompute the SIM's leaf after one of its dimension values changed."""
-        key = self.dim_codes(row)
+        self.cols.leaf[row] = self.leaf_id(self.dim_codes(row))
+
+    def leaf_id(self, key: tuple[int, ...]) -> int:
+        """The leaf id of a combination of dimension codes, registered if new."""
         leaf = self._leaf_ids.get(key)
         if leaf is None:
             leaf = len(self.leaf_keys)
             self._leaf_ids[key] = leaf
             self.leaf_keys.append(key)
-        self.cols.leaf[row] = leaf
+        return leaf
 
     def refresh_all_leaves(self) -> None:
         for row in range(len(self)):

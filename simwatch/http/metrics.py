@@ -461,7 +461,20 @@ class EngineCollector:
             labels=["shard"],
         )
         merge_s.add_metric(shard, stats.last_merge_s)
-        yield from (leader, partitions, nodes, merges, merge_s)
+        snapshot = GaugeMetricFamily(
+            "simwatch_cluster_snapshot_bytes",
+            "Size of the last partition snapshot this node put in the object store.",
+            labels=["shard"],
+        )
+        snapshot.add_metric(shard, stats.snapshot_bytes)
+        takeovers = CounterMetricFamily(
+            "simwatch_cluster_takeovers",
+            "Partitions this node took over from their snapshot (only the stream after it "
+            "replayed).",
+            labels=["shard"],
+        )
+        takeovers.add_metric(shard, stats.snapshots_loaded)
+        yield from (leader, partitions, nodes, merges, merge_s, snapshot, takeovers)
 
     def _checkpoint(self) -> Iterator[Metric]:
         stats = self.checkpoint_stats()

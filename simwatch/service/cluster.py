@@ -13,8 +13,11 @@ Two key-value buckets (docs/scaling.md, "The cluster"):
   ``incidents`` (the leader's group incidents and id counter after every cycle).
 
 Every node reads the ``assignment`` and tells its JetStream source which partitions to
-read (``NatsSource.assign``); a partition new to the node is replayed from the start of
-the stream (retention) unless the node's own checkpoint holds a position for it. The
+read (``NatsSource.assign``). Every ``checkpoint.interval_s`` it puts a snapshot of each
+partition it reads into the object store ``<bucket>-partitions`` (``service.handoff``);
+a partition new to the node starts from that snapshot (its SIMs merged, only the stream
+after its sequence replayed) when it covers more than the node's own checkpoint, else
+from the checkpoint's position, else from the start of the stream (retention). The
 SIMs of every partition the node does not read are away there (``Flag.AWAY``: inactive,
 never counted in a group), so a partition that moved, a checkpoint from another
 assignment or a whole inventory count nothing twice.
@@ -47,6 +50,7 @@ from nats.js import api
 from simwatch.core.cluster import assign, foreign_rows, merge_cycle, owned_by
 from simwatch.core.merge import ShardReport, shard_report
 from simwatch.http.views import ViewError, sim_view
+from simwatch.service import handoff
 from simwatch.shell.health import ClusterStats
 from simwatch.shell.logs import FailureLog
 from simwatch.sinks.alertmanager import AlertmanagerSink
@@ -59,6 +63,7 @@ if TYPE_CHECKING:
     from nats.aio.msg import Msg
     from nats.js.client import JetStreamContext
     from nats.js.kv import KeyValue
+    from nats.js.object_store import ObjectStore
 
     from simwatch.core.engine import CycleResult
     from simwatch.service.daemon import Daemon
@@ -98,6 +103,12 @@ class ClusterNode:
         self._failure = FailureLog(log, "cluster")
         self._interval = daemon.settings.engine.eval_interval_s
         self._since_start = clock()
+        # per-partition snapshots (service.handoff): the object store, what was put
+        self._store: ObjectStore | None = None
+        self._rows = handoff.PartitionRows(source.settings.partitions)
+        self._published: dict[int, int] = {}  # partition -> sequence of its last snapshot
+        self._left: dict[int, int] = {}  # partition moved away -> the last sequence applied
+        self._snapshot_every = daemon.settings.checkpoint.interval_s
         source.assign({})  # nothing until the cluster's assignment says so
         daemon.on_cycle.insert(0, self._on_cycle)
 
@@ -130,6 +141,7 @@ class ClusterNode:
             js = nc.jetstream()
             leases = await _bucket(js, f"{cfg.bucket}-leases", ttl=cfg.lease_s)
             state = await _bucket(js, f"{cfg.bucket}-state", ttl=None)
+            self._store = await _object_store(js, f"{cfg.bucket}-partitions")
             engine = self.daemon.engine
             engine.groups_local = False
             if not self.stats.leader:  # a checkpoint of a former leader: the leader has them
@@ -138,6 +150,7 @@ class ClusterNode:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._lease_loop(leases, state), name="cluster:leases")
                 tg.create_task(self._report_loop(state), name="cluster:reports")
+                tg.create_task(self._snapshot_loop(), name="cluster:snapshots")
         finally:
             self._nc = None
             if self.stats.leader:
@@ -188,8 +201,13 @@ class ClusterNode:
         self._assignment = assignment
         mine = owned_by(assignment, self.name)
         if assignment and (mine != sorted(self.source.partitions) or not self._set_aside):
-            # a partition new here replays its stream from the start (its SIMs' state
-            # comes back from the stream), unless this node's checkpoint has it
+            # a partition new here starts from its snapshot when that covers more than
+            # this node's checkpoint, else from the checkpoint, else from the stream's start
+            for gone in self.source.partitions - set(mine):
+                left = self.source.applied(gone)
+                if left is not None:  # its SIMs here stay as they were at this sequence
+                    self._left[gone] = left
+            await self._take_over([p for p in mine if p not in self.source.partitions])
             self.source.assign(dict.fromkeys(mine, 0))
             await self._set_aside_foreign(mine)
             log.info("cluster: this node reads partitions %s", mine)
@@ -209,6 +227,101 @@ class ClusterNode:
             self._set_aside = True
             if changed:
                 log.info("cluster: %d SIMs of other nodes' partitions set aside", len(rows))
+
+    # ---- per-partition snapshots (service.handoff) ------------------------------------------
+
+    async def _snapshot_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._snapshot_every)
+            try:
+                await self.publish_snapshots()
+            except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+                self._failure.failed(f"partition snapshot: {exc}", hint="retrying")
+
+    async def publish_snapshots(self) -> int:
+        """Put the snapshot of every partition read whose position moved since its last
+        one; how many were put."""
+        store = self._store
+        if store is None:
+            return 0
+        daemon = self.daemon
+        await asyncio.to_thread(self._rows.update, daemon.engine.state)  # most of it unlocked
+        async with daemon._batch_lock:  # noqa: SLF001 - rows and positions of one instant
+            positions = {
+                p: seq
+                for p in self.source.partitions
+                if (seq := self.source.applied(p)) is not None and seq != self._published.get(p)
+            }
+            if not positions:
+                return 0
+            state = daemon.engine.state
+            snapshots = await asyncio.to_thread(handoff.take, state, self._rows, positions)
+        at = self.clock()
+        for snapshot in snapshots:
+            if snapshot.partition not in self.source.partitions:
+                continue  # moved away meanwhile: its new owner puts it from now on
+            data = await asyncio.to_thread(snapshot.encode, node=self.name, at=at)
+            await store.put(handoff.object_name(snapshot.partition), data)
+            self._published[snapshot.partition] = snapshot.sequence
+            self.stats.snapshot_bytes = len(data)
+            log.debug(
+                "cluster: snapshot of partition %d at sequence %d (%d SIMs, %d bytes)",
+                snapshot.partition,
+                snapshot.sequence,
+                snapshot.sims,
+                len(data),
+            )
+        return len(snapshots)
+
+    async def _take_over(self, partitions: list[int]) -> None:
+        """Merge the snapshot of each partition new here that covers more of its stream
+        than this node's own position, and start the partition after its sequence.
+
+        A partition that comes back to this node while the process ran starts from
+        where it left (its SIMs here are as they were then, and the dedup memory knows
+        their records) unless the snapshot is newer."""
+        store = self._store
+        if store is None or not partitions:
+            return
+        for partition in partitions:
+            left = self._left.pop(partition, None)
+            if left is not None and self.source.applied(partition) is None:
+                self.source.restore({str(partition): left})
+            try:
+                found = await store.get(handoff.object_name(partition))
+            except nats.js.errors.ObjectNotFoundError:
+                continue  # never published: from the checkpoint or the stream's start
+            try:
+                snapshot = await asyncio.to_thread(
+                    handoff.PartitionSnapshot.decode, found.data or b""
+                )
+            except ValueError as exc:
+                log.error("cluster: partition %d's snapshot is unusable: %s", partition, exc)  # noqa: TRY400 - the reason is the message
+                continue
+            own = self.source.applied(partition)
+            if snapshot.partition != partition or (own is not None and own >= snapshot.sequence):
+                continue
+            daemon = self.daemon
+            async with daemon._batch_lock:  # noqa: SLF001 - no batch between rows and position
+                state = daemon.engine.state
+                try:
+                    sims = await asyncio.to_thread(
+                        handoff.merge, state, snapshot, self.source.settings.partitions
+                    )
+                except (ValueError, TypeError, KeyError) as exc:
+                    log.error("cluster: partition %d's snapshot does not fit: %s", partition, exc)  # noqa: TRY400 - the reason is the message
+                    continue
+                self.source.restore({str(partition): snapshot.sequence})
+            self._published.pop(partition, None)  # put it again, as the new owner's
+            self.stats.snapshots_loaded += 1
+            log.warning(
+                "cluster: partition %d taken over from %s's snapshot: %d SIMs, "
+                "replaying after sequence %d",
+                partition,
+                snapshot.meta.get("node"),
+                sims,
+                snapshot.sequence,
+            )
 
     async def _elect(self, leases: KeyValue, state: KeyValue) -> None:
         value = self.name.encode()
@@ -383,6 +496,15 @@ async def _bucket(js: JetStreamContext, name: str, *, ttl: float | None) -> KeyV
                 config=api.KeyValueConfig(bucket=name, history=1, ttl=ttl)
             )
         return await js.key_value(name)
+
+
+async def _object_store(js: JetStreamContext, name: str) -> ObjectStore:
+    try:
+        return await js.object_store(name)
+    except nats.js.errors.BucketNotFoundError:
+        with contextlib.suppress(nats.js.errors.BadRequestError):  # another node was first
+            return await js.create_object_store(name)
+        return await js.object_store(name)
 
 
 def cluster_node(daemon: Daemon, api_url: str) -> ClusterNode | None:

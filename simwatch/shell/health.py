@@ -50,3 +50,6 @@ class ClusterStats:
     merges_incomplete: int = 0  # merges left undecided (a report missing or stale)
     last_merge_s: float = 0.0  # merge + localize of the last merge, seconds
     became_leader_at: float | None = None
+    # per-partition snapshots (service.handoff)
+    snapshot_bytes: int = 0  # size of the last one put
+    snapshots_loaded: int = 0  # partitions taken over from a snapshot

@@ -237,7 +237,7 @@ class NatsSource:
             while True:
                 try:
                     messages = await sub.fetch(cfg.fetch_batch, timeout=cfg.fetch_timeout_s)
-                except nats.errors.TimeoutError:
+                except TimeoutError:  # nats-py's, or a plain one when the deadline ran out
                     continue
                 await self._hand_over(partition, messages, sink)
         finally:
