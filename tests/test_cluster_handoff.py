@@ -78,7 +78,7 @@ enabled = true
 node = "{node}"
 servers = ["{url}"]
 partitions = {PARTITIONS}
-lease_s = 2.0
+lease_s = 3.0
 min_nodes = {len(NODES)}
 """,
         encoding="utf-8",

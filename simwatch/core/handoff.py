@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Final
 import numpy as np
 
 from simwatch.core.rhythm import RhythmModel
-from simwatch.core.state import Columns, Flag
+from simwatch.core.state import INTERNER_OF, Columns, Flag
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -198,18 +198,8 @@ def merge_rows(
     return out
 
 
-_DIM_TABLES: Final = {
-    "apn": "apns",
-    "country": "countries",
-    "partner": "partners",
-    "rat": "rats",
-    "customer": "customers",
-    "plan": "plans",
-}
-
-
 def _dim_table(state: FleetState, dim: str) -> Interner:
-    attribute = _DIM_TABLES.get(dim)
+    attribute = INTERNER_OF.get(dim)
     if attribute is None:
         return state.extra_values[dim]
     table: Interner = getattr(state, attribute)

@@ -266,7 +266,7 @@ def views(cols: Columns) -> dict[str, memoryview[int]]:
 
 
 # the attribute holding each built-in dimension's value table (the per-SIM API asks often)
-_INTERNER_OF: Final = {
+INTERNER_OF: Final = {
     "apn": "apns",
     "country": "countries",
     "partner": "partners",
@@ -436,7 +436,7 @@ class FleetState:
         return self._interner(dim).values
 
     def _interner(self, dim: str) -> Interner:
-        attribute = _INTERNER_OF.get(dim)
+        attribute = INTERNER_OF.get(dim)
         if attribute is None:
             return self.extra_values[dim]
         table: Interner = getattr(self, attribute)
