@@ -1,7 +1,7 @@
 """Scenario scores with figures: detection and resolution delay per injected fault.
 
     python bench/scenarios.py [--seeds 7 8 9] [--regimes r1 r2 r3 mixed] [--sims 2000]
-                              [--markdown] [SCENARIO ...]
+                              [--jobs 2] [--markdown] [SCENARIO ...]
 
 Runs each named scenario (default: all presets) per data regime and seed through
 simulate -> replay -> score, and prints a row per fault: incident, detection delay and
@@ -19,11 +19,12 @@ import statistics
 import tempfile
 import time
 from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from simwatch.sim.config import REGIMES
 from simwatch.sim.scenarios import SCENARIOS
-from simwatch.sim.scoring import run_scenario
+from simwatch.sim.scoring import ScenarioScore, run_scenario
 
 PER_SIM = ("wrong_apn", "data_cap", "session_flapping")
 
@@ -38,6 +39,13 @@ def _cell(values: list[float]) -> str:
     return f"{statistics.median(values) / 60:.0f} / {max(values) / 60:.0f}"
 
 
+def _run(job: tuple[str, str, int, int | None]) -> ScenarioScore:
+    regime, name, seed, sims = job
+    with tempfile.TemporaryDirectory() as tmp:
+        result, _ = run_scenario(name, seed, Path(tmp), regime=regime, sims=sims)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("scenarios", nargs="*", default=sorted(SCENARIOS))
@@ -45,6 +53,7 @@ def main() -> None:
     parser.add_argument("--regimes", nargs="+", default=["r1"], choices=REGIMES)
     parser.add_argument("--sims", type=int, default=None, help="fleet size (preset: 2000)")
     parser.add_argument("--markdown", action="store_true", help="summary as a Markdown table")
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
     args = parser.parse_args()
     failures = 0
     # (regime, scenario, kind) -> detect delays, resolve delays, misses, runs
@@ -53,37 +62,40 @@ def main() -> None:
     missed: dict[tuple[str, str, str], list[int]] = defaultdict(list)
     false_pages: dict[tuple[str, str], list[int]] = defaultdict(list)
     started = time.perf_counter()
-    for regime in args.regimes:
-        for name in args.scenarios:
-            for seed in args.seeds:
-                with tempfile.TemporaryDirectory() as tmp:
-                    result, _ = run_scenario(name, seed, Path(tmp), regime=regime, sims=args.sims)
-                failures += not result.ok
-                print(f"{regime} {name} seed={seed}: {'OK' if result.ok else 'FAIL'}", flush=True)
-                false_pages[regime, name].append(len(result.false_pages))
-                for f in result.faults:
-                    key = (regime, name, f.kind)
-                    dims = f.dims or "(per SIM)"
-                    if f.missing_findings or f.kind in PER_SIM:
-                        print(f"  {f.kind:<18} {dims}  missing findings: {len(f.missing_findings)}")
-                        if f.missing_findings:
-                            missed[key].append(seed)
-                        continue
-                    if not f.meets_target:
+    jobs = [
+        (regime, name, seed, args.sims)
+        for regime in args.regimes
+        for name in args.scenarios
+        for seed in args.seeds
+    ]
+    with ProcessPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
+        for (regime, name, seed, _), result in zip(jobs, pool.map(_run, jobs), strict=True):
+            failures += not result.ok
+            print(f"{regime} {name} seed={seed}: {'OK' if result.ok else 'FAIL'}", flush=True)
+            false_pages[regime, name].append(len(result.false_pages))
+            for f in result.faults:
+                key = (regime, name, f.kind)
+                dims = f.dims or "(per SIM)"
+                if f.missing_findings or f.kind in PER_SIM:
+                    print(f"  {f.kind:<18} {dims}  missing findings: {len(f.missing_findings)}")
+                    if f.missing_findings:
                         missed[key].append(seed)
-                    if f.detect_s is not None:
-                        detect[key].append(f.detect_s)
-                    if f.resolve_s is not None:
-                        resolve[key].append(f.resolve_s)
-                    print(
-                        f"  {f.kind:<18} {dims}  {f.incident_id or 'NOT FOUND'}  "
-                        f"detect {minutes(f.detect_s)} (bound {minutes(f.detect_bound_s)}, "
-                        f"target {minutes(f.target_s)})  "
-                        f"resolve {minutes(f.resolve_s)} after the end"
-                        f"{'' if f.meets_target else '  MISSES TARGET'}"
-                    )
-                for page in result.false_pages:
-                    print(f"  FALSE PAGE {page['dims']} opened {page['opened_at']}")
+                    continue
+                if not f.meets_target:
+                    missed[key].append(seed)
+                if f.detect_s is not None:
+                    detect[key].append(f.detect_s)
+                if f.resolve_s is not None:
+                    resolve[key].append(f.resolve_s)
+                print(
+                    f"  {f.kind:<18} {dims}  {f.incident_id or 'NOT FOUND'}  "
+                    f"detect {minutes(f.detect_s)} (bound {minutes(f.detect_bound_s)}, "
+                    f"target {minutes(f.target_s)})  "
+                    f"resolve {minutes(f.resolve_s)} after the end"
+                    f"{'' if f.meets_target else '  MISSES TARGET'}"
+                )
+            for page in result.false_pages:
+                print(f"  FALSE PAGE {page['dims']} opened {page['opened_at']}")
     elapsed = time.perf_counter() - started
     seeds = " ".join(str(s) for s in args.seeds)
     print()

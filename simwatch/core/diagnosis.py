@@ -61,6 +61,7 @@ _OWN_EVIDENCE: Final = (
     (Evidence.REJECT, "its data session was refused"),
     (Evidence.CHURN, "it re-opens sessions again and again"),
     (Evidence.MOVED, "it left the partner for another one"),
+    (Evidence.DARK, "nothing came from any device of its group for far longer than usual"),
 )
 
 

@@ -124,6 +124,12 @@ class Engine:
         self.last_evaluation: Evaluation | None = None
         self.cycles = 0
         self._prev_states = _EMPTY_STATES  # per-SIM states of the previous cycle
+        # the SIMs failing in their group at the previous cycle and their last data
+        # times then (recovery tracking)
+        self._prev_failing: tuple[np.ndarray, np.ndarray] = (
+            np.zeros(0, np.int64),
+            np.zeros(0, np.float64),
+        )
         # maintenance windows (config and API); the shell replaces the tuple on a change
         self.maintenance: tuple[Window, ...] = ()
 
@@ -176,7 +182,70 @@ class Engine:
             params=cfg.evaluation,
             localize_params=cfg.localize,
             localize_groups=self.warmed_up(now),
+            recovery_onset=self._recovery_onsets(now),
         )
+
+    def _recovery_onsets(self, now: float) -> np.ndarray | None:
+        """Per leaf, the latest recovery onset of a group incident holding it (NaN:
+        none), open or resolved within ``recovery_hold_s``: a SIM silent since before
+        the fault's end keeps waiting for its report after the incident resolved (else it
+        would page again); None while there is none."""
+        hold = now - self.config.evaluation.recovery_hold_s
+        onsets = [
+            (incident.dims, incident.recovery_onset)
+            for incident in (*self.incidents.open.values(), *self.incidents.resolved)
+            if incident.kind == "group"
+            and incident.recovery_onset is not None
+            and incident.recovery_onset > hold
+        ]
+        if not onsets:
+            return None
+        out = np.full(self.state.n_leaves, np.nan)
+        for dims, onset in onsets:
+            mask = leaf_mask(self.state, dims)
+            out[mask] = np.fmax(out[mask], onset)
+        return out
+
+    def _track_recovery(self, now: float, evaluation: Evaluation) -> None:
+        """Count, per open group incident, its SIMs that were failing at the previous
+        cycle and sent data since, in the group (not through a partner it moved to); set
+        the incident's ``recovery_onset`` once enough did within ``recovery_window_s``
+        (``EvalParams``)."""
+        p = self.config.evaluation
+        failing = evaluation.counted & (
+            evaluation.overdue | evaluation.awaiting | (evaluation.evidence != 0)
+        )
+        prev_rows, prev_last = self._prev_failing
+        rows = np.flatnonzero(failing)
+        last = self.state.rhythm.last_data
+        self._prev_failing = (rows, last[rows].copy())
+        groups = [i for i in self.incidents.open.values() if i.kind == "group"]
+        if not groups:
+            return
+        # data since: the last data time moved (a windowed record's time is its window's
+        # end, older than the cycle it arrives in)
+        now_last = last[prev_rows]
+        rows = prev_rows[(now_last > prev_last) | (np.isnan(prev_last) & ~np.isnan(now_last))]
+        # data through another partner is no recovery of the one it left: a SIM counts
+        # where it is now
+        member = self.state.cols.leaf[rows]
+        for incident in groups:
+            if rows.size:
+                leaves = leaf_mask(self.state, incident.dims)
+                inside = member >= 0
+                inside[inside] = leaves[member[inside]]
+                count = int(inside.sum())
+                if count:
+                    incident.recoveries.append([now, float(count)])
+            recent = [r for r in incident.recoveries if r[0] > now - p.recovery_window_s]
+            incident.recoveries = recent
+            if incident.recovery_onset is not None or not recent:
+                continue
+            total = sum(r[1] for r in recent)
+            if total >= max(p.recovery_min, p.recovery_share * incident.peak_affected):
+                # data that came in the first of these cycles was sent after the last
+                # cycle before it
+                incident.recovery_onset = recent[0][0] - self.config.eval_interval_s
 
     def finish_cycle(self, now: float, evaluation: Evaluation, started: float) -> CycleResult:
         """Incidents, tickets, baselines and state changes of ``assess(now)``'s result."""
@@ -202,6 +271,8 @@ class Engine:
         for incident in self.incidents.open.values():
             if incident.kind == "group":
                 incident.evidence = evidence_summary(state, evaluation, incident.dims)
+        if self.groups_local:
+            self._track_recovery(now, evaluation)
         # Tickets wait for the warm-up too: before a daytime-only device's second
         # morning its first night cannot be told from silence.
         alarms = self._sim_alarms(evaluation) if warm else []
@@ -322,6 +393,8 @@ class Engine:
         base_arrays, base_meta = self.baseline.export()
         arrays.update({f"baseline.{k}": v for k, v in base_arrays.items()})
         arrays["engine.prev_states"] = self._prev_states.copy()
+        arrays["engine.prev_failing_rows"] = self._prev_failing[0].copy()
+        arrays["engine.prev_failing_last"] = self._prev_failing[1].copy()
         meta: dict[str, object] = {
             "state": state_meta,
             "ingest": ingest_meta,
@@ -357,6 +430,12 @@ class Engine:
         if prev.dtype != np.int8 or prev.ndim != 1 or len(prev) > len(self.state):
             raise ValueError("malformed previous states in checkpoint")
         self._prev_states = prev.copy()
+        # (checkpoints before recovery tracking have none: it starts over)
+        rows = arrays.get("engine.prev_failing_rows", np.zeros(0, np.int64))
+        last = arrays.get("engine.prev_failing_last", np.zeros(0, np.float64))
+        if rows.shape != last.shape or rows.ndim != 1 or (len(rows) and rows.max() >= len(prev)):
+            raise ValueError("malformed recovery tracking in checkpoint")
+        self._prev_failing = (rows.astype(np.int64), last.astype(np.float64))
         self.last_evaluation = None
 
     # ---- queries ----------------------------------------------------------------------

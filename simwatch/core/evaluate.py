@@ -56,6 +56,7 @@ class Evidence:
     REJECT: Final = 2
     CHURN: Final = 4
     MOVED: Final = 8
+    DARK: Final = 16
 
 
 EVIDENCE_NAMES: Final = (
@@ -63,7 +64,10 @@ EVIDENCE_NAMES: Final = (
     (Evidence.REJECT, "reject"),
     (Evidence.CHURN, "churn"),
     (Evidence.MOVED, "moved"),
+    (Evidence.DARK, "dark"),
 )
+# dimensions a session-level fleet's darkness is looked for in (``dark_rows``)
+_DARK_DIMS: Final = ("country", "partner", "apn")
 # per-SIM policy refusals (the diagnosis names them), never a group's network evidence
 _POLICY_CAUSES: Final = ("quota_exhausted", "blocked")
 
@@ -92,6 +96,29 @@ class EvalParams:
     # an end record, or after a failure end or reject) shows its data only when the
     # window closes: for this long after the new session it does not count as failing.
     windowed_recovery_s: float = 4500.0
+    # A SIM that left its partner stays evidence against it beyond ``evidence_window_s``,
+    # up to this long, while that partner stays dark (``_left_dark_partner``).
+    moved_dark_hold_s: float = 6 * 3600.0
+    # A group (one country, partner or APN) with session-level SIMs is dark when no
+    # record came from any SIM in it for ``dark_rate_s`` over its session-level SIMs'
+    # summed record rate (a Poisson count that low has probability e^-10, and their
+    # usage records alone understate their rate) and at least ``dark_min_s``: its
+    # session-level SIMs count as failing (a session-level fleet shows nothing else of
+    # a silent outage while it lasts).
+    dark_rate_s: float = 6.0
+    dark_min_s: float = 1200.0
+    # The end of a fault that SIMs show only by reporting again (a black hole, a country
+    # outage) shows first where the fastest reporters are. Once, within
+    # ``recovery_window_s``, at least ``recovery_min`` and ``recovery_share`` of an open
+    # incident's peak of failing SIMs sent data again, its recovery has begun (the
+    # incident's ``recovery_onset``): from then on a SIM of its group without data since
+    # counts as failing only once it is late again counted from the onset (its own late
+    # threshold), not by a silence the fault's end cannot have ended yet.
+    recovery_window_s: float = 900.0
+    recovery_min: int = 5
+    recovery_share: float = 0.1
+    # ... and after the incident resolved, for this long (beyond any late threshold)
+    recovery_hold_s: float = 2 * 86400.0
 
 
 @dataclass(slots=True)
@@ -103,6 +130,9 @@ class Evaluation:
     counted: np.ndarray  # bool per SIM: expected to report and learned (part of group statistics)
     overdue: np.ndarray  # bool per SIM: counted, late or silent, and not explained per SIM
     evidence: np.ndarray  # uint8 per SIM: Evidence bit flags (counted SIMs only)
+    # bool per SIM: overdue, but in a group whose recovery has begun and not late again
+    # counted from its onset (``awaiting_report``): neither failing nor overdue this cycle
+    awaiting: np.ndarray
     member_leaf: np.ndarray  # int32 per SIM: its leaf in this cycle's group counts
     leaf_total: np.ndarray  # float64 per leaf
     leaf_affected: np.ndarray
@@ -344,6 +374,47 @@ def windowed_recovering(
     return out
 
 
+def awaiting_report(
+    state: FleetState,
+    now: float,
+    *,
+    overdue: np.ndarray,
+    churning: np.ndarray,
+    onset_by_leaf: np.ndarray,
+    params: EvalParams,
+) -> np.ndarray:
+    """Bool per SIM: overdue or churning, in a leaf whose group's recovery began at
+    ``onset_by_leaf[leaf]`` (epoch s; NaN: none), with no data since the onset (nor, for
+    a churning SIM, a session start: a black hole's churn goes on while it lasts),
+    and not yet late counted from the onset: its own late threshold
+    (``session_closed_late_s`` for a session-level SIM, the set interval's where one is
+    set)."""
+    n = len(state)
+    out = np.zeros(n, bool)
+    leaf = state.cols.leaf[:n]
+    rows = np.flatnonzero((overdue | churning) & (leaf >= 0))
+    if not rows.size or not onset_by_leaf.size:
+        return out
+    at = onset_by_leaf[leaf[rows]]
+    keep = ~np.isnan(at)
+    rows, at = rows[keep], at[keep]
+    last = state.rhythm.last_data[rows]
+    keep = np.isnan(last) | (last < at)
+    keep &= ~churning[rows] | (state.cols.session_start[rows] <= at - EPOCH_BASE)
+    rows, at = rows[keep], at[keep]
+    if not rows.size:
+        return out
+    late = state.rhythm.thresholds_of(rows)[0].astype(np.float64)
+    interval = state.cols.expect_interval[rows]
+    if (interval > 0).any():
+        set_late = state.rhythm.interval_thresholds(interval)[0]
+        late = np.where(interval > 0, set_late, late)
+    session = regime.regime_of(state.cols.regime[rows]) == regime.SESSION
+    late[session] = params.session_closed_late_s
+    out[rows[now - at < late]] = True
+    return out
+
+
 def network_evidence(
     state: FleetState, now: float, why: np.ndarray, params: EvalParams
 ) -> np.ndarray:
@@ -393,7 +464,80 @@ def network_evidence(
     if rows.size:
         prev = c.prev_leaf[rows]
         ev[rows[(prev >= 0) & (prev != c.leaf[rows])]] |= Evidence.MOVED
+    rows = _left_dark_partner(state, now, params)
+    ev[rows] |= Evidence.MOVED
+    ev[dark_rows(state, now, params)] |= Evidence.DARK
     return ev
+
+
+def dark_rows(state: FleetState, now: float, params: EvalParams) -> np.ndarray:
+    """Rows of session-level SIMs in a dark group (``EvalParams.dark_rate_s``): a
+    country, partner or APN from which no SIM sent any record for far longer than its
+    session-level SIMs' record rate makes likely."""
+    rows = session_level_rows(state)
+    n = len(state)
+    if not rows.size:
+        return rows
+    c = state.cols
+    # each SIM's late threshold (about two of its usual gaps, the spread of its gaps
+    # included) stands for its gap: a rate on the low side, never one a burst inflates
+    gap = state.rhythm.thresholds_of(rows)[0].astype(np.float64)
+    known = state.rhythm.learned(n)[rows]
+    rate = np.zeros(len(rows))
+    rate[known] = 1.0 / np.clip(gap[known], 60.0, 7 * 86400.0)
+    # the last record of any kind per SIM (a feed may leave out the attributes)
+    last = state.rhythm.last_data[:n] - EPOCH_BASE
+    heard = np.fmax(last, c.attrs_at[:n])
+    for column in (c.session_start, c.session_end, c.reject_at, c.fail_at):
+        np.fmax(heard, column[:n], out=heard)
+    out = []
+    for dim in _DARK_DIMS:
+        if dim not in state.dims:
+            continue
+        column = getattr(c, dim)[:n]
+        size = int(column.max(initial=0)) + 1
+        group_rate = np.bincount(column[rows], weights=rate, minlength=size)
+        with np.errstate(divide="ignore"):
+            span = np.maximum(params.dark_rate_s / group_rate, params.dark_min_s)
+        span[0] = np.inf  # no value: not a group
+        alive = np.zeros(size, bool)
+        alive[column[heard > rel(now) - span[column]]] = True
+        dark = ~alive & np.isfinite(span)
+        if dark.any():
+            out.append(rows[dark[column[rows]]])
+    if not out:
+        return np.zeros(0, np.int64)
+    found: np.ndarray = np.unique(np.concatenate(out))
+    return found
+
+
+def _left_dark_partner(state: FleetState, now: float, params: EvalParams) -> np.ndarray:
+    """Rows of SIMs that left their partner before ``evidence_window_s`` but within
+    ``moved_dark_hold_s``, while that partner has stayed dark: no record from any SIM
+    on it within ``evidence_window_s``. A partner that went down keeps its steered
+    devices as evidence until it shows life again (a session-level fleet shows nothing
+    else of it); a partner that merely lost a few devices to reselection is not dark."""
+    n = len(state)
+    c = state.cols
+    if "partner" not in state.dims or not n:
+        return np.zeros(0, np.int64)
+    now_rel = rel(now)
+    since = now_rel - params.evidence_window_s
+    moved_at = c.moved_at[:n]
+    rows = np.flatnonzero((moved_at <= since) & (moved_at > since - params.moved_dark_hold_s))
+    if not rows.size:
+        return rows
+    prev = c.prev_leaf[rows]
+    away = (prev >= 0) & (prev != c.leaf[rows])
+    rows, prev = rows[away], prev[away]
+    if not rows.size:
+        return np.zeros(0, np.int64)
+    left = state.leaf_codes()[prev, state.dims.index("partner")]
+    partner = c.partner[:n]
+    alive = np.zeros(len(state.partners.values) + 1, bool)
+    alive[partner[c.attrs_at[:n] > since]] = True
+    out: np.ndarray = rows[~alive[left]]
+    return out
 
 
 def leaf_mask(state: FleetState, dims: Mapping[str, str]) -> np.ndarray:
@@ -424,6 +568,9 @@ def evidence_summary(
         "failing": int(failing.sum()),
         "overdue": int((inside & evaluation.overdue).sum()),
     }
+    awaiting = int((inside & evaluation.awaiting).sum())
+    if awaiting:
+        out["awaiting"] = awaiting
     for bit, name in EVIDENCE_NAMES:
         out[name] = int((inside & ((ev & bit) != 0)).sum())
     c = state.cols
@@ -448,8 +595,11 @@ def evaluate(
     params: EvalParams,
     localize_params: LocalizeParams,
     localize_groups: bool = True,
+    recovery_onset: np.ndarray | None = None,
 ) -> Evaluation:
-    """Run one cycle at ``now``; ``expected_ratio`` is the learned overdue ratio per leaf."""
+    """Run one cycle at ``now``; ``expected_ratio`` is the learned overdue ratio per leaf;
+    ``recovery_onset``: per leaf, when its open incident's recovery began (NaN: none;
+    see ``awaiting_report``)."""
     n = len(state)
     c = state.cols
     states = sim_states(state, now, params)
@@ -464,6 +614,20 @@ def evaluate(
     overdue = counted & ((states == SimState.LATE) | (states == SimState.SILENT)) & ~explained
     overdue &= ~windowed_recovering(state, now, overdue, why, params)
     evidence = network_evidence(state, now, why, params)
+    if recovery_onset is not None:
+        churning = (evidence & Evidence.CHURN) != 0
+        awaiting = awaiting_report(
+            state,
+            now,
+            overdue=overdue,
+            churning=churning,
+            onset_by_leaf=recovery_onset,
+            params=params,
+        )
+        overdue &= ~awaiting
+        evidence[awaiting & churning] &= ~np.uint8(Evidence.CHURN)
+    else:
+        awaiting = np.zeros(n, bool)
     shown = np.flatnonzero(evidence)  # few SIMs: the rest of the work is on them alone
     dropped = ~counted[shown] | explained[shown]
     evidence[shown[dropped]] = 0
@@ -502,6 +666,7 @@ def evaluate(
         counted=counted,
         overdue=overdue,
         evidence=evidence,
+        awaiting=awaiting,
         member_leaf=member_leaf,
         leaf_total=total,
         leaf_affected=affected,

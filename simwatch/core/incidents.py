@@ -65,6 +65,11 @@ class Incident:
     # the maintenance windows covering it at the last evaluation: {"id", "name", "ends_at"
     # (epoch seconds, the end of the window's current occurrence)}; see core.maintenance
     maintenance: list[dict[str, object]] = field(default_factory=list)
+    # group incidents: when SIMs of its group began to send data again (the engine's
+    # recovery tracking, ``EvalParams.recovery_*``), and the recent recoveries counted
+    # toward it as [cycle time, SIMs] pairs
+    recovery_onset: float | None = None
+    recoveries: list[list[float]] = field(default_factory=list)
 
     @property
     def state(self) -> str:
@@ -105,6 +110,8 @@ class Incident:
             out["reasons"] = list(self.reasons)
         if self.evidence:
             out["evidence"] = dict(self.evidence)
+        if self.recovery_onset is not None and self.resolved_at is None:
+            out["recovering_since"] = format_rfc3339(self.recovery_onset)
         out["maintenance"] = bool(self.maintenance)
         out["maintenance_windows"] = [
             {
@@ -128,6 +135,7 @@ _EVIDENCE_PHRASES: Final = (
     ("reject", "were refused{cause}"),
     ("churn", "re-opened sessions again and again"),
     ("moved", "left for another partner"),
+    ("dark", "sent nothing while no device of their group sent anything for far longer than usual"),
 )
 
 
@@ -174,7 +182,7 @@ def incident_state(incident: Incident) -> dict[str, object]:
         elif isinstance(value, dict):
             value = value.copy()
         elif isinstance(value, list):
-            value = [v.copy() if isinstance(v, dict) else v for v in value]
+            value = [v.copy() if isinstance(v, dict | list) else v for v in value]
         out[f.name] = value
     return out
 
@@ -189,6 +197,7 @@ def incident_from_state(data: Mapping[str, object]) -> Incident:
         _check_kind(kind, severity)
         resolved = data.get("resolved_at")
         iccid = data.get("iccid")
+        onset = data.get("recovery_onset")
         return Incident(
             id=str(data["id"]),
             kind="group" if kind == "group" else "sim",
@@ -208,6 +217,10 @@ def incident_from_state(data: Mapping[str, object]) -> Incident:
             reported_affected=_number(data.get("reported_affected", 0.0)),
             evidence=dict(_mapping(data.get("evidence", {}))),
             maintenance=[dict(_mapping(m)) for m in _list(data.get("maintenance", []))],
+            recovery_onset=None if onset is None else _number(onset),
+            recoveries=[
+                [_number(at), _number(count)] for at, count in _pairs(data.get("recoveries", []))
+            ],
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"malformed incident in checkpoint: {exc}") from exc

@@ -191,6 +191,12 @@ SCHEMAS: Final[dict[str, Schema]] = {
             "peak_affected": _COUNT,
             "iccid": {"type": "string"},
             "reasons": {"type": "array", "items": {"type": "string"}},
+            "recovering_since": {
+                "type": "string",
+                "format": "date-time",
+                "description": "open group incidents: when SIMs of the group began to send "
+                "data again (the fault may have ended; SIMs not due since are awaited)",
+            },
             "maintenance": {
                 "type": "boolean",
                 "description": "a maintenance window under way covers the incident: it is "
@@ -209,8 +215,11 @@ SCHEMAS: Final[dict[str, Schema]] = {
                     "group incidents: what the failing SIMs show this cycle: `failing`, "
                     "`overdue` (by their own rhythm) and the network's evidence, "
                     "`failure_end` (sessions ended with a failure cause), `reject`, "
-                    "`churn`, `moved` (left for another partner), as SIM counts, with "
-                    "`failure_end_cause` and `reject_cause`, the leading causes"
+                    "`churn`, `moved` (left for another partner), `dark` (session-level "
+                    "SIMs of a country, partner or APN that went dark), as SIM counts, "
+                    "with `failure_end_cause` and `reject_cause`, the leading causes; "
+                    "`awaiting`: once recovery began, overdue SIMs whose next report is "
+                    "not due yet (not counted as failing)"
                 ),
                 "properties": {
                     "failing": _COUNT,
@@ -219,6 +228,8 @@ SCHEMAS: Final[dict[str, Schema]] = {
                     "reject": _COUNT,
                     "churn": _COUNT,
                     "moved": _COUNT,
+                    "dark": _COUNT,
+                    "awaiting": _COUNT,
                     "failure_end_cause": {"type": "string"},
                     "reject_cause": {"type": "string"},
                 },

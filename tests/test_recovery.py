@@ -1,0 +1,198 @@
+"""The end of a fault, and the faults a session-level fleet shows only by going quiet.
+
+- A black hole on partner 26202 (its SIMs stay attached, their data goes nowhere) ends:
+  the 5-minute devices report again within minutes, the hourly ones only at their next
+  report. The incident resolves once the fast ones are back, well before the hourly
+  ones could report, and does not page again while those are awaited.
+- A couple of SIMs coming back during an ongoing fault do not end it.
+- Devices steered away from a partner that went down stay evidence against it while it
+  stays dark (beyond the hour other evidence lasts), not once it shows life again.
+- Session-level SIMs (one usage record per session) of a country from which nothing at
+  all has come for far longer than usual count as failing ("dark"); a country that
+  merely sent little does not.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from fleet import DAY, T0, Feed, iccid, new_engine
+
+from simwatch.core.evaluate import EvalParams, Evidence, dark_rows, network_evidence
+from simwatch.core.timeutil import format_rfc3339
+
+if TYPE_CHECKING:
+    from simwatch.core.engine import Engine
+
+HOUR = 3600.0
+SIMS = 80
+HISTORY_S = 2 * DAY
+
+
+def period(k: int) -> float:
+    """Even SIMs (partner 26202): every 5 minutes or hourly; odd (26201): 30 minutes."""
+    if k % 2:
+        return 1800.0
+    return 300.0 if k % 4 == 0 else 3600.0
+
+
+def mnc(k: int) -> str:
+    return "02" if k % 2 == 0 else "01"
+
+
+def learned_fleet() -> tuple[Engine, Feed, float, np.ndarray]:
+    """Two days of reports, evaluated every 10 minutes (warm-up: a day); returns the
+    engine, the feed, when the history ends and each SIM's next report time."""
+    engine = new_engine([iccid(k) for k in range(SIMS)], warmup_s=DAY)
+    feed = Feed(engine)
+    offsets = np.random.default_rng(3).uniform(0, 1, SIMS)
+    events = sorted(
+        (T0 + offsets[k] * period(k) + j * period(k), k)
+        for k in range(SIMS)
+        for j in range(int(HISTORY_S // period(k)))
+    )
+    nxt = T0 + offsets * np.array([period(k) for k in range(SIMS)])
+    evaluate_at = T0 + 600.0
+    for ts, k in events:
+        while evaluate_at <= ts:
+            engine.evaluate(evaluate_at)
+            evaluate_at += 600.0
+        feed.usage(iccid(k), ts, mnc=mnc(k))
+        nxt[k] = ts + period(k)
+    return engine, feed, T0 + HISTORY_S, nxt
+
+
+def open_groups(engine: Engine) -> list[dict[str, str]]:
+    return [dict(i.dims) for i in engine.incidents.open.values() if i.kind == "group"]
+
+
+def run(engine: Engine, feed: Feed, nxt: np.ndarray, start: float, end: float, *, up) -> list:  # type: ignore[no-untyped-def]
+    """Evaluate every minute in (start, end]; SIMs for which ``up(k, t)`` send their
+    reports when due. Returns the cycle results."""
+    results = []
+    t = start
+    while t < end:
+        t += 60.0
+        for k in range(SIMS):
+            while nxt[k] <= t:
+                if up(k, nxt[k]):
+                    feed.usage(iccid(k), float(nxt[k]), mnc=mnc(k))
+                nxt[k] += period(k)
+        results.append(engine.evaluate(t))
+    return results
+
+
+def test_a_black_hole_resolves_when_the_fast_reporters_are_back() -> None:
+    engine, feed, end, nxt = learned_fleet()
+    fault_end = end + 3 * HOUR
+
+    def up(k: int, t: float) -> bool:
+        return k % 2 == 1 or not end <= t < fault_end
+
+    run(engine, feed, nxt, end, fault_end, up=up)
+    assert open_groups(engine) == [{"partner": "26202"}]
+    (incident,) = engine.incidents.open.values()
+    assert incident.recovery_onset is None  # nobody came back while it lasted
+    assert incident.evidence["overdue"] >= 30  # the hourly SIMs are overdue too
+    after = run(engine, feed, nxt, fault_end, fault_end + 3 * HOUR, up=up)
+    resolved = [r.evaluation.now for r in after for c in r.changes if c.kind == "resolved"]
+    assert len(resolved) == 1
+    # the 5-minute devices are back within 5 minutes; the hourly ones could take an hour
+    assert resolved[0] - fault_end <= 15 * 60
+    assert incident.recovery_onset is not None
+    assert fault_end <= incident.recovery_onset <= fault_end + 10 * 60
+    # ... and no page again while the hourly SIMs are awaited
+    assert not any(c.kind == "opened" for r in after for c in r.changes)
+    reported = incident.to_json()
+    assert "recovering_since" not in reported  # resolved
+
+
+def test_a_few_sims_coming_back_do_not_end_an_ongoing_fault() -> None:
+    engine, feed, end, nxt = learned_fleet()
+    back = {0, 4}  # two 5-minute SIMs recover; the fault goes on for the rest
+
+    def up(k: int, t: float) -> bool:
+        if k % 2 == 1:
+            return True
+        return t < end or (k in back and t >= end + 2 * HOUR)
+
+    results = run(engine, feed, nxt, end, end + 3 * HOUR, up=up)
+    assert open_groups(engine) == [{"partner": "26202"}]
+    (incident,) = engine.incidents.open.values()
+    assert incident.recovery_onset is None
+    assert sum(r[1] for r in incident.recoveries) == 0  # older than the window by now
+    assert sum(len(r.changes) for r in results if r.evaluation.now > end + 2 * HOUR) == 0
+
+
+def test_steered_devices_are_evidence_while_their_partner_stays_dark() -> None:
+    engine, feed, end, _ = learned_fleet()
+    steered = [iccid(k) for k in range(0, SIMS, 2)][:12]
+    for n, sim in enumerate(steered):  # steered to 26203 when 26202 went down
+        feed.event(sim, end + 60.0 + n, "location_update", mcc="262", mnc="03")
+    params = engine.config.evaluation
+    rows = np.array([engine.state.row(s) for s in steered])
+
+    def moved(at: float) -> int:
+        why = np.zeros(len(engine.state), np.uint8)
+        ev = network_evidence(engine.state, at, why, params)
+        return int(((ev[rows] & Evidence.MOVED) != 0).sum())
+
+    assert moved(end + 30 * 60) == len(steered)
+    # two hours on: other evidence would have lapsed; 26202 has said nothing since
+    assert moved(end + 2 * HOUR) == len(steered)
+    assert moved(end + params.moved_dark_hold_s + 2 * HOUR) == 0  # the hold is bounded
+    # 26202 shows life (one of its SIMs reports): the steered ones are no evidence now
+    feed.usage(iccid(40), end + 2 * HOUR + 60, mnc="02")
+    assert moved(end + 2 * HOUR + 120) == 0
+
+
+def _session_fleet() -> tuple[Engine, Feed, float]:
+    """40 session-level SIMs in DE, 40 in FR: a session a day each (a usage record at
+    its close, a scheduled reset), at hours spread over the day, for five days."""
+    sims = [iccid(k) for k in range(80)]
+    engine = new_engine(sims, warmup_s=DAY)
+    feed = Feed(engine)
+    rng = np.random.default_rng(5)
+    plan = []
+    for k, sim in enumerate(sims):
+        mcc, net = ("262", "02") if k < 40 else ("208", "01")
+        first = T0 + rng.uniform(0, DAY)
+        plan += [(first + d * DAY, sim, mcc, net, d) for d in range(6)]
+    for ts, sim, mcc, net, d in sorted(plan):
+        if d:
+            feed.send(
+                {
+                    "kind": "usage",
+                    "iccid": sim,
+                    "start": format_rfc3339(ts - DAY + 5),
+                    "end": format_rfc3339(ts),
+                    "bytes_up": 40_000,
+                    "bytes_down": 9_000,
+                    "apn": "meters.acme",
+                    "mcc": mcc,
+                    "mnc": net,
+                },
+                ts,
+            )
+            feed.session(sim, ts, "ended", end_cause="scheduled_reset")
+        feed.session(sim, ts + 5, "started", apn="meters.acme", mcc=mcc, mnc=net)
+    return engine, feed, max(p[0] for p in plan)
+
+
+def test_a_session_level_country_that_went_dark_counts_as_failing() -> None:
+    engine, feed, last = _session_fleet()
+    params = EvalParams()
+    fr = {engine.state.row(iccid(k)) for k in range(40, 80)}
+    # the sessions stay open (nothing closes them when the network goes away):
+    # every SIM is "ok" by its sessions, and the records stop
+    quiet = last + 60.0
+    assert not set(dark_rows(engine.state, quiet, params).tolist())
+    # DE keeps sending its daily resets; FR sends nothing for 8 hours
+    for k in range(10):
+        feed.session(iccid(k), quiet + k * 40 * 60, "started", mcc="262", mnc="02")
+    dark = set(dark_rows(engine.state, quiet + 8 * HOUR, params).tolist())
+    assert dark == fr
+    # one record from FR and it is no longer dark
+    feed.session(iccid(41), quiet + 8 * HOUR, "started", mcc="208", mnc="01")
+    assert not set(dark_rows(engine.state, quiet + 8 * HOUR + 60, params).tolist())
