@@ -23,7 +23,9 @@ from simwatch.core.evaluate import EvalParams, Evidence, dark_rows, network_evid
 from simwatch.core.timeutil import format_rfc3339
 
 if TYPE_CHECKING:
-    from simwatch.core.engine import Engine
+    from collections.abc import Callable
+
+    from simwatch.core.engine import CycleResult, Engine
 
 HOUR = 3600.0
 SIMS = 80
@@ -67,10 +69,18 @@ def open_groups(engine: Engine) -> list[dict[str, str]]:
     return [dict(i.dims) for i in engine.incidents.open.values() if i.kind == "group"]
 
 
-def run(engine: Engine, feed: Feed, nxt: np.ndarray, start: float, end: float, *, up) -> list:  # type: ignore[no-untyped-def]
+def run(
+    engine: Engine,
+    feed: Feed,
+    nxt: np.ndarray,
+    start: float,
+    end: float,
+    *,
+    up: Callable[[int, float], bool],
+) -> list[CycleResult]:
     """Evaluate every minute in (start, end]; SIMs for which ``up(k, t)`` send their
     reports when due. Returns the cycle results."""
-    results = []
+    results: list[CycleResult] = []
     t = start
     while t < end:
         t += 60.0
@@ -94,7 +104,9 @@ def test_a_black_hole_resolves_when_the_fast_reporters_are_back() -> None:
     assert open_groups(engine) == [{"partner": "26202"}]
     (incident,) = engine.incidents.open.values()
     assert incident.recovery_onset is None  # nobody came back while it lasted
-    assert incident.evidence["overdue"] >= 30  # the hourly SIMs are overdue too
+    overdue = incident.evidence["overdue"]
+    assert isinstance(overdue, int)
+    assert overdue >= 30  # the hourly SIMs are overdue too
     after = run(engine, feed, nxt, fault_end, fault_end + 3 * HOUR, up=up)
     resolved = [r.evaluation.now for r in after for c in r.changes if c.kind == "resolved"]
     assert len(resolved) == 1
