@@ -90,7 +90,13 @@ def test_failure_ends_open_the_partner_incident_in_minutes() -> None:
     assert evidence["failure_end"] == len(FAILING)
     assert evidence["failure_end_cause"] == "network_failure"
     assert evidence["overdue"] == 0
-    assert "60 had sessions ended by the network (network_failure)" in incident.evidence_text()
+    # what is usual for the group at this hour, learned per kind: next to nothing
+    usual = evidence["usual"]
+    assert isinstance(usual, dict)
+    assert set(usual) == {"failure_end", "reject", "churn", "moved", "dark"}
+    assert 0 <= usual["failure_end"] < 1
+    text = incident.evidence_text()
+    assert "60 had sessions ended by the network (network_failure) (usually 0" in text
     # a SIM that sends data again no longer counts as failing
     for sim in FAILING:
         feed.usage(sim, end + 660.0, mnc="02")

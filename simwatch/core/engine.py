@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -17,6 +17,7 @@ import numpy as np
 from simwatch.core.baseline import BaselineParams, GroupBaseline
 from simwatch.core.diagnosis import Finding, diagnose
 from simwatch.core.evaluate import (
+    EVIDENCE_NAMES,
     EvalParams,
     Evaluation,
     evaluate,
@@ -112,6 +113,11 @@ class Engine:
             self.state, self.operators, dedup_capacity=self.config.dedup_capacity
         )
         self.baseline = GroupBaseline(self.config.baseline)
+        # per kind of the network's evidence (``EVIDENCE_NAMES``), the share of a leaf's
+        # SIMs showing it, learned per hour of day as the failing share is: what is usual
+        # (incident ``evidence.usual``); the floor keeps a never-seen kind near zero
+        evidence_params = replace(self.config.baseline, min_ratio=1e-4)
+        self.evidence_baselines = [GroupBaseline(evidence_params) for _ in EVIDENCE_NAMES]
         self.incidents = IncidentTracker(self.config.incidents)
         # Where group incidents come from: this engine's own localization (True), or, in
         # a cluster (service.cluster), ``external_causes``: the leader's localization on
@@ -268,9 +274,12 @@ class Engine:
             changes = self.incidents.update_groups(now, causes)
         else:
             changes = []
-        for incident in self.incidents.open.values():
-            if incident.kind == "group":
-                incident.evidence = evidence_summary(state, evaluation, incident.dims)
+        groups = [i for i in self.incidents.open.values() if i.kind == "group"]
+        if groups:
+            n_leaves = len(evaluation.leaf_total)
+            usual = np.stack([b.expected_ratio(now, n_leaves) for b in self.evidence_baselines])
+            for incident in groups:
+                incident.evidence = evidence_summary(state, evaluation, incident.dims, usual)
         if self.groups_local:
             self._track_recovery(now, evaluation)
         # Tickets wait for the warm-up too: before a daytime-only device's second
@@ -290,6 +299,15 @@ class Engine:
             expected=evaluation.leaf_expected,
             frozen=frozen,
         )
+        for kind, baseline in zip(evaluation.leaf_kinds, self.evidence_baselines, strict=True):
+            baseline.update(
+                now,
+                cfg.eval_interval_s,
+                affected=kind,
+                total=evaluation.leaf_total,
+                expected=baseline.expected_ratio(now, len(kind)) * evaluation.leaf_total,
+                frozen=frozen,
+            )
         self.last_evaluation = evaluation
         self.cycles += 1
         state_changes = self._state_changes(evaluation.states)
@@ -392,6 +410,9 @@ class Engine:
         arrays.update(ingest_arrays)
         base_arrays, base_meta = self.baseline.export()
         arrays.update({f"baseline.{k}": v for k, v in base_arrays.items()})
+        for (_, name), baseline in zip(EVIDENCE_NAMES, self.evidence_baselines, strict=True):
+            kind_arrays, _ = baseline.export()
+            arrays.update({f"evidence_baseline.{name}.{k}": v for k, v in kind_arrays.items()})
         arrays["engine.prev_states"] = self._prev_states.copy()
         arrays["engine.prev_failing_rows"] = self._prev_failing[0].copy()
         arrays["engine.prev_failing_last"] = self._prev_failing[1].copy()
@@ -417,6 +438,12 @@ class Engine:
             {k[len("baseline.") :]: v for k, v in arrays.items() if k.startswith("baseline.")},
             _section(meta, "baseline"),
         )
+        # (checkpoints before the per-kind baselines have none: they learn anew)
+        for (_, name), baseline in zip(EVIDENCE_NAMES, self.evidence_baselines, strict=True):
+            prefix = f"evidence_baseline.{name}."
+            kind_arrays = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+            if kind_arrays:
+                baseline.restore(kind_arrays, {})
         self.incidents.restore(_section(meta, "incidents"))
         rejected = meta.get("rejected", {})
         if not isinstance(rejected, dict):

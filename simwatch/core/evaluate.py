@@ -137,6 +137,9 @@ class Evaluation:
     leaf_total: np.ndarray  # float64 per leaf
     leaf_affected: np.ndarray
     leaf_expected: np.ndarray
+    # (len(EVIDENCE_NAMES), n_leaves) float64: per kind of evidence, the SIMs of each
+    # leaf showing it (counted where they count: a SIM that moved, in the leaf it left)
+    leaf_kinds: np.ndarray
     causes: list[Cause]
 
     def state_counts(self) -> dict[str, int]:
@@ -553,10 +556,16 @@ def leaf_mask(state: FleetState, dims: Mapping[str, str]) -> np.ndarray:
 
 
 def evidence_summary(
-    state: FleetState, evaluation: Evaluation, dims: Mapping[str, str]
+    state: FleetState,
+    evaluation: Evaluation,
+    dims: Mapping[str, str],
+    usual_ratio: np.ndarray | None = None,
 ) -> dict[str, object]:
     """What the failing SIMs of the group ``dims`` show this cycle: counts per kind of
-    evidence (a SIM may show several) and the leading cause of failure ends and rejects."""
+    evidence (a SIM may show several) and the leading cause of failure ends and rejects;
+    with ``usual_ratio`` (per kind and leaf, the learned share of SIMs showing it at
+    this hour of day), ``usual``: how many of the group's SIMs show each kind on a
+    normal day at this hour."""
     leaves = leaf_mask(state, dims)
     n = evaluation.n
     member = evaluation.member_leaf[:n]
@@ -573,6 +582,13 @@ def evidence_summary(
         out["awaiting"] = awaiting
     for bit, name in EVIDENCE_NAMES:
         out[name] = int((inside & ((ev & bit) != 0)).sum())
+    if usual_ratio is not None:
+        counted = leaves[: len(evaluation.leaf_total)]  # leaves added since: none counted
+        usual = usual_ratio[:, counted] @ evaluation.leaf_total[counted]
+        out["usual"] = {
+            name: round(float(value), 1)
+            for (_, name), value in zip(EVIDENCE_NAMES, usual, strict=True)
+        }
     c = state.cols
     for name, bit, column in (
         ("failure_end", Evidence.FAILURE_END, c.fail_cause),
@@ -647,6 +663,11 @@ def evaluate(
     total = np.bincount(member_leaf[counted], minlength=n_leaves).astype(np.float64)
     affected = np.bincount(member_leaf[failing], minlength=n_leaves).astype(np.float64)
     expected = expected_ratio[:n_leaves] * total
+    kinds = np.zeros((len(EVIDENCE_NAMES), n_leaves))
+    for k, (bit, _) in enumerate(EVIDENCE_NAMES):
+        rows = shown[(evidence[shown] & bit) != 0]
+        if rows.size:
+            kinds[k] = np.bincount(member_leaf[rows], minlength=n_leaves)
     causes: list[Cause] = []
     if localize_groups and n_leaves:
         table = LeafTable(
@@ -671,6 +692,7 @@ def evaluate(
         leaf_total=total,
         leaf_affected=affected,
         leaf_expected=expected,
+        leaf_kinds=kinds,
         causes=causes,
     )
 

@@ -145,14 +145,17 @@ def evidence_text(evidence: Mapping[str, object], total: float) -> str:
     if not isinstance(failing, int | float) or failing <= 0:
         return ""
     parts = []
+    usual = evidence.get("usual")
     for key, phrase in _EVIDENCE_PHRASES:
         count = evidence.get(key)
         if not isinstance(count, int | float) or count <= 0:
             continue
         cause = evidence.get(f"{key}_cause")
+        normal = usual.get(key) if isinstance(usual, Mapping) else None
         parts.append(
             f"{round(count)} "
             + phrase.format(cause=f" ({cause})" if isinstance(cause, str) else "")
+            + (f" (usually {normal:g})" if isinstance(normal, int | float) else "")
         )
     return f"{round(failing)} of {round(total)} SIMs failing: " + ", ".join(parts)
 

@@ -230,6 +230,13 @@ SCHEMAS: Final[dict[str, Schema]] = {
                     "moved": _COUNT,
                     "dark": _COUNT,
                     "awaiting": _COUNT,
+                    "usual": {
+                        "type": "object",
+                        "description": "per kind of evidence, how many of the group's "
+                        "SIMs show it on a normal day at this hour (learned per leaf and "
+                        "hour of day)",
+                        "additionalProperties": {"type": "number", "minimum": 0},
+                    },
                     "failure_end_cause": {"type": "string"},
                     "reject_cause": {"type": "string"},
                 },
