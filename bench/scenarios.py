@@ -62,11 +62,13 @@ def main() -> None:
     missed: dict[tuple[str, str, str], list[int]] = defaultdict(list)
     false_pages: dict[tuple[str, str], list[int]] = defaultdict(list)
     started = time.perf_counter()
+    # seed by seed: a sweep stopped early still has every regime and scenario of the
+    # seeds it finished
     jobs = [
         (regime, name, seed, args.sims)
+        for seed in args.seeds
         for regime in args.regimes
         for name in args.scenarios
-        for seed in args.seeds
     ]
     with ProcessPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
         for (regime, name, seed, _), result in zip(jobs, pool.map(_run, jobs), strict=True):
