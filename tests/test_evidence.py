@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from fleet import DAY, T0, Feed, iccid, new_engine
 
-from simwatch.core.evaluate import Evidence
+from simwatch.core.evaluate import EVIDENCE_NAMES, Evidence, evidence_causes
 from simwatch.core.incidents import evidence_text
+from simwatch.core.localize import LeafTable, LocalizeParams, localize
 from simwatch.core.state import FleetState
 from simwatch.http.views import sim_view
 
@@ -202,3 +203,31 @@ def test_a_checkpoint_without_the_evidence_columns_restores() -> None:
     assert int(restored.cols.fail_at[0]) == -1
     assert int(restored.cols.prev_leaf[0]) == -1
     assert Evidence.MOVED == 8
+
+
+def test_a_rare_kind_of_evidence_is_judged_against_its_own_usual_level() -> None:
+    # 13 SIMs left partner 26200 in minutes where one does in an hour; with the 2
+    # overdue ones its 400 SIMs have 15 failing where 7.2 are usual: not significant on
+    # the combined count, a fault on the count of SIMs that left
+    dims = ("apn", "partner")
+    rows = []
+    for p in range(10):
+        for a in range(20):
+            failing = float((p * 20 + a) % 3 == 0)  # a third of the leaves: one overdue
+            rows.append(((f"apn{a}", f"2620{p}"), failing, 20.0, 0.36))
+    table = LeafTable.from_rows(dims, rows)
+    on_partner = np.array([label[1] == "26200" for label, *_ in rows])
+    moved = np.zeros(len(rows))
+    moved[np.flatnonzero(on_partner)[:13]] = 1.0
+    table.affected[on_partner] = 0.0
+    table.affected[np.flatnonzero(on_partner)[:15]] = 1.0
+    params = LocalizeParams()
+    assert localize(table, params) == []
+    kinds = np.zeros((len(EVIDENCE_NAMES), len(rows)))
+    kinds[[name for _, name in EVIDENCE_NAMES].index("moved")] = moved
+    ratio = np.full(kinds.shape, 0.0025)  # one SIM of the partner's 400 in a cycle
+    (cause,) = evidence_causes(table, [], kinds, ratio, params)
+    assert dict(cause.dims) == {"partner": "26200"}
+    assert (cause.affected, cause.total) == (15.0, 400.0)  # every failing SIM of it
+    # where moves are usual (a border crossing at this hour), the same count is nothing
+    assert evidence_causes(table, [], kinds, np.full_like(ratio, 0.02), params) == []

@@ -189,7 +189,12 @@ class Engine:
             localize_params=cfg.localize,
             localize_groups=self.warmed_up(now),
             recovery_onset=self._recovery_onsets(now),
+            kind_ratio=lambda n_leaves: self._kind_ratio(now, n_leaves),
         )
+
+    def _kind_ratio(self, now: float, n_leaves: int) -> np.ndarray:
+        """Per kind of evidence and leaf, its learned usual share at ``now``."""
+        return np.stack([b.expected_ratio(now, n_leaves) for b in self.evidence_baselines])
 
     def _recovery_onsets(self, now: float) -> np.ndarray | None:
         """Per leaf, the latest recovery onset of a group incident holding it (NaN:
@@ -277,7 +282,7 @@ class Engine:
         groups = [i for i in self.incidents.open.values() if i.kind == "group"]
         if groups:
             n_leaves = len(evaluation.leaf_total)
-            usual = np.stack([b.expected_ratio(now, n_leaves) for b in self.evidence_baselines])
+            usual = self._kind_ratio(now, n_leaves)
             for incident in groups:
                 incident.evidence = evidence_summary(state, evaluation, incident.dims, usual)
         if self.groups_local:

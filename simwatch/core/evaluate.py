@@ -13,7 +13,7 @@ engine decides what to learn and which incidents to open from the result.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final
 
 import numpy as np
@@ -26,7 +26,7 @@ from simwatch.core.state import EPOCH_BASE, NEVER, Flag, RejectKind, Status, rel
 from simwatch.core.timeutil import month_of
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from simwatch.core.state import FleetState
 
@@ -612,10 +612,12 @@ def evaluate(
     localize_params: LocalizeParams,
     localize_groups: bool = True,
     recovery_onset: np.ndarray | None = None,
+    kind_ratio: Callable[[int], np.ndarray] | None = None,
 ) -> Evaluation:
     """Run one cycle at ``now``; ``expected_ratio`` is the learned overdue ratio per leaf;
     ``recovery_onset``: per leaf, when its open incident's recovery began (NaN: none;
-    see ``awaiting_report``)."""
+    see ``awaiting_report``); ``kind_ratio(n_leaves)``: per kind of evidence and leaf,
+    its learned usual share (``evidence_causes``)."""
     n = len(state)
     c = state.cols
     states = sim_states(state, now, params)
@@ -679,6 +681,8 @@ def evaluate(
             expected=expected,
         )
         causes = localize(table, localize_params)
+        if kind_ratio is not None and (kinds.sum(axis=1) >= localize_params.min_affected).any():
+            causes = evidence_causes(table, causes, kinds, kind_ratio(n_leaves), localize_params)
     return Evaluation(
         now=now,
         n=n,
@@ -695,6 +699,59 @@ def evaluate(
         leaf_kinds=kinds,
         causes=causes,
     )
+
+
+def evidence_causes(
+    table: LeafTable,
+    causes: list[Cause],
+    kinds: np.ndarray,
+    ratio: np.ndarray,
+    params: LocalizeParams,
+) -> list[Cause]:
+    """``causes`` (localized on the combined failing count) and the causes of each kind
+    of the network's evidence against its own usual level.
+
+    The combined count mixes a steady part (a few SIMs of any group are overdue at any
+    time) with rare kinds: 13 SIMs leaving a partner in 3 minutes, where half a SIM
+    does in an hour, is a fault, but 15 failing where 3.6 are usual is not significant
+    yet. Each kind is localized on its own table (its counts per leaf against its
+    learned usual share; the false-alarm rate split over the kinds), and a cause found
+    there and not already covered by a combined cause is added with the combined
+    counts of its group (the incident shows every failing SIM) and its own score.
+    """
+    params_k = replace(params, alpha=params.alpha / len(EVIDENCE_NAMES))
+    out = list(causes)
+    known = [dict(c.dims) for c in causes]
+    for k in range(len(EVIDENCE_NAMES)):
+        if kinds[k].sum() < params.min_affected:
+            continue
+        kind_table = LeafTable(
+            dims=table.dims,
+            codes=table.codes,
+            labels=table.labels,
+            affected=kinds[k],
+            total=table.total,
+            expected=ratio[k][: len(table.total)] * table.total,
+        )
+        for cause in localize(kind_table, params_k):
+            dims = dict(cause.dims)
+            if any(all(dims.get(d) == v for d, v in other.items()) for other in known):
+                continue  # the same group or one inside a cause already found
+            inside = np.ones(len(table.total), bool)
+            for d, value in dims.items():
+                column = table.dims.index(d)
+                inside &= table.codes[:, column] == table.labels[column].index(value)
+            known.append(dims)
+            out.append(
+                Cause(
+                    dims=dims,
+                    affected=float(table.affected[inside].sum()),
+                    total=float(table.total[inside].sum()),
+                    expected=float(table.expected[inside].sum()),
+                    score=cause.score,
+                )
+            )
+    return out
 
 
 _WHY_CODES = (
