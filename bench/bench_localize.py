@@ -8,8 +8,8 @@ Builds cases with ``bench/rca_fleet.py``'s generator, widened to ``--apns`` APNs
 in ``--countries`` countries (90 and 22, the most it can name: about 3,000 leaves a
 case), loads them as ``bench/rca.py`` does, and times
 ``localize`` (the best of ``--repeat`` runs per case; CSV loading not counted). The
-baseline in the same run is the greedy pick alone (``generalize_margin`` and
-``generalize_rest_factor`` infinite, ``split_min_share`` above 1: no climb and no
+baseline in the same run is the greedy pick alone (``generalize_margin``
+infinite, ``split_min_share`` above 1: no move to a parent or child and no
 split), so the figure shows what the steps after the greedy pick cost.
 """
 
@@ -35,7 +35,6 @@ from simwatch.core.localize import LeafTable, LocalizeParams, localize
 GREEDY_ONLY = dataclasses.replace(
     LocalizeParams(),
     generalize_margin=float("inf"),
-    generalize_rest_factor=float("inf"),
     split_min_share=2.0,
 )
 
