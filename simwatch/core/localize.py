@@ -513,9 +513,29 @@ def _refine(  # noqa: PLR0917 - private helper, called once with all of them
                     if ev > best_ev:
                         best_g, best_ev = kk, ev
         if best_g < 0:
-            return g
+            return _fewest_attributes(g, groups, cub_index)
         g = best_g
         seen.add(g)
+
+
+def _fewest_attributes(g: int, groups: _Groups, cub_index: Mapping[tuple[int, ...], int]) -> int:
+    """The group with the fewest attributes (then the earliest dimensions) holding exactly
+    the leaves of ``g`` (e.g. ``{partner}`` for ``{country, partner}``): the tie rule of the
+    greedy pick, for a group reached by a move."""
+    while True:
+        ci = int(groups.cuboid_of[g])
+        cub = groups.cuboids[ci]
+        c_mask = groups.local[ci] == g - int(groups.offsets[ci])
+        leaf = int(np.flatnonzero(c_mask)[0])
+        n_leaves = int(np.count_nonzero(c_mask))
+        same = [
+            int(groups.local[pi, leaf] + groups.offsets[pi])
+            for pi in sorted(cub_index[tuple(x for x in cub if x != d)] for d in cub)
+            if int(np.count_nonzero(groups.local[pi] == groups.local[pi, leaf])) == n_leaves
+        ]
+        if not same:
+            return g
+        g = same[0]  # cuboids are in dimension order within a depth
 
 
 def quick_check(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> bool:
