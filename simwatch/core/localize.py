@@ -325,6 +325,27 @@ def _fails_alike(
     return _alike_llr(leaves, like, leaf_stats, params) >= 0.0
 
 
+def _apart(
+    failing: npt.NDArray[np.bool_],
+    rest: npt.NDArray[np.bool_],
+    extra: int,
+    leaf_stats: tuple[FloatArray, FloatArray, FloatArray],
+    params: LocalizeParams,
+    penalty: float,
+) -> bool:
+    """Whether naming the failing children ``failing`` of a parent, its other children
+    ``rest`` healthy, is worth ``extra`` more causes than naming the parent.
+
+    The log-likelihood gain of the children failing at their share and the rest at its
+    baseline, over the whole parent failing at one share (:func:`_share_evidence`), must
+    exceed ``extra`` times ``penalty``, the cost of naming one more cause (the
+    significance threshold, in nats).
+    """
+    a, n, e = leaf_stats
+    f_stats = (float(a[failing].sum()), float(n[failing].sum()), float(e[failing].sum()))
+    r_stats = (float(a[rest].sum()), float(n[rest].sum()), float(e[rest].sum()))
+    return -_share_evidence(f_stats, r_stats, params.min_baseline_ratio) > extra * penalty
+
 def _split(  # noqa: PLR0917 - private helper, called once with all of them
     g: int,
     groups: _Groups,
@@ -335,6 +356,7 @@ def _split(  # noqa: PLR0917 - private helper, called once with all of them
     params: LocalizeParams,
     n_dims: int,
     scale: float,
+    penalty: float,
 ) -> list[int]:
     """The children of group ``g`` that fail while its other children are healthy.
 
@@ -369,9 +391,12 @@ def _split(  # noqa: PLR0917 - private helper, called once with all of them
         failing = np.zeros_like(p_mask)
         for k in kids:
             failing |= masks[k]
-        if not healthy_part(p_mask & ~failing, p_mask, leaf_stats, params, scale):
+        rest = p_mask & ~failing
+        if not healthy_part(rest, p_mask, leaf_stats, params, scale):
             continue
-        if _alike_llr(p_mask & ~failing, failing, leaf_stats, params) > 0.0:
+        if not _apart(failing, rest, len(kids) - 1, leaf_stats, params, penalty):
+            continue
+        if _alike_llr(rest, failing, leaf_stats, params) > 0.0:
             continue  # the other children fail like them: the parent it is
         key = (float(len(kids)), -float(score[kids].sum()))
         if key < best_key:
@@ -638,7 +663,9 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
     for g, members in picked:
         kids = [g]
         if int(groups.depth[g]) < max_depth:
-            kids = _split(g, groups, cub_index, ok, score, leaf_stats, params, n_dims, phi)
+            kids = _split(
+                g, groups, cub_index, ok, score, leaf_stats, params, n_dims, phi, threshold
+            )
         apart.extend([(g, members)] if kids == [g] else [(k, _mask(groups, k)) for k in kids])
     picked = apart
     for i, (g, _) in enumerate(picked):
