@@ -7,7 +7,9 @@ Usage::
 For each case: the leaves at the anomalous minute; a leaf's expected failing
 count is the mean of its failure share (value / cnt) over the 4 minutes before
 the anomaly (only the minutes where the leaf exists) times its current ``cnt``;
-a leaf with no history gets the share of all leaves over those minutes. The
+a leaf with no history gets the share of all leaves over those minutes. A leaf's
+over-dispersion is learned over the same minutes (its Pearson residuals around
+that share, shrunk towards 1 as ``GroupBaseline.dispersion`` does). The
 prediction is compared with ``anomaly.yaml`` element by element (``attr=value``
 pairs sorted and joined by ``&``, exact match only); TP, FP, FN are summed over
 the cases and F1 = 2·TP / (2·TP + FP + FN).
@@ -30,8 +32,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
+from simwatch.core.baseline import BaselineParams
 from simwatch.core.localize import LeafTable, LocalizeParams, localize
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "rca" / "RS"
@@ -76,7 +80,23 @@ def load_case(path: Path, ts: int) -> LeafTable:
         k = share_n.get(key, 0)
         share = share_sum[key] / k if k else fallback
         rows.append((key, v, c, share * c))
-    return LeafTable.from_rows(dims, rows)
+    table = LeafTable.from_rows(dims, rows)
+    # per leaf: its over-dispersion over the same minutes, as the engine's baseline learns
+    # it (GroupBaseline.dispersion): Pearson residuals around its mean share, each at
+    # most skip_z², shrunk towards counting noise by dispersion_prior minutes at 1
+    base = BaselineParams()
+    prior, cap = base.dispersion_prior, base.skip_z * base.skip_z
+    scatter = []
+    for key in now:  # from_rows keeps the rows' order (no duplicate keys here)
+        k = share_n.get(key, 0)
+        share = share_sum[key] / k if k else fallback
+        resid = 0.0
+        for m in minutes:
+            v, c = hist[m].get(key, (0.0, 0.0))
+            if c > 0 and share > 0:
+                resid += min((v - share * c) ** 2 / (share * c), cap)
+        scatter.append(max(1.0, (prior + resid) / (prior + max(k - 1, 0))))
+    return dataclasses.replace(table, dispersion=np.asarray(scatter, dtype=np.float64))
 
 
 def truth_elements(cause: Any) -> set[str]:  # noqa: ANN401 - raw YAML value

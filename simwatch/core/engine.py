@@ -176,6 +176,7 @@ class Engine:
             params=cfg.evaluation,
             localize_params=cfg.localize,
             localize_groups=self.warmed_up(now),
+            dispersion=self.baseline.dispersion(self.state.n_leaves),
         )
 
     def finish_cycle(self, now: float, evaluation: Evaluation, started: float) -> CycleResult:

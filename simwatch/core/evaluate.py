@@ -448,8 +448,11 @@ def evaluate(
     params: EvalParams,
     localize_params: LocalizeParams,
     localize_groups: bool = True,
+    dispersion: np.ndarray | None = None,
 ) -> Evaluation:
-    """Run one cycle at ``now``; ``expected_ratio`` is the learned overdue ratio per leaf."""
+    """Run one cycle at ``now``; ``expected_ratio`` is the learned overdue ratio per leaf,
+    ``dispersion`` its learned over-dispersion (``GroupBaseline.dispersion``; None: the
+    localization estimates one for the whole fleet only)."""
     n = len(state)
     c = state.cols
     states = sim_states(state, now, params)
@@ -492,6 +495,7 @@ def evaluate(
             affected=affected,
             total=total,
             expected=expected,
+            dispersion=None if dispersion is None else dispersion[:n_leaves],
         )
         causes = localize(table, localize_params)
     return Evaluation(

@@ -70,6 +70,9 @@ class LeafTable:
     affected: FloatArray
     total: FloatArray
     expected: FloatArray
+    # per leaf, how much more its failing count scatters than counting noise (at least 1;
+    # learned from its history, e.g. GroupBaseline.dispersion); None: unknown
+    dispersion: FloatArray | None = None
 
     @classmethod
     def from_rows(
@@ -243,7 +246,11 @@ def _sums(groups: _Groups, weights: FloatArray, n_cuboids: int) -> FloatArray:
 
 
 def _significant(
-    a: FloatArray, n: FloatArray, e: FloatArray, params: LocalizeParams, threshold: float
+    a: FloatArray,
+    n: FloatArray,
+    e: FloatArray,
+    params: LocalizeParams,
+    threshold: float | FloatArray,
 ) -> tuple[npt.NDArray[np.bool_], FloatArray]:
     e_eff = np.maximum(e, params.min_baseline_ratio * n)
     cheap = (
@@ -325,7 +332,7 @@ def _fails_alike(
     return _alike_llr(leaves, like, leaf_stats, params) >= 0.0
 
 
-def _apart(
+def _apart(  # noqa: PLR0917 - private helper, called twice with all of them
     failing: npt.NDArray[np.bool_],
     rest: npt.NDArray[np.bool_],
     extra: int,
@@ -345,6 +352,7 @@ def _apart(
     f_stats = (float(a[failing].sum()), float(n[failing].sum()), float(e[failing].sum()))
     r_stats = (float(a[rest].sum()), float(n[rest].sum()), float(e[rest].sum()))
     return -_share_evidence(f_stats, r_stats, params.min_baseline_ratio) > extra * penalty
+
 
 def _split(  # noqa: PLR0917 - private helper, called once with all of them
     g: int,
@@ -625,7 +633,19 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
     n_tests = int(np.count_nonzero(n_g > 0))
     phi = dispersion(table, params)
     threshold = llr_threshold(params.alpha, n_tests) * phi
-    ok, score = _significant(a_g, n_g, e_g, params, threshold)
+    leaf_phi = table.dispersion
+    base_threshold = threshold / phi
+
+    def thresholds(e_sums: FloatArray, w: FloatArray | None) -> float | FloatArray:
+        """Per group: the threshold times the larger of the fleet's and the group's own
+        over-dispersion (its leaves' dispersions weighted by their expected counts)."""
+        if leaf_phi is None:
+            return threshold
+        pe = _sums(groups, e_leaf * leaf_phi * (1.0 if w is None else w), n_cub)
+        phi_g = np.where(e_sums > 0.0, pe / np.maximum(e_sums, 1e-300), 1.0)
+        return base_threshold * np.maximum(phi, phi_g)
+
+    ok, score = _significant(a_g, n_g, e_g, params, thresholds(e_g, None))
     if not ok.any():
         return []
 
@@ -638,7 +658,7 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
             a_r = _sums(groups, a_leaf * w, n_cub)
             n_r = _sums(groups, n_leaf * w, n_cub)
             e_r = _sums(groups, e_leaf * w, n_cub)
-            ok_r, score_r = _significant(a_r, n_r, e_r, params, threshold)
+            ok_r, score_r = _significant(a_r, n_r, e_r, params, thresholds(e_r, w))
         else:
             ok_r, score_r = ok, score
         cand = np.flatnonzero(ok_r)
