@@ -265,6 +265,32 @@ def _significant(
     return ok, score
 
 
+def _subtract(
+    groups: _Groups, leaves: IntArray, pairs: tuple[tuple[FloatArray, FloatArray], ...]
+) -> None:
+    """For each ``(sums, weights)``: take the ``leaves``' weights off their groups' sums
+    (in place, at least 0: rounding leaves a group with nothing left at 0)."""
+    n_cub = len(groups.cuboids)
+    ids = (groups.local[:, leaves] + groups.offsets[:-1, None]).reshape(-1)
+    for sums, weights in pairs:
+        taken = np.bincount(ids, weights=np.tile(weights[leaves], n_cub), minlength=groups.n_groups)
+        np.maximum(sums - taken, 0.0, out=sums)
+
+
+def _thresholds(
+    threshold: float, phi: float, e_sums: FloatArray, pe_sums: FloatArray | None
+) -> float | FloatArray:
+    """Per group: ``threshold`` (which holds the fleet's over-dispersion ``phi``) raised to
+    the group's own over-dispersion when that is larger: its leaves' dispersions weighted
+    by their expected counts (``pe_sums / e_sums``). ``pe_sums`` None: the leaves'
+    dispersions are unknown, ``threshold`` for all."""
+    if pe_sums is None:
+        return threshold
+    with np.errstate(divide="ignore", invalid="ignore"):
+        phi_g = np.where(e_sums > 0.0, pe_sums / e_sums, 1.0)
+    return (threshold / phi) * np.maximum(phi, phi_g)
+
+
 def _mask(groups: _Groups, g: int) -> npt.NDArray[np.bool_]:
     """The leaves of group ``g``."""
     ci = int(groups.cuboid_of[g])
@@ -634,33 +660,20 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
     phi = dispersion(table, params)
     threshold = llr_threshold(params.alpha, n_tests) * phi
     leaf_phi = table.dispersion
-    base_threshold = threshold / phi
-
-    def thresholds(e_sums: FloatArray, w: FloatArray | None) -> float | FloatArray:
-        """Per group: the threshold times the larger of the fleet's and the group's own
-        over-dispersion (its leaves' dispersions weighted by their expected counts)."""
-        if leaf_phi is None:
-            return threshold
-        pe = _sums(groups, e_leaf * leaf_phi * (1.0 if w is None else w), n_cub)
-        phi_g = np.where(e_sums > 0.0, pe / np.maximum(e_sums, 1e-300), 1.0)
-        return base_threshold * np.maximum(phi, phi_g)
-
-    ok, score = _significant(a_g, n_g, e_g, params, thresholds(e_g, None))
+    # per group: expected counts weighted by the leaves' own over-dispersion
+    pe_g = None if leaf_phi is None else _sums(groups, e_leaf * leaf_phi, n_cub)
+    ok, score = _significant(a_g, n_g, e_g, params, _thresholds(threshold, phi, e_g, pe_g))
     if not ok.any():
         return []
 
     cub_index = {c: i for i, c in enumerate(groups.cuboids)}
     uncovered = np.ones(n_leaves, dtype=bool)
     picked: list[tuple[int, npt.NDArray[np.bool_]]] = []
+    # the groups' sums over the leaves no pick covers yet (updated by subtraction)
+    a_r, n_r, e_r = a_g.copy(), n_g.copy(), e_g.copy()
+    pe_r = None if pe_g is None else pe_g.copy()
+    ok_r, score_r = ok, score
     while len(picked) < params.max_causes + 4:
-        if picked:
-            w = uncovered.astype(np.float64)
-            a_r = _sums(groups, a_leaf * w, n_cub)
-            n_r = _sums(groups, n_leaf * w, n_cub)
-            e_r = _sums(groups, e_leaf * w, n_cub)
-            ok_r, score_r = _significant(a_r, n_r, e_r, params, thresholds(e_r, w))
-        else:
-            ok_r, score_r = ok, score
         cand = np.flatnonzero(ok_r)
         if cand.size == 0:
             break
@@ -672,9 +685,14 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
         ci = int(groups.cuboid_of[g])
         members = groups.local[ci] == g - int(groups.offsets[ci])
         picked.append((g, members))
+        newly = np.flatnonzero(members & uncovered)
         uncovered &= ~members
         if not uncovered.any():
             break
+        _subtract(groups, newly, ((a_r, a_leaf), (n_r, n_leaf), (e_r, e_leaf)))
+        if pe_r is not None and leaf_phi is not None:
+            _subtract(groups, newly, ((pe_r, e_leaf * leaf_phi),))
+        ok_r, score_r = _significant(a_r, n_r, e_r, params, _thresholds(threshold, phi, e_r, pe_r))
 
     # siblings apart, climb to parents whose rest is elevated too, then drop causes
     # covered by another
