@@ -267,14 +267,18 @@ def _significant(
 
 def _subtract(
     groups: _Groups, leaves: IntArray, pairs: tuple[tuple[FloatArray, FloatArray], ...]
-) -> None:
+) -> IntArray:
     """For each ``(sums, weights)``: take the ``leaves``' weights off their groups' sums
-    (in place, at least 0: rounding leaves a group with nothing left at 0)."""
+    (in place, at least 0: rounding leaves a group with nothing left at 0). Returns the
+    groups whose sums changed."""
     n_cub = len(groups.cuboids)
     ids = (groups.local[:, leaves] + groups.offsets[:-1, None]).reshape(-1)
+    changed: IntArray
+    changed, inv = np.unique(ids, return_inverse=True)
     for sums, weights in pairs:
-        taken = np.bincount(ids, weights=np.tile(weights[leaves], n_cub), minlength=groups.n_groups)
-        np.maximum(sums - taken, 0.0, out=sums)
+        taken = np.bincount(inv.reshape(-1), weights=np.tile(weights[leaves], n_cub))
+        sums[changed] = np.maximum(sums[changed] - taken, 0.0)
+    return changed
 
 
 def _thresholds(
@@ -672,7 +676,7 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
     # the groups' sums over the leaves no pick covers yet (updated by subtraction)
     a_r, n_r, e_r = a_g.copy(), n_g.copy(), e_g.copy()
     pe_r = None if pe_g is None else pe_g.copy()
-    ok_r, score_r = ok, score
+    ok_r, score_r = ok.copy(), score.copy()
     while len(picked) < params.max_causes + 4:
         cand = np.flatnonzero(ok_r)
         if cand.size == 0:
@@ -689,10 +693,17 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
         uncovered &= ~members
         if not uncovered.any():
             break
-        _subtract(groups, newly, ((a_r, a_leaf), (n_r, n_leaf), (e_r, e_leaf)))
+        u = _subtract(groups, newly, ((a_r, a_leaf), (n_r, n_leaf), (e_r, e_leaf)))
         if pe_r is not None and leaf_phi is not None:
             _subtract(groups, newly, ((pe_r, e_leaf * leaf_phi),))
-        ok_r, score_r = _significant(a_r, n_r, e_r, params, _thresholds(threshold, phi, e_r, pe_r))
+        # only the groups holding the newly covered leaves change
+        ok_r[u], score_r[u] = _significant(
+            a_r[u],
+            n_r[u],
+            e_r[u],
+            params,
+            _thresholds(threshold, phi, e_r[u], None if pe_r is None else pe_r[u]),
+        )
 
     # siblings apart, climb to parents whose rest is elevated too, then drop causes
     # covered by another
