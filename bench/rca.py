@@ -7,7 +7,14 @@ Usage::
 For each case: the leaves at the anomalous minute; a leaf's expected failing
 count is the mean of its failure share (value / cnt) over the 4 minutes before
 the anomaly (only the minutes where the leaf exists) times its current ``cnt``;
-a leaf with no history gets the share of all leaves over those minutes. The
+a leaf with no history gets the share of all leaves over those minutes. With
+``--expected engine`` the share is the engine's instead (``GroupBaseline``): the
+leaf's failing over its members in those minutes, pulled towards the share of all
+leaves by ``BaselineParams.shrink`` (30) members at it and floored at
+``BaselineParams.min_ratio`` (0.2 %), so a small leaf with no failure in 4
+minutes does not expect none. A leaf's over-dispersion is learned over the same
+minutes (its Pearson residuals around its expected share, shrunk towards 1 as
+``GroupBaseline.dispersion`` does). The
 prediction is compared with ``anomaly.yaml`` element by element (``attr=value``
 pairs sorted and joined by ``&``, exact match only); TP, FP, FN are summed over
 the cases and F1 = 2·TP / (2·TP + FP + FN).
@@ -30,8 +37,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
+from simwatch.core.baseline import BaselineParams
 from simwatch.core.localize import LeafTable, LocalizeParams, localize
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "rca" / "RS"
@@ -42,7 +51,7 @@ def element_key(dims: dict[str, Any]) -> str:
     return "&".join(sorted(f"{k}={v}" for k, v in dims.items()))
 
 
-def load_case(path: Path, ts: int) -> LeafTable:
+def load_case(path: Path, ts: int, expected: str = "mean") -> LeafTable:
     with path.open(encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
         fields = reader.fieldnames or []
@@ -71,12 +80,37 @@ def load_case(path: Path, ts: int) -> LeafTable:
                 share_sum[key] += v / c
                 share_n[key] += 1
     fallback = all_v / all_c if all_c > 0 else 0.0
-    rows = []
-    for key, (v, c) in now.items():
+    base = BaselineParams()
+    pooled: dict[tuple[str, ...], list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for m in minutes:
+        for key, (v, c) in hist[m].items():
+            pooled[key][0] += v
+            pooled[key][1] += c
+
+    def share_of(key: tuple[str, ...]) -> float:
+        if expected == "engine":  # GroupBaseline: shrunk towards the fleet's share, floored
+            v, c = pooled.get(key, (0.0, 0.0))
+            return max((v + base.shrink * fallback) / (c + base.shrink), base.min_ratio)
         k = share_n.get(key, 0)
-        share = share_sum[key] / k if k else fallback
-        rows.append((key, v, c, share * c))
-    return LeafTable.from_rows(dims, rows)
+        return share_sum[key] / k if k else fallback
+
+    rows = [(key, v, c, share_of(key) * c) for key, (v, c) in now.items()]
+    table = LeafTable.from_rows(dims, rows)
+    # per leaf: its over-dispersion over the same minutes, as the engine's baseline learns
+    # it (GroupBaseline.dispersion): Pearson residuals around its expected share, each at
+    # most skip_z², shrunk towards counting noise by dispersion_prior minutes at 1
+    prior, cap = base.dispersion_prior, base.skip_z * base.skip_z
+    scatter = []
+    for key in now:  # from_rows keeps the rows' order (no duplicate keys here)
+        k = share_n.get(key, 0)
+        share = share_of(key)
+        resid = 0.0
+        for m in minutes:
+            v, c = hist[m].get(key, (0.0, 0.0))
+            if c > 0 and share > 0:
+                resid += min((v - share * c) ** 2 / (share * c), cap)
+        scatter.append(max(1.0, (prior + resid) / (prior + max(k - 1, 0))))
+    return dataclasses.replace(table, dispersion=np.asarray(scatter, dtype=np.float64))
 
 
 def truth_elements(cause: Any) -> set[str]:  # noqa: ANN401 - raw YAML value
@@ -123,6 +157,13 @@ def print_breakdown(
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument(
+        "--expected",
+        choices=("mean", "engine"),
+        default="mean",
+        help="a leaf's expected share: the mean of its 4 minutes (customary) or as the"
+        " engine's baseline learns it (shrunk towards the fleet's share, floored)",
+    )
     for f in dataclasses.fields(LocalizeParams):
         flag = "--" + f.name.replace("_", "-")
         kind = int if f.name in {"max_depth", "max_causes", "dispersion_min_leaves"} else float
@@ -149,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     by_dims: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for case in cases:
         path = args.data / f"{case['data']}.csv"
-        table = load_case(path, int(case["timestamp"]))
+        table = load_case(path, int(case["timestamp"]), args.expected)
         t0 = time.perf_counter()
         causes = localize(table, params)
         took = time.perf_counter() - t0

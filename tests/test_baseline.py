@@ -64,3 +64,49 @@ def test_new_leaf_borrows_the_fleet_ratio() -> None:
     ratios = base.expected_ratio(2 * 86400.0, 5)  # three leaves never seen before
     assert np.allclose(ratios[2:], ratios[2], rtol=1e-9)
     assert 0.03 < ratios[4] < 0.07
+
+
+def test_learns_each_leafs_over_dispersion() -> None:
+    # leaf 0 counts like counting noise (Poisson), leaf 1 is bursty (its failing share
+    # drawn each cycle from a beta of concentration 20, mean 2 %): a day of cycles
+    base = GroupBaseline()
+    rng = np.random.default_rng(5)
+    total = np.array([500.0, 500.0])
+    for cycle in range(24 * 12):
+        now = cycle * 300.0
+        expected = base.expected_ratio(now, 2) * total
+        share = np.array([0.02, rng.beta(0.4, 19.6)])
+        affected = rng.binomial(500, share).astype(np.float64)
+        base.update(now, 300.0, affected=affected, total=total, expected=expected)
+    steady, bursty = base.dispersion(2)
+    assert steady < 2.0
+    assert bursty > 3.0
+
+
+def test_a_faults_first_cycles_do_not_make_a_leaf_bursty() -> None:
+    # a day of counting noise, then 60 % overdue for three cycles (before an incident
+    # freezes the leaf): each cycle counts at most skip_z² towards its dispersion
+    base = GroupBaseline()
+    rng = np.random.default_rng(6)
+    total = np.array([400.0, 400.0])
+    for cycle in range(24 * 12 + 3):
+        now = cycle * 300.0
+        expected = base.expected_ratio(now, 2) * total
+        affected = rng.binomial(400, [0.02, 0.02]).astype(np.float64)
+        if cycle >= 24 * 12:
+            affected[0] = 240.0
+        base.update(now, 300.0, affected=affected, total=total, expected=expected)
+    assert base.dispersion(2)[0] < 1.2
+
+
+def test_a_checkpoint_without_dispersion_restores_with_none_learned() -> None:
+    base = GroupBaseline()
+    total = np.array([100.0, 100.0])
+    base.update(0.0, 60.0, affected=np.array([9.0, 1.0]), total=total, expected=np.ones(2))
+    arrays, meta = base.export()
+    assert base.dispersion(2)[0] > 1.0
+    del arrays["scatter"], arrays["cycles"]  # written before the dispersion was learned
+    restored = GroupBaseline()
+    restored.restore(arrays, meta)
+    assert np.array_equal(restored.dispersion(2), np.ones(2))
+    assert np.array_equal(restored.expected_ratio(60.0, 2), base.expected_ratio(60.0, 2))

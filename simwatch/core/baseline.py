@@ -8,6 +8,11 @@ history (small leaves are noisy; a new leaf borrows the fleet's normal).
 
 Learning skips leaves that are abnormal right now (significantly above their own
 baseline or inside an open incident), so an outage is never learned as normal.
+
+Each leaf's over-dispersion is learned too: how much more its overdue count scatters
+around the expected count than counting noise would (bursty devices), from every cycle
+outside an open incident (a burst that opened none is the leaf's noise), so
+localization does not take a bursty leaf's spike for a cause.
 """
 
 from __future__ import annotations
@@ -43,6 +48,9 @@ class BaselineParams:
     # learned — otherwise a pattern that recurs at one hour every day (devices that stop
     # in the evening) would look abnormal on its first day and never be learned.
     established_weight: float = 0.25
+    # Pseudo-count (cycles at counting noise) with which a leaf's learned over-dispersion
+    # is pulled towards 1: a leaf with a short history is not called bursty on one spike.
+    dispersion_prior: float = 2.0
 
 
 class GroupBaseline:
@@ -54,6 +62,8 @@ class GroupBaseline:
         self.counted = np.zeros((0, HOURS))
         self.fleet_overdue = np.zeros(HOURS)
         self.fleet_counted = np.zeros(HOURS)
+        self.scatter = np.zeros(0)  # per leaf: decayed sum of Pearson residuals
+        self.cycles = np.zeros(0)  # per leaf: decayed count of the cycles in it
         self.learned_seconds = 0.0
 
     def _fit(self, n_leaves: int) -> None:
@@ -62,6 +72,10 @@ class GroupBaseline:
             pad = np.zeros((n_leaves - have, HOURS))
             self.overdue = np.vstack([self.overdue, pad])
             self.counted = np.vstack([self.counted, pad])
+        have = self.scatter.shape[0]
+        if n_leaves > have:
+            self.scatter = np.concatenate([self.scatter, np.zeros(n_leaves - have)])
+            self.cycles = np.concatenate([self.cycles, np.zeros(n_leaves - have)])
 
     @staticmethod
     def hour(now: float) -> int:
@@ -85,6 +99,15 @@ class GroupBaseline:
         prior = leaf_all * fleet_factor
         ratio = (over[:, h] + p.shrink * prior) / (counted[:, h] + p.shrink)
         return np.asarray(np.maximum(ratio, p.min_ratio), dtype=np.float64)
+
+    def dispersion(self, n_leaves: int) -> np.ndarray:
+        """Over-dispersion per leaf (at least 1): the mean of its Pearson residuals
+        ``(A - E)² / E`` (each at most ``skip_z²``) over the cycles learned, with
+        ``dispersion_prior`` cycles at 1."""
+        self._fit(n_leaves)
+        prior = self.params.dispersion_prior
+        phi = (prior + self.scatter[:n_leaves]) / (prior + self.cycles[:n_leaves])
+        return np.asarray(np.maximum(phi, 1.0), dtype=np.float64)
 
     def update(
         self,
@@ -113,10 +136,24 @@ class GroupBaseline:
         self.counted[:n, h] = self.counted[:n, h] * decay + np.where(learn, total * alpha, 0.0)
         self.fleet_overdue[h] = self.fleet_overdue[h] * (1 - alpha) + affected[learn].sum() * alpha
         self.fleet_counted[h] = self.fleet_counted[h] * (1 - alpha) + total[learn].sum() * alpha
+        # over-dispersion: every cycle outside an open incident, over memory_days of cycles
+        seen = (total > 0) & (expected > 0)
+        if frozen is not None:
+            seen &= ~frozen
+        keep = 1.0 - min(1.0, interval_s / (p.memory_days * 86_400.0))
+        # (a cycle's residual counts up to skip_z²: a fault's first cycles, before its
+        # incident opens, must not teach the leaf that such counts are its noise)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            resid = np.where(seen, (affected - expected) ** 2 / expected, 0.0)
+        resid = np.minimum(resid, p.skip_z * p.skip_z)
+        self.scatter[:n] = self.scatter[:n] * np.where(seen, keep, 1.0) + resid
+        self.cycles[:n] = self.cycles[:n] * np.where(seen, keep, 1.0) + seen
         self.learned_seconds += interval_s
 
     def nbytes(self) -> int:
-        return int(self.overdue.nbytes + self.counted.nbytes)
+        return int(
+            self.overdue.nbytes + self.counted.nbytes + self.scatter.nbytes + self.cycles.nbytes
+        )
 
     def export(self) -> tuple[dict[str, np.ndarray], dict[str, object]]:
         """Copies of the learned arrays and the learned time (for a checkpoint)."""
@@ -125,6 +162,8 @@ class GroupBaseline:
             "counted": self.counted.copy(),
             "fleet_overdue": self.fleet_overdue.copy(),
             "fleet_counted": self.fleet_counted.copy(),
+            "scatter": self.scatter.copy(),
+            "cycles": self.cycles.copy(),
         }
         return arrays, {"learned_seconds": self.learned_seconds}
 
@@ -140,6 +179,13 @@ class GroupBaseline:
         self.counted = counted.astype(np.float64, copy=True)
         self.fleet_overdue = fleet_overdue.astype(np.float64, copy=True)
         self.fleet_counted = fleet_counted.astype(np.float64, copy=True)
+        # a checkpoint from before the over-dispersion was learned: none learned yet
+        scatter = arrays.get("scatter", np.zeros(0))
+        cycles = arrays.get("cycles", np.zeros(0))
+        if scatter.shape != cycles.shape or scatter.ndim != 1:
+            raise ValueError(f"dispersion arrays of shape {scatter.shape} / {cycles.shape}")
+        self.scatter = scatter.astype(np.float64, copy=True)
+        self.cycles = cycles.astype(np.float64, copy=True)
         learned = meta.get("learned_seconds", 0.0)
         self.learned_seconds = float(learned) if isinstance(learned, int | float) else 0.0
 

@@ -190,6 +190,7 @@ class Engine:
             localize_groups=self.warmed_up(now),
             recovery_onset=self._recovery_onsets(now),
             kind_ratio=lambda n_leaves: self._kind_ratio(now, n_leaves),
+            dispersion=self.baseline.dispersion(self.state.n_leaves),
         )
 
     def _kind_ratio(self, now: float, n_leaves: int) -> np.ndarray:

@@ -613,11 +613,14 @@ def evaluate(
     localize_groups: bool = True,
     recovery_onset: np.ndarray | None = None,
     kind_ratio: Callable[[int], np.ndarray] | None = None,
+    dispersion: np.ndarray | None = None,
 ) -> Evaluation:
-    """Run one cycle at ``now``; ``expected_ratio`` is the learned overdue ratio per leaf;
-    ``recovery_onset``: per leaf, when its open incident's recovery began (NaN: none;
-    see ``awaiting_report``); ``kind_ratio(n_leaves)``: per kind of evidence and leaf,
-    its learned usual share (``evidence_causes``)."""
+    """Run one cycle at ``now``; ``expected_ratio`` is the learned overdue ratio per leaf,
+    ``dispersion`` its learned over-dispersion (``GroupBaseline.dispersion``; None: the
+    localization estimates one for the whole fleet only); ``recovery_onset``: per leaf,
+    when its open incident's recovery began (NaN: none; see ``awaiting_report``);
+    ``kind_ratio(n_leaves)``: per kind of evidence and leaf, its learned usual share
+    (``evidence_causes``)."""
     n = len(state)
     c = state.cols
     states = sim_states(state, now, params)
@@ -679,6 +682,7 @@ def evaluate(
             affected=affected,
             total=total,
             expected=expected,
+            dispersion=None if dispersion is None else dispersion[:n_leaves],
         )
         causes = localize(table, localize_params)
         if kind_ratio is not None and (kinds.sum(axis=1) >= localize_params.min_affected).any():

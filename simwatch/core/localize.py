@@ -26,9 +26,13 @@ Method (see docs/localization.md for the long form):
    fail while its other children are healthy (not elevated by ``generalize_margin``
    nats, and holding at least ``split_min_share`` of its members) is replaced by
    those children: one APN failing in two countries is two causes, not the APN.
-5. Climb (:func:`_generalize`): a pick is replaced by its parent when the parent's
-   rest fails too; a sibling cause never carries the climb over the parent's
-   healthy children.
+5. Move (:func:`_refine`): a pick is replaced by the parent (one attribute fewer)
+   or the child (one more) that explains its leaves better under the fault model of
+   :func:`_share_evidence` (a fault takes one share of its group's members on top of
+   their baseline), by more than ``generalize_margin`` quasi-likelihood nats; a child
+   only while the rest of the pick is not elevated itself (else the fault is the
+   pick's, uneven). A sibling cause never carries the climb over the parent's
+   healthy children. The move repeats from the new group.
 6. If a cause picked later covers an earlier one (its leaves are a superset),
    the earlier one is dropped: the parent explains it.
 
@@ -66,6 +70,9 @@ class LeafTable:
     affected: FloatArray
     total: FloatArray
     expected: FloatArray
+    # per leaf, how much more its failing count scatters than counting noise (at least 1;
+    # learned from its history, e.g. GroupBaseline.dispersion); None: unknown
+    dispersion: FloatArray | None = None
 
     @classmethod
     def from_rows(
@@ -145,12 +152,11 @@ class LocalizeParams:
     - ``max_causes``: the most causes returned.
     - ``min_relative_score``: a cause whose score is below this fraction of the
       best cause's score is dropped (0 keeps every significant cause).
-    - ``generalize_margin``: evidence (nats) the rest of a parent group must show
-      for failing like the picked group rather than like its baseline before the
-      parent replaces the picked group (see :func:`_generalize`); ``inf``
-      disables the climb.
-    - ``generalize_rest_factor``: the rest of a parent is also elevated when its own
-      LLR reaches this multiple of the significance threshold.
+    - ``generalize_margin``: evidence (quasi-likelihood nats: nats over the
+      over-dispersion) a parent or a child must show for explaining a cause's leaves
+      better before it replaces the cause (see :func:`_refine`), and the most a part
+      may be above its baseline to count as healthy (:func:`healthy_part`); ``inf``
+      disables the move.
     - ``split_min_share``: a parent's children that fail are named instead of the
       parent only when its healthy children hold at least this share of its members
       (smaller healthy parts are exceptions within a parent's fault), and only when
@@ -171,7 +177,6 @@ class LocalizeParams:
     max_causes: int = 5
     min_relative_score: float = 0.0
     generalize_margin: float = 3.0
-    generalize_rest_factor: float = 1.0
     split_min_share: float = 0.1
     dispersion_quantile: float = 0.5
     dispersion_min_expected: float = 1.0
@@ -241,7 +246,11 @@ def _sums(groups: _Groups, weights: FloatArray, n_cuboids: int) -> FloatArray:
 
 
 def _significant(
-    a: FloatArray, n: FloatArray, e: FloatArray, params: LocalizeParams, threshold: float
+    a: FloatArray,
+    n: FloatArray,
+    e: FloatArray,
+    params: LocalizeParams,
+    threshold: float | FloatArray,
 ) -> tuple[npt.NDArray[np.bool_], FloatArray]:
     e_eff = np.maximum(e, params.min_baseline_ratio * n)
     cheap = (
@@ -256,35 +265,34 @@ def _significant(
     return ok, score
 
 
-def _rest_evidence(
-    c_mask: npt.NDArray[np.bool_],
-    rest: npt.NDArray[np.bool_],
-    leaf_stats: tuple[FloatArray, FloatArray, FloatArray],
-    params: LocalizeParams,
-    rest_threshold: float,
-) -> float:
-    """Evidence (nats) that the leaves ``rest`` fail like the group ``c_mask`` rather than normally.
+def _subtract(
+    groups: _Groups, leaves: IntArray, pairs: tuple[tuple[FloatArray, FloatArray], ...]
+) -> IntArray:
+    """For each ``(sums, weights)``: take the ``leaves``' weights off their groups' sums
+    (in place, at least 0: rounding leaves a group with nothing left at 0). Returns the
+    groups whose sums changed."""
+    n_cub = len(groups.cuboids)
+    ids = (groups.local[:, leaves] + groups.offsets[:-1, None]).reshape(-1)
+    changed: IntArray
+    changed, inv = np.unique(ids, return_inverse=True)
+    for sums, weights in pairs:
+        taken = np.bincount(inv.reshape(-1), weights=np.tile(weights[leaves], n_cub))
+        sums[changed] = np.maximum(sums[changed] - taken, 0.0)
+    return changed
 
-    The larger of: ``A_R·ln(r) - (r - 1)·E_R``, the log-likelihood ratio of the
-    rest failing at the group's lift ``r`` against its baseline; and the rest's
-    own one-sided LLR when that alone is significant (``rest_threshold``) with a
-    lift of at least ``min_lift``. ``-inf`` when the group is not elevated.
-    """
-    a, n, e = leaf_stats
-    floor = params.min_baseline_ratio
-    a_c = float(a[c_mask].sum())
-    e_c = max(float(e[c_mask].sum()), floor * float(n[c_mask].sum()))
-    if e_c <= 0.0 or a_c <= e_c:
-        return -math.inf
-    lift = a_c / e_c
-    a_r = float(a[rest].sum())
-    e_r = max(float(e[rest].sum()), floor * float(n[rest].sum()))
-    ev = a_r * math.log(lift) - (lift - 1.0) * e_r
-    if e_r > 0.0 and a_r > e_r and a_r >= params.min_lift * e_r:
-        own = a_r * math.log(a_r / e_r) - (a_r - e_r)
-        if own >= rest_threshold:
-            ev = max(ev, own)
-    return ev
+
+def _thresholds(
+    threshold: float, phi: float, e_sums: FloatArray, pe_sums: FloatArray | None
+) -> float | FloatArray:
+    """Per group: ``threshold`` (which holds the fleet's over-dispersion ``phi``) raised to
+    the group's own over-dispersion when that is larger: its leaves' dispersions weighted
+    by their expected counts (``pe_sums / e_sums``). ``pe_sums`` None: the leaves'
+    dispersions are unknown, ``threshold`` for all."""
+    if pe_sums is None:
+        return threshold
+    with np.errstate(divide="ignore", invalid="ignore"):
+        phi_g = np.where(e_sums > 0.0, pe_sums / e_sums, 1.0)
+    return (threshold / phi) * np.maximum(phi, phi_g)
 
 
 def _mask(groups: _Groups, g: int) -> npt.NDArray[np.bool_]:
@@ -299,13 +307,14 @@ def healthy_part(
     whole: npt.NDArray[np.bool_],
     leaf_stats: tuple[FloatArray, FloatArray, FloatArray],
     params: LocalizeParams,
+    scale: float = 1.0,
 ) -> bool:
     """Whether ``leaves``, part of the group ``whole``, are a healthy part of it.
 
     Healthy: they hold at least ``split_min_share`` of the group's members (a
     smaller part cannot tell a parent's fault from its children's), and their
     failing count is not above their baseline by ``generalize_margin`` nats or more
-    (one-sided Poisson LLR).
+    (one-sided Poisson LLR) times ``scale`` (the over-dispersion: quasi-likelihood).
     """
     a, n, e = leaf_stats
     n_r = float(n[leaves].sum())
@@ -315,7 +324,7 @@ def healthy_part(
     e_r = max(float(e[leaves].sum()), params.min_baseline_ratio * n_r)
     if a_r <= e_r:
         return True
-    return a_r * math.log(a_r / e_r) - (a_r - e_r) < params.generalize_margin
+    return a_r * math.log(a_r / e_r) - (a_r - e_r) < params.generalize_margin * scale
 
 
 def _alike_llr(
@@ -353,6 +362,28 @@ def _fails_alike(
     return _alike_llr(leaves, like, leaf_stats, params) >= 0.0
 
 
+def _apart(  # noqa: PLR0917 - private helper, called twice with all of them
+    failing: npt.NDArray[np.bool_],
+    rest: npt.NDArray[np.bool_],
+    extra: int,
+    leaf_stats: tuple[FloatArray, FloatArray, FloatArray],
+    params: LocalizeParams,
+    penalty: float,
+) -> bool:
+    """Whether naming the failing children ``failing`` of a parent, its other children
+    ``rest`` healthy, is worth ``extra`` more causes than naming the parent.
+
+    The log-likelihood gain of the children failing at their share and the rest at its
+    baseline, over the whole parent failing at one share (:func:`_share_evidence`), must
+    exceed ``extra`` times ``penalty``, the cost of naming one more cause (the
+    significance threshold, in nats).
+    """
+    a, n, e = leaf_stats
+    f_stats = (float(a[failing].sum()), float(n[failing].sum()), float(e[failing].sum()))
+    r_stats = (float(a[rest].sum()), float(n[rest].sum()), float(e[rest].sum()))
+    return -_share_evidence(f_stats, r_stats, params.min_baseline_ratio) > extra * penalty
+
+
 def _split(  # noqa: PLR0917 - private helper, called once with all of them
     g: int,
     groups: _Groups,
@@ -362,6 +393,8 @@ def _split(  # noqa: PLR0917 - private helper, called once with all of them
     leaf_stats: tuple[FloatArray, FloatArray, FloatArray],
     params: LocalizeParams,
     n_dims: int,
+    scale: float,
+    penalty: float,
 ) -> list[int]:
     """The children of group ``g`` that fail while its other children are healthy.
 
@@ -396,9 +429,12 @@ def _split(  # noqa: PLR0917 - private helper, called once with all of them
         failing = np.zeros_like(p_mask)
         for k in kids:
             failing |= masks[k]
-        if not healthy_part(p_mask & ~failing, p_mask, leaf_stats, params):
+        rest = p_mask & ~failing
+        if not healthy_part(rest, p_mask, leaf_stats, params, scale):
             continue
-        if _alike_llr(p_mask & ~failing, failing, leaf_stats, params) > 0.0:
+        if not _apart(failing, rest, len(kids) - 1, leaf_stats, params, penalty):
+            continue
+        if _alike_llr(rest, failing, leaf_stats, params) > 0.0:
             continue  # the other children fail like them: the parent it is
         key = (float(len(kids)), -float(score[kids].sum()))
         if key < best_key:
@@ -406,41 +442,90 @@ def _split(  # noqa: PLR0917 - private helper, called once with all of them
     return best
 
 
-def _generalize(  # noqa: PLR0917 - private helper, called once with all of them
+def _share_loglik(a: float, e: float, extra: float) -> float:
+    """Poisson log-likelihood ratio of ``a`` failing at ``e + extra`` against at ``e``."""
+    if extra <= 0.0:
+        return 0.0
+    return a * math.log1p(extra / e) - extra
+
+
+def _share_evidence(
+    c: tuple[float, float, float], r: tuple[float, float, float], floor: float
+) -> float:
+    """Evidence (nats) that a fault covers the leaves ``c`` and ``r`` rather than ``c`` only.
+
+    The fault model: a fault takes a share ``f`` of its group's members on top of their
+    normal failures (``E + f·N``). Each part is ``(affected, total, expected)``. The
+    log-likelihood of the parts failing at one share ``f`` (its maximum, a few Newton
+    steps from the pooled share), minus that of ``c`` failing at its own share and ``r``
+    at its baseline. Positive: the larger group explains the leaves better; negative:
+    ``r`` is healthier than the larger group's fault would make it.
+    """
+    a_c, n_c, e_c = c
+    a_r, n_r, e_r = r
+    e_c = max(e_c, floor * n_c)
+    e_r = max(e_r, floor * n_r)
+    if n_c <= 0.0 or e_c <= 0.0:
+        return 0.0
+    own = _share_loglik(a_c, e_c, a_c - e_c)
+    if n_r <= 0.0 or e_r <= 0.0:
+        return 0.0  # the same leaves
+    n = n_c + n_r
+    f = max(a_c + a_r - e_c - e_r, 0.0) / n
+    for _ in range(4):  # Newton on the concave log-likelihood in f
+        d_c, d_r = e_c + f * n_c, e_r + f * n_r
+        grad = a_c * n_c / d_c + a_r * n_r / d_r - n
+        hess = a_c * n_c * n_c / (d_c * d_c) + a_r * n_r * n_r / (d_r * d_r)
+        if hess <= 0.0:
+            break
+        f = max(f + grad / hess, 0.0)
+    joint = _share_loglik(a_c, e_c, f * n_c) + _share_loglik(a_r, e_r, f * n_r)
+    return joint - (own if a_c > e_c else 0.0)
+
+
+def _refine(  # noqa: PLR0917 - private helper, called once with all of them
     g: int,
     others: list[tuple[int, npt.NDArray[np.bool_]]],
     groups: _Groups,
     cub_index: Mapping[tuple[int, ...], int],
     ok: npt.NDArray[np.bool_],
+    group_stats: tuple[FloatArray, FloatArray, FloatArray],
     leaf_stats: tuple[FloatArray, FloatArray, FloatArray],
     params: LocalizeParams,
-    rest_threshold: float,
+    scale: float,
+    max_depth: int,
 ) -> int:
-    """Climb from group ``g`` to a parent while the rest of the parent looks anomalous too.
+    """Move from group ``g`` to the parent or child that explains the leaves better.
 
-    For each parent P of the group C (one attribute fewer, P significant), the
-    rest R = P minus C is scored by :func:`_rest_evidence`, leaving out the
-    leaves of the other causes (``others``: cuboid index and leaves) that reach
-    outside P (an independent fault elsewhere must not drag C up to a common
-    ancestor); a cause inside P counts as part of the rest, except when P is the
-    whole fleet (fleet-wide needs the fleet beyond all causes to be elevated). A
-    sibling of C (a cause on the same attributes inside P) never makes P the
-    cause while P's other children are healthy (:func:`healthy_part`). Above
-    ``generalize_margin`` the best parent replaces C and the climb repeats.
+    Neighbours are the significant groups with one attribute fewer (parents P) or one
+    more (children K). A parent replaces the group C when its other leaves R = P - C
+    fail like C (the fault model of :func:`_share_evidence`: one share of the members
+    on top of their baseline) by more than ``generalize_margin`` quasi-likelihood nats
+    (nats divided by the over-dispersion ``scale``); a child replaces C when C's other
+    leaves C - K are healthier than C's fault would make them by more than that. R leaves
+    out the leaves of the other causes (``others``: cuboid index and leaves) that reach
+    outside P (an independent fault elsewhere must not drag C up to a common ancestor); a
+    cause inside P counts as part of R, except when P is the whole fleet. A sibling of C
+    (a cause on the same attributes inside P) never carries the climb over P's healthy
+    children (:func:`healthy_part`). The best move is taken and the search repeats.
     """
+    a_g, n_g, e_g = group_stats
+    a, n, e = leaf_stats
+    floor = params.min_baseline_ratio
+    margin = params.generalize_margin * scale
+    seen = {g}
     while True:
         ci = int(groups.cuboid_of[g])
         cub = groups.cuboids[ci]
-        if not cub:
-            return g
         c_mask = groups.local[ci] == g - int(groups.offsets[ci])
+        c_stats = (float(a_g[g]), float(n_g[g]), float(e_g[g]))
         leaf = int(np.flatnonzero(c_mask)[0])
-        best_g, best_ev = -1, params.generalize_margin
-        for d in cub:
+        best_g, best_ev = -1, margin
+        for d in cub:  # parents
             pi = cub_index[tuple(x for x in cub if x != d)]
             local_id = groups.local[pi, leaf]
             pg = int(local_id + groups.offsets[pi])
-            if not ok[pg]:
+            if not ok[pg] or pg in seen:
                 continue
             p_mask = groups.local[pi] == local_id
             rest = p_mask & ~c_mask
@@ -452,14 +537,68 @@ def _generalize(  # noqa: PLR0917 - private helper, called once with all of them
                     rest &= ~om  # a cause reaching outside the parent is independent
                 else:  # a cause inside the parent counts as its rest ...
                     siblings |= o_ci == ci
-            ev = _rest_evidence(c_mask, rest, leaf_stats, params, rest_threshold)
-            if siblings and healthy_part(remaining, p_mask, leaf_stats, params):
+            if siblings and healthy_part(remaining, p_mask, leaf_stats, params, scale):
                 continue  # ... but siblings never carry the climb over healthy children
+            r_stats = (float(a[rest].sum()), float(n[rest].sum()), float(e[rest].sum()))
+            ev = _share_evidence(c_stats, r_stats, floor)
             if ev > best_ev:
                 best_g, best_ev = pg, ev
+        if len(cub) < max_depth:
+            free = c_mask.copy()  # C's leaves no other cause holds
+            for _, om in others:
+                free &= ~om
+            fa, fn_, fe = a[free], n[free], e[free]
+            c_free = (float(fa.sum()), float(fn_.sum()), float(fe.sum()))
+            for ki, kcub in enumerate(groups.cuboids):
+                if len(kcub) != len(cub) + 1 or not set(cub) <= set(kcub):
+                    continue
+                loc = groups.local[ki][free]
+                ids, inv = np.unique(loc, return_inverse=True)
+                ka = np.bincount(inv, weights=fa)
+                kn = np.bincount(inv, weights=fn_)
+                ke = np.bincount(inv, weights=fe)
+                for j, lid in enumerate(ids):
+                    kk = int(lid) + int(groups.offsets[ki])
+                    if not ok[kk] or kk in seen:
+                        continue
+                    k_stats = (float(ka[j]), float(kn[j]), float(ke[j]))
+                    r_stats = (
+                        c_free[0] - k_stats[0],
+                        c_free[1] - k_stats[1],
+                        c_free[2] - k_stats[2],
+                    )
+                    ev = -_share_evidence(k_stats, r_stats, floor)
+                    if ev > best_ev:
+                        ra, rn, re_ = r_stats
+                        re_ = max(re_, floor * rn)
+                        if ra > re_ and ra * math.log(ra / re_) - (ra - re_) >= margin:
+                            continue  # the rest fails too, less: C's fault, uneven
+                    if ev > best_ev:
+                        best_g, best_ev = kk, ev
         if best_g < 0:
-            return g
+            return _fewest_attributes(g, groups, cub_index)
         g = best_g
+        seen.add(g)
+
+
+def _fewest_attributes(g: int, groups: _Groups, cub_index: Mapping[tuple[int, ...], int]) -> int:
+    """The group with the fewest attributes (then the earliest dimensions) holding exactly
+    the leaves of ``g`` (e.g. ``{partner}`` for ``{country, partner}``): the tie rule of the
+    greedy pick, for a group reached by a move."""
+    while True:
+        ci = int(groups.cuboid_of[g])
+        cub = groups.cuboids[ci]
+        c_mask = groups.local[ci] == g - int(groups.offsets[ci])
+        leaf = int(np.flatnonzero(c_mask)[0])
+        n_leaves = int(np.count_nonzero(c_mask))
+        same = [
+            int(groups.local[pi, leaf] + groups.offsets[pi])
+            for pi in sorted(cub_index[tuple(x for x in cub if x != d)] for d in cub)
+            if int(np.count_nonzero(groups.local[pi] == groups.local[pi, leaf])) == n_leaves
+        ]
+        if not same:
+            return g
+        g = same[0]  # cuboids are in dimension order within a depth
 
 
 def quick_check(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> bool:
@@ -522,24 +661,23 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
     n_g = _sums(groups, n_leaf, n_cub)
     e_g = _sums(groups, e_leaf, n_cub)
     n_tests = int(np.count_nonzero(n_g > 0))
-    threshold = llr_threshold(params.alpha, n_tests) * dispersion(table, params)
-    ok, score = _significant(a_g, n_g, e_g, params, threshold)
-    rest_threshold = threshold * params.generalize_rest_factor
+    phi = dispersion(table, params)
+    threshold = llr_threshold(params.alpha, n_tests) * phi
+    leaf_phi = table.dispersion
+    # per group: expected counts weighted by the leaves' own over-dispersion
+    pe_g = None if leaf_phi is None else _sums(groups, e_leaf * leaf_phi, n_cub)
+    ok, score = _significant(a_g, n_g, e_g, params, _thresholds(threshold, phi, e_g, pe_g))
     if not ok.any():
         return []
 
     cub_index = {c: i for i, c in enumerate(groups.cuboids)}
     uncovered = np.ones(n_leaves, dtype=bool)
     picked: list[tuple[int, npt.NDArray[np.bool_]]] = []
+    # the groups' sums over the leaves no pick covers yet (updated by subtraction)
+    a_r, n_r, e_r = a_g.copy(), n_g.copy(), e_g.copy()
+    pe_r = None if pe_g is None else pe_g.copy()
+    ok_r, score_r = ok.copy(), score.copy()
     while len(picked) < params.max_causes + 4:
-        if picked:
-            w = uncovered.astype(np.float64)
-            a_r = _sums(groups, a_leaf * w, n_cub)
-            n_r = _sums(groups, n_leaf * w, n_cub)
-            e_r = _sums(groups, e_leaf * w, n_cub)
-            ok_r, score_r = _significant(a_r, n_r, e_r, params, threshold)
-        else:
-            ok_r, score_r = ok, score
         cand = np.flatnonzero(ok_r)
         if cand.size == 0:
             break
@@ -551,9 +689,21 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
         ci = int(groups.cuboid_of[g])
         members = groups.local[ci] == g - int(groups.offsets[ci])
         picked.append((g, members))
+        newly = np.flatnonzero(members & uncovered)
         uncovered &= ~members
         if not uncovered.any():
             break
+        u = _subtract(groups, newly, ((a_r, a_leaf), (n_r, n_leaf), (e_r, e_leaf)))
+        if pe_r is not None and leaf_phi is not None:
+            _subtract(groups, newly, ((pe_r, e_leaf * leaf_phi),))
+        # only the groups holding the newly covered leaves change
+        ok_r[u], score_r[u] = _significant(
+            a_r[u],
+            n_r[u],
+            e_r[u],
+            params,
+            _thresholds(threshold, phi, e_r[u], None if pe_r is None else pe_r[u]),
+        )
 
     # siblings apart, climb to parents whose rest is elevated too, then drop causes
     # covered by another
@@ -562,12 +712,16 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
     for g, members in picked:
         kids = [g]
         if int(groups.depth[g]) < max_depth:
-            kids = _split(g, groups, cub_index, ok, score, leaf_stats, params, n_dims)
+            kids = _split(
+                g, groups, cub_index, ok, score, leaf_stats, params, n_dims, phi, threshold
+            )
         apart.extend([(g, members)] if kids == [g] else [(k, _mask(groups, k)) for k in kids])
     picked = apart
     for i, (g, _) in enumerate(picked):
         others = [(int(groups.cuboid_of[h]), m) for k, (h, m) in enumerate(picked) if k != i]
-        g2 = _generalize(g, others, groups, cub_index, ok, leaf_stats, params, rest_threshold)
+        g2 = _refine(
+            g, others, groups, cub_index, ok, (a_g, n_g, e_g), leaf_stats, params, phi, max_depth
+        )
         if g2 != g:
             ci = int(groups.cuboid_of[g2])
             picked[i] = (g2, groups.local[ci] == g2 - int(groups.offsets[ci]))
