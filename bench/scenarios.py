@@ -70,8 +70,11 @@ def main() -> None:
         for regime in args.regimes
         for name in args.scenarios
     ]
-    with ProcessPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
-        for (regime, name, seed, _), result in zip(jobs, pool.map(_run, jobs), strict=True):
+    pool = ProcessPoolExecutor(max_workers=max(args.jobs, 1))
+    done = 0
+    try:
+        for (regime, name, seed, _), result in zip(jobs, pool.map(_run, jobs), strict=False):
+            done += 1
             failures += not result.ok
             print(f"{regime} {name} seed={seed}: {'OK' if result.ok else 'FAIL'}", flush=True)
             false_pages[regime, name].append(len(result.false_pages))
@@ -98,6 +101,11 @@ def main() -> None:
                 )
             for page in result.false_pages:
                 print(f"  FALSE PAGE {page['dims']} opened {page['opened_at']}")
+    except KeyboardInterrupt:  # Ctrl-C: the table of the runs that finished
+        pool.shutdown(wait=False, cancel_futures=True)
+        print(f"\ninterrupted after {done} of {len(jobs)} runs")
+    else:
+        pool.shutdown()
     elapsed = time.perf_counter() - started
     seeds = " ".join(str(s) for s in args.seeds)
     print()
