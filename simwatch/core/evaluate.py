@@ -80,6 +80,9 @@ class EvalParams:
     # hours, which also catches devices that flap every 20-30 minutes.
     churn_window_s: float = 7200.0
     churn_starts: int = 4
+    # churn is group evidence while it goes on: the last start at most 1.5 times the recent
+    # time between starts ago, or this long
+    churn_quiet_min_s: float = 600.0
     # How long the network's failure evidence makes a SIM count as failing in its group:
     # a failure end or a reject while no data has come and no session was accepted since,
     # leaving a partner while it has not come back. An hour bridges the time until the
@@ -458,11 +461,21 @@ def network_evidence(
         ev[rows] |= Evidence.REJECT
     # churn is evidence only while the re-opened sessions carry no data: devices that
     # open a session per report (session-level feeds) churn by design and send data
+    # and while it goes on: a device whose last session has outlasted 1.5 times its recent
+    # rhythm of re-opening stopped churning (a session-level feed shows the data of that
+    # session only when it closes, maybe a day later)
     rows = np.flatnonzero(why & Why.CHURN)
     if rows.size:
-        first = _first_recent_start(c.session_starts[rows], now_rel, params)
+        ring = c.session_starts[rows]
+        first = _first_recent_start(ring, now_rel, params)
         data = last[rows]
-        ev[rows[np.isnan(data) | (data - EPOCH_BASE < first)]] |= Evidence.CHURN
+        no_data = np.isnan(data) | (data - EPOCH_BASE < first)
+        recent = (ring > now_rel - params.churn_window_s) & (ring <= now_rel)
+        latest = np.where(recent, ring, NEVER).max(axis=1)
+        count = recent.sum(axis=1)
+        cadence = (latest - first) / np.maximum(count - 1, 1)
+        going_on = now_rel - latest <= np.maximum(1.5 * cadence, params.churn_quiet_min_s)
+        ev[rows[no_data & going_on]] |= Evidence.CHURN
     rows = np.flatnonzero(c.moved_at[:n] > since)
     if rows.size:
         prev = c.prev_leaf[rows]
