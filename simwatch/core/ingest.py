@@ -337,11 +337,22 @@ class Ingestor:
         if idx.size:
             cr = r[idx]
             left = cols.leaf[cr].copy()
-            for row in cr.tolist():
-                state.refresh_leaf(row)  # existing leaves (checked): nothing registered
+            cols.leaf[cr] = self._leaves_of(cr)  # existing leaves (checked): none registered
             went = moved[idx] & (left >= 0)
             cols.prev_leaf[cr[went]] = left[went]
             cols.moved_at[cr[went]] = t[idx][went]
+
+    def _leaves_of(self, rows: np.ndarray) -> np.ndarray:
+        """``refresh_leaf``'s leaf of each row (its current dimension codes), one lookup
+        per distinct combination; every leaf must exist already (``_vectorizable``)."""
+        state = self.state
+        if not state.dims:
+            return np.full(rows.size, state.leaf_id(()), np.int64)
+        key = np.stack([state.dim_column(d)[rows] for d in state.dims], axis=1)
+        keys, back = np.unique(key.astype(np.int64), axis=0, return_inverse=True)
+        leaf_id = state.leaf_id
+        ids = np.array([leaf_id(tuple(k)) for k in keys.tolist()], np.int64)
+        return ids[back.ravel()]
 
     def _row(self, iccid: str) -> int:
         state = self.state
