@@ -468,9 +468,10 @@ def slope_mib_per_h(
 
 
 async def soak(args: argparse.Namespace, engine: Engine) -> int:
-    runner = await bench_api.start_server(engine, 0)
+    stats = bench_api.LiveStats()
+    runner = await bench_api.start_server(engine, 0, stats, columnar=False)
     port = int(runner.addresses[0][1])
-    stats = bench_api.LiveStats(started=time.perf_counter())
+    stats.started = time.perf_counter()
     samples = Samples(started=stats.started)
     times = CheckpointTimes()
     gc.callbacks.append(stats.on_gc)
