@@ -21,6 +21,15 @@ process metrics). Before the load, its collect + render is timed in-process (tex
 OpenMetrics); with ``--scrape-every S`` the client also GETs it every S seconds during
 the load, alternating the text format and OpenMetrics and asking for gzip as Prometheus
 does, and reports latency and size. At the end the server prints its resident memory.
+
+``--columnar`` is the daemon's way (issue 12): columnar decode and batch apply, each
+cycle's ``Engine.assess`` in a worker thread while ingest waits, and /metrics served by
+``CachedMetrics`` (the fleet's families rendered in a worker thread after each cycle).
+The daemon runs uvloop by default (``event_loop``): pass ``--loop uvloop`` to measure
+what it serves. Each phase prints the CPU time the server used (its loop thread and its
+worker threads) and the load client's own CPU time (a separate process): on two shared
+cores the client's share is part of the picture. ``--rates 500,1000,2000`` runs one
+load phase per rate after a single fill.
 """
 
 from __future__ import annotations
@@ -557,6 +566,19 @@ async def run_load(
     return out
 
 
+async def serve_rates(args: argparse.Namespace, engine: Engine, rates: list[float]) -> None:
+    """One load phase per rate on the same engine (``--rates``), each with a fresh server."""
+    for k, rate in enumerate(rates):
+        if k:
+            await asyncio.sleep(5.0)  # let the machine settle between phases
+        print(f"\n== {rate:.0f} requests/s offered; load average {load_average()}")
+        await serve(replace_rate(args, rate), engine)
+
+
+def replace_rate(args: argparse.Namespace, rate: float) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(args), "rate": rate})
+
+
 async def serve(args: argparse.Namespace, engine: Engine) -> None:
     stats = LiveStats()
     runner = await start_server(engine, args.port, stats, args.columnar)
@@ -662,8 +684,14 @@ def main() -> None:
     parser.add_argument(
         "--profile", type=int, default=0, help="print the server's N costliest functions"
     )
+    parser.add_argument(
+        "--rates",
+        default="",
+        help="comma-separated request rates: one load phase each after one fill (overrides --rate)",
+    )
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    rates = [float(r) for r in args.rates.split(",") if r] or [args.rate]
     if args.client:
         client_main(args.port, args.sims, args.rate, args.seconds, args.scrape_every)
         return
@@ -713,9 +741,9 @@ def main() -> None:
         import uvloop  # noqa: PLC0415 - only when asked for
 
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(serve(args, engine))
+            runner.run(serve_rates(args, engine, rates))
     else:
-        asyncio.run(serve(args, engine))
+        asyncio.run(serve_rates(args, engine, rates))
     if profile is not None:
         import pstats  # noqa: PLC0415 - only when asked for
 
