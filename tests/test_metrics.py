@@ -549,6 +549,14 @@ async def test_cached_handler_serves_the_registry_and_renders_once_per_cycle(
         assert cached.renders == 2
         assert sum(by(text, "simwatch_sims", "state").values()) == 7
         assert (await client.get("/metrics?name[]=simwatch_sims")).status == 200
+        async with cached.lock:  # a writer holds the engine: the last rendered cycle's
+            engine.evaluate(WALL + 120)
+            resp = await client.get("/metrics")
+            assert resp.status == 200
+            assert cached.renders == 2
+        text = await (await client.get("/metrics")).text()  # then the new cycle's
+        assert cached.renders == 3
+        assert sum(by(text, "simwatch_sims", "state").values()) == 7
 
 
 def make_aiohttp_handler_body(coll: EngineCollector, accept: str) -> tuple[str, str]:

@@ -611,7 +611,8 @@ class CachedMetrics:
     families read at the scrape (sources, sinks, the daemon, ``process_*``), so the loop
     spends well under a millisecond on it. The daemon starts the refresh right after each
     live cycle (``refresh_soon``); a scrape that comes before it is done waits for it
-    (off the loop), so a scrape always shows the last cycle. ``?name[]=`` filters take
+    (off the loop), unless a writer holds the lock (a backlog's batch can hold it for
+    seconds): then it gets the last rendered cycle's families. ``?name[]=`` filters take
     the whole registry on the loop, as before.
     """
 
@@ -638,6 +639,7 @@ class CachedMetrics:
         self._families: _Families | None = None
         self._bodies: dict[str, bytes] = {}  # per content type, of ``_families``
         self._refreshing: asyncio.Task[None] | None = None
+        self._collecting = False  # a refresh holds the lock
         self.renders = 0  # collections of the per-cycle families (for tests)
 
     def _key(self) -> tuple[int, int]:
@@ -654,7 +656,13 @@ class CachedMetrics:
             key = self._key()
             if key == self._cycle:
                 return
-            families = await asyncio.to_thread(lambda: _Families(self.collector.collect_cycle()))
+            self._collecting = True  # the lock is held for this refresh: worth waiting
+            try:
+                families = await asyncio.to_thread(
+                    lambda: _Families(self.collector.collect_cycle())
+                )
+            finally:
+                self._collecting = False
         self.renders += 1
         bodies = await asyncio.to_thread(
             lambda: {ctype: render(families) for render, ctype in map(choose_encoder, _PRERENDERED)}
@@ -673,8 +681,12 @@ class CachedMetrics:
         if "name[]" in request.query:
             return await self._filtered(request)
         encoder, content_type = choose_encoder(",".join(request.headers.getall("Accept", [])))
-        if self.stale():  # a cycle ran since: wait for its families (started after it)
-            await asyncio.shield(self.refresh_soon())
+        if self.stale():  # a cycle ran since
+            refreshing = self.refresh_soon()
+            # wait for its families unless a writer holds the engine (a backlog's batch
+            # can hold it for seconds): then the last rendered cycle's are served
+            if self._families is None or self._collecting or not self.lock.locked():
+                await asyncio.shield(refreshing)
         families = self._families
         assert families is not None
         cycle = self._bodies.get(content_type)
