@@ -3,8 +3,10 @@
 Nothing here is updated per event. ``EngineCollector.collect`` reads the engine's last
 evaluation, its fleet columns, the incident tracker, the sources' ``SourceStats`` and the
 daemon's ``DaemonHealth`` when Prometheus scrapes, and builds fresh metric families from
-them (a prometheus-client custom collector). It runs on the event loop, like every other
-reader of the engine (no locks); the per-group figures are ``simwatch.core.groups``
+them (a prometheus-client custom collector). In the daemon (``CachedMetrics``) the
+fleet's and the incidents' families are collected once per evaluation cycle in a worker
+thread holding the daemon's batch lock, the rest at each scrape on the event loop;
+the per-group figures are ``simwatch.core.groups``
 (the aggregation the InfluxDB sink and the API's groups view use too): one
 ``np.bincount`` per dimension, a few milliseconds for a million SIMs.
 
