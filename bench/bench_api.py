@@ -21,6 +21,15 @@ process metrics). Before the load, its collect + render is timed in-process (tex
 OpenMetrics); with ``--scrape-every S`` the client also GETs it every S seconds during
 the load, alternating the text format and OpenMetrics and asking for gzip as Prometheus
 does, and reports latency and size. At the end the server prints its resident memory.
+
+``--columnar`` is the daemon's way (issue 12): columnar decode and batch apply, each
+cycle's ``Engine.assess`` in a worker thread while ingest waits, and /metrics served by
+``CachedMetrics`` (the fleet's families rendered in a worker thread after each cycle).
+The daemon runs uvloop by default (``event_loop``): pass ``--loop uvloop`` to measure
+what it serves. Each phase prints the CPU time the server used (its loop thread and its
+worker threads) and the load client's own CPU time (a separate process): on two shared
+cores the client's share is part of the picture. ``--rates 500,1000,2000`` runs one
+load phase per rate after a single fill.
 """
 
 from __future__ import annotations
@@ -53,6 +62,7 @@ from simwatch.core.timeutil import format_rfc3339
 from simwatch.http import views
 from simwatch.http.app import make_app
 from simwatch.http.metrics import (
+    CachedMetrics,
     EngineCollector,
     make_registry,
     metrics_handler,
@@ -61,6 +71,7 @@ from simwatch.shell.health import DaemonHealth
 from simwatch.shell.settings import HttpSettings
 
 if TYPE_CHECKING:
+    from aiohttp.typedefs import Handler
     from prometheus_client import CollectorRegistry
 
 HOST = "127.0.0.1"
@@ -82,16 +93,23 @@ LIVE_LINE = (
 # ---- server: fill -------------------------------------------------------------------------
 
 
-def build_engine(n: int, reports: int) -> Engine:
-    """Inventory of ``n`` SIMs, then ``reports`` rounds of usage ending before now."""
+def build_engine(n: int, reports: int, *, columnar: bool = False) -> Engine:
+    """Inventory of ``n`` SIMs, then ``reports`` rounds of usage ending before now
+    (``columnar``: decoded and applied in batches of 5,000, the same state)."""
     engine = Engine(replace(EngineConfig(), warmup_s=0.0, initial_capacity=n))
     engine.load_inventory(inventory(n))
     decoder = RecordDecoder()
+    batch_decoder = ColumnarDecoder()
     rng = np.random.default_rng(1)
     wall = time.time()
     for k in range(reports):
         end = wall - 600 - (reports - k) * 900.0
-        for line in usage_lines(n, end, k, rng):
+        lines = usage_lines(n, end, k, rng)
+        if columnar:
+            for j in range(0, len(lines), 5000):
+                engine.ingest_batch(batch_decoder.decode_lines(lines[j : j + 5000], wall).records)
+            continue
+        for line in lines:
             rec = decoder.decode_line(line, wall)
             if isinstance(rec, Record):
                 engine.ingest_record(rec)
@@ -113,6 +131,9 @@ class LiveStats:
     gc_s: list[float] = field(default_factory=list)  # pauses of full (generation 2) collections
     # --columnar: ingest waits while a cycle's worker thread reads the state
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    metrics: CachedMetrics | None = None  # --columnar: /metrics as the daemon serves it
+    cpu_began: tuple[float, float] = (0.0, 0.0)  # (process, loop thread) CPU s at the start
+    cpu_s: tuple[float, float] = (0.0, 0.0)  # (process, loop thread) CPU s during the load
     _gc_began: float = 0.0
 
     def on_gc(self, phase: str, info: dict[str, int]) -> None:
@@ -203,7 +224,8 @@ async def columnar_ingest_loop(engine: Engine, n: int, rate: float, stats: LiveS
 
 
 async def columnar_eval_loop(engine: Engine, stats: LiveStats) -> None:
-    """As ``eval_loop``, the heavy part in a worker thread (``Engine.assess``)."""
+    """As ``eval_loop``, the heavy part in a worker thread (``Engine.assess``), then the
+    /metrics families rendered in a worker thread (``CachedMetrics``), as the daemon does."""
     while True:
         await asyncio.sleep(EVAL_INTERVAL_S)
         began = time.perf_counter()
@@ -212,6 +234,8 @@ async def columnar_eval_loop(engine: Engine, stats: LiveStats) -> None:
             evaluation = await asyncio.to_thread(engine.assess, now)
             engine.finish_cycle(now, evaluation, began)
         stats.eval_s.append(time.perf_counter() - began)
+        if stats.metrics is not None:
+            stats.metrics.refresh_soon()
 
 
 def service_times(engine: Engine, n: int, repeats: int = 30) -> dict[str, float]:
@@ -373,6 +397,7 @@ async def client(
 
     Its latency runs from when it was due (not when a connection was free) until its
     whole body is read, so waiting anywhere, in this client or the server, counts."""
+    cpu_began = time.process_time()
     rng = random.Random(3)
     loop = asyncio.get_running_loop()
     latencies: dict[str, list[float]] = {k: [] for k in ENDPOINTS}
@@ -427,6 +452,7 @@ async def client(
         if conn.transport is not None:
             conn.transport.close()
     return {
+        "cpu_s": time.process_time() - cpu_began,
         "latencies": latencies,
         "errors": errors,
         "sent_s": sent_s,
@@ -473,16 +499,26 @@ def client_command(port: int, args: argparse.Namespace) -> list[str]:
     ]
 
 
-async def start_server(engine: Engine, port: int) -> web.AppRunner:
-    """The real API app with /metrics as ``simwatch run`` serves them, on 127.0.0.1."""
+async def start_server(
+    engine: Engine, port: int, stats: LiveStats, columnar: bool
+) -> web.AppRunner:
+    """The real API app with /metrics as ``simwatch run`` serves them, on 127.0.0.1
+    (``columnar``: the per-cycle families rendered off the loop, ``CachedMetrics``)."""
     settings = HttpSettings(host=HOST, port=port or 39153)
-    registry = make_metrics(engine)
+    if columnar:
+        health = DaemonHealth(started_at=time.time())
+        collector = EngineCollector(engine, health, tuple, version=__version__)
+        stats.metrics = CachedMetrics(collector, lock=stats.lock)
+        await stats.metrics.refresh()
+        handler: Handler = stats.metrics.handle
+    else:
+        handler = metrics_handler(make_metrics(engine))
     app = make_app(
         engine,
         now=time.time,
         settings=settings,
         tokens=frozenset({TOKEN}),
-        metrics_handler=metrics_handler(registry),
+        metrics_handler=handler,
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -514,6 +550,10 @@ async def run_load(
             raise
     finally:
         stats.stopped = time.perf_counter()
+        stats.cpu_s = (
+            time.process_time() - stats.cpu_began[0],
+            time.thread_time() - stats.cpu_began[1],
+        )
         gc.callbacks.remove(stats.on_gc)
         for task in live:
             task.cancel()
@@ -526,10 +566,25 @@ async def run_load(
     return out
 
 
+async def serve_rates(args: argparse.Namespace, engine: Engine, rates: list[float]) -> None:
+    """One load phase per rate on the same engine (``--rates``), each with a fresh server."""
+    for k, rate in enumerate(rates):
+        if k:
+            await asyncio.sleep(5.0)  # let the machine settle between phases
+        print(f"\n== {rate:.0f} requests/s offered; load average {load_average()}")
+        await serve(replace_rate(args, rate), engine)
+
+
+def replace_rate(args: argparse.Namespace, rate: float) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(args), "rate": rate})
+
+
 async def serve(args: argparse.Namespace, engine: Engine) -> None:
-    runner = await start_server(engine, args.port)
+    stats = LiveStats()
+    runner = await start_server(engine, args.port, stats, args.columnar)
     port = int(runner.addresses[0][1])
-    stats = LiveStats(started=time.perf_counter())
+    stats.started = time.perf_counter()
+    stats.cpu_began = (time.process_time(), time.thread_time())
     gc.callbacks.append(stats.on_gc)
     evaluating, ingesting = (
         (columnar_eval_loop, columnar_ingest_loop) if args.columnar else (eval_loop, ingest_loop)
@@ -575,6 +630,15 @@ def report(args: argparse.Namespace, result: dict[str, object], stats: LiveStats
             f"max pause {max(stats.gc_s) * 1000:.0f} ms"
         )
     report_scrapes(result.get("scrapes", []))  # type: ignore[arg-type]
+    client_cpu = float(result["cpu_s"])  # type: ignore[arg-type]
+    process_cpu, loop_cpu = stats.cpu_s
+    print(
+        f"CPU during the load: server {process_cpu / live_s:.0%} of a core (its event loop "
+        f"thread {loop_cpu / live_s:.0%}, worker threads {(process_cpu - loop_cpu) / live_s:.0%}"
+        f"), {process_cpu / max(len(every), 1) * 1e6:.0f} us per request all work included; "
+        f"load client (its own process) {client_cpu / done_s:.0%} of a core, "
+        f"{client_cpu / max(len(every), 1) * 1e6:.0f} us per request"
+    )
     rss = rss_status()
     print(
         f"server resident memory at the end: {rss['VmRSS'] / 2**20:,.0f} MiB "
@@ -620,13 +684,19 @@ def main() -> None:
     parser.add_argument(
         "--profile", type=int, default=0, help="print the server's N costliest functions"
     )
+    parser.add_argument(
+        "--rates",
+        default="",
+        help="comma-separated request rates: one load phase each after one fill (overrides --rate)",
+    )
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    rates = [float(r) for r in args.rates.split(",") if r] or [args.rate]
     if args.client:
         client_main(args.port, args.sims, args.rate, args.seconds, args.scrape_every)
         return
     began = time.perf_counter()
-    engine = build_engine(args.sims, args.reports)
+    engine = build_engine(args.sims, args.reports, columnar=args.columnar)
     fill_s = time.perf_counter() - began
     print(f"load average at start: {load_average()}")
     print(
@@ -638,10 +708,12 @@ def main() -> None:
     print(f"first evaluation: {(time.perf_counter() - began) * 1000:.0f} ms")
     service = service_times(engine, args.sims)
     cost = sum(service[k] * w / 100 for k, w in zip(ENDPOINTS, WEIGHTS, strict=True))
+    cached = cost - service["groups"] * WEIGHTS[ENDPOINTS.index("groups")] / 100
     print(
         "service time per request (view + JSON, no HTTP, median): "
         + ", ".join(f"{k} {v * 1000:.2f} ms" for k, v in service.items())
-        + f"; the mix costs {cost * args.rate:.0%} of a core at {args.rate:.0f} req/s"
+        + f"; the mix costs {cost * args.rate:.0%} of a core at {args.rate:.0f} req/s, "
+        f"{cached * args.rate:.0%} with groups from the app's per-cycle cache (as served)"
     )
     scrape = scrape_times(make_metrics(engine))
     print(
@@ -669,9 +741,9 @@ def main() -> None:
         import uvloop  # noqa: PLC0415 - only when asked for
 
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(serve(args, engine))
+            runner.run(serve_rates(args, engine, rates))
     else:
-        asyncio.run(serve(args, engine))
+        asyncio.run(serve_rates(args, engine, rates))
     if profile is not None:
         import pstats  # noqa: PLC0415 - only when asked for
 

@@ -468,20 +468,26 @@ def slope_mib_per_h(
 
 
 async def soak(args: argparse.Namespace, engine: Engine) -> int:
-    runner = await bench_api.start_server(engine, 0)
+    stats = bench_api.LiveStats()
+    runner = await bench_api.start_server(engine, 0, stats, columnar=args.columnar)
     port = int(runner.addresses[0][1])
-    stats = bench_api.LiveStats(started=time.perf_counter())
+    stats.started = time.perf_counter()
     samples = Samples(started=stats.started)
     times = CheckpointTimes()
     gc.callbacks.append(stats.on_gc)
     seconds = args.minutes * 60
+    evaluating, ingesting = (
+        (bench_api.columnar_eval_loop, bench_api.columnar_ingest_loop)
+        if args.columnar
+        else (bench_api.eval_loop, bench_api.ingest_loop)
+    )
     with tempfile.TemporaryDirectory(prefix="simwatch-soak-") as tmp:
         live = [
-            asyncio.create_task(bench_api.eval_loop(engine, stats)),
+            asyncio.create_task(evaluating(engine, stats)),
             asyncio.create_task(sample_loop(samples, engine, args.sample_every)),
         ]
         if args.ingest_rate > 0:
-            task = bench_api.ingest_loop(engine, args.sims, args.ingest_rate, stats)
+            task = ingesting(engine, args.sims, args.ingest_rate, stats)
             live.append(asyncio.create_task(task))
         if args.checkpoint_every > 0:
             task2 = checkpoint_loop(engine, Path(tmp), args.checkpoint_every, times, samples)
@@ -583,6 +589,11 @@ def main() -> None:
         "--window", type=float, default=0.0, help="s; 0: one duplicate-filter generation"
     )
     parser.add_argument("--max-slope", type=float, default=50.0, help="MiB per hour")
+    parser.add_argument(
+        "--columnar",
+        action="store_true",
+        help="issue 12, the daemon's way: batch ingest, assess in a worker, /metrics cached",
+    )
     parser.add_argument("--trace", action="store_true", help="print every RSS sample")
     parser.add_argument(
         "--tracemalloc",

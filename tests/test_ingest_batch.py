@@ -70,7 +70,9 @@ def records(
     return Record(
         "event",
         ts=ts,
-        event_type=draw(st.sampled_from(["attach", "auth_failure", "pdp_reject", "blocked"])),
+        event_type=draw(
+            st.sampled_from(["attach", "auth_failure", "pdp_reject", "blocked", "detach", "purge"])
+        ),
         cause=draw(st.sampled_from([None, "apn_not_allowed"])),
         **common,
     )
@@ -168,3 +170,54 @@ def test_seen_many_is_seen_on_each(ids: list[str], capacity: int) -> None:
     assert got == expected
     (cur_a, old_a), (cur_b, old_b) = one.key_lists(), many.key_lists()
     assert (set(cur_a), set(old_a)) == (set(cur_b), set(old_b))
+
+
+def warm_up_causes(engine: Engine) -> None:
+    """Every cause and reject text the records below can carry registered (SIM 36), and
+    usage records for half of the SIMs (a session's total is data evidence only for a
+    SIM without usage records)."""
+    k = 0
+    sim = ICCIDS[36]
+    for event in ("auth_failure", "pdp_reject", "blocked"):
+        for cause in (None, "apn_not_allowed"):
+            for apn in APNS:
+                k += 1
+                engine.ingest_record(
+                    Record("event", f"c{k}", sim, T0 - 3000, event_type=event, cause=cause,
+                           apn=apn)
+                )  # fmt: skip
+    engine.ingest_record(
+        Record("session", "c-end", sim, T0 - 2000, session_id="s", status="ended",
+               end_cause="network_failure")
+    )  # fmt: skip
+    for i, iccid in enumerate(ICCIDS[:10]):
+        engine.ingest_record(Record("usage", f"u{i}", iccid, T0 - 1000, T0 - 1900, 10, 0))
+
+
+@fuzz(100)
+@given(
+    st.lists(records(ICCIDS[:30], usage=1, ids=400), min_size=1, max_size=120),
+    st.lists(st.integers(5, 40), min_size=1, max_size=5),
+)
+def test_sessions_and_events_on_a_known_network(recs: list[Record], sizes: list[int]) -> None:
+    """A third each of usage, session and event records, the causes, APNs and partners
+    known: sessions and events applied over arrays give the state of one at a time
+    (starts, running totals, ends with a failure cause, rejects and their runs,
+    detaches), for SIMs with and without usage records."""
+    scalar = new_engine(ICCIDS[:20], initial_capacity=8)
+    batched = new_engine(ICCIDS[:20], initial_capacity=8)
+    batched.ingestor.small_batch = 0
+    for engine in (scalar, batched):
+        warm_up(engine)
+        warm_up_causes(engine)
+    applied_scalar = [scalar.ingest_record(r) for r in recs]
+    applied_batch: list[bool] = []
+    start = k = 0
+    while start < len(recs):
+        size = sizes[k % len(sizes)]
+        cols = RecordColumns.from_records(recs[start : start + size])
+        applied_batch.extend(batched.ingest_batch(cols).tolist())
+        start += size
+        k += 1
+    assert applied_batch == applied_scalar
+    assert_same(scalar, batched)

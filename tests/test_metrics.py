@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from fleet import DAY, ICCIDS, T0, Feed, inventory_row
 from prometheus_client import CONTENT_TYPE_LATEST, CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
@@ -25,6 +26,7 @@ from simwatch.core.evaluate import STATE_NAMES
 from simwatch.core.incidents import Incident
 from simwatch.core.records import RejectReason
 from simwatch.http.metrics import (
+    CachedMetrics,
     EngineCollector,
     make_registry,
     metrics_handler,
@@ -502,3 +504,62 @@ async def test_handler_serves_the_exposition(fleet: Engine) -> None:
         om = await resp.text()
         assert om.endswith("# EOF\n")
         assert openmetrics_families(om).keys() >= {"simwatch_sims", "simwatch_incident"}
+
+
+async def test_cached_handler_serves_the_registry_and_renders_once_per_cycle(
+    fleet: Engine,
+) -> None:
+    """CachedMetrics (issue 12): the same exposition as the registry, in every format;
+    the fleet's families are collected once per evaluation cycle, the rest at each scrape,
+    and a scrape after a new cycle shows that cycle."""
+    engine = Engine(replace(EngineConfig(), warmup_s=0.0))
+    engine.load_inventory(inventory_row(i) for i in ICCIDS[:6])
+    feed = Feed(engine, WALL)
+    for i, iccid in enumerate(ICCIDS[:4]):
+        feed.usage(iccid, WALL - 3600 + i)
+    engine.evaluate(WALL)
+    stats = SourceStats("mqtt", "mqtt")
+    coll = collector(engine, stats=[stats])
+    cached = CachedMetrics(coll, process=False)
+    app = web.Application()
+    app.router.add_get("/metrics", cached.handle)
+    om_accept = "application/openmetrics-text;version=1.0.0"
+    async with TestClient(TestServer(app)) as client:
+        for accept in ("", "text/plain;version=1.0.0", om_accept):
+            resp = await client.get("/metrics", headers={"Accept": accept} if accept else {})
+            expected = make_aiohttp_handler_body(coll, accept)
+            assert resp.headers["Content-Type"] == expected[0]
+            body = await resp.text()  # gzip (asked for by the client) undone
+            assert resp.headers.get("Content-Encoding") == "gzip"
+            if accept == om_accept:
+                assert body.count("# EOF") == 1
+                assert body.endswith("# EOF\n")
+                assert openmetrics_families(body) == openmetrics_families(expected[1])
+            else:
+                assert sorted(body.splitlines()) == sorted(expected[1].splitlines())
+        assert cached.renders == 1
+        stats.received = 7  # the live families move at every scrape
+        feed.usage(ICCIDS[7], WALL + 10)  # a new SIM: tracked at once
+        text = await (await client.get("/metrics")).text()
+        assert by(text, "simwatch_source_records_received_total", "source") == {("mqtt",): 7}
+        assert samples(text, "simwatch_tracked_sims") == {(): 7}
+        assert cached.renders == 1
+        engine.evaluate(WALL + 60)  # a cycle: its families on the next scrape
+        text = await (await client.get("/metrics")).text()
+        assert cached.renders == 2
+        assert sum(by(text, "simwatch_sims", "state").values()) == 7
+        assert (await client.get("/metrics?name[]=simwatch_sims")).status == 200
+        async with cached.lock:  # a writer holds the engine: the last rendered cycle's
+            engine.evaluate(WALL + 120)
+            resp = await client.get("/metrics")
+            assert resp.status == 200
+            assert cached.renders == 2
+        text = await (await client.get("/metrics")).text()  # then the new cycle's
+        assert cached.renders == 3
+        assert sum(by(text, "simwatch_sims", "state").values()) == 7
+
+
+def make_aiohttp_handler_body(coll: EngineCollector, accept: str) -> tuple[str, str]:
+    """(content type, body) of the registry's own exposition for an Accept header."""
+    encoder, content_type = choose_encoder(accept)
+    return content_type, encoder(make_registry(coll, process=False)).decode()

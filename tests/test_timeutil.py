@@ -91,3 +91,13 @@ def test_format_many_equals_format_one_by_one() -> None:
     expected = [None if np.isnan(v) else format_rfc3339(float(v)) for v in values]
     assert format_rfc3339_many(values) == expected
     assert format_rfc3339_many(np.zeros(0)) == []
+
+
+def test_format_is_strftime_of_the_rounded_second() -> None:
+    """The per-minute cache of ``format_rfc3339`` gives strftime's text, half-seconds
+    rounded to even as ``round`` does, before 1970 too."""
+    rng = np.random.default_rng(7)
+    values = [*rng.uniform(-2e9, 4e9, 2000).tolist(), 59.5, 60.5, -0.5, 1795169759.5]
+    for ts in values:
+        expected = datetime.fromtimestamp(round(ts), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert format_rfc3339(ts) == expected

@@ -39,6 +39,10 @@ if TYPE_CHECKING:
     from simwatch.core.state import FleetState, Interner
 
 _KIND_NAMES = ("usage", "session", "event")  # columnar.KIND_CODES, in code order
+# sessions and events over arrays (Ingestor._kind_codes)
+_STARTED, _INTERIM, _ENDED = 0, 1, 2
+_SESSION_STATUS = {"started": _STARTED, "interim": _INTERIM, "ended": _ENDED}
+_EVENT_NONE, _EVENT_AUTH, _EVENT_PDP, _EVENT_CLOSE = 0, 1, 2, 3
 SMALL_BATCH = 256
 _ABSENT = -2  # vectorized apply: the record has no such attribute
 _UNKNOWN = -1  # vectorized apply: a value not registered yet (Interner.find)
@@ -56,6 +60,12 @@ POLICY_REJECTS = frozenset({"attach_reject", "blocked", "quota_exhausted"})
 # Session end causes that are the network's failure evidence (FORMATS.md ``end_cause``);
 # ``unknown`` is not: platforms without a cause (Cisco's missed sessions) write it.
 FAILURE_END_CAUSES = frozenset({"network_failure"})
+_EVENT_ACTION = {
+    "auth_failure": _EVENT_AUTH,
+    "pdp_reject": _EVENT_PDP,
+    **dict.fromkeys(POLICY_REJECTS, _EVENT_PDP),
+    **dict.fromkeys(("detach", "purge", "throttled"), _EVENT_CLOSE),
+}
 
 
 @dataclass(slots=True)
@@ -136,20 +146,24 @@ class Ingestor:
         down_all = cols.bytes_down[fresh]
         apn_all, mcc_all, mnc_all = column(cols.apn), column(cols.mcc), column(cols.mnc)
         rat_all, op_all = column(cols.rat), column(cols.operator)
+        status_all, end_cause_all = column(cols.status), column(cols.end_cause)
+        event_all, cause_all = column(cols.event_type), column(cols.cause)
+        extra = self._kind_codes(
+            rows, kinds, status_all, end_cause_all, event_all, cause_all, apn_all
+        )
         vector, codes = self._vectorizable(
-            rows, kinds, ts_all, apn_all, mcc_all, mnc_all, rat_all, op_all
+            rows, ts_all, apn_all, mcc_all, mnc_all, rat_all, op_all, extra
         )
         if vector.size:
             total = up_all[vector] + down_all[vector]
-            self._regime_vector(rows[vector], codes["t"], start_all[vector])
-            self._apply_usage_vector(rows[vector], ts_all[vector], total, codes)
+            self._apply_vector(rows[vector], kinds[vector], ts_all[vector], total, codes)
+            usage = vector[kinds[vector] == 0]
+            self._regime_vector(rows[usage], codes["t"][kinds[vector] == 0], start_all[usage])
             rest = np.ones(fresh.size, np.bool_)
             rest[vector] = False
             others = np.flatnonzero(rest).tolist()
         else:
             others = list(range(fresh.size))
-        status_all, end_cause_all = column(cols.status), column(cols.end_cause)
-        event_all, cause_all = column(cols.event_type), column(cols.cause)
         apply_row = self._apply_row
         row_l, kind_l, ts_l = rows.tolist(), kinds.tolist(), ts_all.tolist()
         up_l, down_l = up_all.tolist(), down_all.tolist()
@@ -203,28 +217,30 @@ class Ingestor:
     def _vectorizable(  # noqa: PLR0917 - the batch's columns, positional
         self,
         rows: np.ndarray,
-        kinds: np.ndarray,
         ts: np.ndarray,
         apn: list[str | None],
         mcc: list[str | None],
         mnc: list[str | None],
         rat: list[str | None],
         operator: list[str | None],
+        extra: dict[str, np.ndarray],
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Positions of the records applied over arrays, and their codes.
 
-        Usage records of a SIM with no other record in the batch, whole-second times, no
+        Records of a SIM with no other record in the batch, whole-second times, no
         operator name, and nothing new to register (every APN, partner, RAT, country and
-        leaf they lead to exists). Such records touch only their own rows, so applying
-        them before the others (one by one, in order) gives the state of one record at
-        a time. The codes: ``apn``, ``partner``, ``country``, ``rat`` (ABSENT: not in
-        the record), ``t`` (relative time), ``applies`` (its attributes are newer)."""
+        leaf they lead to exists; for sessions and events, every cause and reject APN:
+        ``_kind_codes``). Such records touch only their own rows, so applying them
+        before the others (one by one, in order) gives the state of one record at a
+        time. The codes: ``apn``, ``partner``, ``country``, ``rat`` (ABSENT: not in the
+        record), ``t`` (relative time), ``applies`` (its attributes are newer), and the
+        kind's own (``_kind_codes``)."""
         none: tuple[np.ndarray, dict[str, np.ndarray]] = (np.zeros(0, np.intp), {})
-        usage = kinds == 0
-        if not usage.any():
+        eligible = extra["eligible"]
+        if not eligible.any():
             return none
         _, inverse, counts = np.unique(rows, return_inverse=True, return_counts=True)
-        ok = usage & (counts[inverse] == 1) & (ts == np.floor(ts))
+        ok = eligible & (counts[inverse] == 1) & (ts == np.floor(ts))
         if operator.count(None) != len(operator):
             ok &= np.array([o is None for o in operator], np.bool_)
         pos = np.flatnonzero(ok)
@@ -281,20 +297,168 @@ class Ingestor:
             "applies": applies[sel],
             "bare": bare[sel],
         }
-        return pos[sel], codes
+        final = pos[sel]
+        for name in ("status", "cause", "event", "reject_apn"):
+            codes[name] = extra[name][final]
+        return final, codes
 
-    def _apply_usage_vector(
-        self, rows: np.ndarray, ts: np.ndarray, total: np.ndarray, codes: dict[str, np.ndarray]
+    def _kind_codes(  # noqa: PLR0917 - the batch's columns, positional
+        self,
+        rows: np.ndarray,
+        kinds: np.ndarray,
+        status: list[str | None],
+        end_cause: list[str | None],
+        event_type: list[str | None],
+        cause: list[str | None],
+        apn: list[str | None],
+    ) -> dict[str, np.ndarray]:
+        """Which records the arrays can apply as far as their kind goes (``eligible``),
+        and the codes sessions and events need (nothing registered: a cause or a
+        reject's APN not known yet leaves the record to ``_apply_row``).
+
+        ``status``: a session's ``_SESSION_STATUS`` code (-1 for other kinds);
+        ``event``: an event's ``_EVENT_ACTION`` (-1 for other kinds); ``cause``: the
+        failure cause code of an ended session, the reject cause code of a reject
+        event (0: none); ``reject_apn``: a reject's APN code. A session that is not a
+        start needs the SIM to have usage records already (``HAS_USAGE``): otherwise
+        its running total is the SIM's data evidence, applied one at a time."""
+        n = kinds.size
+        eligible = kinds == 0
+        status_c = np.full(n, -1, np.int64)
+        event_c = np.full(n, -1, np.int64)
+        cause_c = np.zeros(n, np.int64)
+        reject_apn = np.zeros(n, np.int64)
+        causes = self.state.causes
+        apns = self.state.apns
+        sessions = np.flatnonzero(kinds == 1)
+        if sessions.size:
+            picked = sessions.tolist()
+            status_c[sessions] = [_SESSION_STATUS.get(status[i] or "", -1) for i in picked]
+            failure = [
+                (causes.find(end_cause[i]) if end_cause[i] in FAILURE_END_CAUSES else 0)  # type: ignore[arg-type]
+                for i in picked
+            ]
+            cause_c[sessions] = failure
+            has_usage = (self.state.cols.flags[rows[sessions]] & HAS_USAGE) != 0
+            st = status_c[sessions]
+            eligible[sessions] = (
+                (st >= 0) & (np.asarray(failure, np.int64) >= 0) & ((st == _STARTED) | has_usage)
+            )
+        events = np.flatnonzero(kinds == 2)
+        if events.size:
+            for i in events.tolist():
+                kind = event_type[i]
+                action = _EVENT_ACTION.get(kind, _EVENT_NONE)  # type: ignore[arg-type]
+                event_c[i] = action
+                if action in (_EVENT_AUTH, _EVENT_PDP):
+                    text = cause[i]
+                    if kind in POLICY_REJECTS:
+                        text = f"{kind}: {text}" if text else kind
+                    cause_c[i] = causes.find(text) if text else 0
+                    reject_apn[i] = apns.find(apn[i]) if apn[i] else 0  # type: ignore[arg-type]
+            eligible[events] = (cause_c[events] >= 0) & (reject_apn[events] >= 0)
+        return {
+            "eligible": eligible,
+            "status": status_c,
+            "event": event_c,
+            "cause": cause_c,
+            "reject_apn": reject_apn,
+        }
+
+    def _apply_vector(
+        self,
+        rows: np.ndarray,
+        kinds: np.ndarray,
+        ts: np.ndarray,
+        total: np.ndarray,
+        codes: dict[str, np.ndarray],
     ) -> None:
-        """Usage records of distinct rows, with everything they refer to registered
-        (``_vectorizable``): ``_apply_row`` over arrays."""
+        """Records of distinct rows, with everything they refer to registered
+        (``_vectorizable``): ``_apply_row`` over arrays (attributes, then the kind's
+        own part; the regime of usage records is ``_regime_vector``)."""
         state = self.state
-        cols = state.cols
         for row in rows[codes["bare"]].tolist():
             state.refresh_leaf(row)  # an existing leaf (checked): nothing registered
         applies = np.flatnonzero(codes["applies"])
         if applies.size:
             self._attributes_vector(rows[applies], {k: v[applies] for k, v in codes.items()})
+        for kind, apply in ((0, self._usage_vector), (1, self._sessions_vector)):
+            at = np.flatnonzero(kinds == kind)
+            if at.size:
+                apply(rows[at], ts[at], total[at], {k: v[at] for k, v in codes.items()})
+        at = np.flatnonzero(kinds == 2)
+        if at.size:
+            self._events_vector(rows[at], {k: v[at] for k, v in codes.items()})
+
+    def _sessions_vector(
+        self, r: np.ndarray, ts: np.ndarray, total: np.ndarray, codes: dict[str, np.ndarray]
+    ) -> None:
+        """``_session`` for session records of distinct rows; those that are not starts
+        are of SIMs with usage records (their totals are not data evidence)."""
+        del ts  # the data evidence of sessions is one record at a time (_kind_codes)
+        cols = self.state.cols
+        t = codes["t"]
+        status = codes["status"]
+        started = status == _STARTED
+        if started.any():
+            rs, ts_ = r[started], t[started]
+            ring = cols.session_starts[rs]
+            fresh = ~(ring == ts_[:, None]).any(axis=1)
+            if fresh.any():
+                rr, tt = rs[fresh], ts_[fresh]
+                oldest = ring[fresh].argmin(axis=1)
+                cols.session_starts[rr, oldest] = np.maximum(cols.session_starts[rr, oldest], tt)
+            newer = ts_ >= cols.session_start[rs]
+            rn = rs[newer]
+            cols.session_open[rn] = 1
+            cols.session_start[rn] = ts_[newer]
+            cols.session_bytes[rn] = 0
+        other = ~started
+        if not other.any():
+            return
+        r, t, status = r[other], t[other], status[other]
+        amount = np.minimum(total[other], MAX_COUNT)
+        cause = codes["cause"][other]
+        current = t >= cols.session_start[r]
+        grown = current & (amount > cols.session_bytes[r])
+        cols.session_bytes[r[grown]] = amount[grown]
+        ended = status == _ENDED
+        cols.session_open[r[current & ended]] = 0
+        later = ended & (t > cols.session_end[r])
+        cols.session_end[r[later]] = t[later]
+        failed = ended & (cause > 0) & (t >= cols.fail_at[r])
+        cols.fail_at[r[failed]] = t[failed]
+        cols.fail_cause[r[failed]] = cause[failed]
+
+    def _events_vector(self, r: np.ndarray, codes: dict[str, np.ndarray]) -> None:
+        """``_event`` for event records of distinct rows (their codes known)."""
+        cols = self.state.cols
+        t = codes["t"]
+        action = codes["event"]
+        reject = ((action == _EVENT_AUTH) | (action == _EVENT_PDP)) & (t >= cols.reject_at[r])
+        if reject.any():
+            rr, tt = r[reject], t[reject]
+            at = cols.reject_at[rr].astype(np.int64)
+            count = cols.reject_count[rr].astype(np.int64)
+            count[(at == NEVER) | (tt - at > REJECT_MEMORY_S)] = 0
+            cols.reject_count[rr] = np.minimum(count + 1, 65535)
+            cols.reject_at[rr] = tt
+            cols.reject_kind[rr] = np.where(action[reject] == _EVENT_AUTH, AUTH_FAILURE, PDP_REJECT)
+            cols.reject_apn[rr] = codes["reject_apn"][reject]
+            cols.reject_cause[rr] = codes["cause"][reject]
+        close = (action == _EVENT_CLOSE) & (t >= cols.session_start[r])
+        if close.any():
+            rc, tc = r[close], t[close]
+            cols.session_open[rc] = 0
+            cols.session_end[rc] = np.maximum(cols.session_end[rc], tc)
+
+    def _usage_vector(
+        self, rows: np.ndarray, ts: np.ndarray, total: np.ndarray, codes: dict[str, np.ndarray]
+    ) -> None:
+        """The usage part of ``_apply_row`` for usage records of distinct rows."""
+        del codes  # the attributes are applied already
+        state = self.state
+        cols = state.cols
         data = np.flatnonzero(total > 0)
         if data.size:
             dr = rows[data]
@@ -337,11 +501,22 @@ class Ingestor:
         if idx.size:
             cr = r[idx]
             left = cols.leaf[cr].copy()
-            for row in cr.tolist():
-                state.refresh_leaf(row)  # existing leaves (checked): nothing registered
+            cols.leaf[cr] = self._leaves_of(cr)  # existing leaves (checked): none registered
             went = moved[idx] & (left >= 0)
             cols.prev_leaf[cr[went]] = left[went]
             cols.moved_at[cr[went]] = t[idx][went]
+
+    def _leaves_of(self, rows: np.ndarray) -> np.ndarray:
+        """``refresh_leaf``'s leaf of each row (its current dimension codes), one lookup
+        per distinct combination; every leaf must exist already (``_vectorizable``)."""
+        state = self.state
+        if not state.dims:
+            return np.full(rows.size, state.leaf_id(()), np.int64)
+        key = np.stack([state.dim_column(d)[rows] for d in state.dims], axis=1)
+        keys, back = np.unique(key.astype(np.int64), axis=0, return_inverse=True)
+        leaf_id = state.leaf_id
+        ids = np.array([leaf_id(tuple(k)) for k in keys.tolist()], np.int64)
+        return ids[back.ravel()]
 
     def _row(self, iccid: str) -> int:
         state = self.state

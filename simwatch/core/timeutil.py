@@ -116,9 +116,24 @@ class CachedTimeParser:
         return value
 
 
+_MINUTE_TEXTS: dict[int, str] = {}  # minute number -> "2026-11-20T10:15:" (bounded)
+_MINUTE_TEXTS_MAX = 4096
+_SECOND_TEXTS = tuple(f"{s:02d}Z" for s in range(60))
+
+
 def format_rfc3339(ts: float) -> str:
-    """Format epoch seconds as ``2026-11-20T10:15:00Z`` (whole seconds, UTC)."""
-    return datetime.fromtimestamp(round(ts), tz=_UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Format epoch seconds as ``2026-11-20T10:15:00Z`` (whole seconds, UTC).
+
+    The text up to the minute is kept per minute (a SIM view formats several times of
+    the same recent minutes: a strftime costs ten times the lookup)."""
+    minute, second = divmod(round(ts), 60)
+    head = _MINUTE_TEXTS.get(minute)
+    if head is None:
+        head = datetime.fromtimestamp(minute * 60, tz=_UTC).strftime("%Y-%m-%dT%H:%M:")
+        if len(_MINUTE_TEXTS) >= _MINUTE_TEXTS_MAX:
+            _MINUTE_TEXTS.clear()
+        _MINUTE_TEXTS[minute] = head
+    return head + _SECOND_TEXTS[second]
 
 
 def format_rfc3339_many(ts: np.ndarray) -> list[str | None]:

@@ -157,6 +157,12 @@ class Daemon:
     def request_stop(self) -> None:
         self._stop.set()
 
+    @property
+    def batch_lock(self) -> asyncio.Lock:
+        """Held by every writer of the engine (a batch, the cycles, a checkpoint): a
+        reader in a worker thread holds it to see a consistent state."""
+        return self._batch_lock
+
     def source_stats(self) -> list[SourceStats]:
         return [s.stats for s in self.sources]
 

@@ -20,12 +20,7 @@ from simwatch import __version__
 from simwatch.http.app import make_app
 from simwatch.http.console import Sessions
 from simwatch.http.console_views import normalize_query, series_points
-from simwatch.http.metrics import (
-    EngineCollector,
-    HistoryCollector,
-    make_registry,
-    metrics_handler,
-)
+from simwatch.http.metrics import CachedMetrics, EngineCollector, HistoryCollector
 from simwatch.service.cluster import cluster_node
 from simwatch.service.daemon import Daemon
 from simwatch.shell.health import DaemonHealth
@@ -56,6 +51,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from pathlib import Path
 
+    from simwatch.core.engine import CycleResult
     from simwatch.core.inventory import InventoryRow
     from simwatch.core.maintenance import Window
     from simwatch.core.records import Rejection
@@ -292,9 +288,18 @@ async def serve(
         health.last_evaluation_timestamp = daemon.health.last_evaluation_at
 
     daemon.on_cycle.append(sync_health)
-    registry = make_registry(collector)
-    if history is not None:
-        registry.register(HistoryCollector(history))  # the console's history (issue 13)
+    # the per-cycle families rendered off the loop once per cycle (issue 12)
+    cached = CachedMetrics(
+        collector,
+        lock=daemon.batch_lock,
+        extra=() if history is None else (HistoryCollector(history),),  # console history
+    )
+
+    def refresh_metrics(result: CycleResult) -> None:
+        if result.evaluation.now >= daemon.clock() - 2 * daemon.settings.engine.eval_interval_s:
+            cached.refresh_soon()  # a live cycle (a backlog's are rendered when scraped)
+
+    daemon.on_cycle.append(refresh_metrics)
     sessions = None
     if console is not None and console.enabled:
         sessions = Sessions(console.session_ttl_s, console.max_sessions, daemon.clock)
@@ -304,7 +309,7 @@ async def serve(
         settings=http,
         tokens=tokens,
         ready=lambda: daemon.health.ready,
-        metrics_handler=metrics_handler(registry),
+        metrics_handler=cached.handle,
         source_stats=daemon.source_stats,
         receivers=[s for s in daemon.sources if isinstance(s, PushReceiver)],
         sim_forward=sim_forward,
