@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from fleet import DAY, T0, Feed, iccid, new_engine
 
-from simwatch.core.evaluate import EVIDENCE_NAMES, Evidence, evidence_causes
+from simwatch.core.evaluate import EVIDENCE_NAMES, Evidence, evidence_causes, not_fleet_wide
 from simwatch.core.incidents import evidence_text
-from simwatch.core.localize import LeafTable, LocalizeParams, localize
+from simwatch.core.localize import Cause, LeafTable, LocalizeParams, localize
 from simwatch.core.state import FleetState
 from simwatch.http.views import sim_view
 
@@ -231,3 +231,26 @@ def test_a_rare_kind_of_evidence_is_judged_against_its_own_usual_level() -> None
     assert (cause.affected, cause.total) == (15.0, 400.0)  # every failing SIM of it
     # where moves are usual (a border crossing at this hour), the same count is nothing
     assert evidence_causes(table, [], kinds, np.full_like(ratio, 0.02), params) == []
+
+
+def test_two_large_faults_on_different_attributes_are_not_the_whole_fleet() -> None:
+    # partner 26200 down and APN apn0 down everywhere: together they outscore each, and
+    # neither attribute alone splits the fleet apart (each one's other values hold the
+    # other fault); the fleet beyond the two is healthy: two causes, never "{}"
+    def table(rest: float) -> LeafTable:
+        rows = []
+        for p in range(10):
+            for a in range(10):
+                hit = p == 0 or a == 0
+                rows.append(((f"apn{a}", f"2620{p}"), 19.0 if hit else rest, 20.0, 0.04))
+        return LeafTable.from_rows(("apn", "partner"), rows)
+
+    params = LocalizeParams()
+    fleet = [Cause(dims={}, affected=361.0, total=2000.0, expected=4.0, score=1267.0)]
+    two = not_fleet_wide(table(0.0), fleet, params)
+    assert sorted(tuple(c.dims.items()) for c in two) == [
+        (("apn", "apn0"),),
+        (("partner", "26200"),),
+    ]
+    # the rest of the fleet failing too: it is the whole fleet
+    assert not_fleet_wide(table(10.0), fleet, params) == fleet

@@ -175,6 +175,9 @@ class LocalizeParams:
     min_baseline_ratio: float = 1e-3
     max_depth: int | None = None
     max_causes: int = 5
+    # whether the whole fleet ({}) may be a cause (``evaluate`` asks again without it
+    # when two faults on different attributes look like one fleet-wide one)
+    fleet_wide: bool = True
     min_relative_score: float = 0.0
     generalize_margin: float = 3.0
     split_min_share: float = 0.1
@@ -667,6 +670,8 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
     # per group: expected counts weighted by the leaves' own over-dispersion
     pe_g = None if leaf_phi is None else _sums(groups, e_leaf * leaf_phi, n_cub)
     ok, score = _significant(a_g, n_g, e_g, params, _thresholds(threshold, phi, e_g, pe_g))
+    if not params.fleet_wide:
+        ok[0] = False  # the group of cuboid () is the whole fleet
     if not ok.any():
         return []
 
@@ -704,6 +709,8 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
             params,
             _thresholds(threshold, phi, e_r[u], None if pe_r is None else pe_r[u]),
         )
+        if not params.fleet_wide:
+            ok_r[0] = False
 
     # siblings apart, climb to parents whose rest is elevated too, then drop causes
     # covered by another
