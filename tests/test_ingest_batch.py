@@ -147,6 +147,12 @@ def test_batches_of_many_sims_on_a_known_network(recs: list[Record], sizes: list
     batched.ingestor.small_batch = 0  # every batch on the array path
     warm_up(scalar)
     warm_up(batched)
+    same_by_batches(scalar, batched, recs, sizes)
+
+
+def same_by_batches(scalar: Engine, batched: Engine, recs: list[Record], sizes: list[int]) -> None:
+    """``recs`` one at a time into ``scalar`` and in batches of ``sizes`` (cycled) into
+    ``batched``: the same records applied and the same state."""
     applied_scalar = [scalar.ingest_record(r) for r in recs]
     applied_batch: list[bool] = []
     start = k = 0
@@ -210,14 +216,4 @@ def test_sessions_and_events_on_a_known_network(recs: list[Record], sizes: list[
     for engine in (scalar, batched):
         warm_up(engine)
         warm_up_causes(engine)
-    applied_scalar = [scalar.ingest_record(r) for r in recs]
-    applied_batch: list[bool] = []
-    start = k = 0
-    while start < len(recs):
-        size = sizes[k % len(sizes)]
-        cols = RecordColumns.from_records(recs[start : start + size])
-        applied_batch.extend(batched.ingest_batch(cols).tolist())
-        start += size
-        k += 1
-    assert applied_batch == applied_scalar
-    assert_same(scalar, batched)
+    same_by_batches(scalar, batched, recs, sizes)
