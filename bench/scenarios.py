@@ -9,7 +9,9 @@ its bound, resolution delay, and any false pages; then a table per regime and fa
 over every seed (median and worst detection and resolution, false pages, and the seeds
 that missed the detection issue's target: 5 min for a fault the network reports, 2 record
 intervals for a silent one (R3: the churn window), resolved 0-15 min after the end).
-The bound the test suite asserts on is printed beside it.
+The bound the test suite asserts on is printed beside it, and beside the resolution the
+"data back" delay: when a tenth of the fault's SIMs had sent data again after its end,
+the earliest the data could tell anyone that it ended.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ def main() -> None:
     # (regime, scenario, kind) -> detect delays, resolve delays, misses, runs
     detect: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     resolve: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    back: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     missed: dict[tuple[str, str, str], list[int]] = defaultdict(list)
     false_pages: dict[tuple[str, str], list[int]] = defaultdict(list)
     started = time.perf_counter()
@@ -92,11 +95,14 @@ def main() -> None:
                     detect[key].append(f.detect_s)
                 if f.resolve_s is not None:
                     resolve[key].append(f.resolve_s)
+                if f.data_back_s is not None:
+                    back[key].append(f.data_back_s)
                 print(
                     f"  {f.kind:<18} {dims}  {f.incident_id or 'NOT FOUND'}  "
                     f"detect {minutes(f.detect_s)} (bound {minutes(f.detect_bound_s)}, "
                     f"target {minutes(f.target_s)})  "
-                    f"resolve {minutes(f.resolve_s)} after the end"
+                    f"resolve {minutes(f.resolve_s)} after the end "
+                    f"(data back {minutes(f.data_back_s)})"
                     f"{'' if f.meets_target else '  MISSES TARGET'}"
                 )
             for page in result.false_pages:
@@ -112,9 +118,10 @@ def main() -> None:
     print(f"seeds {seeds}; fleet {args.sims or 'preset (2000)'} SIMs; {elapsed:.0f} s")
     head = (
         "| regime | scenario | fault | detect median / worst (min) | "
-        "resolve median / worst (min) | seeds missing the target | false pages |"
+        "resolve median / worst (min) | data back median / worst (min) | "
+        "seeds missing the target | false pages |"
     )
-    rule = "|---|---|---|---|---|---|---|"
+    rule = "|---|---|---|---|---|---|---|---|"
     if args.markdown:
         print(head)
         print(rule)
@@ -130,6 +137,7 @@ def main() -> None:
             kind or "(none)",
             _cell(detect.get((regime, name, kind), [])),
             _cell(resolve.get((regime, name, kind), [])),
+            _cell(back.get((regime, name, kind), [])),
             miss,
             str(fp),
         ]

@@ -13,6 +13,7 @@ import statistics
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import orjson
 
 from simwatch.core.engine import CycleResult, Engine
@@ -38,6 +39,11 @@ NETWORK_REPORTED = frozenset({"partner_outage", "apn_outage", "apn_country"})
 TARGET_NETWORK_S = 5 * 60.0
 TARGET_CHURN_S = 2 * 3600.0
 TARGET_RESOLVE_S = 15 * 60.0
+# What the records allow, printed beside the resolution: when this share of a fault's
+# SIMs had sent data again after its end (no method can see the end earlier from data;
+# a windowed feed delivers it after the window closes, a session-level one when the
+# session does).
+DATA_BACK_SHARE = 0.1
 
 # The finding a per-SIM fault must produce for each of its SIMs.
 FINDING_OF_FAULT = {
@@ -57,6 +63,9 @@ class FaultScore:
     resolve_s: float | None = None
     missing_findings: list[str] = field(default_factory=list)
     target_s: float | None = None  # the detection issue's target for this fault
+    # fault end -> the first cycle at which DATA_BACK_SHARE of its SIMs had sent data
+    # sent after the end (None: not within the replay)
+    data_back_s: float | None = None
 
     @property
     def meets_target(self) -> bool:
@@ -130,13 +139,45 @@ def target_s(kind: str, regime: str, interval: float) -> float:
     return DETECT_INTERVALS * interval
 
 
-def score(engine: Engine, truth: dict[str, Any], findings: dict[str, set[str]]) -> ScenarioScore:
+class DataBack:
+    """Per group fault, the first cycle after its end at which ``DATA_BACK_SHARE`` of its
+    SIMs had sent data after the end (their last data time past it): the earliest a
+    watcher of the data could know the fault ended."""
+
+    def __init__(self, truth: dict[str, Any]) -> None:
+        self._faults = [
+            (i, parse_rfc3339(f["end"]), list(f["iccids"]))
+            for i, f in enumerate(truth["faults"])
+            if f["group"] and f["iccids"]
+        ]
+        self.at: dict[int, float] = {}
+        self._rows: dict[int, np.ndarray] = {}
+
+    def observe(self, engine: Engine, now: float) -> None:
+        for i, end, iccids in self._faults:
+            if i in self.at or now <= end:
+                continue
+            if i not in self._rows:
+                rows = np.array([engine.state.row(x) for x in iccids], np.int64)
+                self._rows[i] = rows[rows >= 0]
+            last = engine.state.rhythm.last_data[self._rows[i]]
+            back = int((last > end).sum())
+            if back and back >= DATA_BACK_SHARE * len(iccids):
+                self.at[i] = now
+
+
+def score(
+    engine: Engine,
+    truth: dict[str, Any],
+    findings: dict[str, set[str]],
+    data_back: DataBack | None = None,
+) -> ScenarioScore:
     """Compare the engine's incidents (after a full replay) with the ground truth."""
     pages: list[Incident] = [i for i in engine.incidents.all() if i.severity == "page"]
     by_key = {_key(i.dims): i for i in pages}
     matched: set[str] = set()
     faults = []
-    for fault in truth["faults"]:
+    for index, fault in enumerate(truth["faults"]):
         result = FaultScore(kind=fault["kind"], dims=dict(fault["dims"]))
         faults.append(result)
         if fault["kind"] in FINDING_OF_FAULT:
@@ -151,6 +192,8 @@ def score(engine: Engine, truth: dict[str, Any], findings: dict[str, set[str]]) 
         interval = typical_interval(engine, fault["iccids"], start)
         result.detect_bound_s = max(DETECT_FLOOR_S, DETECT_INTERVALS * interval)
         result.target_s = target_s(fault["kind"], truth["config"].get("regime", "r1"), interval)
+        if data_back is not None and index in data_back.at:
+            result.data_back_s = data_back.at[index] - end
         incident = by_key.get(_key(fault["dims"]))
         if incident is None:
             continue
@@ -185,9 +228,11 @@ def run_scenario(
     engine = Engine()
     probes = probe_times(truth)
     findings: dict[str, set[str]] = {}
+    data_back = DataBack(truth)
 
     def on_cycle(result: CycleResult) -> None:
         now = result.evaluation.now
+        data_back.observe(engine, now)
         while probes and probes[0][0] <= now:
             for iccid in probes.pop(0)[1]:
                 found = engine.diagnose(iccid, now) or []
@@ -196,4 +241,4 @@ def run_scenario(
     replay_files(
         paths["inventory"], paths["records"], wall_now=wall_now, on_cycle=on_cycle, engine=engine
     )
-    return score(engine, truth, findings), truth
+    return score(engine, truth, findings, data_back), truth
