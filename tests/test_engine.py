@@ -117,6 +117,33 @@ def test_data_cap_reached(engine: Engine) -> None:
     assert "100.0 kB" in cap.hint
 
 
+def test_refused_near_the_cap_is_the_cap_but_far_from_it_is_not(engine: Engine) -> None:
+    # the platform counts bytes this monitor never saw (before it watched, or in the open
+    # session's next record): refused with 96 % of the cap seen is the cap, with 72 % not
+    engine.load_inventory(
+        [
+            inventory_row(ICCIDS[0], data_cap_bytes=300_000),
+            inventory_row(ICCIDS[1], data_cap_bytes=400_000),
+        ]
+    )
+    feed = Feed(engine)
+    last = learn_15min(feed, ICCIDS[:2], days=2.0)  # 1500 bytes * 192 reports = 288 kB
+    row = engine.state.row(ICCIDS[0])
+    assert int(engine.state.cols.month_bytes[row]) == 288_000
+    for iccid in ICCIDS[:2]:
+        feed.event(iccid, last + 600, "pdp_reject", apn="meters.acme", cause="data_cap_reached")
+    near = engine.diagnose(ICCIDS[0], last + 3600)
+    far = engine.diagnose(ICCIDS[1], last + 3600)
+    assert near is not None and far is not None
+    assert near[0].code == "data_cap"
+    assert "288.0 kB of 300.0 kB seen here" in near[0].hint
+    assert "data_cap_reached" in near[0].hint
+    assert "data_cap" not in {f.code for f in far}
+    assert "pdp_reject" in {f.code for f in far}
+    evaluation = engine.evaluate(last + 3600).evaluation
+    assert not evaluation.overdue[row]  # explained per SIM: never counted towards a group
+
+
 def test_daily_reset_is_not_churn_but_four_drops_an_hour_is(engine: Engine) -> None:
     feed = Feed(engine)
     last = learn_15min(feed, ICCIDS[:2])

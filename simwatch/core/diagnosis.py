@@ -144,19 +144,27 @@ def diagnose(
                 "username and password and the SIM's profile.",
             )
         )
-    if why & Why.PDP_REJECT:
-        findings.append(_policy_finding(cause, count) or _pdp_reject(cause, count, reject_apn))
     if why & Why.DATA_CAP:
         cap = int(c.data_cap[row])
         used = int(c.month_bytes[row])
+        if used >= cap:
+            text = f"Monthly data cap reached: {format_bytes(used)} used of {format_bytes(cap)}."
+        else:  # refused near the cap (EvalParams.cap_refused_share)
+            text = (
+                f"Monthly data cap reached: {format_bytes(used)} of {format_bytes(cap)} seen "
+                f"here, and the network refuses its data sessions"
+                f"{' (cause ' + cause + ')' if cause else ''}; the platform counts bytes "
+                "this monitor has not seen yet."
+            )
         findings.append(
             Finding(
                 "data_cap",
                 "critical",
-                f"Monthly data cap reached: {format_bytes(used)} used of {format_bytes(cap)}. "
-                "Data is blocked until the next month starts or the cap is raised.",
+                f"{text} Data is blocked until the next month starts or the cap is raised.",
             )
         )
+    if why & Why.PDP_REJECT:
+        findings.append(_policy_finding(cause, count) or _pdp_reject(cause, count, reject_apn))
     if why & Why.CHURN:
         ring = c.session_starts[row]
         now_rel = rel(now)

@@ -75,6 +75,10 @@ _POLICY_CAUSES: Final = ("quota_exhausted", "blocked")
 @dataclass(frozen=True, slots=True)
 class EvalParams:
     reject_window_s: float = 6 * 3600.0  # rejects older than this no longer explain silence
+    # A SIM whose data sessions are refused with at least this share of its monthly cap
+    # seen has reached its cap: the platform counts bytes simwatch never saw (before it
+    # watched, or still in an open session's next record).
+    cap_refused_share: float = 0.9
     # Session churn: this many session starts within the window. A scheduled reset is one
     # a day; "four drops in an hour" is an outage — and so is the same count over two
     # hours, which also catches devices that flap every 20-30 minutes.
@@ -319,7 +323,13 @@ def explanations(state: FleetState, now: float, params: EvalParams) -> np.ndarra
         else:
             why[row] |= Why.AUTH_FAILURE
     cap = c.data_cap[:n]
-    capped = (cap >= 0) & (c.month[:n] == month_of(now)) & (c.month_bytes[:n] >= cap)
+    this_month = (cap >= 0) & (c.month[:n] == month_of(now))
+    capped = this_month & (c.month_bytes[:n] >= cap)
+    capped |= (
+        this_month
+        & ((why & Why.PDP_REJECT) != 0)
+        & (c.month_bytes[:n] >= params.cap_refused_share * cap)
+    )
     why[capped] |= Why.DATA_CAP
     ring = c.session_starts[:n]
     starts = ((ring != NEVER) & (ring > now_rel - params.churn_window_s) & (ring <= now_rel)).sum(
