@@ -26,6 +26,7 @@ from simwatch.core.evaluate import (
     reason_codes,
     vip_rows,
 )
+from simwatch.core.exposure import rest_verdict
 from simwatch.core.incidents import (
     Incident,
     IncidentChange,
@@ -34,7 +35,7 @@ from simwatch.core.incidents import (
     SimAlarm,
 )
 from simwatch.core.ingest import Ingestor
-from simwatch.core.localize import Cause, LocalizeParams, healthy_part
+from simwatch.core.localize import Cause, LocalizeParams
 from simwatch.core.maintenance import Window, active_windows
 from simwatch.core.operators import OperatorTable
 from simwatch.core.rhythm import RhythmParams, SimState
@@ -267,14 +268,13 @@ class Engine:
         cfg = self.config
         state = self.state
         warm = self.warmed_up(now)
-        leaf_stats = (evaluation.leaf_affected, evaluation.leaf_total, evaluation.leaf_expected)
 
-        def rest_healthy(parent: Mapping[str, str], children: Sequence[Mapping[str, str]]) -> bool:
+        def rest_healthy(
+            parent: Mapping[str, str], children: Sequence[Mapping[str, str]]
+        ) -> bool | None:
             whole = leaf_mask(state, parent)
-            rest = whole.copy()
-            for child in children:
-                rest &= ~leaf_mask(state, child)
-            return healthy_part(rest, whole, leaf_stats, cfg.localize)
+            parts = [leaf_mask(state, child) for child in children]
+            return rest_verdict(state, evaluation, whole, parts, cfg.localize)
 
         if self.groups_local:
             changes = self.incidents.update_groups(now, evaluation.causes, rest_healthy)

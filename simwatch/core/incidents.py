@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 ChangeKind = Literal["opened", "updated", "resolved"]
 _HOLD: Final = (("", ""),)  # _merge_sibling's "not yet": a key no group has
 # (parent dims, children dims) -> the parent's part outside the children is healthy
-RestHealthy = Callable[[Mapping[str, str], Sequence[Mapping[str, str]]], bool]
+# (True), fails too (False), or has not had the time to show the children's fault (None)
+RestHealthy = Callable[[Mapping[str, str], Sequence[Mapping[str, str]]], bool | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,9 @@ class IncidentParams:
     # (a fault shows first where the fastest reporters are: the parent may still follow)
     # before it opens as an incident of its own
     sibling_hold_s: float = 1800.0
+    # ... and up to this long while too few of the parent's other SIMs could have shown
+    # a silent fault yet (slow reporters: ``core.exposure``)
+    sibling_hold_max_s: float = 7200.0
     keep_resolved: int = 1000  # resolved incidents kept in memory for the API
 
 
@@ -442,11 +446,19 @@ class IncidentTracker:
         failing in one country and, for another reason, in a second one is two faults.
         Such a sibling is held back (``_HOLD``) for ``sibling_hold_s`` first: when its
         parent's fault is still spreading, the parent becomes the cause meanwhile and
-        re-scopes the open incident (one page); else it opens as its own incident.
+        re-scopes the open incident (one page); else it opens as its own incident. While
+        the parent's other SIMs could not show the fault yet (``rest_healthy`` gives
+        None: a silent fault's slow reporters, ``core.exposure``), the hold lasts up to
+        ``sibling_hold_max_s``; ``sibling_window_s`` counts from when the sibling was
+        first seen.
         """
         new = dict(key)
+        seen_since = self._held.get(key, now)
         for old_key, incident in list(self.open.items()):
-            if incident.kind != "group" or now - incident.opened_at > self.params.sibling_window_s:
+            if (
+                incident.kind != "group"
+                or seen_since - incident.opened_at > self.params.sibling_window_s
+            ):
                 continue
             old = dict(old_key)
             if old.keys() != new.keys():
@@ -454,10 +466,14 @@ class IncidentTracker:
             common = {k: v for k, v in old.items() if new[k] == v}
             if not common or len(common) != len(old) - 1:
                 continue
-            if self._rest_healthy is not None and self._rest_healthy(common, [old, new]):
+            check = self._rest_healthy
+            verdict = False if check is None else check(common, [old, new])
+            if verdict is not False:
                 # two faults that share a value, or the parent's fault still spreading
+                # (None: its other SIMs could not show it yet)
                 first = self._held.setdefault(key, now)
-                if now - first < self.params.sibling_hold_s:
+                hold = self.params.sibling_hold_s if verdict else self.params.sibling_hold_max_s
+                if now - first < hold:
                     return _HOLD
                 continue
             wider: Key = tuple(sorted(common.items()))

@@ -1,0 +1,102 @@
+"""Whether the rest of a parent group is healthy, or has not had the time to show it.
+
+Two sibling causes under one parent (``{apn: A, partner: P}`` and ``{apn: B, partner:
+P}``) are one fault of the parent unless the parent's other children are healthy
+(:meth:`IncidentManager._merge_sibling`). A silent fault (nothing reported, no data)
+shows first where the fastest reporters are: a minute-reporting tracker is overdue
+after minutes, an hourly meter after more than an hour, and a black hole shows as churn
+only on devices that send often. So while a partner's black hole is young, its APNs
+of slow reporters look healthy only because none of their SIMs was due yet; opening the
+second APN as an incident of its own then pages twice for one fault, and never names
+the partner.
+
+:func:`rest_verdict` judges the rest only by its SIMs that would have shown the fault by
+now: the rest's SIMs whose late threshold is no longer than that of the children's
+failing SIMs (the 90th percentile of it). When the children fail mostly by the network's
+own evidence (failure ends, rejects, devices leaving), every SIM with a session shows a
+fault at once and the whole rest is judged. Too few such SIMs to see the children's
+share in them: the verdict is ``None`` (cannot tell yet), and the incident manager keeps
+holding the sibling back.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from simwatch.core.evaluate import Evidence
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import numpy.typing as npt
+
+    from simwatch.core.evaluate import Evaluation
+    from simwatch.core.localize import LocalizeParams
+    from simwatch.core.state import FleetState
+
+# evidence the network reports: a SIM with a session shows it within minutes
+REPORTED = int(Evidence.FAILURE_END | Evidence.REJECT | Evidence.MOVED)
+# the children's failing SIMs that set the exposure horizon: this quantile of their late
+# thresholds (a fault's extent so far is what its slower failing SIMs show)
+HORIZON_QUANTILE = 0.9
+
+
+def rest_verdict(
+    state: FleetState,
+    evaluation: Evaluation,
+    whole: npt.NDArray[np.bool_],
+    children: Sequence[npt.NDArray[np.bool_]],
+    params: LocalizeParams,
+) -> bool | None:
+    """``True``: the part of leaf set ``whole`` outside ``children`` is healthy; ``False``:
+    it fails too; ``None``: too few of its SIMs could have shown the children's fault yet.
+
+    Healthy is :func:`simwatch.core.localize.healthy_part`'s test (the part's failing
+    count not above its baseline by ``generalize_margin`` nats), on the SIMs of the part
+    exposed to the fault (module docstring)."""
+    ev = evaluation
+    n = ev.n
+    leaf = ev.member_leaf[:n]
+    n_leaves = len(ev.leaf_total)
+    in_children = np.zeros(n_leaves, bool)
+    for mask in children:
+        in_children |= mask[:n_leaves]
+    rest_leaves = whole[:n_leaves] & ~in_children
+    valid = ev.counted[:n] & (leaf >= 0)
+    safe_leaf = np.where(valid, leaf, 0)
+    child_rows = np.flatnonzero(valid & in_children[safe_leaf])
+    rest_rows = np.flatnonzero(valid & rest_leaves[safe_leaf])
+    if rest_rows.size == 0 or child_rows.size == 0:
+        return True
+    evidence = ev.evidence[:n]
+    failing = ev.overdue[:n] | (evidence != 0)
+    child_failing = child_rows[failing[child_rows]]
+    if child_failing.size == 0:
+        return True
+    reported = (evidence[child_failing] & REPORTED) != 0
+    late_rest = state.rhythm.thresholds_of(rest_rows)[0]
+    late_child = state.rhythm.thresholds_of(child_rows)[0]
+    if reported.mean() >= 0.5:
+        horizon = math.inf
+    else:
+        horizon = float(
+            np.quantile(state.rhythm.thresholds_of(child_failing)[0], HORIZON_QUANTILE)
+        )
+    exposed_rest = rest_rows[late_rest <= horizon]
+    exposed_child = child_rows[late_child <= horizon]
+    ratio = ev.leaf_expected / np.maximum(ev.leaf_total, 1.0)
+    n_c = float(exposed_child.size)
+    a_c = float(failing[exposed_child].sum())
+    e_c = float(ratio[leaf[exposed_child]].sum())
+    share = max(a_c - max(e_c, params.min_baseline_ratio * n_c), 0.0) / max(n_c, 1.0)
+    n_r = float(exposed_rest.size)
+    if n_r < params.split_min_share * (n_r + n_c) or share * n_r < params.min_affected:
+        return None
+    a_r = float(failing[exposed_rest].sum())
+    e_r = max(float(ratio[leaf[exposed_rest]].sum()), params.min_baseline_ratio * n_r)
+    if a_r <= e_r:
+        return True
+    return a_r * math.log(a_r / e_r) - (a_r - e_r) < params.generalize_margin

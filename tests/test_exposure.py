@@ -1,0 +1,61 @@
+"""A parent's rest is judged only by its SIMs that could have shown the fault by now
+(``core.exposure``): two failing APNs of fast reporters on a partner whose third APN
+holds slow reporters are not yet two faults (the verdict is "cannot tell")."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+from fleet import DAY, ICCIDS, T0, Feed, inventory_row, new_engine
+
+from simwatch.core.evaluate import leaf_mask
+from simwatch.core.exposure import rest_verdict
+
+if TYPE_CHECKING:
+    from simwatch.core.engine import Engine
+
+FAST = {"a.fast": ICCIDS[:10], "b.fast": ICCIDS[10:20]}
+REST = ICCIDS[20:40]
+FAULT = T0 + 2 * DAY
+PARTNER = {"partner": "26202"}
+
+
+def _fleet(rest_every: float, rest_fails: bool) -> Engine:
+    engine = new_engine()
+    apns = [(apn, i) for apn, group in FAST.items() for i in group] + [("c.rest", i) for i in REST]
+    engine.load_inventory([inventory_row(i, apns=(apn,)) for apn, i in apns])
+    feed = Feed(engine)
+    for apn, i in apns:
+        every = rest_every if apn == "c.rest" else 900.0
+        stops = FAULT if apn != "c.rest" or rest_fails else FAULT + DAY
+        t = T0 + 60.0 + (int(i[-2:]) % 10) * 30.0
+        while t < min(stops, FAULT + 3600.0):
+            feed.usage(i, t, apn=apn)
+            t += every
+    return engine
+
+
+def _verdict(engine: Engine, at: float) -> bool | None:
+    evaluation = engine.evaluate(at).evaluation
+    state = engine.state
+    children = [leaf_mask(state, {"apn": apn, **PARTNER}) for apn in FAST]
+    assert all(evaluation.overdue[engine.state.row(i)] for i in FAST["a.fast"])
+    return rest_verdict(
+        state, evaluation, leaf_mask(state, PARTNER), children, engine.config.localize
+    )
+
+
+@pytest.mark.parametrize(
+    ("rest_every", "rest_fails", "expected"),
+    [
+        (4 * 3600.0, True, None),  # slow reporters: none could be overdue 45 min in
+        (900.0, False, True),  # fast reporters that keep reporting: healthy
+        (900.0, True, False),  # fast reporters that stopped too: the parent fails
+    ],
+)
+def test_rest_judged_by_the_sims_that_could_show_it(
+    rest_every: float, rest_fails: bool, expected: bool | None
+) -> None:
+    engine = _fleet(rest_every, rest_fails)
+    assert _verdict(engine, FAULT + 2700.0) is expected
