@@ -134,7 +134,8 @@ def test_refused_near_the_cap_is_the_cap_but_far_from_it_is_not(engine: Engine) 
         feed.event(iccid, last + 600, "pdp_reject", apn="meters.acme", cause="data_cap_reached")
     near = engine.diagnose(ICCIDS[0], last + 3600)
     far = engine.diagnose(ICCIDS[1], last + 3600)
-    assert near is not None and far is not None
+    assert near is not None
+    assert far is not None
     assert near[0].code == "data_cap"
     assert "288.0 kB of 300.0 kB seen here" in near[0].hint
     assert "data_cap_reached" in near[0].hint

@@ -11,6 +11,7 @@ from fleet import DAY, ICCIDS, T0, Feed, inventory_row, new_engine
 
 from simwatch.core.evaluate import leaf_mask
 from simwatch.core.exposure import rest_verdict
+from simwatch.core.incidents import Rest
 
 if TYPE_CHECKING:
     from simwatch.core.engine import Engine
@@ -36,7 +37,7 @@ def _fleet(rest_every: float, rest_fails: bool) -> Engine:
     return engine
 
 
-def _verdict(engine: Engine, at: float) -> bool | None:
+def _verdict(engine: Engine, at: float) -> Rest:
     evaluation = engine.evaluate(at).evaluation
     state = engine.state
     children = [leaf_mask(state, {"apn": apn, **PARTNER}) for apn in FAST]
@@ -49,13 +50,13 @@ def _verdict(engine: Engine, at: float) -> bool | None:
 @pytest.mark.parametrize(
     ("rest_every", "rest_fails", "expected"),
     [
-        (4 * 3600.0, True, None),  # slow reporters: none could be overdue 45 min in
-        (900.0, False, True),  # fast reporters that keep reporting: healthy
-        (900.0, True, False),  # fast reporters that stopped too: the parent fails
+        (4 * 3600.0, True, Rest.UNKNOWN),  # slow reporters: none could be overdue yet
+        (900.0, False, Rest.QUIET),  # fast reporters that keep reporting: healthy
+        (900.0, True, Rest.FAILING),  # fast reporters that stopped too: the parent fails
     ],
 )
 def test_rest_judged_by_the_sims_that_could_show_it(
-    rest_every: float, rest_fails: bool, expected: bool | None
+    rest_every: float, rest_fails: bool, expected: Rest
 ) -> None:
     engine = _fleet(rest_every, rest_fails)
     assert _verdict(engine, FAULT + 2700.0) is expected

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from simwatch.core.incidents import IncidentParams, IncidentTracker, SimAlarm
+import pytest
+
+from simwatch.core.incidents import IncidentParams, IncidentTracker, Rest, SimAlarm
 from simwatch.core.localize import Cause
 
 if TYPE_CHECKING:
@@ -139,9 +141,9 @@ def test_siblings_stay_two_incidents_while_the_parents_rest_is_healthy() -> None
     # an APN failing in PL and, for another reason, in NL, its other countries fine
     asked: list[tuple[dict[str, str], list[dict[str, str]]]] = []
 
-    def healthy(parent: Mapping[str, str], children: Sequence[Mapping[str, str]]) -> bool:
+    def healthy(parent: Mapping[str, str], children: Sequence[Mapping[str, str]]) -> Rest:
         asked.append((dict(parent), [dict(c) for c in children]))
-        return True
+        return Rest.QUIET
 
     tracker = IncidentTracker(IncidentParams(open_after=1, sibling_window_s=3600))
     pl = Cause(dims={"apn": "internet.iot", "country": "PL"}, affected=5, total=8,
@@ -164,6 +166,31 @@ def test_siblings_stay_two_incidents_while_the_parents_rest_is_healthy() -> None
     )
 
 
+@pytest.mark.parametrize(
+    ("verdict", "opens_after_min"),
+    [
+        (Rest.HEALTHY, 1),  # the network's evidence shows the rest fine: two faults, now
+        (Rest.QUIET, 31),  # a silent fault may still spread to the rest (sibling_hold_s)
+        (Rest.UNKNOWN, 121),  # the rest could not show it yet (sibling_hold_max_s)
+    ],
+)
+def test_a_sibling_is_held_by_what_the_rest_can_show(verdict: Rest, opens_after_min: int) -> None:
+    tracker = IncidentTracker(IncidentParams(open_after=1, sibling_window_s=3600))
+    pl = Cause(dims={"apn": "internet.iot", "country": "PL"}, affected=5, total=8,
+               expected=0.1, score=16.0)  # fmt: skip
+    nl = Cause(dims={"apn": "internet.iot", "country": "NL"}, affected=6, total=17,
+               expected=0.3, score=12.0)  # fmt: skip
+    assert tracker.update_groups(0, [pl], lambda _p, _c: verdict) != []
+    opened = None
+    for minute in range(1, 130):
+        changes = tracker.update_groups(minute * 60.0, [pl, nl], lambda _p, _c: verdict)
+        if changes:
+            assert [(c.kind, c.incident.dims) for c in changes] == [("opened", nl.dims)]
+            opened = minute
+            break
+    assert opened == opens_after_min
+
+
 def test_a_held_sibling_joins_its_parent_when_the_parent_fails() -> None:
     # a country outage seen first on one APN, then a second: held, then the country
     tracker = IncidentTracker(IncidentParams(open_after=1))
@@ -171,7 +198,7 @@ def test_a_held_sibling_joins_its_parent_when_the_parent_fails() -> None:
     b = Cause(dims={"apn": "y", "country": "FR"}, affected=9, total=9, expected=0.1, score=9.0)
     fr = Cause(dims={"country": "FR"}, affected=30, total=40, expected=0.4, score=60.0)
     assert cycle(tracker, 0, [a]) == ["opened:inc-0001"]
-    assert tracker.update_groups(600.0, [a, b], lambda _p, _c: True) == []
+    assert tracker.update_groups(600.0, [a, b], lambda _p, _c: Rest.QUIET) == []
     assert cycle(tracker, 20, [fr]) == ["updated:inc-0001"]  # re-scoped: one page
     assert list(tracker.open) == [(("country", "FR"),)]
     assert tracker.next_id == 2

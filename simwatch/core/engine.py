@@ -32,6 +32,7 @@ from simwatch.core.incidents import (
     IncidentChange,
     IncidentParams,
     IncidentTracker,
+    Rest,
     SimAlarm,
 )
 from simwatch.core.ingest import Ingestor
@@ -271,7 +272,7 @@ class Engine:
 
         def rest_healthy(
             parent: Mapping[str, str], children: Sequence[Mapping[str, str]]
-        ) -> bool | None:
+        ) -> Rest:
             whole = leaf_mask(state, parent)
             parts = [leaf_mask(state, child) for child in children]
             return rest_verdict(state, evaluation, whole, parts, cfg.localize)

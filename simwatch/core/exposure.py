@@ -12,11 +12,12 @@ the partner.
 
 :func:`rest_verdict` judges the rest only by its SIMs that would have shown the fault by
 now: the rest's SIMs whose late threshold is no longer than that of the children's
-failing SIMs (the 90th percentile of it). When the children fail mostly by the network's
-own evidence (failure ends, rejects, devices leaving), every SIM with a session shows a
-fault at once and the whole rest is judged. Too few such SIMs to see the children's
-share in them: the verdict is ``None`` (cannot tell yet), and the incident manager keeps
-holding the sibling back.
+failing SIMs (the 90th percentile of it). Too few such SIMs to see the children's share
+in them: ``Rest.UNKNOWN`` (cannot tell yet), and the incident tracker keeps holding the
+sibling back. When the children fail mostly by the network's own evidence (failure
+ends, rejects, devices leaving), every SIM with a session shows a fault at once: the
+whole rest is judged, and a healthy rest is ``Rest.HEALTHY``, two faults now (waiting
+would show nothing more).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from simwatch.core.evaluate import Evidence
+from simwatch.core.incidents import Rest
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -50,9 +52,8 @@ def rest_verdict(
     whole: npt.NDArray[np.bool_],
     children: Sequence[npt.NDArray[np.bool_]],
     params: LocalizeParams,
-) -> bool | None:
-    """``True``: the part of leaf set ``whole`` outside ``children`` is healthy; ``False``:
-    it fails too; ``None``: too few of its SIMs could have shown the children's fault yet.
+) -> Rest:
+    """What the part of leaf set ``whole`` outside ``children`` shows (:class:`Rest`).
 
     Healthy is :func:`simwatch.core.localize.healthy_part`'s test (the part's failing
     count not above its baseline by ``generalize_margin`` nats), on the SIMs of the part
@@ -70,23 +71,19 @@ def rest_verdict(
     child_rows = np.flatnonzero(valid & in_children[safe_leaf])
     rest_rows = np.flatnonzero(valid & rest_leaves[safe_leaf])
     if rest_rows.size == 0 or child_rows.size == 0:
-        return True
+        return Rest.QUIET
     evidence = ev.evidence[:n]
     failing = ev.overdue[:n] | (evidence != 0)
     child_failing = child_rows[failing[child_rows]]
     if child_failing.size == 0:
-        return True
-    reported = (evidence[child_failing] & REPORTED) != 0
-    late_rest = state.rhythm.thresholds_of(rest_rows)[0]
-    late_child = state.rhythm.thresholds_of(child_rows)[0]
-    if reported.mean() >= 0.5:
-        horizon = math.inf
+        return Rest.QUIET
+    reported = bool(((evidence[child_failing] & REPORTED) != 0).mean() >= 0.5)
+    if reported:
+        exposed_rest, exposed_child = rest_rows, child_rows
     else:
-        horizon = float(
-            np.quantile(state.rhythm.thresholds_of(child_failing)[0], HORIZON_QUANTILE)
-        )
-    exposed_rest = rest_rows[late_rest <= horizon]
-    exposed_child = child_rows[late_child <= horizon]
+        horizon = float(np.quantile(state.rhythm.thresholds_of(child_failing)[0], HORIZON_QUANTILE))
+        exposed_rest = rest_rows[state.rhythm.thresholds_of(rest_rows)[0] <= horizon]
+        exposed_child = child_rows[state.rhythm.thresholds_of(child_rows)[0] <= horizon]
     ratio = ev.leaf_expected / np.maximum(ev.leaf_total, 1.0)
     n_c = float(exposed_child.size)
     a_c = float(failing[exposed_child].sum())
@@ -94,9 +91,10 @@ def rest_verdict(
     share = max(a_c - max(e_c, params.min_baseline_ratio * n_c), 0.0) / max(n_c, 1.0)
     n_r = float(exposed_rest.size)
     if n_r < params.split_min_share * (n_r + n_c) or share * n_r < params.min_affected:
-        return None
+        # waiting shows more of a silent fault, never more of a reported one
+        return Rest.QUIET if reported else Rest.UNKNOWN
     a_r = float(failing[exposed_rest].sum())
     e_r = max(float(ratio[leaf[exposed_rest]].sum()), params.min_baseline_ratio * n_r)
-    if a_r <= e_r:
-        return True
-    return a_r * math.log(a_r / e_r) - (a_r - e_r) < params.generalize_margin
+    if a_r > e_r and a_r * math.log(a_r / e_r) - (a_r - e_r) >= params.generalize_margin:
+        return Rest.FAILING
+    return Rest.HEALTHY if reported else Rest.QUIET

@@ -10,6 +10,7 @@ that is checkpointed, so a restart keeps them.
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -24,9 +25,19 @@ if TYPE_CHECKING:
 
 ChangeKind = Literal["opened", "updated", "resolved"]
 _HOLD: Final = (("", ""),)  # _merge_sibling's "not yet": a key no group has
-# (parent dims, children dims) -> the parent's part outside the children is healthy
-# (True), fails too (False), or has not had the time to show the children's fault (None)
-RestHealthy = Callable[[Mapping[str, str], Sequence[Mapping[str, str]]], bool | None]
+
+
+class Rest(enum.Enum):
+    """What the part of a parent group outside two sibling causes shows (``core.exposure``)."""
+
+    FAILING = "failing"  # it fails like them: one fault of the parent
+    HEALTHY = "healthy"  # healthy, seen by the network's own evidence: two faults, at once
+    QUIET = "quiet"  # healthy as far as it could show a silent fault (or too small to tell)
+    UNKNOWN = "unknown"  # too few of its SIMs could have shown a silent fault yet
+
+
+# (parent dims, children dims) -> what the parent's part outside the children shows
+RestHealthy = Callable[[Mapping[str, str], Sequence[Mapping[str, str]]], Rest]
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,10 +458,11 @@ class IncidentTracker:
         Such a sibling is held back (``_HOLD``) for ``sibling_hold_s`` first: when its
         parent's fault is still spreading, the parent becomes the cause meanwhile and
         re-scopes the open incident (one page); else it opens as its own incident. While
-        the parent's other SIMs could not show the fault yet (``rest_healthy`` gives
-        None: a silent fault's slow reporters, ``core.exposure``), the hold lasts up to
-        ``sibling_hold_max_s``; ``sibling_window_s`` counts from when the sibling was
-        first seen.
+        the parent's other SIMs could not show the fault yet (``Rest.UNKNOWN``: a silent
+        fault's slow reporters, ``core.exposure``), the hold lasts up to
+        ``sibling_hold_max_s``; when the network's own evidence shows the rest healthy
+        (``Rest.HEALTHY``: failure ends and rejects come from every SIM at once) there
+        is no hold. ``sibling_window_s`` counts from when the sibling was first seen.
         """
         new = dict(key)
         seen_since = self._held.get(key, now)
@@ -467,12 +479,15 @@ class IncidentTracker:
             if not common or len(common) != len(old) - 1:
                 continue
             check = self._rest_healthy
-            verdict = False if check is None else check(common, [old, new])
-            if verdict is not False:
+            verdict = Rest.FAILING if check is None else check(common, [old, new])
+            if verdict is not Rest.FAILING:
                 # two faults that share a value, or the parent's fault still spreading
-                # (None: its other SIMs could not show it yet)
                 first = self._held.setdefault(key, now)
-                hold = self.params.sibling_hold_s if verdict else self.params.sibling_hold_max_s
+                hold = {
+                    Rest.HEALTHY: 0.0,
+                    Rest.QUIET: self.params.sibling_hold_s,
+                    Rest.UNKNOWN: self.params.sibling_hold_max_s,
+                }[verdict]
                 if now - first < hold:
                     return _HOLD
                 continue

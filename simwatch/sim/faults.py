@@ -1,8 +1,8 @@
 """Fault kinds and their spec: what ``simwatch simulate`` can inject, with ground truth.
 
 Group faults hit every SIM of a group (a partner, an APN, a country, an APN in a
-country); per-SIM faults hit a number of SIMs picked at random. ``parse_fault`` reads the
-command line's ``--fault "kind:key=value,..."`` syntax.
+country, an APN on one partner); per-SIM faults hit a number of SIMs picked at random.
+``parse_fault`` reads the command line's ``--fault "kind:key=value,..."`` syntax.
 """
 
 from __future__ import annotations
@@ -18,7 +18,14 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 GROUP_KINDS: frozenset[str] = frozenset(
-    {"partner_outage", "partial_blackhole", "apn_outage", "country_outage", "apn_country"}
+    {
+        "partner_outage",
+        "partial_blackhole",
+        "apn_outage",
+        "country_outage",
+        "apn_country",
+        "apn_partner",
+    }
 )
 SIM_KINDS: frozenset[str] = frozenset({"data_cap", "wrong_apn", "session_flapping"})
 FAULT_KINDS: frozenset[str] = GROUP_KINDS | SIM_KINDS
@@ -28,9 +35,10 @@ REQUIRED_DIMS: Mapping[str, tuple[str, ...]] = {
     "apn_outage": ("apn",),
     "country_outage": ("country",),
     "apn_country": ("apn", "country"),
+    "apn_partner": ("apn", "partner"),  # one partner's gateway for an APN
 }
 SILENCING = frozenset({"partner_outage", "country_outage"})
-CONNECT_BLOCKING = frozenset({"apn_outage", "apn_country", "data_cap", "wrong_apn"})
+CONNECT_BLOCKING = frozenset({"apn_outage", "apn_country", "apn_partner", "data_cap", "wrong_apn"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -306,7 +306,7 @@ class DeviceMachine(RecordWriter):
                 and len(self._country_partners[sim.country]) > 1
             ):
                 push(t + (2.0 + 8.0 * rnd.random()) * MINUTE, STEER, fi, 0)
-        elif kind in {"apn_outage", "apn_country"}:
+        elif kind in {"apn_outage", "apn_country", "apn_partner"}:
             push(t + rnd.random() * 600.0, APN_DROP, fi, 0)
         elif kind == "data_cap":
             cap = sim.card.cap_bytes or 0

@@ -57,6 +57,27 @@ def _apn_country(seed: int) -> SimConfig:
     return SimConfig(seed=seed, faults=(f,))
 
 
+def _apn_partner(seed: int) -> SimConfig:
+    f = FaultSpec("apn_partner", _at(2, 9), _at(2, 12), {"apn": "internet.iot", "partner": "26201"})
+    return SimConfig(seed=seed, faults=(f,))
+
+
+def _shared_value(seed: int) -> SimConfig:
+    """Two faults at once that share a value (one APN, two countries), its other countries
+    healthy: two incidents, never the APN fleet-wide."""
+    return SimConfig(
+        seed=seed,
+        faults=(
+            FaultSpec(
+                "apn_country", _at(2, 9), _at(2, 12), {"apn": "internet.iot", "country": "FR"}
+            ),
+            FaultSpec(
+                "apn_country", _at(2, 9.25), _at(2, 12), {"apn": "internet.iot", "country": "NL"}
+            ),
+        ),
+    )
+
+
 def _two_faults(seed: int) -> SimConfig:
     return SimConfig(
         seed=seed,
@@ -85,6 +106,8 @@ SCENARIOS: Mapping[str, Callable[[int], SimConfig]] = {
     "apn_outage": _apn_outage,
     "country_outage": _country_outage,
     "apn_country": _apn_country,
+    "apn_partner": _apn_partner,
+    "shared_value": _shared_value,
     "two_faults": _two_faults,
     "per_sim": _per_sim,
 }

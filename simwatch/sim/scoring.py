@@ -35,7 +35,7 @@ RESOLVE_BOUND_S = 60 * 60.0
 # 5 minutes; a silent one (black hole, no network left to report) within 2 of the
 # affected devices' record intervals, and in the session-level regime from churn, which
 # needs the churn window; every page resolves within 15 minutes of the fault's end.
-NETWORK_REPORTED = frozenset({"partner_outage", "apn_outage", "apn_country"})
+NETWORK_REPORTED = frozenset({"partner_outage", "apn_outage", "apn_country", "apn_partner"})
 TARGET_NETWORK_S = 5 * 60.0
 TARGET_CHURN_S = 2 * 3600.0
 TARGET_RESOLVE_S = 15 * 60.0
