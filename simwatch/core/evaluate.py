@@ -627,10 +627,12 @@ def evaluate(
     recovery_onset: np.ndarray | None = None,
     kind_ratio: Callable[[int], np.ndarray] | None = None,
     dispersion: np.ndarray | None = None,
+    peak_share: np.ndarray | None = None,
 ) -> Evaluation:
     """Run one cycle at ``now``; ``expected_ratio`` is the learned overdue ratio per leaf,
     ``dispersion`` its learned over-dispersion (``GroupBaseline.dispersion``; None: the
-    localization estimates one for the whole fleet only); ``recovery_onset``: per leaf,
+    localization estimates one for the whole fleet only) and ``peak_share`` its history's
+    peak failing share (``GroupBaseline.peak_share``; None: none); ``recovery_onset``: per leaf,
     when its open incident's recovery began (NaN: none; see ``awaiting_report``);
     ``kind_ratio(n_leaves)``: per kind of evidence and leaf, its learned usual share
     (``evidence_causes``)."""
@@ -696,6 +698,7 @@ def evaluate(
             total=total,
             expected=expected,
             dispersion=None if dispersion is None else dispersion[:n_leaves],
+            peak=None if peak_share is None else peak_share[:n_leaves] * total,
         )
         causes = localize(table, localize_params)
         if any(not c.dims for c in causes):

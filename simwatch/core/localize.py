@@ -13,7 +13,10 @@ Method (see docs/localization.md for the long form):
    ``A·ln(A/E) - (A - E)`` exceeds the Bonferroni threshold for ``alpha`` over
    the number of non-empty candidate groups, and it has at least
    ``min_affected`` failing members, an excess ``A - E`` of at least
-   ``min_excess`` and a lift ``A/E`` of at least ``min_lift``.
+   ``min_excess`` and a lift ``A/E`` of at least ``min_lift``. The threshold is
+   raised by the leaves' over-dispersion (fleet-wide, and per leaf from
+   ``LeafTable.dispersion``), except for a count significant at the fleet's
+   threshold even against its leaves' history peaks (``LeafTable.peak``).
 3. Greedy explanation: pick the significant group with the largest LLR, mark
    its leaves explained, recompute every group over the unexplained leaves
    only, and repeat. A group that merely contains an anomalous child plus
@@ -73,6 +76,11 @@ class LeafTable:
     # per leaf, how much more its failing count scatters than counting noise (at least 1;
     # learned from its history, e.g. GroupBaseline.dispersion); None: unknown
     dispersion: FloatArray | None = None
+    # per leaf, the largest failing count its history showed at its current size (the
+    # peak share GroupBaseline.peak_share learns, times total); with ``dispersion``: a
+    # group whose count is significant under counting noise even against its leaves'
+    # peaks stays significant whatever their over-dispersion. None: unknown
+    peak: FloatArray | None = None
 
     @classmethod
     def from_rows(
@@ -248,13 +256,22 @@ def _sums(groups: _Groups, weights: FloatArray, n_cuboids: int) -> FloatArray:
     return out.astype(np.float64, copy=False)
 
 
-def _significant(
+def _significant(  # noqa: PLR0917 - private helper, the sums of one pass
     a: FloatArray,
     n: FloatArray,
     e: FloatArray,
     params: LocalizeParams,
     threshold: float | FloatArray,
+    beyond: tuple[FloatArray, float] | None = None,
 ) -> tuple[npt.NDArray[np.bool_], FloatArray]:
+    """Which groups are significant, and their scores (LLR against the expected count).
+
+    ``beyond``: the groups' peak counts (their leaves' history peaks summed) and the
+    threshold without the leaves' own over-dispersion: a group whose count is
+    significant at that threshold against the larger of its expected and peak counts is
+    significant whatever its leaves' over-dispersion (a count beyond anything counting
+    noise or its history produced is no burst of the history's kind).
+    """
     e_eff = np.maximum(e, params.min_baseline_ratio * n)
     cheap = (
         (a >= params.min_affected)
@@ -265,6 +282,11 @@ def _significant(
     score = np.zeros(a.shape, dtype=np.float64)  # only computed where the cheap filters pass
     score[idx] = _llr(a[idx], e_eff[idx])
     ok = cheap & (score >= threshold)
+    if beyond is not None:
+        peak, base = beyond
+        rest = idx[~ok[idx]]
+        if rest.size:
+            ok[rest] = _llr(a[rest], np.maximum(e_eff[rest], peak[rest])) >= base
     return ok, score
 
 
@@ -669,7 +691,17 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
     leaf_phi = table.dispersion
     # per group: expected counts weighted by the leaves' own over-dispersion
     pe_g = None if leaf_phi is None else _sums(groups, e_leaf * leaf_phi, n_cub)
-    ok, score = _significant(a_g, n_g, e_g, params, _thresholds(threshold, phi, e_g, pe_g))
+    # per group: its leaves' history peaks (only with their over-dispersion)
+    peak_leaf = None if leaf_phi is None else table.peak
+    pk_g = None if peak_leaf is None else _sums(groups, peak_leaf, n_cub)
+    ok, score = _significant(
+        a_g,
+        n_g,
+        e_g,
+        params,
+        _thresholds(threshold, phi, e_g, pe_g),
+        None if pk_g is None else (pk_g, threshold),
+    )
     if not params.fleet_wide:
         ok[0] = False  # the group of cuboid () is the whole fleet
     if not ok.any():
@@ -681,6 +713,7 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
     # the groups' sums over the leaves no pick covers yet (updated by subtraction)
     a_r, n_r, e_r = a_g.copy(), n_g.copy(), e_g.copy()
     pe_r = None if pe_g is None else pe_g.copy()
+    pk_r = None if pk_g is None else pk_g.copy()
     ok_r, score_r = ok.copy(), score.copy()
     while len(picked) < params.max_causes + 4:
         cand = np.flatnonzero(ok_r)
@@ -701,6 +734,8 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
         u = _subtract(groups, newly, ((a_r, a_leaf), (n_r, n_leaf), (e_r, e_leaf)))
         if pe_r is not None and leaf_phi is not None:
             _subtract(groups, newly, ((pe_r, e_leaf * leaf_phi),))
+        if pk_r is not None and peak_leaf is not None:
+            _subtract(groups, newly, ((pk_r, peak_leaf),))
         # only the groups holding the newly covered leaves change
         ok_r[u], score_r[u] = _significant(
             a_r[u],
@@ -708,6 +743,7 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
             e_r[u],
             params,
             _thresholds(threshold, phi, e_r[u], None if pe_r is None else pe_r[u]),
+            None if pk_r is None else (pk_r[u], threshold),
         )
         if not params.fleet_wide:
             ok_r[0] = False
