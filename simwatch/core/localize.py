@@ -183,8 +183,8 @@ class LocalizeParams:
     min_baseline_ratio: float = 1e-3
     max_depth: int | None = None
     max_causes: int = 5
-    # whether the whole fleet ({}) may be a cause (``evaluate`` asks again without it
-    # when two faults on different attributes look like one fleet-wide one)
+    # whether the whole fleet ({}) may be a cause (a whole-fleet pick is parted into
+    # groups on different attributes when they explain it, see ``_joint_split``)
     fleet_wide: bool = True
     min_relative_score: float = 0.0
     generalize_margin: float = 3.0
