@@ -14,7 +14,10 @@ leaves by ``BaselineParams.shrink`` (30) members at it and floored at
 ``BaselineParams.min_ratio`` (0.2 %), so a small leaf with no failure in 4
 minutes does not expect none. A leaf's over-dispersion is learned over the same
 minutes (its Pearson residuals around its expected share, shrunk towards 1 as
-``GroupBaseline.dispersion`` does). The
+``GroupBaseline.dispersion`` does), and so is its peak share (its largest failing
+share in those minutes, each minute's count at most ``skip_z`` standard deviations of
+its over-dispersion so far above expected, as ``GroupBaseline.peak_share``);
+``--no-peak`` leaves the peak out. The
 prediction is compared with ``anomaly.yaml`` element by element (``attr=value``
 pairs sorted and joined by ``&``, exact match only); TP, FP, FN are summed over
 the cases and F1 = 2·TP / (2·TP + FP + FN).
@@ -32,6 +35,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import math
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -51,7 +55,7 @@ def element_key(dims: dict[str, Any]) -> str:
     return "&".join(sorted(f"{k}={v}" for k, v in dims.items()))
 
 
-def load_case(path: Path, ts: int, expected: str = "mean") -> LeafTable:
+def load_case(path: Path, ts: int, expected: str = "mean", *, use_peak: bool = True) -> LeafTable:
     with path.open(encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
         fields = reader.fieldnames or []
@@ -100,17 +104,26 @@ def load_case(path: Path, ts: int, expected: str = "mean") -> LeafTable:
     # it (GroupBaseline.dispersion): Pearson residuals around its expected share, each at
     # most skip_z², shrunk towards counting noise by dispersion_prior minutes at 1
     prior, cap = base.dispersion_prior, base.skip_z * base.skip_z
-    scatter = []
-    for key in now:  # from_rows keeps the rows' order (no duplicate keys here)
+    scatter, peaks = [], []
+    for key, (_, c_now) in now.items():  # from_rows keeps the rows' order (no duplicates)
         k = share_n.get(key, 0)
         share = share_of(key)
-        resid = 0.0
+        resid, seen, peak = 0.0, 0, 0.0
         for m in minutes:
             v, c = hist[m].get(key, (0.0, 0.0))
             if c > 0 and share > 0:
-                resid += min((v - share * c) ** 2 / (share * c), cap)
+                e = share * c
+                phi = max(1.0, (prior + resid) / (prior + seen))  # before this minute
+                peak = max(peak, min(v, e + base.skip_z * math.sqrt(phi * e)) / c)
+                resid += min((v - e) ** 2 / e, cap)
+                seen += 1
         scatter.append(max(1.0, (prior + resid) / (prior + max(k - 1, 0))))
-    return dataclasses.replace(table, dispersion=np.asarray(scatter, dtype=np.float64))
+        peaks.append(peak * c_now)
+    return dataclasses.replace(
+        table,
+        dispersion=np.asarray(scatter, dtype=np.float64),
+        peak=np.asarray(peaks, dtype=np.float64) if use_peak else None,
+    )
 
 
 def truth_elements(cause: Any) -> set[str]:  # noqa: ANN401 - raw YAML value
@@ -164,6 +177,11 @@ def main(argv: list[str] | None = None) -> int:
         help="a leaf's expected share: the mean of its 4 minutes (customary) or as the"
         " engine's baseline learns it (shrunk towards the fleet's share, floored)",
     )
+    ap.add_argument(
+        "--no-peak",
+        action="store_true",
+        help="leave the leaves' peak shares out (over-dispersion alone raises thresholds)",
+    )
     for f in dataclasses.fields(LocalizeParams):
         flag = "--" + f.name.replace("_", "-")
         kind = int if f.name in {"max_depth", "max_causes", "dispersion_min_leaves"} else float
@@ -190,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     by_dims: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for case in cases:
         path = args.data / f"{case['data']}.csv"
-        table = load_case(path, int(case["timestamp"]), args.expected)
+        table = load_case(path, int(case["timestamp"]), args.expected, use_peak=not args.no_peak)
         t0 = time.perf_counter()
         causes = localize(table, params)
         took = time.perf_counter() - t0

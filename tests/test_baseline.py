@@ -84,29 +84,64 @@ def test_learns_each_leafs_over_dispersion() -> None:
 
 
 def test_a_faults_first_cycles_do_not_make_a_leaf_bursty() -> None:
-    # a day of counting noise, then 60 % overdue for three cycles (before an incident
+    # two days of counting noise (the first day's cycles of each hour mostly go to
+    # learning its expectation), then 60 % overdue for three cycles (before an incident
     # freezes the leaf): each cycle counts at most skip_z² towards its dispersion
     base = GroupBaseline()
     rng = np.random.default_rng(6)
     total = np.array([400.0, 400.0])
-    for cycle in range(24 * 12 + 3):
+    for cycle in range(2 * 24 * 12 + 3):
         now = cycle * 300.0
         expected = base.expected_ratio(now, 2) * total
         affected = rng.binomial(400, [0.02, 0.02]).astype(np.float64)
-        if cycle >= 24 * 12:
+        if cycle >= 2 * 24 * 12:
             affected[0] = 240.0
         base.update(now, 300.0, affected=affected, total=total, expected=expected)
     assert base.dispersion(2)[0] < 1.2
 
 
+def test_a_new_leafs_first_cycles_teach_no_dispersion() -> None:
+    # a leaf first seen during an outage (its SIMs' history came after the clock had
+    # moved on): its expectation for this hour has no history yet, so its counts are
+    # no measure of its scatter, nor of its peak
+    base = GroupBaseline()
+    total = np.array([20.0])
+    for cycle in range(10):
+        now = cycle * 60.0
+        expected = base.expected_ratio(now, 1) * total
+        base.update(now, 60.0, affected=np.array([20.0]), total=total, expected=expected)
+    assert base.dispersion(1)[0] == 1.0
+    assert base.peak_share(1)[0] == 0.0
+
+
+def test_learns_each_leafs_peak_share() -> None:
+    # two days at 2 % overdue, with bursts to 8 % every hour: the peak is about the
+    # bursts' share, and a cycle's share counts at most skip_z sd of the leaf's scatter
+    base = GroupBaseline()
+    total = np.array([500.0, 500.0])
+    for cycle in range(2 * 24 * 12):
+        now = cycle * 300.0
+        expected = base.expected_ratio(now, 2) * total
+        affected = np.array([10.0, 40.0 if cycle % 12 == 0 else 10.0])
+        base.update(now, 300.0, affected=affected, total=total, expected=expected)
+    steady, bursty = base.peak_share(2)
+    assert 0.015 < steady < 0.03
+    assert 0.04 < bursty <= 0.08
+
+
 def test_a_checkpoint_without_dispersion_restores_with_none_learned() -> None:
     base = GroupBaseline()
     total = np.array([100.0, 100.0])
-    base.update(0.0, 60.0, affected=np.array([9.0, 1.0]), total=total, expected=np.ones(2))
+    ones = np.ones(2)
+    for cycle in range(60):  # the first hour's expectation established, then a burst
+        base.update(cycle * 60.0, 60.0, affected=ones, total=total, expected=ones)
+    base.update(3590.0, 60.0, affected=np.array([9.0, 1.0]), total=total, expected=ones)
     arrays, meta = base.export()
     assert base.dispersion(2)[0] > 1.0
-    del arrays["scatter"], arrays["cycles"]  # written before the dispersion was learned
+    assert base.peak_share(2)[0] > 0.01
+    del arrays["scatter"], arrays["cycles"], arrays["peak"]  # written before they were learned
     restored = GroupBaseline()
     restored.restore(arrays, meta)
     assert np.array_equal(restored.dispersion(2), np.ones(2))
+    assert np.array_equal(restored.peak_share(2), np.zeros(2))
     assert np.array_equal(restored.expected_ratio(60.0, 2), base.expected_ratio(60.0, 2))

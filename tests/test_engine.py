@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 from fleet import DAY, ICCIDS, T0, Feed, inventory_row, new_engine
+from fleet import iccid as nth_iccid
+
+from simwatch.core.evaluate import leaf_mask
+from simwatch.core.localize import LeafTable, localize
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -217,3 +222,54 @@ def test_no_ticket_during_warmup() -> None:
         changes += engine.evaluate(last + minute * 60).changes
     assert changes == []
     assert "silent" in codes(engine, ICCIDS[0], last + 6 * 3600)  # diagnosed, not ticketed
+
+
+def test_the_leaves_learned_over_dispersion_is_applied() -> None:
+    # three partners of 20 SIMs reporting every 15 minutes; the baseline's history
+    # (two days of 5-minute cycles, as GroupBaseline.update learns them): partners
+    # 26201 and 26202 burst to 8 of 20 failing every fourth cycle, 26203 never fails.
+    # 9 of 26201 silent is a count counting noise would call a fault, and one of that
+    # leaf's bursts: no cause. All 20 of 26202 silent is beyond its history: a cause.
+    partners = ("26201", "26202", "26203")
+    sims = {p: [nth_iccid(20 * k + j) for j in range(20)] for k, p in enumerate(partners)}
+    engine = new_engine([i for ids in sims.values() for i in ids])
+    feed = Feed(engine)
+
+    def report(start: float, end: float, silent: set[str]) -> None:
+        for t in every(start, end, 900.0):
+            for p, ids in sims.items():
+                for j, i in enumerate(ids):
+                    if i not in silent:
+                        feed.usage(i, t + j, mnc=p[3:])
+
+    end = T0 + 2 * DAY
+    report(T0, end, set())
+    state = engine.state
+    n = state.n_leaves
+    bursty = leaf_mask(state, {"partner": "26201"}) | leaf_mask(state, {"partner": "26202"})
+    total = np.full(n, 20.0)
+    for cycle in range(2 * 288):
+        at = end - 2 * DAY + cycle * 300.0
+        expected = engine.baseline.expected_ratio(at, n) * total
+        affected = np.where(bursty & (cycle % 4 == 0), 8.0, 0.0)
+        engine.baseline.update(at, 300.0, affected=affected, total=total, expected=expected)
+
+    nine = set(sims["26201"][:9])
+    report(end, end + 3 * 3600, nine)
+    burst = engine.assess(end + 3 * 3600)
+    assert burst.leaf_affected.sum() == 9
+    plain = LeafTable(
+        dims=state.dims,
+        codes=state.leaf_codes(),
+        labels=state.leaf_labels(),
+        affected=burst.leaf_affected,
+        total=burst.leaf_total,
+        expected=burst.leaf_expected,
+    )
+    assert [dict(c.dims) for c in localize(plain)] == [{"partner": "26201"}]  # counting noise
+    assert burst.causes == []
+
+    report(end + 3 * 3600, end + 6 * 3600, set(sims["26202"]))
+    outage = engine.assess(end + 6 * 3600)
+    assert outage.leaf_affected.sum() == 20
+    assert [dict(c.dims) for c in outage.causes] == [{"partner": "26202"}]

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from fleet import DAY, T0, Feed, iccid, new_engine
 
-from simwatch.core.evaluate import EVIDENCE_NAMES, Evidence, evidence_causes, not_fleet_wide
+from simwatch.core.evaluate import EVIDENCE_NAMES, Evidence, evidence_causes
 from simwatch.core.incidents import evidence_text
-from simwatch.core.localize import Cause, LeafTable, LocalizeParams, localize
+from simwatch.core.localize import LeafTable, LocalizeParams, localize
 from simwatch.core.state import FleetState
 from simwatch.http.views import sim_view
 
@@ -245,12 +245,10 @@ def test_two_large_faults_on_different_attributes_are_not_the_whole_fleet() -> N
                 rows.append(((f"apn{a}", f"2620{p}"), 19.0 if hit else rest, 20.0, 0.04))
         return LeafTable.from_rows(("apn", "partner"), rows)
 
-    params = LocalizeParams()
-    fleet = [Cause(dims={}, affected=361.0, total=2000.0, expected=4.0, score=1267.0)]
-    two = not_fleet_wide(table(0.0), fleet, params)
+    two = localize(table(0.0))
     assert sorted(tuple(c.dims.items()) for c in two) == [
         (("apn", "apn0"),),
         (("partner", "26200"),),
     ]
     # the rest of the fleet failing too: it is the whole fleet
-    assert not_fleet_wide(table(10.0), fleet, params) == fleet
+    assert [dict(c.dims) for c in localize(table(10.0))] == [{}]

@@ -98,3 +98,31 @@ def test_a_leaf_known_bursty_does_not_become_a_cause(seed: int) -> None:
     scatter = np.ones(len(total))
     scatter[0] = 12.0
     assert localize(dataclasses.replace(plain, dispersion=scatter)) == []
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_total_outage_beyond_a_bursty_leafs_history_is_a_cause(seed: int) -> None:
+    # leaf 0: 20 SIMs at 2 %, whose history scatters 9 times as much as counting noise
+    # (the most GroupBaseline learns) and peaked at 4 failing (GroupBaseline.peak_share).
+    # 7 failing is within its scatter: no cause. All 20 failing is beyond anything its
+    # history or counting noise produced: the leaf is the cause, where its
+    # over-dispersion alone names a parent (its quiet siblings dilute the parent's
+    # over-dispersion) or nothing.
+    codes, total, share = fleet(seed)
+    total[0], share[0] = 20.0, 0.02
+    rng = np.random.default_rng(seed + 3_000)
+    actual = rng.binomial(total.astype(np.int64), share).astype(np.float64)
+    scatter = np.ones(len(total))
+    scatter[0] = 9.0
+    peak = share * total
+    peak[0] = 4.0
+    actual[0] = 7.0
+    burst = dataclasses.replace(table(codes, actual, total, share), dispersion=scatter)
+    assert localize(dataclasses.replace(burst, dispersion=None)) != []
+    assert localize(dataclasses.replace(burst, peak=peak)) == []
+    actual[0] = 20.0
+    outage = dataclasses.replace(table(codes, actual, total, share), dispersion=scatter)
+    leaf = [{"apn": "apn0", "country": "C0", "rat": "2G"}]
+    assert [dict(c.dims) for c in localize(outage)] != leaf
+    causes = localize(dataclasses.replace(outage, peak=peak))
+    assert [dict(c.dims) for c in causes] == leaf

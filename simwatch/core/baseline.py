@@ -11,8 +11,13 @@ baseline or inside an open incident), so an outage is never learned as normal.
 
 Each leaf's over-dispersion is learned too: how much more its overdue count scatters
 around the expected count than counting noise would (bursty devices), from every cycle
-outside an open incident (a burst that opened none is the leaf's noise), so
-localization does not take a bursty leaf's spike for a cause.
+outside an open incident once the leaf's expectation for that hour has a history (a burst
+that opened none is the leaf's noise; a new leaf's first cycles measure the prior it
+borrowed, not its noise), so localization does not take a bursty leaf's spike for a
+cause. With it, the leaf's peak share: the largest overdue share those cycles showed
+(each at most ``skip_z`` standard deviations of its learned scatter above expected,
+fading over ``memory_days``), so localization can tell a count beyond anything the
+leaf's history produced from one of its bursts.
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ class GroupBaseline:
         self.fleet_counted = np.zeros(HOURS)
         self.scatter = np.zeros(0)  # per leaf: decayed sum of Pearson residuals
         self.cycles = np.zeros(0)  # per leaf: decayed count of the cycles in it
+        self.peak = np.zeros(0)  # per leaf: decayed largest overdue share of those cycles
         self.learned_seconds = 0.0
 
     def _fit(self, n_leaves: int) -> None:
@@ -76,6 +82,9 @@ class GroupBaseline:
         if n_leaves > have:
             self.scatter = np.concatenate([self.scatter, np.zeros(n_leaves - have)])
             self.cycles = np.concatenate([self.cycles, np.zeros(n_leaves - have)])
+        have = self.peak.shape[0]
+        if n_leaves > have:
+            self.peak = np.concatenate([self.peak, np.zeros(n_leaves - have)])
 
     @staticmethod
     def hour(now: float) -> int:
@@ -109,6 +118,13 @@ class GroupBaseline:
         phi = (prior + self.scatter[:n_leaves]) / (prior + self.cycles[:n_leaves])
         return np.asarray(np.maximum(phi, 1.0), dtype=np.float64)
 
+    def peak_share(self, n_leaves: int) -> np.ndarray:
+        """Per leaf, the largest overdue share its learned cycles showed (0: none learned),
+        each cycle's share at most ``skip_z`` standard deviations of its learned
+        over-dispersion above expected; it fades by the same ``memory_days`` of cycles."""
+        self._fit(n_leaves)
+        return self.peak[:n_leaves].copy()
+
     def update(
         self,
         now: float,
@@ -136,8 +152,11 @@ class GroupBaseline:
         self.counted[:n, h] = self.counted[:n, h] * decay + np.where(learn, total * alpha, 0.0)
         self.fleet_overdue[h] = self.fleet_overdue[h] * (1 - alpha) + affected[learn].sum() * alpha
         self.fleet_counted[h] = self.fleet_counted[h] * (1 - alpha) + total[learn].sum() * alpha
-        # over-dispersion: every cycle outside an open incident, over memory_days of cycles
-        seen = (total > 0) & (expected > 0)
+        # over-dispersion: every cycle outside an open incident once this hour has a
+        # history (before that the expectation is the prior the leaf borrowed: a leaf
+        # first seen during an outage would learn the outage as its scatter), over
+        # memory_days of cycles
+        seen = (total > 0) & (expected > 0) & established
         if frozen is not None:
             seen &= ~frozen
         keep = 1.0 - min(1.0, interval_s / (p.memory_days * 86_400.0))
@@ -145,14 +164,23 @@ class GroupBaseline:
         # incident opens, must not teach the leaf that such counts are its noise)
         with np.errstate(divide="ignore", invalid="ignore"):
             resid = np.where(seen, (affected - expected) ** 2 / expected, 0.0)
+            # the peak share: the count up to skip_z sd of its learned scatter
+            phi = self.dispersion(n)
+            reach = np.minimum(affected, expected + p.skip_z * np.sqrt(phi * expected))
+            share = np.where(seen, reach / total, 0.0)
         resid = np.minimum(resid, p.skip_z * p.skip_z)
+        self.peak[:n] = np.where(seen, np.maximum(self.peak[:n] * keep, share), self.peak[:n])
         self.scatter[:n] = self.scatter[:n] * np.where(seen, keep, 1.0) + resid
         self.cycles[:n] = self.cycles[:n] * np.where(seen, keep, 1.0) + seen
         self.learned_seconds += interval_s
 
     def nbytes(self) -> int:
         return int(
-            self.overdue.nbytes + self.counted.nbytes + self.scatter.nbytes + self.cycles.nbytes
+            self.overdue.nbytes
+            + self.counted.nbytes
+            + self.scatter.nbytes
+            + self.cycles.nbytes
+            + self.peak.nbytes
         )
 
     def export(self) -> tuple[dict[str, np.ndarray], dict[str, object]]:
@@ -164,6 +192,7 @@ class GroupBaseline:
             "fleet_counted": self.fleet_counted.copy(),
             "scatter": self.scatter.copy(),
             "cycles": self.cycles.copy(),
+            "peak": self.peak.copy(),
         }
         return arrays, {"learned_seconds": self.learned_seconds}
 
@@ -186,6 +215,11 @@ class GroupBaseline:
             raise ValueError(f"dispersion arrays of shape {scatter.shape} / {cycles.shape}")
         self.scatter = scatter.astype(np.float64, copy=True)
         self.cycles = cycles.astype(np.float64, copy=True)
+        # a checkpoint from before the peak share was learned: none learned yet
+        peak = arrays.get("peak", np.zeros(0))
+        if peak.ndim != 1:
+            raise ValueError(f"peak array of shape {peak.shape}")
+        self.peak = peak.astype(np.float64, copy=True)
         learned = meta.get("learned_seconds", 0.0)
         self.learned_seconds = float(learned) if isinstance(learned, int | float) else 0.0
 

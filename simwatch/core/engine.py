@@ -192,10 +192,9 @@ class Engine:
             localize_groups=self.warmed_up(now),
             recovery_onset=self._recovery_onsets(now),
             kind_ratio=lambda n_leaves: self._kind_ratio(now, n_leaves),
-            # the per-leaf over-dispersion the baseline learns is not applied: on a
-            # small session-level fleet (tests/test_e2e_1nce.py) it raised the
-            # thresholds so far that 20 of 20 SIMs of a partner never paged
-            dispersion=None,
+            # each leaf's over-dispersion and history peak, as the baseline learned them
+            dispersion=self.baseline.dispersion(self.state.n_leaves),
+            peak_share=self.baseline.peak_share(self.state.n_leaves),
         )
 
     def _kind_ratio(self, now: float, n_leaves: int) -> np.ndarray:

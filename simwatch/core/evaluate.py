@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Final
 import numpy as np
 
 from simwatch.core import regime
-from simwatch.core.localize import Cause, LeafTable, LocalizeParams, healthy_part, localize
+from simwatch.core.localize import Cause, LeafTable, LocalizeParams, localize
 from simwatch.core.rhythm import SimState
 from simwatch.core.schedule import SOURCES, Schedule
 from simwatch.core.state import EPOCH_BASE, NEVER, Flag, RejectKind, Status, rel
@@ -637,10 +637,12 @@ def evaluate(
     recovery_onset: np.ndarray | None = None,
     kind_ratio: Callable[[int], np.ndarray] | None = None,
     dispersion: np.ndarray | None = None,
+    peak_share: np.ndarray | None = None,
 ) -> Evaluation:
     """Run one cycle at ``now``; ``expected_ratio`` is the learned overdue ratio per leaf,
     ``dispersion`` its learned over-dispersion (``GroupBaseline.dispersion``; None: the
-    localization estimates one for the whole fleet only); ``recovery_onset``: per leaf,
+    localization estimates one for the whole fleet only) and ``peak_share`` its history's
+    peak failing share (``GroupBaseline.peak_share``; None: none); ``recovery_onset``: per leaf,
     when its open incident's recovery began (NaN: none; see ``awaiting_report``);
     ``kind_ratio(n_leaves)``: per kind of evidence and leaf, its learned usual share
     (``evidence_causes``)."""
@@ -706,10 +708,9 @@ def evaluate(
             total=total,
             expected=expected,
             dispersion=None if dispersion is None else dispersion[:n_leaves],
+            peak=None if peak_share is None else peak_share[:n_leaves] * total,
         )
         causes = localize(table, localize_params)
-        if any(not c.dims for c in causes):
-            causes = not_fleet_wide(table, causes, localize_params)
         if kind_ratio is not None and (kinds.sum(axis=1) >= localize_params.min_affected).any():
             causes = evidence_causes(table, causes, kinds, kind_ratio(n_leaves), localize_params)
     return Evaluation(
@@ -728,25 +729,6 @@ def evaluate(
         leaf_kinds=kinds,
         causes=causes,
     )
-
-
-def not_fleet_wide(table: LeafTable, causes: list[Cause], params: LocalizeParams) -> list[Cause]:
-    """``causes`` holds the whole fleet: the greedy pick takes the fleet when two large
-    faults on different attributes (a partner, an APN) together outscore each, and the
-    split on one attribute cannot part them (each attribute's other values hold the
-    other fault). Localized again without the fleet as a candidate: when that names at
-    least two groups and the fleet beyond them is healthy, they are the faults."""
-    alt = localize(table, replace(params, fleet_wide=False))
-    if len(alt) < 2:
-        return causes
-    covered = np.zeros(len(table.total), bool)
-    for cause in alt:
-        covered |= _leaves_of(table, cause.dims)
-    whole = np.ones(len(table.total), bool)
-    stats = (table.affected, table.total, table.expected)
-    if healthy_part(~covered, whole, stats, params):
-        return alt
-    return causes
 
 
 def _leaves_of(table: LeafTable, dims: Mapping[str, str]) -> np.ndarray:

@@ -13,7 +13,10 @@ Method (see docs/localization.md for the long form):
    ``A·ln(A/E) - (A - E)`` exceeds the Bonferroni threshold for ``alpha`` over
    the number of non-empty candidate groups, and it has at least
    ``min_affected`` failing members, an excess ``A - E`` of at least
-   ``min_excess`` and a lift ``A/E`` of at least ``min_lift``.
+   ``min_excess`` and a lift ``A/E`` of at least ``min_lift``. The threshold is
+   raised by the leaves' over-dispersion (fleet-wide, and per leaf from
+   ``LeafTable.dispersion``), except for a count significant at the fleet's
+   threshold even against its leaves' history peaks (``LeafTable.peak``).
 3. Greedy explanation: pick the significant group with the largest LLR, mark
    its leaves explained, recompute every group over the unexplained leaves
    only, and repeat. A group that merely contains an anomalous child plus
@@ -73,6 +76,11 @@ class LeafTable:
     # per leaf, how much more its failing count scatters than counting noise (at least 1;
     # learned from its history, e.g. GroupBaseline.dispersion); None: unknown
     dispersion: FloatArray | None = None
+    # per leaf, the largest failing count its history showed at its current size (the
+    # peak share GroupBaseline.peak_share learns, times total); with ``dispersion``: a
+    # group whose count is significant under counting noise even against its leaves'
+    # peaks stays significant whatever their over-dispersion. None: unknown
+    peak: FloatArray | None = None
 
     @classmethod
     def from_rows(
@@ -175,8 +183,8 @@ class LocalizeParams:
     min_baseline_ratio: float = 1e-3
     max_depth: int | None = None
     max_causes: int = 5
-    # whether the whole fleet ({}) may be a cause (``evaluate`` asks again without it
-    # when two faults on different attributes look like one fleet-wide one)
+    # whether the whole fleet ({}) may be a cause (a whole-fleet pick is parted into
+    # groups on different attributes when they explain it, see ``_joint_split``)
     fleet_wide: bool = True
     min_relative_score: float = 0.0
     generalize_margin: float = 3.0
@@ -248,13 +256,22 @@ def _sums(groups: _Groups, weights: FloatArray, n_cuboids: int) -> FloatArray:
     return out.astype(np.float64, copy=False)
 
 
-def _significant(
+def _significant(  # noqa: PLR0917 - private helper, the sums of one pass
     a: FloatArray,
     n: FloatArray,
     e: FloatArray,
     params: LocalizeParams,
     threshold: float | FloatArray,
+    beyond: tuple[FloatArray, float] | None = None,
 ) -> tuple[npt.NDArray[np.bool_], FloatArray]:
+    """Which groups are significant, and their scores (LLR against the expected count).
+
+    ``beyond``: the groups' peak counts (their leaves' history peaks summed) and the
+    threshold without the leaves' own over-dispersion: a group whose count is
+    significant at that threshold against the larger of its expected and peak counts is
+    significant whatever its leaves' over-dispersion (a count beyond anything counting
+    noise or its history produced is no burst of the history's kind).
+    """
     e_eff = np.maximum(e, params.min_baseline_ratio * n)
     cheap = (
         (a >= params.min_affected)
@@ -265,6 +282,11 @@ def _significant(
     score = np.zeros(a.shape, dtype=np.float64)  # only computed where the cheap filters pass
     score[idx] = _llr(a[idx], e_eff[idx])
     ok = cheap & (score >= threshold)
+    if beyond is not None:
+        peak, base = beyond
+        rest = idx[~ok[idx]]
+        if rest.size:
+            ok[rest] = _llr(a[rest], np.maximum(e_eff[rest], peak[rest])) >= base
     return ok, score
 
 
@@ -604,6 +626,137 @@ def _fewest_attributes(g: int, groups: _Groups, cub_index: Mapping[tuple[int, ..
         g = same[0]  # cuboids are in dimension order within a depth
 
 
+@dataclass(frozen=True, slots=True)
+class _Pass:
+    """Per group: the sums of failing, total, expected, expected times over-dispersion and
+    peak counts (the last two None when the leaves' are unknown), significance, score."""
+
+    a: FloatArray
+    n: FloatArray
+    e: FloatArray
+    pe: FloatArray | None
+    pk: FloatArray | None
+    ok: npt.NDArray[np.bool_]
+    score: FloatArray
+
+
+@dataclass(frozen=True, slots=True)
+class _Leaves:
+    """Per leaf: failing, total, expected, over-dispersion and peak (None: unknown)."""
+
+    a: FloatArray
+    n: FloatArray
+    e: FloatArray
+    phi: FloatArray | None
+    peak: FloatArray | None
+
+
+def _greedy(  # noqa: PLR0917 - private helper, called twice with all of them
+    groups: _Groups,
+    start: _Pass,
+    allowed: npt.NDArray[np.bool_],
+    uncovered: npt.NDArray[np.bool_],
+    leaves: _Leaves,
+    params: LocalizeParams,
+    thresholds: tuple[float, float],
+    limit: int,
+) -> list[tuple[int, npt.NDArray[np.bool_]]]:
+    """Greedy explanation over the ``uncovered`` leaves: pick the ``allowed`` significant
+    group with the largest score, take its leaves off every group's sums, rescore the
+    groups holding them, repeat (at most ``limit`` picks). ``thresholds``: the
+    significance threshold (with the fleet's over-dispersion) and that over-dispersion."""
+    threshold, phi = thresholds
+    uncovered = uncovered.copy()
+    picked: list[tuple[int, npt.NDArray[np.bool_]]] = []
+    # the groups' sums over the leaves no pick covers yet (updated by subtraction)
+    a_r, n_r, e_r = start.a.copy(), start.n.copy(), start.e.copy()
+    pe_r = None if start.pe is None else start.pe.copy()
+    pk_r = None if start.pk is None else start.pk.copy()
+    ok_r, score_r = start.ok & allowed, start.score.copy()
+    pairs = [(a_r, leaves.a), (n_r, leaves.n), (e_r, leaves.e)]
+    if pe_r is not None and leaves.phi is not None:
+        pairs.append((pe_r, leaves.e * leaves.phi))
+    if pk_r is not None and leaves.peak is not None:
+        pairs.append((pk_r, leaves.peak))
+    while len(picked) < limit:
+        cand = np.flatnonzero(ok_r)
+        if cand.size == 0:
+            break
+        best = float(score_r[cand].max())
+        near = cand[score_r[cand] >= best * (1.0 - _TIE_RTOL)]
+        # fewest attributes first, then cuboid order (dimension order), then group id
+        order = np.lexsort((near, groups.cuboid_of[near], groups.depth[near]))
+        g = int(near[order[0]])
+        members = _mask(groups, g)
+        picked.append((g, members))
+        newly = np.flatnonzero(members & uncovered)
+        uncovered &= ~members
+        if not uncovered.any():
+            break
+        u = _subtract(groups, newly, tuple(pairs))
+        # only the groups holding the newly covered leaves change
+        ok_r[u], score_r[u] = _significant(
+            a_r[u],
+            n_r[u],
+            e_r[u],
+            params,
+            _thresholds(threshold, phi, e_r[u], None if pe_r is None else pe_r[u]),
+            None if pk_r is None else (pk_r[u], threshold),
+        )
+        ok_r[u] &= allowed[u]
+    return picked
+
+
+def _joint_split(  # noqa: PLR0917 - private helper, called once with all of them
+    g: int,
+    groups: _Groups,
+    state: _Pass,
+    leaves: _Leaves,
+    params: LocalizeParams,
+    thresholds: tuple[float, float],
+) -> list[int]:
+    """Group ``g``'s leaves explained by groups inside it, on any attributes: ``[g]``
+    when they are not.
+
+    Two large faults on different attributes (a partner and an APN everywhere) together
+    outscore each, so the greedy pick is a group holding both (the whole fleet), and
+    no one attribute parts them (each attribute's other values hold the other fault):
+    :func:`_split` keeps the pick. Here the greedy explanation runs again over ``g``'s
+    leaves with only the groups inside ``g`` (fewer leaves) as candidates. Its picks
+    replace ``g`` when there are at least two, ``g``'s other leaves are healthy
+    (:func:`healthy_part`) and do not fail like them, and naming them pays for the
+    extra causes (:func:`_apart`), as for the one-attribute split. :func:`localize`
+    asks it for the whole fleet only: below it, a group's uneven fault splits so too
+    (measured on RS, docs/localization.md).
+    """
+    threshold, phi = thresholds
+    if params.split_min_share > 1.0:
+        return [g]  # no part is ever healthy: the split is off
+    members = _mask(groups, g)
+    size = _sums(groups, np.ones(len(members)), len(groups.cuboids))
+    allowed = size < float(np.count_nonzero(members)) - 0.5  # fewer leaves than g ...
+    if g != 0:  # ... and all inside it (every group is inside the whole fleet)
+        inside = _sums(groups, members.astype(np.float64), len(groups.cuboids))
+        allowed &= inside >= size - 0.5
+    if np.count_nonzero(state.ok & allowed) < 2:
+        return [g]
+    picks = _greedy(groups, state, allowed, members, leaves, params, thresholds, params.max_causes)
+    if len(picks) < 2:
+        return [g]
+    failing = np.zeros_like(members)
+    for _, m in picks:
+        failing |= m
+    rest = members & ~failing
+    leaf_stats = (leaves.a, leaves.n, leaves.e)
+    apart = (
+        healthy_part(rest, members, leaf_stats, params, phi)
+        and _apart(failing, rest, len(picks) - 1, leaf_stats, params, threshold)
+        # the other leaves failing like them: the group it is
+        and _alike_llr(rest, failing, leaf_stats, params) <= 0.0
+    )
+    return [h for h, _ in picks] if apart else [g]
+
+
 def quick_check(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> bool:
     """Cheap necessary condition for any cause: False means :func:`localize` returns ``[]``.
 
@@ -669,48 +822,31 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
     leaf_phi = table.dispersion
     # per group: expected counts weighted by the leaves' own over-dispersion
     pe_g = None if leaf_phi is None else _sums(groups, e_leaf * leaf_phi, n_cub)
-    ok, score = _significant(a_g, n_g, e_g, params, _thresholds(threshold, phi, e_g, pe_g))
+    # per group: its leaves' history peaks (only with their over-dispersion)
+    peak_leaf = None if leaf_phi is None else table.peak
+    pk_g = None if peak_leaf is None else _sums(groups, peak_leaf, n_cub)
+    ok, score = _significant(
+        a_g,
+        n_g,
+        e_g,
+        params,
+        _thresholds(threshold, phi, e_g, pe_g),
+        None if pk_g is None else (pk_g, threshold),
+    )
     if not params.fleet_wide:
         ok[0] = False  # the group of cuboid () is the whole fleet
     if not ok.any():
         return []
 
     cub_index = {c: i for i, c in enumerate(groups.cuboids)}
-    uncovered = np.ones(n_leaves, dtype=bool)
-    picked: list[tuple[int, npt.NDArray[np.bool_]]] = []
-    # the groups' sums over the leaves no pick covers yet (updated by subtraction)
-    a_r, n_r, e_r = a_g.copy(), n_g.copy(), e_g.copy()
-    pe_r = None if pe_g is None else pe_g.copy()
-    ok_r, score_r = ok.copy(), score.copy()
-    while len(picked) < params.max_causes + 4:
-        cand = np.flatnonzero(ok_r)
-        if cand.size == 0:
-            break
-        best = float(score_r[cand].max())
-        near = cand[score_r[cand] >= best * (1.0 - _TIE_RTOL)]
-        # fewest attributes first, then cuboid order (dimension order), then group id
-        order = np.lexsort((near, groups.cuboid_of[near], groups.depth[near]))
-        g = int(near[order[0]])
-        ci = int(groups.cuboid_of[g])
-        members = groups.local[ci] == g - int(groups.offsets[ci])
-        picked.append((g, members))
-        newly = np.flatnonzero(members & uncovered)
-        uncovered &= ~members
-        if not uncovered.any():
-            break
-        u = _subtract(groups, newly, ((a_r, a_leaf), (n_r, n_leaf), (e_r, e_leaf)))
-        if pe_r is not None and leaf_phi is not None:
-            _subtract(groups, newly, ((pe_r, e_leaf * leaf_phi),))
-        # only the groups holding the newly covered leaves change
-        ok_r[u], score_r[u] = _significant(
-            a_r[u],
-            n_r[u],
-            e_r[u],
-            params,
-            _thresholds(threshold, phi, e_r[u], None if pe_r is None else pe_r[u]),
-        )
-        if not params.fleet_wide:
-            ok_r[0] = False
+    state = _Pass(a_g, n_g, e_g, pe_g, pk_g, ok, score)
+    leaves = _Leaves(a_leaf, n_leaf, e_leaf, leaf_phi, peak_leaf)
+    allowed = np.ones(groups.n_groups, dtype=bool)
+    allowed[0] = params.fleet_wide  # the group of cuboid () is the whole fleet
+    everything = np.ones(n_leaves, dtype=bool)
+    picked = _greedy(
+        groups, state, allowed, everything, leaves, params, (threshold, phi), params.max_causes + 4
+    )
 
     # siblings apart, climb to parents whose rest is elevated too, then drop causes
     # covered by another
@@ -722,6 +858,8 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
             kids = _split(
                 g, groups, cub_index, ok, score, leaf_stats, params, n_dims, phi, threshold
             )
+            if kids == [g] and g == 0:  # the whole fleet: faults on different attributes
+                kids = _joint_split(g, groups, state, leaves, params, (threshold, phi))
         apart.extend([(g, members)] if kids == [g] else [(k, _mask(groups, k)) for k in kids])
     picked = apart
     for i, (g, _) in enumerate(picked):
