@@ -10,6 +10,8 @@
 - Session-level SIMs (one usage record per session) of a country from which nothing at
   all has come for far longer than usual count as failing ("dark"); a country that
   merely sent little does not.
+- A black hole on session-level SIMs ends unseen but for their churn stopping: once
+  no churner re-opened a session for longer than their rhythms make likely.
 """
 
 from __future__ import annotations
@@ -19,7 +21,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from fleet import DAY, T0, Feed, iccid, new_engine
 
-from simwatch.core.evaluate import EvalParams, Evidence, dark_rows, network_evidence
+from simwatch.core.evaluate import (
+    EvalParams,
+    Evidence,
+    churn_stopped,
+    dark_rows,
+    network_evidence,
+)
 from simwatch.core.timeutil import format_rfc3339
 
 if TYPE_CHECKING:
@@ -208,3 +216,24 @@ def test_a_session_level_country_that_went_dark_counts_as_failing() -> None:
     # one record from FR and it is no longer dark
     feed.session(iccid(41), quiet + 8 * HOUR, "started", mcc="208", mnc="01")
     assert not set(dark_rows(engine.state, quiet + 8 * HOUR + 60, params).tolist())
+
+
+def test_churn_stopped_once_the_churners_rhythms_make_their_silence_unlikely() -> None:
+    # 8 session-level devices re-opening a session every 20 min (a black hole) stop at
+    # `last`: 8 rhythms of 20 min make 23 min without any start a 1e-4 event
+    sims = [iccid(k) for k in range(8)]
+    engine = new_engine(sims)
+    feed = Feed(engine)
+    start = T0 + DAY
+    for j in range(6):
+        for k, sim in enumerate(sims):
+            feed.session(sim, start + j * 1200.0 + k * 60.0, "started", apn="meters.acme",
+                         mcc="262", mnc="02")  # fmt: skip
+    last = start + 5 * 1200.0 + 7 * 60.0
+    rows = np.array([engine.state.row(s) for s in sims])
+    params = EvalParams()
+    assert np.isnan(churn_stopped(engine.state, rows, last + 600.0, params))
+    assert np.isnan(churn_stopped(engine.state, rows, last + 1200.0, params))
+    assert churn_stopped(engine.state, rows, last + 1500.0, params) == last
+    # fewer than recovery_min SIMs with a rhythm of re-opening: no verdict
+    assert np.isnan(churn_stopped(engine.state, rows[:4], last + 6 * HOUR, params))

@@ -7,6 +7,7 @@ advances only through ``evaluate(now)``.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -20,6 +21,8 @@ from simwatch.core.evaluate import (
     EVIDENCE_NAMES,
     EvalParams,
     Evaluation,
+    Evidence,
+    churn_stopped,
     evaluate,
     evidence_summary,
     leaf_mask,
@@ -245,9 +248,13 @@ class Engine:
         # data through another partner is no recovery of the one it left: a SIM counts
         # where it is now
         member = self.state.cols.leaf[rows]
+        churning = np.flatnonzero(
+            evaluation.counted & ((evaluation.evidence & Evidence.CHURN) != 0)
+        )
+        churn_leaf = evaluation.member_leaf[churning]
         for incident in groups:
+            leaves = leaf_mask(self.state, incident.dims)
             if rows.size:
-                leaves = leaf_mask(self.state, incident.dims)
                 inside = member >= 0
                 inside[inside] = leaves[member[inside]]
                 count = int(inside.sum())
@@ -255,13 +262,20 @@ class Engine:
                     incident.recoveries.append([now, float(count)])
             recent = [r for r in incident.recoveries if r[0] > now - p.recovery_window_s]
             incident.recoveries = recent
-            if incident.recovery_onset is not None or not recent:
+            if incident.recovery_onset is not None:
                 continue
             total = sum(r[1] for r in recent)
-            if total >= max(p.recovery_min, p.recovery_share * incident.peak_affected):
+            if recent and total >= max(p.recovery_min, p.recovery_share * incident.peak_affected):
                 # data that came in the first of these cycles was sent after the last
                 # cycle before it
                 incident.recovery_onset = recent[0][0] - self.config.eval_interval_s
+                continue
+            # session-level SIMs show a black hole's end only as their churn stopping
+            mine = churning[(churn_leaf >= 0) & leaves[np.maximum(churn_leaf, 0)]]
+            if mine.size:
+                stopped = churn_stopped(self.state, mine, now, p)
+                if not math.isnan(stopped):
+                    incident.recovery_onset = stopped
 
     def finish_cycle(self, now: float, evaluation: Evaluation, started: float) -> CycleResult:
         """Incidents, tickets, baselines and state changes of ``assess(now)``'s result."""
@@ -269,9 +283,7 @@ class Engine:
         state = self.state
         warm = self.warmed_up(now)
 
-        def rest_healthy(
-            parent: Mapping[str, str], children: Sequence[Mapping[str, str]]
-        ) -> Rest:
+        def rest_healthy(parent: Mapping[str, str], children: Sequence[Mapping[str, str]]) -> Rest:
             whole = leaf_mask(state, parent)
             parts = [leaf_mask(state, child) for child in children]
             return rest_verdict(state, evaluation, whole, parts, cfg.localize)

@@ -13,6 +13,7 @@ engine decides what to learn and which incidents to open from the result.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final
 
@@ -42,6 +43,9 @@ class Why:
     PDP_REJECT: Final = 4
     DATA_CAP: Final = 8
     CHURN: Final = 16
+    # re-opened its session ``churn_group_starts`` times in the churn window with no data
+    # (or dropped): too few for the SIM's own finding, group evidence (``Evidence.CHURN``)
+    RESTARTING: Final = 32
 
 
 class Evidence:
@@ -84,6 +88,9 @@ class EvalParams:
     # hours, which also catches devices that flap every 20-30 minutes.
     churn_window_s: float = 7200.0
     churn_starts: int = 4
+    # ... and as group evidence, judged against the group's usual level of it: this many
+    # (a black hole shows in the group before each device has churned four times)
+    churn_group_starts: int = 3
     # churn is group evidence while it goes on: the last start at most 1.5 times the recent
     # time between starts ago, or this long
     churn_quiet_min_s: float = 600.0
@@ -126,6 +133,11 @@ class EvalParams:
     recovery_share: float = 0.1
     # ... and after the incident resolved, for this long (beyond any late threshold)
     recovery_hold_s: float = 2 * 86400.0
+    # A black hole's end shows on session-level SIMs only as their churn stopping: once
+    # no churning SIM of an incident re-opened a session for so long that their own
+    # rhythms of re-opening make that this unlikely (Poisson: the expected number of
+    # starts since the last one at least this many nats), its recovery has begun.
+    churn_stop_nats: float = 9.2  # e^-9.2 = 1e-4
 
 
 @dataclass(slots=True)
@@ -338,12 +350,45 @@ def explanations(state: FleetState, now: float, params: EvalParams) -> np.ndarra
     # Re-opened sessions are churn when the network dropped them (a failure end in the
     # window) or when they carry no data: a device that opens a session for each report
     # and sends data in it (session-level platforms) is not churning.
-    rows = np.flatnonzero(starts >= params.churn_starts)
+    rows = np.flatnonzero(starts >= min(params.churn_starts, params.churn_group_starts))
     if rows.size:
         dropped = c.fail_at[rows] > now_rel - params.churn_window_s
         no_data = last_rel[rows] < _first_recent_start(ring[rows], now_rel, params)
-        why[rows[dropped | no_data]] |= Why.CHURN
+        rows = rows[dropped | no_data]
+        why[rows[starts[rows] >= params.churn_starts]] |= Why.CHURN
+        why[rows[starts[rows] >= params.churn_group_starts]] |= Why.RESTARTING
     return why
+
+
+def churn_rhythm(
+    state: FleetState, rows: np.ndarray, now_rel: int, params: EvalParams
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per SIM of ``rows``: its latest session start within ``churn_window_s``, the mean
+    time between its starts there (its rhythm of re-opening) and their count."""
+    ring = state.cols.session_starts[rows]
+    recent = (ring > now_rel - params.churn_window_s) & (ring <= now_rel)
+    first = np.where(recent, ring, np.iinfo(np.int32).max).min(axis=1)
+    latest = np.where(recent, ring, NEVER).max(axis=1)
+    count = recent.sum(axis=1)
+    cadence = (latest - first) / np.maximum(count - 1, 1)
+    return latest, cadence, count
+
+
+def churn_stopped(state: FleetState, rows: np.ndarray, now: float, params: EvalParams) -> float:
+    """When the churning SIMs ``rows`` (of one incident) last re-opened a session, if
+    none did since for longer than their rhythms of re-opening make likely
+    (``EvalParams.churn_stop_nats``); NaN while they may still be churning."""
+    now_rel = rel(now)
+    latest, cadence, count = churn_rhythm(state, rows, now_rel, params)
+    # a rhythm needs three starts; a pair of starts close together (a reset, a re-attach)
+    # is no rhythm of re-opening, and none is taken as faster than ``churn_quiet_min_s``
+    known = count >= params.churn_group_starts
+    if int(known.sum()) < params.recovery_min:
+        return math.nan
+    last = int(latest[known].max())
+    gaps = np.maximum(cadence[known], params.churn_quiet_min_s)
+    expected = float(((now_rel - last) / gaps).sum())
+    return float(last + EPOCH_BASE) if expected >= params.churn_stop_nats else math.nan
 
 
 def _first_recent_start(ring: np.ndarray, now_rel: int, params: EvalParams) -> np.ndarray:
@@ -404,7 +449,7 @@ def awaiting_report(
     a churning SIM, a session start: a black hole's churn goes on while it lasts),
     and not yet late counted from the onset: its own late threshold
     (``session_closed_late_s`` for a session-level SIM, the set interval's where one is
-    set)."""
+    set); a churning SIM that is not overdue, until it re-opens a session."""
     n = len(state)
     out = np.zeros(n, bool)
     leaf = state.cols.leaf[:n]
@@ -428,6 +473,9 @@ def awaiting_report(
     session = regime.regime_of(state.cols.regime[rows]) == regime.SESSION
     late[session] = params.session_closed_late_s
     out[rows[now - at < late]] = True
+    # a churning SIM that is not overdue stays awaited until it re-opens a session: its
+    # churn evidence outlives the churn by up to 1.5 of its rhythms of re-opening
+    out[rows[churning[rows] & ~overdue[rows]]] = True
     return out
 
 
@@ -474,16 +522,12 @@ def network_evidence(
     # and while it goes on: a device whose last session has outlasted 1.5 times its recent
     # rhythm of re-opening stopped churning (a session-level feed shows the data of that
     # session only when it closes, maybe a day later)
-    rows = np.flatnonzero(why & Why.CHURN)
+    rows = np.flatnonzero(why & (Why.CHURN | Why.RESTARTING))
     if rows.size:
-        ring = c.session_starts[rows]
-        first = _first_recent_start(ring, now_rel, params)
+        first = _first_recent_start(c.session_starts[rows], now_rel, params)
         data = last[rows]
         no_data = np.isnan(data) | (data - EPOCH_BASE < first)
-        recent = (ring > now_rel - params.churn_window_s) & (ring <= now_rel)
-        latest = np.where(recent, ring, NEVER).max(axis=1)
-        count = recent.sum(axis=1)
-        cadence = (latest - first) / np.maximum(count - 1, 1)
+        latest, cadence, _ = churn_rhythm(state, rows, now_rel, params)
         going_on = now_rel - latest <= np.maximum(1.5 * cadence, params.churn_quiet_min_s)
         ev[rows[no_data & going_on]] |= Evidence.CHURN
     rows = np.flatnonzero(c.moved_at[:n] > since)
