@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 from typing import TYPE_CHECKING, Final
 
 import numpy as np
@@ -36,23 +37,33 @@ def int64_array(values: list[int], chunk: int = 65536) -> np.ndarray:
     return out
 
 
-_EMPTY: Final = -1  # a free slot (keys are non-negative)
-_GONE: Final = -2  # a key moved out of the old generation (a tombstone: probing goes on)
+_EMPTY: Final = 0  # a free slot: a key k is stored as k + 1 (fingerprints are >= 0)
+_GONE: Final = -1  # a key moved out of the old generation (a tombstone: probing goes on)
 _MULT: Final = 0x9E3779B97F4A7C15  # Fibonacci hashing: the slot is the product's top bits
 _MASK64: Final = 2**64 - 1
-_FIRST_SLOTS: Final = 4096  # a table starts this small and doubles up to its full size
+_LAST_KEY: Final = 2**63 - 2  # the largest fingerprint stored as itself + 1 (one above:
+# 2**63 - 1 would need a 62-bit remainder of all ones, it shares the slot value)
+
+
+def _stored(keys: np.ndarray) -> np.ndarray:
+    """Fingerprints as the tables store them (+ 1: 0 marks a free slot)."""
+    stored: np.ndarray = np.minimum(keys, _LAST_KEY) + 1
+    return stored
 
 
 class _Table:
-    """A set of non-negative int64 keys in one numpy array (open addressing, linear
-    probing). It never shrinks: ``clear`` keeps the array, so a table that reached its
-    full size is reused generation after generation without allocating."""
+    """A set of fingerprints (stored + 1) in one int64 array used as an open-addressing
+    hash table with linear probing, at its full size from the start. The array is an
+    anonymous memory map: its pages cost nothing until a key lands in them, and ``clear``
+    keeps them, so a generation turns over without allocating."""
 
     __slots__ = ("keys", "mask", "shift", "size", "view")
 
     def __init__(self, slots: int) -> None:
-        self.keys = np.full(slots, _EMPTY, np.int64)
-        self.view = memoryview(self.keys.data)  # one slot as a Python int, for single keys
+        # zero-filled by the kernel, page by page as they are touched
+        buffer = mmap.mmap(-1, slots * 8, flags=mmap.MAP_PRIVATE)
+        self.keys = np.frombuffer(buffer, np.int64)
+        self.view = memoryview(buffer).cast("q")  # one slot as a Python int, for single keys
         self.mask = slots - 1
         self.shift = 64 - (slots.bit_length() - 1)
         self.size = 0  # keys held (tombstones not counted)
@@ -61,59 +72,60 @@ class _Table:
         self.keys.fill(_EMPTY)
         self.size = 0
 
-    def home(self, keys: np.ndarray) -> np.ndarray:
+    def home(self, stored: np.ndarray) -> np.ndarray:
         with np.errstate(over="ignore"):
-            product = keys.view(np.uint64) * np.uint64(_MULT)
+            product = stored.view(np.uint64) * np.uint64(_MULT)
         return (product >> np.uint64(self.shift)).astype(np.intp) & self.mask
 
-    def find(self, keys: np.ndarray) -> np.ndarray:
-        """Per key its slot, or -1 when absent."""
-        out = np.full(len(keys), -1, np.intp)
-        idx = np.arange(len(keys))
-        pos, table = self.home(keys), self.keys
+    def find(self, stored: np.ndarray) -> np.ndarray:
+        """Per stored key its slot, or -1 when absent."""
+        out = np.full(len(stored), -1, np.intp)
+        idx = np.arange(len(stored))
+        pos, table = self.home(stored), self.keys
         while idx.size:
             at = table[pos]
-            hit = at == keys
+            hit = at == stored
             out[idx[hit]] = pos[hit]
             go = ~hit & (at != _EMPTY)
-            idx, keys, pos = idx[go], keys[go], (pos[go] + 1) & self.mask
+            idx, stored, pos = idx[go], stored[go], (pos[go] + 1) & self.mask
         return out
 
-    def insert(self, keys: np.ndarray) -> None:
-        """Add distinct keys that are not in the table (it must have room: see
-        ``Deduplicator._room``)."""
-        self.size += len(keys)
-        pos, table = self.home(keys), self.keys
-        while keys.size:
+    def insert(self, stored: np.ndarray) -> None:
+        """Add distinct stored keys that are not in the table (the owner keeps it at most
+        half full)."""
+        self.size += len(stored)
+        pos, table = self.home(stored), self.keys
+        while stored.size:
             free = np.flatnonzero(table[pos] == _EMPTY)
             # several keys may probe the same free slot in one round: one of them gets
             # it (the last written), the others probe on
-            table[pos[free]] = keys[free]
-            rest = np.ones(keys.size, np.bool_)
-            rest[free[table[pos[free]] == keys[free]]] = False
-            keys, pos = keys[rest], (pos[rest] + 1) & self.mask
+            table[pos[free]] = stored[free]
+            rest = np.ones(stored.size, np.bool_)
+            rest[free[table[pos[free]] == stored[free]]] = False
+            stored, pos = stored[rest], (pos[rest] + 1) & self.mask
 
-    def find_one(self, key: int) -> int:
+    def find_one(self, stored: int) -> int:
         view, mask = self.view, self.mask
-        pos = ((key * _MULT) & _MASK64) >> self.shift
+        pos = ((stored * _MULT) & _MASK64) >> self.shift
         while True:
             at = view[pos]
-            if at == key:
+            if at == stored:
                 return pos
             if at == _EMPTY:
                 return -1
             pos = (pos + 1) & mask
 
-    def insert_one(self, key: int) -> None:
+    def insert_one(self, stored: int) -> None:
         view, mask = self.view, self.mask
-        pos = ((key * _MULT) & _MASK64) >> self.shift
+        pos = ((stored * _MULT) & _MASK64) >> self.shift
         while view[pos] != _EMPTY:
             pos = (pos + 1) & mask
-        view[pos] = key
+        view[pos] = stored
         self.size += 1
 
     def live(self) -> np.ndarray:
-        return self.keys[self.keys >= 0]
+        """The fingerprints held (a copy)."""
+        return self.keys[self.keys > 0] - 1
 
 
 class Deduplicator:
@@ -127,25 +139,25 @@ class Deduplicator:
     (``export``/``restore`` carry them through a checkpoint); the chance of a false
     duplicate among two million ids is about 1e-6.
 
-    Each generation is one int64 numpy array used as an open-addressing hash set with at
-    least twice as many slots as the generation holds (a power of two): 16-32 bytes per
-    id of capacity (32 MiB for the default 2M), allocated as the generations first fill and then
-    reused (a rotation clears the dropped generation's array and fills it again).
-    Nothing is allocated per id: the Python sets this replaced held a 32-byte int object
-    per id and rebuilt their tables every generation, which kept the process's resident
-    memory creeping (docs/performance.md, "Soak").
+    Each generation is one int64 array used as an open-addressing hash set with at least
+    twice as many slots as the generation holds (a power of two): 8-16 bytes per id of
+    capacity (32 MiB for the default 2M, resident as ids land in its pages), mapped once
+    and reused (a rotation clears the dropped generation's array and fills it again).
+    Nothing is allocated per id or per generation: the Python sets this replaced held a
+    32-byte int object per id and rebuilt their tables as every generation grew, which
+    kept the process's resident memory creeping and held the event loop for each rebuild
+    (docs/performance.md, "Soak").
     """
 
-    __slots__ = ("_current", "_full_slots", "_half", "_old")
+    __slots__ = ("_current", "_half", "_old", "_slots")
 
     def __init__(self, capacity: int = 2_000_000) -> None:
         if capacity < 2:
             raise ValueError(f"capacity must be at least 2, got {capacity}")
         self._half = capacity // 2
-        self._full_slots = 1 << (2 * self._half - 1).bit_length()  # >= 2 slots per key
-        first = min(self._full_slots, _FIRST_SLOTS)
-        self._current = _Table(first)
-        self._old = _Table(first)
+        self._slots = 1 << (2 * self._half - 1).bit_length()  # >= 2 slots per key
+        self._current = _Table(self._slots)
+        self._old = _Table(self._slots)
 
     @property
     def nbytes(self) -> int:
@@ -164,7 +176,7 @@ class Deduplicator:
         happens right after the id that fills the current generation, and the rest of
         the batch is judged again after it."""
         n = len(record_ids)
-        keys = np.fromiter(map(fingerprint, record_ids), np.int64, n)
+        keys = _stored(np.fromiter(map(fingerprint, record_ids), np.int64, n))
         out = np.empty(n, np.bool_)
         start = 0
         while start < n:
@@ -172,7 +184,8 @@ class Deduplicator:
         return out
 
     def _judge(self, keys: np.ndarray, out: np.ndarray) -> int:
-        """Judge ``keys`` in order up to the first rotation (included); how many."""
+        """Judge ``keys`` (stored form) in order up to the first rotation (included);
+        returns how many were judged."""
         uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
         current, old = self._current, self._old
         in_current = current.find(uniq) >= 0
@@ -188,24 +201,10 @@ class Deduplicator:
         moved = old_slots[taken & (old_slots >= 0)]
         old.keys[moved] = _GONE
         old.size -= len(moved)
-        self._room(current.size + int(np.count_nonzero(taken & ~in_current)))
-        self._current.insert(uniq[taken & ~in_current])
-        if self._current.size >= self._half:
+        current.insert(uniq[taken & ~in_current])
+        if current.size >= self._half:
             self._rotate()
         return cut
-
-    def _room(self, size: int) -> None:
-        """Double the current generation's array until ``size`` keys fill at most half
-        of it (only while the generations first fill: then it has its full size)."""
-        table = self._current
-        slots = len(table.keys)
-        if 2 * size <= slots or slots >= self._full_slots:
-            return
-        while 2 * size > slots and slots < self._full_slots:
-            slots *= 2
-        bigger = _Table(slots)
-        bigger.insert(table.live())
-        self._current = bigger
 
     def _rotate(self) -> None:
         dropped = self._old
@@ -214,18 +213,18 @@ class Deduplicator:
         self._current = dropped
 
     def _seen_key(self, key: int) -> bool:
+        stored = min(key, _LAST_KEY) + 1
         current = self._current
-        if current.find_one(key) >= 0:
+        if current.find_one(stored) >= 0:
             return True
         old = self._old
-        slot = old.find_one(key)
+        slot = old.find_one(stored)
         duplicate = slot >= 0
         if duplicate:
             old.view[slot] = _GONE
             old.size -= 1
-        self._room(current.size + 1)
-        self._current.insert_one(key)
-        if self._current.size >= self._half:
+        current.insert_one(stored)
+        if current.size >= self._half:
             self._rotate()
         return duplicate
 
@@ -251,10 +250,7 @@ class Deduplicator:
             cur, prev = cur[:0], cur
         prev = prev[:half]
         prev = prev[~np.isin(prev, cur)]  # a key lives in one generation
-        first = min(self._full_slots, _FIRST_SLOTS)
-        self._current, self._old = _Table(first), _Table(first)
-        self._room(len(prev))
-        self._current.insert(prev)
-        self._current, self._old = _Table(first), self._current
-        self._room(len(cur))
-        self._current.insert(cur)
+        self._current.clear()
+        self._old.clear()
+        self._current.insert(_stored(cur))
+        self._old.insert(_stored(prev))
