@@ -12,7 +12,7 @@ The loop runs in asyncio's debug mode with ``slow_callback_duration`` at 10 ms, 
 callback is timed by what it held the loop (``HeldClock``), less the pauses of Python's
 cyclic garbage collector (tens of ms for a full collection of this test process, whatever
 the loop is running: see docs/performance.md): its CPU time when it only worked, its wall
-time less the run-queue waits of the process's threads when it went to sleep (a blocking
+time less its run-queue waits when it went to sleep (a blocking
 call, a lock, the GIL held by a worker thread). So a callback counts what it works or
 blocks; being descheduled because other processes use both cores, or because the
 hypervisor lends the vCPU to another guest, does not. Neither wall time (the asyncio
@@ -88,44 +88,37 @@ class HeldClock:
     switch: it only worked), its own CPU clock (``time.thread_time``: being descheduled,
     or the hypervisor running another guest on this vCPU, is not counted). When it did
     sleep (a blocking call, a lock, the GIL held by a worker thread), the wall time less
-    the time every thread of this process waited in the kernel's run queue for a CPU
-    (Linux schedstat, ns; the other threads count because the loop also waits for a
-    worker that holds the GIL while it waits for a CPU)."""
+    the time it waited in the kernel's run queue for a CPU (Linux schedstat, ns)."""
 
     def __init__(self) -> None:
-        self._fds: dict[str, int] = {}
+        self._fd = os.open(self._path(), os.O_RDONLY)
+        self.closed = False
+
+    @staticmethod
+    def _path() -> str:
+        return f"/proc/self/task/{threading.get_native_id()}/schedstat"
 
     @staticmethod
     def available() -> bool:
-        return Path(f"/proc/self/task/{threading.get_native_id()}/schedstat").exists()
+        return Path(HeldClock._path()).exists()
 
-    def _waits(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for tid in os.listdir("/proc/self/task"):  # noqa: PTH208 - per callback: the cheap call
-            fd = self._fds.get(tid)
-            try:
-                if fd is None:
-                    fd = self._fds[tid] = os.open(f"/proc/self/task/{tid}/schedstat", os.O_RDONLY)
-                out[tid] = int(os.pread(fd, 128, 0).split()[1])
-            except OSError:  # the thread ended
-                continue
-        return out
+    def _waited(self) -> int:
+        return int(os.pread(self._fd, 128, 0).split()[1])
 
     def call(self, fn: Callable[[], object]) -> float:
-        """Call ``fn``; the seconds it held this thread."""
-        waits, slept = self._waits(), resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+        """Call ``fn`` (on the thread that made this clock); the seconds it held it."""
+        waited, slept = self._waited(), resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
         wall, cpu = time.perf_counter(), time.thread_time()
         fn()
         cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
         if resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw == slept:
             return cpu
-        after = self._waits()
-        return wall - sum(after[t] - n for t, n in waits.items() if t in after) / 1e9
+        return wall - (self._waited() - waited) / 1e9
 
     def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
+        if not self.closed:
+            os.close(self._fd)
+            self.closed = True
 
 
 @pytest.mark.skipif(not HeldClock.available(), reason="needs Linux schedstat")
@@ -171,8 +164,9 @@ async def test_no_callback_over_10_ms_while_ingesting_and_evaluating(
                 collecting[1] += time.thread_time() - collecting[0]
 
     def timed(handle: asyncio.Handle) -> None:
-        if threading.get_ident() != loop_thread or source.applied < 1:  # after one batch:
-            # the first calls pay one-off lazy initialisations (numpy, msgspec)
+        if threading.get_ident() != loop_thread or source.applied < 1 or clock.closed:
+            # from the second batch on (the first calls pay one-off lazy initialisations:
+            # numpy, msgspec) to the end of the run
             run(handle)
             return
         capacity = daemon.engine.state.capacity
