@@ -140,7 +140,7 @@ class Deduplicator:
     duplicate among two million ids is about 1e-6.
 
     Each generation is one int64 array used as an open-addressing hash set with at least
-    twice as many slots as the generation holds (a power of two): 8-16 bytes per id of
+    twice as many slots as the generation holds (a power of two): 16-32 bytes per id of
     capacity (32 MiB for the default 2M, resident as ids land in its pages), mapped once
     and reused (a rotation clears the dropped generation's array and fills it again).
     Nothing is allocated per id or per generation: the Python sets this replaced held a
