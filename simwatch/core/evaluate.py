@@ -379,14 +379,20 @@ def churn_stopped(state: FleetState, rows: np.ndarray, now: float, params: EvalP
     none did since for longer than their rhythms of re-opening make likely
     (``EvalParams.churn_stop_nats``); NaN while they may still be churning."""
     now_rel = rel(now)
-    latest, cadence, count = churn_rhythm(state, rows, now_rel, params)
+    latest, _, count = churn_rhythm(state, rows, now_rel, params)
     # a rhythm needs three starts; a pair of starts close together (a reset, a re-attach)
-    # is no rhythm of re-opening, and none is taken as faster than ``churn_quiet_min_s``
+    # is no rhythm of re-opening. Each SIM's rhythm is taken as its longest gap between
+    # starts in the window (a device whose gaps vary must not look stopped in its long
+    # ones) and never shorter than ``churn_quiet_min_s``.
     known = count >= params.churn_group_starts
     if int(known.sum()) < params.recovery_min:
         return math.nan
+    ring = np.sort(state.cols.session_starts[rows[known]], axis=1).astype(np.float64)
+    recent = (ring > now_rel - params.churn_window_s) & (ring <= now_rel)
+    ring[~recent] = np.nan
+    longest = np.nanmax(np.diff(ring, axis=1), axis=1, initial=0.0)
     last = int(latest[known].max())
-    gaps = np.maximum(cadence[known], params.churn_quiet_min_s)
+    gaps = np.maximum(longest, params.churn_quiet_min_s)
     expected = float(((now_rel - last) / gaps).sum())
     return float(last + EPOCH_BASE) if expected >= params.churn_stop_nats else math.nan
 
