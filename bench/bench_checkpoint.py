@@ -34,7 +34,14 @@ def build(n: int) -> Engine:
     state._grow(n)  # noqa: SLF001 - a bench filling the columns directly
     cols = state.cols
     for array in cols.arrays():
-        array[:n] = rng.integers(0, 100, size=array[:n].shape, dtype=array.dtype)
+        shape = array[:n].shape
+        if np.issubdtype(array.dtype, np.floating):  # e.g. float32 columns
+            array[:n] = rng.random(shape) * 100
+        else:
+            array[:n] = rng.integers(0, 100, size=shape, dtype=array.dtype)
+    # codes into tables the bench does not fill: none set (no expectation, no schedule)
+    for name in ("expect_interval", "expect_hours", "expect_from"):
+        getattr(cols, name)[:n] = 0
     for k in range(50):
         state.apns.code(f"apn-{k}")
         state.partners.code(f"{26200 + k}")
