@@ -83,20 +83,30 @@ def test_bursty_leaves_raise_no_cause(seed: int) -> None:
     assert localize(bursty) == []
 
 
+def bursty_leaf(
+    seed: int, draw: int, *, size: float, scatter: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``fleet(seed)`` whose leaf 0 holds ``size`` SIMs at 2 % with a history scattering
+    ``scatter`` times as much as counting noise; failing counts drawn at the baselines
+    with seed ``seed + draw`` (codes, total, share, actual, per-leaf dispersion)."""
+    codes, total, share = fleet(seed)
+    total[0], share[0] = size, 0.02
+    rng = np.random.default_rng(seed + draw)
+    actual = rng.binomial(total.astype(np.int64), share).astype(np.float64)
+    dispersion = np.ones(len(total))
+    dispersion[0] = scatter
+    return codes, total, share, actual, dispersion
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_a_leaf_known_bursty_does_not_become_a_cause(seed: int) -> None:
     # one leaf of 200 SIMs jumps from 2 % to 10 % failing; its history says its count
     # scatters 12 times as much as counting noise (GroupBaseline.dispersion): no cause,
     # while the same jump in a leaf of counting noise raises one
-    codes, total, share = fleet(seed)
-    total[0], share[0] = 200.0, 0.02
-    rng = np.random.default_rng(seed + 2_000)
-    actual = rng.binomial(total.astype(np.int64), share).astype(np.float64)
+    codes, total, share, actual, scatter = bursty_leaf(seed, 2_000, size=200, scatter=12.0)
     actual[0] = 20.0
     plain = table(codes, actual, total, share)
     assert localize(plain) != []
-    scatter = np.ones(len(total))
-    scatter[0] = 12.0
     assert localize(dataclasses.replace(plain, dispersion=scatter)) == []
 
 
@@ -108,12 +118,7 @@ def test_a_total_outage_beyond_a_bursty_leafs_history_is_a_cause(seed: int) -> N
     # history or counting noise produced: the leaf is the cause, where its
     # over-dispersion alone names a parent (its quiet siblings dilute the parent's
     # over-dispersion) or nothing.
-    codes, total, share = fleet(seed)
-    total[0], share[0] = 20.0, 0.02
-    rng = np.random.default_rng(seed + 3_000)
-    actual = rng.binomial(total.astype(np.int64), share).astype(np.float64)
-    scatter = np.ones(len(total))
-    scatter[0] = 9.0
+    codes, total, share, actual, scatter = bursty_leaf(seed, 3_000, size=20, scatter=9.0)
     peak = share * total
     peak[0] = 4.0
     actual[0] = 7.0
