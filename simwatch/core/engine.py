@@ -248,10 +248,8 @@ class Engine:
         # data through another partner is no recovery of the one it left: a SIM counts
         # where it is now
         member = self.state.cols.leaf[rows]
-        churning = np.flatnonzero(
-            evaluation.counted & ((evaluation.evidence & Evidence.CHURN) != 0)
-        )
-        churn_leaf = evaluation.member_leaf[churning]
+        churning = (evaluation.evidence[: evaluation.n] & Evidence.CHURN) != 0
+        any_churning = bool(churning.any())
         for incident in groups:
             leaves = leaf_mask(self.state, incident.dims)
             if rows.size:
@@ -271,7 +269,9 @@ class Engine:
                 incident.recovery_onset = recent[0][0] - self.config.eval_interval_s
                 continue
             # session-level SIMs show a black hole's end only as their churn stopping
-            mine = churning[(churn_leaf >= 0) & leaves[np.maximum(churn_leaf, 0)]]
+            if not any_churning:
+                continue
+            mine = np.flatnonzero(churning & evaluation.members(leaves))
             if mine.size:
                 stopped = churn_stopped(self.state, mine, now, p)
                 if not math.isnan(stopped):
@@ -417,17 +417,14 @@ class Engine:
 
     # ---- checkpoint -------------------------------------------------------------------
 
-    def export_state(
-        self, *, lists: bool = False
-    ) -> tuple[dict[str, np.ndarray | list[int]], dict[str, object]]:
+    def export_state(self) -> tuple[dict[str, np.ndarray], dict[str, object]]:
         """Everything evaluation needs to go on where it stopped, as copies: numpy arrays
         (per-SIM columns, index, rhythm, leaves, baseline, dedup memory, last states) and
         JSON-able metadata (value tables, incidents, counters). Synchronous and read-only;
-        take it between two batches (``simwatch.service.checkpoint``). ``lists``: the dedup memory
-        as lists of ints (a quicker copy; ``records.int64_array`` converts them)."""
+        take it between two batches (``simwatch.service.checkpoint``)."""
         state_arrays, state_meta = self.state.export()
-        arrays: dict[str, np.ndarray | list[int]] = dict(state_arrays)
-        ingest_arrays, ingest_meta = self.ingestor.export(lists=lists)
+        arrays: dict[str, np.ndarray] = dict(state_arrays)
+        ingest_arrays, ingest_meta = self.ingestor.export()
         arrays.update(ingest_arrays)
         base_arrays, base_meta = self.baseline.export()
         arrays.update({f"baseline.{k}": v for k, v in base_arrays.items()})

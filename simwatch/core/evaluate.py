@@ -165,6 +165,21 @@ class Evaluation:
         counts = np.bincount(self.states.astype(np.int64), minlength=len(STATE_NAMES))
         return {name: int(counts[i]) for i, name in enumerate(STATE_NAMES)}
 
+    @property
+    def failing(self) -> np.ndarray:
+        """Bool per SIM: failing in its group this cycle (overdue, or by the network's
+        evidence): what ``leaf_affected`` counts."""
+        failing: np.ndarray = self.overdue[: self.n] | (self.evidence[: self.n] != 0)
+        return failing
+
+    def members(self, leaves: np.ndarray) -> np.ndarray:
+        """Bool per SIM: counted in this cycle's group counts, in one of ``leaves`` (a
+        bool mask per leaf; a SIM that moved counts in the leaf it left)."""
+        leaf = self.member_leaf[: self.n]
+        inside = self.counted[: self.n] & (leaf >= 0)
+        inside[inside] = leaves[leaf[inside]]
+        return inside
+
 
 def sim_states(state: FleetState, now: float, params: EvalParams | None = None) -> np.ndarray:
     """Per-SIM state codes: the rhythm model's, with non-active inventory SIMs INACTIVE
@@ -360,18 +375,28 @@ def explanations(state: FleetState, now: float, params: EvalParams) -> np.ndarra
     return why
 
 
+def _recent_starts(
+    state: FleetState, rows: np.ndarray, now_rel: int, params: EvalParams
+) -> np.ndarray:
+    """Per SIM of ``rows``, its session starts within ``churn_window_s`` (relative
+    seconds, float) and NaN in the other slots of its ring."""
+    ring: np.ndarray = state.cols.session_starts[rows].astype(np.float64)
+    ring[(ring <= now_rel - params.churn_window_s) | (ring > now_rel)] = np.nan
+    return ring
+
+
 def churn_rhythm(
     state: FleetState, rows: np.ndarray, now_rel: int, params: EvalParams
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per SIM of ``rows``: its latest session start within ``churn_window_s``, the mean
-    time between its starts there (its rhythm of re-opening) and their count."""
-    ring = state.cols.session_starts[rows]
-    recent = (ring > now_rel - params.churn_window_s) & (ring <= now_rel)
-    first = np.where(recent, ring, np.iinfo(np.int32).max).min(axis=1)
-    latest = np.where(recent, ring, NEVER).max(axis=1)
-    count = recent.sum(axis=1)
+    """Per SIM of ``rows`` with at least one start within ``churn_window_s``: its first
+    and latest start there and the mean time between its starts (its rhythm of
+    re-opening)."""
+    ring = _recent_starts(state, rows, now_rel, params)
+    first = np.nanmin(ring, axis=1)
+    latest = np.nanmax(ring, axis=1)
+    count = np.count_nonzero(~np.isnan(ring), axis=1)
     cadence = (latest - first) / np.maximum(count - 1, 1)
-    return latest, cadence, count
+    return first, latest, cadence
 
 
 def churn_stopped(state: FleetState, rows: np.ndarray, now: float, params: EvalParams) -> float:
@@ -379,22 +404,20 @@ def churn_stopped(state: FleetState, rows: np.ndarray, now: float, params: EvalP
     none did since for longer than their rhythms of re-opening make likely
     (``EvalParams.churn_stop_nats``); NaN while they may still be churning."""
     now_rel = rel(now)
-    latest, _, count = churn_rhythm(state, rows, now_rel, params)
+    ring = _recent_starts(state, rows, now_rel, params)
     # a rhythm needs three starts; a pair of starts close together (a reset, a re-attach)
     # is no rhythm of re-opening. Each SIM's rhythm is taken as its longest gap between
     # starts in the window (a device whose gaps vary must not look stopped in its long
     # ones) and never shorter than ``churn_quiet_min_s``.
-    known = count >= params.churn_group_starts
-    if int(known.sum()) < params.recovery_min:
+    ring = ring[np.count_nonzero(~np.isnan(ring), axis=1) >= params.churn_group_starts]
+    if len(ring) < params.recovery_min:
         return math.nan
-    ring = np.sort(state.cols.session_starts[rows[known]], axis=1).astype(np.float64)
-    recent = (ring > now_rel - params.churn_window_s) & (ring <= now_rel)
-    ring[~recent] = np.nan
-    longest = np.nanmax(np.diff(ring, axis=1), axis=1, initial=0.0)
-    last = int(latest[known].max())
+    ring.sort(axis=1)  # NaN last: the gaps between consecutive starts
+    longest = np.nanmax(np.diff(ring, axis=1), axis=1)
+    last = float(np.nanmax(ring))
     gaps = np.maximum(longest, params.churn_quiet_min_s)
     expected = float(((now_rel - last) / gaps).sum())
-    return float(last + EPOCH_BASE) if expected >= params.churn_stop_nats else math.nan
+    return last + EPOCH_BASE if expected >= params.churn_stop_nats else math.nan
 
 
 def _first_recent_start(ring: np.ndarray, now_rel: int, params: EvalParams) -> np.ndarray:
@@ -529,11 +552,10 @@ def network_evidence(
     # rhythm of re-opening stopped churning (a session-level feed shows the data of that
     # session only when it closes, maybe a day later)
     rows = np.flatnonzero(why & (Why.CHURN | Why.RESTARTING))
-    if rows.size:
-        first = _first_recent_start(c.session_starts[rows], now_rel, params)
+    if rows.size:  # each has starts in the window (explanations)
+        first, latest, cadence = churn_rhythm(state, rows, now_rel, params)
         data = last[rows]
         no_data = np.isnan(data) | (data - EPOCH_BASE < first)
-        latest, cadence, _ = churn_rhythm(state, rows, now_rel, params)
         going_on = now_rel - latest <= np.maximum(1.5 * cadence, params.churn_quiet_min_s)
         ev[rows[no_data & going_on]] |= Evidence.CHURN
     rows = np.flatnonzero(c.moved_at[:n] > since)
@@ -641,16 +663,14 @@ def evidence_summary(
     normal day at this hour."""
     leaves = leaf_mask(state, dims)
     n = evaluation.n
-    member = evaluation.member_leaf[:n]
-    inside = evaluation.counted & (member >= 0)
-    inside[inside] = leaves[member[inside]]
-    ev = evaluation.evidence
-    failing = inside & (evaluation.overdue | (ev != 0))
+    inside = evaluation.members(leaves)
+    ev = evaluation.evidence[:n]
+    failing = inside & evaluation.failing
     out: dict[str, object] = {
         "failing": int(failing.sum()),
-        "overdue": int((inside & evaluation.overdue).sum()),
+        "overdue": int((inside & evaluation.overdue[:n]).sum()),
     }
-    awaiting = int((inside & evaluation.awaiting).sum())
+    awaiting = int((inside & evaluation.awaiting[:n]).sum())
     if awaiting:
         out["awaiting"] = awaiting
     for bit, name in EVIDENCE_NAMES:

@@ -22,13 +22,13 @@ would show nothing more).
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from simwatch.core.evaluate import Evidence
 from simwatch.core.incidents import Rest
+from simwatch.core.localize import above_baseline
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -55,25 +55,20 @@ def rest_verdict(
 ) -> Rest:
     """What the part of leaf set ``whole`` outside ``children`` shows (:class:`Rest`).
 
-    Healthy is :func:`simwatch.core.localize.healthy_part`'s test (the part's failing
-    count not above its baseline by ``generalize_margin`` nats), on the SIMs of the part
-    exposed to the fault (module docstring)."""
+    Healthy is :func:`simwatch.core.localize.healthy_part`'s test
+    (:func:`~simwatch.core.localize.above_baseline`), on the SIMs of the part exposed to
+    the fault (module docstring)."""
     ev = evaluation
-    n = ev.n
-    leaf = ev.member_leaf[:n]
-    n_leaves = len(ev.leaf_total)
-    in_children = np.zeros(n_leaves, bool)
+    leaf = ev.member_leaf[: ev.n]
+    in_children = np.zeros_like(whole)
     for mask in children:
-        in_children |= mask[:n_leaves]
-    rest_leaves = whole[:n_leaves] & ~in_children
-    valid = ev.counted[:n] & (leaf >= 0)
-    safe_leaf = np.where(valid, leaf, 0)
-    child_rows = np.flatnonzero(valid & in_children[safe_leaf])
-    rest_rows = np.flatnonzero(valid & rest_leaves[safe_leaf])
+        in_children |= mask
+    child_rows = np.flatnonzero(ev.members(in_children))
+    rest_rows = np.flatnonzero(ev.members(whole & ~in_children))
     if rest_rows.size == 0 or child_rows.size == 0:
         return Rest.QUIET
-    evidence = ev.evidence[:n]
-    failing = ev.overdue[:n] | (evidence != 0)
+    evidence = ev.evidence[: ev.n]
+    failing = ev.failing
     child_failing = child_rows[failing[child_rows]]
     if child_failing.size == 0:
         return Rest.QUIET
@@ -94,7 +89,7 @@ def rest_verdict(
         # waiting shows more of a silent fault, never more of a reported one
         return Rest.QUIET if reported else Rest.UNKNOWN
     a_r = float(failing[exposed_rest].sum())
-    e_r = max(float(ratio[leaf[exposed_rest]].sum()), params.min_baseline_ratio * n_r)
-    if a_r > e_r and a_r * math.log(a_r / e_r) - (a_r - e_r) >= params.generalize_margin:
+    e_r = float(ratio[leaf[exposed_rest]].sum())
+    if above_baseline(a_r, e_r, n_r, params):
         return Rest.FAILING
     return Rest.HEALTHY if reported else Rest.QUIET

@@ -183,9 +183,6 @@ class LocalizeParams:
     min_baseline_ratio: float = 1e-3
     max_depth: int | None = None
     max_causes: int = 5
-    # whether the whole fleet ({}) may be a cause (a whole-fleet pick is parted into
-    # groups on different attributes when they explain it, see ``_joint_split``)
-    fleet_wide: bool = True
     min_relative_score: float = 0.0
     generalize_margin: float = 3.0
     split_min_share: float = 0.1
@@ -345,11 +342,17 @@ def healthy_part(
     n_r = float(n[leaves].sum())
     if n_r <= 0.0 or n_r < params.split_min_share * float(n[whole].sum()):
         return False
-    a_r = float(a[leaves].sum())
-    e_r = max(float(e[leaves].sum()), params.min_baseline_ratio * n_r)
-    if a_r <= e_r:
-        return True
-    return a_r * math.log(a_r / e_r) - (a_r - e_r) < params.generalize_margin * scale
+    return not above_baseline(float(a[leaves].sum()), float(e[leaves].sum()), n_r, params, scale)
+
+
+def above_baseline(
+    a: float, e: float, n: float, params: LocalizeParams, scale: float = 1.0
+) -> bool:
+    """Whether ``a`` failing of ``n`` members are above their baseline ``e`` (floored at
+    ``min_baseline_ratio`` of ``n``) by ``generalize_margin`` nats or more (one-sided
+    Poisson LLR) times ``scale`` (the over-dispersion: quasi-likelihood)."""
+    e = max(e, params.min_baseline_ratio * n)
+    return a > e and a * math.log(a / e) - (a - e) >= params.generalize_margin * scale
 
 
 def _alike_llr(
@@ -833,8 +836,6 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
         _thresholds(threshold, phi, e_g, pe_g),
         None if pk_g is None else (pk_g, threshold),
     )
-    if not params.fleet_wide:
-        ok[0] = False  # the group of cuboid () is the whole fleet
     if not ok.any():
         return []
 
@@ -842,7 +843,6 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
     state = _Pass(a_g, n_g, e_g, pe_g, pk_g, ok, score)
     leaves = _Leaves(a_leaf, n_leaf, e_leaf, leaf_phi, peak_leaf)
     allowed = np.ones(groups.n_groups, dtype=bool)
-    allowed[0] = params.fleet_wide  # the group of cuboid () is the whole fleet
     everything = np.ones(n_leaves, dtype=bool)
     picked = _greedy(
         groups, state, allowed, everything, leaves, params, (threshold, phi), params.max_causes + 4
