@@ -247,7 +247,7 @@ def engine_sizes(engine: Engine) -> dict[str, int]:
         "causes": len(state.causes),
         "baseline rows": int(engine.baseline.overdue.shape[0]),
         "dedup bytes": engine.ingestor.dedup.nbytes,
-        "format_rfc3339 minutes": len(timeutil._MINUTE_TEXTS),  # noqa: SLF001 - its bound
+        "format_rfc3339 minutes": timeutil._minute_text.cache_info().currsize,  # noqa: SLF001 - its bound
         "asyncio tasks": len(asyncio.all_tasks()),
         "gc objects": len(gc.get_objects()),
     }

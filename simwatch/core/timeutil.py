@@ -6,6 +6,7 @@ always passed in; nothing here reads the wall clock.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 
 import numpy as np
@@ -116,24 +117,22 @@ class CachedTimeParser:
         return value
 
 
-_MINUTE_TEXTS: dict[int, str] = {}  # minute number -> "2026-11-20T10:15:" (bounded)
-_MINUTE_TEXTS_MAX = 4096
 _SECOND_TEXTS = tuple(f"{s:02d}Z" for s in range(60))
+
+
+@functools.lru_cache(maxsize=4096)
+def _minute_text(minute: int) -> str:
+    """``2026-11-20T10:15:`` for a minute number (epoch seconds // 60)."""
+    return datetime.fromtimestamp(minute * 60, tz=_UTC).strftime("%Y-%m-%dT%H:%M:")
 
 
 def format_rfc3339(ts: float) -> str:
     """Format epoch seconds as ``2026-11-20T10:15:00Z`` (whole seconds, UTC).
 
-    The text up to the minute is kept per minute (a SIM view formats several times of
-    the same recent minutes: a strftime costs ten times the lookup)."""
+    The text up to the minute is memoized (a SIM view formats several times of the same
+    recent minutes: a strftime costs ten times the lookup)."""
     minute, second = divmod(round(ts), 60)
-    head = _MINUTE_TEXTS.get(minute)
-    if head is None:
-        head = datetime.fromtimestamp(minute * 60, tz=_UTC).strftime("%Y-%m-%dT%H:%M:")
-        if len(_MINUTE_TEXTS) >= _MINUTE_TEXTS_MAX:
-            _MINUTE_TEXTS.clear()
-        _MINUTE_TEXTS[minute] = head
-    return head + _SECOND_TEXTS[second]
+    return _minute_text(minute) + _SECOND_TEXTS[second]
 
 
 def format_rfc3339_many(ts: np.ndarray) -> list[str | None]:
