@@ -52,7 +52,6 @@ async def test_a_written_snapshot_keeps_only_its_header(tmp_path: Path) -> None:
     assert len(snapshot.arrays["dedup.current"]) + len(snapshot.arrays["dedup.old"]) > 0
     assert await ckpt.Checkpointer(tmp_path).save(snapshot)
     assert snapshot.arrays == {}
-    assert snapshot.lists == {}
     assert snapshot.written_at == now  # the daemon reads the header after the write
     assert snapshot.sources == {"file": {"offset": 7}}
     back = ckpt.read_file(tmp_path)  # what was written is whole
@@ -73,7 +72,6 @@ async def test_a_failed_write_releases_the_copy_too(tmp_path: Path) -> None:
     snapshot = ckpt.capture(engine, at=now)
     assert not await ckpt.Checkpointer(blocked).save(snapshot)
     assert snapshot.arrays == {}
-    assert snapshot.lists == {}
 
 
 async def test_every_checkpoint_hands_its_freed_copy_back(
@@ -88,7 +86,6 @@ async def test_every_checkpoint_hands_its_freed_copy_back(
     def trim(pad: int) -> int:
         assert pad == 0
         held_at_trim.append(sum(a.nbytes for s in snapshots for a in s.arrays.values()))
-        held_at_trim[-1] += sum(len(v) for s in snapshots for v in s.lists.values())
         return 1
 
     monkeypatch.setattr(ckpt, "_malloc_trim", trim)

@@ -174,8 +174,8 @@ def test_seen_many_is_seen_on_each(ids: list[str], capacity: int) -> None:
     half = len(ids) // 2
     got = many.seen_many(ids[:half]).tolist() + many.seen_many(ids[half:]).tolist()
     assert got == expected
-    (cur_a, old_a), (cur_b, old_b) = one.key_lists(), many.key_lists()
-    assert (set(cur_a), set(old_a)) == (set(cur_b), set(old_b))
+    (cur_a, old_a), (cur_b, old_b) = one.export(), many.export()
+    assert (set(cur_a.tolist()), set(old_a.tolist())) == (set(cur_b.tolist()), set(old_b.tolist()))
 
 
 def warm_up_causes(engine: Engine) -> None:

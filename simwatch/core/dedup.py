@@ -10,7 +10,7 @@ import numpy as np
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["Deduplicator", "fingerprint", "int64_array"]
+__all__ = ["Deduplicator", "fingerprint"]
 
 # Record ids are remembered as a stable 63-bit fingerprint (the same in every process, so
 # the dedup memory can be checkpointed): the id's UTF-8 bytes read as one little-endian
@@ -25,16 +25,6 @@ def fingerprint(record_id: str) -> int:
     """The stable dedup key of a record id (a non-negative int below 2**63)."""
     data = record_id.encode()
     return (int.from_bytes(data, "little") % _FINGERPRINT_PRIME) ^ (len(data) << _LENGTH_SHIFT)
-
-
-def int64_array(values: list[int], chunk: int = 65536) -> np.ndarray:
-    """``values`` as an int64 array, converted in chunks: in a worker thread the event
-    loop gets the GIL between two chunks (one ``np.array`` call of a million Python ints
-    would hold it for ~180 ms)."""
-    out = np.empty(len(values), np.int64)
-    for start in range(0, len(values), chunk):
-        out[start : start + chunk] = values[start : start + chunk]
-    return out
 
 
 _EMPTY: Final = 0  # a free slot: a key k is stored as k + 1 (fingerprints are >= 0)
@@ -234,11 +224,6 @@ class Deduplicator:
     def export(self) -> tuple[np.ndarray, np.ndarray]:
         """(current, old) generations as int64 arrays, for a checkpoint."""
         return self._current.live(), self._old.live()
-
-    def key_lists(self) -> tuple[list[int], list[int]]:
-        """(current, old) generations as lists of ints."""
-        current, old = self.export()
-        return current.tolist(), old.tolist()
 
     def restore(self, current: np.ndarray, old: np.ndarray) -> None:
         """Replace the memory with exported generations (cut to this capacity if smaller)."""

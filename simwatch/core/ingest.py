@@ -571,15 +571,9 @@ class Ingestor:
 
     # ---- checkpoint -------------------------------------------------------------------
 
-    def export(
-        self, *, lists: bool = False
-    ) -> tuple[dict[str, np.ndarray | list[int]], dict[str, object]]:
+    def export(self) -> tuple[dict[str, np.ndarray], dict[str, object]]:
         """The dedup memory (int64 arrays: its generations' live keys, a numpy copy),
-        counters and partner names (for a checkpoint). ``lists`` is accepted for the
-        callers that convert lists later; the dedup memory needs no conversion."""
-        del lists
-        current: np.ndarray | list[int]
-        old: np.ndarray | list[int]
+        counters and partner names (for a checkpoint)."""
         current, old = self.dedup.export()
         stats = self.stats
         meta: dict[str, object] = {

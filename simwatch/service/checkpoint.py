@@ -31,7 +31,7 @@ import math
 import threading
 import time
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
@@ -39,7 +39,6 @@ import numpy as np
 import orjson
 
 from simwatch import __version__
-from simwatch.core.dedup import int64_array
 from simwatch.shell.files import write_atomically
 from simwatch.shell.health import CheckpointStats
 from simwatch.shell.logs import FailureLog
@@ -88,9 +87,6 @@ class Snapshot:
 
     header: dict[str, object]
     arrays: dict[str, np.ndarray]
-    # int columns still as Python lists (the dedup memory): converted by ``write_file`` in
-    # the worker thread, so the copy on the event loop stays short
-    lists: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def written_at(self) -> float | None:
@@ -111,11 +107,10 @@ class Snapshot:
         return sum(a.nbytes for a in self.arrays.values())
 
     def release(self) -> None:
-        """Drop the copied arrays and lists (the header stays): once written they are
+        """Drop the copied arrays (the header stays): once written they are
         only memory, the largest block the daemon allocates and frees (~166 MB at 1M
         SIMs)."""
         self.arrays.clear()
-        self.lists.clear()
 
 
 def json_float(value: float | None) -> float | str | None:
@@ -145,9 +140,7 @@ def capture(
     sources: Mapping[str, object] | None = None,
 ) -> Snapshot:
     """Copy the engine's state now (synchronous; call between two batches)."""
-    columns, meta = engine.export_state(lists=True)
-    arrays = {k: v for k, v in columns.items() if isinstance(v, np.ndarray)}
-    lists = {k: v for k, v in columns.items() if isinstance(v, list)}
+    arrays, meta = engine.export_state()
     header: dict[str, object] = {
         "format": FORMAT,
         "version": VERSION,
@@ -157,7 +150,7 @@ def capture(
         "daemon": dict(daemon or {}),
         "sources": dict(sources or {}),
     }
-    return Snapshot(header, arrays, lists)
+    return Snapshot(header, arrays)
 
 
 def restore_engine(engine: Engine, snapshot: Snapshot) -> None:
@@ -180,7 +173,6 @@ def write_file(directory: Path, snapshot: Snapshot) -> int:
     """Write the snapshot atomically as ``directory/checkpoint.npz``; returns its size."""
     header = np.frombuffer(orjson.dumps(snapshot.header), dtype=np.uint8)
     members: dict[str, np.ndarray] = {_HEADER: header, **snapshot.arrays}
-    members.update({k: int64_array(v) for k, v in snapshot.lists.items()})
     return write_atomically(
         directory / FILE_NAME, lambda out: _savez(out, **members), tmp=directory / TMP_NAME
     )
