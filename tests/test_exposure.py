@@ -22,7 +22,7 @@ FAULT = T0 + 2 * DAY
 PARTNER = {"partner": "26202"}
 
 
-def _fleet(rest_every: float, rest_fails: bool) -> Engine:
+def _fleet(rest_every: float, rest_fails: bool, *, rejected: bool = False) -> Engine:
     engine = new_engine()
     apns = [(apn, i) for apn, group in FAST.items() for i in group] + [("c.rest", i) for i in REST]
     engine.load_inventory([inventory_row(i, apns=(apn,)) for apn, i in apns])
@@ -34,6 +34,8 @@ def _fleet(rest_every: float, rest_fails: bool) -> Engine:
         while t < min(stops, FAULT + 3600.0):
             feed.usage(i, t, apn=apn)
             t += every
+        if rejected and apn != "c.rest":  # the network refuses their data sessions
+            feed.event(i, FAULT + 120.0, "pdp_reject", apn=apn, cause="gateway_failure")
     return engine
 
 
@@ -60,3 +62,11 @@ def test_rest_judged_by_the_sims_that_could_show_it(
 ) -> None:
     engine = _fleet(rest_every, rest_fails)
     assert _verdict(engine, FAULT + 2700.0) is expected
+
+
+def test_a_rest_the_networks_evidence_shows_healthy_is_judged_at_once() -> None:
+    # the same slow rest, but the fast APNs' SIMs were refused by the network: a fault
+    # the network reports shows on every SIM with a session, so a slow rest that shows
+    # none is healthy, not "cannot tell yet"
+    engine = _fleet(4 * 3600.0, rest_fails=False, rejected=True)
+    assert _verdict(engine, FAULT + 2700.0) is Rest.HEALTHY
