@@ -1,7 +1,8 @@
 """Scenario scores with figures: detection and resolution delay per injected fault.
 
     python bench/scenarios.py [--seeds 7 8 9] [--regimes r1 r2 r3 mixed] [--sims 2000]
-                              [--jobs 2] [--markdown] [SCENARIO ...]
+                              [--jobs 2] [--markdown] [--per-seed] [--results FILE]
+                              [SCENARIO ...]
 
 Runs each named scenario (default: all presets) per data regime and seed through
 simulate -> replay -> score, and prints a row per fault: incident, detection delay and
@@ -17,16 +18,21 @@ the earliest the data could tell anyone that it ended.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
+
+import orjson
 
 from simwatch.sim.config import REGIMES
 from simwatch.sim.scenarios import SCENARIOS
-from simwatch.sim.scoring import ScenarioScore, run_scenario
+from simwatch.sim.scoring import FaultScore, ScenarioScore, run_scenario
 
 PER_SIM = ("wrong_apn", "data_cap", "session_flapping")
 
@@ -48,6 +54,159 @@ def _run(job: tuple[str, str, int, int | None]) -> ScenarioScore:
     return result
 
 
+def _load(path: Path | None, sims: int | None) -> dict[tuple[str, str, int], ScenarioScore]:
+    """Runs kept in a results file (JSON lines) by an earlier, possibly stopped, sweep at
+    the same fleet size; the last line of a run wins."""
+    kept: dict[tuple[str, str, int], ScenarioScore] = {}
+    if path is None or not path.exists():
+        return kept
+    for line in path.read_bytes().splitlines():
+        row = orjson.loads(line)
+        if row.get("sims") != sims:
+            continue
+        result = ScenarioScore(
+            faults=[FaultScore(**f) for f in row["faults"]], false_pages=row["false_pages"]
+        )
+        kept[row["regime"], row["scenario"], int(row["seed"])] = result
+    return kept
+
+
+def _commit() -> str:
+    """The checkout's commit, stamped on each kept run."""
+    git = shutil.which("git")
+    if git is None:
+        return ""
+    try:
+        out = subprocess.run(  # noqa: S603 - git with fixed arguments
+            [git, "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except OSError:
+        return ""
+    return out.stdout.strip()
+
+
+class Sweep:
+    """The runs of a sweep, aggregated per regime, scenario and fault kind."""
+
+    def __init__(self) -> None:
+        # (regime, scenario, kind) -> detect delays, resolve delays, misses, runs
+        self.detect: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+        self.resolve: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+        self.back: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+        self.missed: dict[tuple[str, str, str], list[int]] = defaultdict(list)
+        self.false_pages: dict[tuple[str, str], list[int]] = defaultdict(list)
+        # (regime, scenario, kind) -> seed -> one cell of the per-seed table
+        self.cells: dict[tuple[str, str, str], dict[int, str]] = defaultdict(dict)
+        self.failures = 0
+
+    def add(self, regime: str, name: str, seed: int, result: ScenarioScore) -> None:
+        self.failures += not result.ok
+        print(f"{regime} {name} seed={seed}: {'OK' if result.ok else 'FAIL'}", flush=True)
+        self.false_pages[regime, name].append(len(result.false_pages))
+        fp = f" +{len(result.false_pages)} FP" if result.false_pages else ""
+        if not result.faults:
+            self.cells[regime, name, ""][seed] = f"ok{fp}" if not fp else fp.strip()
+        for f in result.faults:
+            key = (regime, name, f.kind)
+            dims = f.dims or "(per SIM)"
+            if f.missing_findings or f.kind in PER_SIM:
+                print(f"  {f.kind:<18} {dims}  missing findings: {len(f.missing_findings)}")
+                if f.missing_findings:
+                    self.missed[key].append(seed)
+                miss = f"{len(f.missing_findings)} missed" if f.missing_findings else "ok"
+                self.cells[key][seed] = miss + fp
+                continue
+            if not f.meets_target:
+                self.missed[key].append(seed)
+            if f.detect_s is not None:
+                self.detect[key].append(f.detect_s)
+            if f.resolve_s is not None:
+                self.resolve[key].append(f.resolve_s)
+            if f.data_back_s is not None:
+                self.back[key].append(f.data_back_s)
+            mark = "" if f.meets_target else "*"
+            self.cells[key][seed] = (
+                f"{_mins(f.detect_s)}/{_mins(f.resolve_s)}{mark}{fp}"
+                if f.incident_id
+                else f"not found{fp}"
+            )
+            print(
+                f"  {f.kind:<18} {dims}  {f.incident_id or 'NOT FOUND'}  "
+                f"detect {minutes(f.detect_s)} (bound {minutes(f.detect_bound_s)}, "
+                f"target {minutes(f.target_s)})  "
+                f"resolve {minutes(f.resolve_s)} after the end "
+                f"(data back {minutes(f.data_back_s)})"
+                f"{'' if f.meets_target else '  MISSES TARGET'}"
+            )
+        for page in result.false_pages:
+            print(f"  FALSE PAGE {page['dims']} opened {page['opened_at']}")
+
+    def keys(self) -> list[tuple[str, str, str]]:
+        keys = sorted(
+            {
+                *self.detect,
+                *self.resolve,
+                *self.missed,
+                *self.cells,
+                *[(r, n, "") for r, n in self.false_pages],
+            }
+        )
+        # a scenario with faults carries its false pages on its fault rows
+        return [
+            (r, n, k) for r, n, k in keys if k or not any(x[:2] == (r, n) and x[2] for x in keys)
+        ]
+
+    def summary(self, markdown: bool) -> None:
+        head = (
+            "| regime | scenario | fault | detect median / worst (min) | "
+            "resolve median / worst (min) | data back median / worst (min) | "
+            "seeds missing the target | false pages |"
+        )
+        if markdown:
+            print(head)
+            print("|---|---|---|---|---|---|---|---|")
+        for regime, name, kind in self.keys():
+            key = (regime, name, kind)
+            cells = [
+                regime,
+                name,
+                kind or "(none)",
+                _cell(self.detect.get(key, [])),
+                _cell(self.resolve.get(key, [])),
+                _cell(self.back.get(key, [])),
+                ",".join(str(s) for s in self.missed.get(key, [])) or "none",
+                str(sum(self.false_pages.get((regime, name), []))),
+            ]
+            _row(cells, markdown)
+
+    def per_seed(self, seeds: list[int], markdown: bool) -> None:
+        """One row per regime, scenario and fault, one column per seed: detection /
+        resolution in minutes, * when the run missed the issue's target, +N FP for false
+        pages in that run."""
+        cells = ["regime", "scenario", "fault", *[f"seed {s}" for s in seeds]]
+        _row(cells, markdown)
+        if markdown:
+            print("|" + "---|" * len(cells))
+        for regime, name, kind in self.keys():
+            got = self.cells.get((regime, name, kind), {})
+            _row([regime, name, kind or "(none)", *[got.get(s, "") for s in seeds]], markdown)
+
+
+def _mins(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds / 60:.0f}"
+
+
+def _row(cells: list[str], markdown: bool) -> None:
+    if markdown:
+        print("| " + " | ".join(cells) + " |")
+    else:
+        print("  ".join(f"{c:<18}" for c in cells))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("scenarios", nargs="*", default=sorted(SCENARIOS))
@@ -55,58 +214,43 @@ def main() -> None:
     parser.add_argument("--regimes", nargs="+", default=["r1"], choices=REGIMES)
     parser.add_argument("--sims", type=int, default=None, help="fleet size (preset: 2000)")
     parser.add_argument("--markdown", action="store_true", help="summary as a Markdown table")
+    parser.add_argument("--per-seed", action="store_true", help="also a table per seed")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="JSON lines file: each finished run is appended; runs already in it are "
+        "not run again (a long sweep can be stopped and resumed)",
+    )
     args = parser.parse_args()
-    failures = 0
-    # (regime, scenario, kind) -> detect delays, resolve delays, misses, runs
-    detect: dict[tuple[str, str, str], list[float]] = defaultdict(list)
-    resolve: dict[tuple[str, str, str], list[float]] = defaultdict(list)
-    back: dict[tuple[str, str, str], list[float]] = defaultdict(list)
-    missed: dict[tuple[str, str, str], list[int]] = defaultdict(list)
-    false_pages: dict[tuple[str, str], list[int]] = defaultdict(list)
+    sweep = Sweep()
+    kept = _load(args.results, args.sims)
+    commit = _commit()
     started = time.perf_counter()
     # seed by seed: a sweep stopped early still has every regime and scenario of the
     # seeds it finished
-    jobs = [
+    runs = [
         (regime, name, seed, args.sims)
         for seed in args.seeds
         for regime in args.regimes
         for name in args.scenarios
     ]
+    jobs = [job for job in runs if job[:3] not in kept]
+    for regime, name, seed, _ in runs:
+        if (regime, name, seed) in kept:
+            sweep.add(regime, name, seed, kept[regime, name, seed])
     pool = ProcessPoolExecutor(max_workers=max(args.jobs, 1))
     done = 0
     try:
         for (regime, name, seed, _), result in zip(jobs, pool.map(_run, jobs), strict=False):
             done += 1
-            failures += not result.ok
-            print(f"{regime} {name} seed={seed}: {'OK' if result.ok else 'FAIL'}", flush=True)
-            false_pages[regime, name].append(len(result.false_pages))
-            for f in result.faults:
-                key = (regime, name, f.kind)
-                dims = f.dims or "(per SIM)"
-                if f.missing_findings or f.kind in PER_SIM:
-                    print(f"  {f.kind:<18} {dims}  missing findings: {len(f.missing_findings)}")
-                    if f.missing_findings:
-                        missed[key].append(seed)
-                    continue
-                if not f.meets_target:
-                    missed[key].append(seed)
-                if f.detect_s is not None:
-                    detect[key].append(f.detect_s)
-                if f.resolve_s is not None:
-                    resolve[key].append(f.resolve_s)
-                if f.data_back_s is not None:
-                    back[key].append(f.data_back_s)
-                print(
-                    f"  {f.kind:<18} {dims}  {f.incident_id or 'NOT FOUND'}  "
-                    f"detect {minutes(f.detect_s)} (bound {minutes(f.detect_bound_s)}, "
-                    f"target {minutes(f.target_s)})  "
-                    f"resolve {minutes(f.resolve_s)} after the end "
-                    f"(data back {minutes(f.data_back_s)})"
-                    f"{'' if f.meets_target else '  MISSES TARGET'}"
-                )
-            for page in result.false_pages:
-                print(f"  FALSE PAGE {page['dims']} opened {page['opened_at']}")
+            if args.results is not None:
+                row = {"regime": regime, "scenario": name, "seed": seed, "sims": args.sims}
+                row |= {"commit": commit, **asdict(result)}
+                with args.results.open("ab") as fh:
+                    fh.write(orjson.dumps(row) + b"\n")
+            sweep.add(regime, name, seed, result)
     except KeyboardInterrupt:  # Ctrl-C: the table of the runs that finished
         pool.shutdown(wait=False, cancel_futures=True)
         print(f"\ninterrupted after {done} of {len(jobs)} runs")
@@ -115,37 +259,17 @@ def main() -> None:
     elapsed = time.perf_counter() - started
     seeds = " ".join(str(s) for s in args.seeds)
     print()
-    print(f"seeds {seeds}; fleet {args.sims or 'preset (2000)'} SIMs; {elapsed:.0f} s")
-    head = (
-        "| regime | scenario | fault | detect median / worst (min) | "
-        "resolve median / worst (min) | data back median / worst (min) | "
-        "seeds missing the target | false pages |"
+    print(
+        f"seeds {seeds}; fleet {args.sims or 'preset (2000)'} SIMs; {elapsed:.0f} s"
+        f" ({len(kept)} runs from {args.results})"
+        if kept
+        else f"seeds {seeds}; fleet {args.sims or 'preset (2000)'} SIMs; {elapsed:.0f} s"
     )
-    rule = "|---|---|---|---|---|---|---|---|"
-    if args.markdown:
-        print(head)
-        print(rule)
-    keys = sorted({*detect, *resolve, *missed, *[(r, n, "") for r, n in false_pages]})
-    for regime, name, kind in keys:
-        if not kind and any(k[:2] == (regime, name) and k[2] for k in keys):
-            continue  # the scenario's faults carry its false pages
-        fp = sum(false_pages.get((regime, name), []))
-        miss = ",".join(str(s) for s in missed.get((regime, name, kind), [])) or "none"
-        cells = [
-            regime,
-            name,
-            kind or "(none)",
-            _cell(detect.get((regime, name, kind), [])),
-            _cell(resolve.get((regime, name, kind), [])),
-            _cell(back.get((regime, name, kind), [])),
-            miss,
-            str(fp),
-        ]
-        if args.markdown:
-            print("| " + " | ".join(cells) + " |")
-        else:
-            print("  ".join(f"{c:<18}" for c in cells))
-    print(f"{failures} failing scenario runs")
+    sweep.summary(args.markdown)
+    if args.per_seed:
+        print()
+        sweep.per_seed(args.seeds, args.markdown)
+    print(f"{sweep.failures} failing scenario runs")
 
 
 if __name__ == "__main__":
