@@ -220,7 +220,7 @@ def test_a_session_level_country_that_went_dark_counts_as_failing() -> None:
 
 def test_churn_stopped_once_the_churners_rhythms_make_their_silence_unlikely() -> None:
     # 8 session-level devices re-opening a session every 20 min (a black hole) stop at
-    # `last`: 8 rhythms of 20 min make 23 min without any start a 1e-4 event
+    # `last`: each has stopped once 25 min (1.25 rhythms) passed since its own last start
     sims = [iccid(k) for k in range(8)]
     engine = new_engine(sims)
     feed = Feed(engine)
@@ -237,3 +237,26 @@ def test_churn_stopped_once_the_churners_rhythms_make_their_silence_unlikely() -
     assert churn_stopped(engine.state, rows, last + 1500.0, params) == last
     # fewer than recovery_min SIMs with a rhythm of re-opening: no verdict
     assert np.isnan(churn_stopped(engine.state, rows[:4], last + 6 * HOUR, params))
+
+
+def test_churn_in_clock_aligned_bursts_is_no_stop() -> None:
+    # 300 devices re-opening every 30 min, all on the same clock ticks: the group's starts
+    # come in 5-minute bursts every 15 min with 10 quiet minutes between. A quiet of a few
+    # minutes is no end, however many churners there are (a group-wide silence test took
+    # 2 min without any start among 300 rhythms of 30 min for a 1e-4 event, and ended a
+    # 50,000-SIM black hole mid-fault); once they all stop, the end is seen.
+    sims = [iccid(k) for k in range(300)]
+    engine = new_engine(sims)
+    feed = Feed(engine)
+    start = T0 + DAY
+    for j in range(5):
+        for k, sim in enumerate(sims):
+            at = start + j * 1800.0 + (k % 2) * 900.0 + (k // 2) * 2.0
+            feed.session(sim, at, "started", apn="meters.acme", mcc="262", mnc="02")
+    last = start + 4 * 1800.0 + 900.0 + 149 * 2.0
+    rows = np.array([engine.state.row(s) for s in sims])
+    params = EvalParams()
+    for quiet in (120.0, 300.0, 500.0):
+        assert np.isnan(churn_stopped(engine.state, rows, last + quiet, params))
+    # half of them were due again 30 min after their burst: they stopped
+    assert churn_stopped(engine.state, rows, last - 900.0 + 1.25 * 1800.0 + 60.0, params) > 0

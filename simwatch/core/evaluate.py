@@ -133,10 +133,15 @@ class EvalParams:
     recovery_share: float = 0.1
     # ... and after the incident resolved, for this long (beyond any late threshold)
     recovery_hold_s: float = 2 * 86400.0
-    # A black hole's end shows on session-level SIMs only as their churn stopping: once
-    # no churning SIM of an incident re-opened a session for so long that their own
-    # rhythms of re-opening make that this unlikely (Poisson: the expected number of
-    # starts since the last one at least this many nats), its recovery has begun.
+    # A black hole's end shows on session-level SIMs only as their churn stopping
+    # (``churn_stopped``): once no churning SIM of an incident re-opened a session for so
+    # long that their rhythms make it this unlikely (Poisson, in nats), and for longer
+    # than ``churn_stop_slack`` times the longest quiet between their starts in the
+    # window; or once more of them went ``churn_stop_slack`` times their own longest
+    # recent gap without a new start than ``churn_stop_share`` of them (the usual while
+    # they churn), by a Poisson count this unlikely, and at least ``recovery_min``.
+    churn_stop_slack: float = 1.25
+    churn_stop_share: float = 0.1
     churn_stop_nats: float = 9.2  # e^-9.2 = 1e-4
 
 
@@ -400,9 +405,20 @@ def churn_rhythm(
 
 
 def churn_stopped(state: FleetState, rows: np.ndarray, now: float, params: EvalParams) -> float:
-    """When the churning SIMs ``rows`` (of one incident) last re-opened a session, if
-    none did since for longer than their rhythms of re-opening make likely
-    (``EvalParams.churn_stop_nats``); NaN while they may still be churning."""
+    """When the churning SIMs ``rows`` (of one incident) stopped re-opening sessions;
+    NaN while they may still be churning. Two tests, either suffices:
+
+    - the group's silence: no start from any of them for so long that their rhythms of
+      re-opening make it a Poisson chance of ``EvalParams.churn_stop_nats``, and longer
+      than ``churn_stop_slack`` times the group's longest quiet between starts in the
+      window. A fleet's devices report on the same clock ticks, so a large group's
+      starts come in bursts with quiet minutes between them, which the Poisson count
+      alone takes for the end once the group has a few hundred churners;
+    - each SIM on its own clock: so many of them went ``churn_stop_slack`` times their
+      own rhythm without a new start that a group still churning (``churn_stop_share``
+      of its churners that late) shows that count with a chance of ``churn_stop_nats``.
+      Many churners reach this soon after the end, however their starts bunch.
+    """
     now_rel = rel(now)
     ring = _recent_starts(state, rows, now_rel, params)
     # a rhythm needs three starts; a pair of starts close together (a reset, a re-attach)
@@ -413,11 +429,24 @@ def churn_stopped(state: FleetState, rows: np.ndarray, now: float, params: EvalP
     if len(ring) < params.recovery_min:
         return math.nan
     ring.sort(axis=1)  # NaN last: the gaps between consecutive starts
-    longest = np.nanmax(np.diff(ring, axis=1), axis=1)
-    last = float(np.nanmax(ring))
-    gaps = np.maximum(longest, params.churn_quiet_min_s)
-    expected = float(((now_rel - last) / gaps).sum())
-    return last + EPOCH_BASE if expected >= params.churn_stop_nats else math.nan
+    rhythm = np.maximum(np.nanmax(np.diff(ring, axis=1), axis=1), params.churn_quiet_min_s)
+    own_last = np.nanmax(ring, axis=1)
+    starts = np.sort(ring[~np.isnan(ring)])
+    last = float(starts[-1])
+    quiet = now_rel - last
+    if (
+        quiet * float((1.0 / rhythm).sum()) >= params.churn_stop_nats
+        and quiet > params.churn_stop_slack * float(np.diff(starts).max())
+    ):
+        return last + EPOCH_BASE
+    stopped = now_rel - own_last >= params.churn_stop_slack * rhythm
+    count = int(np.count_nonzero(stopped))
+    usual = params.churn_stop_share * len(ring)
+    if count < params.recovery_min or count <= usual:
+        return math.nan
+    if count * math.log(count / usual) - (count - usual) < params.churn_stop_nats:
+        return math.nan
+    return float(own_last[stopped].max()) + EPOCH_BASE
 
 
 def _first_recent_start(ring: np.ndarray, now_rel: int, params: EvalParams) -> np.ndarray:
