@@ -350,9 +350,15 @@ def above_baseline(
 ) -> bool:
     """Whether ``a`` failing of ``n`` members are above their baseline ``e`` (floored at
     ``min_baseline_ratio`` of ``n``) by ``generalize_margin`` nats or more (one-sided
-    Poisson LLR) times ``scale`` (the over-dispersion: quasi-likelihood)."""
+    Poisson LLR) times ``scale`` (the over-dispersion: quasi-likelihood).
+
+    With the floors a cause needs: fewer than ``min_affected`` failing, or an excess
+    ``a - e`` under ``min_excess``, is not above the baseline (a few scattered dead
+    devices never form a cause, nor do they make a part fail), however small ``e``."""
     e = max(e, params.min_baseline_ratio * n)
-    return a > e and a * math.log(a / e) - (a - e) >= params.generalize_margin * scale
+    if a < params.min_affected or a - e < params.min_excess:
+        return False
+    return a * math.log(a / e) - (a - e) >= params.generalize_margin * scale
 
 
 def _alike_llr(
@@ -596,11 +602,10 @@ def _refine(  # noqa: PLR0917 - private helper, called once with all of them
                         c_free[2] - k_stats[2],
                     )
                     ev = -_share_evidence(k_stats, r_stats, floor)
-                    if ev > best_ev:
-                        ra, rn, re_ = r_stats
-                        re_ = max(re_, floor * rn)
-                        if ra > re_ and ra * math.log(ra / re_) - (ra - re_) >= margin:
-                            continue  # the rest fails too, less: C's fault, uneven
+                    if ev > best_ev and above_baseline(
+                        r_stats[0], r_stats[2], r_stats[1], params, scale
+                    ):
+                        continue  # the rest fails too, less: C's fault, uneven
                     if ev > best_ev:
                         best_g, best_ev = kk, ev
         if best_g < 0:
