@@ -1,10 +1,13 @@
-"""Tests for simwatch.core.localize: when a part of a group counts as failing.
+"""Tests for simwatch.core.localize: when a part of a group counts as failing, and a
+whole fleet picked after a cause.
 
 Deterministic tables: ``n_apn`` APNs in ``n_country`` countries on two RATs, 100 SIMs
 per leaf, every count chosen by hand (no sampling), so each test pins one rule.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from simwatch.core.localize import LeafTable, LocalizeParams, above_baseline, localize
 
@@ -73,3 +76,28 @@ def test_three_attributes_kept_when_the_rest_has_a_few_failing_on_a_quiet_baseli
     actual = {(1, 1, 0): 60.0, (1, 1, 1): 3.0}
     t = table(leaves, actual, quiet=frozenset({(1, 1, 1)}))
     assert dims(t) == [{"apn": "apn1", "country": "C1", "rat": "4G"}]
+
+
+def test_a_fleet_picked_after_a_cause_it_does_not_explain_is_named_beside_it() -> None:
+    # APN 0 in country 1 loses 90 of 100 SIMs per leaf; every other leaf fails at twice
+    # its baseline (1 of 100 against 0.5). That mild elevation of everything else is
+    # significant over 198 leaves, so the greedy explanation picks the whole fleet after
+    # the APN's country; the fleet's other leaves are far from failing like it, so the
+    # fleet must not swallow it.
+    leaves = grid(10, 10)
+    actual = dict.fromkeys(leaves, 1.0)
+    for r in range(2):
+        actual[0, 1, r] = 90.0
+    t = table(leaves, actual, expected=0.5)
+    assert dims(t) == [{}, {"apn": "apn0", "country": "C1"}]
+
+
+def test_a_fleet_wide_fault_worse_in_one_place_is_the_fleet() -> None:
+    # everything fails at 60 %, APN 0 in country 1 at 90 %: one fleet-wide fault
+    leaves = grid(10, 10)
+    actual = dict.fromkeys(leaves, 60.0)
+    for r in range(2):
+        actual[0, 1, r] = 90.0
+    t = table(leaves, actual, expected=0.5)
+    assert dims(t) == [{}]
+    assert np.isclose(localize(t)[0].total, SIMS * len(leaves))

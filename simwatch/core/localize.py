@@ -765,6 +765,33 @@ def _joint_split(  # noqa: PLR0917 - private helper, called once with all of the
     return [h for h, _ in picks] if apart else [g]
 
 
+def _residual_fleet(
+    picked: list[tuple[int, npt.NDArray[np.bool_]]],
+    leaf_stats: tuple[FloatArray, FloatArray, FloatArray],
+    params: LocalizeParams,
+) -> int:
+    """Index in ``picked`` of a whole fleet (group 0) picked after causes whose fault its
+    other leaves do not share; -1 if none.
+
+    A later pick covering an earlier one replaces it (the parent explains it). The whole
+    fleet picked after causes is the residual over everything they leave: when its other
+    leaves (outside all of them) fail like none of them (:func:`_fails_alike`: likelier
+    at their baseline than at the cause's excess share), they are no part of those
+    faults, and replacing the causes by the fleet would hide them behind a milder
+    elevation of everything else. Such a fleet is named beside them, not in their
+    place. A fleet whose other leaves fail like a cause (a fleet-wide fault, worse in
+    one place) replaces it as before."""
+    for k, (h, fleet) in enumerate(picked):
+        if h != 0 or k == 0:
+            continue
+        rest = fleet.copy()
+        for _, m in picked[:k]:
+            rest &= ~m
+        if not any(_fails_alike(rest, m, leaf_stats, params) for _, m in picked[:k]):
+            return k
+    return -1
+
+
 def quick_check(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> bool:
     """Cheap necessary condition for any cause: False means :func:`localize` returns ``[]``.
 
@@ -875,10 +902,11 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
         if g2 != g:
             ci = int(groups.cuboid_of[g2])
             picked[i] = (g2, groups.local[ci] == g2 - int(groups.offsets[ci]))
+    residual = _residual_fleet(picked, leaf_stats, params)  # covers no cause
     kept: list[tuple[int, npt.NDArray[np.bool_]]] = []
     for i, (g, m) in enumerate(picked):
         covered = any(
-            k != i and (np.all(om[m]) and (not np.all(m[om]) or k < i))
+            k not in {i, residual} and (np.all(om[m]) and (not np.all(m[om]) or k < i))
             for k, (_, om) in enumerate(picked)
         )
         if not covered:
