@@ -37,7 +37,9 @@ Method (see docs/localization.md for the long form):
    pick's, uneven). A sibling cause never carries the climb over the parent's
    healthy children. The move repeats from the new group.
 6. If a cause picked later covers an earlier one (its leaves are a superset),
-   the earlier one is dropped: the parent explains it.
+   the earlier one is dropped: the parent explains it. Except the whole fleet
+   picked after causes whose fault its other leaves do not share
+   (:func:`_residual_fleet`): it is named beside them.
 
 The core is pure: no I/O, no clock, no global state.
 """
