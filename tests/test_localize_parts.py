@@ -101,3 +101,20 @@ def test_a_fleet_wide_fault_worse_in_one_place_is_the_fleet() -> None:
     t = table(leaves, actual, expected=0.5)
     assert dims(t) == [{}]
     assert np.isclose(localize(t)[0].total, SIMS * len(leaves))
+
+
+def test_children_inside_one_child_on_another_attribute_are_that_child() -> None:
+    # dims apn, country, partner (a partner belongs to one country). APN 0 fails in
+    # country C1 (partners P0, P1 and the tiny P2: 60 of 100, 21 of 40, 3 of 5); its
+    # 101 SIMs elsewhere (partner P3 in C2) have 1 silent SIM, none expected. The greedy
+    # pick is the whole APN, whose failing partners P0 and P1 both lie in one country:
+    # the cause is the APN in C1, not two partners.
+    dims_ = ("apn", "country", "partner")
+    partners = {"P0": "C1", "P1": "C1", "P2": "C1", "P3": "C2", "P4": "C2", "P5": "C3"}
+    apn0 = {"P0": (60.0, 100.0, 1.1), "P1": (21.0, 40.0, 0.4), "P2": (3.0, 5.0, 0.1)}
+    apn0["P3"] = (1.0, 101.0, 0.0)
+    rows = [(("apn0", partners[p], p), a, n, e) for p, (a, n, e) in apn0.items()] + [
+        ((f"apn{k}", c, p), 1.0, SIMS, 1.0) for k in range(1, 6) for p, c in partners.items()
+    ]
+    t = LeafTable.from_rows(dims_, rows)
+    assert [dict(c.dims) for c in localize(t)] == [{"apn": "apn0", "country": "C1"}]

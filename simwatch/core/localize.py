@@ -439,8 +439,11 @@ def _split(  # noqa: PLR0917 - private helper, called once with all of them
     each attribute the parent leaves free: its significant children on it that fail
     like the strongest of them (:func:`_fails_alike`) are the failing ones; if there
     are at least two and the parent's other children are healthy (:func:`healthy_part`),
-    they replace the parent. Of several attributes that split so, the one naming the
-    fewest children wins, then the higher total score. ``[g]`` when none does.
+    they replace the parent, unless one significant child of the parent on another
+    attribute holds them all (:func:`_one_child_holds`: the partners of one country,
+    for the APN in that country; the move to that child names it). Of several
+    attributes that split so, the one naming the fewest children wins, then the higher
+    total score. ``[g]`` when none does.
     """
     ci = int(groups.cuboid_of[g])
     cub = groups.cuboids[ci]
@@ -472,10 +475,43 @@ def _split(  # noqa: PLR0917 - private helper, called once with all of them
             continue
         if _alike_llr(rest, failing, leaf_stats, params) > 0.0:
             continue  # the other children fail like them: the parent it is
+        if _one_child_holds(failing, d, g, p_mask, groups, cub_index, ok, n_dims):
+            continue  # parts of one child on another attribute: the move to it (step 6)
         key = (float(len(kids)), -float(score[kids].sum()))
         if key < best_key:
             best, best_key = kids, key
     return best
+
+
+def _one_child_holds(  # noqa: PLR0917 - private helper
+    failing: npt.NDArray[np.bool_],
+    d: int,
+    g: int,
+    p_mask: npt.NDArray[np.bool_],
+    groups: _Groups,
+    cub_index: Mapping[tuple[int, ...], int],
+    ok: npt.NDArray[np.bool_],
+    n_dims: int,
+) -> bool:
+    """Whether one significant child of group ``g`` on an attribute other than ``d``,
+    smaller than ``g``, holds all the ``failing`` leaves (the children on ``d`` are parts
+    of one child on another attribute: name that one, by the move to a child)."""
+    cub = groups.cuboids[int(groups.cuboid_of[g])]
+    leaf = int(np.flatnonzero(failing)[0])
+    n_p = int(np.count_nonzero(p_mask))
+    for d2 in range(n_dims):
+        if d2 == d or d2 in cub:
+            continue
+        ki = cub_index.get(tuple(sorted((*cub, d2))))
+        if ki is None:
+            continue
+        local = groups.local[ki]
+        k_mask = local == local[leaf]
+        if not ok[int(local[leaf] + groups.offsets[ki])]:
+            continue
+        if np.all(k_mask[failing]) and int(np.count_nonzero(k_mask)) < n_p:
+            return True
+    return False
 
 
 def _share_loglik(a: float, e: float, extra: float) -> float:
