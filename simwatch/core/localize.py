@@ -37,7 +37,9 @@ Method (see docs/localization.md for the long form):
    pick's, uneven). A sibling cause never carries the climb over the parent's
    healthy children. The move repeats from the new group.
 6. If a cause picked later covers an earlier one (its leaves are a superset),
-   the earlier one is dropped: the parent explains it.
+   the earlier one is dropped: the parent explains it. Except the whole fleet
+   picked after causes whose fault its other leaves do not share
+   (:func:`_residual_fleet`): it is named beside them.
 
 The core is pure: no I/O, no clock, no global state.
 """
@@ -350,9 +352,15 @@ def above_baseline(
 ) -> bool:
     """Whether ``a`` failing of ``n`` members are above their baseline ``e`` (floored at
     ``min_baseline_ratio`` of ``n``) by ``generalize_margin`` nats or more (one-sided
-    Poisson LLR) times ``scale`` (the over-dispersion: quasi-likelihood)."""
+    Poisson LLR) times ``scale`` (the over-dispersion: quasi-likelihood).
+
+    With the floors a cause needs: fewer than ``min_affected`` failing, or an excess
+    ``a - e`` under ``min_excess``, is not above the baseline (a few scattered dead
+    devices never form a cause, nor do they make a part fail), however small ``e``."""
     e = max(e, params.min_baseline_ratio * n)
-    return a > e and a * math.log(a / e) - (a - e) >= params.generalize_margin * scale
+    if a < params.min_affected or a - e < params.min_excess:
+        return False
+    return a * math.log(a / e) - (a - e) >= params.generalize_margin * scale
 
 
 def _alike_llr(
@@ -431,8 +439,11 @@ def _split(  # noqa: PLR0917 - private helper, called once with all of them
     each attribute the parent leaves free: its significant children on it that fail
     like the strongest of them (:func:`_fails_alike`) are the failing ones; if there
     are at least two and the parent's other children are healthy (:func:`healthy_part`),
-    they replace the parent. Of several attributes that split so, the one naming the
-    fewest children wins, then the higher total score. ``[g]`` when none does.
+    they replace the parent, unless one significant child of the parent on another
+    attribute holds them all (:func:`_one_child_holds`: the partners of one country,
+    for the APN in that country; the move to that child names it). Of several
+    attributes that split so, the one naming the fewest children wins, then the higher
+    total score. ``[g]`` when none does.
     """
     ci = int(groups.cuboid_of[g])
     cub = groups.cuboids[ci]
@@ -464,10 +475,43 @@ def _split(  # noqa: PLR0917 - private helper, called once with all of them
             continue
         if _alike_llr(rest, failing, leaf_stats, params) > 0.0:
             continue  # the other children fail like them: the parent it is
+        if _one_child_holds(failing, d, g, p_mask, groups, cub_index, ok, n_dims):
+            continue  # parts of one child on another attribute: the move to it (step 6)
         key = (float(len(kids)), -float(score[kids].sum()))
         if key < best_key:
             best, best_key = kids, key
     return best
+
+
+def _one_child_holds(  # noqa: PLR0917 - private helper
+    failing: npt.NDArray[np.bool_],
+    d: int,
+    g: int,
+    p_mask: npt.NDArray[np.bool_],
+    groups: _Groups,
+    cub_index: Mapping[tuple[int, ...], int],
+    ok: npt.NDArray[np.bool_],
+    n_dims: int,
+) -> bool:
+    """Whether one significant child of group ``g`` on an attribute other than ``d``,
+    smaller than ``g``, holds all the ``failing`` leaves (the children on ``d`` are parts
+    of one child on another attribute: name that one, by the move to a child)."""
+    cub = groups.cuboids[int(groups.cuboid_of[g])]
+    leaf = int(np.flatnonzero(failing)[0])
+    n_p = int(np.count_nonzero(p_mask))
+    for d2 in range(n_dims):
+        if d2 == d or d2 in cub:
+            continue
+        ki = cub_index.get(tuple(sorted((*cub, d2))))
+        if ki is None:
+            continue
+        local = groups.local[ki]
+        k_mask = local == local[leaf]
+        if not ok[int(local[leaf] + groups.offsets[ki])]:
+            continue
+        if np.all(k_mask[failing]) and int(np.count_nonzero(k_mask)) < n_p:
+            return True
+    return False
 
 
 def _share_loglik(a: float, e: float, extra: float) -> float:
@@ -596,11 +640,10 @@ def _refine(  # noqa: PLR0917 - private helper, called once with all of them
                         c_free[2] - k_stats[2],
                     )
                     ev = -_share_evidence(k_stats, r_stats, floor)
-                    if ev > best_ev:
-                        ra, rn, re_ = r_stats
-                        re_ = max(re_, floor * rn)
-                        if ra > re_ and ra * math.log(ra / re_) - (ra - re_) >= margin:
-                            continue  # the rest fails too, less: C's fault, uneven
+                    if ev > best_ev and above_baseline(
+                        r_stats[0], r_stats[2], r_stats[1], params, scale
+                    ):
+                        continue  # the rest fails too, less: C's fault, uneven
                     if ev > best_ev:
                         best_g, best_ev = kk, ev
         if best_g < 0:
@@ -760,6 +803,33 @@ def _joint_split(  # noqa: PLR0917 - private helper, called once with all of the
     return [h for h, _ in picks] if apart else [g]
 
 
+def _residual_fleet(
+    picked: list[tuple[int, npt.NDArray[np.bool_]]],
+    leaf_stats: tuple[FloatArray, FloatArray, FloatArray],
+    params: LocalizeParams,
+) -> int:
+    """Index in ``picked`` of a whole fleet (group 0) picked after causes whose fault its
+    other leaves do not share; -1 if none.
+
+    A later pick covering an earlier one replaces it (the parent explains it). The whole
+    fleet picked after causes is the residual over everything they leave: when its other
+    leaves (outside all of them) fail like none of them (:func:`_fails_alike`: likelier
+    at their baseline than at the cause's excess share), they are no part of those
+    faults, and replacing the causes by the fleet would hide them behind a milder
+    elevation of everything else. Such a fleet is named beside them, not in their
+    place. A fleet whose other leaves fail like a cause (a fleet-wide fault, worse in
+    one place) replaces it as before."""
+    for k, (h, fleet) in enumerate(picked):
+        if h != 0 or k == 0:
+            continue
+        rest = fleet.copy()
+        for _, m in picked[:k]:
+            rest &= ~m
+        if not any(_fails_alike(rest, m, leaf_stats, params) for _, m in picked[:k]):
+            return k
+    return -1
+
+
 def quick_check(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> bool:
     """Cheap necessary condition for any cause: False means :func:`localize` returns ``[]``.
 
@@ -870,10 +940,11 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
         if g2 != g:
             ci = int(groups.cuboid_of[g2])
             picked[i] = (g2, groups.local[ci] == g2 - int(groups.offsets[ci]))
+    residual = _residual_fleet(picked, leaf_stats, params)  # covers no cause
     kept: list[tuple[int, npt.NDArray[np.bool_]]] = []
     for i, (g, m) in enumerate(picked):
         covered = any(
-            k != i and (np.all(om[m]) and (not np.all(m[om]) or k < i))
+            k not in {i, residual} and (np.all(om[m]) and (not np.all(m[om]) or k < i))
             for k, (_, om) in enumerate(picked)
         )
         if not covered:
