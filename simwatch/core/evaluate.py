@@ -434,10 +434,8 @@ def churn_stopped(state: FleetState, rows: np.ndarray, now: float, params: EvalP
     starts = np.sort(ring[~np.isnan(ring)])
     last = float(starts[-1])
     quiet = now_rel - last
-    if (
-        quiet * float((1.0 / rhythm).sum()) >= params.churn_stop_nats
-        and quiet > params.churn_stop_slack * float(np.diff(starts).max())
-    ):
+    unlikely = quiet * float((1.0 / rhythm).sum()) >= params.churn_stop_nats
+    if unlikely and quiet > params.churn_stop_slack * float(np.diff(starts).max()):
         return last + EPOCH_BASE
     stopped = now_rel - own_last >= params.churn_stop_slack * rhythm
     count = int(np.count_nonzero(stopped))
