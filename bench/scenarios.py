@@ -32,7 +32,7 @@ import orjson
 
 from simwatch.sim.config import REGIMES
 from simwatch.sim.scenarios import SCENARIOS
-from simwatch.sim.scoring import FaultScore, ScenarioScore, run_scenario
+from simwatch.sim.scoring import EVIDENCE_SIMS, FaultScore, ScenarioScore, run_scenario
 
 PER_SIM = ("wrong_apn", "data_cap", "session_flapping")
 
@@ -97,6 +97,7 @@ class Sweep:
         self.detect: dict[tuple[str, str, str], list[float]] = defaultdict(list)
         self.resolve: dict[tuple[str, str, str], list[float]] = defaultdict(list)
         self.back: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+        self.evidence: dict[tuple[str, str, str], list[float]] = defaultdict(list)
         self.missed: dict[tuple[str, str, str], list[int]] = defaultdict(list)
         self.false_pages: dict[tuple[str, str], list[int]] = defaultdict(list)
         # (regime, scenario, kind) -> seed -> one cell of the per-seed table
@@ -128,16 +129,20 @@ class Sweep:
                 self.resolve[key].append(f.resolve_s)
             if f.data_back_s is not None:
                 self.back[key].append(f.data_back_s)
+            if f.evidence_s is not None:
+                self.evidence[key].append(f.evidence_s)
             mark = "" if f.meets_target else "*"
+            shown = "" if f.evidence_s is None else f"({_mins(f.evidence_s)})"
             self.cells[key][seed] = (
-                f"{_mins(f.detect_s)}/{_mins(f.resolve_s)}{mark}{fp}"
+                f"{_mins(f.detect_s)}{shown}/{_mins(f.resolve_s)}{mark}{fp}"
                 if f.incident_id
                 else f"not found{fp}"
             )
             print(
                 f"  {f.kind:<18} {dims}  {f.incident_id or 'NOT FOUND'}  "
                 f"detect {minutes(f.detect_s)} (bound {minutes(f.detect_bound_s)}, "
-                f"target {minutes(f.target_s)})  "
+                f"target {minutes(f.target_s)}, "
+                f"{EVIDENCE_SIMS} SIMs showed it {minutes(f.evidence_s)})  "
                 f"resolve {minutes(f.resolve_s)} after the end "
                 f"(data back {minutes(f.data_back_s)})"
                 f"{'' if f.meets_target else '  MISSES TARGET'}"
@@ -163,12 +168,13 @@ class Sweep:
     def summary(self, markdown: bool) -> None:
         head = (
             "| regime | scenario | fault | detect median / worst (min) | "
+            f"{EVIDENCE_SIMS} SIMs showed it (min) | "
             "resolve median / worst (min) | data back median / worst (min) | "
             "seeds missing the target | false pages |"
         )
         if markdown:
             print(head)
-            print("|---|---|---|---|---|---|---|---|")
+            print("|---|---|---|---|---|---|---|---|---|")
         for regime, name, kind in self.keys():
             key = (regime, name, kind)
             cells = [
@@ -176,6 +182,7 @@ class Sweep:
                 name,
                 kind or "(none)",
                 _cell(self.detect.get(key, [])),
+                _cell(self.evidence.get(key, [])),
                 _cell(self.resolve.get(key, [])),
                 _cell(self.back.get(key, [])),
                 ",".join(str(s) for s in self.missed.get(key, [])) or "none",
@@ -184,7 +191,8 @@ class Sweep:
             _row(cells, markdown)
 
     def per_seed(self, seeds: list[int], markdown: bool) -> None:
-        """One row per regime, scenario and fault, one column per seed: detection /
+        """One row per regime, scenario and fault, one column per seed: detection
+        (when EVIDENCE_SIMS of its SIMs had shown a fault the network reports) /
         resolution in minutes, * when the run missed the issue's target, +N FP for false
         pages in that run."""
         cells = ["regime", "scenario", "fault", *[f"seed {s}" for s in seeds]]

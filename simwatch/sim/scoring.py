@@ -17,6 +17,7 @@ import numpy as np
 import orjson
 
 from simwatch.core.engine import CycleResult, Engine
+from simwatch.core.state import rel
 from simwatch.core.timeutil import parse_rfc3339
 from simwatch.shell.replay import replay_files
 from simwatch.sim.scenarios import SCENARIOS, write_scenario
@@ -44,6 +45,11 @@ TARGET_RESOLVE_S = 15 * 60.0
 # a windowed feed delivers it after the window closes, a session-level one when the
 # session does).
 DATA_BACK_SHARE = 0.1
+# ... and beside the detection of a fault the network reports: when this many of its SIMs
+# had a session ended with a failure cause, a reject or a move to another partner since
+# its start (a page resting on fewer is one no method could justify; the localization's
+# ``min_affected``).
+EVIDENCE_SIMS = 5
 
 # The finding a per-SIM fault must produce for each of its SIMs.
 FINDING_OF_FAULT = {
@@ -66,6 +72,9 @@ class FaultScore:
     # fault end -> the first cycle at which DATA_BACK_SHARE of its SIMs had sent data
     # sent after the end (None: not within the replay)
     data_back_s: float | None = None
+    # fault start -> the first cycle at which EVIDENCE_SIMS of its SIMs had shown it in
+    # the network's records (network-reported kinds only; None: never)
+    evidence_s: float | None = None
 
     @property
     def meets_target(self) -> bool:
@@ -166,11 +175,42 @@ class DataBack:
                 self.at[i] = now
 
 
+class FirstEvidence:
+    """Per fault the network reports, the first cycle at which ``EVIDENCE_SIMS`` of its
+    SIMs had a failure end, a reject or a partner change recorded since its start: the
+    earliest the records let anyone page on it."""
+
+    def __init__(self, truth: dict[str, Any]) -> None:
+        self._faults = [
+            (i, parse_rfc3339(f["start"]), list(f["iccids"]))
+            for i, f in enumerate(truth["faults"])
+            if f["group"] and f["iccids"] and f["kind"] in NETWORK_REPORTED
+        ]
+        self.at: dict[int, float] = {}
+        self._rows: dict[int, np.ndarray] = {}
+
+    def observe(self, engine: Engine, now: float) -> None:
+        c = engine.state.cols
+        for i, start, iccids in self._faults:
+            if i in self.at or now < start:
+                continue
+            if i not in self._rows:
+                rows = np.array([engine.state.row(x) for x in iccids], np.int64)
+                self._rows[i] = rows[rows >= 0]
+            rows = self._rows[i]
+            since = rel(start)
+            shown = (c.fail_at[rows] >= since) | (c.reject_at[rows] >= since)
+            shown |= c.moved_at[rows] >= since
+            if int(shown.sum()) >= EVIDENCE_SIMS:
+                self.at[i] = now
+
+
 def score(
     engine: Engine,
     truth: dict[str, Any],
     findings: dict[str, set[str]],
     data_back: DataBack | None = None,
+    evidence: FirstEvidence | None = None,
 ) -> ScenarioScore:
     """Compare the engine's incidents (after a full replay) with the ground truth."""
     pages: list[Incident] = [i for i in engine.incidents.all() if i.severity == "page"]
@@ -194,6 +234,8 @@ def score(
         result.target_s = target_s(fault["kind"], truth["config"].get("regime", "r1"), interval)
         if data_back is not None and index in data_back.at:
             result.data_back_s = data_back.at[index] - end
+        if evidence is not None and index in evidence.at:
+            result.evidence_s = evidence.at[index] - start
         incident = by_key.get(_key(fault["dims"]))
         if incident is None:
             continue
@@ -229,10 +271,12 @@ def run_scenario(
     probes = probe_times(truth)
     findings: dict[str, set[str]] = {}
     data_back = DataBack(truth)
+    evidence = FirstEvidence(truth)
 
     def on_cycle(result: CycleResult) -> None:
         now = result.evaluation.now
         data_back.observe(engine, now)
+        evidence.observe(engine, now)
         while probes and probes[0][0] <= now:
             for iccid in probes.pop(0)[1]:
                 found = engine.diagnose(iccid, now) or []
@@ -241,4 +285,4 @@ def run_scenario(
     replay_files(
         paths["inventory"], paths["records"], wall_now=wall_now, on_cycle=on_cycle, engine=engine
     )
-    return score(engine, truth, findings, data_back), truth
+    return score(engine, truth, findings, data_back, evidence), truth
