@@ -151,7 +151,7 @@ class Evaluation:
     n: int
     states: np.ndarray  # int8 per SIM: SimState values, or INACTIVE
     why: np.ndarray  # uint8 per SIM: Why bit flags
-    counted: np.ndarray  # bool per SIM: expected to report and learned (part of group statistics)
+    counted: np.ndarray  # bool per SIM: active, seen and judged (in group statistics)
     overdue: np.ndarray  # bool per SIM: counted, late or silent, and not explained per SIM
     evidence: np.ndarray  # uint8 per SIM: Evidence bit flags (counted SIMs only)
     # bool per SIM: overdue, but in a group whose recovery has begun and not late again
@@ -752,11 +752,17 @@ def evaluate(
     if session_rows.size:  # judged by its sessions: known once one was seen
         learned[session_rows] = True
     leaf = c.leaf[:n]
-    counted = (states != INACTIVE) & (states != SimState.NEVER_SEEN) & learned & (leaf >= 0)
-    explained = (why & (Why.WRONG_APN | Why.DATA_CAP)) != 0
-    overdue = counted & ((states == SimState.LATE) | (states == SimState.SILENT)) & ~explained
-    overdue &= ~windowed_recovering(state, now, overdue, why, params)
     evidence = network_evidence(state, now, why, params)
+    # A SIM is in its group's counts when it can be judged: by its learned rhythm, or by
+    # its live session (the network reports a dropped or refused one whatever the
+    # device's rhythm: a daily reporter with one gap seen is never overdue, but its
+    # session dropped with a failure cause is evidence like any other).
+    judged = learned | (c.session_open[:n] == 1) | (evidence != 0)
+    counted = (states != INACTIVE) & (states != SimState.NEVER_SEEN) & judged & (leaf >= 0)
+    explained = (why & (Why.WRONG_APN | Why.DATA_CAP)) != 0
+    late = (states == SimState.LATE) | (states == SimState.SILENT)
+    overdue = counted & learned & late & ~explained
+    overdue &= ~windowed_recovering(state, now, overdue, why, params)
     if recovery_onset is not None:
         churning = (evidence & Evidence.CHURN) != 0
         awaiting = awaiting_report(
