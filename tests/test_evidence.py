@@ -22,6 +22,8 @@ from simwatch.core.state import FleetState
 from simwatch.http.views import sim_view
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from simwatch.core.engine import Engine
 
 SIMS = 120
@@ -35,10 +37,12 @@ def mnc(k: int) -> str:
     return "02" if k % 2 == 0 else "01"
 
 
-def learned_fleet() -> tuple[Engine, Feed, float]:
+def learned_fleet(extra: Sequence[str] = ()) -> tuple[Engine, Feed, float]:
     """Three days of 30-minute reports, evaluated every 10 minutes; returns the time the
-    history ends at (each SIM's last report within the last 30 minutes before it)."""
-    engine = new_engine([iccid(k) for k in range(SIMS)], eval_interval_s=EVAL_S, warmup_s=DAY)
+    history ends at (each SIM's last report within the last 30 minutes before it).
+    ``extra`` SIMs are in the inventory too, with no records."""
+    sims = [iccid(k) for k in range(SIMS)] + list(extra)
+    engine = new_engine(sims, eval_interval_s=EVAL_S, warmup_s=DAY)
     feed = Feed(engine)
     offsets = np.random.default_rng(1).uniform(0, PERIOD_S, SIMS)
     events = sorted(
@@ -104,6 +108,35 @@ def test_failure_ends_open_the_partner_incident_in_minutes() -> None:
     engine.evaluate(end + 720.0)
     assert engine.last_evaluation is not None
     assert int(engine.last_evaluation.evidence.sum()) == 0
+
+
+def test_a_dropped_session_is_evidence_whatever_the_sims_rhythm() -> None:
+    # 20 more SIMs on 26202 report once a day: two gaps seen, no rhythm learned, so they
+    # are never overdue. Their data sessions are open, and the network drops them: that
+    # is evidence like any other drop, so they are in the group's counts.
+    daily = [iccid(SIMS + k) for k in range(20)]
+    engine, feed, end = learned_fleet(daily)
+    for sim in daily:
+        for day in range(3):
+            feed.usage(sim, T0 + 0.5 * DAY + day * DAY, mnc="02")
+        feed.session(sim, end - 3600.0, "started", mnc="02")
+    engine.evaluate(end + 60.0)
+    rows = np.array([engine.state.row(sim) for sim in daily])
+    assert not engine.state.rhythm.learned(len(engine.state))[rows].any()
+    evaluation = engine.last_evaluation
+    assert evaluation is not None
+    assert evaluation.counted[rows].all()  # judged by their live sessions
+    assert not evaluation.overdue[rows].any()
+    for n, sim in enumerate(daily):
+        feed.session(sim, end + 65.0 + n, "ended", end_cause="network_failure")
+    opened = run_minutes(engine, end + 60.0, 10)
+    assert opened is not None
+    assert opened <= 5 * 60
+    assert group_incidents(engine) == [{"partner": "26202"}]
+    (incident,) = engine.incidents.open.values()
+    evidence = incident.to_json()["evidence"]
+    assert isinstance(evidence, dict)
+    assert evidence["failure_end"] == len(daily)
 
 
 def test_rejects_open_the_partner_incident_with_their_cause() -> None:
