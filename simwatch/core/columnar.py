@@ -391,16 +391,18 @@ class ColumnarDecoder:
 
         raws: list[_Raw | None] | None = None
         limit = self.scalar.max_line_bytes
-        if set(map(type, lines)) == {bytes} and max(map(len, lines)) <= limit:
+        all_bytes = set(map(type, lines)) == {bytes}
+        if all_bytes and max(map(len, lines)) <= limit:
             try:  # one C call per line (one value per line, whatever the line holds)
                 raws = list(map(self._lines.decode, lines))
             except (msgspec.DecodeError, msgspec.ValidationError):
                 raws = None
         if raws is None:
             raws = self._one_by_one(lines, limit)
-        for i, line in enumerate(lines):  # msgspec lets invalid UTF-8 in ignored keys pass
-            if raws[i] is not None and type(line) is bytes and not _utf8(line):
-                raws[i] = None  # the scalar decoder rejects it, with its reason
+        if not (all_bytes and b"".join(lines).isascii()):  # type: ignore[arg-type]
+            for i, line in enumerate(lines):  # msgspec lets invalid UTF-8 in ignored keys pass
+                if raws[i] is not None and type(line) is bytes and not _utf8(line):
+                    raws[i] = None  # the scalar decoder rejects it, with its reason
         return self._finish(raws, lines, now)
 
     def decode_payloads(self, payloads: Sequence[bytes], now: float) -> DecodedBatch:

@@ -194,25 +194,25 @@ class Ingestor:
         self, mcc: list[str | None], mnc: list[str | None]
     ) -> tuple[np.ndarray, np.ndarray]:
         """Partner codes (ABSENT without MCC or MNC, UNKNOWN when not registered) and
-        their country codes (UNKNOWN when not cached yet)."""
-        pairs = list(zip(mcc, mnc, strict=True))
+        their country codes (UNKNOWN when not cached yet): MCC and MNC factorized apart,
+        then one lookup per distinct pair."""
+        mcc_f, mcc_values = _factorize(mcc)
+        mnc_f, mnc_values = _factorize(mnc)
+        pair = mcc_f * len(mnc_values) + mnc_f
+        uniq, back = np.unique(pair, return_inverse=True)
         state = self.state
-        partner: dict[tuple[str | None, str | None], int] = {}
-        country: dict[tuple[str | None, str | None], int] = {}
-        for pair in set(pairs):
-            m, n = pair
+        partner = np.empty(uniq.size, np.int64)
+        country = np.empty(uniq.size, np.int64)
+        for k, code in enumerate(uniq.tolist()):
+            m, n = mcc_values[code // len(mnc_values)], mnc_values[code % len(mnc_values)]
             if m is None or n is None:
-                partner[pair] = country[pair] = _ABSENT
+                partner[k] = country[k] = _ABSENT
                 continue
-            code = state.partners.find(m + n)
-            partner[pair] = code
-            found = self._country_of_partner.get(code) if code >= 0 else None
-            country[pair] = _UNKNOWN if found is None else found
-        size = len(pairs)
-        return (
-            np.fromiter(map(partner.__getitem__, pairs), np.int64, size),
-            np.fromiter(map(country.__getitem__, pairs), np.int64, size),
-        )
+            found_partner = state.partners.find(m + n)
+            partner[k] = found_partner
+            found = self._country_of_partner.get(found_partner) if found_partner >= 0 else None
+            country[k] = _UNKNOWN if found is None else found
+        return partner[back], country[back]
 
     def _vectorizable(  # noqa: PLR0917 - the batch's columns, positional
         self,
@@ -283,9 +283,9 @@ class Ingestor:
         bare = ~has_attr & (seen == NEVER) & (cols.leaf[r] < 0)
         check = np.flatnonzero((changed | bare) & keep)
         if check.size:
-            keys, back = np.unique(key[check], axis=0, return_inverse=True)
-            exists = np.array([state.find_leaf(tuple(k)) >= 0 for k in keys.tolist()], np.bool_)
-            keep[check] = exists[back.ravel()]
+            keys, back = _distinct_rows(key[check])
+            exists = np.array([state.find_leaf(k) >= 0 for k in keys], np.bool_)
+            keep[check] = exists[back]
         sel = np.flatnonzero(keep)
         codes = {
             "apn": apn_c[sel],
@@ -513,10 +513,10 @@ class Ingestor:
         if not state.dims:
             return np.full(rows.size, state.leaf_id(()), np.int64)
         key = np.stack([state.dim_column(d)[rows] for d in state.dims], axis=1)
-        keys, back = np.unique(key.astype(np.int64), axis=0, return_inverse=True)
+        keys, back = _distinct_rows(key.astype(np.int64))
         leaf_id = state.leaf_id
-        ids = np.array([leaf_id(tuple(k)) for k in keys.tolist()], np.int64)
-        return ids[back.ravel()]
+        ids = np.array([leaf_id(k) for k in keys], np.int64)
+        return ids[back]
 
     def _row(self, iccid: str) -> int:
         state = self.state
@@ -756,6 +756,31 @@ class Ingestor:
         elif kind in ("detach", "purge", "throttled") and t >= cols.session_start[row]:
             cols.session_open[row] = 0
             cols.session_end[row] = max(int(cols.session_end[row]), t)
+
+
+def _factorize(values: list[str | None]) -> tuple[np.ndarray, list[str | None]]:
+    """Per element the index of its value in the returned list of distinct values."""
+    distinct = list(set(values))
+    lut = {v: i for i, v in enumerate(distinct)}
+    return np.fromiter(map(lut.__getitem__, values), np.int64, len(values)), distinct
+
+
+def _distinct_rows(key: np.ndarray) -> tuple[list[tuple[int, ...]], np.ndarray]:
+    """The distinct rows of a 2-D int64 array (as tuples) and each row's index among
+    them: the columns combined into one int64 (mixed radix) when it fits, so one 1-D
+    ``np.unique`` instead of the slow ``axis=0`` one."""
+    if key.shape[0] == 0:
+        return [], np.zeros(0, np.intp)
+    low = key.min(axis=0)
+    span = key.max(axis=0) - low + 1
+    if float(np.prod(span.astype(np.float64))) >= 2.0**62:
+        keys, back = np.unique(key, axis=0, return_inverse=True)
+        return [tuple(k) for k in keys.tolist()], back.ravel()
+    combined = np.zeros(key.shape[0], np.int64)
+    for j in range(key.shape[1]):
+        combined = combined * int(span[j]) + (key[:, j] - low[j])
+    _, first, back = np.unique(combined, return_index=True, return_inverse=True)
+    return [tuple(k) for k in key[first].tolist()], back.ravel()
 
 
 def _int(value: object) -> int:
