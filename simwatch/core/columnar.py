@@ -329,24 +329,49 @@ _EVENT_OK: Final = frozenset(EVENT_TYPES)
 
 def _present(values: list[str | None], *, nonempty: bool = False) -> np.ndarray:
     """Per row: not None (and with ``nonempty`` not "")."""
+    if nonempty:  # bool(None) and bool("") are False
+        return np.fromiter(map(bool, values), np.bool_, len(values))
     arr = np.array(values, dtype=object)
     # elementwise comparison with None on an object array (not an identity test)
-    return arr.astype(np.bool_) if nonempty else arr != None  # noqa: E711
+    return arr != None  # noqa: E711
 
 
 def _pick(mask: np.ndarray, values: list[str | None], other: list[str | None] | None) -> list[Any]:
-    """``values`` where ``mask``, else ``other`` (or None)."""
+    """``values`` where ``mask``, else ``other`` (or None).
+
+    The common case costs a count: ``values`` None wherever ``mask`` is False (a record
+    carries no field of another kind) and, with ``other``, ``other`` None wherever
+    ``mask`` is True."""
+    inside = np.flatnonzero(mask).tolist()
+    n = len(values)
+    if _none_outside(values, inside, n):
+        if other is None:
+            return values
+        outside = np.flatnonzero(~mask).tolist()
+        if _none_outside(other, outside, n):  # disjoint: each row's one given value
+            return [b if a is None else a for a, b in zip(values, other, strict=True)]
     alt: Any = None if other is None else np.array(other, dtype=object)
     return np.where(mask, np.array(values, dtype=object), alt).tolist()  # type: ignore[no-any-return]
+
+
+def _none_outside(values: list[Any], inside: list[int], n: int) -> bool:
+    """Whether ``values`` is None at every row not in ``inside``: the Nones outside are
+    all Nones less those inside."""
+    nones = values.count(None)
+    if nones == n:
+        return True
+    if nones < n - len(inside):
+        return False
+    return nones - [values[i] for i in inside].count(None) == n - len(inside)
 
 
 def _counts(values: list[int | None]) -> np.ndarray:
     """Byte counts as int64 (already 0..2**53 by the struct's type); -1 where absent."""
     if None not in values:
         return np.fromiter(values, np.int64, len(values))
-    arr = np.array(values, dtype=object)
-    arr[arr == None] = -1  # noqa: E711 - elementwise on an object array
-    return arr.astype(np.int64)
+    # None -> NaN; counts are at most 2**53 (MAX_COUNT), exact in float64
+    arr = np.array(values, dtype=np.float64)
+    return np.where(np.isnan(arr), -1.0, arr).astype(np.int64)
 
 
 def _code_ok(values: list[str | None], shortest: int, longest: int) -> np.ndarray:
@@ -602,12 +627,11 @@ class ColumnarDecoder:
     def _times(self, texts: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
         """Parsed times and which parsed (None or an unparsable text: not ok)."""
         if None in texts or "" in texts:
-            arr = np.array(texts, dtype=object)
-            present = np.flatnonzero(arr.astype(np.bool_))
+            present = np.flatnonzero(np.fromiter(map(bool, texts), np.bool_, len(texts)))
             out = np.full(len(texts), np.nan)
             ok = np.zeros(len(texts), np.bool_)
             if present.size:
-                sub, sub_ok = self._times(arr[present].tolist())
+                sub, sub_ok = self._times([texts[i] for i in present.tolist()])
                 out[present] = sub
                 ok[present] = sub_ok
             return out, ok

@@ -192,10 +192,10 @@ class Ingestor:
 
     def _partner_codes(
         self, mcc: list[str | None], mnc: list[str | None]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Partner codes (ABSENT without MCC or MNC, UNKNOWN when not registered) and
-        their country codes (UNKNOWN when not cached yet): MCC and MNC factorized apart,
-        then one lookup per distinct pair."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Partner codes (ABSENT without MCC or MNC, UNKNOWN when not registered), their
+        country codes (UNKNOWN when not cached yet) and whether the MCC is given: MCC
+        and MNC factorized apart, then one lookup per distinct pair."""
         mcc_f, mcc_values = _factorize(mcc)
         mnc_f, mnc_values = _factorize(mnc)
         pair = mcc_f * len(mnc_values) + mnc_f
@@ -212,7 +212,8 @@ class Ingestor:
             partner[k] = found_partner
             found = self._country_of_partner.get(found_partner) if found_partner >= 0 else None
             country[k] = _UNKNOWN if found is None else found
-        return partner[back], country[back]
+        given = np.array([v is not None for v in mcc_values], np.bool_)
+        return partner[back], country[back], given[mcc_f]
 
     def _vectorizable(  # noqa: PLR0917 - the batch's columns, positional
         self,
@@ -246,18 +247,16 @@ class Ingestor:
         pos = np.flatnonzero(ok)
         if pos.size == 0:
             return none
-        picked = pos.tolist()
         state = self.state
         cols = state.cols
         r = rows[pos]
         t = ts[pos].astype(np.int64) - EPOCH_BASE
-        apn_c = self._codes(state.apns, [apn[i] for i in picked])
-        rat_c = self._codes(state.rats, [rat[i] for i in picked])
-        partner_c, country_c = self._partner_codes(
-            [mcc[i] for i in picked], [mnc[i] for i in picked]
-        )
-        has_attr = (apn_c != _ABSENT) | (rat_c != _ABSENT)
-        has_attr |= np.array([mcc[i] is not None for i in picked], np.bool_)
+        # codes of the whole columns (C-level passes), then of the picked records
+        apn_c = self._codes(state.apns, apn)[pos]
+        rat_c = self._codes(state.rats, rat)[pos]
+        partner_c, country_c, mcc_given = self._partner_codes(mcc, mnc)
+        partner_c, country_c = partner_c[pos], country_c[pos]
+        has_attr = (apn_c != _ABSENT) | (rat_c != _ABSENT) | mcc_given[pos]
         seen = cols.attrs_at[r]
         applies = has_attr & (t >= seen)
         unknown = (apn_c == _UNKNOWN) | (rat_c == _UNKNOWN) | (partner_c == _UNKNOWN)
