@@ -148,9 +148,7 @@ class Ingestor:
         rat_all, op_all = column(cols.rat), column(cols.operator)
         status_all, end_cause_all = column(cols.status), column(cols.end_cause)
         event_all, cause_all = column(cols.event_type), column(cols.cause)
-        extra = self._kind_codes(
-            rows, kinds, status_all, end_cause_all, event_all, cause_all, apn_all
-        )
+        extra = self._kind_codes(kinds, status_all, end_cause_all, event_all, cause_all, apn_all)
         vector, codes = self._vectorizable(
             rows, ts_all, apn_all, mcc_all, mnc_all, rat_all, op_all, extra
         )
@@ -303,7 +301,6 @@ class Ingestor:
 
     def _kind_codes(  # noqa: PLR0917 - the batch's columns, positional
         self,
-        rows: np.ndarray,
         kinds: np.ndarray,
         status: list[str | None],
         end_cause: list[str | None],
@@ -318,9 +315,7 @@ class Ingestor:
         ``status``: a session's ``_SESSION_STATUS`` code (-1 for other kinds);
         ``event``: an event's ``_EVENT_ACTION`` (-1 for other kinds); ``cause``: the
         failure cause code of an ended session, the reject cause code of a reject
-        event (0: none); ``reject_apn``: a reject's APN code. A session that is not a
-        start needs the SIM to have usage records already (``HAS_USAGE``): otherwise
-        its running total is the SIM's data evidence, applied one at a time."""
+        event (0: none); ``reject_apn``: a reject's APN code."""
         n = kinds.size
         eligible = kinds == 0
         status_c = np.full(n, -1, np.int64)
@@ -338,11 +333,8 @@ class Ingestor:
                 for i in picked
             ]
             cause_c[sessions] = failure
-            has_usage = (self.state.cols.flags[rows[sessions]] & HAS_USAGE) != 0
             st = status_c[sessions]
-            eligible[sessions] = (
-                (st >= 0) & (np.asarray(failure, np.int64) >= 0) & ((st == _STARTED) | has_usage)
-            )
+            eligible[sessions] = (st >= 0) & (np.asarray(failure, np.int64) >= 0)
         events = np.flatnonzero(kinds == 2)
         if events.size:
             for i in events.tolist():
@@ -392,9 +384,9 @@ class Ingestor:
     def _sessions_vector(
         self, r: np.ndarray, ts: np.ndarray, total: np.ndarray, codes: dict[str, np.ndarray]
     ) -> None:
-        """``_session`` for session records of distinct rows; those that are not starts
-        are of SIMs with usage records (their totals are not data evidence)."""
-        del ts  # the data evidence of sessions is one record at a time (_kind_codes)
+        """``_session`` for session records of distinct rows. A running total that grew
+        is the data evidence of a SIM without usage records (``HAS_USAGE``): the rhythm
+        and the month's bytes, as usage records are for the others."""
         cols = self.state.cols
         t = codes["t"]
         status = codes["status"]
@@ -415,11 +407,17 @@ class Ingestor:
         other = ~started
         if not other.any():
             return
-        r, t, status = r[other], t[other], status[other]
+        r, t, status, ts = r[other], t[other], status[other], ts[other]
         amount = np.minimum(total[other], MAX_COUNT)
         cause = codes["cause"][other]
         current = t >= cols.session_start[r]
-        grown = current & (amount > cols.session_bytes[r])
+        previous = cols.session_bytes[r].astype(np.int64)
+        grown = current & (amount > previous)
+        evidence = np.flatnonzero(grown & ((cols.flags[r] & HAS_USAGE) == 0))
+        if evidence.size:
+            er = r[evidence]
+            self.state.rhythm.observe_distinct(er, ts[evidence])
+            self._month_bytes_vector(er, ts[evidence], amount[evidence] - previous[evidence])
         cols.session_bytes[r[grown]] = amount[grown]
         ended = status == _ENDED
         cols.session_open[r[current & ended]] = 0
@@ -463,16 +461,20 @@ class Ingestor:
             dr = rows[data]
             state.rhythm.observe_distinct(dr, ts[data])
             cols.flags[dr] |= np.uint8(HAS_USAGE)
-            months = ts[data].astype("datetime64[s]").astype("datetime64[M]").astype(np.int64)
-            month = months - _MONTHS_1970_TO_2020
-            current = cols.month[dr].astype(np.int64)
-            amount = np.minimum(total[data], MAX_COUNT)
-            newer = month > current
-            same = month == current
-            cols.month[dr[newer]] = month[newer]
-            cols.month_bytes[dr[newer]] = amount[newer]
-            sr = dr[same]
-            cols.month_bytes[sr] = np.minimum(cols.month_bytes[sr] + amount[same], MAX_COUNT)
+            self._month_bytes_vector(dr, ts[data], np.minimum(total[data], MAX_COUNT))
+
+    def _month_bytes_vector(self, rows: np.ndarray, ts: np.ndarray, amount: np.ndarray) -> None:
+        """``_add_month_bytes`` for distinct rows (``amount`` at most MAX_COUNT)."""
+        cols = self.state.cols
+        months = ts.astype("datetime64[s]").astype("datetime64[M]").astype(np.int64)
+        month = months - _MONTHS_1970_TO_2020
+        current = cols.month[rows].astype(np.int64)
+        newer = month > current
+        same = month == current
+        cols.month[rows[newer]] = month[newer]
+        cols.month_bytes[rows[newer]] = amount[newer]
+        sr = rows[same]
+        cols.month_bytes[sr] = np.minimum(cols.month_bytes[sr] + amount[same], MAX_COUNT)
 
     def _attributes_vector(self, r: np.ndarray, codes: dict[str, np.ndarray]) -> None:
         """``_attributes`` for distinct rows whose attributes are newer (codes exist)."""
