@@ -107,6 +107,7 @@ def test_batches_give_the_state_of_one_record_at_a_time(
     scalar = new_engine(SIMS[:4], dedup_capacity=dedup_capacity, initial_capacity=2)
     batched = new_engine(SIMS[:4], dedup_capacity=dedup_capacity, initial_capacity=2)
     batched.ingestor.small_batch = sizes[0] % 3  # mostly the array path, at times not
+    batched.ingestor.min_round = sizes[-1] % 4  # a SIM's later records: rounds, at times not
     applied_scalar = [scalar.ingest_record(r) for r in recs]
     applied_batch: list[bool] = []
     start = 0
@@ -145,6 +146,7 @@ def test_batches_of_many_sims_on_a_known_network(recs: list[Record], sizes: list
     scalar = new_engine(ICCIDS[:20], initial_capacity=8)
     batched = new_engine(ICCIDS[:20], initial_capacity=8)
     batched.ingestor.small_batch = 0  # every batch on the array path
+    batched.ingestor.min_round = 1  # a SIM's later records of a batch too
     warm_up(scalar)
     warm_up(batched)
     same_by_batches(scalar, batched, recs, sizes)
@@ -213,6 +215,7 @@ def test_sessions_and_events_on_a_known_network(recs: list[Record], sizes: list[
     scalar = new_engine(ICCIDS[:20], initial_capacity=8)
     batched = new_engine(ICCIDS[:20], initial_capacity=8)
     batched.ingestor.small_batch = 0
+    batched.ingestor.min_round = 1
     for engine in (scalar, batched):
         warm_up(engine)
         warm_up_causes(engine)
@@ -240,3 +243,37 @@ def test_fingerprints_of_a_batch_are_fingerprint_of_each(ids: list[str]) -> None
     above_p = "y:b,VT9D#l##Gw.qx+|d*=>a"
     for batch in (ids, ascii_only, ["\x00"], ["\x7f" * 256, "a"], [above_p, "b"]):
         assert fingerprints(batch).tolist() == [fingerprint(x) for x in batch]
+
+
+def warm_up_values(engine: Engine) -> None:
+    """Every partner, APN and RAT registered, but only some of their leaves: APN
+    ``iot.fleet`` only with the first partner (SIMs 30-35, one at a time)."""
+    k = 0
+    for mcc, mnc in PARTNERS:
+        for apn in ("meters.acme", "iot.fleet") if k == 0 else ("meters.acme",):
+            k += 1
+            engine.ingest_record(
+                Record("usage", f"w{k}", ICCIDS[30 + k % 6], T0 - 3600, T0 - 4500, 1, 0,
+                       apn, mcc, mnc, "LTE-M")
+            )  # fmt: skip
+
+
+@fuzz(100)
+@given(
+    st.lists(records(ICCIDS[:8], usage=12, ids=400), min_size=1, max_size=120),
+    st.lists(st.integers(5, 40), min_size=1, max_size=5),
+)
+def test_a_sims_records_after_a_new_leaf_stay_in_order(
+    recs: list[Record], sizes: list[int]
+) -> None:
+    """Few SIMs, several records each per batch, on a network whose values are known but
+    not all of whose leaves exist: a SIM's records go over arrays round by round (its
+    first records, then its second...) until one leads to a new leaf; that one and the
+    SIM's later records of the batch go one at a time, in order."""
+    scalar = new_engine(ICCIDS[:8], initial_capacity=8)
+    batched = new_engine(ICCIDS[:8], initial_capacity=8)
+    batched.ingestor.small_batch = 0
+    batched.ingestor.min_round = 1
+    warm_up_values(scalar)
+    warm_up_values(batched)
+    same_by_batches(scalar, batched, recs, sizes)

@@ -44,6 +44,7 @@ _STARTED, _INTERIM, _ENDED = 0, 1, 2
 _SESSION_STATUS = {"started": _STARTED, "interim": _INTERIM, "ended": _ENDED}
 _EVENT_NONE, _EVENT_AUTH, _EVENT_PDP, _EVENT_CLOSE = 0, 1, 2, 3
 SMALL_BATCH = 256
+MIN_ROUND = 32
 _ABSENT = -2  # vectorized apply: the record has no such attribute
 _UNKNOWN = -1  # vectorized apply: a value not registered yet (Interner.find)
 _MONTHS_1970_TO_2020 = 50 * 12  # month_of counts months from January 2020
@@ -96,6 +97,9 @@ class Ingestor:
         # apply_columns: batches smaller than this go one record at a time (a replay
         # between two evaluation boundaries is often a few dozen records)
         self.small_batch = SMALL_BATCH
+        # a SIM's second, third... records of a batch go over arrays (a round per rank)
+        # while a round has at least this many records; the rest one at a time
+        self.min_round = MIN_ROUND
 
     def apply(self, record: Record) -> bool:
         """Apply one record. Returns False when it was a duplicate delivery."""
@@ -149,19 +153,31 @@ class Ingestor:
         status_all, end_cause_all = column(cols.status), column(cols.end_cause)
         event_all, cause_all = column(cols.event_type), column(cols.cause)
         extra = self._kind_codes(kinds, status_all, end_cause_all, event_all, cause_all, apn_all)
-        vector, codes = self._vectorizable(
-            rows, ts_all, apn_all, mcc_all, mnc_all, rat_all, op_all, extra
-        )
-        if vector.size:
-            total = up_all[vector] + down_all[vector]
-            self._apply_vector(rows[vector], kinds[vector], ts_all[vector], total, codes)
-            usage = vector[kinds[vector] == 0]
-            self._regime_vector(rows[usage], codes["t"][kinds[vector] == 0], start_all[usage])
-            rest = np.ones(fresh.size, np.bool_)
-            rest[vector] = False
-            others = np.flatnonzero(rest).tolist()
-        else:
-            others = list(range(fresh.size))
+        static = self._static_codes(ts_all, apn_all, mcc_all, mnc_all, rat_all, op_all, extra)
+        done = np.zeros(fresh.size, np.bool_)
+        alive = static["ok"]
+        if alive.any():
+            rank, group = _ranks(rows)
+            # a SIM's records go over arrays only while every one of them can
+            bad = np.zeros(int(group.max()) + 1, np.bool_)
+            bad[group[~alive]] = True
+            alive = alive & ~bad[group]
+            total_all = up_all + down_all
+            for r in range(int(rank.max()) + 1):
+                pos = np.flatnonzero(alive & (rank == r))
+                if pos.size == 0 or (r and pos.size < self.min_round):
+                    break  # the rest of these SIMs' records: one at a time, below
+                vector, codes = self._vectorizable(rows, pos, static)
+                if vector.size:
+                    kv = kinds[vector]
+                    self._apply_vector(rows[vector], kv, ts_all[vector], total_all[vector], codes)
+                    usage = vector[kv == 0]
+                    self._regime_vector(rows[usage], codes["t"][kv == 0], start_all[usage])
+                    done[vector] = True
+                if vector.size < pos.size:  # a new leaf: that SIM's next records one at a time
+                    bad[group[np.setdiff1d(pos, vector, assume_unique=True)]] = True
+                    alive &= ~bad[group]
+        others = np.flatnonzero(~done).tolist()
         apply_row = self._apply_row
         row_l, kind_l, ts_l = rows.tolist(), kinds.tolist(), ts_all.tolist()
         up_l, down_l = up_all.tolist(), down_all.tolist()
@@ -213,9 +229,8 @@ class Ingestor:
         given = np.array([v is not None for v in mcc_values], np.bool_)
         return partner[back], country[back], given[mcc_f]
 
-    def _vectorizable(  # noqa: PLR0917 - the batch's columns, positional
+    def _static_codes(  # noqa: PLR0917 - the batch's columns, positional
         self,
-        rows: np.ndarray,
         ts: np.ndarray,
         apn: list[str | None],
         mcc: list[str | None],
@@ -223,43 +238,57 @@ class Ingestor:
         rat: list[str | None],
         operator: list[str | None],
         extra: dict[str, np.ndarray],
-    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Positions of the records applied over arrays, and their codes.
-
-        Records of a SIM with no other record in the batch, whole-second times, no
-        operator name, and nothing new to register (every APN, partner, RAT, country and
-        leaf they lead to exists; for sessions and events, every cause and reject APN:
-        ``_kind_codes``). Such records touch only their own rows, so applying them
-        before the others (one by one, in order) gives the state of one record at a
-        time. The codes: ``apn``, ``partner``, ``country``, ``rat`` (ABSENT: not in the
-        record), ``t`` (relative time), ``applies`` (its attributes are newer), and the
-        kind's own (``_kind_codes``)."""
-        none: tuple[np.ndarray, dict[str, np.ndarray]] = (np.zeros(0, np.intp), {})
-        eligible = extra["eligible"]
-        if not eligible.any():
-            return none
-        _, inverse, counts = np.unique(rows, return_inverse=True, return_counts=True)
-        ok = eligible & (counts[inverse] == 1) & (ts == np.floor(ts))
+    ) -> dict[str, np.ndarray]:
+        """Per record of the batch, what does not depend on the state the batch changes:
+        ``ok`` (the arrays can apply it: whole-second time, no operator name, nothing
+        new to register: every APN, partner, RAT and country it names exists; for
+        sessions and events every cause and reject APN, ``_kind_codes``), the codes
+        ``apn``, ``partner``, ``country``, ``rat`` (ABSENT: not in the record),
+        ``has_attr`` and ``t`` (relative time), and the kind's own (``_kind_codes``)."""
+        state = self.state
+        ok = extra["eligible"] & (ts == np.floor(ts))
         if operator.count(None) != len(operator):
             ok &= np.array([o is None for o in operator], np.bool_)
-        pos = np.flatnonzero(ok)
-        if pos.size == 0:
-            return none
+        apn_c = self._codes(state.apns, apn)
+        rat_c = self._codes(state.rats, rat)
+        partner_c, country_c, mcc_given = self._partner_codes(mcc, mnc)
+        has_attr = (apn_c != _ABSENT) | (rat_c != _ABSENT) | mcc_given
+        unknown = (apn_c == _UNKNOWN) | (rat_c == _UNKNOWN) | (partner_c == _UNKNOWN)
+        unknown |= country_c == _UNKNOWN
+        ok &= ~(has_attr & unknown)
+        t = np.where(ok, ts, 0.0).astype(np.int64) - EPOCH_BASE
+        return {
+            **extra,
+            "ok": ok,
+            "apn": apn_c,
+            "partner": partner_c,
+            "country": country_c,
+            "rat": rat_c,
+            "has_attr": has_attr,
+            "t": t,
+        }
+
+    def _vectorizable(
+        self, rows: np.ndarray, pos: np.ndarray, static: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Of the records at ``pos`` (``static["ok"]``, of distinct SIMs), those applied
+        over arrays now, and their codes: the leaf each leads to must exist already.
+
+        Such records touch only their own rows and register nothing, so applying them
+        before the others (one by one, in order) gives the state of one record at a
+        time. The codes: ``_static_codes``'s, ``seen`` (the SIM's attribute time),
+        ``applies`` (the record's attributes are newer) and ``bare`` (a SIM without
+        attributes or leaf yet)."""
         state = self.state
         cols = state.cols
         r = rows[pos]
-        t = ts[pos].astype(np.int64) - EPOCH_BASE
-        # codes of the whole columns (C-level passes), then of the picked records
-        apn_c = self._codes(state.apns, apn)[pos]
-        rat_c = self._codes(state.rats, rat)[pos]
-        partner_c, country_c, mcc_given = self._partner_codes(mcc, mnc)
-        partner_c, country_c = partner_c[pos], country_c[pos]
-        has_attr = (apn_c != _ABSENT) | (rat_c != _ABSENT) | mcc_given[pos]
+        apn_c, rat_c = static["apn"][pos], static["rat"][pos]
+        partner_c, country_c = static["partner"][pos], static["country"][pos]
+        has_attr = static["has_attr"][pos]
+        t = static["t"][pos]
         seen = cols.attrs_at[r]
         applies = has_attr & (t >= seen)
-        unknown = (apn_c == _UNKNOWN) | (rat_c == _UNKNOWN) | (partner_c == _UNKNOWN)
-        unknown |= country_c == _UNKNOWN
-        keep = ~(has_attr & unknown)
+        keep = np.ones(pos.size, np.bool_)
         # the leaf each record leads to must exist already
         dims = state.dims
         key = np.stack([state.dim_column(d)[r] for d in dims], axis=1).astype(np.int64)
@@ -278,12 +307,13 @@ class Ingestor:
                 at = dims.index("country")
                 key[:, at] = np.where(differs, country_c, key[:, at])
         bare = ~has_attr & (seen == NEVER) & (cols.leaf[r] < 0)
-        check = np.flatnonzero((changed | bare) & keep)
+        check = np.flatnonzero(changed | bare)
         if check.size:
             keys, back = _distinct_rows(key[check])
             exists = np.array([state.find_leaf(k) >= 0 for k in keys], np.bool_)
             keep[check] = exists[back]
         sel = np.flatnonzero(keep)
+        final = pos[sel]
         codes = {
             "apn": apn_c[sel],
             "partner": partner_c[sel],
@@ -294,9 +324,8 @@ class Ingestor:
             "applies": applies[sel],
             "bare": bare[sel],
         }
-        final = pos[sel]
         for name in ("status", "cause", "event", "reject_apn"):
-            codes[name] = extra[name][final]
+            codes[name] = static[name][final]
         return final, codes
 
     def _kind_codes(  # noqa: PLR0917 - the batch's columns, positional
@@ -757,6 +786,22 @@ class Ingestor:
         elif kind in ("detach", "purge", "throttled") and t >= cols.session_start[row]:
             cols.session_open[row] = 0
             cols.session_end[row] = max(int(cols.session_end[row]), t)
+
+
+def _ranks(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per element: how many equal rows come before it, and a group number per distinct
+    row."""
+    n = rows.size
+    order = np.argsort(rows, kind="stable")
+    ordered = rows[order]
+    starts = np.ones(n, np.bool_)
+    starts[1:] = ordered[1:] != ordered[:-1]
+    group_sorted = np.cumsum(starts) - 1
+    rank = np.empty(n, np.int64)
+    group = np.empty(n, np.int64)
+    rank[order] = np.arange(n) - np.flatnonzero(starts)[group_sorted]
+    group[order] = group_sorted
+    return rank, group
 
 
 def _factorize(values: list[str | None]) -> tuple[np.ndarray, list[str | None]]:
