@@ -333,7 +333,8 @@ def _present(values: list[str | None], *, nonempty: bool = False) -> np.ndarray:
         return np.fromiter(map(bool, values), np.bool_, len(values))
     arr = np.array(values, dtype=object)
     # elementwise comparison with None on an object array (not an identity test)
-    return arr != None  # noqa: E711
+    present: np.ndarray = arr != None  # noqa: E711
+    return present
 
 
 def _pick(mask: np.ndarray, values: list[str | None], other: list[str | None] | None) -> list[Any]:

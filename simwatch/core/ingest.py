@@ -546,7 +546,8 @@ class Ingestor:
         keys, back = _distinct_rows(key.astype(np.int64))
         leaf_id = state.leaf_id
         ids = np.array([leaf_id(k) for k in keys], np.int64)
-        return ids[back]
+        leaves: np.ndarray = ids[back]
+        return leaves
 
     def _row(self, iccid: str) -> int:
         state = self.state
