@@ -27,7 +27,15 @@ if TYPE_CHECKING:
 
 PARTNERS = [("262", "01"), ("262", "02"), ("208", "10"), ("310", "410")]
 APNS = ["meters.acme", "iot.fleet", None]
-SIMS = [*ICCIDS[:6], "8931440000000099990", "89314400000000999911"]
+# not in the inventory: a new SIM, both forms of another's ICCID (19 digits and with its
+# Luhn check digit), and the other form of an inventory SIM's
+SIMS = [
+    *ICCIDS[:6],
+    "8931440000000099990",
+    "89314400000000999911",
+    "89314400000000999909",
+    "89314400000000000005",
+]
 
 
 @st.composite

@@ -21,6 +21,7 @@ import numpy as np
 
 from simwatch.core import regime
 from simwatch.core.dedup import Deduplicator
+from simwatch.core.iccid import alternate_form
 from simwatch.core.records import MAX_COUNT
 from simwatch.core.state import (
     EPOCH_BASE,
@@ -140,8 +141,9 @@ class Ingestor:
 
         iccids = cols.iccid if whole else [cols.iccid[i] for i in pick]
         rows = self.state.index.get_many(iccids)
-        for j in np.flatnonzero(rows < 0).tolist():
-            rows[j] = self._row(iccids[j])
+        missing = np.flatnonzero(rows < 0)
+        if missing.size:
+            rows[missing] = self._rows_of_new([iccids[j] for j in missing.tolist()])
         kinds = cols.kind[fresh]
         by_kind = np.bincount(kinds, minlength=3)
         ts_all = cols.ts[fresh]
@@ -548,6 +550,25 @@ class Ingestor:
         ids = np.array([leaf_id(k) for k in keys], np.int64)
         leaves: np.ndarray = ids[back]
         return leaves
+
+    def _rows_of_new(self, iccids: list[str]) -> np.ndarray:
+        """``_row`` of each ICCID not in the index, in order: found by the other form of
+        its ICCID, else new rows in order of first appearance (``IccidIndex.add_many``),
+        the columns grown once. A batch holding both forms of a new SIM's ICCID goes one
+        at a time (the first form seen makes the row)."""
+        state = self.state
+        others = [alternate_form(c) for c in iccids]
+        new = set(iccids)
+        if not new.isdisjoint(others):
+            return np.array([self._row(c) for c in iccids], np.int64)
+        rows = state.index.get_many([o or c for o, c in zip(others, iccids, strict=True)])
+        fresh = np.flatnonzero(rows < 0)
+        if fresh.size:
+            known = len(state)
+            rows[fresh] = state.index.add_many([iccids[j] for j in fresh.tolist()])
+            state.ensure_capacity(len(state))
+            self.stats.unknown_sims += len(state) - known
+        return rows
 
     def _row(self, iccid: str) -> int:
         state = self.state
