@@ -18,6 +18,7 @@ from fuzzing import fuzz
 from hypothesis import given
 from hypothesis import strategies as st
 
+from simwatch.core.arrays import all_distinct, unique_first_inverse
 from simwatch.core.columnar import RecordColumns
 from simwatch.core.dedup import Deduplicator, fingerprint, fingerprints
 from simwatch.core.records import Record
@@ -285,3 +286,14 @@ def test_a_sims_records_after_a_new_leaf_stay_in_order(
     warm_up_values(scalar)
     warm_up_values(batched)
     same_by_batches(scalar, batched, recs, sizes)
+
+
+@fuzz(200)
+@given(st.lists(st.integers(-(2**62), 2**62) | st.integers(0, 5), max_size=60))
+def test_array_helpers_are_numpys(values: list[int]) -> None:
+    keys = np.array(values, np.int64)
+    got = unique_first_inverse(keys)
+    expected = np.unique(keys, return_index=True, return_inverse=True)
+    for a, b in zip(got, expected, strict=True):
+        assert a.tolist() == b.ravel().tolist()
+    assert all_distinct(keys) == (np.unique(keys).size == keys.size)

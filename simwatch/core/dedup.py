@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
+from simwatch.core.arrays import unique_first_inverse
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -206,7 +208,7 @@ class Deduplicator:
     def _judge(self, keys: np.ndarray, out: np.ndarray) -> int:
         """Judge ``keys`` (stored form) in order up to the first rotation (included);
         returns how many were judged."""
-        uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        uniq, first, inverse = unique_first_inverse(keys)
         current, old = self._current, self._old
         in_current = current.find(uniq) >= 0
         old_slots = old.find(uniq)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from simwatch.core import regime
+from simwatch.core.arrays import unique_first_inverse
 from simwatch.core.dedup import Deduplicator
 from simwatch.core.iccid import alternate_form
 from simwatch.core.records import MAX_COUNT
@@ -180,16 +181,18 @@ class Ingestor:
                     bad[group[np.setdiff1d(pos, vector, assume_unique=True)]] = True
                     alive &= ~bad[group]
         others = np.flatnonzero(~done).tolist()
-        apply_row = self._apply_row
-        row_l, kind_l, ts_l = rows.tolist(), kinds.tolist(), ts_all.tolist()
-        up_l, down_l = up_all.tolist(), down_all.tolist()
-        start_l = [None if math.isnan(x) else x for x in start_all.tolist()]
-        for i in others:
-            apply_row(
-                row_l[i], _KIND_NAMES[kind_l[i]], ts_l[i], up_l[i], down_l[i],
-                apn_all[i], mcc_all[i], mnc_all[i], rat_all[i], op_all[i],
-                status_all[i], end_cause_all[i], event_all[i], cause_all[i], start_l[i],
-            )  # fmt: skip
+        if others:  # one at a time, in order: their values as Python scalars
+            at = np.asarray(others, np.intp)
+            apply_row = self._apply_row
+            row_l, kind_l, ts_l = rows[at].tolist(), kinds[at].tolist(), ts_all[at].tolist()
+            up_l, down_l = up_all[at].tolist(), down_all[at].tolist()
+            start_l = [None if math.isnan(x) else x for x in start_all[at].tolist()]
+            for k, i in enumerate(others):
+                apply_row(
+                    row_l[k], _KIND_NAMES[kind_l[k]], ts_l[k], up_l[k], down_l[k],
+                    apn_all[i], mcc_all[i], mnc_all[i], rat_all[i], op_all[i],
+                    status_all[i], end_cause_all[i], event_all[i], cause_all[i], start_l[k],
+                )  # fmt: skip
         stats = self.stats
         stats.applied += fresh.size
         for code, count in enumerate(by_kind.tolist()):
@@ -215,7 +218,7 @@ class Ingestor:
         mcc_f, mcc_values = _factorize(mcc)
         mnc_f, mnc_values = _factorize(mnc)
         pair = mcc_f * len(mnc_values) + mnc_f
-        uniq, back = np.unique(pair, return_inverse=True)
+        uniq, _, back = unique_first_inverse(pair)
         state = self.state
         partner = np.empty(uniq.size, np.int64)
         country = np.empty(uniq.size, np.int64)
@@ -814,7 +817,7 @@ def _ranks(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per element: how many equal rows come before it, and a group number per distinct
     row."""
     n = rows.size
-    order = np.argsort(rows, kind="stable")
+    order = np.argsort(rows * n + np.arange(n))  # distinct keys: batch order within a row
     ordered = rows[order]
     starts = np.ones(n, np.bool_)
     starts[1:] = ordered[1:] != ordered[:-1]
@@ -847,7 +850,7 @@ def _distinct_rows(key: np.ndarray) -> tuple[list[tuple[int, ...]], np.ndarray]:
     combined = np.zeros(key.shape[0], np.int64)
     for j in range(key.shape[1]):
         combined = combined * int(span[j]) + (key[:, j] - low[j])
-    _, first, back = np.unique(combined, return_index=True, return_inverse=True)
+    _, first, back = unique_first_inverse(combined)
     return [tuple(k) for k in key[first].tolist()], back.ravel()
 
 

@@ -89,6 +89,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from simwatch.core.arrays import all_distinct
 from simwatch.core.hourmask import (
     DAY,
     HOUR,
@@ -568,7 +569,7 @@ class RhythmModel:
         differ in the last bit). Rows on the active-hours or the weekday clock, and a
         row's first data of a UTC day (the days of the week), take ``observe`` one by one
         (minorities)."""
-        if rows.size != np.unique(rows).size:
+        if not all_distinct(rows):
             raise ValueError("observe_distinct needs distinct rows")
         valid = (ts >= 0.0) & (ts < _TS_MAX)  # NaN: not valid, as in observe
         rows = rows[valid]
