@@ -551,7 +551,8 @@ class ColumnarDecoder:
         start = np.full(n, np.nan)
         if usage.any():
             starts = list(map(get["start"], structs))
-            start, start_ok = self._times(starts if all_usage else _pick(usage, starts, None))
+            # other kinds' "start" fields are parsed too (rarely there) and then ignored
+            start, start_ok = self._times(starts)
             ok &= ~usage | (start_ok & (ts >= start) & (start >= EARLIEST_TIME))
             if not all_usage:
                 start[~usage] = np.nan
