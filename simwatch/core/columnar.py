@@ -6,11 +6,12 @@ same records and the same rejections (reason, detail, raw) as
 :class:`~simwatch.core.records.RecordDecoder` called one line at a time. The scalar
 decoder stays the reference and the one copy of the rejection rules:
 
-1. msgspec decodes the whole batch into typed structs in one C call (``decode_lines``
-   for NDJSON, ``list[_Raw]`` for an array). Types are checked there: a record whose
-   field has the wrong JSON type, a negative or too large byte count, or broken JSON
-   fails the call, and the batch is then decoded line by line (still msgspec) to find
-   the bad lines.
+1. msgspec decodes the whole batch into typed structs, one struct type per kind (a
+   tagged union on ``kind``: another kind's fields are not read, as in the scalar
+   decoder), one C call per line (``decode_lines``) or per array. Types are checked
+   there: a record whose field has the wrong JSON type, a negative or too large byte
+   count, a missing or unknown kind, or broken JSON fails the call, and the batch is
+   then decoded line by line (still msgspec) to find the bad lines.
 2. The rules on values run over columns: ICCID and MCC/MNC digits by one ``isdigit`` on
    the joined strings, lengths by ``map(len)``, kinds and enums by dict lookups, the
    common ``YYYY-MM-DDTHH:MM:SSZ`` timestamps parsed as one ``uint8`` matrix (other
@@ -31,7 +32,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import TYPE_CHECKING, Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, ClassVar, Final
 
 import msgspec
 import numpy as np
@@ -63,7 +64,9 @@ _Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
 
 
 class _Raw(msgspec.Struct, gc=False):
-    """The JSON types of a valid record (FORMATS.md); unknown fields are ignored."""
+    """The JSON types of a valid record (FORMATS.md), every kind's fields in one struct;
+    unknown fields are ignored. The decoders' bench measures the raw decode with it;
+    the decoder reads ``_Record`` s."""
 
     kind: str | None = None
     record_id: str | None = None
@@ -83,6 +86,61 @@ class _Raw(msgspec.Struct, gc=False):
     type: str | None = None
     cause: str | None = None
     operator: str | None = None
+
+
+class _Record(msgspec.Struct, gc=False, tag_field="kind"):
+    """What the batch decoder reads: one struct type per kind (``kind`` is the tag; a
+    missing or unknown kind fails the decode and goes to the scalar decoder). Each
+    type has the fields of its kind only, so another kind's fields in a record are
+    ignored as the scalar decoder ignores them; their names are class attributes equal
+    to None, so one ``attrgetter`` reads a column across kinds. ``when`` is the event
+    time's text: ``end`` for usage, ``ts`` for the others."""
+
+    record_id: str | None = None
+    iccid: str | None = None
+    bytes_up: _Count | None = None
+    bytes_down: _Count | None = None
+    apn: str | None = None
+    mcc: str | None = None
+    mnc: str | None = None
+    rat: str | None = None
+    operator: str | None = None
+
+
+class _Usage(_Record, tag="usage"):
+    when: str | None = msgspec.field(default=None, name="end")
+    start: str | None = None
+    code: ClassVar[int] = USAGE
+    session_id: ClassVar[None] = None
+    status: ClassVar[None] = None
+    end_cause: ClassVar[None] = None
+    type: ClassVar[None] = None
+    cause: ClassVar[None] = None
+
+
+class _Session(_Record, tag="session"):
+    when: str | None = msgspec.field(default=None, name="ts")
+    session_id: str | None = None
+    status: str | None = None
+    end_cause: str | None = None
+    code: ClassVar[int] = SESSION
+    start: ClassVar[None] = None
+    type: ClassVar[None] = None
+    cause: ClassVar[None] = None
+
+
+class _Event(_Record, tag="event"):
+    when: str | None = msgspec.field(default=None, name="ts")
+    type: str | None = None
+    cause: str | None = None
+    code: ClassVar[int] = EVENT
+    start: ClassVar[None] = None
+    session_id: ClassVar[None] = None
+    status: ClassVar[None] = None
+    end_cause: ClassVar[None] = None
+
+
+_AnyRecord = _Usage | _Session | _Event
 
 
 _OPTIONAL_TEXT: Final = (
@@ -309,7 +367,17 @@ def _parse_utc_rows(
 
 # ---- the decoder ------------------------------------------------------------------------
 
-_GET: Final = {name: attrgetter(name) for name in _Raw.__struct_fields__}
+_KIND_FIELDS: Final = (
+    "code",
+    "when",
+    "start",
+    "session_id",
+    "status",
+    "end_cause",
+    "type",
+    "cause",
+)
+_GET: Final = {name: attrgetter(name) for name in (*_KIND_FIELDS, *_Record.__struct_fields__)}
 
 
 def _all_digits(values: list[str]) -> bool:
@@ -317,12 +385,6 @@ def _all_digits(values: list[str]) -> bool:
     return joined.isascii() and joined.isdigit()
 
 
-class _KindCodes(dict[object, int]):
-    def __missing__(self, key: object) -> int:
-        return -1
-
-
-_KIND_CODE: Final = _KindCodes(KIND_CODES)
 _STATUS_OK: Final = frozenset(SESSION_STATUSES)
 _EVENT_OK: Final = frozenset(EVENT_TYPES)
 
@@ -335,35 +397,6 @@ def _present(values: list[str | None], *, nonempty: bool = False) -> np.ndarray:
     # elementwise comparison with None on an object array (not an identity test)
     present: np.ndarray = arr != None  # noqa: E711
     return present
-
-
-def _pick(mask: np.ndarray, values: list[str | None], other: list[str | None] | None) -> list[Any]:
-    """``values`` where ``mask``, else ``other`` (or None).
-
-    The common case costs a count: ``values`` None wherever ``mask`` is False (a record
-    carries no field of another kind) and, with ``other``, ``other`` None wherever
-    ``mask`` is True."""
-    inside = np.flatnonzero(mask).tolist()
-    n = len(values)
-    if _none_outside(values, inside, n):
-        if other is None:
-            return values
-        outside = np.flatnonzero(~mask).tolist()
-        if _none_outside(other, outside, n):  # disjoint: each row's one given value
-            return [b if a is None else a for a, b in zip(values, other, strict=True)]
-    alt: Any = None if other is None else np.array(other, dtype=object)
-    return np.where(mask, np.array(values, dtype=object), alt).tolist()  # type: ignore[no-any-return]
-
-
-def _none_outside(values: list[Any], inside: list[int], n: int) -> bool:
-    """Whether ``values`` is None at every row not in ``inside``: the Nones outside are
-    all Nones less those inside."""
-    nones = values.count(None)
-    if nones == n:
-        return True
-    if nones < n - len(inside):
-        return False
-    return nones - [values[i] for i in inside].count(None) == n - len(inside)
 
 
 def _counts(values: list[int | None]) -> np.ndarray:
@@ -402,8 +435,8 @@ class ColumnarDecoder:
 
     def __init__(self, scalar: RecordDecoder | None = None) -> None:
         self.scalar = scalar if scalar is not None else RecordDecoder()
-        self._lines = msgspec.json.Decoder(_Raw)
-        self._array = msgspec.json.Decoder(list[_Raw])
+        self._lines = msgspec.json.Decoder(_AnyRecord)
+        self._array = msgspec.json.Decoder(list[_AnyRecord])
         self._parse_time = CachedTimeParser()
 
     # ---------------------------------------------------------------- entry points
@@ -415,7 +448,7 @@ class ColumnarDecoder:
         if n == 0:
             return DecodedBatch(RecordColumns.empty(), [])
 
-        raws: list[_Raw | None] | None = None
+        raws: list[_AnyRecord | None] | None = None
         limit = self.scalar.max_line_bytes
         all_bytes = set(map(type, lines)) == {bytes}
         if all_bytes and max(map(len, lines)) <= limit:
@@ -472,10 +505,10 @@ class ColumnarDecoder:
 
     # ---------------------------------------------------------------- internals
 
-    def _one_by_one(self, lines: Sequence[bytes | str], limit: int) -> list[_Raw | None]:
+    def _one_by_one(self, lines: Sequence[bytes | str], limit: int) -> list[_AnyRecord | None]:
         """The batch call failed: each line on its own (None = for the scalar decoder)."""
         decode = self._lines.decode
-        out: list[_Raw | None] = []
+        out: list[_AnyRecord | None] = []
         for line in lines:
             if type(line) is not bytes or len(line) > limit:
                 out.append(None)  # the scalar decoder owns sizes and str input
@@ -487,14 +520,14 @@ class ColumnarDecoder:
         return out
 
     def _finish(
-        self, raws: list[_Raw | None], lines: Sequence[bytes | str], now: float
+        self, raws: list[_AnyRecord | None], lines: Sequence[bytes | str], now: float
     ) -> DecodedBatch:
         """Validate the decoded structs in columns; the rest goes to the scalar decoder."""
         n = len(raws)
         fallback = np.array([r is None for r in raws], np.bool_)
         if fallback.any():
             good_idx = np.flatnonzero(~fallback)
-            structs: list[_Raw] = [raws[i] for i in good_idx.tolist()]  # type: ignore[misc]
+            structs: list[_AnyRecord] = [raws[i] for i in good_idx.tolist()]  # type: ignore[misc]
         else:
             good_idx = np.arange(n)
             structs = raws  # type: ignore[assignment]
@@ -523,12 +556,12 @@ class ColumnarDecoder:
         merged = concat([fast, RecordColumns.from_records(late_records)])
         return DecodedBatch(merged.take(np.argsort(rows, kind="stable")), rejections)
 
-    def _validate(self, structs: list[_Raw], now: float) -> tuple[RecordColumns, np.ndarray]:
+    def _validate(self, structs: list[_AnyRecord], now: float) -> tuple[RecordColumns, np.ndarray]:
         """Columns of ``structs`` and which rows pass every rule (the rest: scalar)."""
         n = len(structs)
         get = _GET
-        kind = np.fromiter(map(_KIND_CODE.__getitem__, map(get["kind"], structs)), np.int8, n)
-        ok = kind >= 0
+        kind = np.fromiter(map(get["code"], structs), np.int8, n)
+        ok = np.ones(n, np.bool_)
         rid = list(map(get["record_id"], structs))
         iccid = list(map(get["iccid"], structs))
         if None in rid or None in iccid:
@@ -543,19 +576,11 @@ class ColumnarDecoder:
             ok &= np.fromiter((c.isascii() and c.isdigit() for c in iccid), np.bool_, n)
 
         usage = kind == USAGE
-        all_usage = bool(usage.all())
-        ends = list(map(get["end"], structs))
-        # the event time's text: usage -> end, others -> ts
-        time_text = ends if all_usage else _pick(usage, ends, list(map(get["ts"], structs)))
-        ts, ts_ok = self._times(time_text)
+        ts, ts_ok = self._times(list(map(get["when"], structs)))  # usage: end, others: ts
         start = np.full(n, np.nan)
         if usage.any():
-            starts = list(map(get["start"], structs))
-            # other kinds' "start" fields are parsed too (rarely there) and then ignored
-            start, start_ok = self._times(starts)
+            start, start_ok = self._times(list(map(get["start"], structs)))  # None: not usage
             ok &= ~usage | (start_ok & (ts >= start) & (start >= EARLIEST_TIME))
-            if not all_usage:
-                start[~usage] = np.nan
         ok &= ts_ok
         ok &= ts <= now + self.scalar.max_future_s
         ok &= ts >= EARLIEST_TIME  # usage: start >= EARLIEST and end >= start imply it
@@ -574,27 +599,21 @@ class ColumnarDecoder:
         if "" in mnc:
             mnc = [v or None for v in mnc]
 
+        # each kind's own fields (None in the other kinds' structs)
+        session_id = list(map(get["session_id"], structs))
+        status = list(map(get["status"], structs))
+        end_cause = list(map(get["end_cause"], structs))
         session = kind == SESSION
         if session.any():
-            session_id = list(map(get["session_id"], structs))
-            status = list(map(get["status"], structs))
             sess_ok = _present(session_id, nonempty=True) & np.fromiter(
                 map(_STATUS_OK.__contains__, status), np.bool_, n
             )
             ok &= ~session | sess_ok
-            session_id = _pick(session, session_id, None)
-            status = _pick(session, status, None)
-            end_cause = _pick(session, list(map(get["end_cause"], structs)), None)
-        else:
-            session_id = status = end_cause = [None] * n
+        event_type = list(map(get["type"], structs))
+        cause = list(map(get["cause"], structs))
         event = kind == EVENT
         if event.any():
-            event_type = list(map(get["type"], structs))
             ok &= ~event | np.fromiter(map(_EVENT_OK.__contains__, event_type), np.bool_, n)
-            event_type = _pick(event, event_type, None)
-            cause = _pick(event, list(map(get["cause"], structs)), None)
-        else:
-            event_type = cause = [None] * n
 
         apn = list(map(get["apn"], structs))
         rat = list(map(get["rat"], structs))
