@@ -160,3 +160,30 @@ def test_invalid_utf8_in_an_ignored_key_is_rejected_as_one_at_a_time() -> None:
     batch = ColumnarDecoder(RecordDecoder()).decode_payload(payload, NOW)
     assert len(batch.records) == 0
     assert batch.rejections == [x for x in scalar if isinstance(x, Rejection)]
+
+
+def test_fields_of_other_kinds_are_ignored_as_one_at_a_time() -> None:
+    """A record carrying another kind's fields (a usage record with a ``ts`` and no
+    ``end``, a session with an event's ``type``...): the batch picks each kind's own
+    fields as the scalar decoder does, whichever kinds share the batch."""
+    iccid = '"iccid":"8931440000000000001"'
+    usage = b'{"kind":"usage","record_id":"u1",' + iccid.encode()
+    usage += (
+        b',"start":"2025-10-16T11:45:00Z","end":"2025-10-16T12:00:00Z","bytes_up":1,"bytes_down":2'
+    )
+    session = b'{"kind":"session","record_id":"s1",' + iccid.encode()
+    session += b',"ts":"2025-10-16T12:00:00Z","session_id":"x","status":"interim"'
+    event = b'{"kind":"event","record_id":"e1",' + iccid.encode()
+    event += b',"ts":"2025-10-16T12:00:00Z","type":"attach"'
+    lines = [
+        usage + b"}",
+        usage.replace(b'"end"', b'"ts"') + b"}",  # no end: rejected, ts or not
+        usage + b',"ts":"2025-10-16T12:01:00Z","status":"ended","type":"detach"}',
+        session + b"}",
+        session + b',"start":"2025-10-16T11:00:00Z","end":"x","type":"purge","cause":"c"}',
+        event + b"}",
+        event + b',"status":"started","end_cause":"normal","session_id":"s","start":"y"}',
+    ]
+    for k in range(1, len(lines) + 1):
+        assert_equivalent(lines[:k])
+        assert_equivalent(lines[-k:])

@@ -16,7 +16,8 @@ from fuzzing import fuzz
 from hypothesis import given
 from hypothesis import strategies as st
 
-from simwatch.core.rhythm import RhythmModel
+from simwatch.core.hourmask import quiet_block_hours
+from simwatch.core.rhythm import RhythmModel, _quiet_block_hours_vec
 
 T0 = 1_794_960_000.0  # a UTC midnight
 MIN = 60.0
@@ -105,3 +106,20 @@ def test_out_of_range_and_invalid_times() -> None:
     assert np.isnan(model.last_data).all()
     with pytest.raises(IndexError):
         model.observe_distinct(np.array([2]), np.array([T0]))
+
+
+@fuzz(300)
+@given(
+    st.lists(
+        st.integers(0, 2**32 - 1)
+        | st.sampled_from([0, 2**24 - 1, 1, 2**23, 0x800001, 0x7FFFFE, 0x0F0F0F, 0xFFF000]),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_quiet_block_of_many_masks_is_the_scalar_one(masks: list[int]) -> None:
+    """The longest circular run of quiet hours over arrays (by doubling) is
+    ``hourmask.quiet_block_hours`` of each mask: runs across midnight, at either end,
+    no quiet hour, no active hour, bits above the 24 hours ignored."""
+    got = _quiet_block_hours_vec(np.array(masks, np.int64))
+    assert got.tolist() == [quiet_block_hours(m) for m in masks]

@@ -6,11 +6,12 @@ same records and the same rejections (reason, detail, raw) as
 :class:`~simwatch.core.records.RecordDecoder` called one line at a time. The scalar
 decoder stays the reference and the one copy of the rejection rules:
 
-1. msgspec decodes the whole batch into typed structs in one C call (``decode_lines``
-   for NDJSON, ``list[_Raw]`` for an array). Types are checked there: a record whose
-   field has the wrong JSON type, a negative or too large byte count, or broken JSON
-   fails the call, and the batch is then decoded line by line (still msgspec) to find
-   the bad lines.
+1. msgspec decodes the whole batch into typed structs, one struct type per kind (a
+   tagged union on ``kind``: another kind's fields are not read, as in the scalar
+   decoder), one C call per line (``decode_lines``) or per array. Types are checked
+   there: a record whose field has the wrong JSON type, a negative or too large byte
+   count, a missing or unknown kind, or broken JSON fails the call, and the batch is
+   then decoded line by line (still msgspec) to find the bad lines.
 2. The rules on values run over columns: ICCID and MCC/MNC digits by one ``isdigit`` on
    the joined strings, lengths by ``map(len)``, kinds and enums by dict lookups, the
    common ``YYYY-MM-DDTHH:MM:SSZ`` timestamps parsed as one ``uint8`` matrix (other
@@ -31,7 +32,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import TYPE_CHECKING, Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, ClassVar, Final
 
 import msgspec
 import numpy as np
@@ -63,7 +64,9 @@ _Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
 
 
 class _Raw(msgspec.Struct, gc=False):
-    """The JSON types of a valid record (FORMATS.md); unknown fields are ignored."""
+    """The JSON types of a valid record (FORMATS.md), every kind's fields in one struct;
+    unknown fields are ignored. The decoders' bench measures the raw decode with it;
+    the decoder reads ``_Record`` s."""
 
     kind: str | None = None
     record_id: str | None = None
@@ -83,6 +86,61 @@ class _Raw(msgspec.Struct, gc=False):
     type: str | None = None
     cause: str | None = None
     operator: str | None = None
+
+
+class _Record(msgspec.Struct, gc=False, tag_field="kind"):
+    """What the batch decoder reads: one struct type per kind (``kind`` is the tag; a
+    missing or unknown kind fails the decode and goes to the scalar decoder). Each
+    type has the fields of its kind only, so another kind's fields in a record are
+    ignored as the scalar decoder ignores them; their names are class attributes equal
+    to None, so one ``attrgetter`` reads a column across kinds. ``when`` is the event
+    time's text: ``end`` for usage, ``ts`` for the others."""
+
+    record_id: str | None = None
+    iccid: str | None = None
+    bytes_up: _Count | None = None
+    bytes_down: _Count | None = None
+    apn: str | None = None
+    mcc: str | None = None
+    mnc: str | None = None
+    rat: str | None = None
+    operator: str | None = None
+
+
+class _Usage(_Record, tag="usage"):
+    when: str | None = msgspec.field(default=None, name="end")
+    start: str | None = None
+    code: ClassVar[int] = USAGE
+    session_id: ClassVar[None] = None
+    status: ClassVar[None] = None
+    end_cause: ClassVar[None] = None
+    type: ClassVar[None] = None
+    cause: ClassVar[None] = None
+
+
+class _Session(_Record, tag="session"):
+    when: str | None = msgspec.field(default=None, name="ts")
+    session_id: str | None = None
+    status: str | None = None
+    end_cause: str | None = None
+    code: ClassVar[int] = SESSION
+    start: ClassVar[None] = None
+    type: ClassVar[None] = None
+    cause: ClassVar[None] = None
+
+
+class _Event(_Record, tag="event"):
+    when: str | None = msgspec.field(default=None, name="ts")
+    type: str | None = None
+    cause: str | None = None
+    code: ClassVar[int] = EVENT
+    start: ClassVar[None] = None
+    session_id: ClassVar[None] = None
+    status: ClassVar[None] = None
+    end_cause: ClassVar[None] = None
+
+
+_AnyRecord = _Usage | _Session | _Event
 
 
 _OPTIONAL_TEXT: Final = (
@@ -309,7 +367,17 @@ def _parse_utc_rows(
 
 # ---- the decoder ------------------------------------------------------------------------
 
-_GET: Final = {name: attrgetter(name) for name in _Raw.__struct_fields__}
+_KIND_FIELDS: Final = (
+    "code",
+    "when",
+    "start",
+    "session_id",
+    "status",
+    "end_cause",
+    "type",
+    "cause",
+)
+_GET: Final = {name: attrgetter(name) for name in (*_KIND_FIELDS, *_Record.__struct_fields__)}
 
 
 def _all_digits(values: list[str]) -> bool:
@@ -317,36 +385,27 @@ def _all_digits(values: list[str]) -> bool:
     return joined.isascii() and joined.isdigit()
 
 
-class _KindCodes(dict[object, int]):
-    def __missing__(self, key: object) -> int:
-        return -1
-
-
-_KIND_CODE: Final = _KindCodes(KIND_CODES)
 _STATUS_OK: Final = frozenset(SESSION_STATUSES)
 _EVENT_OK: Final = frozenset(EVENT_TYPES)
 
 
 def _present(values: list[str | None], *, nonempty: bool = False) -> np.ndarray:
     """Per row: not None (and with ``nonempty`` not "")."""
+    if nonempty:  # bool(None) and bool("") are False
+        return np.fromiter(map(bool, values), np.bool_, len(values))
     arr = np.array(values, dtype=object)
     # elementwise comparison with None on an object array (not an identity test)
-    return arr.astype(np.bool_) if nonempty else arr != None  # noqa: E711
-
-
-def _pick(mask: np.ndarray, values: list[str | None], other: list[str | None] | None) -> list[Any]:
-    """``values`` where ``mask``, else ``other`` (or None)."""
-    alt: Any = None if other is None else np.array(other, dtype=object)
-    return np.where(mask, np.array(values, dtype=object), alt).tolist()  # type: ignore[no-any-return]
+    present: np.ndarray = arr != None  # noqa: E711
+    return present
 
 
 def _counts(values: list[int | None]) -> np.ndarray:
     """Byte counts as int64 (already 0..2**53 by the struct's type); -1 where absent."""
     if None not in values:
         return np.fromiter(values, np.int64, len(values))
-    arr = np.array(values, dtype=object)
-    arr[arr == None] = -1  # noqa: E711 - elementwise on an object array
-    return arr.astype(np.int64)
+    # None -> NaN; counts are at most 2**53 (MAX_COUNT), exact in float64
+    arr = np.array(values, dtype=np.float64)
+    return np.where(np.isnan(arr), -1.0, arr).astype(np.int64)
 
 
 def _code_ok(values: list[str | None], shortest: int, longest: int) -> np.ndarray:
@@ -376,8 +435,8 @@ class ColumnarDecoder:
 
     def __init__(self, scalar: RecordDecoder | None = None) -> None:
         self.scalar = scalar if scalar is not None else RecordDecoder()
-        self._lines = msgspec.json.Decoder(_Raw)
-        self._array = msgspec.json.Decoder(list[_Raw])
+        self._lines = msgspec.json.Decoder(_AnyRecord)
+        self._array = msgspec.json.Decoder(list[_AnyRecord])
         self._parse_time = CachedTimeParser()
 
     # ---------------------------------------------------------------- entry points
@@ -389,18 +448,20 @@ class ColumnarDecoder:
         if n == 0:
             return DecodedBatch(RecordColumns.empty(), [])
 
-        raws: list[_Raw | None] | None = None
+        raws: list[_AnyRecord | None] | None = None
         limit = self.scalar.max_line_bytes
-        if set(map(type, lines)) == {bytes} and max(map(len, lines)) <= limit:
+        all_bytes = set(map(type, lines)) == {bytes}
+        if all_bytes and max(map(len, lines)) <= limit:
             try:  # one C call per line (one value per line, whatever the line holds)
                 raws = list(map(self._lines.decode, lines))
             except (msgspec.DecodeError, msgspec.ValidationError):
                 raws = None
         if raws is None:
             raws = self._one_by_one(lines, limit)
-        for i, line in enumerate(lines):  # msgspec lets invalid UTF-8 in ignored keys pass
-            if raws[i] is not None and type(line) is bytes and not _utf8(line):
-                raws[i] = None  # the scalar decoder rejects it, with its reason
+        if not (all_bytes and b"".join(lines).isascii()):  # type: ignore[arg-type]
+            for i, line in enumerate(lines):  # msgspec lets invalid UTF-8 in ignored keys pass
+                if raws[i] is not None and type(line) is bytes and not _utf8(line):
+                    raws[i] = None  # the scalar decoder rejects it, with its reason
         return self._finish(raws, lines, now)
 
     def decode_payloads(self, payloads: Sequence[bytes], now: float) -> DecodedBatch:
@@ -444,10 +505,10 @@ class ColumnarDecoder:
 
     # ---------------------------------------------------------------- internals
 
-    def _one_by_one(self, lines: Sequence[bytes | str], limit: int) -> list[_Raw | None]:
+    def _one_by_one(self, lines: Sequence[bytes | str], limit: int) -> list[_AnyRecord | None]:
         """The batch call failed: each line on its own (None = for the scalar decoder)."""
         decode = self._lines.decode
-        out: list[_Raw | None] = []
+        out: list[_AnyRecord | None] = []
         for line in lines:
             if type(line) is not bytes or len(line) > limit:
                 out.append(None)  # the scalar decoder owns sizes and str input
@@ -459,14 +520,14 @@ class ColumnarDecoder:
         return out
 
     def _finish(
-        self, raws: list[_Raw | None], lines: Sequence[bytes | str], now: float
+        self, raws: list[_AnyRecord | None], lines: Sequence[bytes | str], now: float
     ) -> DecodedBatch:
         """Validate the decoded structs in columns; the rest goes to the scalar decoder."""
         n = len(raws)
         fallback = np.array([r is None for r in raws], np.bool_)
         if fallback.any():
             good_idx = np.flatnonzero(~fallback)
-            structs: list[_Raw] = [raws[i] for i in good_idx.tolist()]  # type: ignore[misc]
+            structs: list[_AnyRecord] = [raws[i] for i in good_idx.tolist()]  # type: ignore[misc]
         else:
             good_idx = np.arange(n)
             structs = raws  # type: ignore[assignment]
@@ -495,12 +556,12 @@ class ColumnarDecoder:
         merged = concat([fast, RecordColumns.from_records(late_records)])
         return DecodedBatch(merged.take(np.argsort(rows, kind="stable")), rejections)
 
-    def _validate(self, structs: list[_Raw], now: float) -> tuple[RecordColumns, np.ndarray]:
+    def _validate(self, structs: list[_AnyRecord], now: float) -> tuple[RecordColumns, np.ndarray]:
         """Columns of ``structs`` and which rows pass every rule (the rest: scalar)."""
         n = len(structs)
         get = _GET
-        kind = np.fromiter(map(_KIND_CODE.__getitem__, map(get["kind"], structs)), np.int8, n)
-        ok = kind >= 0
+        kind = np.fromiter(map(get["code"], structs), np.int8, n)
+        ok = np.ones(n, np.bool_)
         rid = list(map(get["record_id"], structs))
         iccid = list(map(get["iccid"], structs))
         if None in rid or None in iccid:
@@ -515,18 +576,11 @@ class ColumnarDecoder:
             ok &= np.fromiter((c.isascii() and c.isdigit() for c in iccid), np.bool_, n)
 
         usage = kind == USAGE
-        all_usage = bool(usage.all())
-        ends = list(map(get["end"], structs))
-        # the event time's text: usage -> end, others -> ts
-        time_text = ends if all_usage else _pick(usage, ends, list(map(get["ts"], structs)))
-        ts, ts_ok = self._times(time_text)
+        ts, ts_ok = self._times(list(map(get["when"], structs)))  # usage: end, others: ts
         start = np.full(n, np.nan)
         if usage.any():
-            starts = list(map(get["start"], structs))
-            start, start_ok = self._times(starts if all_usage else _pick(usage, starts, None))
+            start, start_ok = self._times(list(map(get["start"], structs)))  # None: not usage
             ok &= ~usage | (start_ok & (ts >= start) & (start >= EARLIEST_TIME))
-            if not all_usage:
-                start[~usage] = np.nan
         ok &= ts_ok
         ok &= ts <= now + self.scalar.max_future_s
         ok &= ts >= EARLIEST_TIME  # usage: start >= EARLIEST and end >= start imply it
@@ -545,27 +599,21 @@ class ColumnarDecoder:
         if "" in mnc:
             mnc = [v or None for v in mnc]
 
+        # each kind's own fields (None in the other kinds' structs)
+        session_id = list(map(get["session_id"], structs))
+        status = list(map(get["status"], structs))
+        end_cause = list(map(get["end_cause"], structs))
         session = kind == SESSION
         if session.any():
-            session_id = list(map(get["session_id"], structs))
-            status = list(map(get["status"], structs))
             sess_ok = _present(session_id, nonempty=True) & np.fromiter(
                 map(_STATUS_OK.__contains__, status), np.bool_, n
             )
             ok &= ~session | sess_ok
-            session_id = _pick(session, session_id, None)
-            status = _pick(session, status, None)
-            end_cause = _pick(session, list(map(get["end_cause"], structs)), None)
-        else:
-            session_id = status = end_cause = [None] * n
+        event_type = list(map(get["type"], structs))
+        cause = list(map(get["cause"], structs))
         event = kind == EVENT
         if event.any():
-            event_type = list(map(get["type"], structs))
             ok &= ~event | np.fromiter(map(_EVENT_OK.__contains__, event_type), np.bool_, n)
-            event_type = _pick(event, event_type, None)
-            cause = _pick(event, list(map(get["cause"], structs)), None)
-        else:
-            event_type = cause = [None] * n
 
         apn = list(map(get["apn"], structs))
         rat = list(map(get["rat"], structs))
@@ -600,12 +648,11 @@ class ColumnarDecoder:
     def _times(self, texts: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
         """Parsed times and which parsed (None or an unparsable text: not ok)."""
         if None in texts or "" in texts:
-            arr = np.array(texts, dtype=object)
-            present = np.flatnonzero(arr.astype(np.bool_))
+            present = np.flatnonzero(np.fromiter(map(bool, texts), np.bool_, len(texts)))
             out = np.full(len(texts), np.nan)
             ok = np.zeros(len(texts), np.bool_)
             if present.size:
-                sub, sub_ok = self._times(arr[present].tolist())
+                sub, sub_ok = self._times([texts[i] for i in present.tolist()])
                 out[present] = sub
                 ok[present] = sub_ok
             return out, ok

@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from simwatch.core import regime
+from simwatch.core.arrays import unique_first_inverse
 from simwatch.core.dedup import Deduplicator
+from simwatch.core.iccid import alternate_form
 from simwatch.core.records import MAX_COUNT
 from simwatch.core.state import (
     EPOCH_BASE,
@@ -43,7 +45,8 @@ _KIND_NAMES = ("usage", "session", "event")  # columnar.KIND_CODES, in code orde
 _STARTED, _INTERIM, _ENDED = 0, 1, 2
 _SESSION_STATUS = {"started": _STARTED, "interim": _INTERIM, "ended": _ENDED}
 _EVENT_NONE, _EVENT_AUTH, _EVENT_PDP, _EVENT_CLOSE = 0, 1, 2, 3
-SMALL_BATCH = 256
+SMALL_BATCH = 128  # crossover ~96 records on bench_api's live feed (docs/performance.md)
+MIN_ROUND = 32
 _ABSENT = -2  # vectorized apply: the record has no such attribute
 _UNKNOWN = -1  # vectorized apply: a value not registered yet (Interner.find)
 _MONTHS_1970_TO_2020 = 50 * 12  # month_of counts months from January 2020
@@ -96,6 +99,9 @@ class Ingestor:
         # apply_columns: batches smaller than this go one record at a time (a replay
         # between two evaluation boundaries is often a few dozen records)
         self.small_batch = SMALL_BATCH
+        # a SIM's second, third... records of a batch go over arrays (a round per rank)
+        # while a round has at least this many records; the rest one at a time
+        self.min_round = MIN_ROUND
 
     def apply(self, record: Record) -> bool:
         """Apply one record. Returns False when it was a duplicate delivery."""
@@ -136,8 +142,9 @@ class Ingestor:
 
         iccids = cols.iccid if whole else [cols.iccid[i] for i in pick]
         rows = self.state.index.get_many(iccids)
-        for j in np.flatnonzero(rows < 0).tolist():
-            rows[j] = self._row(iccids[j])
+        missing = np.flatnonzero(rows < 0)
+        if missing.size:
+            rows[missing] = self._rows_of_new([iccids[j] for j in missing.tolist()])
         kinds = cols.kind[fresh]
         by_kind = np.bincount(kinds, minlength=3)
         ts_all = cols.ts[fresh]
@@ -148,32 +155,44 @@ class Ingestor:
         rat_all, op_all = column(cols.rat), column(cols.operator)
         status_all, end_cause_all = column(cols.status), column(cols.end_cause)
         event_all, cause_all = column(cols.event_type), column(cols.cause)
-        extra = self._kind_codes(
-            rows, kinds, status_all, end_cause_all, event_all, cause_all, apn_all
-        )
-        vector, codes = self._vectorizable(
-            rows, ts_all, apn_all, mcc_all, mnc_all, rat_all, op_all, extra
-        )
-        if vector.size:
-            total = up_all[vector] + down_all[vector]
-            self._apply_vector(rows[vector], kinds[vector], ts_all[vector], total, codes)
-            usage = vector[kinds[vector] == 0]
-            self._regime_vector(rows[usage], codes["t"][kinds[vector] == 0], start_all[usage])
-            rest = np.ones(fresh.size, np.bool_)
-            rest[vector] = False
-            others = np.flatnonzero(rest).tolist()
-        else:
-            others = list(range(fresh.size))
-        apply_row = self._apply_row
-        row_l, kind_l, ts_l = rows.tolist(), kinds.tolist(), ts_all.tolist()
-        up_l, down_l = up_all.tolist(), down_all.tolist()
-        start_l = [None if math.isnan(x) else x for x in start_all.tolist()]
-        for i in others:
-            apply_row(
-                row_l[i], _KIND_NAMES[kind_l[i]], ts_l[i], up_l[i], down_l[i],
-                apn_all[i], mcc_all[i], mnc_all[i], rat_all[i], op_all[i],
-                status_all[i], end_cause_all[i], event_all[i], cause_all[i], start_l[i],
-            )  # fmt: skip
+        extra = self._kind_codes(kinds, status_all, end_cause_all, event_all, cause_all, apn_all)
+        static = self._static_codes(ts_all, apn_all, mcc_all, mnc_all, rat_all, op_all, extra)
+        done = np.zeros(fresh.size, np.bool_)
+        alive = static["ok"]
+        if alive.any():
+            rank, group = _ranks(rows)
+            # a SIM's records go over arrays only while every one of them can
+            bad = np.zeros(int(group.max()) + 1, np.bool_)
+            bad[group[~alive]] = True
+            alive = alive & ~bad[group]
+            total_all = up_all + down_all
+            for r in range(int(rank.max()) + 1):
+                pos = np.flatnonzero(alive & (rank == r))
+                if pos.size == 0 or (r and pos.size < self.min_round):
+                    break  # the rest of these SIMs' records: one at a time, below
+                vector, codes = self._vectorizable(rows, pos, static)
+                if vector.size:
+                    kv = kinds[vector]
+                    self._apply_vector(rows[vector], kv, ts_all[vector], total_all[vector], codes)
+                    usage = vector[kv == 0]
+                    self._regime_vector(rows[usage], codes["t"][kv == 0], start_all[usage])
+                    done[vector] = True
+                if vector.size < pos.size:  # a new leaf: that SIM's next records one at a time
+                    bad[group[np.setdiff1d(pos, vector, assume_unique=True)]] = True
+                    alive &= ~bad[group]
+        others = np.flatnonzero(~done).tolist()
+        if others:  # one at a time, in order: their values as Python scalars
+            at = np.asarray(others, np.intp)
+            apply_row = self._apply_row
+            row_l, kind_l, ts_l = rows[at].tolist(), kinds[at].tolist(), ts_all[at].tolist()
+            up_l, down_l = up_all[at].tolist(), down_all[at].tolist()
+            start_l = [None if math.isnan(x) else x for x in start_all[at].tolist()]
+            for k, i in enumerate(others):
+                apply_row(
+                    row_l[k], _KIND_NAMES[kind_l[k]], ts_l[k], up_l[k], down_l[k],
+                    apn_all[i], mcc_all[i], mnc_all[i], rat_all[i], op_all[i],
+                    status_all[i], end_cause_all[i], event_all[i], cause_all[i], start_l[k],
+                )  # fmt: skip
         stats = self.stats
         stats.applied += fresh.size
         for code, count in enumerate(by_kind.tolist()):
@@ -192,31 +211,31 @@ class Ingestor:
 
     def _partner_codes(
         self, mcc: list[str | None], mnc: list[str | None]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Partner codes (ABSENT without MCC or MNC, UNKNOWN when not registered) and
-        their country codes (UNKNOWN when not cached yet)."""
-        pairs = list(zip(mcc, mnc, strict=True))
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Partner codes (ABSENT without MCC or MNC, UNKNOWN when not registered), their
+        country codes (UNKNOWN when not cached yet) and whether the MCC is given: MCC
+        and MNC factorized apart, then one lookup per distinct pair."""
+        mcc_f, mcc_values = _factorize(mcc)
+        mnc_f, mnc_values = _factorize(mnc)
+        pair = mcc_f * len(mnc_values) + mnc_f
+        uniq, _, back = unique_first_inverse(pair)
         state = self.state
-        partner: dict[tuple[str | None, str | None], int] = {}
-        country: dict[tuple[str | None, str | None], int] = {}
-        for pair in set(pairs):
-            m, n = pair
+        partner = np.empty(uniq.size, np.int64)
+        country = np.empty(uniq.size, np.int64)
+        for k, code in enumerate(uniq.tolist()):
+            m, n = mcc_values[code // len(mnc_values)], mnc_values[code % len(mnc_values)]
             if m is None or n is None:
-                partner[pair] = country[pair] = _ABSENT
+                partner[k] = country[k] = _ABSENT
                 continue
-            code = state.partners.find(m + n)
-            partner[pair] = code
-            found = self._country_of_partner.get(code) if code >= 0 else None
-            country[pair] = _UNKNOWN if found is None else found
-        size = len(pairs)
-        return (
-            np.fromiter(map(partner.__getitem__, pairs), np.int64, size),
-            np.fromiter(map(country.__getitem__, pairs), np.int64, size),
-        )
+            found_partner = state.partners.find(m + n)
+            partner[k] = found_partner
+            found = self._country_of_partner.get(found_partner) if found_partner >= 0 else None
+            country[k] = _UNKNOWN if found is None else found
+        given = np.array([v is not None for v in mcc_values], np.bool_)
+        return partner[back], country[back], given[mcc_f]
 
-    def _vectorizable(  # noqa: PLR0917 - the batch's columns, positional
+    def _static_codes(  # noqa: PLR0917 - the batch's columns, positional
         self,
-        rows: np.ndarray,
         ts: np.ndarray,
         apn: list[str | None],
         mcc: list[str | None],
@@ -224,45 +243,57 @@ class Ingestor:
         rat: list[str | None],
         operator: list[str | None],
         extra: dict[str, np.ndarray],
-    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Positions of the records applied over arrays, and their codes.
-
-        Records of a SIM with no other record in the batch, whole-second times, no
-        operator name, and nothing new to register (every APN, partner, RAT, country and
-        leaf they lead to exists; for sessions and events, every cause and reject APN:
-        ``_kind_codes``). Such records touch only their own rows, so applying them
-        before the others (one by one, in order) gives the state of one record at a
-        time. The codes: ``apn``, ``partner``, ``country``, ``rat`` (ABSENT: not in the
-        record), ``t`` (relative time), ``applies`` (its attributes are newer), and the
-        kind's own (``_kind_codes``)."""
-        none: tuple[np.ndarray, dict[str, np.ndarray]] = (np.zeros(0, np.intp), {})
-        eligible = extra["eligible"]
-        if not eligible.any():
-            return none
-        _, inverse, counts = np.unique(rows, return_inverse=True, return_counts=True)
-        ok = eligible & (counts[inverse] == 1) & (ts == np.floor(ts))
+    ) -> dict[str, np.ndarray]:
+        """Per record of the batch, what does not depend on the state the batch changes:
+        ``ok`` (the arrays can apply it: whole-second time, no operator name, nothing
+        new to register: every APN, partner, RAT and country it names exists; for
+        sessions and events every cause and reject APN, ``_kind_codes``), the codes
+        ``apn``, ``partner``, ``country``, ``rat`` (ABSENT: not in the record),
+        ``has_attr`` and ``t`` (relative time), and the kind's own (``_kind_codes``)."""
+        state = self.state
+        ok = extra["eligible"] & (ts == np.floor(ts))
         if operator.count(None) != len(operator):
             ok &= np.array([o is None for o in operator], np.bool_)
-        pos = np.flatnonzero(ok)
-        if pos.size == 0:
-            return none
-        picked = pos.tolist()
+        apn_c = self._codes(state.apns, apn)
+        rat_c = self._codes(state.rats, rat)
+        partner_c, country_c, mcc_given = self._partner_codes(mcc, mnc)
+        has_attr = (apn_c != _ABSENT) | (rat_c != _ABSENT) | mcc_given
+        unknown = (apn_c == _UNKNOWN) | (rat_c == _UNKNOWN) | (partner_c == _UNKNOWN)
+        unknown |= country_c == _UNKNOWN
+        ok &= ~(has_attr & unknown)
+        t = np.where(ok, ts, 0.0).astype(np.int64) - EPOCH_BASE
+        return {
+            **extra,
+            "ok": ok,
+            "apn": apn_c,
+            "partner": partner_c,
+            "country": country_c,
+            "rat": rat_c,
+            "has_attr": has_attr,
+            "t": t,
+        }
+
+    def _vectorizable(
+        self, rows: np.ndarray, pos: np.ndarray, static: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Of the records at ``pos`` (``static["ok"]``, of distinct SIMs), those applied
+        over arrays now, and their codes: the leaf each leads to must exist already.
+
+        Such records touch only their own rows and register nothing, so applying them
+        before the others (one by one, in order) gives the state of one record at a
+        time. The codes: ``_static_codes``'s, ``seen`` (the SIM's attribute time),
+        ``applies`` (the record's attributes are newer) and ``bare`` (a SIM without
+        attributes or leaf yet)."""
         state = self.state
         cols = state.cols
         r = rows[pos]
-        t = ts[pos].astype(np.int64) - EPOCH_BASE
-        apn_c = self._codes(state.apns, [apn[i] for i in picked])
-        rat_c = self._codes(state.rats, [rat[i] for i in picked])
-        partner_c, country_c = self._partner_codes(
-            [mcc[i] for i in picked], [mnc[i] for i in picked]
-        )
-        has_attr = (apn_c != _ABSENT) | (rat_c != _ABSENT)
-        has_attr |= np.array([mcc[i] is not None for i in picked], np.bool_)
+        apn_c, rat_c = static["apn"][pos], static["rat"][pos]
+        partner_c, country_c = static["partner"][pos], static["country"][pos]
+        has_attr = static["has_attr"][pos]
+        t = static["t"][pos]
         seen = cols.attrs_at[r]
         applies = has_attr & (t >= seen)
-        unknown = (apn_c == _UNKNOWN) | (rat_c == _UNKNOWN) | (partner_c == _UNKNOWN)
-        unknown |= country_c == _UNKNOWN
-        keep = ~(has_attr & unknown)
+        keep = np.ones(pos.size, np.bool_)
         # the leaf each record leads to must exist already
         dims = state.dims
         key = np.stack([state.dim_column(d)[r] for d in dims], axis=1).astype(np.int64)
@@ -281,12 +312,13 @@ class Ingestor:
                 at = dims.index("country")
                 key[:, at] = np.where(differs, country_c, key[:, at])
         bare = ~has_attr & (seen == NEVER) & (cols.leaf[r] < 0)
-        check = np.flatnonzero((changed | bare) & keep)
+        check = np.flatnonzero(changed | bare)
         if check.size:
-            keys, back = np.unique(key[check], axis=0, return_inverse=True)
-            exists = np.array([state.find_leaf(tuple(k)) >= 0 for k in keys.tolist()], np.bool_)
-            keep[check] = exists[back.ravel()]
+            keys, back = _distinct_rows(key[check])
+            exists = np.array([state.find_leaf(k) >= 0 for k in keys], np.bool_)
+            keep[check] = exists[back]
         sel = np.flatnonzero(keep)
+        final = pos[sel]
         codes = {
             "apn": apn_c[sel],
             "partner": partner_c[sel],
@@ -297,14 +329,12 @@ class Ingestor:
             "applies": applies[sel],
             "bare": bare[sel],
         }
-        final = pos[sel]
         for name in ("status", "cause", "event", "reject_apn"):
-            codes[name] = extra[name][final]
+            codes[name] = static[name][final]
         return final, codes
 
     def _kind_codes(  # noqa: PLR0917 - the batch's columns, positional
         self,
-        rows: np.ndarray,
         kinds: np.ndarray,
         status: list[str | None],
         end_cause: list[str | None],
@@ -319,9 +349,7 @@ class Ingestor:
         ``status``: a session's ``_SESSION_STATUS`` code (-1 for other kinds);
         ``event``: an event's ``_EVENT_ACTION`` (-1 for other kinds); ``cause``: the
         failure cause code of an ended session, the reject cause code of a reject
-        event (0: none); ``reject_apn``: a reject's APN code. A session that is not a
-        start needs the SIM to have usage records already (``HAS_USAGE``): otherwise
-        its running total is the SIM's data evidence, applied one at a time."""
+        event (0: none); ``reject_apn``: a reject's APN code."""
         n = kinds.size
         eligible = kinds == 0
         status_c = np.full(n, -1, np.int64)
@@ -339,11 +367,8 @@ class Ingestor:
                 for i in picked
             ]
             cause_c[sessions] = failure
-            has_usage = (self.state.cols.flags[rows[sessions]] & HAS_USAGE) != 0
             st = status_c[sessions]
-            eligible[sessions] = (
-                (st >= 0) & (np.asarray(failure, np.int64) >= 0) & ((st == _STARTED) | has_usage)
-            )
+            eligible[sessions] = (st >= 0) & (np.asarray(failure, np.int64) >= 0)
         events = np.flatnonzero(kinds == 2)
         if events.size:
             for i in events.tolist():
@@ -393,9 +418,9 @@ class Ingestor:
     def _sessions_vector(
         self, r: np.ndarray, ts: np.ndarray, total: np.ndarray, codes: dict[str, np.ndarray]
     ) -> None:
-        """``_session`` for session records of distinct rows; those that are not starts
-        are of SIMs with usage records (their totals are not data evidence)."""
-        del ts  # the data evidence of sessions is one record at a time (_kind_codes)
+        """``_session`` for session records of distinct rows. A running total that grew
+        is the data evidence of a SIM without usage records (``HAS_USAGE``): the rhythm
+        and the month's bytes, as usage records are for the others."""
         cols = self.state.cols
         t = codes["t"]
         status = codes["status"]
@@ -416,11 +441,17 @@ class Ingestor:
         other = ~started
         if not other.any():
             return
-        r, t, status = r[other], t[other], status[other]
+        r, t, status, ts = r[other], t[other], status[other], ts[other]
         amount = np.minimum(total[other], MAX_COUNT)
         cause = codes["cause"][other]
         current = t >= cols.session_start[r]
-        grown = current & (amount > cols.session_bytes[r])
+        previous = cols.session_bytes[r].astype(np.int64)
+        grown = current & (amount > previous)
+        evidence = np.flatnonzero(grown & ((cols.flags[r] & HAS_USAGE) == 0))
+        if evidence.size:
+            er = r[evidence]
+            self.state.rhythm.observe_distinct(er, ts[evidence])
+            self._month_bytes_vector(er, ts[evidence], amount[evidence] - previous[evidence])
         cols.session_bytes[r[grown]] = amount[grown]
         ended = status == _ENDED
         cols.session_open[r[current & ended]] = 0
@@ -464,16 +495,20 @@ class Ingestor:
             dr = rows[data]
             state.rhythm.observe_distinct(dr, ts[data])
             cols.flags[dr] |= np.uint8(HAS_USAGE)
-            months = ts[data].astype("datetime64[s]").astype("datetime64[M]").astype(np.int64)
-            month = months - _MONTHS_1970_TO_2020
-            current = cols.month[dr].astype(np.int64)
-            amount = np.minimum(total[data], MAX_COUNT)
-            newer = month > current
-            same = month == current
-            cols.month[dr[newer]] = month[newer]
-            cols.month_bytes[dr[newer]] = amount[newer]
-            sr = dr[same]
-            cols.month_bytes[sr] = np.minimum(cols.month_bytes[sr] + amount[same], MAX_COUNT)
+            self._month_bytes_vector(dr, ts[data], np.minimum(total[data], MAX_COUNT))
+
+    def _month_bytes_vector(self, rows: np.ndarray, ts: np.ndarray, amount: np.ndarray) -> None:
+        """``_add_month_bytes`` for distinct rows (``amount`` at most MAX_COUNT)."""
+        cols = self.state.cols
+        months = ts.astype("datetime64[s]").astype("datetime64[M]").astype(np.int64)
+        month = months - _MONTHS_1970_TO_2020
+        current = cols.month[rows].astype(np.int64)
+        newer = month > current
+        same = month == current
+        cols.month[rows[newer]] = month[newer]
+        cols.month_bytes[rows[newer]] = amount[newer]
+        sr = rows[same]
+        cols.month_bytes[sr] = np.minimum(cols.month_bytes[sr] + amount[same], MAX_COUNT)
 
     def _attributes_vector(self, r: np.ndarray, codes: dict[str, np.ndarray]) -> None:
         """``_attributes`` for distinct rows whose attributes are newer (codes exist)."""
@@ -513,10 +548,30 @@ class Ingestor:
         if not state.dims:
             return np.full(rows.size, state.leaf_id(()), np.int64)
         key = np.stack([state.dim_column(d)[rows] for d in state.dims], axis=1)
-        keys, back = np.unique(key.astype(np.int64), axis=0, return_inverse=True)
+        keys, back = _distinct_rows(key.astype(np.int64))
         leaf_id = state.leaf_id
-        ids = np.array([leaf_id(tuple(k)) for k in keys.tolist()], np.int64)
-        return ids[back.ravel()]
+        ids = np.array([leaf_id(k) for k in keys], np.int64)
+        leaves: np.ndarray = ids[back]
+        return leaves
+
+    def _rows_of_new(self, iccids: list[str]) -> np.ndarray:
+        """``_row`` of each ICCID not in the index, in order: found by the other form of
+        its ICCID, else new rows in order of first appearance (``IccidIndex.add_many``),
+        the columns grown once. A batch holding both forms of a new SIM's ICCID goes one
+        at a time (the first form seen makes the row)."""
+        state = self.state
+        others = [alternate_form(c) for c in iccids]
+        new = set(iccids)
+        if not new.isdisjoint(others):
+            return np.array([self._row(c) for c in iccids], np.int64)
+        rows = state.index.get_many([o or c for o, c in zip(others, iccids, strict=True)])
+        fresh = np.flatnonzero(rows < 0)
+        if fresh.size:
+            known = len(state)
+            rows[fresh] = state.index.add_many([iccids[j] for j in fresh.tolist()])
+            state.ensure_capacity(len(state))
+            self.stats.unknown_sims += len(state) - known
+        return rows
 
     def _row(self, iccid: str) -> int:
         state = self.state
@@ -756,6 +811,47 @@ class Ingestor:
         elif kind in ("detach", "purge", "throttled") and t >= cols.session_start[row]:
             cols.session_open[row] = 0
             cols.session_end[row] = max(int(cols.session_end[row]), t)
+
+
+def _ranks(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per element: how many equal rows come before it, and a group number per distinct
+    row."""
+    n = rows.size
+    order = np.argsort(rows * n + np.arange(n))  # distinct keys: batch order within a row
+    ordered = rows[order]
+    starts = np.ones(n, np.bool_)
+    starts[1:] = ordered[1:] != ordered[:-1]
+    group_sorted = np.cumsum(starts) - 1
+    rank = np.empty(n, np.int64)
+    group = np.empty(n, np.int64)
+    rank[order] = np.arange(n) - np.flatnonzero(starts)[group_sorted]
+    group[order] = group_sorted
+    return rank, group
+
+
+def _factorize(values: list[str | None]) -> tuple[np.ndarray, list[str | None]]:
+    """Per element the index of its value in the returned list of distinct values."""
+    distinct = list(set(values))
+    lut = {v: i for i, v in enumerate(distinct)}
+    return np.fromiter(map(lut.__getitem__, values), np.int64, len(values)), distinct
+
+
+def _distinct_rows(key: np.ndarray) -> tuple[list[tuple[int, ...]], np.ndarray]:
+    """The distinct rows of a 2-D int64 array (as tuples) and each row's index among
+    them: the columns combined into one int64 (mixed radix) when it fits, so one 1-D
+    ``np.unique`` instead of the slow ``axis=0`` one."""
+    if key.shape[0] == 0:
+        return [], np.zeros(0, np.intp)
+    low = key.min(axis=0)
+    span = key.max(axis=0) - low + 1
+    if float(np.prod(span.astype(np.float64))) >= 2.0**62:
+        keys, back = np.unique(key, axis=0, return_inverse=True)
+        return [tuple(k) for k in keys.tolist()], back.ravel()
+    combined = np.zeros(key.shape[0], np.int64)
+    for j in range(key.shape[1]):
+        combined = combined * int(span[j]) + (key[:, j] - low[j])
+    _, first, back = unique_first_inverse(combined)
+    return [tuple(k) for k in key[first].tolist()], back.ravel()
 
 
 def _int(value: object) -> int:

@@ -89,6 +89,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from simwatch.core.arrays import all_distinct
 from simwatch.core.hourmask import (
     DAY,
     HOUR,
@@ -112,14 +113,21 @@ def _quiet_block_hours_vec(masks: npt.NDArray[np.int64]) -> npt.NDArray[np.int64
     """``hourmask.quiet_block_hours`` of each (24-bit) mask (issue 12)."""
     masks = masks & HOURS_MASK
     zeros = ~masks & HOURS_MASK
-    run_bits = zeros | (zeros << 24)
+    # the longest run of ones in the zeros written twice (circular), found by doubling:
+    # ends[k] has bit b set when bits b, b-1, ... b-2**k+1 are all set; then the run
+    # grows greedily by 32, 16, ... 1 while such a longer run still ends somewhere
+    # (``at << 2**k`` misses a run that starts at bit 0, but the second copy holds every
+    # run again from bit 24 on; an all-zero mask is answered apart)
+    ends = [zeros | (zeros << 24)]
+    for k in range(5):
+        ends.append(ends[k] & (ends[k] << (1 << k)))
     run = np.zeros(masks.shape, np.int64)
-    while True:
-        alive = run_bits != 0
-        if not alive.any():
-            break
-        run += alive
-        run_bits &= run_bits << 1
+    at = np.full(masks.shape, -1, np.int64)  # bits where a run of length ``run`` ends
+    for k in range(5, -1, -1):
+        longer = ends[k] & (at << (1 << k))
+        found = longer != 0
+        run += np.where(found, 1 << k, 0)
+        at = np.where(found, longer, at)
     return np.where(masks == 0, 24, run)
 
 
@@ -568,7 +576,7 @@ class RhythmModel:
         differ in the last bit). Rows on the active-hours or the weekday clock, and a
         row's first data of a UTC day (the days of the week), take ``observe`` one by one
         (minorities)."""
-        if rows.size != np.unique(rows).size:
+        if not all_distinct(rows):
             raise ValueError("observe_distinct needs distinct rows")
         valid = (ts >= 0.0) & (ts < _TS_MAX)  # NaN: not valid, as in observe
         rows = rows[valid]

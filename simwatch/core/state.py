@@ -340,6 +340,15 @@ class FleetState:
             self._grow(max(self.capacity * 2, row + 1))
         return row
 
+    def ensure_capacity(self, rows: int) -> None:
+        """Columns for ``rows`` rows, grown as ``ensure_row`` would have grown them one
+        row at a time (doubling)."""
+        capacity = self.capacity
+        while capacity < rows:
+            capacity = max(capacity * 2, capacity + 1)
+        if capacity != self.capacity:
+            self._grow(capacity)
+
     def _grow(self, capacity: int) -> None:
         self.cols.grow(capacity)
         self.mv = views(self.cols)
