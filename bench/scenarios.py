@@ -133,11 +133,14 @@ class Sweep:
                 self.evidence[key].append(f.evidence_s)
             mark = "" if f.meets_target else "*"
             shown = "" if f.evidence_s is None else f"({_mins(f.evidence_s)})"
-            self.cells[key][seed] = (
+            cell = (
                 f"{_mins(f.detect_s)}{shown}/{_mins(f.resolve_s)}{mark}{fp}"
                 if f.incident_id
                 else f"not found{fp}"
             )
+            # two faults of one kind in a run (shared_value): both, in order
+            before = self.cells[key].get(seed)
+            self.cells[key][seed] = cell if before is None else f"{before}, {cell}"
             print(
                 f"  {f.kind:<18} {dims}  {f.incident_id or 'NOT FOUND'}  "
                 f"detect {minutes(f.detect_s)} (bound {minutes(f.detect_bound_s)}, "
