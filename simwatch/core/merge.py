@@ -75,9 +75,10 @@ class LeafCounts:
     """One leaf's counts on one shard.
 
     ``values``: one per dimension, ``""`` where the SIMs have no value yet. ``total``:
-    SIMs counted (active, rhythm learned, expected to report). ``overdue``: of those, late
-    or silent and not explained per SIM (``LeafTable.affected``). ``expected``: overdue SIMs
-    expected now from the shard's learned baseline.
+    SIMs counted (active, seen, judged by a learned rhythm or a live session).
+    ``overdue``: of those, late or silent and not explained per SIM
+    (``LeafTable.affected``). ``expected``: overdue SIMs expected now from the shard's
+    learned baseline.
     """
 
     values: tuple[str, ...]

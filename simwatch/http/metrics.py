@@ -157,7 +157,8 @@ class EngineCollector:
         )
         total = GaugeMetricFamily(
             "simwatch_group_total_sims",
-            "SIMs expected to report (active, seen, rhythm learned), per dimension value,"
+            "SIMs counted (active, seen, judged by a learned rhythm or a live session),"
+            " per dimension value,"
             " at the last evaluation.",
             labels=["dim", "value"],
         )

@@ -376,8 +376,8 @@ SCHEMAS: Final[dict[str, Schema]] = {
             "states": _ref("StateCounts"),
             "total": {
                 **_COUNT,
-                "description": "SIMs expected to report (active, seen, rhythm learned), at"
-                " the last evaluation",
+                "description": "SIMs counted (active, seen, judged by a learned rhythm or a"
+                " live session), at the last evaluation",
             },
             "affected": {
                 **_COUNT,
