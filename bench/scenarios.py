@@ -1,8 +1,8 @@
 """Scenario scores with figures: detection and resolution delay per injected fault.
 
     python bench/scenarios.py [--seeds 7 8 9] [--regimes r1 r2 r3 mixed] [--sims 2000]
-                              [--jobs 2] [--markdown] [--per-seed] [--results FILE]
-                              [SCENARIO ...]
+                              [--jobs 2] [--markdown] [--per-seed]
+                              [--results FILE [--report]] [SCENARIO ...]
 
 Runs each named scenario (default: all presets) per data regime and seed through
 simulate -> replay -> score, and prints a row per fault: incident, detection delay and
@@ -234,6 +234,11 @@ def main() -> None:
         help="JSON lines file: each finished run is appended; runs already in it are "
         "not run again (a long sweep can be stopped and resumed)",
     )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="with --results: print the tables of the runs kept there, run nothing",
+    )
     args = parser.parse_args()
     sweep = Sweep()
     kept = _load(args.results, args.sims)
@@ -247,7 +252,7 @@ def main() -> None:
         for regime in args.regimes
         for name in args.scenarios
     ]
-    jobs = [job for job in runs if job[:3] not in kept]
+    jobs = [] if args.report else [job for job in runs if job[:3] not in kept]
     for regime, name, seed, _ in runs:
         if (regime, name, seed) in kept:
             sweep.add(regime, name, seed, kept[regime, name, seed])
