@@ -63,6 +63,7 @@ IntArray = npt.NDArray[np.int64]
 
 _DENSE_LIMIT = 4096  # mixed-radix keys up to this many cells use a dense bincount
 _TIE_RTOL = 1e-9
+_SORT_LIMIT = 512  # fewer group ids than this are deduplicated by sorting, more by counting
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,8 +251,15 @@ def _build_groups(table: LeafTable, max_depth: int) -> _Groups:
     return _Groups(cuboids, local, flat, offsets, depth, cuboid_of, n_groups)
 
 
+def _tiled(weights: FloatArray, times: int) -> FloatArray:
+    """``weights`` repeated ``times`` over (``np.tile`` without its Python overhead)."""
+    out = np.empty((times, weights.size), dtype=np.float64)
+    out[:] = weights
+    return out.reshape(-1)
+
+
 def _sums(groups: _Groups, weights: FloatArray, n_cuboids: int) -> FloatArray:
-    out = np.bincount(groups.flat, weights=np.tile(weights, n_cuboids), minlength=groups.n_groups)
+    out = np.bincount(groups.flat, weights=_tiled(weights, n_cuboids), minlength=groups.n_groups)
     return out.astype(np.float64, copy=False)
 
 
@@ -298,9 +306,17 @@ def _subtract(
     n_cub = len(groups.cuboids)
     ids = (groups.local[:, leaves] + groups.offsets[:-1, None]).reshape(-1)
     changed: IntArray
-    changed, inv = np.unique(ids, return_inverse=True)
+    if ids.size < _SORT_LIMIT:  # a few ids: sorting them beats a pass over every group
+        changed, inv = np.unique(ids, return_inverse=True)
+        inv = inv.reshape(-1)
+    else:  # the same, in time linear in the ids and groups
+        changed = np.flatnonzero(np.bincount(ids, minlength=groups.n_groups))
+        rank = np.empty(groups.n_groups, dtype=np.int64)
+        rank[changed] = np.arange(changed.size, dtype=np.int64)
+        inv = rank[ids]
     for sums, weights in pairs:
-        taken = np.bincount(inv.reshape(-1), weights=np.tile(weights[leaves], n_cub))
+        # each group's taken weight is summed in the order of ``ids`` either way
+        taken = np.bincount(inv, weights=_tiled(weights[leaves], n_cub), minlength=changed.size)
         sums[changed] = np.maximum(sums[changed] - taken, 0.0)
     return changed
 
@@ -371,16 +387,30 @@ def _alike_llr(
 ) -> float:
     """Log-likelihood ratio of ``leaves``' failing count failing like ``like`` (its excess
     share on top of their baseline) against failing at their baseline (Poisson)."""
+    return _alike_llr_of(_part(leaves, leaf_stats), _part(like, leaf_stats), params)
+
+
+def _part(
+    leaves: npt.NDArray[np.bool_], leaf_stats: tuple[FloatArray, FloatArray, FloatArray]
+) -> tuple[float, float, float]:
+    """The failing, total and expected counts of ``leaves``."""
     a, n, e = leaf_stats
+    return float(a[leaves].sum()), float(n[leaves].sum()), float(e[leaves].sum())
+
+
+def _alike_llr_of(
+    leaves: tuple[float, float, float], like: tuple[float, float, float], params: LocalizeParams
+) -> float:
+    """:func:`_alike_llr` from the two parts' counts (:func:`_part`)."""
     floor = params.min_baseline_ratio
-    n_l = float(n[like].sum())
-    n_r = float(n[leaves].sum())
+    a_l, n_l, e_l = like
+    a_r, n_r, e_r = leaves
     if n_l <= 0.0 or n_r <= 0.0:
         return 0.0
-    share = max(float(a[like].sum()) - max(float(e[like].sum()), floor * n_l), 0.0) / n_l
-    e_r = max(float(e[leaves].sum()), floor * n_r)
+    share = max(a_l - max(e_l, floor * n_l), 0.0) / n_l
+    e_r = max(e_r, floor * n_r)
     alike = e_r + share * n_r
-    return float(a[leaves].sum()) * math.log(alike / e_r) - (alike - e_r)
+    return a_r * math.log(alike / e_r) - (alike - e_r)
 
 
 def _fails_alike(
@@ -454,14 +484,22 @@ def _split(  # noqa: PLR0917 - private helper, called once with all of them
         ki = cub_index.get(tuple(sorted((*cub, d)))) if d not in cub else None
         if ki is None:
             continue
-        ids = np.unique(groups.local[ki][p_mask]) + int(groups.offsets[ki])
-        kids = [int(x) for x in ids if ok[x]]
-        if len(kids) < 2 or len(kids) == len(ids):
+        off = int(groups.offsets[ki])
+        local = groups.local[ki]
+        ids = np.flatnonzero(
+            np.bincount(local[p_mask], minlength=int(groups.offsets[ki + 1]) - off)
+        )
+        sig = ids[ok[ids + off]]
+        if sig.size < 2 or sig.size == ids.size:
             continue
-        masks = {k: _mask(groups, k) for k in kids}
+        kids = (sig + off).tolist()
+        masks = {k: local == k - off for k in kids}
         top = max(kids, key=lambda k: float(score[k]))
+        top_part = _part(masks[top], leaf_stats)  # once, not once per child
         kids = [
-            k for k in kids if k == top or _fails_alike(masks[k], masks[top], leaf_stats, params)
+            k
+            for k in kids
+            if k == top or _alike_llr_of(_part(masks[k], leaf_stats), top_part, params) >= 0.0
         ]
         if len(kids) < 2:
             continue
@@ -586,6 +624,8 @@ def _refine(  # noqa: PLR0917 - private helper, called once with all of them
     floor = params.min_baseline_ratio
     margin = params.generalize_margin * scale
     seen = {g}
+    # the other causes' leaves as indices: indexing by a few beats a pass over all leaves
+    held = [(o_ci, np.flatnonzero(om)) for o_ci, om in others]
     while True:
         ci = int(groups.cuboid_of[g])
         cub = groups.cuboids[ci]
@@ -603,10 +643,10 @@ def _refine(  # noqa: PLR0917 - private helper, called once with all of them
             rest = p_mask & ~c_mask
             remaining = rest.copy()  # the parent's leaves no cause holds
             siblings = False
-            for o_ci, om in others:
-                remaining &= ~om
-                if len(cub) == 1 or not np.all(p_mask[om]):
-                    rest &= ~om  # a cause reaching outside the parent is independent
+            for o_ci, o_idx in held:
+                remaining[o_idx] = False
+                if len(cub) == 1 or not p_mask[o_idx].all():
+                    rest[o_idx] = False  # a cause reaching outside the parent is independent
                 else:  # a cause inside the parent counts as its rest ...
                     siblings |= o_ci == ci
             if siblings and healthy_part(remaining, p_mask, leaf_stats, params, scale):
@@ -617,21 +657,28 @@ def _refine(  # noqa: PLR0917 - private helper, called once with all of them
                 best_g, best_ev = pg, ev
         if len(cub) < max_depth:
             free = c_mask.copy()  # C's leaves no other cause holds
-            for _, om in others:
-                free &= ~om
+            for _, o_idx in held:
+                free[o_idx] = False
             fa, fn_, fe = a[free], n[free], e[free]
             c_free = (float(fa.sum()), float(fn_.sum()), float(fe.sum()))
             for ki, kcub in enumerate(groups.cuboids):
                 if len(kcub) != len(cub) + 1 or not set(cub) <= set(kcub):
                     continue
                 loc = groups.local[ki][free]
-                ids, inv = np.unique(loc, return_inverse=True)
-                ka = np.bincount(inv, weights=fa)
-                kn = np.bincount(inv, weights=fn_)
-                ke = np.bincount(inv, weights=fe)
-                for j, lid in enumerate(ids):
-                    kk = int(lid) + int(groups.offsets[ki])
-                    if not ok[kk] or kk in seen:
+                off = int(groups.offsets[ki])
+                size = int(groups.offsets[ki + 1]) - off
+                # the children holding free leaves, in group order; only significant ones
+                # move, so only theirs are summed (each in leaf order, as a bincount does)
+                ids = np.flatnonzero(np.bincount(loc, minlength=size))
+                ids = ids[ok[ids + off]]
+                if ids.size == 0:
+                    continue
+                ka = np.bincount(loc, weights=fa, minlength=size)[ids]
+                kn = np.bincount(loc, weights=fn_, minlength=size)[ids]
+                ke = np.bincount(loc, weights=fe, minlength=size)[ids]
+                for j, lid in enumerate(ids.tolist()):
+                    kk = lid + off
+                    if kk in seen:
                         continue
                     k_stats = (float(ka[j]), float(kn[j]), float(ke[j]))
                     r_stats = (
@@ -942,9 +989,13 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
             picked[i] = (g2, groups.local[ci] == g2 - int(groups.offsets[ci]))
     residual = _residual_fleet(picked, leaf_stats, params)  # covers no cause
     kept: list[tuple[int, npt.NDArray[np.bool_]]] = []
+    held = [np.flatnonzero(m) for _, m in picked]  # each pick's leaves, as indices
     for i, (g, m) in enumerate(picked):
+        # pick k covers pick i: all i's leaves are k's, and k has more (or is earlier)
         covered = any(
-            k not in {i, residual} and (np.all(om[m]) and (not np.all(m[om]) or k < i))
+            k not in {i, residual}
+            and bool(om[held[i]].all())
+            and (k < i or held[k].size > held[i].size)
             for k, (_, om) in enumerate(picked)
         )
         if not covered:
