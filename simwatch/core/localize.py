@@ -224,30 +224,36 @@ class _Groups:
 
 def _build_groups(table: LeafTable, max_depth: int) -> _Groups:
     n_leaves, n_dims = table.codes.shape
-    codes = table.codes.astype(np.int64, copy=False)
+    cols = [table.codes[:, d].astype(np.int64) for d in range(n_dims)]
     card = [len(lab) for lab in table.labels]
     cuboids = tuple(c for d in range(max_depth + 1) for c in combinations(range(n_dims), d))
     local = np.empty((len(cuboids), n_leaves), dtype=np.int64)
     sizes: list[int] = []
+    # a cuboid's mixed-radix key extends its prefix's (cuboids come in depth order)
+    keys: dict[tuple[int, ...], tuple[IntArray, int]] = {(): (np.zeros(n_leaves, np.int64), 1)}
     for ci, cub in enumerate(cuboids):
-        key = np.zeros(n_leaves, dtype=np.int64)
-        cells = 1
-        for d in cub:
-            key = key * card[d] + codes[:, d]
-            cells *= card[d]
+        if cub not in keys:
+            prefix, cells = keys[cub[:-1]]
+            keys[cub] = (prefix * card[cub[-1]] + cols[cub[-1]], cells * card[cub[-1]])
+        key, cells = keys[cub]
         if cells <= max(_DENSE_LIMIT, 2 * n_leaves):
             local[ci] = key
             sizes.append(cells)
-        else:
-            uniq, inv = np.unique(key, return_inverse=True)
-            local[ci] = inv.reshape(-1)
-            sizes.append(len(uniq))
+        else:  # the rank of each key among the distinct ones (np.unique's inverse)
+            order = np.argsort(key, kind="stable")
+            ordered = key[order]
+            new = np.empty(n_leaves, dtype=bool)
+            new[:1] = True
+            np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+            rank = np.cumsum(new) - 1
+            local[ci, order] = rank
+            sizes.append(int(rank[-1]) + 1)
     offsets = np.zeros(len(cuboids) + 1, dtype=np.int64)
     np.cumsum(sizes, out=offsets[1:])
     flat = (local + offsets[:-1, None]).reshape(-1)
     n_groups = int(offsets[-1])
     cuboid_of = np.repeat(np.arange(len(cuboids), dtype=np.int64), sizes)
-    depth = np.asarray([len(c) for c in cuboids], dtype=np.int64)[cuboid_of]
+    depth = np.repeat(np.asarray([len(c) for c in cuboids], dtype=np.int64), sizes)
     return _Groups(cuboids, local, flat, offsets, depth, cuboid_of, n_groups)
 
 
@@ -285,7 +291,7 @@ def _significant(  # noqa: PLR0917 - private helper, the sums of one pass
         & (a - e_eff >= params.min_excess)
         & (a >= params.min_lift * e_eff)
     )
-    idx = np.flatnonzero(cheap)
+    idx = cheap.nonzero()[0]
     score = np.zeros(a.shape, dtype=np.float64)  # only computed where the cheap filters pass
     score[idx] = _llr(a[idx], e_eff[idx])
     ok = cheap & (score >= threshold)
@@ -310,7 +316,7 @@ def _subtract(
         changed, inv = np.unique(ids, return_inverse=True)
         inv = inv.reshape(-1)
     else:  # the same, in time linear in the ids and groups
-        changed = np.flatnonzero(np.bincount(ids, minlength=groups.n_groups))
+        changed = np.bincount(ids, minlength=groups.n_groups).nonzero()[0]
         rank = np.empty(groups.n_groups, dtype=np.int64)
         rank[changed] = np.arange(changed.size, dtype=np.int64)
         inv = rank[ids]
@@ -478,6 +484,8 @@ def _split(  # noqa: PLR0917 - private helper, called once with all of them
     ci = int(groups.cuboid_of[g])
     cub = groups.cuboids[ci]
     p_mask = _mask(groups, g)
+    p_idx = p_mask.nonzero()[0]
+    a, n, e = leaf_stats
     best: list[int] = [g]
     best_key = (math.inf, 0.0)
     for d in range(n_dims):
@@ -486,26 +494,31 @@ def _split(  # noqa: PLR0917 - private helper, called once with all of them
             continue
         off = int(groups.offsets[ki])
         local = groups.local[ki]
-        ids = np.flatnonzero(
-            np.bincount(local[p_mask], minlength=int(groups.offsets[ki + 1]) - off)
-        )
-        sig = ids[ok[ids + off]]
-        if sig.size < 2 or sig.size == ids.size:
+        p_local = local[p_idx]
+        counts = np.bincount(p_local, minlength=int(groups.offsets[ki + 1]) - off)
+        ids = counts.nonzero()[0]
+        is_sig = ok[ids + off]
+        if int(np.count_nonzero(is_sig)) < 2 or bool(is_sig.all()):
             continue
-        kids = (sig + off).tolist()
-        masks = {k: local == k - off for k in kids}
+        # each child's leaves, in leaf order, as one slice of the parent's sorted by child:
+        # a slice's sum is the sum of the child's leaves (:func:`_part`), bit for bit
+        order = p_idx[np.argsort(p_local, kind="stable")]
+        ends = np.cumsum(counts[ids]).tolist()
+        a_o, n_o, e_o = a[order], n[order], e[order]
+        parts: dict[int, tuple[float, float, float]] = {}
+        for j in is_sig.nonzero()[0].tolist():
+            lo, hi = (ends[j - 1] if j else 0), ends[j]
+            parts[int(ids[j]) + off] = (
+                float(a_o[lo:hi].sum()),
+                float(n_o[lo:hi].sum()),
+                float(e_o[lo:hi].sum()),
+            )
+        kids = list(parts)
         top = max(kids, key=lambda k: float(score[k]))
-        top_part = _part(masks[top], leaf_stats)  # once, not once per child
-        kids = [
-            k
-            for k in kids
-            if k == top or _alike_llr_of(_part(masks[k], leaf_stats), top_part, params) >= 0.0
-        ]
+        kids = [k for k in kids if k == top or _alike_llr_of(parts[k], parts[top], params) >= 0.0]
         if len(kids) < 2:
             continue
-        failing = np.zeros_like(p_mask)
-        for k in kids:
-            failing |= masks[k]
+        failing = np.isin(local, np.asarray(kids, dtype=np.int64) - off)  # inside the parent
         rest = p_mask & ~failing
         if not healthy_part(rest, p_mask, leaf_stats, params, scale):
             continue
@@ -535,7 +548,7 @@ def _one_child_holds(  # noqa: PLR0917 - private helper
     smaller than ``g``, holds all the ``failing`` leaves (the children on ``d`` are parts
     of one child on another attribute: name that one, by the move to a child)."""
     cub = groups.cuboids[int(groups.cuboid_of[g])]
-    leaf = int(np.flatnonzero(failing)[0])
+    leaf = int(failing.argmax())  # the first of its leaves
     n_p = int(np.count_nonzero(p_mask))
     for d2 in range(n_dims):
         if d2 == d or d2 in cub:
@@ -589,7 +602,11 @@ def _share_evidence(
         if hess <= 0.0:
             break
         f = max(f + grad / hess, 0.0)
-    joint = _share_loglik(a_c, e_c, f * n_c) + _share_loglik(a_r, e_r, f * n_r)
+    # _share_loglik of both parts at f, inlined (this runs for every candidate move)
+    x_c, x_r = f * n_c, f * n_r
+    joint = (a_c * math.log1p(x_c / e_c) - x_c if x_c > 0.0 else 0.0) + (
+        a_r * math.log1p(x_r / e_r) - x_r if x_r > 0.0 else 0.0
+    )
     return joint - (own if a_c > e_c else 0.0)
 
 
@@ -625,13 +642,13 @@ def _refine(  # noqa: PLR0917 - private helper, called once with all of them
     margin = params.generalize_margin * scale
     seen = {g}
     # the other causes' leaves as indices: indexing by a few beats a pass over all leaves
-    held = [(o_ci, np.flatnonzero(om)) for o_ci, om in others]
+    held = [(o_ci, om.nonzero()[0]) for o_ci, om in others]
     while True:
         ci = int(groups.cuboid_of[g])
         cub = groups.cuboids[ci]
         c_mask = groups.local[ci] == g - int(groups.offsets[ci])
         c_stats = (float(a_g[g]), float(n_g[g]), float(e_g[g]))
-        leaf = int(np.flatnonzero(c_mask)[0])
+        leaf = int(c_mask.argmax())  # the first of its leaves
         best_g, best_ev = -1, margin
         for d in cub:  # parents
             pi = cub_index[tuple(x for x in cub if x != d)]
@@ -669,7 +686,7 @@ def _refine(  # noqa: PLR0917 - private helper, called once with all of them
                 size = int(groups.offsets[ki + 1]) - off
                 # the children holding free leaves, in group order; only significant ones
                 # move, so only theirs are summed (each in leaf order, as a bincount does)
-                ids = np.flatnonzero(np.bincount(loc, minlength=size))
+                ids = np.bincount(loc, minlength=size).nonzero()[0]
                 ids = ids[ok[ids + off]]
                 if ids.size == 0:
                     continue
@@ -707,7 +724,7 @@ def _fewest_attributes(g: int, groups: _Groups, cub_index: Mapping[tuple[int, ..
         ci = int(groups.cuboid_of[g])
         cub = groups.cuboids[ci]
         c_mask = groups.local[ci] == g - int(groups.offsets[ci])
-        leaf = int(np.flatnonzero(c_mask)[0])
+        leaf = int(c_mask.argmax())  # the first of its leaves
         n_leaves = int(np.count_nonzero(c_mask))
         same = [
             int(groups.local[pi, leaf] + groups.offsets[pi])
@@ -761,18 +778,13 @@ def _greedy(  # noqa: PLR0917 - private helper, called twice with all of them
     threshold, phi = thresholds
     uncovered = uncovered.copy()
     picked: list[tuple[int, npt.NDArray[np.bool_]]] = []
-    # the groups' sums over the leaves no pick covers yet (updated by subtraction)
-    a_r, n_r, e_r = start.a.copy(), start.n.copy(), start.e.copy()
-    pe_r = None if start.pe is None else start.pe.copy()
-    pk_r = None if start.pk is None else start.pk.copy()
-    ok_r, score_r = start.ok & allowed, start.score.copy()
-    pairs = [(a_r, leaves.a), (n_r, leaves.n), (e_r, leaves.e)]
-    if pe_r is not None and leaves.phi is not None:
-        pairs.append((pe_r, leaves.e * leaves.phi))
-    if pk_r is not None and leaves.peak is not None:
-        pairs.append((pk_r, leaves.peak))
+    # the groups' sums over the leaves no pick covers yet (updated by subtraction): the
+    # start's until the first subtraction, copies from then on
+    a_r, n_r, e_r, pe_r, pk_r = start.a, start.n, start.e, start.pe, start.pk
+    ok_r, score_r = start.ok & allowed, start.score
+    pairs: tuple[tuple[FloatArray, FloatArray], ...] = ()
     while len(picked) < limit:
-        cand = np.flatnonzero(ok_r)
+        cand = ok_r.nonzero()[0]
         if cand.size == 0:
             break
         best = float(score_r[cand].max())
@@ -782,11 +794,20 @@ def _greedy(  # noqa: PLR0917 - private helper, called twice with all of them
         g = int(near[order[0]])
         members = _mask(groups, g)
         picked.append((g, members))
-        newly = np.flatnonzero(members & uncovered)
+        newly = (members & uncovered).nonzero()[0]
         uncovered &= ~members
         if not uncovered.any():
             break
-        u = _subtract(groups, newly, tuple(pairs))
+        if not pairs:  # the first subtraction: copy the start's sums
+            a_r, n_r, e_r, score_r = a_r.copy(), n_r.copy(), e_r.copy(), score_r.copy()
+            pe_r = None if pe_r is None else pe_r.copy()
+            pk_r = None if pk_r is None else pk_r.copy()
+            pairs = ((a_r, leaves.a), (n_r, leaves.n), (e_r, leaves.e))
+            if pe_r is not None and leaves.phi is not None:
+                pairs += ((pe_r, leaves.e * leaves.phi),)
+            if pk_r is not None and leaves.peak is not None:
+                pairs += ((pk_r, leaves.peak),)
+        u = _subtract(groups, newly, pairs)
         # only the groups holding the newly covered leaves change
         ok_r[u], score_r[u] = _significant(
             a_r[u],
@@ -989,7 +1010,7 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
             picked[i] = (g2, groups.local[ci] == g2 - int(groups.offsets[ci]))
     residual = _residual_fleet(picked, leaf_stats, params)  # covers no cause
     kept: list[tuple[int, npt.NDArray[np.bool_]]] = []
-    held = [np.flatnonzero(m) for _, m in picked]  # each pick's leaves, as indices
+    held = [m.nonzero()[0] for _, m in picked]  # each pick's leaves, as indices
     for i, (g, m) in enumerate(picked):
         # pick k covers pick i: all i's leaves are k's, and k has more (or is earlier)
         covered = any(
@@ -1005,7 +1026,7 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
     causes: list[Cause] = []
     for g, members in picked:
         ci = int(groups.cuboid_of[g])
-        leaf = int(np.flatnonzero(members)[0])
+        leaf = int(members.argmax())  # the first of its leaves
         dims = {
             table.dims[d]: table.labels[d][int(table.codes[leaf, d])] for d in groups.cuboids[ci]
         }
