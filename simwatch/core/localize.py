@@ -912,6 +912,22 @@ def quick_check(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> 
     return pos_excess >= params.min_excess
 
 
+def _quantile(values: FloatArray, q: float) -> float:
+    """``np.quantile(values, q)`` (its default linear method), bit for bit: the same two
+    order statistics and the same interpolation, without its overhead (half a
+    millisecond a call, a tenth of a localization). Edge cases go to ``np.quantile``."""
+    n = values.size
+    v = (n - 1) * q  # where the quantile falls between the sorted values
+    if not 0.0 <= v < n - 1 or bool(np.isnan(values).any()):
+        return float(np.quantile(values, q))
+    lo = math.floor(v)
+    part = np.partition(values, (lo, lo + 1))
+    below, above = float(part[lo]), float(part[lo + 1])
+    t = v - lo
+    diff = above - below
+    return above - diff * (1 - t) if t >= 0.5 else below + diff * t  # numpy's _lerp
+
+
 def dispersion(table: LeafTable, params: LocalizeParams) -> float:
     """The leaves' over-dispersion: how much more their failing counts scatter around
     their expectation than counting noise (Poisson) would, at least 1.
@@ -936,7 +952,7 @@ def dispersion(table: LeafTable, params: LocalizeParams) -> float:
     normal = NormalDist()
     z = normal.inv_cdf(0.5 + q / 2.0)
     x = z * z  # the quantile of a chi-square with one degree of freedom
-    phi = float(np.quantile(residual, q)) / x
+    phi = _quantile(residual, q) / x
     # the estimate's standard error (asymptotic, of a sample quantile) relative to it:
     # only dispersion clearly above counting noise raises the threshold
     density = math.exp(-x / 2.0) / math.sqrt(2.0 * math.pi * x)
