@@ -363,10 +363,11 @@ def healthy_part(
     (one-sided Poisson LLR) times ``scale`` (the over-dispersion: quasi-likelihood).
     """
     a, n, e = leaf_stats
-    n_r = float(n[leaves].sum())
-    if n_r <= 0.0 or n_r < params.split_min_share * float(n[whole].sum()):
+    idx = leaves.nonzero()[0]
+    n_r = float(n[idx].sum())
+    if n_r <= 0.0 or n_r < params.split_min_share * float(n[whole.nonzero()[0]].sum()):
         return False
-    return not above_baseline(float(a[leaves].sum()), float(e[leaves].sum()), n_r, params, scale)
+    return not above_baseline(float(a[idx].sum()), float(e[idx].sum()), n_r, params, scale)
 
 
 def above_baseline(
@@ -401,7 +402,8 @@ def _part(
 ) -> tuple[float, float, float]:
     """The failing, total and expected counts of ``leaves``."""
     a, n, e = leaf_stats
-    return float(a[leaves].sum()), float(n[leaves].sum()), float(e[leaves].sum())
+    idx = leaves.nonzero()[0]  # gathering by index: the same values, in the same order
+    return float(a[idx].sum()), float(n[idx].sum()), float(e[idx].sum())
 
 
 def _alike_llr_of(
@@ -450,9 +452,7 @@ def _apart(  # noqa: PLR0917 - private helper, called twice with all of them
     exceed ``extra`` times ``penalty``, the cost of naming one more cause (the
     significance threshold, in nats).
     """
-    a, n, e = leaf_stats
-    f_stats = (float(a[failing].sum()), float(n[failing].sum()), float(e[failing].sum()))
-    r_stats = (float(a[rest].sum()), float(n[rest].sum()), float(e[rest].sum()))
+    f_stats, r_stats = _part(failing, leaf_stats), _part(rest, leaf_stats)
     return -_share_evidence(f_stats, r_stats, params.min_baseline_ratio) > extra * penalty
 
 
@@ -668,20 +668,20 @@ def _refine(  # noqa: PLR0917 - private helper, called once with all of them
                     siblings |= o_ci == ci
             if siblings and healthy_part(remaining, p_mask, leaf_stats, params, scale):
                 continue  # ... but siblings never carry the climb over healthy children
-            r_stats = (float(a[rest].sum()), float(n[rest].sum()), float(e[rest].sum()))
-            ev = _share_evidence(c_stats, r_stats, floor)
+            ev = _share_evidence(c_stats, _part(rest, leaf_stats), floor)
             if ev > best_ev:
                 best_g, best_ev = pg, ev
         if len(cub) < max_depth:
             free = c_mask.copy()  # C's leaves no other cause holds
             for _, o_idx in held:
                 free[o_idx] = False
-            fa, fn_, fe = a[free], n[free], e[free]
+            free_idx = free.nonzero()[0]
+            fa, fn_, fe = a[free_idx], n[free_idx], e[free_idx]
             c_free = (float(fa.sum()), float(fn_.sum()), float(fe.sum()))
             for ki, kcub in enumerate(groups.cuboids):
                 if len(kcub) != len(cub) + 1 or not set(cub) <= set(kcub):
                     continue
-                loc = groups.local[ki][free]
+                loc = groups.local[ki][free_idx]
                 off = int(groups.offsets[ki])
                 size = int(groups.offsets[ki + 1]) - off
                 # the children holding free leaves, in group order; only significant ones
