@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-_DENSE_LIMIT = 4096  # mixed-radix keys up to this many cells use a dense bincount
+_DENSE_LIMIT = 4096  # mixed-radix keys up to this many cells are ranked by counting
 _TIE_RTOL = 1e-9
 _SORT_LIMIT = 512  # fewer group ids than this are deduplicated by sorting, more by counting
 
@@ -236,10 +236,13 @@ def _build_groups(table: LeafTable, max_depth: int) -> _Groups:
             prefix, cells = keys[cub[:-1]]
             keys[cub] = (prefix * card[cub[-1]] + cols[cub[-1]], cells * card[cub[-1]])
         key, cells = keys[cub]
-        if cells <= max(_DENSE_LIMIT, 2 * n_leaves):
-            local[ci] = key
-            sizes.append(cells)
-        else:  # the rank of each key among the distinct ones (np.unique's inverse)
+        # each leaf's group: the rank of its key among the distinct ones (np.unique's
+        # inverse), so no group is empty and group ids keep the keys' order
+        if cells <= max(_DENSE_LIMIT, 2 * n_leaves):  # by counting the keys
+            rank = np.cumsum(np.bincount(key, minlength=cells) > 0) - 1
+            local[ci] = rank[key]
+            sizes.append(int(rank[-1]) + 1)
+        else:  # by sorting them
             order = np.argsort(key, kind="stable")
             ordered = key[order]
             new = np.empty(n_leaves, dtype=bool)
