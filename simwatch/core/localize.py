@@ -238,10 +238,14 @@ def _build_groups(table: LeafTable, max_depth: int) -> _Groups:
         key, cells = keys[cub]
         # each leaf's group: the rank of its key among the distinct ones (np.unique's
         # inverse), so no group is empty and group ids keep the keys' order
-        if cells <= max(_DENSE_LIMIT, 2 * n_leaves):  # by counting the keys
-            rank = np.cumsum(np.bincount(key, minlength=cells) > 0) - 1
+        if cells <= max(_DENSE_LIMIT, 2 * n_leaves):  # by marking the keys present
+            present = np.zeros(cells, dtype=bool)
+            present[key] = True
+            distinct = present.nonzero()[0]
+            rank = np.empty(cells, dtype=np.int64)
+            rank[distinct] = np.arange(distinct.size, dtype=np.int64)
             local[ci] = rank[key]
-            sizes.append(int(rank[-1]) + 1)
+            sizes.append(distinct.size)
         else:  # by sorting them
             order = np.argsort(key, kind="stable")
             ordered = key[order]
@@ -313,7 +317,7 @@ def _subtract(
     (in place, at least 0: rounding leaves a group with nothing left at 0). Returns the
     groups whose sums changed."""
     n_cub = len(groups.cuboids)
-    ids = (groups.local[:, leaves] + groups.offsets[:-1, None]).reshape(-1)
+    ids = groups.flat.reshape(n_cub, -1)[:, leaves].reshape(-1)  # global ids, cuboid-major
     changed: IntArray
     if ids.size < _SORT_LIMIT:  # a few ids: sorting them beats a pass over every group
         changed, inv = np.unique(ids, return_inverse=True)
