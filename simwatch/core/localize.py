@@ -597,7 +597,6 @@ def _share_evidence(
     e_r = max(e_r, floor * n_r)
     if n_c <= 0.0 or e_c <= 0.0:
         return 0.0
-    own = _share_loglik(a_c, e_c, a_c - e_c)
     if n_r <= 0.0 or e_r <= 0.0:
         return 0.0  # the same leaves
     n = n_c + n_r
@@ -608,13 +607,19 @@ def _share_evidence(
         hess = a_c * n_c * n_c / (d_c * d_c) + a_r * n_r * n_r / (d_r * d_r)
         if hess <= 0.0:
             break
-        f = max(f + grad / hess, 0.0)
-    # _share_loglik of both parts at f, inlined (this runs for every candidate move)
+        step = max(f + grad / hess, 0.0)
+        if step == f:
+            break  # a fixed point: the remaining steps would return it again
+        f = step
+    # _share_loglik of both parts at f, and of c at its own share, inlined (this runs for
+    # every candidate move)
     x_c, x_r = f * n_c, f * n_r
     joint = (a_c * math.log1p(x_c / e_c) - x_c if x_c > 0.0 else 0.0) + (
         a_r * math.log1p(x_r / e_r) - x_r if x_r > 0.0 else 0.0
     )
-    return joint - (own if a_c > e_c else 0.0)
+    if a_c > e_c:
+        joint -= a_c * math.log1p((a_c - e_c) / e_c) - (a_c - e_c)
+    return joint
 
 
 def _refine(  # noqa: PLR0917 - private helper, called once with all of them
