@@ -572,13 +572,6 @@ def _one_child_holds(  # noqa: PLR0917 - private helper
     return False
 
 
-def _share_loglik(a: float, e: float, extra: float) -> float:
-    """Poisson log-likelihood ratio of ``a`` failing at ``e + extra`` against at ``e``."""
-    if extra <= 0.0:
-        return 0.0
-    return a * math.log1p(extra / e) - extra
-
-
 def _share_evidence(
     c: tuple[float, float, float], r: tuple[float, float, float], floor: float
 ) -> float:
@@ -611,8 +604,8 @@ def _share_evidence(
         if step == f:
             break  # a fixed point: the remaining steps would return it again
         f = step
-    # _share_loglik of both parts at f, and of c at its own share, inlined (this runs for
-    # every candidate move)
+    # the Poisson log-likelihood ratio of both parts at f, less c's at its own share (this
+    # runs for every candidate move: inlined)
     x_c, x_r = f * n_c, f * n_r
     joint = (a_c * math.log1p(x_c / e_c) - x_c if x_c > 0.0 else 0.0) + (
         a_r * math.log1p(x_r / e_r) - x_r if x_r > 0.0 else 0.0
