@@ -525,7 +525,9 @@ def _split(  # noqa: PLR0917 - private helper, called once with all of them
         kids = [k for k in kids if k == top or _alike_llr_of(parts[k], parts[top], params) >= 0.0]
         if len(kids) < 2:
             continue
-        failing = np.isin(local, np.asarray(kids, dtype=np.int64) - off)  # inside the parent
+        chosen = np.zeros(counts.size, dtype=bool)
+        chosen[np.asarray(kids, dtype=np.int64) - off] = True
+        failing = chosen[local]  # the failing children's leaves (all inside the parent)
         rest = p_mask & ~failing
         if not healthy_part(rest, p_mask, leaf_stats, params, scale):
             continue
