@@ -264,15 +264,19 @@ def _build_groups(table: LeafTable, max_depth: int) -> _Groups:
     return _Groups(cuboids, local, flat, offsets, depth, cuboid_of, n_groups)
 
 
-def _tiled(weights: FloatArray, times: int) -> FloatArray:
-    """``weights`` repeated ``times`` over (``np.tile`` without its Python overhead)."""
-    out = np.empty((times, weights.size), dtype=np.float64)
-    out[:] = weights
-    return out.reshape(-1)
+def _tiled(weights: FloatArray, times: int, buf: FloatArray | None = None) -> FloatArray:
+    """``weights`` repeated ``times`` over (``np.tile`` without its Python overhead), in
+    ``buf`` when given (of that size: one buffer for several sums spares allocations)."""
+    out = np.empty(times * weights.size, dtype=np.float64) if buf is None else buf
+    out.reshape(times, weights.size)[:] = weights
+    return out
 
 
-def _sums(groups: _Groups, weights: FloatArray, n_cuboids: int) -> FloatArray:
-    out = np.bincount(groups.flat, weights=_tiled(weights, n_cuboids), minlength=groups.n_groups)
+def _sums(
+    groups: _Groups, weights: FloatArray, n_cuboids: int, buf: FloatArray | None = None
+) -> FloatArray:
+    tiled = _tiled(weights, n_cuboids, buf)
+    out = np.bincount(groups.flat, weights=tiled, minlength=groups.n_groups)
     return out.astype(np.float64, copy=False)
 
 
@@ -854,7 +858,7 @@ def _joint_split(  # noqa: PLR0917 - private helper, called once with all of the
     if params.split_min_share > 1.0:
         return [g]  # no part is ever healthy: the split is off
     members = _mask(groups, g)
-    size = _sums(groups, np.ones(len(members)), len(groups.cuboids))
+    size = np.bincount(groups.flat, minlength=groups.n_groups).astype(np.float64)  # leaves
     allowed = size < float(np.count_nonzero(members)) - 0.5  # fewer leaves than g ...
     if g != 0:  # ... and all inside it (every group is inside the whole fleet)
         inside = _sums(groups, members.astype(np.float64), len(groups.cuboids))
@@ -977,18 +981,19 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
     groups = _build_groups(table, max_depth)
     n_cub = len(groups.cuboids)
     a_leaf, n_leaf, e_leaf = table.affected, table.total, table.expected
-    a_g = _sums(groups, a_leaf, n_cub)
-    n_g = _sums(groups, n_leaf, n_cub)
-    e_g = _sums(groups, e_leaf, n_cub)
+    buf = np.empty(groups.flat.size, dtype=np.float64)  # the leaves' weights, per cuboid
+    a_g = _sums(groups, a_leaf, n_cub, buf)
+    n_g = _sums(groups, n_leaf, n_cub, buf)
+    e_g = _sums(groups, e_leaf, n_cub, buf)
     n_tests = int(np.count_nonzero(n_g > 0))
     phi = dispersion(table, params)
     threshold = llr_threshold(params.alpha, n_tests) * phi
     leaf_phi = table.dispersion
     # per group: expected counts weighted by the leaves' own over-dispersion
-    pe_g = None if leaf_phi is None else _sums(groups, e_leaf * leaf_phi, n_cub)
+    pe_g = None if leaf_phi is None else _sums(groups, e_leaf * leaf_phi, n_cub, buf)
     # per group: its leaves' history peaks (only with their over-dispersion)
     peak_leaf = None if leaf_phi is None else table.peak
-    pk_g = None if peak_leaf is None else _sums(groups, peak_leaf, n_cub)
+    pk_g = None if peak_leaf is None else _sums(groups, peak_leaf, n_cub, buf)
     ok, score = _significant(
         a_g,
         n_g,
