@@ -61,8 +61,9 @@ if TYPE_CHECKING:
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-_DENSE_LIMIT = 4096  # mixed-radix keys up to this many cells use a dense bincount
+_DENSE_LIMIT = 4096  # mixed-radix keys up to this many cells are ranked by counting
 _TIE_RTOL = 1e-9
+_SORT_LIMIT = 512  # fewer group ids than this are deduplicated by sorting, more by counting
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,35 +224,59 @@ class _Groups:
 
 def _build_groups(table: LeafTable, max_depth: int) -> _Groups:
     n_leaves, n_dims = table.codes.shape
-    codes = table.codes.astype(np.int64, copy=False)
+    cols = [table.codes[:, d].astype(np.int64) for d in range(n_dims)]
     card = [len(lab) for lab in table.labels]
     cuboids = tuple(c for d in range(max_depth + 1) for c in combinations(range(n_dims), d))
     local = np.empty((len(cuboids), n_leaves), dtype=np.int64)
     sizes: list[int] = []
+    # a cuboid's mixed-radix key extends its prefix's (cuboids come in depth order)
+    keys: dict[tuple[int, ...], tuple[IntArray, int]] = {(): (np.zeros(n_leaves, np.int64), 1)}
     for ci, cub in enumerate(cuboids):
-        key = np.zeros(n_leaves, dtype=np.int64)
-        cells = 1
-        for d in cub:
-            key = key * card[d] + codes[:, d]
-            cells *= card[d]
-        if cells <= max(_DENSE_LIMIT, 2 * n_leaves):
-            local[ci] = key
-            sizes.append(cells)
-        else:
-            uniq, inv = np.unique(key, return_inverse=True)
-            local[ci] = inv.reshape(-1)
-            sizes.append(len(uniq))
+        if cub not in keys:
+            prefix, cells = keys[cub[:-1]]
+            keys[cub] = (prefix * card[cub[-1]] + cols[cub[-1]], cells * card[cub[-1]])
+        key, cells = keys[cub]
+        # each leaf's group: the rank of its key among the distinct ones (np.unique's
+        # inverse), so no group is empty and group ids keep the keys' order
+        if cells <= max(_DENSE_LIMIT, 2 * n_leaves):  # by marking the keys present
+            present = np.zeros(cells, dtype=bool)
+            present[key] = True
+            distinct = present.nonzero()[0]
+            rank = np.empty(cells, dtype=np.int64)
+            rank[distinct] = np.arange(distinct.size, dtype=np.int64)
+            local[ci] = rank[key]
+            sizes.append(distinct.size)
+        else:  # by sorting them
+            order = np.argsort(key, kind="stable")
+            ordered = key[order]
+            new = np.empty(n_leaves, dtype=bool)
+            new[:1] = True
+            np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+            rank = np.cumsum(new) - 1
+            local[ci, order] = rank
+            sizes.append(int(rank[-1]) + 1)
     offsets = np.zeros(len(cuboids) + 1, dtype=np.int64)
     np.cumsum(sizes, out=offsets[1:])
     flat = (local + offsets[:-1, None]).reshape(-1)
     n_groups = int(offsets[-1])
     cuboid_of = np.repeat(np.arange(len(cuboids), dtype=np.int64), sizes)
-    depth = np.asarray([len(c) for c in cuboids], dtype=np.int64)[cuboid_of]
+    depth = np.repeat(np.asarray([len(c) for c in cuboids], dtype=np.int64), sizes)
     return _Groups(cuboids, local, flat, offsets, depth, cuboid_of, n_groups)
 
 
-def _sums(groups: _Groups, weights: FloatArray, n_cuboids: int) -> FloatArray:
-    out = np.bincount(groups.flat, weights=np.tile(weights, n_cuboids), minlength=groups.n_groups)
+def _tiled(weights: FloatArray, times: int, buf: FloatArray | None = None) -> FloatArray:
+    """``weights`` repeated ``times`` over (``np.tile`` without its Python overhead), in
+    ``buf`` when given (of that size: one buffer for several sums spares allocations)."""
+    out = np.empty(times * weights.size, dtype=np.float64) if buf is None else buf
+    out.reshape(times, weights.size)[:] = weights
+    return out
+
+
+def _sums(
+    groups: _Groups, weights: FloatArray, n_cuboids: int, buf: FloatArray | None = None
+) -> FloatArray:
+    tiled = _tiled(weights, n_cuboids, buf)
+    out = np.bincount(groups.flat, weights=tiled, minlength=groups.n_groups)
     return out.astype(np.float64, copy=False)
 
 
@@ -277,7 +302,7 @@ def _significant(  # noqa: PLR0917 - private helper, the sums of one pass
         & (a - e_eff >= params.min_excess)
         & (a >= params.min_lift * e_eff)
     )
-    idx = np.flatnonzero(cheap)
+    idx = cheap.nonzero()[0]
     score = np.zeros(a.shape, dtype=np.float64)  # only computed where the cheap filters pass
     score[idx] = _llr(a[idx], e_eff[idx])
     ok = cheap & (score >= threshold)
@@ -296,11 +321,19 @@ def _subtract(
     (in place, at least 0: rounding leaves a group with nothing left at 0). Returns the
     groups whose sums changed."""
     n_cub = len(groups.cuboids)
-    ids = (groups.local[:, leaves] + groups.offsets[:-1, None]).reshape(-1)
+    ids = groups.flat.reshape(n_cub, -1)[:, leaves].reshape(-1)  # global ids, cuboid-major
     changed: IntArray
-    changed, inv = np.unique(ids, return_inverse=True)
+    if ids.size < _SORT_LIMIT:  # a few ids: sorting them beats a pass over every group
+        changed, inv = np.unique(ids, return_inverse=True)
+        inv = inv.reshape(-1)
+    else:  # the same, in time linear in the ids and groups
+        changed = np.bincount(ids, minlength=groups.n_groups).nonzero()[0]
+        rank = np.empty(groups.n_groups, dtype=np.int64)
+        rank[changed] = np.arange(changed.size, dtype=np.int64)
+        inv = rank[ids]
     for sums, weights in pairs:
-        taken = np.bincount(inv.reshape(-1), weights=np.tile(weights[leaves], n_cub))
+        # each group's taken weight is summed in the order of ``ids`` either way
+        taken = np.bincount(inv, weights=_tiled(weights[leaves], n_cub), minlength=changed.size)
         sums[changed] = np.maximum(sums[changed] - taken, 0.0)
     return changed
 
@@ -341,10 +374,11 @@ def healthy_part(
     (one-sided Poisson LLR) times ``scale`` (the over-dispersion: quasi-likelihood).
     """
     a, n, e = leaf_stats
-    n_r = float(n[leaves].sum())
-    if n_r <= 0.0 or n_r < params.split_min_share * float(n[whole].sum()):
+    idx = leaves.nonzero()[0]
+    n_r = float(n[idx].sum())
+    if n_r <= 0.0 or n_r < params.split_min_share * float(n[whole.nonzero()[0]].sum()):
         return False
-    return not above_baseline(float(a[leaves].sum()), float(e[leaves].sum()), n_r, params, scale)
+    return not above_baseline(float(a[idx].sum()), float(e[idx].sum()), n_r, params, scale)
 
 
 def above_baseline(
@@ -371,16 +405,31 @@ def _alike_llr(
 ) -> float:
     """Log-likelihood ratio of ``leaves``' failing count failing like ``like`` (its excess
     share on top of their baseline) against failing at their baseline (Poisson)."""
+    return _alike_llr_of(_part(leaves, leaf_stats), _part(like, leaf_stats), params)
+
+
+def _part(
+    leaves: npt.NDArray[np.bool_], leaf_stats: tuple[FloatArray, FloatArray, FloatArray]
+) -> tuple[float, float, float]:
+    """The failing, total and expected counts of ``leaves``."""
     a, n, e = leaf_stats
+    idx = leaves.nonzero()[0]  # gathering by index: the same values, in the same order
+    return float(a[idx].sum()), float(n[idx].sum()), float(e[idx].sum())
+
+
+def _alike_llr_of(
+    leaves: tuple[float, float, float], like: tuple[float, float, float], params: LocalizeParams
+) -> float:
+    """:func:`_alike_llr` from the two parts' counts (:func:`_part`)."""
     floor = params.min_baseline_ratio
-    n_l = float(n[like].sum())
-    n_r = float(n[leaves].sum())
+    a_l, n_l, e_l = like
+    a_r, n_r, e_r = leaves
     if n_l <= 0.0 or n_r <= 0.0:
         return 0.0
-    share = max(float(a[like].sum()) - max(float(e[like].sum()), floor * n_l), 0.0) / n_l
-    e_r = max(float(e[leaves].sum()), floor * n_r)
+    share = max(a_l - max(e_l, floor * n_l), 0.0) / n_l
+    e_r = max(e_r, floor * n_r)
     alike = e_r + share * n_r
-    return float(a[leaves].sum()) * math.log(alike / e_r) - (alike - e_r)
+    return a_r * math.log(alike / e_r) - (alike - e_r)
 
 
 def _fails_alike(
@@ -414,9 +463,7 @@ def _apart(  # noqa: PLR0917 - private helper, called twice with all of them
     exceed ``extra`` times ``penalty``, the cost of naming one more cause (the
     significance threshold, in nats).
     """
-    a, n, e = leaf_stats
-    f_stats = (float(a[failing].sum()), float(n[failing].sum()), float(e[failing].sum()))
-    r_stats = (float(a[rest].sum()), float(n[rest].sum()), float(e[rest].sum()))
+    f_stats, r_stats = _part(failing, leaf_stats), _part(rest, leaf_stats)
     return -_share_evidence(f_stats, r_stats, params.min_baseline_ratio) > extra * penalty
 
 
@@ -448,26 +495,43 @@ def _split(  # noqa: PLR0917 - private helper, called once with all of them
     ci = int(groups.cuboid_of[g])
     cub = groups.cuboids[ci]
     p_mask = _mask(groups, g)
+    p_idx = p_mask.nonzero()[0]
+    a, n, e = leaf_stats
     best: list[int] = [g]
     best_key = (math.inf, 0.0)
     for d in range(n_dims):
         ki = cub_index.get(tuple(sorted((*cub, d)))) if d not in cub else None
         if ki is None:
             continue
-        ids = np.unique(groups.local[ki][p_mask]) + int(groups.offsets[ki])
-        kids = [int(x) for x in ids if ok[x]]
-        if len(kids) < 2 or len(kids) == len(ids):
+        off = int(groups.offsets[ki])
+        local = groups.local[ki]
+        p_local = local[p_idx]
+        counts = np.bincount(p_local, minlength=int(groups.offsets[ki + 1]) - off)
+        ids = counts.nonzero()[0]
+        is_sig = ok[ids + off]
+        if int(np.count_nonzero(is_sig)) < 2 or bool(is_sig.all()):
             continue
-        masks = {k: _mask(groups, k) for k in kids}
+        # each child's leaves, in leaf order, as one slice of the parent's sorted by child:
+        # a slice's sum is the sum of the child's leaves (:func:`_part`), bit for bit
+        order = p_idx[np.argsort(p_local, kind="stable")]
+        ends = np.cumsum(counts[ids]).tolist()
+        a_o, n_o, e_o = a[order], n[order], e[order]
+        parts: dict[int, tuple[float, float, float]] = {}
+        for j in is_sig.nonzero()[0].tolist():
+            lo, hi = (ends[j - 1] if j else 0), ends[j]
+            parts[int(ids[j]) + off] = (
+                float(a_o[lo:hi].sum()),
+                float(n_o[lo:hi].sum()),
+                float(e_o[lo:hi].sum()),
+            )
+        kids = list(parts)
         top = max(kids, key=lambda k: float(score[k]))
-        kids = [
-            k for k in kids if k == top or _fails_alike(masks[k], masks[top], leaf_stats, params)
-        ]
+        kids = [k for k in kids if k == top or _alike_llr_of(parts[k], parts[top], params) >= 0.0]
         if len(kids) < 2:
             continue
-        failing = np.zeros_like(p_mask)
-        for k in kids:
-            failing |= masks[k]
+        chosen = np.zeros(counts.size, dtype=bool)
+        chosen[np.asarray(kids, dtype=np.int64) - off] = True
+        failing = chosen[local]  # the failing children's leaves (all inside the parent)
         rest = p_mask & ~failing
         if not healthy_part(rest, p_mask, leaf_stats, params, scale):
             continue
@@ -497,7 +561,7 @@ def _one_child_holds(  # noqa: PLR0917 - private helper
     smaller than ``g``, holds all the ``failing`` leaves (the children on ``d`` are parts
     of one child on another attribute: name that one, by the move to a child)."""
     cub = groups.cuboids[int(groups.cuboid_of[g])]
-    leaf = int(np.flatnonzero(failing)[0])
+    leaf = int(failing.argmax())  # the first of its leaves
     n_p = int(np.count_nonzero(p_mask))
     for d2 in range(n_dims):
         if d2 == d or d2 in cub:
@@ -512,13 +576,6 @@ def _one_child_holds(  # noqa: PLR0917 - private helper
         if np.all(k_mask[failing]) and int(np.count_nonzero(k_mask)) < n_p:
             return True
     return False
-
-
-def _share_loglik(a: float, e: float, extra: float) -> float:
-    """Poisson log-likelihood ratio of ``a`` failing at ``e + extra`` against at ``e``."""
-    if extra <= 0.0:
-        return 0.0
-    return a * math.log1p(extra / e) - extra
 
 
 def _share_evidence(
@@ -539,7 +596,6 @@ def _share_evidence(
     e_r = max(e_r, floor * n_r)
     if n_c <= 0.0 or e_c <= 0.0:
         return 0.0
-    own = _share_loglik(a_c, e_c, a_c - e_c)
     if n_r <= 0.0 or e_r <= 0.0:
         return 0.0  # the same leaves
     n = n_c + n_r
@@ -550,9 +606,19 @@ def _share_evidence(
         hess = a_c * n_c * n_c / (d_c * d_c) + a_r * n_r * n_r / (d_r * d_r)
         if hess <= 0.0:
             break
-        f = max(f + grad / hess, 0.0)
-    joint = _share_loglik(a_c, e_c, f * n_c) + _share_loglik(a_r, e_r, f * n_r)
-    return joint - (own if a_c > e_c else 0.0)
+        step = max(f + grad / hess, 0.0)
+        if step == f:
+            break  # a fixed point: the remaining steps would return it again
+        f = step
+    # the Poisson log-likelihood ratio of both parts at f, less c's at its own share (this
+    # runs for every candidate move: inlined)
+    x_c, x_r = f * n_c, f * n_r
+    joint = (a_c * math.log1p(x_c / e_c) - x_c if x_c > 0.0 else 0.0) + (
+        a_r * math.log1p(x_r / e_r) - x_r if x_r > 0.0 else 0.0
+    )
+    if a_c > e_c:
+        joint -= a_c * math.log1p((a_c - e_c) / e_c) - (a_c - e_c)
+    return joint
 
 
 def _refine(  # noqa: PLR0917 - private helper, called once with all of them
@@ -586,12 +652,14 @@ def _refine(  # noqa: PLR0917 - private helper, called once with all of them
     floor = params.min_baseline_ratio
     margin = params.generalize_margin * scale
     seen = {g}
+    # the other causes' leaves as indices: indexing by a few beats a pass over all leaves
+    held = [(o_ci, om.nonzero()[0]) for o_ci, om in others]
     while True:
         ci = int(groups.cuboid_of[g])
         cub = groups.cuboids[ci]
         c_mask = groups.local[ci] == g - int(groups.offsets[ci])
         c_stats = (float(a_g[g]), float(n_g[g]), float(e_g[g]))
-        leaf = int(np.flatnonzero(c_mask)[0])
+        leaf = int(c_mask.argmax())  # the first of its leaves
         best_g, best_ev = -1, margin
         for d in cub:  # parents
             pi = cub_index[tuple(x for x in cub if x != d)]
@@ -603,35 +671,42 @@ def _refine(  # noqa: PLR0917 - private helper, called once with all of them
             rest = p_mask & ~c_mask
             remaining = rest.copy()  # the parent's leaves no cause holds
             siblings = False
-            for o_ci, om in others:
-                remaining &= ~om
-                if len(cub) == 1 or not np.all(p_mask[om]):
-                    rest &= ~om  # a cause reaching outside the parent is independent
+            for o_ci, o_idx in held:
+                remaining[o_idx] = False
+                if len(cub) == 1 or not p_mask[o_idx].all():
+                    rest[o_idx] = False  # a cause reaching outside the parent is independent
                 else:  # a cause inside the parent counts as its rest ...
                     siblings |= o_ci == ci
             if siblings and healthy_part(remaining, p_mask, leaf_stats, params, scale):
                 continue  # ... but siblings never carry the climb over healthy children
-            r_stats = (float(a[rest].sum()), float(n[rest].sum()), float(e[rest].sum()))
-            ev = _share_evidence(c_stats, r_stats, floor)
+            ev = _share_evidence(c_stats, _part(rest, leaf_stats), floor)
             if ev > best_ev:
                 best_g, best_ev = pg, ev
         if len(cub) < max_depth:
             free = c_mask.copy()  # C's leaves no other cause holds
-            for _, om in others:
-                free &= ~om
-            fa, fn_, fe = a[free], n[free], e[free]
+            for _, o_idx in held:
+                free[o_idx] = False
+            free_idx = free.nonzero()[0]
+            fa, fn_, fe = a[free_idx], n[free_idx], e[free_idx]
             c_free = (float(fa.sum()), float(fn_.sum()), float(fe.sum()))
             for ki, kcub in enumerate(groups.cuboids):
                 if len(kcub) != len(cub) + 1 or not set(cub) <= set(kcub):
                     continue
-                loc = groups.local[ki][free]
-                ids, inv = np.unique(loc, return_inverse=True)
-                ka = np.bincount(inv, weights=fa)
-                kn = np.bincount(inv, weights=fn_)
-                ke = np.bincount(inv, weights=fe)
-                for j, lid in enumerate(ids):
-                    kk = int(lid) + int(groups.offsets[ki])
-                    if not ok[kk] or kk in seen:
+                loc = groups.local[ki][free_idx]
+                off = int(groups.offsets[ki])
+                size = int(groups.offsets[ki + 1]) - off
+                # the children holding free leaves, in group order; only significant ones
+                # move, so only theirs are summed (each in leaf order, as a bincount does)
+                ids = np.bincount(loc, minlength=size).nonzero()[0]
+                ids = ids[ok[ids + off]]
+                if ids.size == 0:
+                    continue
+                ka = np.bincount(loc, weights=fa, minlength=size)[ids]
+                kn = np.bincount(loc, weights=fn_, minlength=size)[ids]
+                ke = np.bincount(loc, weights=fe, minlength=size)[ids]
+                for j, lid in enumerate(ids.tolist()):
+                    kk = lid + off
+                    if kk in seen:
                         continue
                     k_stats = (float(ka[j]), float(kn[j]), float(ke[j]))
                     r_stats = (
@@ -660,7 +735,7 @@ def _fewest_attributes(g: int, groups: _Groups, cub_index: Mapping[tuple[int, ..
         ci = int(groups.cuboid_of[g])
         cub = groups.cuboids[ci]
         c_mask = groups.local[ci] == g - int(groups.offsets[ci])
-        leaf = int(np.flatnonzero(c_mask)[0])
+        leaf = int(c_mask.argmax())  # the first of its leaves
         n_leaves = int(np.count_nonzero(c_mask))
         same = [
             int(groups.local[pi, leaf] + groups.offsets[pi])
@@ -714,18 +789,13 @@ def _greedy(  # noqa: PLR0917 - private helper, called twice with all of them
     threshold, phi = thresholds
     uncovered = uncovered.copy()
     picked: list[tuple[int, npt.NDArray[np.bool_]]] = []
-    # the groups' sums over the leaves no pick covers yet (updated by subtraction)
-    a_r, n_r, e_r = start.a.copy(), start.n.copy(), start.e.copy()
-    pe_r = None if start.pe is None else start.pe.copy()
-    pk_r = None if start.pk is None else start.pk.copy()
-    ok_r, score_r = start.ok & allowed, start.score.copy()
-    pairs = [(a_r, leaves.a), (n_r, leaves.n), (e_r, leaves.e)]
-    if pe_r is not None and leaves.phi is not None:
-        pairs.append((pe_r, leaves.e * leaves.phi))
-    if pk_r is not None and leaves.peak is not None:
-        pairs.append((pk_r, leaves.peak))
+    # the groups' sums over the leaves no pick covers yet (updated by subtraction): the
+    # start's until the first subtraction, copies from then on
+    a_r, n_r, e_r, pe_r, pk_r = start.a, start.n, start.e, start.pe, start.pk
+    ok_r, score_r = start.ok & allowed, start.score
+    pairs: tuple[tuple[FloatArray, FloatArray], ...] = ()
     while len(picked) < limit:
-        cand = np.flatnonzero(ok_r)
+        cand = ok_r.nonzero()[0]
         if cand.size == 0:
             break
         best = float(score_r[cand].max())
@@ -735,11 +805,20 @@ def _greedy(  # noqa: PLR0917 - private helper, called twice with all of them
         g = int(near[order[0]])
         members = _mask(groups, g)
         picked.append((g, members))
-        newly = np.flatnonzero(members & uncovered)
+        newly = (members & uncovered).nonzero()[0]
         uncovered &= ~members
         if not uncovered.any():
             break
-        u = _subtract(groups, newly, tuple(pairs))
+        if not pairs:  # the first subtraction: copy the start's sums
+            a_r, n_r, e_r, score_r = a_r.copy(), n_r.copy(), e_r.copy(), score_r.copy()
+            pe_r = None if pe_r is None else pe_r.copy()
+            pk_r = None if pk_r is None else pk_r.copy()
+            pairs = ((a_r, leaves.a), (n_r, leaves.n), (e_r, leaves.e))
+            if pe_r is not None and leaves.phi is not None:
+                pairs += ((pe_r, leaves.e * leaves.phi),)
+            if pk_r is not None and leaves.peak is not None:
+                pairs += ((pk_r, leaves.peak),)
+        u = _subtract(groups, newly, pairs)
         # only the groups holding the newly covered leaves change
         ok_r[u], score_r[u] = _significant(
             a_r[u],
@@ -779,7 +858,7 @@ def _joint_split(  # noqa: PLR0917 - private helper, called once with all of the
     if params.split_min_share > 1.0:
         return [g]  # no part is ever healthy: the split is off
     members = _mask(groups, g)
-    size = _sums(groups, np.ones(len(members)), len(groups.cuboids))
+    size = np.bincount(groups.flat, minlength=groups.n_groups).astype(np.float64)  # leaves
     allowed = size < float(np.count_nonzero(members)) - 0.5  # fewer leaves than g ...
     if g != 0:  # ... and all inside it (every group is inside the whole fleet)
         inside = _sums(groups, members.astype(np.float64), len(groups.cuboids))
@@ -844,6 +923,22 @@ def quick_check(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> 
     return pos_excess >= params.min_excess
 
 
+def _quantile(values: FloatArray, q: float) -> float:
+    """``np.quantile(values, q)`` (its default linear method), bit for bit: the same two
+    order statistics and the same interpolation, without its overhead (half a
+    millisecond a call, a tenth of a localization). Edge cases go to ``np.quantile``."""
+    n = values.size
+    v = (n - 1) * q  # where the quantile falls between the sorted values
+    if not 0.0 <= v < n - 1 or bool(np.isnan(values).any()):
+        return float(np.quantile(values, q))
+    lo = math.floor(v)
+    part = np.partition(values, (lo, lo + 1))
+    below, above = float(part[lo]), float(part[lo + 1])
+    t = v - lo
+    diff = above - below
+    return above - diff * (1 - t) if t >= 0.5 else below + diff * t  # numpy's _lerp
+
+
 def dispersion(table: LeafTable, params: LocalizeParams) -> float:
     """The leaves' over-dispersion: how much more their failing counts scatter around
     their expectation than counting noise (Poisson) would, at least 1.
@@ -868,7 +963,7 @@ def dispersion(table: LeafTable, params: LocalizeParams) -> float:
     normal = NormalDist()
     z = normal.inv_cdf(0.5 + q / 2.0)
     x = z * z  # the quantile of a chi-square with one degree of freedom
-    phi = float(np.quantile(residual, q)) / x
+    phi = _quantile(residual, q) / x
     # the estimate's standard error (asymptotic, of a sample quantile) relative to it:
     # only dispersion clearly above counting noise raises the threshold
     density = math.exp(-x / 2.0) / math.sqrt(2.0 * math.pi * x)
@@ -886,18 +981,19 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
     groups = _build_groups(table, max_depth)
     n_cub = len(groups.cuboids)
     a_leaf, n_leaf, e_leaf = table.affected, table.total, table.expected
-    a_g = _sums(groups, a_leaf, n_cub)
-    n_g = _sums(groups, n_leaf, n_cub)
-    e_g = _sums(groups, e_leaf, n_cub)
+    buf = np.empty(groups.flat.size, dtype=np.float64)  # the leaves' weights, per cuboid
+    a_g = _sums(groups, a_leaf, n_cub, buf)
+    n_g = _sums(groups, n_leaf, n_cub, buf)
+    e_g = _sums(groups, e_leaf, n_cub, buf)
     n_tests = int(np.count_nonzero(n_g > 0))
     phi = dispersion(table, params)
     threshold = llr_threshold(params.alpha, n_tests) * phi
     leaf_phi = table.dispersion
     # per group: expected counts weighted by the leaves' own over-dispersion
-    pe_g = None if leaf_phi is None else _sums(groups, e_leaf * leaf_phi, n_cub)
+    pe_g = None if leaf_phi is None else _sums(groups, e_leaf * leaf_phi, n_cub, buf)
     # per group: its leaves' history peaks (only with their over-dispersion)
     peak_leaf = None if leaf_phi is None else table.peak
-    pk_g = None if peak_leaf is None else _sums(groups, peak_leaf, n_cub)
+    pk_g = None if peak_leaf is None else _sums(groups, peak_leaf, n_cub, buf)
     ok, score = _significant(
         a_g,
         n_g,
@@ -942,9 +1038,13 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
             picked[i] = (g2, groups.local[ci] == g2 - int(groups.offsets[ci]))
     residual = _residual_fleet(picked, leaf_stats, params)  # covers no cause
     kept: list[tuple[int, npt.NDArray[np.bool_]]] = []
+    held = [m.nonzero()[0] for _, m in picked]  # each pick's leaves, as indices
     for i, (g, m) in enumerate(picked):
+        # pick k covers pick i: all i's leaves are k's, and k has more (or is earlier)
         covered = any(
-            k not in {i, residual} and (np.all(om[m]) and (not np.all(m[om]) or k < i))
+            k not in {i, residual}
+            and bool(om[held[i]].all())
+            and (k < i or held[k].size > held[i].size)
             for k, (_, om) in enumerate(picked)
         )
         if not covered:
@@ -954,7 +1054,7 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
     causes: list[Cause] = []
     for g, members in picked:
         ci = int(groups.cuboid_of[g])
-        leaf = int(np.flatnonzero(members)[0])
+        leaf = int(members.argmax())  # the first of its leaves
         dims = {
             table.dims[d]: table.labels[d][int(table.codes[leaf, d])] for d in groups.cuboids[ci]
         }
