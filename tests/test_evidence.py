@@ -112,8 +112,8 @@ def test_failure_ends_open_the_partner_incident_in_minutes() -> None:
 
 def test_a_dropped_session_is_evidence_whatever_the_sims_rhythm() -> None:
     # 20 more SIMs on 26202 report once a day: two gaps seen, no rhythm learned, so they
-    # are never overdue. Their data sessions are open, and the network drops them: that
-    # is evidence like any other drop, so they are in the group's counts.
+    # are never overdue and not in the group's counts. The network drops their data
+    # sessions: that is evidence like any other drop, and puts them in the counts.
     daily = [iccid(SIMS + k) for k in range(20)]
     engine, feed, end = learned_fleet(daily)
     for sim in daily:
@@ -125,11 +125,14 @@ def test_a_dropped_session_is_evidence_whatever_the_sims_rhythm() -> None:
     assert not engine.state.rhythm.learned(len(engine.state))[rows].any()
     evaluation = engine.last_evaluation
     assert evaluation is not None
-    assert evaluation.counted[rows].all()  # judged by their live sessions
-    assert not evaluation.overdue[rows].any()
+    assert not evaluation.counted[rows].any()  # nothing to judge them by yet
     for n, sim in enumerate(daily):
         feed.session(sim, end + 65.0 + n, "ended", end_cause="network_failure")
     opened = run_minutes(engine, end + 60.0, 10)
+    evaluation = engine.last_evaluation
+    assert evaluation is not None
+    assert evaluation.counted[rows].all()  # judged by the network's drop
+    assert not evaluation.overdue[rows].any()
     assert opened is not None
     assert opened <= 5 * 60
     assert group_incidents(engine) == [{"partner": "26202"}]

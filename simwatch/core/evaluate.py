@@ -151,7 +151,7 @@ class Evaluation:
     n: int
     states: np.ndarray  # int8 per SIM: SimState values, or INACTIVE
     why: np.ndarray  # uint8 per SIM: Why bit flags
-    counted: np.ndarray  # bool per SIM: active, seen and judged (in group statistics)
+    counted: np.ndarray  # bool per SIM: active, seen, judged (rhythm learned, or dropped)
     overdue: np.ndarray  # bool per SIM: counted, late or silent, and not explained per SIM
     evidence: np.ndarray  # uint8 per SIM: Evidence bit flags (counted SIMs only)
     # bool per SIM: overdue, but in a group whose recovery has begun and not late again
@@ -754,10 +754,12 @@ def evaluate(
     leaf = c.leaf[:n]
     evidence = network_evidence(state, now, why, params)
     # A SIM is in its group's counts when it can be judged: by its learned rhythm, or by
-    # its live session (the network reports a dropped or refused one whatever the
-    # device's rhythm: a daily reporter with one gap seen is never overdue, but its
-    # session dropped with a failure cause is evidence like any other).
-    judged = learned | (c.session_open[:n] == 1) | (evidence != 0)
+    # the network dropping or refusing its session, whatever the device's rhythm (a daily
+    # reporter with one gap seen is never overdue, but its session dropped with a failure
+    # cause is evidence like any other). Counting every unlearned SIM with a session open
+    # turned a session-level fleet's APN-in-one-country fault into an APN-wide page.
+    dropped_or_refused = (evidence & (Evidence.FAILURE_END | Evidence.REJECT)) != 0
+    judged = learned | dropped_or_refused
     counted = (states != INACTIVE) & (states != SimState.NEVER_SEEN) & judged & (leaf >= 0)
     explained = (why & (Why.WRONG_APN | Why.DATA_CAP)) != 0
     late = (states == SimState.LATE) | (states == SimState.SILENT)

@@ -75,7 +75,7 @@ class LeafCounts:
     """One leaf's counts on one shard.
 
     ``values``: one per dimension, ``""`` where the SIMs have no value yet. ``total``:
-    SIMs counted (active, seen, judged by a learned rhythm or a live session).
+    SIMs counted (active, seen, rhythm learned, or dropped or refused by the network).
     ``overdue``: of those, late or silent and not explained per SIM
     (``LeafTable.affected``). ``expected``: overdue SIMs expected now from the shard's
     learned baseline.

@@ -157,7 +157,7 @@ class EngineCollector:
         )
         total = GaugeMetricFamily(
             "simwatch_group_total_sims",
-            "SIMs counted (active, seen, judged by a learned rhythm or a live session),"
+            "SIMs counted (active, seen, rhythm learned, or dropped or refused by the network),"
             " per dimension value,"
             " at the last evaluation.",
             labels=["dim", "value"],

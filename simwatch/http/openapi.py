@@ -376,8 +376,8 @@ SCHEMAS: Final[dict[str, Schema]] = {
             "states": _ref("StateCounts"),
             "total": {
                 **_COUNT,
-                "description": "SIMs counted (active, seen, judged by a learned rhythm or a"
-                " live session), at the last evaluation",
+                "description": "SIMs counted (active, seen, rhythm learned, or dropped or"
+                " refused by the network), at the last evaluation",
             },
             "affected": {
                 **_COUNT,
