@@ -148,6 +148,13 @@ def target_s(kind: str, regime: str, interval: float) -> float:
     return DETECT_INTERVALS * interval
 
 
+def known_rows(engine: Engine, iccids: list[str]) -> np.ndarray:
+    """The engine's rows of those of ``iccids`` it knows."""
+    rows = np.array([engine.state.row(x) for x in iccids], np.int64)
+    known: np.ndarray = rows[rows >= 0]
+    return known
+
+
 class DataBack:
     """Per group fault, the first cycle after its end at which ``DATA_BACK_SHARE`` of its
     SIMs had sent data after the end (their last data time past it): the earliest a
@@ -167,8 +174,7 @@ class DataBack:
             if i in self.at or now <= end:
                 continue
             if i not in self._rows:
-                rows = np.array([engine.state.row(x) for x in iccids], np.int64)
-                self._rows[i] = rows[rows >= 0]
+                self._rows[i] = known_rows(engine, iccids)
             last = engine.state.rhythm.last_data[self._rows[i]]
             back = int((last > end).sum())
             if back and back >= DATA_BACK_SHARE * len(iccids):
@@ -195,8 +201,7 @@ class FirstEvidence:
             if i in self.at or now < start:
                 continue
             if i not in self._rows:
-                rows = np.array([engine.state.row(x) for x in iccids], np.int64)
-                self._rows[i] = rows[rows >= 0]
+                self._rows[i] = known_rows(engine, iccids)
             rows = self._rows[i]
             since = rel(start)
             shown = (c.fail_at[rows] >= since) | (c.reject_at[rows] >= since)
