@@ -117,6 +117,48 @@ def test_a_widening_cause_rescopes_the_open_incident() -> None:
     assert tracker.next_id == 2
 
 
+COUNTRY_OF_PARTNER = {"20801": "FR", "20810": "FR", "20404": "NL"}
+
+
+def nested(narrow: Mapping[str, str], wide: Mapping[str, str]) -> bool:
+    """The fleet's nesting as the engine knows it: a partner's SIMs are in its country."""
+    dims = dict(narrow)
+    if "partner" in dims:
+        dims.setdefault("country", COUNTRY_OF_PARTNER[dims["partner"]])
+    return all(dims.get(d) == v for d, v in wide.items())
+
+
+def test_an_open_partner_incident_inside_a_new_country_cause_is_widened_to_it() -> None:
+    # An APN failing in France shows first on France's main partner's SIMs; once the
+    # whole country is the cause, that is the same fault grown: one incident, one page.
+    tracker = IncidentTracker(IncidentParams(open_after=1, close_after=2))
+    partner = Cause(dims={"apn": "internet.iot", "partner": "20801"}, affected=10, total=11,
+                    expected=0.1, score=30.0)  # fmt: skip
+    country = Cause(dims={"apn": "internet.iot", "country": "FR"}, affected=15, total=17,
+                    expected=0.2, score=45.0)  # fmt: skip
+
+    def step(minute: int, causes: list[Cause]) -> list[str]:
+        changes = tracker.update_groups(minute * 60.0, causes, within=nested)
+        return [f"{c.kind}:{c.incident.id}" for c in changes]
+
+    assert step(0, [partner]) == ["opened:inc-0001"]
+    assert step(1, [partner, country]) == ["updated:inc-0001"]
+    assert list(tracker.open) == [(("apn", "internet.iot"), ("country", "FR"))]
+    assert tracker.open[(("apn", "internet.iot"), ("country", "FR"))].opened_at == 0.0
+    # the partner's part again while the country incident is open: covered by it
+    assert step(2, [country, partner]) == []
+    # another country's partner is not inside FR: its own incident
+    nl = Cause(dims={"apn": "internet.iot", "partner": "20404"}, affected=9, total=9,
+               expected=0.1, score=30.0)  # fmt: skip
+    assert step(3, [country, nl]) == ["opened:inc-0002"]
+    # without the nesting (dims alone) the partner's incident stays a second page
+    plain = IncidentTracker(IncidentParams(open_after=1))
+    plain.update_groups(0.0, [partner])
+    opened = [c.kind for c in plain.update_groups(60.0, [partner, country])]
+    assert opened == ["opened"]
+    assert len(plain.open) == 2
+
+
 def test_unrelated_causes_are_not_merged() -> None:
     tracker = IncidentTracker(IncidentParams(open_after=1))
     cycle(tracker, 0, [Cause(dims={"apn": "a", "country": "DE"}, affected=9, total=9,

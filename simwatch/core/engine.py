@@ -288,8 +288,13 @@ class Engine:
             parts = [leaf_mask(state, child) for child in children]
             return rest_verdict(state, evaluation, whole, parts, cfg.localize)
 
+        def within(narrow: Mapping[str, str], wide: Mapping[str, str]) -> bool:
+            # by the leaves the fleet has: a partner's leaves all lie in its country
+            inner = leaf_mask(state, narrow)
+            return bool(inner.any()) and not bool((inner & ~leaf_mask(state, wide)).any())
+
         if self.groups_local:
-            changes = self.incidents.update_groups(now, evaluation.causes, rest_healthy)
+            changes = self.incidents.update_groups(now, evaluation.causes, rest_healthy, within)
         elif self.external_causes is not None:
             causes, self.external_causes = self.external_causes, None
             changes = self.incidents.update_groups(now, causes)

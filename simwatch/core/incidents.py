@@ -38,6 +38,8 @@ class Rest(enum.Enum):
 
 # (parent dims, children dims) -> what the parent's part outside the children shows
 RestHealthy = Callable[[Mapping[str, str], Sequence[Mapping[str, str]]], Rest]
+# within(narrow, wide): whether group ``narrow`` lies inside group ``wide`` (see update_groups)
+Within = Callable[[Mapping[str, str], Mapping[str, str]], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +274,7 @@ class IncidentTracker:
         self._pending_groups: dict[Key, int] = {}
         self._pending_sims: dict[Key, int] = {}
         self._rest_healthy: RestHealthy | None = None  # this cycle's, see update_groups
+        self._within: Within = _key_within  # this cycle's, see update_groups
         self._held: dict[Key, float] = {}  # sibling causes held back: since when
 
     def export(self) -> dict[str, object]:
@@ -364,14 +367,23 @@ class IncidentTracker:
         now: float,
         causes: Iterable[Cause],
         rest_healthy: RestHealthy | None = None,
+        within: Within | None = None,
     ) -> list[IncidentChange]:
         """Feed one cycle's localization result; returns what changed.
 
         ``rest_healthy(parent, children)``: whether the part of group ``parent`` outside
         the groups ``children`` is healthy this cycle; given, two sibling causes are never
         widened to their parent over its healthy rest (see ``_merge_sibling``).
+
+        ``within(narrow, wide)``: whether every SIM of group ``narrow`` lies in group
+        ``wide``. Without it, only by the dims (``{apn, partner}`` lies in ``{partner}``);
+        the engine also knows the fleet's nesting: a partner's SIMs are all in its
+        country, so ``{apn, partner=20801}`` lies in ``{apn, country=FR}``. An open
+        incident inside a new cause's group is widened to it (``_rescope``), and a cause
+        inside an open incident's group is covered by it (``_open_ancestor``).
         """
         self._rest_healthy = rest_healthy
+        self._within = within or _key_within
         seen: dict[Key, Cause] = {tuple(sorted(c.dims.items())): c for c in causes}
         changes: list[IncidentChange] = []
         for key in sorted(seen, key=len):  # widest groups first: they cover their parts
@@ -428,15 +440,19 @@ class IncidentTracker:
         overdue first, so the first cause can be {apn, partner} and a few cycles later
         {partner}: that is one fault whose known extent grew, not a second incident.
         """
-        wider = set(key)
+        wide = dict(key)
         for old_key, incident in list(self.open.items()):
-            if incident.kind == "group" and wider < set(old_key):
+            if incident.kind == "group" and self._inside(old_key, key):
                 del self.open[old_key]
-                incident.dims = dict(key)
+                incident.dims = wide
                 self.open[key] = incident
                 changes.append(IncidentChange("updated", incident, now))
                 for other_key, other in list(self.open.items()):  # merge further subgroups
-                    if other is not incident and other.kind == "group" and wider < set(other_key):
+                    if (
+                        other is not incident
+                        and other.kind == "group"
+                        and self._inside(other_key, key)
+                    ):
                         del self.open[other_key]
                         other.resolved_at = now
                         other.updated_at = now
@@ -504,11 +520,14 @@ class IncidentTracker:
 
     def _open_ancestor(self, key: Key) -> Key | None:
         """The key of an open group incident whose group contains the group of ``key``."""
-        narrow = set(key)
         for old_key, incident in self.open.items():
-            if incident.kind == "group" and set(old_key) < narrow:
+            if incident.kind == "group" and self._inside(key, old_key):
                 return old_key
         return None
+
+    def _inside(self, narrow: Key, wide: Key) -> bool:
+        """Group ``narrow`` lies inside group ``wide`` and is not the same key."""
+        return narrow != wide and self._within(dict(narrow), dict(wide))
 
     def update_sims(self, now: float, alarms: Iterable[SimAlarm]) -> list[IncidentChange]:
         """Feed the single SIMs that warrant a ticket now; returns what changed."""
@@ -595,6 +614,12 @@ class IncidentTracker:
         if overflow > 0:
             del self.resolved[:overflow]
         return changes
+
+
+def _key_within(narrow: Mapping[str, str], wide: Mapping[str, str]) -> bool:
+    """Group ``narrow`` lies in group ``wide`` by their dims alone: each of ``wide``'s
+    values is one of ``narrow``'s."""
+    return all(narrow.get(dim) == value for dim, value in wide.items())
 
 
 def _mapping(value: object) -> Mapping[str, object]:
