@@ -15,7 +15,7 @@ table knows only as the 3-digit MNC ``010`` (Verizon, partner 310010), and stop 
 before now (a partner outage).
 
 ``simwatch run`` polls it with ``initial_lookback_s`` of 4 days (each SIM's first session
-events and air stats calls start before its history), ``warmup_s`` 12 h, cycles every 60 s.
+events and air stats calls start before its history), ``warmup_s`` 12 h, cycles every 20 s.
 Asserted over its HTTP API, once a cycle has seen every SIM: 20 SIMs ok and 20 late or
 silent; exactly one open group incident, on ``{"partner": "310010"}``; a healthy SIM
 ``ok`` (diagnosis ``ok``) on partner 310410, RAT ``LTE`` (the example's ``lte``), rhythm
@@ -131,7 +131,8 @@ page_size = 100
 rate_limit_per_s = 100
 initial_lookback_s = {4 * 86_400}
 """
-    return write_config(tmp_path, port, source)
+    # cycles every 20 s: the incident needs two live cycles, so the test waits 40 s, not 120
+    return write_config(tmp_path, port, source, eval_interval_s=20)
 
 
 async def assert_verdicts(port: int, token: str, log: Path) -> None:
