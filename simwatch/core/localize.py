@@ -1028,6 +1028,7 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
                 kids = _joint_split(g, groups, state, leaves, params, (threshold, phi))
         apart.extend([(g, members)] if kids == [g] else [(k, _mask(groups, k)) for k in kids])
     picked = apart
+    climbed: list[int] = []  # picks that moved to a parent
     for i, (g, _) in enumerate(picked):
         others = [(int(groups.cuboid_of[h]), m) for k, (h, m) in enumerate(picked) if k != i]
         g2 = _refine(
@@ -1036,6 +1037,21 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
         if g2 != g:
             ci = int(groups.cuboid_of[g2])
             picked[i] = (g2, groups.local[ci] == g2 - int(groups.offsets[ci]))
+            if int(groups.depth[g2]) < int(groups.depth[g]):
+                climbed.append(i)
+    if climbed:  # a parent reached by a move splits as a greedy pick does (step 5)
+        parted: list[tuple[int, npt.NDArray[np.bool_]]] = []
+        parts: dict[int, list[int]] = {}  # several picks may climb to one parent
+        for i, (g, members) in enumerate(picked):
+            kids = [g]
+            if i in climbed and int(groups.depth[g]) < max_depth:
+                if g not in parts:
+                    parts[g] = _split(
+                        g, groups, cub_index, ok, score, leaf_stats, params, n_dims, phi, threshold
+                    )
+                kids = parts[g]
+            parted.extend([(g, members)] if kids == [g] else [(k, _mask(groups, k)) for k in kids])
+        picked = parted
     residual = _residual_fleet(picked, leaf_stats, params)  # covers no cause
     kept: list[tuple[int, npt.NDArray[np.bool_]]] = []
     held = [m.nonzero()[0] for _, m in picked]  # each pick's leaves, as indices
