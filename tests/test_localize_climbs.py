@@ -50,3 +50,44 @@ def test_a_parent_reached_by_a_move_splits_into_its_failing_children() -> None:
     rows += healthy_apns()
     t = LeafTable.from_rows(DIMS, rows)
     assert dims(t) == [[("apn", "apn0"), ("rat", "2G")], [("apn", "apn0"), ("rat", "4G")]]
+
+
+FLEET_DIMS = ("apn", "country", "partner", "rat")
+Leaf = tuple[int, int, int, str]
+
+
+def fleet(special: dict[Leaf, tuple[float, float, float]]) -> LeafTable:
+    """Four APNs in three countries of two partners each (a partner belongs to one
+    country), on 4G and LTE-M: 50 SIMs a leaf, 0.5 expected failing and 0.5 failing;
+    ``special`` gives a leaf's (failing, SIMs, expected) instead."""
+    rows = []
+    for a in range(4):
+        for c in range(3):
+            for p in range(2):
+                for r in ("4G", "LTE-M"):
+                    act, n, e = special.get((a, c, p, r), (0.5, 50.0, 0.5))
+                    rows.append(((f"apn{a}", f"C{c}", f"P{c}{p}", r), act, n, e))
+    return LeafTable.from_rows(FLEET_DIMS, rows)
+
+
+def test_a_three_attribute_cause_moves_to_the_country_when_its_other_partner_fails_too() -> None:
+    # APN 1 on 4G in country C1 fails on both partners: 30 of 50 SIMs on P10 (which never
+    # failed before) and 4 of 8 on P10's neighbour P11 (0.2 expected). The greedy pick is
+    # the partner P10 (the larger lift); P11's 4 are too few for a cause of their own,
+    # yet at the baseline they would be most unlikely, at P10's share they are what it
+    # predicts. Three attributes are the most a cause has (the move through
+    # {apn, country, partner, rat} is out of reach): the country replaces the partner,
+    # the attribute swapped, as a parent does (step 6).
+    t = fleet({(1, 1, 0, "4G"): (30.0, 50.0, 0.0), (1, 1, 1, "4G"): (4.0, 8.0, 0.2)})
+    assert dims(t) == [[("apn", "apn1"), ("country", "C1"), ("rat", "4G")]]
+
+
+def test_a_three_attribute_cause_moves_to_the_partner_when_its_countrys_other_is_healthy() -> None:
+    # APN 1 on 4G fails on partner P10 only (30 of 50); the country's other partner P11
+    # has 20 SIMs on 4G that never failed and do not now. The group {apn1, C1, 4G} holds
+    # the same failing and expected counts as the partner's, so the greedy pick is the
+    # country (a tie goes to the earlier dimension). P11's 20 healthy SIMs would show
+    # about 12 failing under the fault: the partner replaces the country, the attribute
+    # swapped, as a child does (step 6).
+    t = fleet({(1, 1, 0, "4G"): (30.0, 50.0, 0.5), (1, 1, 1, "4G"): (0.0, 20.0, 0.0)})
+    assert dims(t) == [[("apn", "apn1"), ("partner", "P10"), ("rat", "4G")]]
