@@ -35,7 +35,12 @@ Method (see docs/localization.md for the long form):
    their baseline), by more than ``generalize_margin`` quasi-likelihood nats; a child
    only while the rest of the pick is not elevated itself (else the fault is the
    pick's, uneven). A sibling cause never carries the climb over the parent's
-   healthy children. The move repeats from the new group.
+   healthy children. Parents and children include the groups named by swapping one
+   attribute for another that hold more leaves, all of the pick's (a partner's
+   country), or fewer, all inside it (one partner of a country): at three attributes
+   ``{apn, country, rat}`` and ``{apn, partner, rat}`` are otherwise out of each
+   other's reach. The move repeats from the new group; a group it reached with more
+   leaves than the pick splits as in step 4.
 6. If a cause picked later covers an earlier one (its leaves are a superset),
    the earlier one is dropped: the parent explains it. Except the whole fleet
    picked after causes whose fault its other leaves do not share
@@ -637,7 +642,9 @@ def _refine(  # noqa: PLR0917 - private helper, called once with all of them
     """Move from group ``g`` to the parent or child that explains the leaves better.
 
     Neighbours are the significant groups with one attribute fewer (parents P) or one
-    more (children K). A parent replaces the group C when its other leaves R = P - C
+    more (children K), and those with one attribute swapped for another that hold more
+    leaves, all of C's (parents), or fewer, all inside C (children): ``sizes`` is each
+    group's number of leaves. A parent replaces the group C when its other leaves R = P - C
     fail like C (the fault model of :func:`_share_evidence`: one share of the members
     on top of their baseline) by more than ``generalize_margin`` quasi-likelihood nats
     (nats divided by the over-dispersion ``scale``); a child replaces C when C's other
