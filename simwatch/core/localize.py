@@ -35,7 +35,12 @@ Method (see docs/localization.md for the long form):
    their baseline), by more than ``generalize_margin`` quasi-likelihood nats; a child
    only while the rest of the pick is not elevated itself (else the fault is the
    pick's, uneven). A sibling cause never carries the climb over the parent's
-   healthy children. The move repeats from the new group.
+   healthy children. Parents and children include the groups named by swapping one
+   attribute for another that hold more leaves, all of the pick's (a partner's
+   country), or fewer, all inside it (one partner of a country): at three attributes
+   ``{apn, country, rat}`` and ``{apn, partner, rat}`` are otherwise out of each
+   other's reach. The move repeats from the new group; a group it reached with more
+   leaves than the pick splits as in step 4.
 6. If a cause picked later covers an earlier one (its leaves are a superset),
    the earlier one is dropped: the parent explains it. Except the whole fleet
    picked after causes whose fault its other leaves do not share
@@ -632,11 +637,14 @@ def _refine(  # noqa: PLR0917 - private helper, called once with all of them
     params: LocalizeParams,
     scale: float,
     max_depth: int,
+    sizes: IntArray,
 ) -> int:
     """Move from group ``g`` to the parent or child that explains the leaves better.
 
     Neighbours are the significant groups with one attribute fewer (parents P) or one
-    more (children K). A parent replaces the group C when its other leaves R = P - C
+    more (children K), and those with one attribute swapped for another that hold more
+    leaves, all of C's (parents), or fewer, all inside C (children): ``sizes`` is each
+    group's number of leaves. A parent replaces the group C when its other leaves R = P - C
     fail like C (the fault model of :func:`_share_evidence`: one share of the members
     on top of their baseline) by more than ``generalize_margin`` quasi-likelihood nats
     (nats divided by the over-dispersion ``scale``); a child replaces C when C's other
@@ -652,6 +660,7 @@ def _refine(  # noqa: PLR0917 - private helper, called once with all of them
     floor = params.min_baseline_ratio
     margin = params.generalize_margin * scale
     seen = {g}
+    n_dims = sum(1 for c in groups.cuboids if len(c) == 1)
     # the other causes' leaves as indices: indexing by a few beats a pass over all leaves
     held = [(o_ci, om.nonzero()[0]) for o_ci, om in others]
     while True:
@@ -660,13 +669,30 @@ def _refine(  # noqa: PLR0917 - private helper, called once with all of them
         c_mask = groups.local[ci] == g - int(groups.offsets[ci])
         c_stats = (float(a_g[g]), float(n_g[g]), float(e_g[g]))
         leaf = int(c_mask.argmax())  # the first of its leaves
+        c_idx = c_mask.nonzero()[0]
+        # the cuboids with one of C's attributes swapped for another
+        swapped = [
+            cub_index[kc]
+            for d in cub
+            for d2 in range(n_dims)
+            if d2 not in cub
+            and (kc := tuple(sorted((*(x for x in cub if x != d), d2)))) in cub_index
+        ]
         best_g, best_ev = -1, margin
-        for d in cub:  # parents
-            pi = cub_index[tuple(x for x in cub if x != d)]
+        c_size = int(sizes[g])
+        # parents: one attribute fewer, or one attribute swapped for another when the
+        # group so named holds more leaves, all of C's (a country for one of its partners)
+        uppers = [(cub_index[tuple(x for x in cub if x != d)], False) for d in cub]
+        uppers += [(pi, True) for pi in swapped]
+        for pi, swap in uppers:
             local_id = groups.local[pi, leaf]
             pg = int(local_id + groups.offsets[pi])
             if not ok[pg] or pg in seen:
                 continue
+            if swap and (
+                int(sizes[pg]) <= c_size or not bool((groups.local[pi, c_idx] == local_id).all())
+            ):
+                continue  # not a larger group holding all of C's leaves
             p_mask = groups.local[pi] == local_id
             rest = p_mask & ~c_mask
             remaining = rest.copy()  # the parent's leaves no cause holds
@@ -682,45 +708,54 @@ def _refine(  # noqa: PLR0917 - private helper, called once with all of them
             ev = _share_evidence(c_stats, _part(rest, leaf_stats), floor)
             if ev > best_ev:
                 best_g, best_ev = pg, ev
-        if len(cub) < max_depth:
-            free = c_mask.copy()  # C's leaves no other cause holds
-            for _, o_idx in held:
-                free[o_idx] = False
-            free_idx = free.nonzero()[0]
-            fa, fn_, fe = a[free_idx], n[free_idx], e[free_idx]
-            c_free = (float(fa.sum()), float(fn_.sum()), float(fe.sum()))
-            for ki, kcub in enumerate(groups.cuboids):
-                if len(kcub) != len(cub) + 1 or not set(cub) <= set(kcub):
+        free = c_mask.copy()  # C's leaves no other cause holds
+        for _, o_idx in held:
+            free[o_idx] = False
+        free_idx = free.nonzero()[0]
+        fa, fn_, fe = a[free_idx], n[free_idx], e[free_idx]
+        c_free = (float(fa.sum()), float(fn_.sum()), float(fe.sum()))
+        # children: one attribute more, or one attribute swapped for another when the group
+        # so named holds fewer leaves, all inside C (one partner of a country)
+        lowers = [
+            (ki, False)
+            for ki, kcub in enumerate(groups.cuboids)
+            if len(cub) < max_depth and len(kcub) == len(cub) + 1 and set(cub) <= set(kcub)
+        ]
+        lowers += [(ki, True) for ki in swapped]
+        for ki, swap in lowers:
+            loc = groups.local[ki][free_idx]
+            off = int(groups.offsets[ki])
+            size = int(groups.offsets[ki + 1]) - off
+            # the children holding free leaves, in group order; only significant ones
+            # move, so only theirs are summed (each in leaf order, as a bincount does)
+            ids = np.bincount(loc, minlength=size).nonzero()[0]
+            ids = ids[ok[ids + off]]
+            if swap and ids.size:  # only groups inside C, smaller than it
+                inside = np.bincount(groups.local[ki][c_idx], minlength=size)[ids]
+                k_size = sizes[ids + off]
+                ids = ids[(inside == k_size) & (k_size < c_size)]
+            if ids.size == 0:
+                continue
+            ka = np.bincount(loc, weights=fa, minlength=size)[ids]
+            kn = np.bincount(loc, weights=fn_, minlength=size)[ids]
+            ke = np.bincount(loc, weights=fe, minlength=size)[ids]
+            for j, lid in enumerate(ids.tolist()):
+                kk = lid + off
+                if kk in seen:
                     continue
-                loc = groups.local[ki][free_idx]
-                off = int(groups.offsets[ki])
-                size = int(groups.offsets[ki + 1]) - off
-                # the children holding free leaves, in group order; only significant ones
-                # move, so only theirs are summed (each in leaf order, as a bincount does)
-                ids = np.bincount(loc, minlength=size).nonzero()[0]
-                ids = ids[ok[ids + off]]
-                if ids.size == 0:
-                    continue
-                ka = np.bincount(loc, weights=fa, minlength=size)[ids]
-                kn = np.bincount(loc, weights=fn_, minlength=size)[ids]
-                ke = np.bincount(loc, weights=fe, minlength=size)[ids]
-                for j, lid in enumerate(ids.tolist()):
-                    kk = lid + off
-                    if kk in seen:
-                        continue
-                    k_stats = (float(ka[j]), float(kn[j]), float(ke[j]))
-                    r_stats = (
-                        c_free[0] - k_stats[0],
-                        c_free[1] - k_stats[1],
-                        c_free[2] - k_stats[2],
-                    )
-                    ev = -_share_evidence(k_stats, r_stats, floor)
-                    if ev > best_ev and above_baseline(
-                        r_stats[0], r_stats[2], r_stats[1], params, scale
-                    ):
-                        continue  # the rest fails too, less: C's fault, uneven
-                    if ev > best_ev:
-                        best_g, best_ev = kk, ev
+                k_stats = (float(ka[j]), float(kn[j]), float(ke[j]))
+                r_stats = (
+                    c_free[0] - k_stats[0],
+                    c_free[1] - k_stats[1],
+                    c_free[2] - k_stats[2],
+                )
+                ev = -_share_evidence(k_stats, r_stats, floor)
+                if ev > best_ev and above_baseline(
+                    r_stats[0], r_stats[2], r_stats[1], params, scale
+                ):
+                    continue  # the rest fails too, less: C's fault, uneven
+                if ev > best_ev:
+                    best_g, best_ev = kk, ev
         if best_g < 0:
             return _fewest_attributes(g, groups, cub_index)
         g = best_g
@@ -1028,14 +1063,41 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
                 kids = _joint_split(g, groups, state, leaves, params, (threshold, phi))
         apart.extend([(g, members)] if kids == [g] else [(k, _mask(groups, k)) for k in kids])
     picked = apart
+    sizes = np.bincount(groups.flat, minlength=groups.n_groups)  # leaves per group
+    climbed: list[int] = []  # picks that moved to a larger group
     for i, (g, _) in enumerate(picked):
         others = [(int(groups.cuboid_of[h]), m) for k, (h, m) in enumerate(picked) if k != i]
         g2 = _refine(
-            g, others, groups, cub_index, ok, (a_g, n_g, e_g), leaf_stats, params, phi, max_depth
+            g,
+            others,
+            groups,
+            cub_index,
+            ok,
+            (a_g, n_g, e_g),
+            leaf_stats,
+            params,
+            phi,
+            max_depth,
+            sizes,
         )
         if g2 != g:
             ci = int(groups.cuboid_of[g2])
             picked[i] = (g2, groups.local[ci] == g2 - int(groups.offsets[ci]))
+            if int(sizes[g2]) > int(sizes[g]):
+                climbed.append(i)
+    if climbed:  # a parent reached by a move splits as a greedy pick does (step 5)
+        parted: list[tuple[int, npt.NDArray[np.bool_]]] = []
+        parts: dict[int, list[int]] = {}  # several picks may climb to one parent
+        for i, (g, members) in enumerate(picked):
+            kids = [g]
+            if i in climbed and int(groups.depth[g]) < max_depth:
+                if g not in parts:
+                    parts[g] = _split(
+                        g, groups, cub_index, ok, score, leaf_stats, params, n_dims, phi, threshold
+                    )
+                kids = parts[g]
+            parted.extend([(g, members)] if kids == [g] else [(k, _mask(groups, k)) for k in kids])
+        picked = parted
     residual = _residual_fleet(picked, leaf_stats, params)  # covers no cause
     kept: list[tuple[int, npt.NDArray[np.bool_]]] = []
     held = [m.nonzero()[0] for _, m in picked]  # each pick's leaves, as indices
