@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from simwatch.core.localize import LocalizeParams, localize
-from simwatch.core.merge import Merged, ShardReport, merge_reports, shard_of
+from simwatch.core.localize import LocalizeParams
+from simwatch.core.merge import Merged, ShardReport, merge_reports, merged_causes, shard_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -100,8 +100,35 @@ def merge_cycle(
     merged = merge_reports(renumbered, shards, at=at)
     if not order or not merged.complete:
         return LeaderMerge(merged, None, order)
-    causes = localize(merged.table, params if params is not None else LocalizeParams())
+    causes = merged_causes(merged, params if params is not None else LocalizeParams())
     return LeaderMerge(merged, causes, order)
 
 
-__all__ = ["LeaderMerge", "assign", "foreign_rows", "merge_cycle", "owned_by"]
+def group_onsets(data: object) -> tuple[tuple[dict[str, str], float], ...]:
+    """The recovery onsets of the group incidents in a leader's ``incidents`` entry
+    (``IncidentTracker.export_groups``), open and resolved, as ``(dims, onset)`` pairs:
+    what the other nodes apply (``Engine.group_onsets``) so that their SIMs silent since
+    before a fault's end wait for their report as on one node. Lenient: an unreadable
+    entry or incident is skipped."""
+    if not isinstance(data, dict):
+        return ()
+    states: list[object] = []
+    for name in ("open", "resolved"):
+        items = data.get(name)
+        if isinstance(items, list):
+            states += [p[1] if isinstance(p, list) and len(p) == 2 else p for p in items]
+    out = []
+    for state in states:
+        if not isinstance(state, dict) or state.get("kind") != "group":
+            continue
+        dims, onset = state.get("dims"), state.get("recovery_onset")
+        if (
+            isinstance(dims, dict)
+            and isinstance(onset, int | float)
+            and not isinstance(onset, bool)
+        ):
+            out.append(({str(k): str(v) for k, v in dims.items()}, float(onset)))
+    return tuple(out)
+
+
+__all__ = ["LeaderMerge", "assign", "foreign_rows", "group_onsets", "merge_cycle", "owned_by"]

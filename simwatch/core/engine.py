@@ -19,9 +19,12 @@ from simwatch.core.baseline import BaselineParams, GroupBaseline
 from simwatch.core.diagnosis import Finding, diagnose
 from simwatch.core.evaluate import (
     EVIDENCE_NAMES,
+    ChurnPart,
     EvalParams,
     Evaluation,
     Evidence,
+    churn_parts,
+    churn_stop,
     churn_stopped,
     evaluate,
     evidence_summary,
@@ -42,6 +45,7 @@ from simwatch.core.ingest import Ingestor
 from simwatch.core.localize import Cause, LocalizeParams
 from simwatch.core.maintenance import Window, active_windows
 from simwatch.core.operators import OperatorTable
+from simwatch.core.recovery import advance_recovery
 from simwatch.core.rhythm import RhythmParams, SimState
 from simwatch.core.schedule import ExpectationTables
 from simwatch.core.state import FleetState
@@ -51,6 +55,7 @@ if TYPE_CHECKING:
 
     from simwatch.core.columnar import RecordColumns
     from simwatch.core.inventory import InventoryRow
+    from simwatch.core.merge import Merged
     from simwatch.core.records import Record, Rejection
 
 NEVER_SEEN = int(SimState.NEVER_SEEN)
@@ -130,6 +135,18 @@ class Engine:
         # the group incidents as they are (a shard, or a leader still without a merge).
         self.groups_local = True
         self.external_causes: list[Cause] | None = None
+        # ... and the merged counts of the leader's last merge (``apply_merge``): what
+        # the leader's group incidents say (evidence), how groups nest (``within``)
+        self.external_merged: Merged | None = None
+        # a cluster node that is not the leader: the leader's group incidents' recovery
+        # onsets, (dims, onset) pairs (``core.cluster.group_onsets``), so that its SIMs
+        # silent since before a fault's end wait for their report as on one node
+        self.group_onsets: tuple[tuple[Mapping[str, str], float], ...] = ()
+        # this node's part of the recovery counts, per leaf, after each cycle: SIMs
+        # failing at the previous cycle that sent data since (by their leaf now), and,
+        # on a cluster node, its churners' ``ChurnPart`` by leaf (``core.merge``)
+        self.leaf_recovered = np.zeros(0)
+        self.leaf_churn: dict[int, ChurnPart] = {}
         self.rejected: Counter[str] = Counter()
         self.first_record_at: float | None = None
         self.last_evaluation: Evaluation | None = None
@@ -200,6 +217,10 @@ class Engine:
             peak_share=self.baseline.peak_share(self.state.n_leaves),
         )
 
+    def kind_ratio(self, now: float, n_leaves: int) -> np.ndarray:
+        """Per kind of evidence and leaf, its learned usual share at ``now``."""
+        return self._kind_ratio(now, n_leaves)
+
     def _kind_ratio(self, now: float, n_leaves: int) -> np.ndarray:
         """Per kind of evidence and leaf, its learned usual share at ``now``."""
         return np.stack([b.expected_ratio(now, n_leaves) for b in self.evidence_baselines])
@@ -210,13 +231,14 @@ class Engine:
         the fault's end keeps waiting for its report after the incident resolved (else it
         would page again); None while there is none."""
         hold = now - self.config.evaluation.recovery_hold_s
-        onsets = [
+        onsets: list[tuple[Mapping[str, str], float]] = [
             (incident.dims, incident.recovery_onset)
             for incident in (*self.incidents.open.values(), *self.incidents.resolved)
             if incident.kind == "group"
             and incident.recovery_onset is not None
             and incident.recovery_onset > hold
         ]
+        onsets += [(dims, onset) for dims, onset in self.group_onsets if onset > hold]
         if not onsets:
             return None
         out = np.full(self.state.n_leaves, np.nan)
@@ -225,12 +247,10 @@ class Engine:
             out[mask] = np.fmax(out[mask], onset)
         return out
 
-    def _track_recovery(self, now: float, evaluation: Evaluation) -> None:
-        """Count, per open group incident, its SIMs that were failing at the previous
-        cycle and sent data since, in the group (not through a partner it moved to); set
-        the incident's ``recovery_onset`` once enough did within ``recovery_window_s``
-        (``EvalParams``)."""
-        p = self.config.evaluation
+    def _count_recovered(self, evaluation: Evaluation) -> np.ndarray:
+        """Per leaf, the SIMs that were failing at the previous cycle and sent data since,
+        in the leaf they are in now (data through a partner it moved to is no recovery
+        of the one it left); remembers this cycle's failing SIMs for the next."""
         failing = evaluation.counted & (
             evaluation.overdue | evaluation.awaiting | (evaluation.evidence != 0)
         )
@@ -238,44 +258,79 @@ class Engine:
         rows = np.flatnonzero(failing)
         last = self.state.rhythm.last_data
         self._prev_failing = (rows, last[rows].copy())
-        groups = [i for i in self.incidents.open.values() if i.kind == "group"]
-        if not groups:
-            return
         # data since: the last data time moved (a windowed record's time is its window's
         # end, older than the cycle it arrives in)
         now_last = last[prev_rows]
-        rows = prev_rows[(now_last > prev_last) | (np.isnan(prev_last) & ~np.isnan(now_last))]
-        # data through another partner is no recovery of the one it left: a SIM counts
-        # where it is now
-        member = self.state.cols.leaf[rows]
+        back = prev_rows[(now_last > prev_last) | (np.isnan(prev_last) & ~np.isnan(now_last))]
+        member = self.state.cols.leaf[back]
+        member = member[member >= 0]
+        return np.bincount(member, minlength=self.state.n_leaves).astype(np.float64)
+
+    def _track_recovery(self, now: float, evaluation: Evaluation) -> None:
+        """Count, per open group incident, its SIMs that were failing at the previous
+        cycle and sent data since, in the group (not through a partner it moved to); set
+        the incident's ``recovery_onset`` once enough did within ``recovery_window_s``
+        (``EvalParams``, ``core.recovery``). A cluster node only keeps its counts per
+        leaf for its report: the leader sets the onsets (``apply_merge``)."""
+        p = self.config.evaluation
+        recovered = self._count_recovered(evaluation)
+        self.leaf_recovered = recovered
         churning = (evaluation.evidence[: evaluation.n] & Evidence.CHURN) != 0
+        if not self.groups_local:
+            rows = np.flatnonzero(churning)
+            leaf = evaluation.member_leaf[rows]
+            rows, leaf = rows[leaf >= 0], leaf[leaf >= 0]
+            self.leaf_churn = churn_parts(self.state, rows, leaf, now, p) if rows.size else {}
+            return
+        groups = [i for i in self.incidents.open.values() if i.kind == "group"]
+        if not groups:
+            return
         any_churning = bool(churning.any())
         for incident in groups:
             leaves = leaf_mask(self.state, incident.dims)
-            if rows.size:
-                inside = member >= 0
-                inside[inside] = leaves[member[inside]]
-                count = int(inside.sum())
-                if count:
-                    incident.recoveries.append([now, float(count)])
-            recent = [r for r in incident.recoveries if r[0] > now - p.recovery_window_s]
-            incident.recoveries = recent
-            if incident.recovery_onset is not None:
+
+            def stop_at(leaves: np.ndarray = leaves) -> float:
+                # session-level SIMs show a black hole's end only as their churn stopping
+                mine = np.flatnonzero(churning & evaluation.members(leaves))
+                return churn_stopped(self.state, mine, now, p) if mine.size else math.nan
+
+            advance_recovery(
+                incident,
+                now,
+                float(recovered[leaves].sum()),
+                stop_at if any_churning else None,
+                params=p,
+                interval_s=self.config.eval_interval_s,
+            )
+
+    def apply_merge(self, merged: Merged, causes: list[Cause]) -> None:
+        """A cluster leader's merge of every shard's report (``core.cluster.merge_cycle``):
+        the causes for the next cycle's group incidents, and, at once, the recovery of
+        the open ones from the summed recovery counts (as ``_track_recovery`` on one
+        node), so that the onsets reach the other nodes before their next cycle."""
+        self.external_causes = causes
+        self.external_merged = merged
+        if merged.recovered is None:
+            return  # no shard counts recoveries (an older version)
+        at = merged.evaluated_at
+        p = self.config.evaluation
+        for incident in self.incidents.open.values():
+            if incident.kind != "group":
                 continue
-            total = sum(r[1] for r in recent)
-            if recent and total >= max(p.recovery_min, p.recovery_share * incident.peak_affected):
-                # data that came in the first of these cycles was sent after the last
-                # cycle before it
-                incident.recovery_onset = recent[0][0] - self.config.eval_interval_s
-                continue
-            # session-level SIMs show a black hole's end only as their churn stopping
-            if not any_churning:
-                continue
-            mine = np.flatnonzero(churning & evaluation.members(leaves))
-            if mine.size:
-                stopped = churn_stopped(self.state, mine, now, p)
-                if not math.isnan(stopped):
-                    incident.recovery_onset = stopped
+            leaves = merged.leaves_of(incident.dims)
+            churn = merged.churn_of(leaves)
+
+            def stop_at(part: ChurnPart = churn) -> float:
+                return churn_stop(part, at, p)
+
+            advance_recovery(
+                incident,
+                at,
+                float(merged.recovered[leaves].sum()),
+                stop_at if churn.sims else None,
+                params=p,
+                interval_s=self.config.eval_interval_s,
+            )
 
     def finish_cycle(self, now: float, evaluation: Evaluation, started: float) -> CycleResult:
         """Incidents, tickets, baselines and state changes of ``assess(now)``'s result."""
@@ -293,11 +348,15 @@ class Engine:
             inner = leaf_mask(state, narrow)
             return bool(inner.any()) and not bool((inner & ~leaf_mask(state, wide)).any())
 
+        merged = self.external_merged
         if self.groups_local:
             changes = self.incidents.update_groups(now, evaluation.causes, rest_healthy, within)
         elif self.external_causes is not None:
             causes, self.external_causes = self.external_causes, None
-            changes = self.incidents.update_groups(now, causes)
+            # how groups nest, from the merged leaf table: the whole fleet's leaves
+            changes = self.incidents.update_groups(
+                now, causes, within=None if merged is None else merged.within
+            )
         else:
             changes = []
         groups = [i for i in self.incidents.open.values() if i.kind == "group"]
@@ -305,9 +364,12 @@ class Engine:
             n_leaves = len(evaluation.leaf_total)
             usual = self._kind_ratio(now, n_leaves)
             for incident in groups:
-                incident.evidence = evidence_summary(state, evaluation, incident.dims, usual)
-        if self.groups_local:
-            self._track_recovery(now, evaluation)
+                if not self.groups_local and merged is not None and merged.evidence is not None:
+                    # a cluster leader: what every shard's SIMs show, summed
+                    incident.evidence = merged.evidence_of(incident.dims)
+                else:
+                    incident.evidence = evidence_summary(state, evaluation, incident.dims, usual)
+        self._track_recovery(now, evaluation)
         # Tickets wait for the warm-up too: before a daytime-only device's second
         # morning its first night cannot be told from silence.
         alarms = self._sim_alarms(evaluation) if warm else []

@@ -27,7 +27,7 @@ from simwatch.core.state import EPOCH_BASE, NEVER, Flag, RejectKind, Status, rel
 from simwatch.core.timeutil import month_of
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
     from simwatch.core.state import FleetState
 
@@ -418,33 +418,123 @@ def churn_stopped(state: FleetState, rows: np.ndarray, now: float, params: EvalP
       own rhythm without a new start that a group still churning (``churn_stop_share``
       of its churners that late) shows that count with a chance of ``churn_stop_nats``.
       Many churners reach this soon after the end, however their starts bunch.
+
+    The same as ``churn_stop(churn_part(...))``: a cluster's shards send the part of
+    their churners and the leader merges them (``ChurnPart.merge``).
     """
-    now_rel = rel(now)
+    return churn_stop(churn_part(state, rows, now, params), now, params)
+
+
+@dataclass(frozen=True, slots=True)
+class ChurnPart:
+    """What ``churn_stopped`` needs of a set of churning SIMs, summable over sets (a
+    cluster's shards): those with a rhythm of re-opening (``churn_group_starts`` starts
+    in the window), the sum of their rates (1 / rhythm), the distinct times of their
+    starts in the window (epoch s, sorted), how many of them are stopped at the
+    instant it was taken (``churn_stop_slack`` of their own rhythm without a start),
+    and the latest start of those (epoch s; NaN: none)."""
+
+    sims: int = 0
+    rate: float = 0.0
+    starts: tuple[float, ...] = ()
+    stopped: int = 0
+    stopped_last: float = math.nan
+
+    @staticmethod
+    def merge(parts: Iterable[ChurnPart]) -> ChurnPart:
+        parts = [p for p in parts if p.sims]
+        if not parts:
+            return ChurnPart()
+        if len(parts) == 1:
+            return parts[0]
+        lasts = [p.stopped_last for p in parts if not math.isnan(p.stopped_last)]
+        return ChurnPart(
+            sims=sum(p.sims for p in parts),
+            rate=math.fsum(p.rate for p in parts),
+            starts=tuple(sorted({t for p in parts for t in p.starts})),
+            stopped=sum(p.stopped for p in parts),
+            stopped_last=max(lasts) if lasts else math.nan,
+        )
+
+
+def _churn_rings(
+    state: FleetState, rows: np.ndarray, now_rel: int, params: EvalParams
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Of ``rows``, those with a rhythm of re-opening: their positions in ``rows``, their
+    sorted start rings (NaN last), rhythms and last starts (relative seconds)."""
     ring = _recent_starts(state, rows, now_rel, params)
     # a rhythm needs three starts; a pair of starts close together (a reset, a re-attach)
     # is no rhythm of re-opening. Each SIM's rhythm is taken as its longest gap between
     # starts in the window (a device whose gaps vary must not look stopped in its long
     # ones) and never shorter than ``churn_quiet_min_s``.
-    ring = ring[np.count_nonzero(~np.isnan(ring), axis=1) >= params.churn_group_starts]
-    if len(ring) < params.recovery_min:
-        return math.nan
+    keep = np.flatnonzero(np.count_nonzero(~np.isnan(ring), axis=1) >= params.churn_group_starts)
+    ring = ring[keep]
     ring.sort(axis=1)  # NaN last: the gaps between consecutive starts
+    if not len(ring):
+        empty = np.zeros(0)
+        return keep, ring, empty, empty
     rhythm = np.maximum(np.nanmax(np.diff(ring, axis=1), axis=1), params.churn_quiet_min_s)
-    own_last = np.nanmax(ring, axis=1)
-    starts = np.sort(ring[~np.isnan(ring)])
-    last = float(starts[-1])
-    quiet = now_rel - last
-    unlikely = quiet * float((1.0 / rhythm).sum()) >= params.churn_stop_nats
-    if unlikely and quiet > params.churn_stop_slack * float(np.diff(starts).max()):
-        return last + EPOCH_BASE
+    return keep, ring, rhythm, np.nanmax(ring, axis=1)
+
+
+def _part_of(
+    ring: np.ndarray, rhythm: np.ndarray, own_last: np.ndarray, now_rel: int, params: EvalParams
+) -> ChurnPart:
+    if not len(ring):
+        return ChurnPart()
     stopped = now_rel - own_last >= params.churn_stop_slack * rhythm
-    count = int(np.count_nonzero(stopped))
-    usual = params.churn_stop_share * len(ring)
+    starts = np.unique(ring[~np.isnan(ring)]) + EPOCH_BASE
+    return ChurnPart(
+        sims=len(ring),
+        rate=math.fsum((1.0 / rhythm).tolist()),
+        starts=tuple(starts.tolist()),
+        stopped=int(np.count_nonzero(stopped)),
+        stopped_last=float(own_last[stopped].max()) + EPOCH_BASE if stopped.any() else math.nan,
+    )
+
+
+def churn_part(state: FleetState, rows: np.ndarray, now: float, params: EvalParams) -> ChurnPart:
+    """The ``ChurnPart`` of the churning SIMs ``rows`` at ``now``."""
+    now_rel = rel(now)
+    _, ring, rhythm, own_last = _churn_rings(state, rows, now_rel, params)
+    return _part_of(ring, rhythm, own_last, now_rel, params)
+
+
+def churn_parts(
+    state: FleetState, rows: np.ndarray, leaves: np.ndarray, now: float, params: EvalParams
+) -> dict[int, ChurnPart]:
+    """Per leaf (``leaves``: the leaf of each of ``rows``), the ``ChurnPart`` of the
+    churning SIMs ``rows`` in it; leaves without a SIM with a rhythm of re-opening are
+    left out."""
+    now_rel = rel(now)
+    keep, ring, rhythm, own_last = _churn_rings(state, rows, now_rel, params)
+    leaf = leaves[keep]
+    out: dict[int, ChurnPart] = {}
+    for code in np.unique(leaf).tolist():
+        mine = leaf == code
+        out[int(code)] = _part_of(ring[mine], rhythm[mine], own_last[mine], now_rel, params)
+    return out
+
+
+def churn_stop(part: ChurnPart, now: float, params: EvalParams) -> float:
+    """``churn_stopped``'s decision on the summary of the churners (see there)."""
+    if part.sims < params.recovery_min:
+        return math.nan
+    now_rel = rel(now)
+    last = part.starts[-1] - EPOCH_BASE
+    quiet = now_rel - last
+    unlikely = quiet * part.rate >= params.churn_stop_nats
+    # the longest quiet between the starts: the same over distinct times
+    gap = float(np.diff(part.starts).max()) if len(part.starts) > 1 else 0.0
+    if unlikely and quiet > params.churn_stop_slack * gap:
+        return last + EPOCH_BASE
+    count = part.stopped
+    usual = params.churn_stop_share * part.sims
     if count < params.recovery_min or count <= usual:
         return math.nan
     if count * math.log(count / usual) - (count - usual) < params.churn_stop_nats:
         return math.nan
-    return float(own_last[stopped].max()) + EPOCH_BASE
+    return part.stopped_last
 
 
 def _first_recent_start(ring: np.ndarray, now_rel: int, params: EvalParams) -> np.ndarray:

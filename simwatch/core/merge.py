@@ -34,9 +34,13 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+import numpy as np
+
+from simwatch.core.evaluate import EVIDENCE_NAMES, ChurnPart, Evidence, evidence_causes
 from simwatch.core.iccid import alternate_form
 from simwatch.core.incidents import IncidentParams, IncidentTracker
 from simwatch.core.localize import Cause, LeafTable, LocalizeParams, llr_threshold, localize
@@ -45,9 +49,15 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
     from simwatch.core.engine import Engine
+    from simwatch.core.evaluate import Evaluation
     from simwatch.core.incidents import IncidentChange
 
-REPORT_VERSION: Final = 1
+REPORT_VERSION: Final = 1  # later fields are optional: a report without them still merges
+# what a report carries beyond the counts (``ShardReport.carries``)
+CARRIES_RECOVERY: Final = "recovery"  # LeafCounts.recovered and .churn
+CARRIES_EVIDENCE: Final = "evidence"  # LeafCounts.late, .awaiting, .kinds, .usual, .causes
+KIND_NAMES: Final = tuple(name for _, name in EVIDENCE_NAMES)
+_CAUSE_KINDS: Final = ("failure_end", "reject")  # kinds whose leading cause is named
 _DEFAULT_LOCALIZE: Final = LocalizeParams()
 
 Json = dict[str, object]
@@ -85,6 +95,16 @@ class LeafCounts:
     total: float
     overdue: float
     expected: float
+    # --- optional (reports of older versions have none; ``ShardReport.carries``) ---
+    # SIMs failing at the shard's previous cycle that sent data since (recovery onset)
+    recovered: float = 0.0
+    churn: ChurnPart | None = None  # its churners' part of ``evaluate.churn_stop``
+    late: float = 0.0  # of ``overdue``, those overdue by their rhythm (the rest: evidence)
+    awaiting: float = 0.0  # overdue, but awaited after their group's recovery began
+    kinds: tuple[float, ...] = ()  # per ``KIND_NAMES``, SIMs showing that evidence
+    usual: tuple[float, ...] = ()  # per ``KIND_NAMES``, the shard's learned usual count
+    # per kind of ``_CAUSE_KINDS``, how many of its SIMs showed each cause
+    causes: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         counts = (self.total, self.overdue, self.expected)
@@ -106,6 +126,7 @@ class ShardReport:
     warmed_up: bool
     dims: tuple[str, ...]
     leaves: tuple[LeafCounts, ...]
+    carries: tuple[str, ...] = ()  # CARRIES_RECOVERY, CARRIES_EVIDENCE
 
     def __post_init__(self) -> None:
         if not 0 <= self.shard < self.shards:
@@ -135,15 +156,8 @@ class ShardReport:
             "evaluated_at": self.evaluated_at,
             "warmed_up": self.warmed_up,
             "dims": list(self.dims),
-            "leaves": [
-                {
-                    "values": list(leaf.values),
-                    "total": leaf.total,
-                    "overdue": leaf.overdue,
-                    "expected": leaf.expected,
-                }
-                for leaf in self.leaves
-            ],
+            "carries": list(self.carries),
+            "leaves": [_leaf_json(leaf) for leaf in self.leaves],
         }
 
     @classmethod
@@ -163,12 +177,24 @@ class ShardReport:
         leaves = []
         for i, raw in enumerate(raw_leaves):
             leaf = _object(raw, f"leaves[{i}]")
+            where = f"leaves[{i}]"
             leaves.append(
                 LeafCounts(
-                    values=tuple(_strings(leaf.get("values"), f"leaves[{i}].values")),
-                    total=_number(leaf.get("total"), f"leaves[{i}].total"),
-                    overdue=_number(leaf.get("overdue"), f"leaves[{i}].overdue"),
-                    expected=_number(leaf.get("expected"), f"leaves[{i}].expected"),
+                    values=tuple(_strings(leaf.get("values"), f"{where}.values")),
+                    total=_number(leaf.get("total"), f"{where}.total"),
+                    overdue=_number(leaf.get("overdue"), f"{where}.overdue"),
+                    expected=_number(leaf.get("expected"), f"{where}.expected"),
+                    recovered=_number(leaf.get("recovered", 0.0), f"{where}.recovered"),
+                    churn=_churn(leaf.get("churn"), f"{where}.churn"),
+                    late=_number(leaf.get("late", 0.0), f"{where}.late"),
+                    awaiting=_number(leaf.get("awaiting", 0.0), f"{where}.awaiting"),
+                    kinds=_per_kind(leaf.get("kinds"), f"{where}.kinds"),
+                    usual=_per_kind(leaf.get("usual"), f"{where}.usual"),
+                    causes={
+                        kind: _counts(c, f"{where}.causes.{kind}")
+                        for kind, c in _object(leaf.get("causes", {}), f"{where}.causes").items()
+                        if kind in _CAUSE_KINDS
+                    },
                 )
             )
         warmed_up = obj.get("warmed_up")
@@ -181,7 +207,70 @@ class ShardReport:
             warmed_up=warmed_up,
             dims=dims,
             leaves=tuple(leaves),
+            carries=tuple(_strings(obj.get("carries", []), "carries")),
         )
+
+
+def _leaf_json(leaf: LeafCounts) -> Json:
+    out: Json = {
+        "values": list(leaf.values),
+        "total": leaf.total,
+        "overdue": leaf.overdue,
+        "expected": leaf.expected,
+    }
+    # the optional fields only where they say something (a report stays small)
+    if leaf.recovered:
+        out["recovered"] = leaf.recovered
+    if leaf.churn is not None and leaf.churn.sims:
+        c = leaf.churn
+        out["churn"] = {
+            "sims": c.sims,
+            "rate": c.rate,
+            "starts": list(c.starts),
+            "stopped": c.stopped,
+            "stopped_last": None if math.isnan(c.stopped_last) else c.stopped_last,
+        }
+    if leaf.late:
+        out["late"] = leaf.late
+    if leaf.awaiting:
+        out["awaiting"] = leaf.awaiting
+    if any(leaf.kinds):
+        out["kinds"] = {n: v for n, v in zip(KIND_NAMES, leaf.kinds, strict=True) if v}
+    if leaf.usual:
+        out["usual"] = dict(zip(KIND_NAMES, leaf.usual, strict=True))
+    if leaf.causes:
+        out["causes"] = {kind: dict(counts) for kind, counts in leaf.causes.items()}
+    return out
+
+
+def _churn(value: object, where: str) -> ChurnPart | None:
+    if value is None:
+        return None
+    obj = _object(value, where)
+    starts = obj.get("starts")
+    if not isinstance(starts, list):
+        raise TypeError(f"{where}.starts: expected a list")
+    last = obj.get("stopped_last")
+    return ChurnPart(
+        sims=_integer(obj.get("sims"), f"{where}.sims"),
+        rate=_number(obj.get("rate"), f"{where}.rate"),
+        starts=tuple(sorted(_number(t, f"{where}.starts") for t in starts)),
+        stopped=_integer(obj.get("stopped"), f"{where}.stopped"),
+        stopped_last=math.nan if last is None else _number(last, f"{where}.stopped_last"),
+    )
+
+
+def _per_kind(value: object, where: str) -> tuple[float, ...]:
+    """A {kind name: count} object as a tuple in ``KIND_NAMES`` order (absent: ())."""
+    if value is None:
+        return ()
+    counts = _counts(value, where)
+    return tuple(counts.get(name, 0.0) for name in KIND_NAMES)
+
+
+def _counts(value: object, where: str) -> dict[str, float]:
+    obj = _object(value, where)
+    return {str(k): _number(v, f"{where}.{k}") for k, v in obj.items()}
 
 
 def _object(value: object, where: str) -> Mapping[str, object]:
@@ -211,27 +300,55 @@ def _integer(value: object, where: str) -> int:
 def shard_report(engine: Engine, shard: int, shards: int) -> ShardReport | None:
     """The engine's last evaluation as shard ``shard`` of ``shards`` (None before one).
 
-    Leaves without counted SIMs are left out: they add nothing to any group.
+    Leaves without counted SIMs are left out: they add nothing to any group (unless SIMs
+    of theirs sent data again: recovery counts). Beyond the counts, the report carries
+    each leaf's recoveries and churners (the recovery onset of the leader's incidents)
+    and its evidence per kind, with their usual counts and causes (the leader's evidence
+    causes and incident evidence).
     """
     evaluation = engine.last_evaluation
     if evaluation is None:
         return None
     state = engine.state
     n_leaves = len(evaluation.leaf_total)
-    codes = state.leaf_codes()[:n_leaves].tolist()
+    recovered = engine.leaf_recovered.tolist()
+    n_all = max(n_leaves, len(recovered))
+    codes = state.leaf_codes()[:n_all].tolist()
     labels = state.leaf_labels()
-    totals = evaluation.leaf_total.tolist()
+    totals = evaluation.leaf_total.tolist() + [0.0] * (n_all - n_leaves)
+    recovered += [0.0] * (n_all - len(recovered))
     overdue = evaluation.leaf_affected.tolist()
     expected = evaluation.leaf_expected.tolist()
+    n = evaluation.n
+    member = evaluation.member_leaf[:n]
+    counted = evaluation.counted[:n] & (member >= 0)
+
+    def per_leaf(mask: np.ndarray) -> list[float]:
+        out: list[float] = np.bincount(member[counted & mask], minlength=n_leaves).tolist()
+        return out
+
+    late = per_leaf(evaluation.overdue[:n])
+    awaiting = per_leaf(evaluation.awaiting[:n])
+    kinds = evaluation.leaf_kinds.T.tolist()
+    usual = (engine.kind_ratio(evaluation.now, n_leaves) * evaluation.leaf_total).T.tolist()
+    causes = _leaf_causes(engine, evaluation)
+    churn = engine.leaf_churn
     leaves = tuple(
         LeafCounts(
             values=tuple(labels[d][c] for d, c in enumerate(codes[i])),
             total=totals[i],
-            overdue=overdue[i],
-            expected=expected[i],
+            overdue=overdue[i] if i < n_leaves else 0.0,
+            expected=expected[i] if i < n_leaves else 0.0,
+            recovered=recovered[i],
+            churn=churn.get(i),
+            late=late[i] if i < n_leaves else 0.0,
+            awaiting=awaiting[i] if i < n_leaves else 0.0,
+            kinds=tuple(kinds[i]) if i < n_leaves else (),
+            usual=tuple(usual[i]) if i < n_leaves else (),
+            causes=causes.get(i, {}),
         )
-        for i in range(n_leaves)
-        if totals[i] > 0
+        for i in range(n_all)
+        if totals[i] > 0 or recovered[i] > 0
     )
     return ShardReport(
         shard=shard,
@@ -240,7 +357,30 @@ def shard_report(engine: Engine, shard: int, shards: int) -> ShardReport | None:
         warmed_up=engine.warmed_up(evaluation.now),
         dims=state.dims,
         leaves=leaves,
+        carries=(CARRIES_RECOVERY, CARRIES_EVIDENCE),
     )
+
+
+def _leaf_causes(engine: Engine, evaluation: Evaluation) -> dict[int, dict[str, dict[str, float]]]:
+    """Per leaf, per kind of ``_CAUSE_KINDS``, how many of its SIMs showing it had each
+    cause (``evaluate.evidence_summary`` names the leading one)."""
+    state = engine.state
+    n = evaluation.n
+    ev = evaluation.evidence[:n]
+    member = evaluation.member_leaf[:n]
+    out: dict[int, dict[str, dict[str, float]]] = {}
+    for name, bit, column in (
+        ("failure_end", Evidence.FAILURE_END, state.cols.fail_cause),
+        ("reject", Evidence.REJECT, state.cols.reject_cause),
+    ):
+        rows = np.flatnonzero(((ev & bit) != 0) & evaluation.counted[:n] & (member >= 0))
+        if not rows.size:
+            continue
+        pairs = Counter(zip(member[rows].tolist(), column[rows].tolist(), strict=True))
+        for (leaf, code), count in pairs.items():
+            cause = state.causes.values[code] if code > 0 else ""  # "": none given
+            out.setdefault(leaf, {}).setdefault(name, {})[cause] = float(count)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,10 +434,93 @@ class Merged:
     stale: tuple[int, ...]  # a report, but for another evaluation instant
     warming: tuple[int, ...]  # reported for this instant, still in its warm-up: left out
     outliers: tuple[ShardOutlier, ...]  # reported for this instant, left out
+    # per leaf of ``table``, summed over the included shards that carry them (None: none)
+    recovered: np.ndarray | None = None
+    churn: Mapping[int, ChurnPart] = field(default_factory=dict)  # leaf -> its churners
+    evidence: MergedEvidence | None = None  # None unless every included shard carries it
 
     @property
     def complete(self) -> bool:
         return len(self.included) == self.shards
+
+    def leaves_of(self, dims: Mapping[str, str]) -> np.ndarray:
+        """Bool per leaf of ``table``: inside the group ``dims`` (a dimension or value
+        no shard has: none)."""
+        table = self.table
+        inside = np.ones(len(table.total), bool)
+        for dim, value in dims.items():
+            if dim not in table.dims:
+                return np.zeros(len(table.total), bool)
+            column = table.dims.index(dim)
+            labels = table.labels[column]
+            if value not in labels:
+                return np.zeros(len(table.total), bool)
+            inside &= table.codes[:, column] == labels.index(value)
+        return inside
+
+    def within(self, narrow: Mapping[str, str], wide: Mapping[str, str]) -> bool:
+        """Whether group ``narrow`` lies inside group ``wide`` by the leaves every
+        shard has (``IncidentTracker.update_groups``' ``within``, as the engine's)."""
+        inner = self.leaves_of(narrow)
+        return bool(inner.any()) and not bool((inner & ~self.leaves_of(wide)).any())
+
+    def churn_of(self, leaves: np.ndarray) -> ChurnPart:
+        """The churners of the leaves ``leaves`` (a bool mask), every shard's."""
+        return ChurnPart.merge(part for leaf, part in self.churn.items() if leaves[leaf])
+
+    def evidence_of(self, dims: Mapping[str, str]) -> dict[str, object]:
+        """``evaluate.evidence_summary`` of the group ``dims`` from the summed counts
+        (``{}`` without ``evidence``). The leading cause: the most frequent summed over
+        the shards (a tie may name another of the tied causes than one node would)."""
+        ev = self.evidence
+        if ev is None:
+            return {}
+        leaves = self.leaves_of(dims)
+        out: dict[str, object] = {
+            "failing": round(float(self.table.affected[leaves].sum())),
+            "overdue": round(float(ev.late[leaves].sum())),
+        }
+        awaiting = round(float(ev.awaiting[leaves].sum()))
+        if awaiting:
+            out["awaiting"] = awaiting
+        for k, name in enumerate(KIND_NAMES):
+            out[name] = round(float(ev.kinds[k][leaves].sum()))
+        out["usual"] = {
+            name: round(float(ev.usual[k][leaves].sum()), 1) for k, name in enumerate(KIND_NAMES)
+        }
+        for kind in _CAUSE_KINDS:
+            counts: Counter[str] = Counter()
+            for leaf in np.flatnonzero(leaves).tolist():
+                counts.update(ev.causes.get(leaf, {}).get(kind, {}))
+            if counts:
+                top = max(counts.items(), key=lambda item: (item[1], item[0] == ""))[0]
+                if top:
+                    out[f"{kind}_cause"] = top
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class MergedEvidence:
+    """Per leaf of a merged table, the evidence counts summed over the shards."""
+
+    late: np.ndarray
+    awaiting: np.ndarray
+    kinds: np.ndarray  # (len(KIND_NAMES), leaves)
+    usual: np.ndarray  # (len(KIND_NAMES), leaves): the usual count per kind
+    causes: Mapping[int, Mapping[str, Counter[str]]]  # leaf -> kind -> cause -> SIMs
+
+
+def merged_causes(merged: Merged, params: LocalizeParams = _DEFAULT_LOCALIZE) -> list[Cause]:
+    """Localization on the merged counts, as the engine's: on the combined failing
+    count, and, when the shards carry their evidence per kind, each kind against its
+    usual level (``evaluate.evidence_causes``)."""
+    table = merged.table
+    causes = localize(table, params)
+    ev = merged.evidence
+    if ev is not None and len(table.total) and (ev.kinds.sum(axis=1) >= params.min_affected).any():
+        ratio = ev.usual / np.maximum(table.total, 1e-12)
+        causes = evidence_causes(table, causes, ev.kinds, ratio, params)
+    return causes
 
 
 def _xlogy(x: float, ratio: float) -> float:
@@ -395,6 +618,7 @@ def merge_reports(
         for leaf in report.leaves
     )
     table = LeafTable.from_rows(dims or (), rows)
+    recovered, churn, evidence = _merge_extras(table, included)
     return Merged(
         evaluated_at=at,
         shards=shards,
@@ -404,7 +628,56 @@ def merge_reports(
         stale=stale,
         warming=warming,
         outliers=outliers,
+        recovered=recovered,
+        churn=churn,
+        evidence=evidence,
     )
+
+
+def _merge_extras(
+    table: LeafTable, reports: Sequence[ShardReport]
+) -> tuple[np.ndarray | None, dict[int, ChurnPart], MergedEvidence | None]:
+    """The optional counts of ``reports`` summed per leaf of ``table``: recoveries of
+    the shards that count them; evidence only when every one carries it (a sum missing a
+    shard's part would look like a drop)."""
+    n_leaves = len(table.total)
+    index = {
+        tuple(table.labels[d][c] for d, c in enumerate(row)): i
+        for i, row in enumerate(table.codes.tolist())
+    }
+    with_recovery = [r for r in reports if CARRIES_RECOVERY in r.carries]
+    recovered = np.zeros(n_leaves) if with_recovery else None
+    parts: dict[int, list[ChurnPart]] = {}
+    for report in with_recovery:
+        for leaf in report.leaves:
+            i = index.get(leaf.values)
+            if i is None:  # a leaf only SIMs that sent data again are in
+                continue
+            assert recovered is not None
+            recovered[i] += leaf.recovered
+            if leaf.churn is not None and leaf.churn.sims:
+                parts.setdefault(i, []).append(leaf.churn)
+    churn = {i: ChurnPart.merge(p) for i, p in parts.items()}
+    if not reports or any(CARRIES_EVIDENCE not in r.carries for r in reports):
+        return recovered, churn, None
+    k = len(KIND_NAMES)
+    late, awaiting = np.zeros(n_leaves), np.zeros(n_leaves)
+    kinds, usual = np.zeros((k, n_leaves)), np.zeros((k, n_leaves))
+    causes: dict[int, dict[str, Counter[str]]] = {}
+    for report in reports:
+        for leaf in report.leaves:
+            i = index.get(leaf.values)
+            if i is None:
+                continue
+            late[i] += leaf.late
+            awaiting[i] += leaf.awaiting
+            if leaf.kinds:
+                kinds[:, i] += leaf.kinds
+            if leaf.usual:
+                usual[:, i] += leaf.usual
+            for kind, counts in leaf.causes.items():
+                causes.setdefault(i, {}).setdefault(kind, Counter()).update(counts)
+    return recovered, churn, MergedEvidence(late, awaiting, kinds, usual, causes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -457,8 +730,8 @@ class Merger:
         merged = merge_reports(reports, self.shards, at=at, outlier_params=self.outlier_params)
         if len(merged.included) < self.min_shards:
             return MergeCycle(merged, [], [], decided=False)
-        causes = localize(merged.table, self.localize_params)
-        changes = self.incidents.update_groups(merged.evaluated_at, causes)
+        causes = merged_causes(merged, self.localize_params)
+        changes = self.incidents.update_groups(merged.evaluated_at, causes, within=merged.within)
         return MergeCycle(merged, causes, changes, decided=True)
 
 
@@ -466,11 +739,13 @@ __all__ = [
     "LeafCounts",
     "MergeCycle",
     "Merged",
+    "MergedEvidence",
     "Merger",
     "OutlierParams",
     "ShardOutlier",
     "ShardReport",
     "merge_reports",
+    "merged_causes",
     "shard_of",
     "shard_outliers",
     "shard_report",

@@ -1,0 +1,55 @@
+"""When an open group incident's recovery began (``Incident.recovery_onset``).
+
+One rule, two callers: the engine (one node: it counts its own SIMs) and a cluster's
+leader (``Engine.apply_merge``: the counts every shard reported, summed). Per cycle at
+``now``, the SIMs of the incident's group that were failing at the previous cycle and
+sent data since are appended to ``Incident.recoveries``; once at least
+``EvalParams.recovery_min`` and ``recovery_share`` of its peak of failing SIMs did within
+``recovery_window_s``, the onset is the cycle before the first of them. Session-level
+SIMs show a black hole's end only as their churn stopping (``evaluate.churn_stop``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from simwatch.core.evaluate import EvalParams
+    from simwatch.core.incidents import Incident
+
+
+def advance_recovery(
+    incident: Incident,
+    now: float,
+    recovered: float,
+    churn_stop_at: Callable[[], float] | None,
+    *,
+    params: EvalParams,
+    interval_s: float,
+) -> None:
+    """Count ``recovered`` SIMs at ``now`` toward ``incident``'s recovery and set its
+    onset when due; ``churn_stop_at()`` (None: no churner) says when its churners
+    stopped (NaN: not yet), asked only while no onset is set."""
+    if recovered:
+        incident.recoveries.append([now, float(recovered)])
+    recent = [r for r in incident.recoveries if r[0] > now - params.recovery_window_s]
+    incident.recoveries = recent
+    if incident.recovery_onset is not None:
+        return
+    total = sum(r[1] for r in recent)
+    if recent and total >= max(params.recovery_min, params.recovery_share * incident.peak_affected):
+        # data that came in the first of these cycles was sent after the last cycle
+        # before it
+        incident.recovery_onset = recent[0][0] - interval_s
+        return
+    if churn_stop_at is None:
+        return
+    stopped = churn_stop_at()
+    if not math.isnan(stopped):
+        incident.recovery_onset = stopped
+
+
+__all__ = ["advance_recovery"]
