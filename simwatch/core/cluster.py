@@ -104,31 +104,54 @@ def merge_cycle(
     return LeaderMerge(merged, causes, order)
 
 
-def group_onsets(data: object) -> tuple[tuple[dict[str, str], float], ...]:
-    """The recovery onsets of the group incidents in a leader's ``incidents`` entry
-    (``IncidentTracker.export_groups``), open and resolved, as ``(dims, onset)`` pairs:
-    what the other nodes apply (``Engine.group_onsets``) so that their SIMs silent since
-    before a fault's end wait for their report as on one node. Lenient: an unreadable
-    entry or incident is skipped."""
+@dataclass(frozen=True, slots=True)
+class LeaderGroup:
+    """What a node that is not the leader knows of one of the leader's group incidents
+    (``Engine.leader_groups``): its group, whether it is open (the group's baselines do
+    not learn the fault meanwhile) and its recovery onset (SIMs silent since before the
+    fault's end wait for their report)."""
+
+    dims: Mapping[str, str]
+    open: bool
+    recovery_onset: float | None
+
+
+def leader_groups(data: object) -> tuple[LeaderGroup, ...]:
+    """The group incidents of a leader's ``incidents`` entry
+    (``IncidentTracker.export_groups``), open and resolved, with what the other nodes
+    apply so that they count and learn as one node would. Lenient: an unreadable entry or
+    incident is skipped."""
     if not isinstance(data, dict):
         return ()
-    states: list[object] = []
+    out = []
     for name in ("open", "resolved"):
         items = data.get(name)
-        if isinstance(items, list):
-            states += [p[1] if isinstance(p, list) and len(p) == 2 else p for p in items]
-    out = []
-    for state in states:
-        if not isinstance(state, dict) or state.get("kind") != "group":
+        if not isinstance(items, list):
             continue
-        dims, onset = state.get("dims"), state.get("recovery_onset")
-        if (
-            isinstance(dims, dict)
-            and isinstance(onset, int | float)
-            and not isinstance(onset, bool)
-        ):
-            out.append(({str(k): str(v) for k, v in dims.items()}, float(onset)))
+        for item in items:
+            state = item[1] if isinstance(item, list) and len(item) == 2 else item
+            if not isinstance(state, dict) or state.get("kind") != "group":
+                continue
+            dims, onset = state.get("dims"), state.get("recovery_onset")
+            if not isinstance(dims, dict):
+                continue
+            number = isinstance(onset, int | float) and not isinstance(onset, bool)
+            out.append(
+                LeaderGroup(
+                    dims={str(k): str(v) for k, v in dims.items()},
+                    open=name == "open",
+                    recovery_onset=float(onset) if number else None,  # type: ignore[arg-type]
+                )
+            )
     return tuple(out)
 
 
-__all__ = ["LeaderMerge", "assign", "foreign_rows", "group_onsets", "merge_cycle", "owned_by"]
+__all__ = [
+    "LeaderGroup",
+    "LeaderMerge",
+    "assign",
+    "foreign_rows",
+    "leader_groups",
+    "merge_cycle",
+    "owned_by",
+]

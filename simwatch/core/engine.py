@@ -53,6 +53,7 @@ from simwatch.core.state import FleetState
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
+    from simwatch.core.cluster import LeaderGroup
     from simwatch.core.columnar import RecordColumns
     from simwatch.core.inventory import InventoryRow
     from simwatch.core.merge import Merged
@@ -138,10 +139,11 @@ class Engine:
         # ... and the merged counts of the leader's last merge (``apply_merge``): what
         # the leader's group incidents say (evidence), how groups nest (``within``)
         self.external_merged: Merged | None = None
-        # a cluster node that is not the leader: the leader's group incidents' recovery
-        # onsets, (dims, onset) pairs (``core.cluster.group_onsets``), so that its SIMs
-        # silent since before a fault's end wait for their report as on one node
-        self.group_onsets: tuple[tuple[Mapping[str, str], float], ...] = ()
+        # a cluster node that is not the leader: the leader's group incidents
+        # (``core.cluster.leader_groups``), so that its groups' baselines do not learn an
+        # open one's fault and its SIMs silent since before a fault's end wait for their
+        # report, as on one node
+        self.leader_groups: tuple[LeaderGroup, ...] = ()
         # this node's part of the recovery counts, per leaf, after each cycle: SIMs
         # failing at the previous cycle that sent data since (by their leaf now), and,
         # on a cluster node, its churners' ``ChurnPart`` by leaf (``core.merge``)
@@ -238,7 +240,11 @@ class Engine:
             and incident.recovery_onset is not None
             and incident.recovery_onset > hold
         ]
-        onsets += [(dims, onset) for dims, onset in self.group_onsets if onset > hold]
+        onsets += [
+            (group.dims, group.recovery_onset)
+            for group in self.leader_groups
+            if group.recovery_onset is not None and group.recovery_onset > hold
+        ]
         if not onsets:
             return None
         out = np.full(self.state.n_leaves, np.nan)
@@ -379,6 +385,9 @@ class Engine:
         for incident in self.incidents.open.values():
             if incident.kind == "group":
                 frozen |= leaf_mask(state, incident.dims)
+        for group in self.leader_groups:
+            if group.open:
+                frozen |= leaf_mask(state, group.dims)
         self.baseline.update(
             now,
             cfg.eval_interval_s,

@@ -47,7 +47,14 @@ import nats.js.errors
 import orjson
 from nats.js import api
 
-from simwatch.core.cluster import assign, foreign_rows, merge_cycle, owned_by
+from simwatch.core.cluster import (
+    LeaderGroup,
+    assign,
+    foreign_rows,
+    leader_groups,
+    merge_cycle,
+    owned_by,
+)
 from simwatch.core.merge import ShardReport, shard_report
 from simwatch.http.views import ViewError, sim_view
 from simwatch.service import handoff
@@ -99,6 +106,10 @@ class ClusterNode:
         self._set_aside = False  # the SIMs of other nodes' partitions marked away once
         self._nc: Client | None = None
         self._report: ShardReport | None = None
+        # the leader's group incidents (``core.cluster.leader_groups``) and the revision
+        # of the ``incidents`` entry they come from
+        self._groups: tuple[LeaderGroup, ...] = ()
+        self._incidents_revision = 0
         self._reported = asyncio.Event()
         self._failure = FailureLog(log, "cluster")
         self._interval = daemon.settings.engine.eval_interval_s
@@ -122,6 +133,7 @@ class ClusterNode:
         del result
         engine = self.daemon.engine  # replaced by a checkpoint restore: read it each time
         engine.groups_local = False
+        engine.leader_groups = () if self.stats.leader else self._groups
         self._report = shard_report(engine, 0, 1)
         self._reported.set()
 
@@ -199,6 +211,8 @@ class ClusterNode:
                 log.info("cluster: partitions assigned over %s", ", ".join(nodes))
                 assignment = wanted
         self._assignment = assignment
+        if not self.stats.leader:
+            await self._follow_incidents(state)
         mine = owned_by(assignment, self.name)
         if assignment and (mine != sorted(self.source.partitions) or not self._set_aside):
             # a partition new here starts from its snapshot when that covers more than
@@ -212,6 +226,25 @@ class ClusterNode:
             await self._set_aside_foreign(mine)
             log.info("cluster: this node reads partitions %s", mine)
         self.stats.partitions = mine
+
+    async def _follow_incidents(self, state: KeyValue) -> None:
+        """The leader's group incidents, for this node's next cycles: its groups' baselines
+        do not learn an open one's fault, and its SIMs silent since before a fault's end
+        wait for their report (as on one node)."""
+        try:
+            entry = await state.get(INCIDENTS_KEY)
+        except nats.js.errors.KeyNotFoundError:
+            return
+        revision = entry.revision or 0
+        if revision == self._incidents_revision:
+            return
+        self._incidents_revision = revision
+        try:
+            data = orjson.loads(entry.value or b"null")
+        except orjson.JSONDecodeError:
+            return
+        self._groups = leader_groups(data)
+        self.daemon.engine.leader_groups = self._groups
 
     async def _set_aside_foreign(self, mine: list[int]) -> None:
         """SIMs of partitions another node reads are away here (inactive, never counted):
@@ -351,6 +384,8 @@ class ClusterNode:
             except ValueError:
                 log.exception("cluster: the stored incidents are unreadable; starting afresh")
         engine.external_causes = None
+        engine.external_merged = None
+        engine.leader_groups = ()  # its own incidents are them now
         self.stats.leader = True
         self.stats.leader_name = self.name
         self.stats.became_leader_at = self.clock()
@@ -368,6 +403,8 @@ class ClusterNode:
         self.stats.leader = False
         self.daemon.engine.incidents.drop_groups()
         self.daemon.engine.external_causes = None
+        self.daemon.engine.external_merged = None
+        self._incidents_revision = 0  # follow the next leader's from its first write
         for sink in self.daemon.sinks:
             if isinstance(sink, AlertmanagerSink):
                 sink.drop_groups()
@@ -383,9 +420,14 @@ class ClusterNode:
             try:
                 await state.put(f"report.{self.name}", orjson.dumps(report.to_json()))
                 if self.stats.leader:
-                    groups = self.daemon.engine.incidents.export_groups()
-                    await state.put(INCIDENTS_KEY, orjson.dumps(groups))
-                    await self._merge(state, report.evaluated_at)
+                    try:
+                        await self._merge(state, report.evaluated_at)
+                    finally:
+                        # after the merge: with the recovery onsets it set, which the
+                        # other nodes apply at their next cycle
+                        if self.stats.leader:
+                            groups = self.daemon.engine.incidents.export_groups()
+                            await state.put(INCIDENTS_KEY, orjson.dumps(groups))
             except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
                 self._failure.failed(f"{type(exc).__name__}: {exc}", hint="retrying")
 
@@ -424,7 +466,8 @@ class ClusterNode:
             )
             return
         self.stats.merges += 1
-        self.daemon.engine.external_causes = result.causes
+        # the causes for the next cycle; the open incidents' recovery at once
+        self.daemon.engine.apply_merge(result.merged, result.causes)
         log.debug(
             "cluster: merged %d nodes in %.1f ms",
             len(nodes),

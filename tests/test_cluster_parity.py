@@ -1,0 +1,214 @@
+"""A cluster decides as one node does on the same records (docs/scaling.md).
+
+The same records go to one engine for the whole fleet (the reference) and, split by
+``shard_of``, to the engines of a two-node cluster run as ``service.cluster`` runs them:
+every node evaluates, publishes its ``shard_report`` (through its JSON wire form), the
+leader (the first node) merges them (``core.cluster.merge_cycle``) and applies the merge
+(``Engine.apply_merge``), and the other node follows the leader's ``incidents`` entry
+(``core.cluster.leader_groups``). The cluster's group incidents lag one evaluation step
+behind the reference's (the leader applies a merge at its next cycle); apart from that
+step they must open, recover and resolve alike, and say the same.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import orjson
+from fleet import DAY, T0, Feed, iccid, new_engine
+
+from simwatch.core.cluster import leader_groups, merge_cycle
+from simwatch.core.incidents import evidence_text
+from simwatch.core.merge import ShardReport, shard_of, shard_report
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from simwatch.core.engine import CycleResult, Engine
+    from simwatch.core.incidents import Incident
+    from simwatch.core.records import Record
+
+HOUR = 3600.0
+NODES = ("n1", "n2")  # n1 leads
+
+
+class Twin:
+    """The reference engine and the cluster's node engines, fed the same records."""
+
+    def __init__(self, sims: Sequence[str], **config: object) -> None:
+        self.ref = new_engine(sims, **config)
+        self.nodes = [
+            new_engine([s for s in sims if shard_of(s, len(NODES)) == i], **config)
+            for i in range(len(NODES))
+        ]
+        for engine in self.nodes:
+            engine.groups_local = False  # service.cluster sets it on every node
+        self.leader = self.nodes[0]
+
+    def ingest(self, record: Record) -> None:
+        self.ref.ingest_record(record)
+        self.nodes[shard_of(record.iccid, len(NODES))].ingest_record(record)
+
+    def evaluate(self, now: float) -> tuple[CycleResult, CycleResult]:
+        """One cycle everywhere; the reference's result and the leader's."""
+        ref = self.ref.evaluate(now)
+        results = [engine.evaluate(now) for engine in self.nodes]
+        reports = {}
+        for name, engine in zip(NODES, self.nodes, strict=True):
+            report = shard_report(engine, 0, 1)
+            assert report is not None
+            wire = orjson.loads(orjson.dumps(report.to_json()))
+            reports[name] = ShardReport.from_json(wire)
+        merge = merge_cycle(reports, NODES, now, self.leader.config.localize)
+        if merge.causes is not None:
+            self.leader.apply_merge(merge.merged, merge.causes)
+        entry = orjson.loads(orjson.dumps(self.leader.incidents.export_groups()))
+        for engine in self.nodes[1:]:
+            engine.leader_groups = leader_groups(entry)
+        return ref, results[0]
+
+
+class TwinFeed(Feed):
+    def __init__(self, twin: Twin) -> None:
+        super().__init__(twin.ref)
+        self.twin = twin
+
+    def send(self, obj: dict[str, object], at: float) -> Record:
+        self.n += 1
+        obj.setdefault("record_id", f"r-{self.n}")
+        result = self.decoder.decode_line(orjson.dumps(obj), at + 60.0)
+        assert not isinstance(result, str | type(None)), result
+        self.twin.ingest(result)  # type: ignore[arg-type]
+        return result  # type: ignore[return-value]
+
+
+def groups(engine: Engine) -> list[Incident]:
+    return [i for i in engine.incidents.all() if i.kind == "group"]
+
+
+# ---- a black hole ends: the recovery onset -------------------------------------------
+
+SIMS = 80
+
+
+def period(k: int) -> float:
+    """Even SIMs (partner 26202): every 5 minutes or hourly; odd (26201): 30 minutes."""
+    if k % 2:
+        return 1800.0
+    return 300.0 if k % 4 == 0 else 3600.0
+
+
+def mnc(k: int) -> str:
+    return "02" if k % 2 == 0 else "01"
+
+
+def learned_twin() -> tuple[Twin, TwinFeed, float, np.ndarray]:
+    """Two days of reports (tests/test_recovery.py's fleet), evaluated every 10 minutes."""
+    twin = Twin([iccid(k) for k in range(SIMS)], warmup_s=DAY)
+    feed = TwinFeed(twin)
+    offsets = np.random.default_rng(3).uniform(0, 1, SIMS)
+    events = sorted(
+        (T0 + offsets[k] * period(k) + j * period(k), k)
+        for k in range(SIMS)
+        for j in range(int(2 * DAY // period(k)))
+    )
+    nxt = T0 + offsets * np.array([period(k) for k in range(SIMS)])
+    evaluate_at = T0 + 600.0
+    for ts, k in events:
+        while evaluate_at <= ts:
+            twin.evaluate(evaluate_at)
+            evaluate_at += 600.0
+        feed.usage(iccid(k), ts, mnc=mnc(k))
+        nxt[k] = ts + period(k)
+    return twin, feed, T0 + 2 * DAY, nxt
+
+
+def run(
+    twin: Twin,
+    feed: TwinFeed,
+    nxt: np.ndarray,
+    start: float,
+    end: float,
+    *,
+    up: Callable[[int, float], bool],
+) -> None:
+    t = start
+    while t < end:
+        t += 60.0
+        for k in range(SIMS):
+            while nxt[k] <= t:
+                if up(k, nxt[k]):
+                    feed.usage(iccid(k), float(nxt[k]), mnc=mnc(k))
+                nxt[k] += period(k)
+        twin.evaluate(t)
+
+
+def test_a_black_hole_recovers_and_resolves_in_a_cluster_as_on_one_node() -> None:
+    twin, feed, end, nxt = learned_twin()
+    fault_end = end + 3 * HOUR
+
+    def up(k: int, t: float) -> bool:
+        return k % 2 == 1 or not end <= t < fault_end
+
+    run(twin, feed, nxt, end, fault_end + 3 * HOUR, up=up)
+    (ref,) = groups(twin.ref)
+    (led,) = groups(twin.leader)
+    assert ref.dims == led.dims == {"partner": "26202"}
+    step = led.opened_at - ref.opened_at
+    assert step == 60.0  # the cluster's one evaluation step
+    # the same recovery onset: the leader counts every node's SIMs that came back
+    assert ref.recovery_onset is not None
+    assert led.recovery_onset == ref.recovery_onset
+    # resolved the same number of cycles after: the other node's hourly SIMs waited
+    # for their report (the onset reached it) instead of staying overdue
+    assert ref.resolved_at is not None
+    assert led.resolved_at == ref.resolved_at + step
+    assert led.resolved_at - fault_end <= 15 * 60
+    # ... and nothing paged again on either
+    assert [i.id for i in groups(twin.leader)] == [i.id for i in groups(twin.ref)]
+
+
+# ---- evidence per kind: failure ends open the incident and say so ----------------------
+
+
+def test_failure_ends_open_the_incident_with_the_same_evidence_as_on_one_node() -> None:
+    twin, feed, end, _ = learned_twin()
+    failing = [k for k in range(SIMS) if k % 2 == 0]
+    for n, k in enumerate(failing):  # the network tears 26202's sessions down
+        feed.session(iccid(k), end + 5.0 + n, "ended", end_cause="network_failure")
+    seen: dict[str, dict[float, dict[str, object]]] = {"ref": {}, "led": {}}
+    t = end
+    for _ in range(8):
+        t += 60.0
+        twin.evaluate(t)
+        for name, engine in (("ref", twin.ref), ("led", twin.leader)):
+            for incident in groups(engine):
+                seen[name][t] = {**incident.evidence, "_dims": incident.dims}
+                # the usual counts are each node's learned baselines summed: close to
+                # the reference's, not equal
+                plain = {k: v for k, v in incident.evidence.items() if k != "usual"}
+                seen[name][t]["_text"] = evidence_text(plain, incident.total)
+    opened = {name: min(by_time) for name, by_time in seen.items()}
+    assert opened["led"] == opened["ref"] + 60.0
+    assert opened["ref"] - end <= 5 * 60
+    # each cycle, the leader's incident says what the reference's said a step before
+    # (what every node's SIMs showed, summed; not the leader's own part)
+    compared = 0
+    for at, ref in seen["ref"].items():
+        led = seen["led"].get(at + 60.0)
+        if led is None:
+            continue
+        assert led["_dims"] == ref["_dims"] == {"partner": "26202"}
+        for key in ("failing", "overdue", "failure_end", "failure_end_cause", "reject", "moved"):
+            assert led[key] == ref[key], (at, key)
+        assert led["_text"] == ref["_text"]
+        led_usual, ref_usual = led["usual"], ref["usual"]
+        assert isinstance(led_usual, dict)
+        assert isinstance(ref_usual, dict)
+        assert led_usual.keys() == ref_usual.keys()
+        for kind, value in ref_usual.items():
+            assert abs(led_usual[kind] - value) <= max(0.5, 0.2 * value), kind
+        compared += 1
+    assert compared >= 4
+    assert seen["led"][max(seen["led"])]["failure_end"] == len(failing)
