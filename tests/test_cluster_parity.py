@@ -20,7 +20,8 @@ from fleet import DAY, T0, Feed, iccid, new_engine
 
 from simwatch.core.cluster import leader_groups, merge_cycle
 from simwatch.core.incidents import evidence_text
-from simwatch.core.merge import ShardReport, shard_of, shard_report
+from simwatch.core.localize import Cause
+from simwatch.core.merge import LeafCounts, ShardReport, merge_reports, shard_of, shard_report
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -212,3 +213,29 @@ def test_failure_ends_open_the_incident_with_the_same_evidence_as_on_one_node() 
         compared += 1
     assert compared >= 4
     assert seen["led"][max(seen["led"])]["failure_end"] == len(failing)
+
+
+# ---- how groups nest: the leader widens an incident as one node does -------------------
+
+
+def test_the_leader_widens_an_incident_to_the_country_its_partner_lies_in() -> None:
+    # {apn, partner=20801} lies inside {apn, country=FR}: the merged leaves say so (a
+    # partner's SIMs are all in its country), the dims alone do not
+    fr = ("meters.acme", "FR", "20801")
+    leaves = [fr, ("meters.acme", "FR", "20810"), ("meters.acme", "DE", "26201")]
+    counts = tuple(LeafCounts(v, 20.0, 0.0, 0.2) for v in leaves)
+    dims = ("apn", "country", "partner")
+    reports = [ShardReport(i, 2, T0, warmed_up=True, dims=dims, leaves=counts) for i in range(2)]
+    merged = merge_reports(reports, 2)
+    narrow = {"apn": "meters.acme", "partner": "20801"}
+    wide = {"apn": "meters.acme", "country": "FR"}
+    leader = new_engine()
+    leader.groups_local = False
+    opened = []
+    for n, dims in enumerate([narrow, narrow, wide, wide, wide]):
+        cause = Cause(dims=dims, affected=20.0, total=40.0, expected=0.4, score=50.0)
+        leader.apply_merge(merged, [cause])
+        result = leader.evaluate(T0 + 60.0 * (n + 1))
+        opened += [c.incident.id for c in result.changes if c.kind == "opened"]
+    assert opened == ["inc-0001"]  # one page: the same incident, widened
+    assert [i.dims for i in leader.incidents.open.values()] == [wide]

@@ -9,10 +9,12 @@ from __future__ import annotations
 import zlib
 from dataclasses import replace
 
+import numpy as np
 import orjson
 import pytest
 from fleet import ICCIDS, Feed, new_engine
 
+from simwatch.core.evaluate import ChurnPart
 from simwatch.core.incidents import IncidentParams
 from simwatch.core.localize import localize
 from simwatch.core.merge import (
@@ -323,3 +325,48 @@ def test_min_shards_lets_the_merger_decide_on_part_of_the_fleet() -> None:
         Merger(3, min_shards=4)
     with pytest.raises(ValueError, match="at least 1"):
         Merger(0)
+
+
+# ---- optional fields: what newer reports carry, what older ones still do ----------------
+
+
+def test_the_optional_fields_round_trip_and_a_previous_versions_report_still_merges() -> None:
+    churn = ChurnPart(sims=6, rate=0.01, starts=(AT - 600.0, AT - 60.0), stopped=2,
+                      stopped_last=AT - 600.0)  # fmt: skip
+    leaf = LeafCounts(
+        FAULTY, 20.0, 8.0, 0.2, recovered=3.0, churn=churn, late=2.0, awaiting=1.0,
+        kinds=(6.0, 0.0, 0.0, 0.0, 0.0), usual=(0.1, 0.0, 0.0, 0.0, 0.0),
+        causes={"failure_end": {"network_failure": 5.0, "": 1.0}},
+    )  # fmt: skip
+    new = replace(report(0, []), leaves=(leaf,), carries=("recovery", "evidence"))
+    assert ShardReport.from_json(orjson.loads(orjson.dumps(new.to_json()))) == new
+    # a shard of the previous version: no "carries", no optional field in its leaves
+    old_json = report(1, [(FAULTY, 20.0, 1.0, 0.2)]).to_json()
+    del old_json["carries"]
+    old = ShardReport.from_json(old_json)
+    merged = merge_reports([new, old, report(2, [])], 3)
+    assert merged.included == (0, 1, 2)
+    assert merged.table.affected.tolist() == [9.0]
+    assert merged.recovered is not None
+    assert merged.recovered.tolist() == [3.0]  # what the shards that count them counted
+    assert merged.churn_of(np.ones(1, bool)) == churn
+    # evidence per kind only when every shard sends it: a sum missing one is no level
+    assert merged.evidence is None
+    both = merge_reports([replace(new, shards=2), replace(new, shard=1, shards=2)], 2)
+    assert both.evidence is not None
+    assert both.evidence.kinds[0].tolist() == [12.0]
+    assert both.evidence_of({"partner": "26201"})["failure_end_cause"] == "network_failure"
+
+
+def test_the_merged_leaves_say_how_groups_nest() -> None:
+    # a partner's SIMs are all in its country: {apn, partner=20801} lies inside
+    # {apn, country=FR}, which the dims alone cannot tell (core.incidents.update_groups)
+    merged = merge_reports([fleet_part(s) for s in range(3)], 3)
+    narrow = {"apn": "meters.acme", "partner": "20801"}
+    wide = {"apn": "meters.acme", "country": "FR"}
+    assert merged.within(narrow, wide)
+    # a country with two partners does not lie inside one of them
+    assert merged.within({"partner": "26201"}, {"country": "DE"})
+    assert not merged.within({"country": "DE"}, {"partner": "26201"})
+    assert not merged.within({"apn": "meters.acme", "partner": "26202"}, wide)
+    assert not merged.within({"partner": "99999"}, wide)  # no such leaf: inside nothing
