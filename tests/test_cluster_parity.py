@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
-from fleet import DAY, T0, Feed, iccid, new_engine
+from fleet import DAY, T0, Feed, iccid, inventory_row, new_engine
 
 from simwatch.core.cluster import leader_groups, merge_cycle
 from simwatch.core.incidents import evidence_text
@@ -24,7 +24,7 @@ from simwatch.core.localize import Cause
 from simwatch.core.merge import LeafCounts, ShardReport, merge_reports, shard_of, shard_report
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from simwatch.core.engine import CycleResult, Engine
     from simwatch.core.incidents import Incident
@@ -37,12 +37,15 @@ NODES = ("n1", "n2")  # n1 leads
 class Twin:
     """The reference engine and the cluster's node engines, fed the same records."""
 
-    def __init__(self, sims: Sequence[str], **config: object) -> None:
-        self.ref = new_engine(sims, **config)
-        self.nodes = [
-            new_engine([s for s in sims if shard_of(s, len(NODES)) == i], **config)
-            for i in range(len(NODES))
-        ]
+    def __init__(
+        self, sims: Sequence[str], apns: Mapping[str, str] | None = None, **config: object
+    ) -> None:
+        self.ref = new_engine((), **config)
+        self.nodes = [new_engine((), **config) for _ in NODES]
+        for sim in sims:
+            row = inventory_row(sim, apns=((apns or {}).get(sim, "meters.acme"),))
+            self.ref.load_inventory([row])
+            self.nodes[shard_of(sim, len(NODES))].load_inventory([row])
         for engine in self.nodes:
             engine.groups_local = False  # service.cluster sets it on every node
         self.leader = self.nodes[0]
@@ -232,10 +235,64 @@ def test_the_leader_widens_an_incident_to_the_country_its_partner_lies_in() -> N
     leader = new_engine()
     leader.groups_local = False
     opened = []
-    for n, dims in enumerate([narrow, narrow, wide, wide, wide]):
-        cause = Cause(dims=dims, affected=20.0, total=40.0, expected=0.4, score=50.0)
+    for n, group in enumerate([narrow, narrow, wide, wide, wide]):
+        cause = Cause(dims=group, affected=20.0, total=40.0, expected=0.4, score=50.0)
         leader.apply_merge(merged, [cause])
         result = leader.evaluate(T0 + 60.0 * (n + 1))
         opened += [c.incident.id for c in result.changes if c.kind == "opened"]
     assert opened == ["inc-0001"]  # one page: the same incident, widened
     assert [i.dims for i in leader.incidents.open.values()] == [wide]
+
+
+# ---- two faults that share a value: the rest of their parent is healthy -----------------
+
+APNS = ("meters.acme", "iot.trackr")
+
+
+def network(k: int) -> tuple[str, str]:
+    """Per APN, of each 60 SIMs: 5 on 26201 and 5 on 26202 (DE), 10 on 20801 (FR), 40 on
+    20404 (NL)."""
+    j = (k // 2) % 60
+    if j < 10:
+        return ("262", "01") if j < 5 else ("262", "02")
+    return ("208", "01") if j < 20 else ("204", "04")
+
+
+def test_two_faults_sharing_an_apn_stay_two_incidents_as_on_one_node() -> None:
+    # 120 SIMs reporting every 30 minutes. meters.acme fails in DE, and ten minutes
+    # later, for another reason, in FR: its SIMs in NL are fine, so these are two faults
+    # (not one of meters.acme): the rest of the parent shows it (core.exposure)
+    sims = {iccid(k): (APNS[k % 2], network(k)) for k in range(120)}
+    twin = Twin(list(sims), {s: apn for s, (apn, _) in sims.items()}, warmup_s=DAY)
+    feed = TwinFeed(twin)
+    offsets = np.random.default_rng(7).uniform(0, 1800.0, len(sims))
+    events = sorted(
+        (T0 + off + j * 1800.0, sim)
+        for off, sim in zip(offsets, sims, strict=True)
+        for j in range(int(2 * DAY // 1800.0))
+    )
+    at = T0 + 600.0
+    for ts, sim in events:
+        while at <= ts:
+            twin.evaluate(at)
+            at += 600.0
+        apn, (mcc, net) = sims[sim]
+        feed.usage(sim, ts, apn=apn, mcc=mcc, mnc=net)
+    end = T0 + 2 * DAY
+
+    def tear_down(country: str, at: float) -> None:
+        for n, (sim, (apn, (mcc, _))) in enumerate(sims.items()):
+            if apn == "meters.acme" and mcc == country:
+                feed.session(sim, at + n, "ended", end_cause="network_failure")
+
+    tear_down("262", end + 5.0)
+    t = end
+    while t < end + 30 * 60:
+        if t == end + 10 * 60:
+            tear_down("208", t + 5.0)
+        t += 60.0
+        twin.evaluate(t)
+    ref = sorted(str(sorted(i.dims.items())) for i in twin.ref.incidents.open.values())
+    led = sorted(str(sorted(i.dims.items())) for i in twin.leader.incidents.open.values())
+    assert len(ref) == 2
+    assert led == ref

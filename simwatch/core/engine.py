@@ -360,8 +360,12 @@ class Engine:
         elif self.external_causes is not None:
             causes, self.external_causes = self.external_causes, None
             # how groups nest, from the merged leaf table: the whole fleet's leaves
+            # and whether two siblings' parent is healthy besides, from the merged counts
             changes = self.incidents.update_groups(
-                now, causes, within=None if merged is None else merged.within
+                now,
+                causes,
+                None if merged is None or merged.exposure is None else self._merged_rest,
+                None if merged is None else merged.within,
             )
         else:
             changes = []
@@ -409,6 +413,14 @@ class Engine:
         self.cycles += 1
         state_changes = self._state_changes(evaluation.states)
         return CycleResult(evaluation, changes, time.perf_counter() - started, state_changes)
+
+    def _merged_rest(
+        self, parent: Mapping[str, str], children: Sequence[Mapping[str, str]]
+    ) -> Rest:
+        merged = self.external_merged
+        if merged is None:
+            return Rest.FAILING
+        return merged.rest_verdict(parent, children, self.config.localize)
 
     def _mark_maintenance(
         self, now: float, evaluation: Evaluation, changes: Sequence[IncidentChange]

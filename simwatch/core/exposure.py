@@ -22,6 +22,7 @@ would show nothing more).
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -93,3 +94,80 @@ def rest_verdict(
     if above_baseline(a_r, e_r, n_r, params):
         return Rest.FAILING
     return Rest.HEALTHY if reported else Rest.QUIET
+
+
+# ---- the same verdict from per-leaf counts (a cluster's leader: ``core.merge``) ---------
+
+# late thresholds binned in quarter octaves from a minute: a bin's SIMs are within 19 %
+# of each other's threshold
+EXPOSURE_BINS = 64
+_BIN_FROM_S = 60.0
+
+
+def exposure_bins(thresholds: npt.NDArray[np.floating]) -> npt.NDArray[np.int64]:
+    """The bin of each late threshold (seconds): ``floor(4 log2(t / 60 s))`` within
+    ``0 .. EXPOSURE_BINS - 1``; -1 for a threshold not learned (NaN: never exposed)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        raw = np.floor(4.0 * np.log2(np.maximum(thresholds, 1e-9) / _BIN_FROM_S))
+    out: npt.NDArray[np.int64] = np.clip(np.nan_to_num(raw, nan=-1.0), 0, EXPOSURE_BINS - 1).astype(
+        np.int64
+    )
+    out[~np.isfinite(thresholds)] = -1
+    return out
+
+
+def rest_verdict_counts(
+    *,
+    total: npt.NDArray[np.float64],
+    failing: npt.NDArray[np.float64],
+    expected: npt.NDArray[np.float64],
+    reported: npt.NDArray[np.float64],
+    counted_bins: npt.NDArray[np.float64],
+    failing_bins: npt.NDArray[np.float64],
+    whole: npt.NDArray[np.bool_],
+    children: Sequence[npt.NDArray[np.bool_]],
+    params: LocalizeParams,
+) -> Rest:
+    """``rest_verdict`` from per-leaf counts summed over a cluster's shards: per leaf its
+    counted and failing SIMs, their expected failing count, its failing SIMs showing
+    reported evidence, and its counted and failing SIMs per bin of late threshold
+    (``exposure_bins``; shape (leaves, ``EXPOSURE_BINS``)). The horizon is the bin of
+    the children's failing SIMs' ``HORIZON_QUANTILE``, and the exposed SIMs those of the
+    bins up to it: SIMs within a bin of the horizon count as exposed (one node compares
+    each SIM's own threshold). Otherwise the same decision."""
+    in_children = np.zeros_like(whole)
+    for mask in children:
+        in_children |= mask
+    rest = whole & ~in_children
+    if total[rest].sum() <= 0 or total[in_children].sum() <= 0:
+        return Rest.QUIET
+    child_failing = float(failing[in_children].sum())
+    if child_failing <= 0:
+        return Rest.QUIET
+    is_reported = float(reported[in_children].sum()) / child_failing >= 0.5
+    ratio = expected / np.maximum(total, 1.0)
+    if is_reported:
+        n_l, a_l = total, failing
+    else:
+        cum = np.cumsum(failing_bins[in_children].sum(axis=0))
+        known = float(cum[-1]) if len(cum) else 0.0
+        if known <= 0:  # no failing SIM with a learned threshold: none exposed
+            n_l = a_l = np.zeros_like(total)
+        else:
+            # np.quantile's upper neighbour: the SIM at ceil(q (N - 1)) in order
+            rank = math.ceil(HORIZON_QUANTILE * (known - 1))
+            horizon = int(np.searchsorted(cum, rank + 1))
+            n_l = counted_bins[:, : horizon + 1].sum(axis=1)
+            a_l = failing_bins[:, : horizon + 1].sum(axis=1)
+    n_c = float(n_l[in_children].sum())
+    a_c = float(a_l[in_children].sum())
+    e_c = float((ratio * n_l)[in_children].sum())
+    share = max(a_c - max(e_c, params.min_baseline_ratio * n_c), 0.0) / max(n_c, 1.0)
+    n_r = float(n_l[rest].sum())
+    if n_r < params.split_min_share * (n_r + n_c) or share * n_r < params.min_affected:
+        return Rest.QUIET if is_reported else Rest.UNKNOWN
+    a_r = float(a_l[rest].sum())
+    e_r = float((ratio * n_l)[rest].sum())
+    if above_baseline(a_r, e_r, n_r, params):
+        return Rest.FAILING
+    return Rest.HEALTHY if is_reported else Rest.QUIET

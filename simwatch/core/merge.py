@@ -41,8 +41,14 @@ from typing import TYPE_CHECKING, Final
 import numpy as np
 
 from simwatch.core.evaluate import EVIDENCE_NAMES, ChurnPart, Evidence, evidence_causes
+from simwatch.core.exposure import (
+    EXPOSURE_BINS,
+    REPORTED,
+    exposure_bins,
+    rest_verdict_counts,
+)
 from simwatch.core.iccid import alternate_form
-from simwatch.core.incidents import IncidentParams, IncidentTracker
+from simwatch.core.incidents import IncidentParams, IncidentTracker, Rest
 from simwatch.core.localize import Cause, LeafTable, LocalizeParams, llr_threshold, localize
 
 if TYPE_CHECKING:
@@ -56,6 +62,7 @@ REPORT_VERSION: Final = 1  # later fields are optional: a report without them st
 # what a report carries beyond the counts (``ShardReport.carries``)
 CARRIES_RECOVERY: Final = "recovery"  # LeafCounts.recovered and .churn
 CARRIES_EVIDENCE: Final = "evidence"  # LeafCounts.late, .awaiting, .kinds, .usual, .causes
+CARRIES_EXPOSURE: Final = "exposure"  # LeafCounts.reported, .exposure, .failing_exposure
 KIND_NAMES: Final = tuple(name for _, name in EVIDENCE_NAMES)
 _CAUSE_KINDS: Final = ("failure_end", "reject")  # kinds whose leading cause is named
 _DEFAULT_LOCALIZE: Final = LocalizeParams()
@@ -105,6 +112,11 @@ class LeafCounts:
     usual: tuple[float, ...] = ()  # per ``KIND_NAMES``, the shard's learned usual count
     # per kind of ``_CAUSE_KINDS``, how many of its SIMs showed each cause
     causes: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    # of ``overdue``, those showing evidence the network reports (``exposure.REPORTED``)
+    reported: float = 0.0
+    # counted and failing SIMs per bin of late threshold (``exposure.exposure_bins``)
+    exposure: Mapping[int, float] = field(default_factory=dict)
+    failing_exposure: Mapping[int, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         counts = (self.total, self.overdue, self.expected)
@@ -195,6 +207,11 @@ class ShardReport:
                         for kind, c in _object(leaf.get("causes", {}), f"{where}.causes").items()
                         if kind in _CAUSE_KINDS
                     },
+                    reported=_number(leaf.get("reported", 0.0), f"{where}.reported"),
+                    exposure=_bins(leaf.get("exposure"), f"{where}.exposure"),
+                    failing_exposure=_bins(
+                        leaf.get("failing_exposure"), f"{where}.failing_exposure"
+                    ),
                 )
             )
         warmed_up = obj.get("warmed_up")
@@ -240,6 +257,23 @@ def _leaf_json(leaf: LeafCounts) -> Json:
         out["usual"] = dict(zip(KIND_NAMES, leaf.usual, strict=True))
     if leaf.causes:
         out["causes"] = {kind: dict(counts) for kind, counts in leaf.causes.items()}
+    if leaf.reported:
+        out["reported"] = leaf.reported
+    if leaf.exposure:
+        out["exposure"] = {str(b): n for b, n in leaf.exposure.items()}
+    if leaf.failing_exposure:
+        out["failing_exposure"] = {str(b): n for b, n in leaf.failing_exposure.items()}
+    return out
+
+
+def _bins(value: object, where: str) -> dict[int, float]:
+    if value is None:
+        return {}
+    out = {}
+    for key, count in _counts(value, where).items():
+        if not key.isdigit() or int(key) >= EXPOSURE_BINS:
+            raise ValueError(f"{where}: bad bin {key!r}")
+        out[int(key)] = count
     return out
 
 
@@ -333,6 +367,7 @@ def shard_report(engine: Engine, shard: int, shards: int) -> ShardReport | None:
     usual = (engine.kind_ratio(evaluation.now, n_leaves) * evaluation.leaf_total).T.tolist()
     causes = _leaf_causes(engine, evaluation)
     churn = engine.leaf_churn
+    reported, exposure, failing_exposure = _leaf_exposure(engine, evaluation)
     leaves = tuple(
         LeafCounts(
             values=tuple(labels[d][c] for d, c in enumerate(codes[i])),
@@ -346,6 +381,9 @@ def shard_report(engine: Engine, shard: int, shards: int) -> ShardReport | None:
             kinds=tuple(kinds[i]) if i < n_leaves else (),
             usual=tuple(usual[i]) if i < n_leaves else (),
             causes=causes.get(i, {}),
+            reported=reported[i] if i < n_leaves else 0.0,
+            exposure=exposure.get(i, {}),
+            failing_exposure=failing_exposure.get(i, {}),
         )
         for i in range(n_all)
         if totals[i] > 0 or recovered[i] > 0
@@ -357,8 +395,36 @@ def shard_report(engine: Engine, shard: int, shards: int) -> ShardReport | None:
         warmed_up=engine.warmed_up(evaluation.now),
         dims=state.dims,
         leaves=leaves,
-        carries=(CARRIES_RECOVERY, CARRIES_EVIDENCE),
+        carries=(CARRIES_RECOVERY, CARRIES_EVIDENCE, CARRIES_EXPOSURE),
     )
+
+
+def _leaf_exposure(
+    engine: Engine, evaluation: Evaluation
+) -> tuple[list[float], dict[int, dict[int, float]], dict[int, dict[int, float]]]:
+    """Per leaf: its failing SIMs showing reported evidence, and its counted and failing
+    SIMs per bin of late threshold (what ``exposure.rest_verdict`` needs, summable)."""
+    n = evaluation.n
+    n_leaves = len(evaluation.leaf_total)
+    member = evaluation.member_leaf[:n]
+    rows = np.flatnonzero(evaluation.counted[:n] & (member >= 0))
+    failing = evaluation.failing[rows]
+    leaf = member[rows].astype(np.int64)
+    shows = (evaluation.evidence[:n][rows] & REPORTED) != 0
+    reported: list[float] = (
+        np.bincount(leaf[failing & shows], minlength=n_leaves).astype(np.float64).tolist()
+    )
+    bins = exposure_bins(engine.state.rhythm.thresholds_of(rows)[0].astype(np.float64))
+    known = bins >= 0
+
+    def sparse(mask: np.ndarray) -> dict[int, dict[int, float]]:
+        keys, counts = np.unique(leaf[mask] * EXPOSURE_BINS + bins[mask], return_counts=True)
+        out: dict[int, dict[int, float]] = {}
+        for key, count in zip(keys.tolist(), counts.tolist(), strict=True):
+            out.setdefault(key // EXPOSURE_BINS, {})[key % EXPOSURE_BINS] = float(count)
+        return out
+
+    return reported, sparse(known), sparse(known & failing)
 
 
 def _leaf_causes(engine: Engine, evaluation: Evaluation) -> dict[int, dict[str, dict[str, float]]]:
@@ -438,6 +504,7 @@ class Merged:
     recovered: np.ndarray | None = None
     churn: Mapping[int, ChurnPart] = field(default_factory=dict)  # leaf -> its churners
     evidence: MergedEvidence | None = None  # None unless every included shard carries it
+    exposure: MergedExposure | None = None  # the same
 
     @property
     def complete(self) -> bool:
@@ -463,6 +530,32 @@ class Merged:
         shard has (``IncidentTracker.update_groups``' ``within``, as the engine's)."""
         inner = self.leaves_of(narrow)
         return bool(inner.any()) and not bool((inner & ~self.leaves_of(wide)).any())
+
+    def rest_verdict(
+        self,
+        parent: Mapping[str, str],
+        children: Sequence[Mapping[str, str]],
+        params: LocalizeParams = _DEFAULT_LOCALIZE,
+    ) -> Rest:
+        """What the part of group ``parent`` outside ``children`` shows
+        (``IncidentTracker.update_groups``' ``rest_healthy``, as ``exposure.rest_verdict``
+        on one node; ``exposure.rest_verdict_counts`` says what is approximated). Without
+        ``exposure``: ``Rest.FAILING``, as without a verdict."""
+        ex = self.exposure
+        if ex is None:
+            return Rest.FAILING
+        table = self.table
+        return rest_verdict_counts(
+            total=table.total,
+            failing=table.affected,
+            expected=table.expected,
+            reported=ex.reported,
+            counted_bins=ex.counted_bins,
+            failing_bins=ex.failing_bins,
+            whole=self.leaves_of(parent),
+            children=[self.leaves_of(child) for child in children],
+            params=params,
+        )
 
     def churn_of(self, leaves: np.ndarray) -> ChurnPart:
         """The churners of the leaves ``leaves`` (a bool mask), every shard's."""
@@ -497,6 +590,15 @@ class Merged:
                 if top:
                     out[f"{kind}_cause"] = top
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class MergedExposure:
+    """Per leaf of a merged table, what ``exposure.rest_verdict_counts`` needs."""
+
+    reported: np.ndarray
+    counted_bins: np.ndarray  # (leaves, EXPOSURE_BINS)
+    failing_bins: np.ndarray
 
 
 @dataclass(frozen=True, slots=True)
@@ -619,6 +721,7 @@ def merge_reports(
     )
     table = LeafTable.from_rows(dims or (), rows)
     recovered, churn, evidence = _merge_extras(table, included)
+    exposure = _merge_exposure(table, included)
     return Merged(
         evaluated_at=at,
         shards=shards,
@@ -631,7 +734,32 @@ def merge_reports(
         recovered=recovered,
         churn=churn,
         evidence=evidence,
+        exposure=exposure,
     )
+
+
+def _merge_exposure(table: LeafTable, reports: Sequence[ShardReport]) -> MergedExposure | None:
+    if not reports or any(CARRIES_EXPOSURE not in r.carries for r in reports):
+        return None
+    n_leaves = len(table.total)
+    index = {
+        tuple(table.labels[d][c] for d, c in enumerate(row)): i
+        for i, row in enumerate(table.codes.tolist())
+    }
+    reported = np.zeros(n_leaves)
+    counted = np.zeros((n_leaves, EXPOSURE_BINS))
+    failing = np.zeros((n_leaves, EXPOSURE_BINS))
+    for report in reports:
+        for leaf in report.leaves:
+            i = index.get(leaf.values)
+            if i is None:
+                continue
+            reported[i] += leaf.reported
+            for b, count in leaf.exposure.items():
+                counted[i, b] += count
+            for b, count in leaf.failing_exposure.items():
+                failing[i, b] += count
+    return MergedExposure(reported, counted, failing)
 
 
 def _merge_extras(
@@ -740,6 +868,7 @@ __all__ = [
     "MergeCycle",
     "Merged",
     "MergedEvidence",
+    "MergedExposure",
     "Merger",
     "OutlierParams",
     "ShardOutlier",
