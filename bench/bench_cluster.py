@@ -11,6 +11,9 @@ Run:
   ``python bench/bench_cluster.py merge``: the leader's merge per cycle (parse three
       nodes' reports from JSON, ``core.cluster.merge_cycle``: sum and localize) for
       1k to 100k leaves per node.
+  ``python bench/bench_cluster.py node [SIMS ...]`` (10000 100000): one node's cycle,
+      ``shard_report`` and its JSON size on a real engine, the leader's parse and merge
+      of three such reports.
 """
 
 from __future__ import annotations
@@ -20,14 +23,19 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import nats
+import numpy as np
 import orjson
+from benchfleet import inventory, usage_lines
 
 from simwatch.core.cluster import merge_cycle
-from simwatch.core.merge import LeafCounts, ShardReport
+from simwatch.core.engine import Engine, EngineConfig
+from simwatch.core.merge import LeafCounts, ShardReport, shard_report
+from simwatch.core.records import Record, RecordDecoder
 from simwatch.sources.nats import partition_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -180,12 +188,60 @@ def merge(runs: int = 5) -> None:
         )
 
 
+def node_report(sims: int, runs: int = 5) -> None:
+    """One cluster node's side per cycle on a real engine (bench_engine's fleet: 40
+    partners, 12 APNs, 8 usage records per SIM): the cycle, ``shard_report``, its JSON
+    size; then the leader's parse and merge of three such reports."""
+    engine = Engine(replace(EngineConfig(), warmup_s=0.0, initial_capacity=sims))
+    engine.load_inventory(inventory(sims))
+    engine.groups_local = False  # a cluster node
+    decoder = RecordDecoder()
+    rng = np.random.default_rng(1)
+    t0 = 1_794_960_000.0
+    for k in range(8):
+        for line in usage_lines(sims, t0 + k * 900.0, k, rng):
+            rec = decoder.decode_line(line, t0 + 30 * 86400)
+            if isinstance(rec, Record):
+                engine.ingest_record(rec)
+    now = t0 + 8 * 900.0 + 1800
+    cycle_s, report_s, payload, leaves = [], [], b"", 0
+    for c in range(runs):
+        started = time.perf_counter()
+        engine.evaluate(now + c * 60)
+        cycle_s.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        report = shard_report(engine, 0, 1)
+        assert report is not None
+        payload = orjson.dumps(report.to_json())
+        leaves = len(report.leaves)
+        report_s.append(time.perf_counter() - started)
+    parse_s, merge_s = [], []
+    for _ in range(runs):
+        started = time.perf_counter()
+        reports = {f"n{k}": ShardReport.from_json(orjson.loads(payload)) for k in range(3)}
+        parsed = time.perf_counter()
+        merge_cycle(reports, sorted(reports), reports["n0"].evaluated_at)
+        parse_s.append(parsed - started)
+        merge_s.append(time.perf_counter() - parsed)
+    print(
+        f"{sims:>9,} SIMs, {leaves} leaves: cycle "
+        f"{1000 * statistics.median(cycle_s):.1f} ms, shard_report + JSON "
+        f"{1000 * statistics.median(report_s):.1f} ms, {len(payload) / 1000:.1f} kB "
+        f"({len(payload) / max(leaves, 1):.0f} B per leaf); leader, 3 such "
+        f"reports: parse {1000 * statistics.median(parse_s):.1f} ms, merge+localize "
+        f"{1000 * statistics.median(merge_s):.1f} ms"
+    )
+
+
 def main(argv: list[str]) -> int:
     what = argv[0] if argv else "merge"
     if what == "throughput":
         records = int(argv[1]) if len(argv) > 1 else 300_000
         per_message = int(argv[2]) if len(argv) > 2 else 500
         throughput(records, per_message)
+    elif what == "node":
+        for sims in [int(a) for a in argv[1:]] or [10_000, 100_000]:
+            node_report(sims)
     else:
         merge()
     return 0

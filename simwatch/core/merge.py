@@ -169,6 +169,7 @@ class ShardReport:
             "warmed_up": self.warmed_up,
             "dims": list(self.dims),
             "carries": list(self.carries),
+            "kinds": list(KIND_NAMES),  # the order of each leaf's "usual"
             "leaves": [_leaf_json(leaf) for leaf in self.leaves],
         }
 
@@ -186,6 +187,7 @@ class ShardReport:
         raw_leaves = obj.get("leaves")
         if not isinstance(raw_leaves, list):
             raise TypeError("leaves: expected a list")
+        kind_names = tuple(_strings(obj.get("kinds", list(KIND_NAMES)), "kinds"))
         leaves = []
         for i, raw in enumerate(raw_leaves):
             leaf = _object(raw, f"leaves[{i}]")
@@ -201,7 +203,7 @@ class ShardReport:
                     late=_number(leaf.get("late", 0.0), f"{where}.late"),
                     awaiting=_number(leaf.get("awaiting", 0.0), f"{where}.awaiting"),
                     kinds=_per_kind(leaf.get("kinds"), f"{where}.kinds"),
-                    usual=_per_kind(leaf.get("usual"), f"{where}.usual"),
+                    usual=_usual(leaf.get("usual"), kind_names, f"{where}.usual"),
                     causes={
                         kind: _counts(c, f"{where}.causes.{kind}")
                         for kind, c in _object(leaf.get("causes", {}), f"{where}.causes").items()
@@ -253,28 +255,49 @@ def _leaf_json(leaf: LeafCounts) -> Json:
         out["awaiting"] = leaf.awaiting
     if any(leaf.kinds):
         out["kinds"] = {n: v for n, v in zip(KIND_NAMES, leaf.kinds, strict=True) if v}
-    if leaf.usual:
-        out["usual"] = dict(zip(KIND_NAMES, leaf.usual, strict=True))
+    if leaf.usual:  # 4 significant digits: a learned level, not a count
+        out["usual"] = [float(f"{v:.4g}") for v in leaf.usual]
     if leaf.causes:
         out["causes"] = {kind: dict(counts) for kind, counts in leaf.causes.items()}
     if leaf.reported:
         out["reported"] = leaf.reported
     if leaf.exposure:
-        out["exposure"] = {str(b): n for b, n in leaf.exposure.items()}
+        out["exposure"] = _dense(leaf.exposure)
     if leaf.failing_exposure:
-        out["failing_exposure"] = {str(b): n for b, n in leaf.failing_exposure.items()}
+        out["failing_exposure"] = _dense(leaf.failing_exposure)
     return out
+
+
+def _dense(bins: Mapping[int, float]) -> list[float]:
+    """Bin counts as ``[first bin, its count, the next bin's, ...]`` up to the last."""
+    first, last = min(bins), max(bins)
+    counts = [bins.get(b, 0.0) for b in range(first, last + 1)]
+    return [first, *(int(c) if c == int(c) else c for c in counts)]
 
 
 def _bins(value: object, where: str) -> dict[int, float]:
+    """``_dense``'s list back as {bin: count} (absent: {})."""
     if value is None:
         return {}
-    out = {}
-    for key, count in _counts(value, where).items():
-        if not key.isdigit() or int(key) >= EXPOSURE_BINS:
-            raise ValueError(f"{where}: bad bin {key!r}")
-        out[int(key)] = count
-    return out
+    if not isinstance(value, list) or not value:
+        raise TypeError(f"{where}: expected a list")
+    first = _integer(value[0], f"{where}[0]")
+    counts = [_number(c, f"{where}[{i + 1}]") for i, c in enumerate(value[1:])]
+    if first < 0 or first + len(counts) > EXPOSURE_BINS:
+        raise ValueError(f"{where}: bins outside 0..{EXPOSURE_BINS - 1}")
+    return {first + i: c for i, c in enumerate(counts) if c}
+
+
+def _usual(value: object, names: Sequence[str], where: str) -> tuple[float, ...]:
+    """A leaf's usual counts in the report's ``kinds`` order, as ``KIND_NAMES``."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) != len(names):
+        raise TypeError(f"{where}: expected a list of {len(names)} numbers")
+    by_name = {
+        n: _number(v, f"{where}[{i}]") for i, (n, v) in enumerate(zip(names, value, strict=True))
+    }
+    return tuple(by_name.get(name, 0.0) for name in KIND_NAMES)
 
 
 def _churn(value: object, where: str) -> ChurnPart | None:
