@@ -19,6 +19,7 @@ import orjson
 from fleet import DAY, T0, Feed, iccid, inventory_row, new_engine
 
 from simwatch.core.cluster import leader_groups, merge_cycle
+from simwatch.core.evaluate import ChurnPart, EvalParams, churn_parts, churn_stop, churn_stopped
 from simwatch.core.incidents import evidence_text
 from simwatch.core.localize import Cause
 from simwatch.core.merge import LeafCounts, ShardReport, merge_reports, shard_of, shard_report
@@ -296,3 +297,39 @@ def test_two_faults_sharing_an_apn_stay_two_incidents_as_on_one_node() -> None:
     led = sorted(str(sorted(i.dims.items())) for i in twin.leader.incidents.open.values())
     assert len(ref) == 2
     assert led == ref
+
+
+# ---- a session-level black hole ends: the churners stop, on every node -----------------
+
+
+def test_the_churn_stop_of_every_nodes_churners_summed_is_one_nodes() -> None:
+    # 300 session-level devices re-opening every 30 min on clock ticks (a black hole),
+    # on two partners, split over two nodes: each node sends per leaf the ChurnPart of
+    # its churners, the leader merges them and decides as one node on all of them would
+    sims = [iccid(k) for k in range(300)]
+    engine = new_engine(sims)
+    nodes = [new_engine([s for s in sims if shard_of(s, 2) == i]) for i in range(2)]
+    feeds = [Feed(engine), Feed(nodes[0]), Feed(nodes[1])]
+    start = T0 + DAY
+    for j in range(5):
+        for k, sim in enumerate(sims):
+            at = start + j * 1800.0 + (k % 2) * 900.0 + (k // 2) * 2.0
+            net = "01" if k % 3 else "02"
+            for feed in (feeds[0], feeds[1 + shard_of(sim, 2)]):
+                feed.session(sim, at, "started", apn="meters.acme", mcc="262", mnc=net)
+    last = start + 4 * 1800.0 + 900.0 + 149 * 2.0
+    params = EvalParams()
+    rows = np.array([engine.state.row(s) for s in sims])
+    decided = 0
+    for quiet in (120.0, 300.0, 500.0, 1200.0, 1560.0, 2000.0, 3000.0):
+        now = last + quiet
+        parts: list[ChurnPart] = []
+        for node in nodes:
+            mine = np.arange(len(node.state))
+            leaves = node.state.cols.leaf[mine]
+            parts += churn_parts(node.state, mine, leaves, now, params).values()
+        one = churn_stopped(engine.state, rows, now, params)
+        merged = churn_stop(ChurnPart.merge(parts), now, params)
+        assert (np.isnan(one) and np.isnan(merged)) or one == merged, quiet
+        decided += not np.isnan(one)
+    assert 0 < decided < 7  # both answers occur

@@ -12,6 +12,7 @@ from fleet import DAY, ICCIDS, T0, Feed, inventory_row, new_engine
 from simwatch.core.evaluate import leaf_mask
 from simwatch.core.exposure import rest_verdict
 from simwatch.core.incidents import Rest
+from simwatch.core.merge import merge_reports, shard_of, shard_report
 
 if TYPE_CHECKING:
     from simwatch.core.engine import Engine
@@ -22,9 +23,18 @@ FAULT = T0 + 2 * DAY
 PARTNER = {"partner": "26202"}
 
 
-def _fleet(rest_every: float, rest_fails: bool, *, rejected: bool = False) -> Engine:
+def _fleet(
+    rest_every: float,
+    rest_fails: bool,
+    *,
+    rejected: bool = False,
+    shard: tuple[int, int] | None = None,
+) -> Engine:
+    """The fleet, or with ``shard`` = (i, n) only the SIMs of shard i of n (``shard_of``)."""
     engine = new_engine()
     apns = [(apn, i) for apn, group in FAST.items() for i in group] + [("c.rest", i) for i in REST]
+    if shard is not None:
+        apns = [(apn, i) for apn, i in apns if shard_of(i, shard[1]) == shard[0]]
     engine.load_inventory([inventory_row(i, apns=(apn,)) for apn, i in apns])
     feed = Feed(engine)
     for apn, i in apns:
@@ -70,3 +80,31 @@ def test_a_rest_the_networks_evidence_shows_healthy_is_judged_at_once() -> None:
     # none is healthy, not "cannot tell yet"
     engine = _fleet(4 * 3600.0, rest_fails=False, rejected=True)
     assert _verdict(engine, FAULT + 2700.0) is Rest.HEALTHY
+
+
+@pytest.mark.parametrize(
+    ("rest_every", "rest_fails", "rejected", "expected"),
+    [
+        (4 * 3600.0, True, False, Rest.UNKNOWN),
+        (900.0, False, False, Rest.QUIET),
+        (900.0, True, False, Rest.FAILING),
+        (4 * 3600.0, False, True, Rest.HEALTHY),
+    ],
+)
+def test_a_cluster_leader_reaches_the_same_verdict_from_the_shards_counts(
+    rest_every: float, rest_fails: bool, rejected: bool, expected: Rest
+) -> None:
+    # the same fleet split over two shards: the leader has only per-leaf counts, with the
+    # SIMs per bin of late threshold (exposure.rest_verdict_counts)
+    assert _verdict(_fleet(rest_every, rest_fails, rejected=rejected), FAULT + 2700.0) is expected
+    reports = []
+    for i in range(2):
+        engine = _fleet(rest_every, rest_fails, rejected=rejected, shard=(i, 2))
+        engine.evaluate(FAULT + 2700.0)
+        report = shard_report(engine, i, 2)
+        assert report is not None
+        reports.append(report)
+    merged = merge_reports(reports, 2)
+    assert merged.included == (0, 1)
+    children = [{"apn": apn, **PARTNER} for apn in FAST]
+    assert merged.rest_verdict(PARTNER, children) is expected
