@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
+import pytest
 from fleet import DAY, T0, Feed, iccid, inventory_row, new_engine
 
 from simwatch.core.cluster import leader_groups, merge_cycle
@@ -302,26 +303,50 @@ def test_two_faults_sharing_an_apn_stay_two_incidents_as_on_one_node() -> None:
 # ---- a session-level black hole ends: the churners stop, on every node -----------------
 
 
-def test_the_churn_stop_of_every_nodes_churners_summed_is_one_nodes() -> None:
-    # 300 session-level devices re-opening every 30 min on clock ticks (a black hole),
-    # on two partners, split over two nodes: each node sends per leaf the ChurnPart of
-    # its churners, the leader merges them and decides as one node on all of them would
+def bursts(k: int, j: int) -> float | None:
+    """300 devices re-opening every 30 min on clock ticks, 5 times: the group's silence
+    (longer than its longest quiet between bursts) ends it."""
+    return 1800.0 * j + (k % 2) * 900.0 + (k // 2) * 2.0 if k < 300 and j < 5 else None
+
+
+def staggered(k: int, j: int) -> float | None:
+    """8 devices every 20 min, a minute apart, 6 times: their rates make the silence
+    unlikely only after a while."""
+    return 1200.0 * j + 60.0 * k if k < 8 and j < 6 else None
+
+
+def some_go_on(k: int, j: int) -> float | None:
+    """40 devices every 20 min that stop after 6 starts, 5 that go on: never a group
+    silence, but many more stopped by their own rhythm than while they churn."""
+    if k >= 45 or (k < 40 and j >= 6) or j >= 12:
+        return None
+    return 1200.0 * j + 20.0 * k
+
+
+@pytest.mark.parametrize("plan", [bursts, staggered, some_go_on])
+def test_the_churn_stop_of_every_nodes_churners_summed_is_one_nodes(
+    plan: Callable[[int, int], float | None],
+) -> None:
+    # session-level devices re-opening sessions again and again (a black hole), on two
+    # partners, split over two nodes: each node sends per leaf the ChurnPart of its
+    # churners; the leader merges them and decides as one node on all of them would
     sims = [iccid(k) for k in range(300)]
     engine = new_engine(sims)
     nodes = [new_engine([s for s in sims if shard_of(s, 2) == i]) for i in range(2)]
     feeds = [Feed(engine), Feed(nodes[0]), Feed(nodes[1])]
     start = T0 + DAY
-    for j in range(5):
-        for k, sim in enumerate(sims):
-            at = start + j * 1800.0 + (k % 2) * 900.0 + (k // 2) * 2.0
-            net = "01" if k % 3 else "02"
-            for feed in (feeds[0], feeds[1 + shard_of(sim, 2)]):
-                feed.session(sim, at, "started", apn="meters.acme", mcc="262", mnc=net)
-    last = start + 4 * 1800.0 + 900.0 + 149 * 2.0
+    starts = sorted(
+        (start + at, k) for k in range(300) for j in range(12) if (at := plan(k, j)) is not None
+    )
+    for at, k in starts:
+        net = "01" if k % 3 else "02"
+        for feed in (feeds[0], feeds[1 + shard_of(iccid(k), 2)]):
+            feed.session(iccid(k), at, "started", apn="meters.acme", mcc="262", mnc=net)
+    last = starts[-1][0]
     params = EvalParams()
     rows = np.array([engine.state.row(s) for s in sims])
     decided = 0
-    for quiet in (120.0, 300.0, 500.0, 1200.0, 1560.0, 2000.0, 3000.0):
+    for quiet in np.arange(-3600.0, 3600.0, 30.0).tolist():  # across the moment it ends
         now = last + quiet
         parts: list[ChurnPart] = []
         for node in nodes:
@@ -332,4 +357,4 @@ def test_the_churn_stop_of_every_nodes_churners_summed_is_one_nodes() -> None:
         merged = churn_stop(ChurnPart.merge(parts), now, params)
         assert (np.isnan(one) and np.isnan(merged)) or one == merged, quiet
         decided += not np.isnan(one)
-    assert 0 < decided < 7  # both answers occur
+    assert 0 < decided < 240  # both answers occur
