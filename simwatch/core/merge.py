@@ -441,7 +441,13 @@ def _leaf_exposure(
     known = bins >= 0
 
     def sparse(mask: np.ndarray) -> dict[int, dict[int, float]]:
-        keys, counts = np.unique(leaf[mask] * EXPOSURE_BINS + bins[mask], return_counts=True)
+        keys = leaf[mask] * EXPOSURE_BINS + bins[mask]
+        if n_leaves * EXPOSURE_BINS <= 4 * len(keys) + 65_536:  # linear, not a sort
+            dense = np.bincount(keys, minlength=n_leaves * EXPOSURE_BINS)
+            keys = np.flatnonzero(dense)
+            counts = dense[keys]
+        else:
+            keys, counts = np.unique(keys, return_counts=True)
         out: dict[int, dict[int, float]] = {}
         for key, count in zip(keys.tolist(), counts.tolist(), strict=True):
             out.setdefault(key // EXPOSURE_BINS, {})[key % EXPOSURE_BINS] = float(count)
@@ -882,7 +888,16 @@ class Merger:
         if len(merged.included) < self.min_shards:
             return MergeCycle(merged, [], [], decided=False)
         causes = merged_causes(merged, self.localize_params)
-        changes = self.incidents.update_groups(merged.evaluated_at, causes, within=merged.within)
+
+        def rest(parent: Mapping[str, str], children: Sequence[Mapping[str, str]]) -> Rest:
+            return merged.rest_verdict(parent, children, self.localize_params)
+
+        changes = self.incidents.update_groups(
+            merged.evaluated_at,
+            causes,
+            rest if merged.exposure is not None else None,
+            merged.within,
+        )
         return MergeCycle(merged, causes, changes, decided=True)
 
 

@@ -211,8 +211,6 @@ class ClusterNode:
                 log.info("cluster: partitions assigned over %s", ", ".join(nodes))
                 assignment = wanted
         self._assignment = assignment
-        if not self.stats.leader:
-            await self._follow_incidents(state)
         mine = owned_by(assignment, self.name)
         if assignment and (mine != sorted(self.source.partitions) or not self._set_aside):
             # a partition new here starts from its snapshot when that covers more than
@@ -226,6 +224,8 @@ class ClusterNode:
             await self._set_aside_foreign(mine)
             log.info("cluster: this node reads partitions %s", mine)
         self.stats.partitions = mine
+        if not self.stats.leader:
+            await self._follow_incidents(state)
 
     async def _follow_incidents(self, state: KeyValue) -> None:
         """The leader's group incidents, for this node's next cycles: its groups' baselines
