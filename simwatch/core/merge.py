@@ -114,9 +114,10 @@ class LeafCounts:
     causes: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     # of ``overdue``, those showing evidence the network reports (``exposure.REPORTED``)
     reported: float = 0.0
-    # counted and failing SIMs per bin of late threshold (``exposure.exposure_bins``)
-    exposure: Mapping[int, float] = field(default_factory=dict)
-    failing_exposure: Mapping[int, float] = field(default_factory=dict)
+    # counted and failing SIMs per bin of late threshold (``exposure.exposure_bins``):
+    # (the first bin with any, its count, the next bin's, ... up to the last with any)
+    exposure: tuple[int, ...] = ()
+    failing_exposure: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         counts = (self.total, self.overdue, self.expected)
@@ -262,30 +263,23 @@ def _leaf_json(leaf: LeafCounts) -> Json:
     if leaf.reported:
         out["reported"] = leaf.reported
     if leaf.exposure:
-        out["exposure"] = _dense(leaf.exposure)
+        out["exposure"] = list(leaf.exposure)
     if leaf.failing_exposure:
-        out["failing_exposure"] = _dense(leaf.failing_exposure)
+        out["failing_exposure"] = list(leaf.failing_exposure)
     return out
 
 
-def _dense(bins: Mapping[int, float]) -> list[float]:
-    """Bin counts as ``[first bin, its count, the next bin's, ...]`` up to the last."""
-    first, last = min(bins), max(bins)
-    counts = [bins.get(b, 0.0) for b in range(first, last + 1)]
-    return [first, *(int(c) if c == int(c) else c for c in counts)]
-
-
-def _bins(value: object, where: str) -> dict[int, float]:
-    """``_dense``'s list back as {bin: count} (absent: {})."""
+def _bins(value: object, where: str) -> tuple[int, ...]:
+    """``LeafCounts.exposure`` from its wire form, the same list (absent: ())."""
     if value is None:
-        return {}
-    if not isinstance(value, list) or not value:
-        raise TypeError(f"{where}: expected a list")
-    first = _integer(value[0], f"{where}[0]")
-    counts = [_number(c, f"{where}[{i + 1}]") for i, c in enumerate(value[1:])]
-    if first < 0 or first + len(counts) > EXPOSURE_BINS:
+        return ()
+    if not isinstance(value, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value
+    ):
+        raise TypeError(f"{where}: expected a list of counts")
+    if len(value) < 2 or value[0] + len(value) - 1 > EXPOSURE_BINS:
         raise ValueError(f"{where}: bins outside 0..{EXPOSURE_BINS - 1}")
-    return {first + i: c for i, c in enumerate(counts) if c}
+    return tuple(value)
 
 
 def _usual(value: object, names: Sequence[str], where: str) -> tuple[float, ...]:
@@ -405,8 +399,8 @@ def shard_report(engine: Engine, shard: int, shards: int) -> ShardReport | None:
             usual=tuple(usual[i]) if i < n_leaves else (),
             causes=causes.get(i, {}),
             reported=reported[i] if i < n_leaves else 0.0,
-            exposure=exposure.get(i, {}),
-            failing_exposure=failing_exposure.get(i, {}),
+            exposure=exposure.get(i, ()),
+            failing_exposure=failing_exposure.get(i, ()),
         )
         for i in range(n_all)
         if totals[i] > 0 or recovered[i] > 0
@@ -424,7 +418,7 @@ def shard_report(engine: Engine, shard: int, shards: int) -> ShardReport | None:
 
 def _leaf_exposure(
     engine: Engine, evaluation: Evaluation
-) -> tuple[list[float], dict[int, dict[int, float]], dict[int, dict[int, float]]]:
+) -> tuple[list[float], dict[int, tuple[int, ...]], dict[int, tuple[int, ...]]]:
     """Per leaf: its failing SIMs showing reported evidence, and its counted and failing
     SIMs per bin of late threshold (what ``exposure.rest_verdict`` needs, summable)."""
     n = evaluation.n
@@ -440,20 +434,29 @@ def _leaf_exposure(
     bins = exposure_bins(engine.state.rhythm.thresholds_of(rows)[0].astype(np.float64))
     known = bins >= 0
 
-    def sparse(mask: np.ndarray) -> dict[int, dict[int, float]]:
+    def per_leaf(mask: np.ndarray) -> dict[int, tuple[int, ...]]:
         keys = leaf[mask] * EXPOSURE_BINS + bins[mask]
         if n_leaves * EXPOSURE_BINS <= 4 * len(keys) + 65_536:  # linear, not a sort
-            dense = np.bincount(keys, minlength=n_leaves * EXPOSURE_BINS)
-            keys = np.flatnonzero(dense)
-            counts = dense[keys]
-        else:
+            ids = np.arange(n_leaves)
+            matrix = np.bincount(keys, minlength=n_leaves * EXPOSURE_BINS)
+            matrix = matrix.reshape(n_leaves, EXPOSURE_BINS)
+        else:  # a large table: only the leaves that have SIMs here
             keys, counts = np.unique(keys, return_counts=True)
-        out: dict[int, dict[int, float]] = {}
-        for key, count in zip(keys.tolist(), counts.tolist(), strict=True):
-            out.setdefault(key // EXPOSURE_BINS, {})[key % EXPOSURE_BINS] = float(count)
-        return out
+            ids, where = np.unique(keys // EXPOSURE_BINS, return_inverse=True)
+            matrix = np.zeros((len(ids), EXPOSURE_BINS), np.int64)
+            matrix[where, keys % EXPOSURE_BINS] = counts
+        has = matrix > 0
+        some = np.flatnonzero(has.any(axis=1))
+        first = has[some].argmax(axis=1)
+        last = EXPOSURE_BINS - 1 - has[some, ::-1].argmax(axis=1)
+        return {
+            leaf_id: (f, *matrix[r, f : end + 1].tolist())
+            for r, leaf_id, f, end in zip(
+                some.tolist(), ids[some].tolist(), first.tolist(), last.tolist(), strict=True
+            )
+        }
 
-    return reported, sparse(known), sparse(known & failing)
+    return reported, per_leaf(known), per_leaf(known & failing)
 
 
 def _leaf_causes(engine: Engine, evaluation: Evaluation) -> dict[int, dict[str, dict[str, float]]]:
@@ -784,10 +787,14 @@ def _merge_exposure(table: LeafTable, reports: Sequence[ShardReport]) -> MergedE
             if i is None:
                 continue
             reported[i] += leaf.reported
-            for b, count in leaf.exposure.items():
-                counted[i, b] += count
-            for b, count in leaf.failing_exposure.items():
-                failing[i, b] += count
+            if leaf.exposure:
+                first = leaf.exposure[0]
+                counted[i, first : first + len(leaf.exposure) - 1] += leaf.exposure[1:]
+            if leaf.failing_exposure:
+                first = leaf.failing_exposure[0]
+                failing[i, first : first + len(leaf.failing_exposure) - 1] += leaf.failing_exposure[
+                    1:
+                ]
     return MergedExposure(reported, counted, failing)
 
 
