@@ -385,7 +385,7 @@ class ClusterNode:
                 log.exception("cluster: the stored incidents are unreadable; starting afresh")
         engine.external_causes = None
         engine.external_merged = None
-        engine.leader_groups = ()  # its own incidents are them now
+        engine.leader_groups = self._groups = ()  # its own incidents are them now
         self.stats.leader = True
         self.stats.leader_name = self.name
         self.stats.became_leader_at = self.clock()
@@ -420,14 +420,12 @@ class ClusterNode:
             try:
                 await state.put(f"report.{self.name}", orjson.dumps(report.to_json()))
                 if self.stats.leader:
-                    try:
-                        await self._merge(state, report.evaluated_at)
-                    finally:
-                        # after the merge: with the recovery onsets it set, which the
-                        # other nodes apply at their next cycle
-                        if self.stats.leader:
-                            groups = self.daemon.engine.incidents.export_groups()
-                            await state.put(INCIDENTS_KEY, orjson.dumps(groups))
+                    await self._merge(state, report.evaluated_at)
+                    # after the merge: with the recovery onsets it set, which the other
+                    # nodes apply at their next cycle
+                    if self.stats.leader:
+                        groups = self.daemon.engine.incidents.export_groups()
+                        await state.put(INCIDENTS_KEY, orjson.dumps(groups))
             except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
                 self._failure.failed(f"{type(exc).__name__}: {exc}", hint="retrying")
 
