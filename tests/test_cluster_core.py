@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import yaml
 from fleet import DAY, ICCIDS, T0, new_engine
 
-from simwatch.core.cluster import assign, foreign_rows, merge_cycle, owned_by
+from simwatch.core.cluster import assign, foreign_rows, leader_groups, merge_cycle, owned_by
 from simwatch.core.evaluate import INACTIVE, sim_states
 from simwatch.core.incidents import IncidentTracker
 from simwatch.core.localize import Cause
@@ -125,3 +126,21 @@ def test_the_deploy_node_config_loads_with_the_node_name_from_the_environment(
         "simwatch-2",
         "simwatch-3",
     ]
+
+
+def test_other_nodes_read_the_leaders_group_incidents_leniently() -> None:
+    leader = IncidentTracker()
+    for t in (0.0, 60.0):
+        leader.update_groups(t, [cause("26201", 40), cause("20404", 30)])
+    first, second = leader.open.values()
+    first.recovery_onset = 30.0
+    groups = leader_groups(orjson.loads(orjson.dumps(leader.export_groups())))
+    assert [(dict(g.dims), g.open, g.recovery_onset) for g in groups] == [
+        ({"partner": "26201"}, True, 30.0),
+        ({"partner": "20404"}, True, None),
+    ]
+    del second
+    # an entry of another shape, or a malformed incident in it, is skipped
+    assert leader_groups(None) == ()
+    assert leader_groups({"open": "x"}) == ()
+    assert leader_groups({"open": [[[], {"kind": "group", "dims": "x"}]]}) == ()

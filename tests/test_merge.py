@@ -370,3 +370,23 @@ def test_the_merged_leaves_say_how_groups_nest() -> None:
     assert not merged.within({"country": "DE"}, {"partner": "26201"})
     assert not merged.within({"apn": "meters.acme", "partner": "26202"}, wide)
     assert not merged.within({"partner": "99999"}, wide)  # no such leaf: inside nothing
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error", "message"),
+    [
+        ("exposure", [70, 1], ValueError, "bins outside 0..63"),
+        ("exposure", [3, -1], TypeError, "expected a list of counts"),
+        ("usual", [1.0], TypeError, "expected a list of 5 numbers"),
+        ("churn", {"sims": 1, "starts": []}, TypeError, "churn.rate: expected a number"),
+    ],
+)
+def test_bad_optional_leaf_fields_name_the_leaf(
+    field: str, value: object, error: type[Exception], message: str
+) -> None:
+    data = fleet_part(1).to_json()
+    leaves = data["leaves"]
+    assert isinstance(leaves, list)
+    leaves[0] = {**leaves[0], field: value}
+    with pytest.raises(error, match=rf"leaves\[0\]\.{field}.*{message}|{message}"):
+        ShardReport.from_json(data)
