@@ -12,6 +12,7 @@ step they must open, recover and resolve alike, and say the same.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,7 +24,14 @@ from simwatch.core.cluster import leader_groups, merge_cycle
 from simwatch.core.evaluate import ChurnPart, EvalParams, churn_parts, churn_stop, churn_stopped
 from simwatch.core.incidents import evidence_text
 from simwatch.core.localize import Cause
-from simwatch.core.merge import LeafCounts, ShardReport, merge_reports, shard_of, shard_report
+from simwatch.core.merge import (
+    LeafCounts,
+    Merger,
+    ShardReport,
+    merge_reports,
+    shard_of,
+    shard_report,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -51,6 +59,8 @@ class Twin:
         for engine in self.nodes:
             engine.groups_local = False  # service.cluster sets it on every node
         self.leader = self.nodes[0]
+        # the by-hand path (docs/scaling.md): one merger process fed the same reports
+        self.merger = Merger(len(NODES), interval_s=self.leader.config.eval_interval_s)
 
     def ingest(self, record: Record) -> None:
         self.ref.ingest_record(record)
@@ -66,6 +76,10 @@ class Twin:
             assert report is not None
             wire = orjson.loads(orjson.dumps(report.to_json()))
             reports[name] = ShardReport.from_json(wire)
+        self.merger.cycle(
+            [replace(r, shard=i, shards=len(NODES)) for i, r in enumerate(reports.values())],
+            at=now,
+        )
         merge = merge_cycle(reports, NODES, now, self.leader.config.localize)
         if merge.causes is not None:
             self.leader.apply_merge(merge.merged, merge.causes)
@@ -166,6 +180,8 @@ def test_a_black_hole_recovers_and_resolves_in_a_cluster_as_on_one_node() -> Non
     # the same recovery onset: the leader counts every node's SIMs that came back
     assert ref.recovery_onset is not None
     assert led.recovery_onset == ref.recovery_onset
+    (merger,) = [i for i in twin.merger.incidents.all() if i.kind == "group"]
+    assert merger.recovery_onset == ref.recovery_onset  # a merger process's too
     # resolved the same number of cycles after: the other node's hourly SIMs waited
     # for their report (the onset reached it) instead of staying overdue
     assert ref.resolved_at is not None

@@ -24,7 +24,6 @@ from simwatch.core.evaluate import (
     Evaluation,
     Evidence,
     churn_parts,
-    churn_stop,
     churn_stopped,
     evaluate,
     evidence_summary,
@@ -44,6 +43,7 @@ from simwatch.core.incidents import (
 from simwatch.core.ingest import Ingestor
 from simwatch.core.localize import Cause, LocalizeParams
 from simwatch.core.maintenance import Window, active_windows
+from simwatch.core.merge import advance_recoveries
 from simwatch.core.operators import OperatorTable
 from simwatch.core.recovery import advance_recovery
 from simwatch.core.rhythm import RhythmParams, SimState
@@ -314,29 +314,15 @@ class Engine:
         the causes for the next cycle's group incidents, and, at once, the recovery of
         the open ones from the summed recovery counts (as ``_track_recovery`` on one
         node), so that the onsets reach the other nodes before their next cycle."""
+
         self.external_causes = causes
         self.external_merged = merged
-        if merged.recovered is None:
-            return  # no shard counts recoveries (an older version)
-        at = merged.evaluated_at
-        p = self.config.evaluation
-        for incident in self.incidents.open.values():
-            if incident.kind != "group":
-                continue
-            leaves = merged.leaves_of(incident.dims)
-            churn = merged.churn_of(leaves)
-
-            def stop_at(part: ChurnPart = churn) -> float:
-                return churn_stop(part, at, p)
-
-            advance_recovery(
-                incident,
-                at,
-                float(merged.recovered[leaves].sum()),
-                stop_at if churn.sims else None,
-                params=p,
-                interval_s=self.config.eval_interval_s,
-            )
+        advance_recoveries(
+            self.incidents.open.values(),
+            merged,
+            self.config.evaluation,
+            self.config.eval_interval_s,
+        )
 
     def finish_cycle(self, now: float, evaluation: Evaluation, started: float) -> CycleResult:
         """Incidents, tickets, baselines and state changes of ``assess(now)``'s result."""

@@ -40,7 +40,14 @@ from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
-from simwatch.core.evaluate import EVIDENCE_NAMES, ChurnPart, Evidence, evidence_causes
+from simwatch.core.evaluate import (
+    EVIDENCE_NAMES,
+    ChurnPart,
+    EvalParams,
+    Evidence,
+    churn_stop,
+    evidence_causes,
+)
 from simwatch.core.exposure import (
     EXPOSURE_BINS,
     REPORTED,
@@ -50,13 +57,14 @@ from simwatch.core.exposure import (
 from simwatch.core.iccid import alternate_form
 from simwatch.core.incidents import IncidentParams, IncidentTracker, Rest
 from simwatch.core.localize import Cause, LeafTable, LocalizeParams, llr_threshold, localize
+from simwatch.core.recovery import advance_recovery
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
     from simwatch.core.engine import Engine
     from simwatch.core.evaluate import Evaluation
-    from simwatch.core.incidents import IncidentChange
+    from simwatch.core.incidents import Incident, IncidentChange
 
 REPORT_VERSION: Final = 1  # later fields are optional: a report without them still merges
 # what a report carries beyond the counts (``ShardReport.carries``)
@@ -878,6 +886,8 @@ class Merger:
         localize_params: LocalizeParams = _DEFAULT_LOCALIZE,
         incident_params: IncidentParams | None = None,
         outlier_params: OutlierParams = _DEFAULT_OUTLIERS,
+        eval_params: EvalParams | None = None,
+        interval_s: float = 60.0,
     ) -> None:
         if shards < 1:
             raise ValueError(f"shards must be at least 1, got {shards}")
@@ -889,6 +899,9 @@ class Merger:
         self.localize_params = localize_params
         self.outlier_params = outlier_params
         self.incidents = IncidentTracker(incident_params)
+        # the shards' evaluation parameters and cycle: the incidents' recovery onsets
+        self.eval_params = eval_params if eval_params is not None else EvalParams()
+        self.interval_s = interval_s
 
     def cycle(self, reports: Iterable[ShardReport], *, at: float | None = None) -> MergeCycle:
         merged = merge_reports(reports, self.shards, at=at, outlier_params=self.outlier_params)
@@ -905,7 +918,37 @@ class Merger:
             rest if merged.exposure is not None else None,
             merged.within,
         )
+        advance_recoveries(self.incidents.open.values(), merged, self.eval_params, self.interval_s)
         return MergeCycle(merged, causes, changes, decided=True)
+
+
+def advance_recoveries(
+    incidents: Iterable[Incident], merged: Merged, params: EvalParams, interval_s: float
+) -> None:
+    """The recovery of the open group ``incidents`` (``core.recovery``) from the shards'
+    summed recovery counts and churners, at the merged instant; nothing when no shard
+    counts them (an older version)."""
+    recovered = merged.recovered
+    if recovered is None:
+        return
+    at = merged.evaluated_at
+    for incident in incidents:
+        if incident.kind != "group" or incident.resolved_at is not None:
+            continue
+        leaves = merged.leaves_of(incident.dims)
+        churn = merged.churn_of(leaves)
+
+        def stop_at(part: ChurnPart = churn) -> float:
+            return churn_stop(part, at, params)
+
+        advance_recovery(
+            incident,
+            at,
+            float(recovered[leaves].sum()),
+            stop_at if churn.sims else None,
+            params=params,
+            interval_s=interval_s,
+        )
 
 
 __all__ = [
@@ -918,6 +961,7 @@ __all__ = [
     "OutlierParams",
     "ShardOutlier",
     "ShardReport",
+    "advance_recoveries",
     "merge_reports",
     "merged_causes",
     "shard_of",
