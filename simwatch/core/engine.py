@@ -22,6 +22,7 @@ from simwatch.core.evaluate import (
     EvalParams,
     Evaluation,
     Evidence,
+    back_on_network,
     churn_stopped,
     evaluate,
     evidence_summary,
@@ -44,7 +45,7 @@ from simwatch.core.maintenance import Window, active_windows
 from simwatch.core.operators import OperatorTable
 from simwatch.core.rhythm import RhythmParams, SimState
 from simwatch.core.schedule import ExpectationTables
-from simwatch.core.state import FleetState
+from simwatch.core.state import FleetState, rel
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -244,11 +245,17 @@ class Engine:
         # data since: the last data time moved (a windowed record's time is its window's
         # end, older than the cycle it arrives in)
         now_last = last[prev_rows]
-        rows = prev_rows[(now_last > prev_last) | (np.isnan(prev_last) & ~np.isnan(now_last))]
+        back = (now_last > prev_last) | (np.isnan(prev_last) & ~np.isnan(now_last))
+        # or back on the network (``back_on_network``) with a session started since the
+        # last cycle, while not churning: a windowed or session-level SIM's data shows
+        # its recovery only a window or a session later
+        churning = (evaluation.evidence[: evaluation.n] & Evidence.CHURN) != 0
+        started = self.state.cols.session_start[prev_rows] > rel(now - self.config.eval_interval_s)
+        back |= started & back_on_network(self.state, prev_rows) & ~churning[prev_rows]
+        rows = prev_rows[back]
         # data through another partner is no recovery of the one it left: a SIM counts
         # where it is now
         member = self.state.cols.leaf[rows]
-        churning = (evaluation.evidence[: evaluation.n] & Evidence.CHURN) != 0
         any_churning = bool(churning.any())
         for incident in groups:
             leaves = leaf_mask(self.state, incident.dims)
