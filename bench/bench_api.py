@@ -154,6 +154,7 @@ class LiveStats:
     cycle_spans: list[tuple[float, float]] = field(default_factory=list)  # finish_cycle (loop)
     ingest_spans: list[tuple[float, float]] = field(default_factory=list)  # decode + apply
     gc_spans: list[tuple[float, float]] = field(default_factory=list)
+    scrape_handler_s: list[float] = field(default_factory=list)  # /metrics in the server
     sys_began: float = 0.0  # the process's system (kernel) CPU s at the start
     sys_s: float = 0.0  # the process's system CPU s during the load (sockets, page faults)
     _gc_began: float = 0.0
@@ -634,6 +635,20 @@ def client_command(port: int, args: argparse.Namespace) -> list[str]:
     ]
 
 
+def timed_handler(handler: Handler, out: list[float]) -> Handler:
+    """``handler``, its time from entry to its response (s) appended to ``out``: the
+    server's part of a scrape, without the wait in the loop's queue or the client's."""
+
+    async def timed(request: web.Request) -> web.StreamResponse:
+        began = time.perf_counter()
+        try:
+            return await handler(request)
+        finally:
+            out.append(time.perf_counter() - began)
+
+    return timed
+
+
 async def start_server(
     engine: Engine, port: int, stats: LiveStats, columnar: bool
 ) -> web.AppRunner:
@@ -648,6 +663,7 @@ async def start_server(
         handler: Handler = stats.metrics.handle
     else:
         handler = metrics_handler(make_metrics(engine))
+    handler = timed_handler(handler, stats.scrape_handler_s)
     app = make_app(
         engine,
         now=time.time,
@@ -772,6 +788,13 @@ def report(args: argparse.Namespace, result: dict[str, object], stats: LiveStats
         )
     report_lags(stats)
     report_scrapes(result.get("scrapes", []))  # type: ignore[arg-type]
+    if stats.scrape_handler_s:
+        ms = np.asarray(stats.scrape_handler_s) * 1000
+        print(
+            f"  /metrics in the server's handler: {len(ms)} scrapes, median "
+            f"{np.median(ms):.1f} ms, max {ms.max():.1f} ms (the rest of a scrape's time is "
+            "the wait in the loop's queue, the transfer and the client's own loop)"
+        )
     client_cpu = float(result["cpu_s"])  # type: ignore[arg-type]
     process_cpu, loop_cpu = stats.cpu_s
     http_cpu = loop_cpu - stats.ingest_cpu_s - stats.gen_cpu_s - stats.cycle_cpu_s
