@@ -30,6 +30,15 @@ what it serves. Each phase prints the CPU time the server used (its loop thread 
 worker threads) and the load client's own CPU time (a separate process): on two shared
 cores the client's share is part of the picture. ``--rates 500,1000,2000`` runs one
 load phase per rate after a single fill.
+
+Each phase also prints the CPU per unit of work from thread CPU times, which depend
+far less on the machine's load than latencies do: HTTP + views per request (the loop
+thread's CPU less ingest, line generation and ``finish_cycle``), ingest per record,
+``Engine.assess`` and ``finish_cycle`` per cycle, the kernel's share; a loop monitor
+(a 2 ms sleep over and over: the wake-ups more than 10 ms late, whether the loop thread
+was on the CPU meanwhile, and what was under way); and the ``/metrics`` handler's own
+time in the server. ``--mix sim`` (one-SIM views only) and ``--mix healthy``
+(``GET /-/healthy`` only) separate the views' cost from the HTTP stack's.
 """
 
 from __future__ import annotations
