@@ -508,9 +508,12 @@ class Engine:
 
     def incident_of(self, row: int) -> Incident | None:
         """The open group incident whose group contains the SIM, if any."""
+        groups = [i for i in self.incidents.open.values() if i.kind == "group"]
+        if not groups:  # the usual case: no need for the SIM's dimensions
+            return None
         dims = self.sim_dims(row)
-        for incident in self.incidents.open.values():
-            if incident.kind == "group" and all(dims.get(k) == v for k, v in incident.dims.items()):
+        for incident in groups:
+            if all(dims.get(k) == v for k, v in incident.dims.items()):
                 return incident
         return None
 
