@@ -30,6 +30,15 @@ what it serves. Each phase prints the CPU time the server used (its loop thread 
 worker threads) and the load client's own CPU time (a separate process): on two shared
 cores the client's share is part of the picture. ``--rates 500,1000,2000`` runs one
 load phase per rate after a single fill.
+
+Each phase also prints the CPU per unit of work from thread CPU times, which depend
+far less on the machine's load than latencies do: HTTP + views per request (the loop
+thread's CPU less ingest, line generation and ``finish_cycle``), ingest per record,
+``Engine.assess`` and ``finish_cycle`` per cycle, the kernel's share; a loop monitor
+(a 2 ms sleep over and over: the wake-ups more than 10 ms late, whether the loop thread
+was on the CPU meanwhile, and what was under way); and the ``/metrics`` handler's own
+time in the server. ``--mix sim`` (one-SIM views only) and ``--mix healthy``
+(``GET /-/healthy`` only) separate the views' cost from the HTTP stack's.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ import contextlib
 import ctypes
 import gc
 import random
+import resource
 import statistics
 import sys
 import time
@@ -74,12 +84,17 @@ if TYPE_CHECKING:
     from aiohttp.typedefs import Handler
     from prometheus_client import CollectorRegistry
 
+    from simwatch.core.evaluate import Evaluation
+
 HOST = "127.0.0.1"
 SCRIPT = Path(__file__).resolve()
 CHUNK = 500  # records decoded and applied between yields, as in the daemon
 EVAL_INTERVAL_S = 5.0
-ENDPOINTS = ("sim", "sims", "incidents", "groups")
-WEIGHTS = (80, 10, 5, 5)
+ENDPOINTS = ("sim", "sims", "incidents", "groups", "healthy")
+WEIGHTS = (80, 10, 5, 5, 0)
+# --mix: the request mix of the load. "api" is the issue's; "sim" only one-SIM views;
+# "healthy" only GET /-/healthy, a constant answer: what the HTTP stack itself costs.
+MIXES = {"api": WEIGHTS, "sim": (100, 0, 0, 0, 0), "healthy": (0, 0, 0, 0, 100)}
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 SCRAPE_FORMATS = ("text", "openmetrics")
 CONNECTIONS = 64  # keep-alive connections of the load generator
@@ -125,6 +140,12 @@ class LiveStats:
     rejected: int = 0
     busy_s: float = 0.0  # decoding and applying
     gen_s: float = 0.0  # generating the lines (stands in for a source's own work)
+    # loop thread CPU s (thread_time) of: decoding + applying, generating the lines, the
+    # cycles' finish_cycle; and the worker threads' CPU s in Engine.assess
+    ingest_cpu_s: float = 0.0
+    gen_cpu_s: float = 0.0
+    cycle_cpu_s: float = 0.0
+    assess_cpu_s: float = 0.0
     started: float = 0.0
     stopped: float = 0.0
     eval_s: list[float] = field(default_factory=list)
@@ -134,6 +155,17 @@ class LiveStats:
     metrics: CachedMetrics | None = None  # --columnar: /metrics as the daemon serves it
     cpu_began: tuple[float, float] = (0.0, 0.0)  # (process, loop thread) CPU s at the start
     cpu_s: tuple[float, float] = (0.0, 0.0)  # (process, loop thread) CPU s during the load
+    # the loop monitor: (when, wall s, loop thread CPU s) of each of its wake-ups that
+    # came more than LAG_S late, and what else was under way (spans of perf_counter)
+    lags: list[tuple[float, float, float]] = field(default_factory=list)
+    wakeups: int = 0
+    eval_spans: list[tuple[float, float]] = field(default_factory=list)  # worker-thread part
+    cycle_spans: list[tuple[float, float]] = field(default_factory=list)  # finish_cycle (loop)
+    ingest_spans: list[tuple[float, float]] = field(default_factory=list)  # decode + apply
+    gc_spans: list[tuple[float, float]] = field(default_factory=list)
+    scrape_handler_s: list[float] = field(default_factory=list)  # /metrics in the server
+    sys_began: float = 0.0  # the process's system (kernel) CPU s at the start
+    sys_s: float = 0.0  # the process's system CPU s during the load (sockets, page faults)
     _gc_began: float = 0.0
 
     def on_gc(self, phase: str, info: dict[str, int]) -> None:
@@ -142,7 +174,9 @@ class LiveStats:
         if phase == "start":
             self._gc_began = time.perf_counter()
         else:
-            self.gc_s.append(time.perf_counter() - self._gc_began)
+            end = time.perf_counter()
+            self.gc_s.append(end - self._gc_began)
+            self.gc_spans.append((self._gc_began, end))
 
 
 def live_chunk(n: int, seq: int, now: float, rng: random.Random) -> list[bytes]:
@@ -175,10 +209,13 @@ async def ingest_loop(engine: Engine, n: int, rate: float, stats: LiveStats) -> 
         due = stats.started + chunks * CHUNK / rate
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
         began = time.perf_counter()
+        cpu = time.thread_time()
         now = time.time()
         lines = live_chunk(n, chunks * CHUNK, now, rng)
         made = time.perf_counter()
+        made_cpu = time.thread_time()
         stats.gen_s += made - began
+        stats.gen_cpu_s += made_cpu - cpu
         for line in lines:
             rec = decoder.decode_line(line, now)
             if isinstance(rec, Record):
@@ -188,13 +225,16 @@ async def ingest_loop(engine: Engine, n: int, rate: float, stats: LiveStats) -> 
                 stats.rejected += 1
         chunks += 1
         stats.busy_s += time.perf_counter() - made
+        stats.ingest_cpu_s += time.thread_time() - made_cpu
 
 
 async def eval_loop(engine: Engine, stats: LiveStats) -> None:
     while True:
         await asyncio.sleep(EVAL_INTERVAL_S)
         began = time.perf_counter()
+        cpu = time.thread_time()
         engine.evaluate(time.time())
+        stats.cycle_cpu_s += time.thread_time() - cpu
         stats.eval_s.append(time.perf_counter() - began)
 
 
@@ -210,17 +250,30 @@ async def columnar_ingest_loop(engine: Engine, n: int, rate: float, stats: LiveS
         due = stats.started + chunks * CHUNK / rate
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
         began = time.perf_counter()
+        cpu = time.thread_time()
         now = time.time()
         lines = live_chunk(n, chunks * CHUNK, now, rng)
         made = time.perf_counter()
         stats.gen_s += made - began
+        stats.gen_cpu_s += time.thread_time() - cpu
         async with stats.lock:
+            made = time.perf_counter()  # the lock may have waited for a cycle
+            made_cpu = time.thread_time()
             batch = decoder.decode_lines(lines, now)
             engine.ingest_batch(batch.records)
+            stats.ingest_cpu_s += time.thread_time() - made_cpu
+        stats.ingest_spans.append((made, time.perf_counter()))
         stats.records += len(batch.records)
         stats.rejected += len(batch.rejections)
         chunks += 1
         stats.busy_s += time.perf_counter() - made
+
+
+def timed_assess(engine: Engine, now: float) -> tuple[Evaluation, float]:
+    """``Engine.assess`` and the CPU time its (worker) thread spent on it."""
+    cpu = time.thread_time()
+    evaluation = engine.assess(now)
+    return evaluation, time.thread_time() - cpu
 
 
 async def columnar_eval_loop(engine: Engine, stats: LiveStats) -> None:
@@ -231,11 +284,77 @@ async def columnar_eval_loop(engine: Engine, stats: LiveStats) -> None:
         began = time.perf_counter()
         async with stats.lock:
             now = time.time()
-            evaluation = await asyncio.to_thread(engine.assess, now)
+            assess_began = time.perf_counter()
+            evaluation, assess_cpu = await asyncio.to_thread(timed_assess, engine, now)
+            stats.assess_cpu_s += assess_cpu
+            assessed = time.perf_counter()
+            cpu = time.thread_time()
             engine.finish_cycle(now, evaluation, began)
+            stats.cycle_cpu_s += time.thread_time() - cpu
+            stats.eval_spans.append((assess_began, assessed))
+            stats.cycle_spans.append((assessed, time.perf_counter()))
         stats.eval_s.append(time.perf_counter() - began)
         if stats.metrics is not None:
             stats.metrics.refresh_soon()
+
+
+LAG_TICK_S = 0.002  # the loop monitor's sleep
+LAG_S = 0.010  # a wake-up later than this counts: the loop was held (or starved) that long
+
+
+async def loop_monitor(stats: LiveStats) -> None:
+    """Sleep ``LAG_TICK_S`` over and over and note every wake-up more than ``LAG_S`` late,
+    with the loop thread's CPU time over the same span: CPU close to the wall time means
+    the loop itself was busy (a callback held it); far less means it waited (for the GIL
+    held by a worker thread, or for a core the machine gave to another process)."""
+    while True:
+        began = time.perf_counter()
+        cpu = time.thread_time()
+        await asyncio.sleep(LAG_TICK_S)
+        wall = time.perf_counter() - began
+        stats.wakeups += 1
+        if wall - LAG_TICK_S > LAG_S:
+            stats.lags.append((began, wall - LAG_TICK_S, time.thread_time() - cpu))
+
+
+def _overlaps(at: float, length: float, spans: list[tuple[float, float]]) -> bool:
+    return any(lo < at + length and hi > at for lo, hi in spans)
+
+
+def report_lags(stats: LiveStats) -> None:
+    """The loop monitor's late wake-ups, and what was under way during each."""
+    lags = stats.lags
+    if not stats.wakeups:
+        return
+    worst = max((lag for _, lag, _ in lags), default=0.0)
+    busy = sum(1 for _, lag, cpu in lags if cpu >= lag / 2)
+    print(
+        f"loop monitor: {stats.wakeups:,} wake-ups, {len(lags)} more than "
+        f"{LAG_S * 1000:.0f} ms late ({sum(1 for _, lag, _ in lags if lag > 0.05)} over 50 ms),"
+        f" worst {worst * 1000:.0f} ms; {busy} of them with the loop thread on the CPU "
+        "for at least half the time (held by a callback), the rest waiting (GIL, or the core)"
+    )
+    if not lags:
+        return
+    kinds = (
+        ("an evaluation in its worker thread", stats.eval_spans),
+        ("finish_cycle on the loop", stats.cycle_spans),
+        ("an ingest chunk", stats.ingest_spans),
+        ("a full garbage collection", stats.gc_spans),
+    )
+    parts = []
+    for name, spans in kinds:
+        hit = [lag for at, lag, _ in lags if _overlaps(at, lag + LAG_TICK_S, spans)]
+        if hit:
+            parts.append(f"{len(hit)} during {name} (worst {max(hit) * 1000:.0f} ms)")
+    alone = [
+        lag
+        for at, lag, _ in lags
+        if not any(_overlaps(at, lag + LAG_TICK_S, spans) for _, spans in kinds)
+    ]
+    if alone:
+        parts.append(f"{len(alone)} during none of these (worst {max(alone) * 1000:.0f} ms)")
+    print("  late wake-ups: " + "; ".join(parts))
 
 
 def service_times(engine: Engine, n: int, repeats: int = 30) -> dict[str, float]:
@@ -254,8 +373,10 @@ def service_times(engine: Engine, n: int, repeats: int = 30) -> dict[str, float]
                 body = views.list_sims(engine, now, {"partner": mcc + mnc}, limit=100)
             elif kind == "incidents":
                 body = views.incidents_view(engine)
-            else:
+            elif kind == "groups":
                 body = views.groups_view(engine, now, "partner")
+            else:
+                body = {"status": "ok"}
             orjson.dumps(body)
             times.append(time.perf_counter() - began)
         out[kind] = statistics.median(times)
@@ -300,6 +421,11 @@ def malloc_trim() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+def system_cpu() -> float:
+    """The process's CPU seconds in the kernel (all threads)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
+
+
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -315,7 +441,9 @@ def request_path(kind: str, n: int, rng: random.Random) -> str:
         return f"/api/v1/sims?partner={mcc}{mnc}&limit=100"
     if kind == "incidents":
         return "/api/v1/incidents"
-    return "/api/v1/groups?dim=partner"
+    if kind == "groups":
+        return "/api/v1/groups?dim=partner"
+    return "/-/healthy"
 
 
 async def scraper(
@@ -391,7 +519,13 @@ class _Connection(asyncio.Protocol):
 
 
 async def client(
-    port: int, n: int, rate: float, seconds: float, scrape_every: float = 0.0
+    port: int,
+    n: int,
+    rate: float,
+    seconds: float,
+    scrape_every: float = 0.0,
+    *,
+    weights: tuple[int, ...] = WEIGHTS,
 ) -> dict[str, object]:
     """Open-loop load: request ``i`` is due at ``i / rate`` seconds, whatever came back.
 
@@ -439,7 +573,7 @@ async def client(
         for i in range(total):
             due = t0 + i / rate
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            kind = rng.choices(ENDPOINTS, WEIGHTS)[0]
+            kind = rng.choices(ENDPOINTS, weights)[0]
             tasks.append(asyncio.create_task(one(kind, request_path(kind, n, rng), due)))
         sent_s = time.perf_counter() - t0
         await asyncio.wait_for(asyncio.gather(*tasks), timeout=60.0)
@@ -461,8 +595,17 @@ async def client(
     }
 
 
-def client_main(port: int, n: int, rate: float, seconds: float, scrape_every: float) -> None:
-    result = asyncio.run(client(port, n, rate, seconds, scrape_every))
+def client_main(args: argparse.Namespace) -> None:
+    result = asyncio.run(
+        client(
+            args.port,
+            args.sims,
+            args.rate,
+            args.seconds,
+            args.scrape_every,
+            weights=MIXES[args.mix],
+        )
+    )
     sys.stdout.buffer.write(orjson.dumps(result))
 
 
@@ -496,7 +639,23 @@ def client_command(port: int, args: argparse.Namespace) -> list[str]:
         str(args.seconds),
         "--scrape-every",
         str(args.scrape_every),
+        "--mix",
+        args.mix,
     ]
+
+
+def timed_handler(handler: Handler, out: list[float]) -> Handler:
+    """``handler``, its time from entry to its response (s) appended to ``out``: the
+    server's part of a scrape, without the wait in the loop's queue or the client's."""
+
+    async def timed(request: web.Request) -> web.StreamResponse:
+        began = time.perf_counter()
+        try:
+            return await handler(request)
+        finally:
+            out.append(time.perf_counter() - began)
+
+    return timed
 
 
 async def start_server(
@@ -513,6 +672,7 @@ async def start_server(
         handler: Handler = stats.metrics.handle
     else:
         handler = metrics_handler(make_metrics(engine))
+    handler = timed_handler(handler, stats.scrape_handler_s)
     app = make_app(
         engine,
         now=time.time,
@@ -554,6 +714,7 @@ async def run_load(
             time.process_time() - stats.cpu_began[0],
             time.thread_time() - stats.cpu_began[1],
         )
+        stats.sys_s = system_cpu() - stats.sys_began
         gc.callbacks.remove(stats.on_gc)
         for task in live:
             task.cancel()
@@ -585,11 +746,15 @@ async def serve(args: argparse.Namespace, engine: Engine) -> None:
     port = int(runner.addresses[0][1])
     stats.started = time.perf_counter()
     stats.cpu_began = (time.process_time(), time.thread_time())
+    stats.sys_began = system_cpu()
     gc.callbacks.append(stats.on_gc)
     evaluating, ingesting = (
         (columnar_eval_loop, columnar_ingest_loop) if args.columnar else (eval_loop, ingest_loop)
     )
-    live = [asyncio.create_task(evaluating(engine, stats))]
+    live = [
+        asyncio.create_task(evaluating(engine, stats)),
+        asyncio.create_task(loop_monitor(stats)),
+    ]
     if args.ingest_rate > 0:
         live.append(asyncio.create_task(ingesting(engine, args.sims, args.ingest_rate, stats)))
     out = await run_load(
@@ -609,7 +774,8 @@ def report(args: argparse.Namespace, result: dict[str, object], stats: LiveStats
         f"(target {args.rate:.0f}/s for {args.seconds:.0f} s, open loop)"
     )
     for kind in ENDPOINTS:
-        print(describe(kind, latencies[kind], errors[kind]))
+        if latencies[kind]:
+            print(describe(kind, latencies[kind], errors[kind]))
     print(describe("all", every, sum(errors.values())))
     print(
         f"ingest during the run: {stats.records:,} records in {live_s:.1f} s = "
@@ -629,13 +795,32 @@ def report(args: argparse.Namespace, result: dict[str, object], stats: LiveStats
             f"full garbage collections during the run: {len(stats.gc_s)}, "
             f"max pause {max(stats.gc_s) * 1000:.0f} ms"
         )
+    report_lags(stats)
     report_scrapes(result.get("scrapes", []))  # type: ignore[arg-type]
+    if stats.scrape_handler_s:
+        ms = np.asarray(stats.scrape_handler_s) * 1000
+        print(
+            f"  /metrics in the server's handler: {len(ms)} scrapes, median "
+            f"{np.median(ms):.1f} ms, max {ms.max():.1f} ms (the rest of a scrape's time is "
+            "the wait in the loop's queue, the transfer and the client's own loop)"
+        )
     client_cpu = float(result["cpu_s"])  # type: ignore[arg-type]
     process_cpu, loop_cpu = stats.cpu_s
+    http_cpu = loop_cpu - stats.ingest_cpu_s - stats.gen_cpu_s - stats.cycle_cpu_s
+    print(
+        f"CPU per unit of work (load-independent, thread CPU time): HTTP + views "
+        f"{http_cpu / max(len(every), 1) * 1e6:.0f} us per request (the loop thread's CPU "
+        f"less ingest, line generation and finish_cycle); ingest (decode + dedup + apply) "
+        f"{stats.ingest_cpu_s / max(stats.records, 1) * 1e6:.1f} us per record; "
+        f"evaluation: Engine.assess {stats.assess_cpu_s / max(len(stats.eval_s), 1) * 1e3:.0f}"
+        f" ms (worker thread), finish_cycle "
+        f"{stats.cycle_cpu_s / max(len(stats.eval_s), 1) * 1e3:.0f} ms (loop) per cycle"
+    )
     print(
         f"CPU during the load: server {process_cpu / live_s:.0%} of a core (its event loop "
         f"thread {loop_cpu / live_s:.0%}, worker threads {(process_cpu - loop_cpu) / live_s:.0%}"
-        f"), {process_cpu / max(len(every), 1) * 1e6:.0f} us per request all work included; "
+        f"), {process_cpu / max(len(every), 1) * 1e6:.0f} us per request all work included "
+        f"({stats.sys_s / max(len(every), 1) * 1e6:.0f} us of it in the kernel); "
         f"load client (its own process) {client_cpu / done_s:.0%} of a core, "
         f"{client_cpu / max(len(every), 1) * 1e6:.0f} us per request"
     )
@@ -689,11 +874,18 @@ def main() -> None:
         default="",
         help="comma-separated request rates: one load phase each after one fill (overrides --rate)",
     )
+    parser.add_argument(
+        "--mix",
+        choices=tuple(MIXES),
+        default="api",
+        help="requests: api (80 %% one SIM, 10 %% a page, 5 %% incidents, 5 %% groups), "
+        "sim (one SIM only) or healthy (GET /-/healthy only: the HTTP stack's own cost)",
+    )
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",") if r] or [args.rate]
     if args.client:
-        client_main(args.port, args.sims, args.rate, args.seconds, args.scrape_every)
+        client_main(args)
         return
     began = time.perf_counter()
     engine = build_engine(args.sims, args.reports, columnar=args.columnar)

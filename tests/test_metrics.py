@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 import subprocess
+import threading
 from collections import Counter
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -36,7 +38,7 @@ from simwatch.shell.sink_contract import SinkStats
 from simwatch.shell.source_contract import SourceStats
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     from prometheus_client.metrics_core import Metric
 
@@ -557,6 +559,56 @@ async def test_cached_handler_serves_the_registry_and_renders_once_per_cycle(
         text = await (await client.get("/metrics")).text()  # then the new cycle's
         assert cached.renders == 3
         assert sum(by(text, "simwatch_sims", "state").values()) == 7
+
+
+async def test_a_scrape_does_not_wait_for_the_refresh_after_a_live_cycle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CachedMetrics (issue 12): while the refresh the daemon starts after a live cycle
+    (``refresh_soon``) is still collecting, a scrape is answered with the last rendered
+    cycle's families instead of waiting for the collection; once the refresh is done,
+    scrapes show the new cycle."""
+    engine = Engine(replace(EngineConfig(), warmup_s=0.0))
+    engine.load_inventory(inventory_row(i) for i in ICCIDS[:6])
+    feed = Feed(engine, WALL)
+    for i, iccid in enumerate(ICCIDS[:4]):
+        feed.usage(iccid, WALL - 3600 + i)
+    engine.evaluate(WALL)
+    coll = collector(engine)
+    collect_cycle = coll.collect_cycle
+    collecting, release = threading.Event(), threading.Event()
+
+    def held_collect() -> Iterator[Metric]:  # the second cycle's collection waits for release
+        if engine.cycles > 1:
+            collecting.set()
+            assert release.wait(60), "never released"
+        return collect_cycle()
+
+    monkeypatch.setattr(coll, "collect_cycle", held_collect)
+    cached = CachedMetrics(coll, process=False)
+    app = web.Application()
+    app.router.add_get("/metrics", cached.handle)
+    async with TestClient(TestServer(app)) as client:
+        first = await (await client.get("/metrics")).text()
+        assert sum(by(first, "simwatch_sims", "state").values()) == 6
+        feed.usage(ICCIDS[7], WALL + 10)  # a SIM new to the fleet
+        engine.evaluate(WALL + 60)  # a live cycle, then the daemon's refresh
+        refresh = cached.refresh_soon()
+        try:
+            assert await asyncio.to_thread(collecting.wait, 60)
+            scrape = asyncio.ensure_future(client.get("/metrics"))
+            # liveness, not speed: waiting for the held refresh would never end
+            await asyncio.wait({scrape}, timeout=60)
+            assert scrape.done(), "the scrape waited for the refresh"
+            text = await scrape.result().text()
+            assert sum(by(text, "simwatch_sims", "state").values()) == 6  # the last rendered
+            assert samples(text, "simwatch_tracked_sims") == {(): 7}  # live families: now
+        finally:
+            release.set()
+        await refresh
+        text = await (await client.get("/metrics")).text()
+        assert sum(by(text, "simwatch_sims", "state").values()) == 7
+        assert cached.renders == 2
 
 
 def make_aiohttp_handler_body(coll: EngineCollector, accept: str) -> tuple[str, str]:

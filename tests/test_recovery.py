@@ -128,6 +128,63 @@ def test_a_black_hole_resolves_when_the_fast_reporters_are_back() -> None:
     assert "recovering_since" not in reported  # resolved
 
 
+def test_sims_back_on_the_network_start_the_recovery_before_their_data() -> None:
+    # A windowed feed (usage summed over 15-minute clock windows, delivered 2-10 min after
+    # each window closes) and a partner outage: the partner's sessions die without an
+    # end record. When it is back, its devices attach and open sessions at once, but
+    # their data shows only when the first window after the end closes and arrives
+    # (17-25 min on). The new sessions are the recovery: the incident resolves within
+    # minutes of the end, and no page follows while the windows are awaited.
+    window = 900.0
+    sims = 60
+    engine = new_engine([iccid(k) for k in range(sims)], warmup_s=DAY)
+    feed = Feed(engine)
+    lag = {k: 120.0 + (k * 53) % 480 for k in range(sims)}
+
+    def net(k: int) -> str:
+        return "02" if k % 2 == 0 else "01"
+
+    fault_start = T0 + 2 * DAY
+    fault_end = fault_start + 2 * HOUR
+    down = [k for k in range(sims) if net(k) == "02"]
+    # (arrival, k, window end): the outage's windows and its sessions carry nothing
+    arrivals = sorted(
+        (w + lag[k], k, w)
+        for k in range(sims)
+        for w in np.arange(T0 + window, fault_start + 6 * HOUR, window)
+        if net(k) == "01" or not fault_start < w <= fault_end
+    )
+    for k in range(sims):  # each has a session open since the start
+        feed.session(iccid(k), T0 - 60, "started", mcc="262", mnc=net(k), apn="meters.acme")
+    results = []
+    t, i = T0 + 600.0, 0
+    while t <= fault_start + 5 * HOUR:
+        while i < len(arrivals) and arrivals[i][0] <= t:
+            _, k, w = arrivals[i]
+            feed.usage(iccid(k), float(w), start=format_rfc3339(w - window), mnc=net(k))
+            i += 1
+        if fault_end <= t < fault_end + 60:  # back on the network, no data yet
+            for k in down:
+                feed.session(iccid(k), t, "started", mcc="262", mnc="02", apn="meters.acme")
+        result = engine.evaluate(t)
+        if t > fault_start:
+            results.append(result)
+        t += 600.0 if t < fault_start - HOUR else 60.0
+    changes = [
+        (r.evaluation.now, c) for r in results for c in r.changes if c.incident.kind == "group"
+    ]
+    opened = [(at, c.incident) for at, c in changes if c.kind == "opened"]
+    assert [incident.dims for _, incident in opened] == [{"partner": "26202"}]
+    incident = opened[0][1]
+    assert incident.recovery_onset is not None
+    assert fault_end - 60 <= incident.recovery_onset <= fault_end + 180  # not at 17-25 min
+    resolved = [at for at, c in changes if c.kind == "resolved"]
+    assert len(resolved) == 1  # and no page again while the windows are awaited
+    # two cycles without the cause once the recovery is seen (``close_after_recovering``),
+    # not the five of a cause that merely went quiet
+    assert resolved[0] - fault_end <= 3 * 60
+
+
 def test_a_few_sims_coming_back_do_not_end_an_ongoing_fault() -> None:
     engine, feed, end, nxt = learned_fleet()
     back = {0, 4}  # two 5-minute SIMs recover; the fault goes on for the rest

@@ -23,6 +23,7 @@ from simwatch.core.evaluate import (
     EvalParams,
     Evaluation,
     Evidence,
+    back_on_network,
     churn_parts,
     churn_stopped,
     evaluate,
@@ -48,7 +49,7 @@ from simwatch.core.operators import OperatorTable
 from simwatch.core.recovery import advance_recovery
 from simwatch.core.rhythm import RhythmParams, SimState
 from simwatch.core.schedule import ExpectationTables
-from simwatch.core.state import FleetState
+from simwatch.core.state import FleetState, rel
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -253,7 +254,7 @@ class Engine:
             out[mask] = np.fmax(out[mask], onset)
         return out
 
-    def _count_recovered(self, evaluation: Evaluation) -> np.ndarray:
+    def _count_recovered(self, now: float, evaluation: Evaluation) -> np.ndarray:
         """Per leaf, the SIMs that were failing at the previous cycle and sent data since,
         in the leaf they are in now (data through a partner it moved to is no recovery
         of the one it left); remembers this cycle's failing SIMs for the next."""
@@ -267,19 +268,26 @@ class Engine:
         # data since: the last data time moved (a windowed record's time is its window's
         # end, older than the cycle it arrives in)
         now_last = last[prev_rows]
-        back = prev_rows[(now_last > prev_last) | (np.isnan(prev_last) & ~np.isnan(now_last))]
-        member = self.state.cols.leaf[back]
+        back = (now_last > prev_last) | (np.isnan(prev_last) & ~np.isnan(now_last))
+        # or back on the network (``back_on_network``) with a session started since the
+        # last cycle, while not churning: a windowed or session-level SIM's data shows
+        # its recovery only a window or a session later
+        churning = (evaluation.evidence[: evaluation.n] & Evidence.CHURN) != 0
+        started = self.state.cols.session_start[prev_rows] > rel(now - self.config.eval_interval_s)
+        back |= started & back_on_network(self.state, prev_rows) & ~churning[prev_rows]
+        member = self.state.cols.leaf[prev_rows[back]]
         member = member[member >= 0]
         return np.bincount(member, minlength=self.state.n_leaves).astype(np.float64)
 
     def _track_recovery(self, now: float, evaluation: Evaluation) -> None:
         """Count, per open group incident, its SIMs that were failing at the previous
-        cycle and sent data since, in the group (not through a partner it moved to); set
-        the incident's ``recovery_onset`` once enough did within ``recovery_window_s``
-        (``EvalParams``, ``core.recovery``). A cluster node only keeps its counts per
-        leaf for its report: the leader sets the onsets (``apply_merge``)."""
+        cycle and sent data since (or are back on the network), in the group (not
+        through a partner it moved to); set the incident's ``recovery_onset`` once enough
+        did within ``recovery_window_s`` (``EvalParams``, ``core.recovery``). A cluster
+        node only keeps its counts per leaf for its report: the leader sets the onsets
+        (``apply_merge``)."""
         p = self.config.evaluation
-        recovered = self._count_recovered(evaluation)
+        recovered = self._count_recovered(now, evaluation)
         self.leaf_recovered = recovered
         churning = (evaluation.evidence[: evaluation.n] & Evidence.CHURN) != 0
         if not self.groups_local:
@@ -570,9 +578,12 @@ class Engine:
 
     def incident_of(self, row: int) -> Incident | None:
         """The open group incident whose group contains the SIM, if any."""
+        groups = [i for i in self.incidents.open.values() if i.kind == "group"]
+        if not groups:  # the usual case: no need for the SIM's dimensions
+            return None
         dims = self.sim_dims(row)
-        for incident in self.incidents.open.values():
-            if incident.kind == "group" and all(dims.get(k) == v for k, v in incident.dims.items()):
+        for incident in groups:
+            if all(dims.get(k) == v for k, v in incident.dims.items()):
                 return incident
         return None
 

@@ -547,13 +547,9 @@ def _first_recent_start(ring: np.ndarray, now_rel: int, params: EvalParams) -> n
 def windowed_recovering(
     state: FleetState, now: float, overdue: np.ndarray, why: np.ndarray, params: EvalParams
 ) -> np.ndarray:
-    """Bool per SIM: an overdue windowed SIM that is back on the network and whose data
-    cannot show before its window closes (``EvalParams.windowed_recovery_s``).
-
-    Back means a session started after its last data, replacing one that died without an
-    end record (the network it was on went away) or following a failure end or a reject
-    (the network refused it) — not a session its own firmware tore down and re-opened,
-    which a black hole causes; nor while it churns.
+    """Bool per SIM: an overdue windowed SIM that is back on the network
+    (``back_on_network``) and whose data cannot show before its window closes
+    (``EvalParams.windowed_recovery_s``); not while it churns.
     """
     n = len(state)
     c = state.cols
@@ -561,24 +557,30 @@ def windowed_recovering(
     rows = np.flatnonzero(overdue & (regime.regime_of(c.regime[:n]) == regime.WINDOWED))
     if not rows.size:
         return out
-    now_rel = rel(now)
+    fresh = (rel(now) - c.session_start[rows] <= params.windowed_recovery_s) & (
+        (why[rows] & Why.CHURN) == 0
+    )
+    out[rows[fresh & back_on_network(state, rows)]] = True
+    return out
+
+
+def back_on_network(state: FleetState, rows: np.ndarray) -> np.ndarray:
+    """Bool per row: the SIM's open session started after its last data, replacing one
+    that died without an end record (the network it was on went away) or following a
+    failure end or a reject after its last data (the network refused it): the network
+    takes it again. Not a session its own firmware tore down and re-opened, which a
+    black hole causes (those end with a record)."""
+    c = state.cols
     start = c.session_start[rows]
     last = state.rhythm.last_data[rows]
     last_rel = np.where(np.isnan(last), float(NEVER), last - EPOCH_BASE)
-    fresh = (
-        (c.session_open[rows] == 1)
-        & (start > last_rel)
-        & (now_rel - start <= params.windowed_recovery_s)
-        & ((why[rows] & Why.CHURN) == 0)
-    )
     ring = c.session_starts[rows]
     previous = np.where(ring < start[:, None], ring, NEVER).max(axis=1)
     died = c.session_end[rows] < previous  # the session before had no end record
-    refused = (np.maximum(c.fail_at[rows], c.reject_at[rows]) > last_rel) & (
-        np.maximum(c.fail_at[rows], c.reject_at[rows]) <= start
-    )
-    out[rows[fresh & (died | refused)]] = True
-    return out
+    refused_at = np.maximum(c.fail_at[rows], c.reject_at[rows])
+    refused = (refused_at > last_rel) & (refused_at <= start)
+    back: np.ndarray = (c.session_open[rows] == 1) & (start > last_rel) & (died | refused)
+    return back
 
 
 def awaiting_report(

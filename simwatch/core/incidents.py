@@ -4,8 +4,10 @@ Group incidents come from localization causes; SIM incidents (severity ``ticket`
 single SIMs that matter (tagged ``vip``) going silent. A candidate must be seen in
 ``open_after`` consecutive evaluation cycles before it opens (one noisy cycle never
 pages), and an open incident resolves after ``close_after`` consecutive cycles without
-it. Ids are sequential (``inc-0001``) and never reused; the counter is part of the state
-that is checkpointed, so a restart keeps them.
+it, or ``close_after_recovering`` once its SIMs are seen coming back (its
+``recovery_onset``: data again, or the churn stopped). Ids are sequential (``inc-0001``)
+and never reused; the counter is part of the state that is checkpointed, so a restart
+keeps them.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ Within = Callable[[Mapping[str, str], Mapping[str, str]], bool]
 class IncidentParams:
     open_after: int = 2  # consecutive cycles a cause must be seen before it opens
     close_after: int = 5  # consecutive cycles without it before it resolves
+    # ... once its recovery is seen (``Incident.recovery_onset``): the cause is gone
+    # because the SIMs came back, not because of one quiet cycle
+    close_after_recovering: int = 2
     update_change: float = 0.2  # relative change of `affected` that counts as an update
     sibling_window_s: float = 3600.0  # a sibling group failing this soon after: same fault
     # ... unless the parent's other children are healthy: then the sibling waits this long
@@ -604,7 +609,11 @@ class IncidentTracker:
             if incident.kind != kind or key in seen_keys:
                 continue
             incident.missing_cycles += 1
-            if incident.missing_cycles >= self.params.close_after:
+            recovering = incident.recovery_onset is not None
+            p = self.params
+            if incident.missing_cycles >= (
+                p.close_after_recovering if recovering else p.close_after
+            ):
                 incident.resolved_at = now
                 incident.updated_at = now
                 del self.open[key]

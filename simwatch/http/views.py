@@ -273,42 +273,52 @@ def sim_short(engine: Engine, row: int, state_code: int, now: float) -> Json:
     }
 
 
+def _texts(values: list[str], codes: list[int]) -> list[str | None]:
+    """``_text`` of many codes (one comprehension, no call per code)."""
+    n = len(values)
+    return [values[code] if 0 < code < n else None for code in codes]
+
+
 def sim_shorts(engine: Engine, rows: np.ndarray, states: np.ndarray, now: float) -> list[Json]:
-    """``sim_short`` of many rows, with the columns gathered and the times formatted once
-    (a page of 1000 SIMs)."""
+    """``sim_short`` of many rows, with the columns gathered, their codes turned into
+    strings column by column and the times formatted once (a page of 1000 SIMs)."""
     state = engine.state
     c = state.cols
     status_names = [s.name.lower() for s in Status]
     last_data = state.rhythm.last_data[rows]
+    seen_texts = format_rfc3339_many(last_data)
+    silent = [
+        None if text is None else max(0, round(now - seen))
+        for seen, text in zip(last_data.tolist(), seen_texts, strict=True)
+    ]
     columns = zip(
-        rows.tolist(),
-        states[rows].tolist(),
-        c.status[rows].tolist(),
-        c.customer[rows].tolist(),
-        c.apn[rows].tolist(),
-        c.country[rows].tolist(),
-        c.partner[rows].tolist(),
-        last_data.tolist(),
-        format_rfc3339_many(last_data),
+        state.index.iccids(rows),
+        [STATE_NAMES[code] for code in states[rows].tolist()],
+        [status_names[status] for status in c.status[rows].tolist()],
+        _texts(state.customers.values, c.customer[rows].tolist()),
+        _texts(state.apns.values, c.apn[rows].tolist()),
+        _texts(state.countries.values, c.country[rows].tolist()),
+        _texts(state.partners.values, c.partner[rows].tolist()),
+        seen_texts,
+        silent,
         strict=True,
     )
-    customers, apns = state.customers.values, state.apns.values
-    countries, partners = state.countries.values, state.partners.values
-    iccid = state.index.iccid
-    out: list[Json] = []
-    for row, code, status, customer, apn, country, partner, seen, seen_text in columns:
-        out.append({
-            "iccid": iccid(row),
-            "state": STATE_NAMES[code],
-            "status": status_names[status],
-            "customer": _text(customers, customer),
-            "apn": _text(apns, apn),
-            "country": _text(countries, country),
-            "partner": _text(partners, partner),
+    return [
+        {
+            "iccid": sim,
+            "state": state_name,
+            "status": status,
+            "customer": customer,
+            "apn": apn,
+            "country": country,
+            "partner": partner,
             "last_data": seen_text,
-            "silent_for_s": None if seen_text is None else max(0, round(now - seen)),
-        })  # fmt: skip
-    return out
+            "silent_for_s": silent_for,
+        }
+        for (sim, state_name, status, customer, apn, country, partner, seen_text, silent_for) in (
+            columns
+        )
+    ]
 
 
 # ---- the SIM list ----------------------------------------------------------------------

@@ -26,6 +26,7 @@ class EngineSettings(Model):
     alpha: float = Field(1e-3, gt=0, lt=1)
     open_after: int = Field(2, ge=1)
     close_after: int = Field(5, ge=1)
+    close_after_recovering: int = Field(2, ge=1)
     baseline_memory_days: float = Field(3.0, gt=0)
     # per-plan and per-customer expectations: [engine.expectations.plans."<plan>"] ...
     expectations: ExpectationsSettings = Field(default_factory=ExpectationsSettings)
@@ -51,7 +52,11 @@ class EngineSettings(Model):
             warmup_s=self.warmup_s,
             dedup_capacity=self.dedup_capacity,
             localize=LocalizeParams(min_affected=self.min_affected, alpha=self.alpha),
-            incidents=IncidentParams(open_after=self.open_after, close_after=self.close_after),
+            incidents=IncidentParams(
+                open_after=self.open_after,
+                close_after=self.close_after,
+                close_after_recovering=self.close_after_recovering,
+            ),
             baseline=BaselineParams(memory_days=self.baseline_memory_days),
             expectations=self.expectations.tables(),
         )
