@@ -110,3 +110,17 @@ class Feed:
         }
         obj.update(kw)
         return self.send(obj, ts)
+
+
+def two_partner_period(k: int) -> float:
+    """The two-partner fleet of the recovery tests (tests/test_recovery.py,
+    tests/test_cluster_parity.py): even SIMs (partner 26202) report every 5 minutes or
+    hourly, odd ones (26201) every 30 minutes."""
+    if k % 2:
+        return 1800.0
+    return 300.0 if k % 4 == 0 else 3600.0
+
+
+def two_partner_mnc(k: int) -> str:
+    """The MNC of SIM ``k`` of that fleet: 02 (partner 26202) for even SIMs, else 01."""
+    return "02" if k % 2 == 0 else "01"

@@ -18,7 +18,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import orjson
 import pytest
-from fleet import DAY, T0, Feed, iccid, inventory_row, new_engine
+from fleet import (
+    DAY,
+    T0,
+    Feed,
+    iccid,
+    inventory_row,
+    new_engine,
+    two_partner_mnc,
+    two_partner_period,
+)
 
 from simwatch.core.cluster import leader_groups, merge_cycle
 from simwatch.core.evaluate import ChurnPart, EvalParams, churn_parts, churn_stop, churn_stopped
@@ -112,15 +121,8 @@ def groups(engine: Engine) -> list[Incident]:
 SIMS = 80
 
 
-def period(k: int) -> float:
-    """Even SIMs (partner 26202): every 5 minutes or hourly; odd (26201): 30 minutes."""
-    if k % 2:
-        return 1800.0
-    return 300.0 if k % 4 == 0 else 3600.0
-
-
-def mnc(k: int) -> str:
-    return "02" if k % 2 == 0 else "01"
+period = two_partner_period
+mnc = two_partner_mnc
 
 
 def learned_twin() -> tuple[Twin, TwinFeed, float, np.ndarray]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-from fleet import DAY, T0, Feed, iccid, new_engine
+from fleet import DAY, T0, Feed, iccid, new_engine, two_partner_mnc, two_partner_period
 
 from simwatch.core.evaluate import (
     EvalParams,
@@ -40,15 +40,8 @@ SIMS = 80
 HISTORY_S = 2 * DAY
 
 
-def period(k: int) -> float:
-    """Even SIMs (partner 26202): every 5 minutes or hourly; odd (26201): 30 minutes."""
-    if k % 2:
-        return 1800.0
-    return 300.0 if k % 4 == 0 else 3600.0
-
-
-def mnc(k: int) -> str:
-    return "02" if k % 2 == 0 else "01"
+period = two_partner_period
+mnc = two_partner_mnc
 
 
 def learned_fleet() -> tuple[Engine, Feed, float, np.ndarray]:
