@@ -418,7 +418,10 @@ class ClusterNode:
             if report is None:
                 continue
             try:
-                await state.put(f"report.{self.name}", orjson.dumps(report.to_json()))
+                # the report is frozen once built: its wire form off the loop (a few ms
+                # for a large leaf table)
+                payload = await asyncio.to_thread(_wire, report)
+                await state.put(f"report.{self.name}", payload)
                 if self.stats.leader:
                     await self._merge(state, report.evaluated_at)
                     # after the merge: with the recovery onsets it set, which the other
@@ -503,6 +506,11 @@ class ClusterNode:
             status, body = exc.status, {"error": {"status": exc.status, "message": exc.message}}
         with contextlib.suppress(nats.errors.Error):
             await msg.respond(orjson.dumps({"status": status, "body": body, "node": self.name}))
+
+
+def _wire(report: ShardReport) -> bytes:
+    """A shard report's wire form (JSON bytes)."""
+    return orjson.dumps(report.to_json())
 
 
 def _assignment(data: object) -> dict[int, str]:
