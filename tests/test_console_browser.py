@@ -117,16 +117,19 @@ def go(driver: WebDriver, element: WebElement, url: str | None = None) -> None:
     """Click ``element`` (a link or a submit button) and wait until a new page is loaded
     (the old one gone; at ``url`` when given): click() returns before the navigation
     completes. Fails after 10 s naming where the browser is."""
-    from selenium.common.exceptions import TimeoutException  # noqa: PLC0415
-    from selenium.webdriver.common.by import By  # noqa: PLC0415
-    from selenium.webdriver.support import expected_conditions  # noqa: PLC0415
+    from selenium.common.exceptions import TimeoutException, WebDriverException  # noqa: PLC0415
     from selenium.webdriver.support.ui import WebDriverWait  # noqa: PLC0415
 
-    old = driver.find_element(By.TAG_NAME, "html")
+    # The old page is marked; a new page is a new window object, without the mark. (An
+    # element of the old page as the mark is not enough: while it is being replaced,
+    # Chromium's driver may answer "Node with given id does not belong to the document"
+    # instead of "stale element", which the staleness wait does not expect.)
+    driver.execute_script("window.__simwatchOldPage = true")
     element.click()
-    wait = WebDriverWait(driver, 10, poll_frequency=0.05)
+    # while the navigation is under way a script may find no page to run in: try again
+    wait = WebDriverWait(driver, 10, poll_frequency=0.05, ignored_exceptions=(WebDriverException,))
     try:
-        wait.until(expected_conditions.staleness_of(old))
+        wait.until(lambda d: d.execute_script("return window.__simwatchOldPage !== true"))
         wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
         if url is not None:
             wait.until(lambda d: d.current_url == url)
