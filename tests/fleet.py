@@ -6,8 +6,9 @@ inventory rows and FORMATS.md records fed to a real engine through the real deco
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
+import numpy as np
 import orjson
 
 from simwatch.core.engine import Engine, EngineConfig
@@ -16,7 +17,7 @@ from simwatch.core.records import Record, RecordDecoder
 from simwatch.core.timeutil import format_rfc3339
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
 T0: Final = 1_794_960_000.0  # 2026-11-18T00:00:00Z, a UTC midnight: the tests' fleet starts
 DAY: Final = 86_400.0
@@ -124,3 +125,61 @@ def two_partner_period(k: int) -> float:
 def two_partner_mnc(k: int) -> str:
     """The MNC of SIM ``k`` of that fleet: 02 (partner 26202) for even SIMs, else 01."""
     return "02" if k % 2 == 0 else "01"
+
+
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+
+class Evaluates(Protocol[R_co]):
+    """An engine, or anything evaluated like one (a cluster's twin of engines)."""
+
+    def evaluate(self, now: float) -> R_co: ...
+
+
+def two_partner_history(
+    target: Evaluates[object], feed: Feed, sims: int, history_s: float
+) -> tuple[float, np.ndarray]:
+    """``history_s`` of that fleet's reports from ``T0`` (each SIM at a random phase of
+    its period), evaluated every 10 minutes; returns when the history ends and each
+    SIM's next report time."""
+    offsets = np.random.default_rng(3).uniform(0, 1, sims)
+    period = two_partner_period
+    events = sorted(
+        (T0 + offsets[k] * period(k) + j * period(k), k)
+        for k in range(sims)
+        for j in range(int(history_s // period(k)))
+    )
+    nxt = T0 + offsets * np.array([period(k) for k in range(sims)])
+    evaluate_at = T0 + 600.0
+    for ts, k in events:
+        while evaluate_at <= ts:
+            target.evaluate(evaluate_at)
+            evaluate_at += 600.0
+        feed.usage(iccid(k), ts, mnc=two_partner_mnc(k))
+        nxt[k] = ts + period(k)
+    return T0 + history_s, nxt
+
+
+def two_partner_run(
+    target: Evaluates[R],
+    feed: Feed,
+    nxt: np.ndarray,
+    start: float,
+    end: float,
+    *,
+    up: Callable[[int, float], bool],
+) -> list[R]:
+    """Evaluate every minute in (start, end]; the SIMs for which ``up(k, t)`` send
+    their reports when due (``nxt``, advanced). Returns each cycle's result."""
+    results: list[R] = []
+    t = start
+    while t < end:
+        t += 60.0
+        for k in range(len(nxt)):
+            while nxt[k] <= t:
+                if up(k, nxt[k]):
+                    feed.usage(iccid(k), float(nxt[k]), mnc=two_partner_mnc(k))
+                nxt[k] += two_partner_period(k)
+        results.append(target.evaluate(t))
+    return results

@@ -25,8 +25,8 @@ from fleet import (
     iccid,
     inventory_row,
     new_engine,
-    two_partner_mnc,
-    two_partner_period,
+    two_partner_history,
+    two_partner_run,
 )
 
 from simwatch.core.cluster import leader_groups, merge_cycle
@@ -121,29 +121,12 @@ def groups(engine: Engine) -> list[Incident]:
 SIMS = 80
 
 
-period = two_partner_period
-mnc = two_partner_mnc
-
-
 def learned_twin() -> tuple[Twin, TwinFeed, float, np.ndarray]:
     """Two days of reports (tests/test_recovery.py's fleet), evaluated every 10 minutes."""
     twin = Twin([iccid(k) for k in range(SIMS)], warmup_s=DAY)
     feed = TwinFeed(twin)
-    offsets = np.random.default_rng(3).uniform(0, 1, SIMS)
-    events = sorted(
-        (T0 + offsets[k] * period(k) + j * period(k), k)
-        for k in range(SIMS)
-        for j in range(int(2 * DAY // period(k)))
-    )
-    nxt = T0 + offsets * np.array([period(k) for k in range(SIMS)])
-    evaluate_at = T0 + 600.0
-    for ts, k in events:
-        while evaluate_at <= ts:
-            twin.evaluate(evaluate_at)
-            evaluate_at += 600.0
-        feed.usage(iccid(k), ts, mnc=mnc(k))
-        nxt[k] = ts + period(k)
-    return twin, feed, T0 + 2 * DAY, nxt
+    end, nxt = two_partner_history(twin, feed, SIMS, 2 * DAY)
+    return twin, feed, end, nxt
 
 
 def run(
@@ -155,15 +138,7 @@ def run(
     *,
     up: Callable[[int, float], bool],
 ) -> None:
-    t = start
-    while t < end:
-        t += 60.0
-        for k in range(SIMS):
-            while nxt[k] <= t:
-                if up(k, nxt[k]):
-                    feed.usage(iccid(k), float(nxt[k]), mnc=mnc(k))
-                nxt[k] += period(k)
-        twin.evaluate(t)
+    two_partner_run(twin, feed, nxt, start, end, up=up)
 
 
 def test_a_black_hole_recovers_and_resolves_in_a_cluster_as_on_one_node() -> None:

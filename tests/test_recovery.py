@@ -19,7 +19,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-from fleet import DAY, T0, Feed, iccid, new_engine, two_partner_mnc, two_partner_period
+from fleet import (
+    DAY,
+    T0,
+    Feed,
+    iccid,
+    new_engine,
+    two_partner_history,
+    two_partner_run,
+)
 
 from simwatch.core.evaluate import (
     EvalParams,
@@ -40,30 +48,15 @@ SIMS = 80
 HISTORY_S = 2 * DAY
 
 
-period = two_partner_period
-mnc = two_partner_mnc
-
-
 def learned_fleet() -> tuple[Engine, Feed, float, np.ndarray]:
-    """Two days of reports, evaluated every 10 minutes (warm-up: a day); returns the
-    engine, the feed, when the history ends and each SIM's next report time."""
+    """Two days of reports of the two-partner fleet (``fleet.two_partner_period``: even
+    SIMs on 26202 every 5 minutes or hourly, odd ones on 26201 every 30 minutes),
+    evaluated every 10 minutes (warm-up: a day); returns the engine, the feed, when the
+    history ends and each SIM's next report time."""
     engine = new_engine([iccid(k) for k in range(SIMS)], warmup_s=DAY)
     feed = Feed(engine)
-    offsets = np.random.default_rng(3).uniform(0, 1, SIMS)
-    events = sorted(
-        (T0 + offsets[k] * period(k) + j * period(k), k)
-        for k in range(SIMS)
-        for j in range(int(HISTORY_S // period(k)))
-    )
-    nxt = T0 + offsets * np.array([period(k) for k in range(SIMS)])
-    evaluate_at = T0 + 600.0
-    for ts, k in events:
-        while evaluate_at <= ts:
-            engine.evaluate(evaluate_at)
-            evaluate_at += 600.0
-        feed.usage(iccid(k), ts, mnc=mnc(k))
-        nxt[k] = ts + period(k)
-    return engine, feed, T0 + HISTORY_S, nxt
+    end, nxt = two_partner_history(engine, feed, SIMS, HISTORY_S)
+    return engine, feed, end, nxt
 
 
 def open_groups(engine: Engine) -> list[dict[str, str]]:
@@ -81,17 +74,7 @@ def run(
 ) -> list[CycleResult]:
     """Evaluate every minute in (start, end]; SIMs for which ``up(k, t)`` send their
     reports when due. Returns the cycle results."""
-    results: list[CycleResult] = []
-    t = start
-    while t < end:
-        t += 60.0
-        for k in range(SIMS):
-            while nxt[k] <= t:
-                if up(k, nxt[k]):
-                    feed.usage(iccid(k), float(nxt[k]), mnc=mnc(k))
-                nxt[k] += period(k)
-        results.append(engine.evaluate(t))
-    return results
+    return two_partner_run(engine, feed, nxt, start, end, up=up)
 
 
 def test_a_black_hole_resolves_when_the_fast_reporters_are_back() -> None:
