@@ -760,8 +760,9 @@ def merge_reports(
         for leaf in report.leaves
     )
     table = LeafTable.from_rows(dims or (), rows)
-    recovered, churn, evidence = _merge_extras(table, included)
-    exposure = _merge_exposure(table, included)
+    index = _leaf_index(table)
+    recovered, churn, evidence = _merge_extras(table, index, included)
+    exposure = _merge_exposure(table, index, included)
     return Merged(
         evaluated_at=at,
         shards=shards,
@@ -778,14 +779,20 @@ def merge_reports(
     )
 
 
-def _merge_exposure(table: LeafTable, reports: Sequence[ShardReport]) -> MergedExposure | None:
-    if not reports or any(CARRIES_EXPOSURE not in r.carries for r in reports):
-        return None
-    n_leaves = len(table.total)
-    index = {
+def _leaf_index(table: LeafTable) -> dict[tuple[str, ...], int]:
+    """Each leaf's position in ``table`` by its values (as a report names it)."""
+    return {
         tuple(table.labels[d][c] for d, c in enumerate(row)): i
         for i, row in enumerate(table.codes.tolist())
     }
+
+
+def _merge_exposure(
+    table: LeafTable, index: Mapping[tuple[str, ...], int], reports: Sequence[ShardReport]
+) -> MergedExposure | None:
+    if not reports or any(CARRIES_EXPOSURE not in r.carries for r in reports):
+        return None
+    n_leaves = len(table.total)
     reported = np.zeros(n_leaves)
     counted = np.zeros((n_leaves, EXPOSURE_BINS))
     failing = np.zeros((n_leaves, EXPOSURE_BINS))
@@ -807,16 +814,12 @@ def _merge_exposure(table: LeafTable, reports: Sequence[ShardReport]) -> MergedE
 
 
 def _merge_extras(
-    table: LeafTable, reports: Sequence[ShardReport]
+    table: LeafTable, index: Mapping[tuple[str, ...], int], reports: Sequence[ShardReport]
 ) -> tuple[np.ndarray | None, dict[int, ChurnPart], MergedEvidence | None]:
     """The optional counts of ``reports`` summed per leaf of ``table``: recoveries of
     the shards that count them; evidence only when every one carries it (a sum missing a
     shard's part would look like a drop)."""
     n_leaves = len(table.total)
-    index = {
-        tuple(table.labels[d][c] for d, c in enumerate(row)): i
-        for i, row in enumerate(table.codes.tolist())
-    }
     with_recovery = [r for r in reports if CARRIES_RECOVERY in r.carries]
     recovered = np.zeros(n_leaves) if with_recovery else None
     parts: dict[int, list[ChurnPart]] = {}
