@@ -206,8 +206,11 @@ def test_failure_ends_open_the_incident_with_the_same_evidence_as_on_one_node() 
         assert isinstance(led_usual, dict)
         assert isinstance(ref_usual, dict)
         assert led_usual.keys() == ref_usual.keys()
+        # (the reference opens at the first sighting of failure ends; the cluster's
+        # nodes follow the leader's incident a step later, so their baselines may have
+        # learned one cycle of the fault more, up to one SIM's worth here)
         for kind, value in ref_usual.items():
-            assert abs(led_usual[kind] - value) <= max(0.5, 0.2 * value), kind
+            assert abs(led_usual[kind] - value) <= max(1.0, 0.2 * value), kind
         compared += 1
     assert compared >= 4
     assert seen["led"][max(seen["led"])]["failure_end"] == len(failing)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from fleet import DAY, T0, Feed, iccid, new_engine
 
-from simwatch.core.evaluate import EVIDENCE_NAMES, Evidence, evidence_causes
+from simwatch.core.evaluate import EVIDENCE_NAMES, Evidence, back_on_network, evidence_causes
 from simwatch.core.incidents import evidence_text
 from simwatch.core.localize import LeafTable, LocalizeParams, localize
 from simwatch.core.state import FleetState
@@ -108,6 +108,32 @@ def test_failure_ends_open_the_partner_incident_in_minutes() -> None:
     engine.evaluate(end + 720.0)
     assert engine.last_evaluation is not None
     assert int(engine.last_evaluation.evidence.sum()) == 0
+
+
+def test_a_session_s_closing_usage_record_is_no_data_after_its_failure_end() -> None:
+    # Session-level feeds (emnify, 1NCE) report a session's volume when it closes: the
+    # usage record ends at the same second as the session's end record. That volume
+    # was sent before the network dropped the session, so the drop is still evidence
+    # (it was ignored: the SIM looked as if it had sent data since), and a new session
+    # accepted afterwards is the SIM back on the network.
+    engine, feed, end = learned_fleet()
+    for n, sim in enumerate(FAILING):
+        ts = end + 5.0 + n
+        feed.usage(sim, ts, mnc="02")
+        feed.session(sim, ts, "ended", end_cause="network_failure")
+    opened = run_minutes(engine, end, 10)
+    assert opened is not None
+    assert opened <= 5 * 60
+    assert group_incidents(engine) == [{"partner": "26202"}]
+    (incident,) = engine.incidents.open.values()
+    evidence = incident.to_json()["evidence"]
+    assert isinstance(evidence, dict)
+    assert evidence["failure_end"] == len(FAILING)
+    rows = np.array([engine.state.row(sim) for sim in FAILING])
+    assert not back_on_network(engine.state, rows).any()
+    for n, sim in enumerate(FAILING):
+        feed.session(sim, end + 700.0 + n, "started", mnc="02")
+    assert back_on_network(engine.state, rows).all()
 
 
 def test_a_dropped_session_is_evidence_whatever_the_sims_rhythm() -> None:

@@ -29,6 +29,42 @@ def test_opens_only_after_consecutive_sightings() -> None:
     assert incident.state == "open"
 
 
+@pytest.mark.parametrize(
+    ("reported", "opens_at"),
+    [
+        (120.0, 0),  # every failing SIM's session ended with a failure cause: at once
+        (60.0, 0),  # half of them
+        (59.0, 1),  # mostly silence, which one noisy cycle can show: wait for the second
+        (4.0, 1),  # too few (``open_on_reported`` 5), however small the group
+        (None, 1),  # no count given (a table built by hand)
+    ],
+)
+def test_a_cause_the_network_reported_opens_at_its_first_sighting(
+    reported: float | None, opens_at: int
+) -> None:
+    tracker = IncidentTracker(IncidentParams(open_after=2, open_on_reported=5))
+    calls: list[Mapping[str, str]] = []
+
+    def count(dims: Mapping[str, str]) -> float:
+        calls.append(dims)
+        return 0.0 if reported is None else reported
+
+    opened = None
+    for minute in range(3):
+        changes = tracker.update_groups(
+            minute * 60.0, [PARTNER], reported=None if reported is None else count
+        )
+        if changes:
+            opened = minute
+            break
+    assert opened == opens_at
+    if reported is not None:
+        assert calls[0] == PARTNER.dims
+    small = Cause(dims={"partner": "26203"}, affected=5, total=5, expected=0.1, score=20.0)
+    off = IncidentTracker(IncidentParams(open_after=2, open_on_reported=0))
+    assert off.update_groups(0.0, [small], reported=lambda _dims: 5.0) == []
+
+
 def test_resolves_after_close_after_missing_cycles_and_ids_are_not_reused() -> None:
     tracker = IncidentTracker(IncidentParams(open_after=1, close_after=3))
     assert cycle(tracker, 0, [PARTNER]) == ["opened:inc-0001"]

@@ -32,7 +32,7 @@ from simwatch.core.evaluate import (
     reason_codes,
     vip_rows,
 )
-from simwatch.core.exposure import rest_verdict
+from simwatch.core.exposure import reported_by_leaf, rest_verdict
 from simwatch.core.incidents import (
     Incident,
     IncidentChange,
@@ -348,9 +348,20 @@ class Engine:
             inner = leaf_mask(state, narrow)
             return bool(inner.any()) and not bool((inner & ~leaf_mask(state, wide)).any())
 
+        by_leaf: list[np.ndarray] = []
+
+        def reported(dims: Mapping[str, str]) -> float:
+            # of the group's failing SIMs, those the network reported failing
+            if not by_leaf:
+                by_leaf.append(reported_by_leaf(evaluation))
+            counts = by_leaf[0]
+            return float(counts[leaf_mask(state, dims)[: len(counts)]].sum())
+
         merged = self.external_merged
         if self.groups_local:
-            changes = self.incidents.update_groups(now, evaluation.causes, rest_healthy, within)
+            changes = self.incidents.update_groups(
+                now, evaluation.causes, rest_healthy, within, reported
+            )
         elif self.external_causes is not None:
             causes, self.external_causes = self.external_causes, None
             # how groups nest, from the merged leaf table: the whole fleet's leaves
@@ -360,6 +371,7 @@ class Engine:
                 causes,
                 None if merged is None or merged.exposure is None else self._merged_rest,
                 None if merged is None else merged.within,
+                None if merged is None or merged.exposure is None else merged.reported_in,
             )
         else:
             changes = []

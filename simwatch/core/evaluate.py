@@ -578,7 +578,8 @@ def back_on_network(state: FleetState, rows: np.ndarray) -> np.ndarray:
     previous = np.where(ring < start[:, None], ring, NEVER).max(axis=1)
     died = c.session_end[rows] < previous  # the session before had no end record
     refused_at = np.maximum(c.fail_at[rows], c.reject_at[rows])
-    refused = (refused_at > last_rel) & (refused_at <= start)
+    # at the last data's second too: a session's closing usage record and its end
+    refused = (refused_at != NEVER) & (refused_at >= last_rel) & (refused_at <= start)
     back: np.ndarray = (c.session_open[rows] == 1) & (start > last_rel) & (died | refused)
     return back
 
@@ -644,9 +645,10 @@ def network_evidence(
 
     def quiet_since(rows: np.ndarray, at: np.ndarray) -> np.ndarray:
         """No data and no session accepted since ``at``: a new session means the
-        network is back."""
+        network is back. Data stamped ``at`` itself is none since: a session-level
+        feed reports a session's volume when it closes, at its end's very second."""
         data = last[rows]
-        no_data = np.isnan(data) | (data - EPOCH_BASE < at)
+        no_data = np.isnan(data) | (data - EPOCH_BASE <= at)
         quiet: np.ndarray = no_data & (c.session_start[rows] <= at)
         return quiet
 

@@ -47,6 +47,18 @@ REPORTED = int(Evidence.FAILURE_END | Evidence.REJECT | Evidence.MOVED)
 HORIZON_QUANTILE = 0.9
 
 
+def reported_by_leaf(evaluation: Evaluation) -> npt.NDArray[np.float64]:
+    """Per leaf of ``evaluation``'s counts: its failing SIMs the network reported
+    failing (``REPORTED``: a failure end, a reject, a move away)."""
+    n = evaluation.n
+    n_leaves = len(evaluation.leaf_total)
+    member = evaluation.member_leaf[:n]
+    shows = evaluation.counted[:n] & (member >= 0) & evaluation.failing
+    shows &= (evaluation.evidence[:n] & REPORTED) != 0
+    out: npt.NDArray[np.float64] = np.bincount(member[shows], minlength=n_leaves).astype(np.float64)
+    return out
+
+
 def rest_verdict(
     state: FleetState,
     evaluation: Evaluation,

@@ -47,6 +47,12 @@ Within = Callable[[Mapping[str, str], Mapping[str, str]], bool]
 @dataclass(frozen=True, slots=True)
 class IncidentParams:
     open_after: int = 2  # consecutive cycles a cause must be seen before it opens
+    # ... except a cause at least this many of whose failing SIMs, and at least half,
+    # the network reported failing (failure ends, rejects, moves away: ``reported`` in
+    # ``update_groups``); it opens at its first sighting. That evidence stays until each
+    # SIM is heard from again, so a second cycle would only see it again: no noisy
+    # cycle to wait out, one minute lost. 0: off.
+    open_on_reported: int = 5
     close_after: int = 5  # consecutive cycles without it before it resolves
     # ... once its recovery is seen (``Incident.recovery_onset``): the cause is gone
     # because the SIMs came back, not because of one quiet cycle
@@ -373,6 +379,7 @@ class IncidentTracker:
         causes: Iterable[Cause],
         rest_healthy: RestHealthy | None = None,
         within: Within | None = None,
+        reported: Callable[[Mapping[str, str]], float] | None = None,
     ) -> list[IncidentChange]:
         """Feed one cycle's localization result; returns what changed.
 
@@ -386,6 +393,10 @@ class IncidentTracker:
         country, so ``{apn, partner=20801}`` lies in ``{apn, country=FR}``. An open
         incident inside a new cause's group is widened to it (``_rescope``), and a cause
         inside an open incident's group is covered by it (``_open_ancestor``).
+
+        ``reported(dims)``: of the group's failing SIMs, those the network reported
+        failing; a cause mostly so reported opens at once
+        (``IncidentParams.open_on_reported``).
         """
         self._rest_healthy = rest_healthy
         self._within = within or _key_within
@@ -416,7 +427,7 @@ class IncidentTracker:
                 seen[parent] = seen.get(parent, cause)
                 del seen[key]
                 continue
-            if self._confirmed(self._pending_groups, key):
+            if self._confirmed(self._pending_groups, key, self._reported(cause, reported)):
                 incident = Incident(
                     id=self._new_id(),
                     kind="group",
@@ -570,10 +581,21 @@ class IncidentTracker:
         changes.extend(self._age_missing(now, seen.keys(), kind="sim"))
         return changes
 
-    def _confirmed(self, pending: dict[Key, int], key: Key) -> bool:
-        """Count one more consecutive sighting; True once it is enough to open."""
+    def _reported(
+        self, cause: Cause, reported: Callable[[Mapping[str, str]], float] | None
+    ) -> bool:
+        """Whether ``cause`` rests on what the network reported (``open_on_reported``)."""
+        least = self.params.open_on_reported
+        if reported is None or least <= 0:
+            return False
+        count = reported(cause.dims)
+        return count >= least and 2.0 * count >= cause.affected
+
+    def _confirmed(self, pending: dict[Key, int], key: Key, at_once: bool = False) -> bool:
+        """Count one more consecutive sighting; True once it is enough to open
+        (``at_once``: now)."""
         count = pending.get(key, 0) + 1
-        if count >= self.params.open_after:
+        if at_once or count >= self.params.open_after:
             pending.pop(key, None)
             return True
         pending[key] = count

@@ -50,8 +50,8 @@ from simwatch.core.evaluate import (
 )
 from simwatch.core.exposure import (
     EXPOSURE_BINS,
-    REPORTED,
     exposure_bins,
+    reported_by_leaf,
     rest_verdict_counts,
 )
 from simwatch.core.iccid import alternate_form
@@ -435,10 +435,7 @@ def _leaf_exposure(
     rows = np.flatnonzero(evaluation.counted[:n] & (member >= 0))
     failing = evaluation.failing[rows]
     leaf = member[rows].astype(np.int64)
-    shows = (evaluation.evidence[:n][rows] & REPORTED) != 0
-    reported: list[float] = (
-        np.bincount(leaf[failing & shows], minlength=n_leaves).astype(np.float64).tolist()
-    )
+    reported: list[float] = reported_by_leaf(evaluation).tolist()
     bins = exposure_bins(engine.state.rhythm.thresholds_of(rows)[0].astype(np.float64))
     known = bins >= 0
 
@@ -564,6 +561,13 @@ class Merged:
                 return np.zeros(len(table.total), bool)
             inside &= table.codes[:, column] == labels.index(value)
         return inside
+
+    def reported_in(self, dims: Mapping[str, str]) -> float:
+        """Of group ``dims``' failing SIMs, those the network reported failing
+        (``IncidentTracker.update_groups``' ``reported``, as the engine's; 0 without
+        ``exposure``)."""
+        ex = self.exposure
+        return 0.0 if ex is None else float(ex.reported[self.leaves_of(dims)].sum())
 
     def within(self, narrow: Mapping[str, str], wide: Mapping[str, str]) -> bool:
         """Whether group ``narrow`` lies inside group ``wide`` by the leaves every
