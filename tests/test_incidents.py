@@ -65,6 +65,46 @@ def test_a_cause_the_network_reported_opens_at_its_first_sighting(
     assert off.update_groups(0.0, [small], reported=lambda _dims: 5.0) == []
 
 
+def test_a_first_sighting_too_wide_narrows_to_the_cause_the_next_cycle_names() -> None:
+    # At a partner outage's third minute 8 of its SIMs and 3 other German ones had
+    # failure ends: the first cause was the country. The next cycle names the partner.
+    country = Cause(dims={"country": "DE"}, affected=11, total=600, expected=2.6, score=22.7)
+    partner = Cause(dims={"partner": "26201"}, affected=15, total=193, expected=2.6, score=50.5)
+
+    def within(narrow: Mapping[str, str], wide: Mapping[str, str]) -> bool:
+        return dict(wide) == {"country": "DE"} and dict(narrow) == {"partner": "26201"}
+
+    def run(second: list[Cause], *, at_once: bool = True) -> IncidentTracker:
+        tracker = IncidentTracker(IncidentParams(open_after=2, open_on_reported=5))
+        first = tracker.update_groups(
+            0.0, [country], within=within, reported=lambda _dims: 11.0 if at_once else 0.0
+        )
+        if not at_once:
+            assert first == []
+            tracker.update_groups(60.0, [country], within=within)
+        assert [
+            c.kind
+            for c in tracker.update_groups(
+                60.0 * (1 + (not at_once)), second, within=within, reported=lambda _dims: 15.0
+            )
+        ] == (["updated"] if at_once and second == [partner] else [])
+        for minute in range(3, 6):
+            tracker.update_groups(60.0 * minute, [partner], within=within)
+        return tracker
+
+    tracker = run([partner])
+    (incident,) = tracker.open.values()
+    assert incident.id == "inc-0001"  # the one page, now on the partner
+    assert incident.dims == {"partner": "26201"}
+    assert incident.affected == 15
+    # the country seen again beside it: it stays the country's (the partner inside it)
+    (incident,) = run([country, partner]).open.values()
+    assert incident.dims == {"country": "DE"}
+    # an incident confirmed by two sightings keeps its extent as before
+    (incident,) = run([partner], at_once=False).open.values()
+    assert incident.dims == {"country": "DE"}
+
+
 def test_resolves_after_close_after_missing_cycles_and_ids_are_not_reused() -> None:
     tracker = IncidentTracker(IncidentParams(open_after=1, close_after=3))
     assert cycle(tracker, 0, [PARTNER]) == ["opened:inc-0001"]

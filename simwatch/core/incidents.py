@@ -287,6 +287,8 @@ class IncidentTracker:
         self._rest_healthy: RestHealthy | None = None  # this cycle's, see update_groups
         self._within: Within = _key_within  # this cycle's, see update_groups
         self._held: dict[Key, float] = {}  # sibling causes held back: since when
+        # opened at their first sighting (``open_on_reported``) in the last cycle
+        self._provisional: set[Key] = set()
 
     def export(self) -> dict[str, object]:
         """The whole tracker, JSON-able: open incidents with their keys, the resolved ones
@@ -357,6 +359,7 @@ class IncidentTracker:
         self.resolved = [i for i in self.resolved if i.kind != "group"]
         self._pending_groups = {}
         self._held = {}
+        self._provisional = set()
 
     def all(self) -> list[Incident]:
         """Every incident known, oldest first."""
@@ -402,6 +405,7 @@ class IncidentTracker:
         self._within = within or _key_within
         seen: dict[Key, Cause] = {tuple(sorted(c.dims.items())): c for c in causes}
         changes: list[IncidentChange] = []
+        self._settle_provisional(seen, now, changes)
         for key in sorted(seen, key=len):  # widest groups first: they cover their parts
             cause = seen[key]
             incident = self.open.get(key)
@@ -427,7 +431,10 @@ class IncidentTracker:
                 seen[parent] = seen.get(parent, cause)
                 del seen[key]
                 continue
-            if self._confirmed(self._pending_groups, key, self._reported(cause, reported)):
+            at_once = self._reported(cause, reported)
+            if at_once and self._pending_groups.get(key, 0) + 1 < self.params.open_after:
+                self._provisional.add(key)
+            if self._confirmed(self._pending_groups, key, at_once):
                 incident = Incident(
                     id=self._new_id(),
                     kind="group",
@@ -448,6 +455,33 @@ class IncidentTracker:
         self._forget_unseen(self._pending_groups, seen.keys())
         changes.extend(self._age_missing(now, seen.keys(), kind="group"))
         return changes
+
+    def _settle_provisional(
+        self, seen: Mapping[Key, Cause], now: float, changes: list[IncidentChange]
+    ) -> None:
+        """An incident opened at its first sighting (``open_on_reported``) takes its
+        extent from the next cycle, the one that would have confirmed it: when its own
+        cause is gone and causes inside its group are seen, a few unrelated failing SIMs
+        beside the fault had widened the first sighting (``{country: DE}`` for a
+        partner's outage, with 8 of its SIMs and 3 other German ones failing). It
+        narrows to the strongest of them (same id, one page); were that too narrow, the
+        wider cause widens it again (``_rescope``)."""
+        provisional, self._provisional = self._provisional, set()
+        for key in provisional:
+            incident = self.open.get(key)
+            if incident is None or incident.kind != "group" or key in seen:
+                continue
+            inner = [k for k in seen if k not in self.open and self._inside(k, key)]
+            if not inner:
+                continue
+            best = max(inner, key=lambda k: (seen[k].score, k))
+            del self.open[key]
+            incident.dims = dict(best)
+            self.open[best] = incident
+            cause = seen[best]
+            self._refresh(incident, now, cause.affected, cause.total, cause.expected)
+            incident.reported_affected = cause.affected
+            changes.append(IncidentChange("updated", incident, now))
 
     def _rescope(self, key: Key, now: float, changes: list[IncidentChange]) -> Incident | None:
         """Widen an open incident of a subgroup of ``key`` to ``key`` (same id, one page).
