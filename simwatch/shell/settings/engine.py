@@ -25,6 +25,7 @@ class EngineSettings(Model):
     min_affected: float = Field(5.0, ge=1)
     alpha: float = Field(1e-3, gt=0, lt=1)
     open_after: int = Field(2, ge=1)
+    open_on_reported: int = Field(5, ge=0)
     close_after: int = Field(5, ge=1)
     close_after_recovering: int = Field(2, ge=1)
     baseline_memory_days: float = Field(3.0, gt=0)
@@ -54,6 +55,7 @@ class EngineSettings(Model):
             localize=LocalizeParams(min_affected=self.min_affected, alpha=self.alpha),
             incidents=IncidentParams(
                 open_after=self.open_after,
+                open_on_reported=self.open_on_reported,
                 close_after=self.close_after,
                 close_after_recovering=self.close_after_recovering,
             ),
