@@ -1085,7 +1085,8 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
     # per group: expected counts weighted by the fleet's model of the leaves' dispersion
     # with their relative scatter (large groups scatter by a share of their count)
     kappa = relative_dispersion(table, params, phi)
-    fphi_leaf = None if kappa <= 0.0 else phi + kappa * e_leaf
+    cap = max(params.dispersion_cap, phi)  # the fleet's model is bounded as its φ is
+    fphi_leaf = None if kappa <= 0.0 else np.minimum(phi + kappa * e_leaf, cap)
     fe_g = None if fphi_leaf is None else _sums(groups, e_leaf * fphi_leaf, n_cub, buf)
     ok, score = _significant(
         a_g,
