@@ -51,6 +51,7 @@ The core is pure: no I/O, no clock, no global state.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from itertools import combinations
@@ -1060,11 +1061,26 @@ def relative_dispersion(table: LeafTable, params: LocalizeParams, phi: float) ->
     return max(_quantile(beyond, q), 0.0)
 
 
+def _floored(table: LeafTable, ratio: float) -> LeafTable:
+    """``table`` with each leaf's expected count at least ``ratio`` of its members.
+
+    A leaf that expects no failure (none in its history) is not infinitely surprising
+    either: floored as a group is, it no longer makes every group holding it look like
+    a cause when a few of its members fail, nor tips the tests of steps 5 and 6 that
+    weigh its group's parts. The engine's baseline floors each leaf at a higher share
+    already (``BaselineParams.min_ratio``); a table from another baseline may not."""
+    floor = ratio * table.total
+    if not bool((table.expected < floor).any()):
+        return table
+    return dataclasses.replace(table, expected=np.maximum(table.expected, floor))
+
+
 def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> list[Cause]:
     """Return the fewest, most specific significant causes, sorted by score descending."""
     n_leaves, n_dims = table.codes.shape
     if n_leaves == 0 or not quick_check(table, params):
         return []
+    table = _floored(table, params.min_baseline_ratio)
     max_depth = min(n_dims, 3) if params.max_depth is None else min(params.max_depth, n_dims)
     groups = _build_groups(table, max_depth)
     n_cub = len(groups.cuboids)
