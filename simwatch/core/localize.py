@@ -15,8 +15,11 @@ Method (see docs/localization.md for the long form):
    ``min_affected`` failing members, an excess ``A - E`` of at least
    ``min_excess`` and a lift ``A/E`` of at least ``min_lift``. The threshold is
    raised by the leaves' over-dispersion (fleet-wide, and per leaf from
-   ``LeafTable.dispersion``), except for a count significant at the fleet's
-   threshold even against its leaves' history peaks (``LeafTable.peak``).
+   ``LeafTable.dispersion``) and, for large groups, by the leaves' relative scatter
+   (a variance ``φ·E + κ·E²``, :func:`relative_dispersion`), except for a count
+   significant at the fleet's threshold even against its leaves' history peaks
+   (``LeafTable.peak``). Each leaf's expected count is floored at
+   ``min_baseline_ratio`` of its members (a member that never failed still counts).
 3. Greedy explanation: pick the significant group with the largest LLR, mark
    its leaves explained, recompute every group over the unexplained leaves
    only, and repeat. A group that merely contains an anomalous child plus
