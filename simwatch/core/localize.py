@@ -164,9 +164,9 @@ class LocalizeParams:
     - ``alpha``: family-wise false-alarm probability per call; the LLR threshold
       is the one-sided normal quantile of ``alpha / m`` (Bonferroni over the
       ``m`` non-empty candidate groups), ``z²/2``.
-    - ``min_baseline_ratio``: floor on the expected failing share of a group
-      (``E ≥ ratio · total``) so that a group with a zero baseline is not
-      infinitely surprising.
+    - ``min_baseline_ratio``: floor on the expected failing share of each leaf, hence
+      of each group (``E ≥ ratio · total``), so that a zero baseline is not infinitely
+      surprising and a member that never failed still counts in its groups.
     - ``max_depth``: the most dimensions a cause may fix (``None``: all dims, at
       most 3).
     - ``max_causes``: the most causes returned.
