@@ -143,6 +143,41 @@ def dims_row(element: str) -> str:
     return "3+" if n >= 3 else str(n)
 
 
+def leaves_of(table: LeafTable, element: str) -> np.ndarray:
+    """The leaves of the group named ``element`` (``attr=value`` pairs joined by ``&``;
+    ``""`` is the whole table); none when a value is not in the table."""
+    mask = np.ones(len(table.affected), dtype=bool)
+    for pair in filter(None, element.split("&")):
+        attr, value = pair.split("=", 1)
+        d = table.dims.index(attr)
+        if value not in table.labels[d]:
+            return np.zeros_like(mask)
+        mask &= table.codes[:, d] == table.labels[d].index(value)
+    return mask
+
+
+def false_cause_kind(table: LeafTable, element: str, truth: set[str], right: bool) -> str:
+    """How a false cause relates to the true ones, by their leaves: ``child`` (inside one),
+    ``parent`` (holding one), ``overlap`` (sharing leaves otherwise), ``beside`` (no
+    shared leaf, in a case where a true cause was named too) or ``elsewhere`` (no shared
+    leaf, no true cause named)."""
+    mine = leaves_of(table, element)
+    kinds = set()
+    for t in truth:
+        theirs = leaves_of(table, t)
+        if not (mine & theirs).any():
+            continue
+        if not (mine & ~theirs).any():
+            kinds.add("child")
+        elif not (theirs & ~mine).any():
+            kinds.add("parent")
+        else:
+            kinds.add("overlap")
+    if not kinds:
+        return "beside" if right else "elsewhere"
+    return "/".join(sorted(kinds))
+
+
 def _ratio(num: int, den: int) -> str:
     return f"{num / den:.3f}" if den else "-"
 
@@ -187,6 +222,12 @@ def main(argv: list[str] | None = None) -> int:
         kind = int if f.name in {"max_depth", "max_causes", "dispersion_min_leaves"} else float
         ap.add_argument(flag, type=kind, default=None, help=f"override {f.name}")
     ap.add_argument("-v", "--verbose", action="store_true", help="print one line per case")
+    ap.add_argument(
+        "--false-causes",
+        action="store_true",
+        help="print each false cause (its relation to the true ones, counts and score) and"
+        " a count per relation",
+    )
     args = ap.parse_args(argv)
 
     params = LocalizeParams()  # the product's defaults: one preset for every dataset
@@ -206,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     by_type: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     n_by_type: dict[str, int] = defaultdict(int)
     by_dims: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    by_kind: dict[str, int] = defaultdict(int)
     for case in cases:
         path = args.data / f"{case['data']}.csv"
         table = load_case(path, int(case["timestamp"]), args.expected, use_peak=not args.no_peak)
@@ -229,6 +271,25 @@ def main(argv: list[str] | None = None) -> int:
         counts[2] += len(truth - pred)
         for element in truth:
             by_dims[dims_row(element)][0 if element in pred else 1] += 1
+        if args.false_causes:
+            n_children = sum(
+                false_cause_kind(table, element_key(dict(c.dims)), truth, c_tp > 0) == "child"
+                for c in causes
+                if element_key(dict(c.dims)) not in truth
+            )
+            for c in causes:
+                key = element_key(dict(c.dims))
+                if key in truth:
+                    continue
+                kind = false_cause_kind(table, key, truth, c_tp > 0)
+                if kind == "child":
+                    kind = "child (one of several)" if n_children > 1 else "child (alone)"
+                by_kind[kind] += 1
+                print(
+                    f"FP {kind:<24} {case['data']}: {key or '{}'} A={c.affected:.0f}"
+                    f" E={c.expected:.1f} N={c.total:.0f} score={c.score:.1f}"
+                    f" truth={sorted(truth)}"
+                )
         if args.verbose:
             mark = "ok " if pred == truth else "   "
             print(
@@ -246,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
         f" max={1000 * slowest:.2f}ms/case"
     )
     print_breakdown(by_type, by_dims, n_by_type)
+    if args.false_causes:
+        print("false causes by relation to the true ones:")
+        for kind, count in sorted(by_kind.items(), key=lambda kv: -kv[1]):
+            print(f"  {kind:<24}{count:>5}")
     return 0
 
 

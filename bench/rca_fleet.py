@@ -2,7 +2,7 @@
 
 Usage::
 
-    python bench/rca_fleet.py --out DIR [--cases 150] [--seed 1]
+    python bench/rca_fleet.py --out DIR [--cases 150] [--seed 1] [--size-scale 1]
 
 Each case is a synthetic IoT SIM fleet with dimensions ``apn``, ``country``,
 ``partner`` (an MCC+MNC such as ``26201``; a partner belongs to one country)
@@ -143,7 +143,7 @@ def _randint(rng: np.random.Generator, bounds: tuple[int, int]) -> int:
     return int(rng.integers(bounds[0], bounds[1] + 1))
 
 
-def make_fleet(rng: np.random.Generator) -> Fleet:
+def make_fleet(rng: np.random.Generator, size_scale: float = 1.0) -> Fleet:
     countries = sorted(
         rng.choice(sorted(NETWORKS), size=_randint(rng, N_COUNTRIES), replace=False).tolist()
     )
@@ -177,8 +177,9 @@ def make_fleet(rng: np.random.Generator) -> Fleet:
                     leaves.append((apn, c, p, r))
                     scale.append(apn_scale)
     n = len(leaves)
-    size = np.asarray(scale) * rng.lognormal(np.log(SIZE_MEDIAN), SIZE_SIGMA, size=n)
-    size = np.clip(size, 1.0, MAX_SIZE)
+    median = SIZE_MEDIAN * size_scale
+    size = np.asarray(scale) * rng.lognormal(np.log(median), SIZE_SIGMA, size=n)
+    size = np.clip(size, 1.0, MAX_SIZE * size_scale)
     lo, hi = np.log(BASE_SHARE[0]), np.log(BASE_SHARE[1])
     share = np.exp(rng.uniform(lo, hi, size=n))
     bursty = rng.random(n) < OVERDISPERSED
@@ -243,11 +244,11 @@ def draw_causes(rng: np.random.Generator, fleet: Fleet, kind: str) -> list[Eleme
     return None
 
 
-def make_case(seed: int, index: int) -> Case:
+def make_case(seed: int, index: int, size_scale: float = 1.0) -> Case:
     rng = np.random.default_rng([seed, index])
     kind = TYPES[index % len(TYPES)]
     while True:
-        fleet = make_fleet(rng)
+        fleet = make_fleet(rng, size_scale)
         causes = draw_causes(rng, fleet, kind)
         if causes is not None:
             break
@@ -280,9 +281,9 @@ def make_case(seed: int, index: int) -> Case:
     )
 
 
-def write_cases(out: Path, n_cases: int, seed: int) -> list[Case]:
+def write_cases(out: Path, n_cases: int, seed: int, size_scale: float = 1.0) -> list[Case]:
     out.mkdir(parents=True, exist_ok=True)
-    cases = [make_case(seed, i) for i in range(n_cases)]
+    cases = [make_case(seed, i, size_scale) for i in range(n_cases)]
     entries = []
     for case in cases:
         with (out / f"{case.name}.csv").open("w", encoding="utf-8", newline="") as fh:
@@ -308,8 +309,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--cases", type=int, default=150)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--size-scale",
+        type=float,
+        default=1.0,
+        help="leaf sizes times this (10: most leaves expect several failures)",
+    )
     args = ap.parse_args(argv)
-    cases = write_cases(args.out, args.cases, args.seed)
+    cases = write_cases(args.out, args.cases, args.seed, args.size_scale)
     n_leaves = sum(len(c.rows) for c in cases) // (HISTORY + 1)
     kinds = {k: sum(c.kind == k for c in cases) for k in TYPES}
     print(f"wrote {len(cases)} cases ({kinds}), {n_leaves} leaves in all, to {args.out}")

@@ -15,8 +15,11 @@ Method (see docs/localization.md for the long form):
    ``min_affected`` failing members, an excess ``A - E`` of at least
    ``min_excess`` and a lift ``A/E`` of at least ``min_lift``. The threshold is
    raised by the leaves' over-dispersion (fleet-wide, and per leaf from
-   ``LeafTable.dispersion``), except for a count significant at the fleet's
-   threshold even against its leaves' history peaks (``LeafTable.peak``).
+   ``LeafTable.dispersion``) and, for large groups, by the leaves' relative scatter
+   (a variance ``φ·E + κ·E²``, :func:`relative_dispersion`), except for a count
+   significant at the fleet's threshold even against its leaves' history peaks
+   (``LeafTable.peak``). Each leaf's expected count is floored at
+   ``min_baseline_ratio`` of its members (a member that never failed still counts).
 3. Greedy explanation: pick the significant group with the largest LLR, mark
    its leaves explained, recompute every group over the unexplained leaves
    only, and repeat. A group that merely contains an anomalous child plus
@@ -51,6 +54,7 @@ The core is pure: no I/O, no clock, no global state.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from itertools import combinations
@@ -160,9 +164,9 @@ class LocalizeParams:
     - ``alpha``: family-wise false-alarm probability per call; the LLR threshold
       is the one-sided normal quantile of ``alpha / m`` (Bonferroni over the
       ``m`` non-empty candidate groups), ``z²/2``.
-    - ``min_baseline_ratio``: floor on the expected failing share of a group
-      (``E ≥ ratio · total``) so that a group with a zero baseline is not
-      infinitely surprising.
+    - ``min_baseline_ratio``: floor on the expected failing share of each leaf, hence
+      of each group (``E ≥ ratio · total``), so that a zero baseline is not infinitely
+      surprising and a member that never failed still counts in its groups.
     - ``max_depth``: the most dimensions a cause may fix (``None``: all dims, at
       most 3).
     - ``max_causes``: the most causes returned.
@@ -182,6 +186,11 @@ class LocalizeParams:
       multiplied by the leaves' over-dispersion (:func:`dispersion`), so leaves whose
       failing count scatters beyond counting noise (bursty devices, causes outside
       the dimensions) do not raise causes.
+    - ``relative_min_expected``: leaves expecting at least this many failures (Cochran's
+      rule for a Pearson residual, 5) estimate the relative scatter ``κ``
+      (:func:`relative_dispersion`): the part of a leaf's variance growing with the
+      square of its expected count, ``φ·E + κ·E²``, that a large group's threshold
+      carries (``inf`` disables).
     """
 
     min_affected: float = 5.0
@@ -198,6 +207,7 @@ class LocalizeParams:
     dispersion_min_expected: float = 1.0
     dispersion_min_leaves: int = 10
     dispersion_cap: float = 10.0
+    relative_min_expected: float = 5.0
 
 
 def _llr(a: FloatArray, e: FloatArray) -> FloatArray:
@@ -344,17 +354,25 @@ def _subtract(
 
 
 def _thresholds(
-    threshold: float, phi: float, e_sums: FloatArray, pe_sums: FloatArray | None
+    threshold: float,
+    phi: float,
+    e_sums: FloatArray,
+    pe_sums: FloatArray | None,
+    fe_sums: FloatArray | None = None,
 ) -> float | FloatArray:
     """Per group: ``threshold`` (which holds the fleet's over-dispersion ``phi``) raised to
     the group's own over-dispersion when that is larger: its leaves' dispersions weighted
-    by their expected counts (``pe_sums / e_sums``). ``pe_sums`` None: the leaves'
-    dispersions are unknown, ``threshold`` for all."""
-    if pe_sums is None:
+    by their expected counts (``pe_sums / e_sums``). ``fe_sums``: the same weighting of the
+    fleet's model of a leaf's dispersion with its relative scatter, ``φ + κ·E`` (None:
+    ``φ`` for every leaf). Both None: ``threshold`` for all."""
+    if pe_sums is None and fe_sums is None:
         return threshold
     with np.errstate(divide="ignore", invalid="ignore"):
+        fleet = phi if fe_sums is None else np.where(e_sums > 0.0, fe_sums / e_sums, phi)
+        if pe_sums is None:
+            return (threshold / phi) * np.maximum(fleet, phi)
         phi_g = np.where(e_sums > 0.0, pe_sums / e_sums, 1.0)
-    return (threshold / phi) * np.maximum(phi, phi_g)
+    return (threshold / phi) * np.maximum(fleet, phi_g)
 
 
 def _mask(groups: _Groups, g: int) -> npt.NDArray[np.bool_]:
@@ -794,6 +812,7 @@ class _Pass:
     pk: FloatArray | None
     ok: npt.NDArray[np.bool_]
     score: FloatArray
+    fe: FloatArray | None = None  # expected counts times the fleet's model of dispersion
 
 
 @dataclass(frozen=True, slots=True)
@@ -805,6 +824,7 @@ class _Leaves:
     e: FloatArray
     phi: FloatArray | None
     peak: FloatArray | None
+    fphi: FloatArray | None = None  # the fleet's model of each leaf's dispersion, φ + κ·E
 
 
 def _greedy(  # noqa: PLR0917 - private helper, called twice with all of them
@@ -826,7 +846,7 @@ def _greedy(  # noqa: PLR0917 - private helper, called twice with all of them
     picked: list[tuple[int, npt.NDArray[np.bool_]]] = []
     # the groups' sums over the leaves no pick covers yet (updated by subtraction): the
     # start's until the first subtraction, copies from then on
-    a_r, n_r, e_r, pe_r, pk_r = start.a, start.n, start.e, start.pe, start.pk
+    a_r, n_r, e_r, pe_r, pk_r, fe_r = start.a, start.n, start.e, start.pe, start.pk, start.fe
     ok_r, score_r = start.ok & allowed, start.score
     pairs: tuple[tuple[FloatArray, FloatArray], ...] = ()
     while len(picked) < limit:
@@ -848,7 +868,10 @@ def _greedy(  # noqa: PLR0917 - private helper, called twice with all of them
             a_r, n_r, e_r, score_r = a_r.copy(), n_r.copy(), e_r.copy(), score_r.copy()
             pe_r = None if pe_r is None else pe_r.copy()
             pk_r = None if pk_r is None else pk_r.copy()
+            fe_r = None if fe_r is None else fe_r.copy()
             pairs = ((a_r, leaves.a), (n_r, leaves.n), (e_r, leaves.e))
+            if fe_r is not None and leaves.fphi is not None:
+                pairs += ((fe_r, leaves.e * leaves.fphi),)
             if pe_r is not None and leaves.phi is not None:
                 pairs += ((pe_r, leaves.e * leaves.phi),)
             if pk_r is not None and leaves.peak is not None:
@@ -860,7 +883,13 @@ def _greedy(  # noqa: PLR0917 - private helper, called twice with all of them
             n_r[u],
             e_r[u],
             params,
-            _thresholds(threshold, phi, e_r[u], None if pe_r is None else pe_r[u]),
+            _thresholds(
+                threshold,
+                phi,
+                e_r[u],
+                None if pe_r is None else pe_r[u],
+                None if fe_r is None else fe_r[u],
+            ),
             None if pk_r is None else (pk_r[u], threshold),
         )
         ok_r[u] &= allowed[u]
@@ -1007,11 +1036,54 @@ def dispersion(table: LeafTable, params: LocalizeParams) -> float:
     return min(max(phi, 1.0), params.dispersion_cap)
 
 
+def relative_dispersion(table: LeafTable, params: LocalizeParams, phi: float) -> float:
+    """The leaves' relative scatter ``κ``: how much of their variance grows with the
+    square of their expected count, ``Var = φ·E + κ·E²`` (0 when none does).
+
+    Shocks shared by a leaf's members (a CDN's load, a cell's congestion) make a large
+    count scatter by a share of itself, not by its square root: counting noise and the
+    over-dispersion ``φ`` (:func:`dispersion`) grow like ``E``, such scatter like ``E²``,
+    and a large group whose count is a few times its expectation passes any threshold
+    scaled by ``φ`` alone. The estimate: the median over the leaves expecting at least
+    ``relative_min_expected`` failures (below that counting noise hides it) of
+    ``((A - E)² / x - φ·E) / E²``, ``x`` the chi-square quantile that the over-dispersion's
+    median uses (the scatter beyond ``φ``, per squared expected count), at least 0. Where
+    the leaves scatter like ``φ·E`` whatever their size it is about 0 (half of them above
+    ``φ·E``, half below). Fewer than ``dispersion_min_leaves`` such leaves give 0.
+    """
+    q = params.dispersion_quantile
+    if q <= 0.0 or not math.isfinite(params.relative_min_expected):
+        return 0.0
+    e = table.expected
+    sel = e >= params.relative_min_expected
+    if int(np.count_nonzero(sel)) < params.dispersion_min_leaves:
+        return 0.0
+    e_s = e[sel]
+    z = NormalDist().inv_cdf(0.5 + q / 2.0)
+    beyond = ((table.affected[sel] - e_s) ** 2 / (z * z) - phi * e_s) / (e_s * e_s)
+    return max(_quantile(beyond, q), 0.0)
+
+
+def _floored(table: LeafTable, ratio: float) -> LeafTable:
+    """``table`` with each leaf's expected count at least ``ratio`` of its members.
+
+    A leaf that expects no failure (none in its history) is not infinitely surprising
+    either: floored as a group is, it no longer makes every group holding it look like
+    a cause when a few of its members fail, nor tips the tests of steps 5 and 6 that
+    weigh its group's parts. The engine's baseline floors each leaf at a higher share
+    already (``BaselineParams.min_ratio``); a table from another baseline may not."""
+    floor = ratio * table.total
+    if not bool((table.expected < floor).any()):
+        return table
+    return dataclasses.replace(table, expected=np.maximum(table.expected, floor))
+
+
 def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> list[Cause]:
     """Return the fewest, most specific significant causes, sorted by score descending."""
     n_leaves, n_dims = table.codes.shape
     if n_leaves == 0 or not quick_check(table, params):
         return []
+    table = _floored(table, params.min_baseline_ratio)
     max_depth = min(n_dims, 3) if params.max_depth is None else min(params.max_depth, n_dims)
     groups = _build_groups(table, max_depth)
     n_cub = len(groups.cuboids)
@@ -1029,20 +1101,26 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
     # per group: its leaves' history peaks (only with their over-dispersion)
     peak_leaf = None if leaf_phi is None else table.peak
     pk_g = None if peak_leaf is None else _sums(groups, peak_leaf, n_cub, buf)
+    # per group: expected counts weighted by the fleet's model of the leaves' dispersion
+    # with their relative scatter (large groups scatter by a share of their count)
+    kappa = relative_dispersion(table, params, phi)
+    cap = max(params.dispersion_cap, phi)  # the fleet's model is bounded as its φ is
+    fphi_leaf = None if kappa <= 0.0 else np.minimum(phi + kappa * e_leaf, cap)
+    fe_g = None if fphi_leaf is None else _sums(groups, e_leaf * fphi_leaf, n_cub, buf)
     ok, score = _significant(
         a_g,
         n_g,
         e_g,
         params,
-        _thresholds(threshold, phi, e_g, pe_g),
+        _thresholds(threshold, phi, e_g, pe_g, fe_g),
         None if pk_g is None else (pk_g, threshold),
     )
     if not ok.any():
         return []
 
     cub_index = {c: i for i, c in enumerate(groups.cuboids)}
-    state = _Pass(a_g, n_g, e_g, pe_g, pk_g, ok, score)
-    leaves = _Leaves(a_leaf, n_leaf, e_leaf, leaf_phi, peak_leaf)
+    state = _Pass(a_g, n_g, e_g, pe_g, pk_g, ok, score, fe_g)
+    leaves = _Leaves(a_leaf, n_leaf, e_leaf, leaf_phi, peak_leaf, fphi_leaf)
     allowed = np.ones(groups.n_groups, dtype=bool)
     everything = np.ones(n_leaves, dtype=bool)
     picked = _greedy(
