@@ -385,6 +385,9 @@ def _all_digits(values: list[str]) -> bool:
     return joined.isascii() and joined.isdigit()
 
 
+# the times of the texts seen (``ColumnarDecoder._times``), cleared when it would pass this
+TIME_MEMO: Final = 20_000
+_NO_TIME: Final[dict[str | None, float]] = {None: math.nan, "": math.nan}
 _STATUS_OK: Final = frozenset(SESSION_STATUSES)
 _EVENT_OK: Final = frozenset(EVENT_TYPES)
 
@@ -431,13 +434,15 @@ class ColumnarDecoder:
     take (and owns the limits: future time, line and payload size).
     """
 
-    __slots__ = ("_array", "_lines", "_parse_time", "scalar")
+    __slots__ = ("_array", "_lines", "_parse_time", "_time_of", "scalar", "time_memo")
 
     def __init__(self, scalar: RecordDecoder | None = None) -> None:
         self.scalar = scalar if scalar is not None else RecordDecoder()
         self._lines = msgspec.json.Decoder(_AnyRecord)
         self._array = msgspec.json.Decoder(list[_AnyRecord])
         self._parse_time = CachedTimeParser()
+        self._time_of: dict[str | None, float] = dict(_NO_TIME)  # text -> seconds or NaN
+        self.time_memo = TIME_MEMO  # at most this many texts in ``_time_of`` (then cleared)
 
     # ---------------------------------------------------------------- entry points
 
@@ -646,26 +651,36 @@ class ColumnarDecoder:
         return cols, ok
 
     def _times(self, texts: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
-        """Parsed times and which parsed (None or an unparsable text: not ok)."""
-        if None in texts or "" in texts:
-            present = np.flatnonzero(np.fromiter(map(bool, texts), np.bool_, len(texts)))
-            out = np.full(len(texts), np.nan)
-            ok = np.zeros(len(texts), np.bool_)
-            if present.size:
-                sub, sub_ok = self._times([texts[i] for i in present.tolist()])
-                out[present] = sub
-                ok[present] = sub_ok
-            return out, ok
-        values, ok = parse_utc_column(texts)  # type: ignore[arg-type]
+        """Parsed times and which parsed (None, "" or an unparsable text: NaN, not ok).
+
+        Each distinct text is parsed once (``_time_of``, kept across batches: a batch's
+        times repeat, and the next batch's are mostly the same seconds), so per record
+        this is a set and a dict lookup."""
+        memo = self._time_of
+        distinct = set(texts)
+        new = distinct.difference(memo)
+        if new:
+            if len(memo) + len(new) > self.time_memo:  # forget the older batches' texts
+                memo.clear()
+                memo.update(_NO_TIME)
+                new = distinct.difference(memo)
+            fresh: list[str] = list(new)  # type: ignore[arg-type]
+            memo.update(zip(fresh, self._parse_times(fresh).tolist(), strict=True))
+        values = np.fromiter(map(memo.__getitem__, texts), np.float64, len(texts))
+        return values, ~np.isnan(values)
+
+    def _parse_times(self, texts: list[str]) -> np.ndarray:
+        """Non-empty texts as epoch seconds (NaN where unparsable): the common form at
+        once (``parse_utc_column``), the others by the scalar decoder's parser."""
+        values, ok = parse_utc_column(texts)
         if not ok.all():
             parse = self._parse_time
             for i in np.flatnonzero(~ok).tolist():
                 try:
-                    values[i] = parse(texts[i])  # type: ignore[arg-type]
+                    values[i] = parse(texts[i])
                 except TimeParseError:
                     continue
-                ok[i] = True
-        return values, ok
+        return values
 
 
 def _utf8(data: bytes) -> bool:
