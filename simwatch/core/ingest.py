@@ -15,6 +15,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -359,29 +360,39 @@ class Ingestor:
         causes = self.state.causes
         apns = self.state.apns
         sessions = np.flatnonzero(kinds == 1)
-        if sessions.size:
+        if sessions.size:  # one lookup per distinct status and end cause
             picked = sessions.tolist()
-            status_c[sessions] = [_SESSION_STATUS.get(status[i] or "", -1) for i in picked]
-            failure = [
-                (causes.find(end_cause[i]) if end_cause[i] in FAILURE_END_CAUSES else 0)  # type: ignore[arg-type]
-                for i in picked
-            ]
+            statuses = _pick(status, picked)
+            status_c[sessions] = _lookup(
+                {v: _SESSION_STATUS.get(v or "", -1) for v in set(statuses)}, statuses
+            )
+            ends = _pick(end_cause, picked)
+            failure = _lookup(
+                {c: causes.find(c) if c in FAILURE_END_CAUSES else 0 for c in set(ends)}, ends
+            )
             cause_c[sessions] = failure
-            st = status_c[sessions]
-            eligible[sessions] = (st >= 0) & (np.asarray(failure, np.int64) >= 0)
+            eligible[sessions] = (status_c[sessions] >= 0) & (failure >= 0)
         events = np.flatnonzero(kinds == 2)
-        if events.size:
-            for i in events.tolist():
-                kind = event_type[i]
+        if events.size:  # one lookup per distinct (type, cause, APN)
+            picked = events.tolist()
+            types, texts = _pick(event_type, picked), _pick(cause, picked)
+            triples = list(zip(types, texts, _pick(apn, picked), strict=True))
+            found: dict[tuple[str | None, str | None, str | None], tuple[int, int, int]] = {}
+            for triple in set(triples):
+                kind, text, reject_apn_text = triple
                 action = _EVENT_ACTION.get(kind, _EVENT_NONE)  # type: ignore[arg-type]
-                event_c[i] = action
+                cause_code = apn_code = 0
                 if action in (_EVENT_AUTH, _EVENT_PDP):
-                    text = cause[i]
                     if kind in POLICY_REJECTS:
                         text = f"{kind}: {text}" if text else kind
-                    cause_c[i] = causes.find(text) if text else 0
-                    reject_apn[i] = apns.find(apn[i]) if apn[i] else 0  # type: ignore[arg-type]
-            eligible[events] = (cause_c[events] >= 0) & (reject_apn[events] >= 0)
+                    cause_code = causes.find(text) if text else 0
+                    apn_code = apns.find(reject_apn_text) if reject_apn_text else 0
+                found[triple] = (action, cause_code, apn_code)
+            codes = np.array(list(map(found.__getitem__, triples)), np.int64).reshape(-1, 3)
+            event_c[events] = codes[:, 0]
+            cause_c[events] = codes[:, 1]
+            reject_apn[events] = codes[:, 2]
+            eligible[events] = (codes[:, 1] >= 0) & (codes[:, 2] >= 0)
         return {
             "eligible": eligible,
             "status": status_c,
@@ -827,6 +838,19 @@ def _ranks(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rank[order] = np.arange(n) - np.flatnonzero(starts)[group_sorted]
     group[order] = group_sorted
     return rank, group
+
+
+def _pick(values: list[str | None], at: list[int]) -> tuple[str | None, ...]:
+    """``values`` at the indexes ``at`` (one C call)."""
+    if len(at) == 1:
+        return (values[at[0]],)
+    picked: tuple[str | None, ...] = itemgetter(*at)(values)
+    return picked
+
+
+def _lookup(lut: dict[str | None, int], values: tuple[str | None, ...]) -> np.ndarray:
+    """``lut[v]`` for each of ``values``, as an int64 array."""
+    return np.fromiter(map(lut.__getitem__, values), np.int64, len(values))
 
 
 def _factorize(values: list[str | None]) -> tuple[np.ndarray, list[str | None]]:
