@@ -283,8 +283,9 @@ class Ingestor:
         Such records touch only their own rows and register nothing, so applying them
         before the others (one by one, in order) gives the state of one record at a
         time. The codes: ``_static_codes``'s, ``seen`` (the SIM's attribute time),
-        ``applies`` (the record's attributes are newer) and ``bare`` (a SIM without
-        attributes or leaf yet)."""
+        ``applies`` (the record's attributes are newer), ``bare`` (a SIM without
+        attributes or leaf yet) and ``leaf`` (the leaf the record leads to, when it
+        changes the SIM's dimensions or the SIM is bare; -1 otherwise)."""
         state = self.state
         cols = state.cols
         r = rows[pos]
@@ -314,10 +315,12 @@ class Ingestor:
                 key[:, at] = np.where(differs, country_c, key[:, at])
         bare = ~has_attr & (seen == NEVER) & (cols.leaf[r] < 0)
         check = np.flatnonzero(changed | bare)
+        leaf = np.full(pos.size, -1, np.int64)  # the leaf of a record that moves its SIM
         if check.size:
             keys, back = _distinct_rows(key[check])
-            exists = np.array([state.find_leaf(k) >= 0 for k in keys], np.bool_)
-            keep[check] = exists[back]
+            find_leaf = state.find_leaf
+            leaf[check] = np.array([find_leaf(k) for k in keys], np.int64)[back]
+            keep[check] = leaf[check] >= 0
         sel = np.flatnonzero(keep)
         final = pos[sel]
         codes = {
@@ -329,6 +332,7 @@ class Ingestor:
             "seen": seen[sel],
             "applies": applies[sel],
             "bare": bare[sel],
+            "leaf": leaf[sel],
         }
         for name in ("status", "cause", "event", "reject_apn"):
             codes[name] = static[name][final]
@@ -413,8 +417,9 @@ class Ingestor:
         (``_vectorizable``): ``_apply_row`` over arrays (attributes, then the kind's
         own part; the regime of usage records is ``_regime_vector``)."""
         state = self.state
-        for row in rows[codes["bare"]].tolist():
-            state.refresh_leaf(row)  # an existing leaf (checked): nothing registered
+        bare = codes["bare"]
+        if bare.any():  # the leaf of their inventory values (refresh_leaf), found already
+            state.cols.leaf[rows[bare]] = codes["leaf"][bare]
         applies = np.flatnonzero(codes["applies"])
         if applies.size:
             self._attributes_vector(rows[applies], {k: v[applies] for k, v in codes.items()})
@@ -547,23 +552,10 @@ class Ingestor:
         if idx.size:
             cr = r[idx]
             left = cols.leaf[cr].copy()
-            cols.leaf[cr] = self._leaves_of(cr)  # existing leaves (checked): none registered
+            cols.leaf[cr] = codes["leaf"][idx]  # existing leaves, found by _vectorizable
             went = moved[idx] & (left >= 0)
             cols.prev_leaf[cr[went]] = left[went]
             cols.moved_at[cr[went]] = t[idx][went]
-
-    def _leaves_of(self, rows: np.ndarray) -> np.ndarray:
-        """``refresh_leaf``'s leaf of each row (its current dimension codes), one lookup
-        per distinct combination; every leaf must exist already (``_vectorizable``)."""
-        state = self.state
-        if not state.dims:
-            return np.full(rows.size, state.leaf_id(()), np.int64)
-        key = np.stack([state.dim_column(d)[rows] for d in state.dims], axis=1)
-        keys, back = _distinct_rows(key.astype(np.int64))
-        leaf_id = state.leaf_id
-        ids = np.array([leaf_id(k) for k in keys], np.int64)
-        leaves: np.ndarray = ids[back]
-        return leaves
 
     def _rows_of_new(self, iccids: list[str]) -> np.ndarray:
         """``_row`` of each ICCID not in the index, in order: found by the other form of
