@@ -61,6 +61,10 @@ KIND_NAMES: Final = ("usage", "session", "event")
 _MAX_RECORD_ID_CHARS: Final = 256
 
 _Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
+# the batch decoder's structs require these (missing, null or out of bounds: the line
+# goes to the scalar decoder, which gives the rejection); lengths in code points, as len()
+_RecordId = Annotated[str, msgspec.Meta(min_length=1, max_length=_MAX_RECORD_ID_CHARS)]
+_Iccid = Annotated[str, msgspec.Meta(min_length=18, max_length=22)]
 
 
 class _Raw(msgspec.Struct, gc=False):
@@ -90,16 +94,17 @@ class _Raw(msgspec.Struct, gc=False):
 
 class _Record(msgspec.Struct, gc=False, tag_field="kind"):
     """What the batch decoder reads: one struct type per kind (``kind`` is the tag; a
-    missing or unknown kind fails the decode and goes to the scalar decoder). Each
+    missing or unknown kind, a missing or null ``record_id`` or ``iccid``, or one of the
+    wrong length fails the decode and goes to the scalar decoder). Each
     type has the fields of its kind only, so another kind's fields in a record are
     ignored as the scalar decoder ignores them; their names are class attributes equal
     to None, so one ``attrgetter`` reads a column across kinds. ``when`` is the event
     time's text: ``end`` for usage, ``ts`` for the others."""
 
-    record_id: str | None = None
-    iccid: str | None = None
-    bytes_up: _Count | None = None
-    bytes_down: _Count | None = None
+    record_id: _RecordId
+    iccid: _Iccid
+    bytes_up: _Count | None = -1  # -1: absent (null: None, as absent)
+    bytes_down: _Count | None = -1
     apn: str | None = None
     mcc: str | None = None
     mnc: str | None = None
@@ -403,7 +408,8 @@ def _present(values: list[str | None], *, nonempty: bool = False) -> np.ndarray:
 
 
 def _counts(values: list[int | None]) -> np.ndarray:
-    """Byte counts as int64 (already 0..2**53 by the struct's type); -1 where absent."""
+    """Byte counts as int64 (already 0..2**53 by the struct's type; -1 where absent);
+    None (a null) is absent too."""
     if None not in values:
         return np.fromiter(values, np.int64, len(values))
     # None -> NaN; counts are at most 2**53 (MAX_COUNT), exact in float64
@@ -411,20 +417,27 @@ def _counts(values: list[int | None]) -> np.ndarray:
     return np.where(np.isnan(arr), -1.0, arr).astype(np.int64)
 
 
-def _code_ok(values: list[str | None], shortest: int, longest: int) -> np.ndarray:
-    """Per row: None, "" or ``shortest``-``longest`` ASCII digits (MCC, MNC)."""
-    n = len(values)
-    if None not in values and "" not in values:
-        lengths = np.fromiter(map(len, values), np.int64, n)  # type: ignore[arg-type]
-        ok = (lengths >= shortest) & (lengths <= longest)
-        if _all_digits(values):  # type: ignore[arg-type]
-            return ok
-    else:
-        ok = np.ones(n, np.bool_)
-    for i, v in enumerate(values):
-        if v and not (shortest <= len(v) <= longest and v.isascii() and v.isdigit()):
-            ok[i] = False
-    return ok
+def _code_ok(values: list[str | None], shortest: int, longest: int) -> np.ndarray | None:
+    """Per row: None, "" or ``shortest``-``longest`` ASCII digits (MCC, MNC); None when
+    every row is (each distinct value checked once)."""
+    bad = {
+        v
+        for v in set(values)
+        if v and not (shortest <= len(v) <= longest and v.isascii() and v.isdigit())
+    }
+    if not bad:
+        return None
+    return ~np.fromiter(map(bad.__contains__, values), np.bool_, len(values))
+
+
+def _all_of_kind(values: list[str | None], rows: int, allowed: frozenset[str]) -> bool:
+    """Whether every one of ``values`` outside the kind's ``rows`` is None (another kind's
+    field: a class attribute) and every value of the kind is in ``allowed`` (not None)."""
+    if values.count(None) != len(values) - rows:
+        return False
+    distinct = set(values)
+    distinct.discard(None)
+    return distinct <= allowed
 
 
 class ColumnarDecoder:
@@ -567,16 +580,8 @@ class ColumnarDecoder:
         get = _GET
         kind = np.fromiter(map(get["code"], structs), np.int8, n)
         ok = np.ones(n, np.bool_)
-        rid = list(map(get["record_id"], structs))
-        iccid = list(map(get["iccid"], structs))
-        if None in rid or None in iccid:
-            ok &= _present(rid) & _present(iccid)
-            rid = [r or "" for r in rid]
-            iccid = [c or "" for c in iccid]
-        rid_len = np.fromiter(map(len, rid), np.int64, n)
-        ok &= (rid_len >= 1) & (rid_len <= _MAX_RECORD_ID_CHARS)
-        ic_len = np.fromiter(map(len, iccid), np.int64, n)
-        ok &= (ic_len >= 18) & (ic_len <= 22)
+        rid = list(map(get["record_id"], structs))  # 1-256 characters (the struct's type)
+        iccid = list(map(get["iccid"], structs))  # 18-22 characters (the struct's type)
         if not _all_digits(iccid):
             ok &= np.fromiter((c.isascii() and c.isdigit() for c in iccid), np.bool_, n)
 
@@ -598,7 +603,9 @@ class ColumnarDecoder:
 
         mcc = list(map(get["mcc"], structs))
         mnc = list(map(get["mnc"], structs))
-        ok &= _code_ok(mcc, 3, 3) & _code_ok(mnc, 2, 3)
+        for codes_ok in (_code_ok(mcc, 3, 3), _code_ok(mnc, 2, 3)):
+            if codes_ok is not None:
+                ok &= codes_ok
         if "" in mcc:
             mcc = [v or None for v in mcc]
         if "" in mnc:
@@ -609,7 +616,11 @@ class ColumnarDecoder:
         status = list(map(get["status"], structs))
         end_cause = list(map(get["end_cause"], structs))
         session = kind == SESSION
-        if session.any():
+        sessions = int(np.count_nonzero(session))
+        if sessions and not (
+            _all_of_kind(status, sessions, _STATUS_OK) and "" not in session_id
+            and session_id.count(None) == n - sessions
+        ):  # fmt: skip
             sess_ok = _present(session_id, nonempty=True) & np.fromiter(
                 map(_STATUS_OK.__contains__, status), np.bool_, n
             )
@@ -617,7 +628,8 @@ class ColumnarDecoder:
         event_type = list(map(get["type"], structs))
         cause = list(map(get["cause"], structs))
         event = kind == EVENT
-        if event.any():
+        events = int(np.count_nonzero(event))
+        if events and not _all_of_kind(event_type, events, _EVENT_OK):
             ok &= ~event | np.fromiter(map(_EVENT_OK.__contains__, event_type), np.bool_, n)
 
         apn = list(map(get["apn"], structs))
