@@ -48,6 +48,10 @@ _SESSION_STATUS = {"started": _STARTED, "interim": _INTERIM, "ended": _ENDED}
 _EVENT_NONE, _EVENT_AUTH, _EVENT_PDP, _EVENT_CLOSE = 0, 1, 2, 3
 SMALL_BATCH = 128  # crossover ~96 records on bench_api's live feed (docs/performance.md)
 MIN_ROUND = 32
+# the codes (Ingestor._vectorizable) each part of Ingestor._apply_vector reads
+_ATTRIBUTE_CODES = ("apn", "partner", "country", "rat", "t", "seen", "leaf")
+_SESSION_CODES = ("t", "status", "cause")
+_EVENT_CODES = ("t", "event", "cause", "reject_apn")
 _ABSENT = -2  # vectorized apply: the record has no such attribute
 _UNKNOWN = -1  # vectorized apply: a value not registered yet (Interner.find)
 _MONTHS_1970_TO_2020 = 50 * 12  # month_of counts months from January 2020
@@ -219,7 +223,16 @@ class Ingestor:
         mcc_f, mcc_values = _factorize(mcc)
         mnc_f, mnc_values = _factorize(mnc)
         pair = mcc_f * len(mnc_values) + mnc_f
-        uniq, _, back = unique_first_inverse(pair)
+        size = len(mcc_values) * len(mnc_values)
+        if size <= 4 * pair.size:  # the pairs present by a mark per possible pair (no sort)
+            present = np.zeros(size, np.bool_)
+            present[pair] = True
+            uniq = np.flatnonzero(present)
+            back = np.zeros(size, np.intp)
+            back[uniq] = np.arange(uniq.size)
+            back = back[pair]
+        else:
+            uniq, _, back = unique_first_inverse(pair)
         state = self.state
         partner = np.empty(uniq.size, np.int64)
         country = np.empty(uniq.size, np.int64)
@@ -420,16 +433,22 @@ class Ingestor:
         bare = codes["bare"]
         if bare.any():  # the leaf of their inventory values (refresh_leaf), found already
             state.cols.leaf[rows[bare]] = codes["leaf"][bare]
+
+        def picked(at: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+            return {name: codes[name][at] for name in names}
+
         applies = np.flatnonzero(codes["applies"])
         if applies.size:
-            self._attributes_vector(rows[applies], {k: v[applies] for k, v in codes.items()})
-        for kind, apply in ((0, self._usage_vector), (1, self._sessions_vector)):
-            at = np.flatnonzero(kinds == kind)
-            if at.size:
-                apply(rows[at], ts[at], total[at], {k: v[at] for k, v in codes.items()})
+            self._attributes_vector(rows[applies], picked(applies, _ATTRIBUTE_CODES))
+        at = np.flatnonzero(kinds == 0)
+        if at.size:  # the attributes are applied already: no codes needed
+            self._usage_vector(rows[at], ts[at], total[at])
+        at = np.flatnonzero(kinds == 1)
+        if at.size:
+            self._sessions_vector(rows[at], ts[at], total[at], picked(at, _SESSION_CODES))
         at = np.flatnonzero(kinds == 2)
         if at.size:
-            self._events_vector(rows[at], {k: v[at] for k, v in codes.items()})
+            self._events_vector(rows[at], picked(at, _EVENT_CODES))
 
     def _sessions_vector(
         self, r: np.ndarray, ts: np.ndarray, total: np.ndarray, codes: dict[str, np.ndarray]
@@ -499,11 +518,8 @@ class Ingestor:
             cols.session_open[rc] = 0
             cols.session_end[rc] = np.maximum(cols.session_end[rc], tc)
 
-    def _usage_vector(
-        self, rows: np.ndarray, ts: np.ndarray, total: np.ndarray, codes: dict[str, np.ndarray]
-    ) -> None:
+    def _usage_vector(self, rows: np.ndarray, ts: np.ndarray, total: np.ndarray) -> None:
         """The usage part of ``_apply_row`` for usage records of distinct rows."""
-        del codes  # the attributes are applied already
         state = self.state
         cols = state.cols
         data = np.flatnonzero(total > 0)
