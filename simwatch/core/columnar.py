@@ -542,8 +542,8 @@ class ColumnarDecoder:
     ) -> DecodedBatch:
         """Validate the decoded structs in columns; the rest goes to the scalar decoder."""
         n = len(raws)
-        fallback = np.array([r is None for r in raws], np.bool_)
-        if fallback.any():
+        if not all(raws):  # a struct is always true: some are None (for the scalar decoder)
+            fallback = np.fromiter((r is None for r in raws), np.bool_, n)
             good_idx = np.flatnonzero(~fallback)
             structs: list[_AnyRecord] = [raws[i] for i in good_idx.tolist()]  # type: ignore[misc]
         else:
