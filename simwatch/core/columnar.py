@@ -12,11 +12,12 @@ decoder stays the reference and the one copy of the rejection rules:
    there: a record whose field has the wrong JSON type, a negative or too large byte
    count, a missing or unknown kind, or broken JSON fails the call, and the batch is
    then decoded line by line (still msgspec) to find the bad lines.
-2. The rules on values run over columns: ICCID and MCC/MNC digits by one ``isdigit`` on
-   the joined strings, lengths by ``map(len)``, kinds and enums by dict lookups, the
-   common ``YYYY-MM-DDTHH:MM:SSZ`` timestamps parsed as one ``uint8`` matrix (other
-   forms through the scalar decoder's memoized parser), window, future and too-old
-   checks as array comparisons.
+2. The rules on values run over columns: ICCID digits by one ``isdigit`` on
+   the joined strings, record id and ICCID lengths by the structs' constraints, MCC,
+   MNC and enums once per distinct value, each distinct timestamp text parsed once and
+   kept across batches (the common ``YYYY-MM-DDTHH:MM:SSZ`` form as one ``uint8``
+   matrix, other forms through the scalar decoder's memoized parser), window, future
+   and too-old checks as array comparisons.
 3. Every line that fails any of these checks (or is not a plain object, too large,
    starts with a BOM...) is handed to ``RecordDecoder.decode_line``: it gives the exact
    rejection, or the record when the fast checks were only stricter than needed. The
