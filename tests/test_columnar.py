@@ -64,6 +64,22 @@ mixed_lines = st.one_of(
 )
 
 
+# records whose times repeat across batches, one of them unparsable, one in another form
+REPEATED_TIMES = [
+    orjson.dumps(
+        {"kind": "usage", "record_id": f"t{i}", "iccid": "8931440000000000011", "start": start,
+         "end": end, "bytes_up": 1, "bytes_down": 0}
+    )
+    for i, (start, end) in enumerate([
+        ("2026-11-20T10:00:00Z", "2026-11-20T10:15:00Z"),
+        ("2026-11-20T10:15:00Z", "2026-11-20T10:30:00Z"),
+        ("2026-11-20T10:00:00Z", "2026-11-20T10:15:00.250Z"),
+        ("2026-11-20T10:00:00Z", "2026-11-20T25:15:00Z"),
+        ("", "2026-11-20T10:15:00Z"),
+    ])
+]  # fmt: skip
+
+
 @fuzz(300)
 @given(st.lists(valid_records(), min_size=1, max_size=30))
 def test_valid_batches_decode_to_the_scalar_records(recs: list[dict[str, Any]]) -> None:
@@ -85,6 +101,29 @@ def test_valid_batches_decode_to_the_scalar_records(recs: list[dict[str, Any]]) 
 @given(st.lists(mixed_lines, min_size=1, max_size=20))
 def test_mixed_batches_same_records_and_rejections(lines: list[bytes]) -> None:
     assert_equivalent(lines)
+
+
+@fuzz(150)
+@given(
+    st.lists(
+        st.lists(mixed_lines | st.sampled_from(REPEATED_TIMES), min_size=1, max_size=10),
+        min_size=1,
+        max_size=6,
+    ),
+    st.sampled_from([0, 1, 3, 20_000]),
+)
+def test_one_decoder_over_many_batches(batches: list[list[bytes]], memo: int) -> None:
+    """A source's decoder keeps the times of the texts it has parsed from batch to batch
+    (``ColumnarDecoder.time_memo`` of them, then forgets them): every batch still decodes
+    as the scalar decoder does, with the memo cleared in between or not."""
+    scalar = RecordDecoder()
+    decoder = ColumnarDecoder()
+    decoder.time_memo = memo
+    for lines in batches:
+        expected = scalar_lines(lines, scalar)
+        batch = decoder.decode_lines(lines, NOW)
+        same(batch.records, [x for x in expected if isinstance(x, Record)])
+        assert batch.rejections == [x for x in expected if isinstance(x, Rejection)]
 
 
 @fuzz(150)

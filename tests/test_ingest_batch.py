@@ -297,3 +297,44 @@ def test_array_helpers_are_numpys(values: list[int]) -> None:
     for a, b in zip(got, expected, strict=True):
         assert a.tolist() == b.ravel().tolist()
     assert all_distinct(keys) == (np.unique(keys).size == keys.size)
+
+
+MCCS = [None, "262", "208", "310", "234", "204"]
+MNCS = [None, "01", "02", "10", "410", "15"]
+
+
+@fuzz(150)
+@given(
+    st.lists(st.tuples(st.sampled_from(MCCS), st.sampled_from(MNCS)), min_size=1, max_size=40),
+    st.integers(0, 6),
+)
+def test_partner_codes_of_a_batch_are_each_records(
+    pairs: list[tuple[str | None, str | None]], registered: int
+) -> None:
+    """The partner and country code of each record of a batch (a mark per possible
+    MCC/MNC pair when there are few, a sort otherwise) are the lookups of its own pair:
+    ABSENT without MCC or MNC, UNKNOWN for a partner or country not registered yet."""
+    engine = new_engine()
+    ingestor = engine.ingestor
+    for k, (mcc, mnc) in enumerate(PARTNERS[:registered]):  # some partners known
+        engine.ingest_record(
+            Record("usage", f"p{k}", ICCIDS[k], T0, T0 - 900, 1, 0, None, mcc, mnc)
+        )
+    # the drawn batch, and one of as many distinct MCCs and MNCs as records (the sort)
+    for batch in (pairs, list(zip(MCCS, MNCS[::-1], strict=True)) + pairs[:1]):
+        mccs = [m for m, _ in batch]
+        mncs = [n for _, n in batch]
+        partner, country, given = ingestor._partner_codes(mccs, mncs)
+        expected_partner, expected_country = [], []
+        for mcc, mnc in batch:
+            if mcc is None or mnc is None:
+                expected_partner.append(-2)
+                expected_country.append(-2)
+                continue
+            code = engine.state.partners.find(mcc + mnc)
+            found = ingestor._country_of_partner.get(code) if code >= 0 else None
+            expected_partner.append(code)
+            expected_country.append(-1 if found is None else found)
+        assert partner.tolist() == expected_partner
+        assert country.tolist() == expected_country
+        assert given.tolist() == [m is not None for m in mccs]

@@ -12,11 +12,12 @@ decoder stays the reference and the one copy of the rejection rules:
    there: a record whose field has the wrong JSON type, a negative or too large byte
    count, a missing or unknown kind, or broken JSON fails the call, and the batch is
    then decoded line by line (still msgspec) to find the bad lines.
-2. The rules on values run over columns: ICCID and MCC/MNC digits by one ``isdigit`` on
-   the joined strings, lengths by ``map(len)``, kinds and enums by dict lookups, the
-   common ``YYYY-MM-DDTHH:MM:SSZ`` timestamps parsed as one ``uint8`` matrix (other
-   forms through the scalar decoder's memoized parser), window, future and too-old
-   checks as array comparisons.
+2. The rules on values run over columns: ICCID digits by one ``isdigit`` on
+   the joined strings, record id and ICCID lengths by the structs' constraints, MCC,
+   MNC and enums once per distinct value, each distinct timestamp text parsed once and
+   kept across batches (the common ``YYYY-MM-DDTHH:MM:SSZ`` form as one ``uint8``
+   matrix, other forms through the scalar decoder's memoized parser), window, future
+   and too-old checks as array comparisons.
 3. Every line that fails any of these checks (or is not a plain object, too large,
    starts with a BOM...) is handed to ``RecordDecoder.decode_line``: it gives the exact
    rejection, or the record when the fast checks were only stricter than needed. The
@@ -61,6 +62,10 @@ KIND_NAMES: Final = ("usage", "session", "event")
 _MAX_RECORD_ID_CHARS: Final = 256
 
 _Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNT)]
+# the batch decoder's structs require these (missing, null or out of bounds: the line
+# goes to the scalar decoder, which gives the rejection); lengths in code points, as len()
+_RecordId = Annotated[str, msgspec.Meta(min_length=1, max_length=_MAX_RECORD_ID_CHARS)]
+_Iccid = Annotated[str, msgspec.Meta(min_length=18, max_length=22)]
 
 
 class _Raw(msgspec.Struct, gc=False):
@@ -90,16 +95,17 @@ class _Raw(msgspec.Struct, gc=False):
 
 class _Record(msgspec.Struct, gc=False, tag_field="kind"):
     """What the batch decoder reads: one struct type per kind (``kind`` is the tag; a
-    missing or unknown kind fails the decode and goes to the scalar decoder). Each
+    missing or unknown kind, a missing or null ``record_id`` or ``iccid``, or one of the
+    wrong length fails the decode and goes to the scalar decoder). Each
     type has the fields of its kind only, so another kind's fields in a record are
     ignored as the scalar decoder ignores them; their names are class attributes equal
     to None, so one ``attrgetter`` reads a column across kinds. ``when`` is the event
     time's text: ``end`` for usage, ``ts`` for the others."""
 
-    record_id: str | None = None
-    iccid: str | None = None
-    bytes_up: _Count | None = None
-    bytes_down: _Count | None = None
+    record_id: _RecordId
+    iccid: _Iccid
+    bytes_up: _Count | None = -1  # -1: absent (null: None, as absent)
+    bytes_down: _Count | None = -1
     apn: str | None = None
     mcc: str | None = None
     mnc: str | None = None
@@ -385,6 +391,9 @@ def _all_digits(values: list[str]) -> bool:
     return joined.isascii() and joined.isdigit()
 
 
+# the times of the texts seen (``ColumnarDecoder._times``), cleared when it would pass this
+TIME_MEMO: Final = 20_000
+_NO_TIME: Final[dict[str | None, float]] = {None: math.nan, "": math.nan}
 _STATUS_OK: Final = frozenset(SESSION_STATUSES)
 _EVENT_OK: Final = frozenset(EVENT_TYPES)
 
@@ -400,7 +409,8 @@ def _present(values: list[str | None], *, nonempty: bool = False) -> np.ndarray:
 
 
 def _counts(values: list[int | None]) -> np.ndarray:
-    """Byte counts as int64 (already 0..2**53 by the struct's type); -1 where absent."""
+    """Byte counts as int64 (already 0..2**53 by the struct's type; -1 where absent);
+    None (a null) is absent too."""
     if None not in values:
         return np.fromiter(values, np.int64, len(values))
     # None -> NaN; counts are at most 2**53 (MAX_COUNT), exact in float64
@@ -408,20 +418,27 @@ def _counts(values: list[int | None]) -> np.ndarray:
     return np.where(np.isnan(arr), -1.0, arr).astype(np.int64)
 
 
-def _code_ok(values: list[str | None], shortest: int, longest: int) -> np.ndarray:
-    """Per row: None, "" or ``shortest``-``longest`` ASCII digits (MCC, MNC)."""
-    n = len(values)
-    if None not in values and "" not in values:
-        lengths = np.fromiter(map(len, values), np.int64, n)  # type: ignore[arg-type]
-        ok = (lengths >= shortest) & (lengths <= longest)
-        if _all_digits(values):  # type: ignore[arg-type]
-            return ok
-    else:
-        ok = np.ones(n, np.bool_)
-    for i, v in enumerate(values):
-        if v and not (shortest <= len(v) <= longest and v.isascii() and v.isdigit()):
-            ok[i] = False
-    return ok
+def _code_ok(values: list[str | None], shortest: int, longest: int) -> np.ndarray | None:
+    """Per row: None, "" or ``shortest``-``longest`` ASCII digits (MCC, MNC); None when
+    every row is (each distinct value checked once)."""
+    bad = {
+        v
+        for v in set(values)
+        if v and not (shortest <= len(v) <= longest and v.isascii() and v.isdigit())
+    }
+    if not bad:
+        return None
+    return ~np.fromiter(map(bad.__contains__, values), np.bool_, len(values))
+
+
+def _all_of_kind(values: list[str | None], rows: int, allowed: frozenset[str]) -> bool:
+    """Whether every one of ``values`` outside the kind's ``rows`` is None (another kind's
+    field: a class attribute) and every value of the kind is in ``allowed`` (not None)."""
+    if values.count(None) != len(values) - rows:
+        return False
+    distinct = set(values)
+    distinct.discard(None)
+    return distinct <= allowed
 
 
 class ColumnarDecoder:
@@ -431,13 +448,15 @@ class ColumnarDecoder:
     take (and owns the limits: future time, line and payload size).
     """
 
-    __slots__ = ("_array", "_lines", "_parse_time", "scalar")
+    __slots__ = ("_array", "_lines", "_parse_time", "_time_of", "scalar", "time_memo")
 
     def __init__(self, scalar: RecordDecoder | None = None) -> None:
         self.scalar = scalar if scalar is not None else RecordDecoder()
         self._lines = msgspec.json.Decoder(_AnyRecord)
         self._array = msgspec.json.Decoder(list[_AnyRecord])
         self._parse_time = CachedTimeParser()
+        self._time_of: dict[str | None, float] = dict(_NO_TIME)  # text -> seconds or NaN
+        self.time_memo = TIME_MEMO  # at most this many texts in ``_time_of`` (then cleared)
 
     # ---------------------------------------------------------------- entry points
 
@@ -524,8 +543,8 @@ class ColumnarDecoder:
     ) -> DecodedBatch:
         """Validate the decoded structs in columns; the rest goes to the scalar decoder."""
         n = len(raws)
-        fallback = np.array([r is None for r in raws], np.bool_)
-        if fallback.any():
+        if not all(raws):  # a struct is always true: some are None (for the scalar decoder)
+            fallback = np.fromiter((r is None for r in raws), np.bool_, n)
             good_idx = np.flatnonzero(~fallback)
             structs: list[_AnyRecord] = [raws[i] for i in good_idx.tolist()]  # type: ignore[misc]
         else:
@@ -562,16 +581,8 @@ class ColumnarDecoder:
         get = _GET
         kind = np.fromiter(map(get["code"], structs), np.int8, n)
         ok = np.ones(n, np.bool_)
-        rid = list(map(get["record_id"], structs))
-        iccid = list(map(get["iccid"], structs))
-        if None in rid or None in iccid:
-            ok &= _present(rid) & _present(iccid)
-            rid = [r or "" for r in rid]
-            iccid = [c or "" for c in iccid]
-        rid_len = np.fromiter(map(len, rid), np.int64, n)
-        ok &= (rid_len >= 1) & (rid_len <= _MAX_RECORD_ID_CHARS)
-        ic_len = np.fromiter(map(len, iccid), np.int64, n)
-        ok &= (ic_len >= 18) & (ic_len <= 22)
+        rid = list(map(get["record_id"], structs))  # 1-256 characters (the struct's type)
+        iccid = list(map(get["iccid"], structs))  # 18-22 characters (the struct's type)
         if not _all_digits(iccid):
             ok &= np.fromiter((c.isascii() and c.isdigit() for c in iccid), np.bool_, n)
 
@@ -593,7 +604,9 @@ class ColumnarDecoder:
 
         mcc = list(map(get["mcc"], structs))
         mnc = list(map(get["mnc"], structs))
-        ok &= _code_ok(mcc, 3, 3) & _code_ok(mnc, 2, 3)
+        for codes_ok in (_code_ok(mcc, 3, 3), _code_ok(mnc, 2, 3)):
+            if codes_ok is not None:
+                ok &= codes_ok
         if "" in mcc:
             mcc = [v or None for v in mcc]
         if "" in mnc:
@@ -604,7 +617,11 @@ class ColumnarDecoder:
         status = list(map(get["status"], structs))
         end_cause = list(map(get["end_cause"], structs))
         session = kind == SESSION
-        if session.any():
+        sessions = int(np.count_nonzero(session))
+        if sessions and not (
+            _all_of_kind(status, sessions, _STATUS_OK) and "" not in session_id
+            and session_id.count(None) == n - sessions
+        ):  # fmt: skip
             sess_ok = _present(session_id, nonempty=True) & np.fromiter(
                 map(_STATUS_OK.__contains__, status), np.bool_, n
             )
@@ -612,7 +629,8 @@ class ColumnarDecoder:
         event_type = list(map(get["type"], structs))
         cause = list(map(get["cause"], structs))
         event = kind == EVENT
-        if event.any():
+        events = int(np.count_nonzero(event))
+        if events and not _all_of_kind(event_type, events, _EVENT_OK):
             ok &= ~event | np.fromiter(map(_EVENT_OK.__contains__, event_type), np.bool_, n)
 
         apn = list(map(get["apn"], structs))
@@ -646,26 +664,36 @@ class ColumnarDecoder:
         return cols, ok
 
     def _times(self, texts: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
-        """Parsed times and which parsed (None or an unparsable text: not ok)."""
-        if None in texts or "" in texts:
-            present = np.flatnonzero(np.fromiter(map(bool, texts), np.bool_, len(texts)))
-            out = np.full(len(texts), np.nan)
-            ok = np.zeros(len(texts), np.bool_)
-            if present.size:
-                sub, sub_ok = self._times([texts[i] for i in present.tolist()])
-                out[present] = sub
-                ok[present] = sub_ok
-            return out, ok
-        values, ok = parse_utc_column(texts)  # type: ignore[arg-type]
+        """Parsed times and which parsed (None, "" or an unparsable text: NaN, not ok).
+
+        Each distinct text is parsed once (``_time_of``, kept across batches: a batch's
+        times repeat, and the next batch's are mostly the same seconds), so per record
+        this is a set and a dict lookup."""
+        memo = self._time_of
+        distinct = set(texts)
+        new = distinct.difference(memo)
+        if new:
+            if len(memo) + len(new) > self.time_memo:  # forget the older batches' texts
+                memo.clear()
+                memo.update(_NO_TIME)
+                new = distinct.difference(memo)
+            fresh: list[str] = list(new)  # type: ignore[arg-type]
+            memo.update(zip(fresh, self._parse_times(fresh).tolist(), strict=True))
+        values = np.fromiter(map(memo.__getitem__, texts), np.float64, len(texts))
+        return values, ~np.isnan(values)
+
+    def _parse_times(self, texts: list[str]) -> np.ndarray:
+        """Non-empty texts as epoch seconds (NaN where unparsable): the common form at
+        once (``parse_utc_column``), the others by the scalar decoder's parser."""
+        values, ok = parse_utc_column(texts)
         if not ok.all():
             parse = self._parse_time
             for i in np.flatnonzero(~ok).tolist():
                 try:
-                    values[i] = parse(texts[i])  # type: ignore[arg-type]
+                    values[i] = parse(texts[i])
                 except TimeParseError:
                     continue
-                ok[i] = True
-        return values, ok
+        return values
 
 
 def _utf8(data: bytes) -> bool:

@@ -15,6 +15,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -47,6 +48,10 @@ _SESSION_STATUS = {"started": _STARTED, "interim": _INTERIM, "ended": _ENDED}
 _EVENT_NONE, _EVENT_AUTH, _EVENT_PDP, _EVENT_CLOSE = 0, 1, 2, 3
 SMALL_BATCH = 128  # crossover ~96 records on bench_api's live feed (docs/performance.md)
 MIN_ROUND = 32
+# the codes (Ingestor._vectorizable) each part of Ingestor._apply_vector reads
+_ATTRIBUTE_CODES = ("apn", "partner", "country", "rat", "t", "seen", "leaf")
+_SESSION_CODES = ("t", "status", "cause")
+_EVENT_CODES = ("t", "event", "cause", "reject_apn")
 _ABSENT = -2  # vectorized apply: the record has no such attribute
 _UNKNOWN = -1  # vectorized apply: a value not registered yet (Interner.find)
 _MONTHS_1970_TO_2020 = 50 * 12  # month_of counts months from January 2020
@@ -218,7 +223,16 @@ class Ingestor:
         mcc_f, mcc_values = _factorize(mcc)
         mnc_f, mnc_values = _factorize(mnc)
         pair = mcc_f * len(mnc_values) + mnc_f
-        uniq, _, back = unique_first_inverse(pair)
+        size = len(mcc_values) * len(mnc_values)
+        if size <= 4 * pair.size:  # the pairs present by a mark per possible pair (no sort)
+            present = np.zeros(size, np.bool_)
+            present[pair] = True
+            uniq = np.flatnonzero(present)
+            back = np.zeros(size, np.intp)
+            back[uniq] = np.arange(uniq.size)
+            back = back[pair]
+        else:
+            uniq, _, back = unique_first_inverse(pair)
         state = self.state
         partner = np.empty(uniq.size, np.int64)
         country = np.empty(uniq.size, np.int64)
@@ -282,8 +296,9 @@ class Ingestor:
         Such records touch only their own rows and register nothing, so applying them
         before the others (one by one, in order) gives the state of one record at a
         time. The codes: ``_static_codes``'s, ``seen`` (the SIM's attribute time),
-        ``applies`` (the record's attributes are newer) and ``bare`` (a SIM without
-        attributes or leaf yet)."""
+        ``applies`` (the record's attributes are newer), ``bare`` (a SIM without
+        attributes or leaf yet) and ``leaf`` (the leaf the record leads to, when it
+        changes the SIM's dimensions or the SIM is bare; -1 otherwise)."""
         state = self.state
         cols = state.cols
         r = rows[pos]
@@ -313,10 +328,12 @@ class Ingestor:
                 key[:, at] = np.where(differs, country_c, key[:, at])
         bare = ~has_attr & (seen == NEVER) & (cols.leaf[r] < 0)
         check = np.flatnonzero(changed | bare)
+        leaf = np.full(pos.size, -1, np.int64)  # the leaf of a record that moves its SIM
         if check.size:
             keys, back = _distinct_rows(key[check])
-            exists = np.array([state.find_leaf(k) >= 0 for k in keys], np.bool_)
-            keep[check] = exists[back]
+            find_leaf = state.find_leaf
+            leaf[check] = np.array([find_leaf(k) for k in keys], np.int64)[back]
+            keep[check] = leaf[check] >= 0
         sel = np.flatnonzero(keep)
         final = pos[sel]
         codes = {
@@ -328,6 +345,7 @@ class Ingestor:
             "seen": seen[sel],
             "applies": applies[sel],
             "bare": bare[sel],
+            "leaf": leaf[sel],
         }
         for name in ("status", "cause", "event", "reject_apn"):
             codes[name] = static[name][final]
@@ -359,29 +377,39 @@ class Ingestor:
         causes = self.state.causes
         apns = self.state.apns
         sessions = np.flatnonzero(kinds == 1)
-        if sessions.size:
+        if sessions.size:  # one lookup per distinct status and end cause
             picked = sessions.tolist()
-            status_c[sessions] = [_SESSION_STATUS.get(status[i] or "", -1) for i in picked]
-            failure = [
-                (causes.find(end_cause[i]) if end_cause[i] in FAILURE_END_CAUSES else 0)  # type: ignore[arg-type]
-                for i in picked
-            ]
+            statuses = _pick(status, picked)
+            status_c[sessions] = _lookup(
+                {v: _SESSION_STATUS.get(v or "", -1) for v in set(statuses)}, statuses
+            )
+            ends = _pick(end_cause, picked)
+            failure = _lookup(
+                {c: causes.find(c) if c in FAILURE_END_CAUSES else 0 for c in set(ends)}, ends
+            )
             cause_c[sessions] = failure
-            st = status_c[sessions]
-            eligible[sessions] = (st >= 0) & (np.asarray(failure, np.int64) >= 0)
+            eligible[sessions] = (status_c[sessions] >= 0) & (failure >= 0)
         events = np.flatnonzero(kinds == 2)
-        if events.size:
-            for i in events.tolist():
-                kind = event_type[i]
+        if events.size:  # one lookup per distinct (type, cause, APN)
+            picked = events.tolist()
+            types, texts = _pick(event_type, picked), _pick(cause, picked)
+            triples = list(zip(types, texts, _pick(apn, picked), strict=True))
+            found: dict[tuple[str | None, str | None, str | None], tuple[int, int, int]] = {}
+            for triple in set(triples):
+                kind, text, reject_apn_text = triple
                 action = _EVENT_ACTION.get(kind, _EVENT_NONE)  # type: ignore[arg-type]
-                event_c[i] = action
+                cause_code = apn_code = 0
                 if action in (_EVENT_AUTH, _EVENT_PDP):
-                    text = cause[i]
                     if kind in POLICY_REJECTS:
                         text = f"{kind}: {text}" if text else kind
-                    cause_c[i] = causes.find(text) if text else 0
-                    reject_apn[i] = apns.find(apn[i]) if apn[i] else 0  # type: ignore[arg-type]
-            eligible[events] = (cause_c[events] >= 0) & (reject_apn[events] >= 0)
+                    cause_code = causes.find(text) if text else 0
+                    apn_code = apns.find(reject_apn_text) if reject_apn_text else 0
+                found[triple] = (action, cause_code, apn_code)
+            codes = np.array(list(map(found.__getitem__, triples)), np.int64).reshape(-1, 3)
+            event_c[events] = codes[:, 0]
+            cause_c[events] = codes[:, 1]
+            reject_apn[events] = codes[:, 2]
+            eligible[events] = (codes[:, 1] >= 0) & (codes[:, 2] >= 0)
         return {
             "eligible": eligible,
             "status": status_c,
@@ -402,18 +430,25 @@ class Ingestor:
         (``_vectorizable``): ``_apply_row`` over arrays (attributes, then the kind's
         own part; the regime of usage records is ``_regime_vector``)."""
         state = self.state
-        for row in rows[codes["bare"]].tolist():
-            state.refresh_leaf(row)  # an existing leaf (checked): nothing registered
+        bare = codes["bare"]
+        if bare.any():  # the leaf of their inventory values (refresh_leaf), found already
+            state.cols.leaf[rows[bare]] = codes["leaf"][bare]
+
+        def picked(at: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+            return {name: codes[name][at] for name in names}
+
         applies = np.flatnonzero(codes["applies"])
         if applies.size:
-            self._attributes_vector(rows[applies], {k: v[applies] for k, v in codes.items()})
-        for kind, apply in ((0, self._usage_vector), (1, self._sessions_vector)):
-            at = np.flatnonzero(kinds == kind)
-            if at.size:
-                apply(rows[at], ts[at], total[at], {k: v[at] for k, v in codes.items()})
+            self._attributes_vector(rows[applies], picked(applies, _ATTRIBUTE_CODES))
+        at = np.flatnonzero(kinds == 0)
+        if at.size:  # the attributes are applied already: no codes needed
+            self._usage_vector(rows[at], ts[at], total[at])
+        at = np.flatnonzero(kinds == 1)
+        if at.size:
+            self._sessions_vector(rows[at], ts[at], total[at], picked(at, _SESSION_CODES))
         at = np.flatnonzero(kinds == 2)
         if at.size:
-            self._events_vector(rows[at], {k: v[at] for k, v in codes.items()})
+            self._events_vector(rows[at], picked(at, _EVENT_CODES))
 
     def _sessions_vector(
         self, r: np.ndarray, ts: np.ndarray, total: np.ndarray, codes: dict[str, np.ndarray]
@@ -483,11 +518,8 @@ class Ingestor:
             cols.session_open[rc] = 0
             cols.session_end[rc] = np.maximum(cols.session_end[rc], tc)
 
-    def _usage_vector(
-        self, rows: np.ndarray, ts: np.ndarray, total: np.ndarray, codes: dict[str, np.ndarray]
-    ) -> None:
+    def _usage_vector(self, rows: np.ndarray, ts: np.ndarray, total: np.ndarray) -> None:
         """The usage part of ``_apply_row`` for usage records of distinct rows."""
-        del codes  # the attributes are applied already
         state = self.state
         cols = state.cols
         data = np.flatnonzero(total > 0)
@@ -536,23 +568,10 @@ class Ingestor:
         if idx.size:
             cr = r[idx]
             left = cols.leaf[cr].copy()
-            cols.leaf[cr] = self._leaves_of(cr)  # existing leaves (checked): none registered
+            cols.leaf[cr] = codes["leaf"][idx]  # existing leaves, found by _vectorizable
             went = moved[idx] & (left >= 0)
             cols.prev_leaf[cr[went]] = left[went]
             cols.moved_at[cr[went]] = t[idx][went]
-
-    def _leaves_of(self, rows: np.ndarray) -> np.ndarray:
-        """``refresh_leaf``'s leaf of each row (its current dimension codes), one lookup
-        per distinct combination; every leaf must exist already (``_vectorizable``)."""
-        state = self.state
-        if not state.dims:
-            return np.full(rows.size, state.leaf_id(()), np.int64)
-        key = np.stack([state.dim_column(d)[rows] for d in state.dims], axis=1)
-        keys, back = _distinct_rows(key.astype(np.int64))
-        leaf_id = state.leaf_id
-        ids = np.array([leaf_id(k) for k in keys], np.int64)
-        leaves: np.ndarray = ids[back]
-        return leaves
 
     def _rows_of_new(self, iccids: list[str]) -> np.ndarray:
         """``_row`` of each ICCID not in the index, in order: found by the other form of
@@ -827,6 +846,19 @@ def _ranks(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rank[order] = np.arange(n) - np.flatnonzero(starts)[group_sorted]
     group[order] = group_sorted
     return rank, group
+
+
+def _pick(values: list[str | None], at: list[int]) -> tuple[str | None, ...]:
+    """``values`` at the indexes ``at`` (one C call)."""
+    if len(at) == 1:
+        return (values[at[0]],)
+    picked: tuple[str | None, ...] = itemgetter(*at)(values)
+    return picked
+
+
+def _lookup(lut: dict[str | None, int], values: tuple[str | None, ...]) -> np.ndarray:
+    """``lut[v]`` for each of ``values``, as an int64 array."""
+    return np.fromiter(map(lut.__getitem__, values), np.int64, len(values))
 
 
 def _factorize(values: list[str | None]) -> tuple[np.ndarray, list[str | None]]:

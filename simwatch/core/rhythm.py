@@ -682,7 +682,7 @@ class RhythmModel:
     ) -> npt.NDArray[np.int64]:
         """``_learn`` for distinct rows; returns the new gap counts."""
         n = self._n[rows].astype(np.int64)
-        lg = np.array([math.log(g) for g in gaps.tolist()])
+        lg = np.fromiter(map(math.log, gaps.tolist()), np.float64, gaps.size)
         fresh = n == 0
         if fresh.any():
             fr = rows[fresh]
@@ -703,7 +703,8 @@ class RhythmModel:
             a = np.maximum(1.0 / (n_old + 1), p.alpha)
             self._mu[rw] = mu + a * d
             self._var[rw] = (1.0 - a) * (var + a * d * d)
-            decay = np.array([math.exp(-x / p.gmax_tau_s) for x in g.tolist()])
+            # -x / tau as observe computes it (the same float64 operations), exp by math
+            decay = np.fromiter(map(math.exp, (-g / p.gmax_tau_s).tolist()), np.float64, g.size)
             gmax = self._gmax[rw].astype(np.float64) * decay
             grow = g > gmax
             if grow.any():
