@@ -281,12 +281,12 @@ def main(argv: list[str] | None = None) -> int:
                 key = element_key(dict(c.dims))
                 if key in truth:
                     continue
-                kind = false_cause_kind(table, key, truth, c_tp > 0)
-                if kind == "child":
-                    kind = "child (one of several)" if n_children > 1 else "child (alone)"
-                by_kind[kind] += 1
+                relation = false_cause_kind(table, key, truth, c_tp > 0)
+                if relation == "child":
+                    relation = "child (one of several)" if n_children > 1 else "child (alone)"
+                by_kind[relation] += 1
                 print(
-                    f"FP {kind:<24} {case['data']}: {key or '{}'} A={c.affected:.0f}"
+                    f"FP {relation:<24} {case['data']}: {key or '{}'} A={c.affected:.0f}"
                     f" E={c.expected:.1f} N={c.total:.0f} score={c.score:.1f}"
                     f" truth={sorted(truth)}"
                 )
@@ -309,8 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     print_breakdown(by_type, by_dims, n_by_type)
     if args.false_causes:
         print("false causes by relation to the true ones:")
-        for kind, count in sorted(by_kind.items(), key=lambda kv: -kv[1]):
-            print(f"  {kind:<24}{count:>5}")
+        for relation, count in sorted(by_kind.items(), key=lambda kv: -kv[1]):
+            print(f"  {relation:<24}{count:>5}")
     return 0
 
 

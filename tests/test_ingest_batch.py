@@ -316,9 +316,9 @@ def test_partner_codes_of_a_batch_are_each_records(
     ABSENT without MCC or MNC, UNKNOWN for a partner or country not registered yet."""
     engine = new_engine()
     ingestor = engine.ingestor
-    for k, (mcc, mnc) in enumerate(PARTNERS[:registered]):  # some partners known
+    for k, (known_mcc, known_mnc) in enumerate(PARTNERS[:registered]):  # some partners known
         engine.ingest_record(
-            Record("usage", f"p{k}", ICCIDS[k], T0, T0 - 900, 1, 0, None, mcc, mnc)
+            Record("usage", f"p{k}", ICCIDS[k], T0, T0 - 900, 1, 0, None, known_mcc, known_mnc)
         )
     # the drawn batch, and one of as many distinct MCCs and MNCs as records (the sort)
     for batch in (pairs, list(zip(MCCS, MNCS[::-1], strict=True)) + pairs[:1]):
