@@ -105,6 +105,32 @@ def test_a_first_sighting_too_wide_narrows_to_the_cause_the_next_cycle_names() -
     assert incident.dims == {"country": "DE"}
 
 
+@pytest.mark.parametrize("recovering", [True, False])
+def test_the_last_failing_sims_of_recovering_faults_do_not_widen_them(recovering: bool) -> None:
+    # Two faults of one APN, in FR and in NL, end together. Two minutes later 4 SIMs
+    # are left failing in each country, which localize as the APN fleet-wide.
+    fr = Cause(dims={"apn": "i", "country": "FR"}, affected=26, total=40, expected=1, score=130)
+    nl = Cause(dims={"apn": "i", "country": "NL"}, affected=26, total=40, expected=1, score=126)
+    tail = Cause(dims={"apn": "i"}, affected=10, total=491, expected=1.4, score=14.8)
+    tracker = IncidentTracker(IncidentParams(open_after=2, close_after=5, close_after_recovering=2))
+    for minute in range(2):  # two faults: the APN's other countries are healthy
+        tracker.update_groups(60.0 * minute, [fr, nl], lambda _parent, _children: Rest.HEALTHY)
+    assert len(tracker.open) == 2
+    if recovering:
+        for incident in tracker.open.values():
+            incident.recovery_onset = 60.0
+    changes = tracker.update_groups(120.0, [tail], reported=lambda _dims: 10.0)
+    if not recovering:  # a fault spreading: widened, one page
+        assert [dict(i.dims) for i in tracker.open.values()] == [{"apn": "i"}]
+        return
+    assert changes == []  # neither widened nor opened on its own, at once or later
+    tracker.update_groups(180.0, [tail], reported=lambda _dims: 10.0)
+    assert tracker.open == {}  # resolved as recovering faults do, after 2 cycles
+    assert sorted(i.id for i in tracker.resolved) == ["inc-0001", "inc-0002"]
+    assert all(i.resolved_at == 180.0 for i in tracker.resolved)
+    assert {dict(i.dims)["country"] for i in tracker.resolved} == {"FR", "NL"}
+
+
 def test_resolves_after_close_after_missing_cycles_and_ids_are_not_reused() -> None:
     tracker = IncidentTracker(IncidentParams(open_after=1, close_after=3))
     assert cycle(tracker, 0, [PARTNER]) == ["opened:inc-0001"]

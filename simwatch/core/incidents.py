@@ -410,6 +410,9 @@ class IncidentTracker:
             cause = seen[key]
             incident = self.open.get(key)
             rescoped = False
+            if incident is None and self._tail_of_recovering(key):
+                del seen[key]  # the last failing SIMs of faults on their way back
+                continue
             if incident is None:
                 incident = self._rescope(key, now, changes)
                 rescoped = incident is not None
@@ -482,6 +485,20 @@ class IncidentTracker:
             self._refresh(incident, now, cause.affected, cause.total, cause.expected)
             incident.reported_affected = cause.affected
             changes.append(IncidentChange("updated", incident, now))
+
+    def _tail_of_recovering(self, key: Key) -> bool:
+        """Whether every open group incident inside group ``key`` (at least one) has
+        begun its recovery (``recovery_onset``). While a fault's SIMs come back, its
+        last failing SIMs, with a few of a sibling fault's, can add up to a wider
+        group for a cycle (two APN-and-country faults ending together:
+        ``{apn: internet.iot}`` with 4 SIMs left in each country). That is no fault
+        spreading: it neither widens them nor opens as a fault of its own."""
+        inner = [
+            incident
+            for old_key, incident in self.open.items()
+            if incident.kind == "group" and self._inside(old_key, key)
+        ]
+        return bool(inner) and all(i.recovery_onset is not None for i in inner)
 
     def _rescope(self, key: Key, now: float, changes: list[IncidentChange]) -> Incident | None:
         """Widen an open incident of a subgroup of ``key`` to ``key`` (same id, one page).
