@@ -131,6 +131,38 @@ def test_the_last_failing_sims_of_recovering_faults_do_not_widen_them(recovering
     assert {dict(i.dims)["country"] for i in tracker.resolved} == {"FR", "NL"}
 
 
+@pytest.mark.parametrize(("rest", "pages"), [(Rest.HEALTHY, 1), (Rest.QUIET, 1), (Rest.FAILING, 2)])
+def test_a_cause_whose_failing_sims_are_an_open_incident_s_is_no_second_page(
+    rest: Rest, pages: int
+) -> None:
+    # partner 26201 is down; half of lift.watch's German SIMs are on it, and the APN in
+    # Germany is named beside the partner. Outside the partner that group is healthy.
+    partner = Cause(dims={"partner": "26201"}, affected=17, total=193, expected=2.6, score=49)
+    lift = Cause(
+        dims={"apn": "lift.watch", "country": "DE"}, affected=6, total=49, expected=0.2, score=14.4
+    )
+    asked: list[tuple[dict[str, str], list[dict[str, str]]]] = []
+
+    def verdict(parent: Mapping[str, str], children: Sequence[Mapping[str, str]]) -> Rest:
+        asked.append((dict(parent), [dict(c) for c in children]))
+        return rest
+
+    tracker = IncidentTracker(IncidentParams(open_after=2))
+    for minute in range(5):
+        tracker.update_groups(60.0 * minute, [partner, lift] if minute >= 2 else [partner], verdict)
+    assert len(tracker.open) == pages
+    assert ({"apn": "lift.watch", "country": "DE"}, [{"partner": "26201"}]) in asked
+    # a group giving a dimension another value cannot overlap: never among the children
+    asked.clear()
+    other = Cause(dims={"partner": "26202"}, affected=9, total=90, expected=0.5, score=20)
+    tracker.update_groups(300.0, [partner, other], verdict)
+    assert all(
+        {"partner": "26201"} not in children
+        for parent, children in asked
+        if parent == {"partner": "26202"}
+    )
+
+
 def test_resolves_after_close_after_missing_cycles_and_ids_are_not_reused() -> None:
     tracker = IncidentTracker(IncidentParams(open_after=1, close_after=3))
     assert cycle(tracker, 0, [PARTNER]) == ["opened:inc-0001"]

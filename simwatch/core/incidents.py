@@ -425,6 +425,9 @@ class IncidentTracker:
                     changes.append(IncidentChange("updated", incident, now))
                 continue
             parent = self._open_ancestor(key)
+            if parent is None and self._explained_by_open(key):
+                del seen[key]  # its failing SIMs are those of open incidents
+                continue
             if parent is None:
                 parent = self._merge_sibling(key, now, changes)
                 if parent is _HOLD:
@@ -485,6 +488,28 @@ class IncidentTracker:
             self._refresh(incident, now, cause.affected, cause.total, cause.expected)
             incident.reported_affected = cause.affected
             changes.append(IncidentChange("updated", incident, now))
+
+    def _explained_by_open(self, key: Key) -> bool:
+        """Whether a new cause overlapping open group incidents is healthy outside them
+        (``rest_healthy``: ``Rest.HEALTHY`` or ``Rest.QUIET``), so that its failing SIMs
+        are theirs. A partner's outage fails the SIMs of each APN on it, and an APN
+        with half its German SIMs on that partner can be named as
+        ``{apn: lift.watch, country: DE}`` beside the open ``{partner: 26201}``: one
+        fault, not a second page. Groups overlap unless they give one dimension two
+        values; the verdict judges the SIMs, so a group only seeming to overlap has
+        its whole failing rest."""
+        if self._rest_healthy is None:
+            return False
+        mine = dict(key)
+        overlapping = [
+            incident.dims
+            for incident in self.open.values()
+            if incident.kind == "group"
+            and all(mine.get(d, v) == v for d, v in incident.dims.items())
+        ]
+        if not overlapping:
+            return False
+        return self._rest_healthy(mine, overlapping) in (Rest.HEALTHY, Rest.QUIET)
 
     def _tail_of_recovering(self, key: Key) -> bool:
         """Whether every open group incident inside group ``key`` (at least one) has
