@@ -76,6 +76,17 @@ def run_minutes(engine: Engine, start: float, minutes: int) -> float | None:
     return None
 
 
+def assert_partner_paged_on_failure_ends(engine: Engine, opened: float | None, ended: int) -> None:
+    """26202's incident opened within 5 minutes and counts ``ended`` failure ends."""
+    assert opened is not None
+    assert opened <= 5 * 60
+    assert group_incidents(engine) == [{"partner": "26202"}]
+    (incident,) = engine.incidents.open.values()
+    evidence = incident.to_json()["evidence"]
+    assert isinstance(evidence, dict)
+    assert evidence["failure_end"] == ended
+
+
 def test_a_quiet_fleet_opens_nothing() -> None:
     engine, _feed, end = learned_fleet()
     assert run_minutes(engine, end, 20) is None
@@ -121,14 +132,7 @@ def test_a_session_s_closing_usage_record_is_no_data_after_its_failure_end() -> 
         ts = end + 5.0 + n
         feed.usage(sim, ts, mnc="02")
         feed.session(sim, ts, "ended", end_cause="network_failure")
-    opened = run_minutes(engine, end, 10)
-    assert opened is not None
-    assert opened <= 5 * 60
-    assert group_incidents(engine) == [{"partner": "26202"}]
-    (incident,) = engine.incidents.open.values()
-    evidence = incident.to_json()["evidence"]
-    assert isinstance(evidence, dict)
-    assert evidence["failure_end"] == len(FAILING)
+    assert_partner_paged_on_failure_ends(engine, run_minutes(engine, end, 10), len(FAILING))
     rows = np.array([engine.state.row(sim) for sim in FAILING])
     assert not back_on_network(engine.state, rows).any()
     for n, sim in enumerate(FAILING):
@@ -159,13 +163,7 @@ def test_a_dropped_session_is_evidence_whatever_the_sims_rhythm() -> None:
     assert evaluation is not None
     assert evaluation.counted[rows].all()  # judged by the network's drop
     assert not evaluation.overdue[rows].any()
-    assert opened is not None
-    assert opened <= 5 * 60
-    assert group_incidents(engine) == [{"partner": "26202"}]
-    (incident,) = engine.incidents.open.values()
-    evidence = incident.to_json()["evidence"]
-    assert isinstance(evidence, dict)
-    assert evidence["failure_end"] == len(daily)
+    assert_partner_paged_on_failure_ends(engine, opened, len(daily))
 
 
 def test_rejects_open_the_partner_incident_with_their_cause() -> None:

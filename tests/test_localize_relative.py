@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_localize_moves import RATS, table
 
 from simwatch.core.localize import (
     LeafTable,
@@ -19,8 +20,6 @@ from simwatch.core.localize import (
     relative_dispersion,
 )
 
-DIMS = ("apn", "country", "rat")
-RATS = ("2G", "4G", "LTE-M", "NB-IoT")
 SEEDS = [1, 2, 3, 4, 5]
 NO_RELATIVE = LocalizeParams(relative_min_expected=float("inf"))
 
@@ -33,14 +32,6 @@ def large_fleet(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     total = np.round(rng.lognormal(mean=7.0, sigma=1.2, size=len(codes)))
     share = rng.uniform(0.005, 0.03, size=len(codes))
     return codes, total, share
-
-
-def table(codes: np.ndarray, actual: np.ndarray, total: np.ndarray, share: np.ndarray) -> LeafTable:
-    rows = [
-        ((f"apn{a}", f"C{c}", RATS[r]), float(x), float(n), float(s * n))
-        for (a, c, r), x, n, s in zip(codes, actual, total, share, strict=True)
-    ]
-    return LeafTable.from_rows(DIMS, rows)
 
 
 def drawn(seed: int, relative_sd: float, fault: np.ndarray | None = None) -> LeafTable:
