@@ -163,6 +163,34 @@ def test_a_cause_whose_failing_sims_are_an_open_incident_s_is_no_second_page(
     )
 
 
+@pytest.mark.parametrize("rest", [Rest.HEALTHY, Rest.QUIET, Rest.UNKNOWN, Rest.FAILING])
+@pytest.mark.parametrize("order", ["together", "partner first", "then the country alone"])
+def test_a_wider_group_named_beside_a_fault_takes_it_only_where_its_rest_fails(
+    rest: Rest, order: str
+) -> None:
+    # A partner's black hole: 10 of its SIMs silent, and 4 silent SIMs of the
+    # country's other partners make the country a cause too, beside the partner.
+    country = Cause(dims={"country": "DE"}, affected=14, total=600, expected=2.5, score=14.5)
+    partner = Cause(dims={"partner": "26201"}, affected=10, total=70, expected=0.4, score=24.2)
+
+    def within(narrow: Mapping[str, str], wide: Mapping[str, str]) -> bool:
+        return dict(wide) == {"country": "DE"} and dict(narrow) == {"partner": "26201"}
+
+    tracker = IncidentTracker(IncidentParams(open_after=2))
+    for minute in range(6):
+        if order == "together":
+            causes = [country, partner]
+        elif minute < 2:
+            causes = [partner]
+        else:
+            causes = [country, partner] if order == "partner first" else [country]
+        tracker.update_groups(60.0 * minute, causes, lambda _p, _c: rest, within)
+    (incident,) = tracker.open.values()
+    spread = rest in (Rest.UNKNOWN, Rest.FAILING)  # the country's rest fails, or may
+    assert incident.dims == ({"country": "DE"} if spread else {"partner": "26201"})
+    assert incident.id == "inc-0001"
+
+
 def test_resolves_after_close_after_missing_cycles_and_ids_are_not_reused() -> None:
     tracker = IncidentTracker(IncidentParams(open_after=1, close_after=3))
     assert cycle(tracker, 0, [PARTNER]) == ["opened:inc-0001"]

@@ -406,6 +406,7 @@ class IncidentTracker:
         seen: dict[Key, Cause] = {tuple(sorted(c.dims.items())): c for c in causes}
         changes: list[IncidentChange] = []
         self._settle_provisional(seen, now, changes)
+        self._drop_explained_by_inner(seen)
         for key in sorted(seen, key=len):  # widest groups first: they cover their parts
             cause = seen[key]
             incident = self.open.get(key)
@@ -414,6 +415,11 @@ class IncidentTracker:
                 del seen[key]  # the last failing SIMs of faults on their way back
                 continue
             if incident is None:
+                inner = self._explained_inner(key)
+                if inner is not None:  # the fault did not spread: it is that incident's
+                    seen.setdefault(inner, cause)
+                    del seen[key]
+                    continue
                 incident = self._rescope(key, now, changes)
                 rescoped = incident is not None
             if incident is not None:
@@ -488,6 +494,42 @@ class IncidentTracker:
             self._refresh(incident, now, cause.affected, cause.total, cause.expected)
             incident.reported_affected = cause.affected
             changes.append(IncidentChange("updated", incident, now))
+
+    def _drop_explained_by_inner(self, seen: dict[Key, Cause]) -> None:
+        """Drop each new cause (no incident open on it) whose part outside the causes
+        seen inside it this cycle is healthy (``rest_healthy``: ``Rest.HEALTHY`` or
+        ``Rest.QUIET``): those causes are the fault, the wider group only adds a few
+        unrelated failing SIMs (``{country: DE}`` named beside ``{partner: 26201}``,
+        14 failing SIMs of which 10 are the partner's). Without that test the wider
+        cause opened first and covered the partner."""
+        if self._rest_healthy is None:
+            return
+        for key in [k for k in seen if k not in self.open]:
+            inner = [dict(k) for k in seen if self._inside(k, key)]
+            if inner and self._rest_healthy(dict(key), inner) in (Rest.HEALTHY, Rest.QUIET):
+                del seen[key]
+
+    def _explained_inner(self, key: Key) -> Key | None:
+        """The key of the open group incident a new wider cause ``key`` belongs to,
+        when the part of ``key`` outside the open incidents inside it is healthy
+        (``rest_healthy``: ``Rest.HEALTHY`` or ``Rest.QUIET``): the wider group was
+        named for a few unrelated failing SIMs beside the fault, which did not spread
+        (a partner's black hole named once as its country, with 4 silent SIMs of the
+        country's other partners). Otherwise None, and ``_rescope`` widens the
+        incident: its rest fails too, the fault's known extent grew."""
+        if self._rest_healthy is None:
+            return None
+        inner = [
+            (old_key, incident)
+            for old_key, incident in self.open.items()
+            if incident.kind == "group" and self._inside(old_key, key)
+        ]
+        if not inner:
+            return None
+        verdict = self._rest_healthy(dict(key), [incident.dims for _, incident in inner])
+        if verdict not in (Rest.HEALTHY, Rest.QUIET):
+            return None
+        return max(inner, key=lambda pair: (pair[1].affected, pair[0]))[0]
 
     def _explained_by_open(self, key: Key) -> bool:
         """Whether a new cause overlapping open group incidents is healthy outside them
