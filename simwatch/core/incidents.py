@@ -468,6 +468,21 @@ class IncidentTracker:
         changes.extend(self._age_missing(now, seen.keys(), kind="group"))
         return changes
 
+    def _open_inside(self, key: Key) -> list[tuple[Key, Incident]]:
+        """The open group incidents whose groups lie inside group ``key``."""
+        return [
+            (old_key, incident)
+            for old_key, incident in self.open.items()
+            if incident.kind == "group" and self._inside(old_key, key)
+        ]
+
+    def _rest_clear(self, parent: Mapping[str, str], children: Sequence[Mapping[str, str]]) -> bool:
+        """Whether the part of ``parent`` outside ``children`` is healthy this cycle
+        (``rest_healthy``: ``Rest.HEALTHY`` or ``Rest.QUIET``); False without a verdict."""
+        if self._rest_healthy is None or not children:
+            return False
+        return self._rest_healthy(parent, children) in (Rest.HEALTHY, Rest.QUIET)
+
     def _settle_provisional(
         self, seen: Mapping[Key, Cause], now: float, changes: list[IncidentChange]
     ) -> None:
@@ -502,11 +517,8 @@ class IncidentTracker:
         unrelated failing SIMs (``{country: DE}`` named beside ``{partner: 26201}``,
         14 failing SIMs of which 10 are the partner's). Without that test the wider
         cause opened first and covered the partner."""
-        if self._rest_healthy is None:
-            return
         for key in [k for k in seen if k not in self.open]:
-            inner = [dict(k) for k in seen if self._inside(k, key)]
-            if inner and self._rest_healthy(dict(key), inner) in (Rest.HEALTHY, Rest.QUIET):
+            if self._rest_clear(dict(key), [dict(k) for k in seen if self._inside(k, key)]):
                 del seen[key]
 
     def _explained_inner(self, key: Key) -> Key | None:
@@ -517,17 +529,8 @@ class IncidentTracker:
         (a partner's black hole named once as its country, with 4 silent SIMs of the
         country's other partners). Otherwise None, and ``_rescope`` widens the
         incident: its rest fails too, the fault's known extent grew."""
-        if self._rest_healthy is None:
-            return None
-        inner = [
-            (old_key, incident)
-            for old_key, incident in self.open.items()
-            if incident.kind == "group" and self._inside(old_key, key)
-        ]
-        if not inner:
-            return None
-        verdict = self._rest_healthy(dict(key), [incident.dims for _, incident in inner])
-        if verdict not in (Rest.HEALTHY, Rest.QUIET):
+        inner = self._open_inside(key)
+        if not self._rest_clear(dict(key), [incident.dims for _, incident in inner]):
             return None
         return max(inner, key=lambda pair: (pair[1].affected, pair[0]))[0]
 
@@ -540,8 +543,6 @@ class IncidentTracker:
         fault, not a second page. Groups overlap unless they give one dimension two
         values; the verdict judges the SIMs, so a group only seeming to overlap has
         its whole failing rest."""
-        if self._rest_healthy is None:
-            return False
         mine = dict(key)
         overlapping = [
             incident.dims
@@ -549,9 +550,7 @@ class IncidentTracker:
             if incident.kind == "group"
             and all(mine.get(d, v) == v for d, v in incident.dims.items())
         ]
-        if not overlapping:
-            return False
-        return self._rest_healthy(mine, overlapping) in (Rest.HEALTHY, Rest.QUIET)
+        return self._rest_clear(mine, overlapping)
 
     def _tail_of_recovering(self, key: Key) -> bool:
         """Whether every open group incident inside group ``key`` (at least one) has
@@ -560,12 +559,8 @@ class IncidentTracker:
         group for a cycle (two APN-and-country faults ending together:
         ``{apn: internet.iot}`` with 4 SIMs left in each country). That is no fault
         spreading: it neither widens them nor opens as a fault of its own."""
-        inner = [
-            incident
-            for old_key, incident in self.open.items()
-            if incident.kind == "group" and self._inside(old_key, key)
-        ]
-        return bool(inner) and all(i.recovery_onset is not None for i in inner)
+        inner = self._open_inside(key)
+        return bool(inner) and all(i.recovery_onset is not None for _, i in inner)
 
     def _rescope(self, key: Key, now: float, changes: list[IncidentChange]) -> Incident | None:
         """Widen an open incident of a subgroup of ``key`` to ``key`` (same id, one page).
