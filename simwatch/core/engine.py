@@ -341,7 +341,9 @@ class Engine:
         def rest_healthy(parent: Mapping[str, str], children: Sequence[Mapping[str, str]]) -> Rest:
             whole = leaf_mask(state, parent)
             parts = [leaf_mask(state, child) for child in children]
-            return rest_verdict(state, evaluation, whole, parts, cfg.localize)
+            return rest_verdict(
+                state, evaluation, whole, parts, cfg.localize, eval_params=cfg.evaluation
+            )
 
         def within(narrow: Mapping[str, str], wide: Mapping[str, str]) -> bool:
             # by the leaves the fleet has: a partner's leaves all lie in its country

@@ -18,6 +18,16 @@ sibling back. When the children fail mostly by the network's own evidence (failu
 ends, rejects, devices leaving), every SIM with a session shows a fault at once: the
 whole rest is judged, and a healthy rest is ``Rest.HEALTHY``, two faults now (waiting
 would show nothing more).
+
+A session-level SIM (``core.regime``: the emnify and 1NCE streams, a usage record when a
+session closes) shows a silent fault only through its sessions, never through a report
+rhythm (:func:`exposure_thresholds`): one whose session closed shows it
+``session_closed_late_s`` later (it stays closed); one re-opening sessions without data
+shows it as churn within ``churn_window_s``; one whose session stays open shows nothing
+until it closes (whether a device's firmware churns on a broken data path is the
+device's own: meters re-open, alarm panels wait). A partner's black hole that only one
+APN's churning meters show is not that APN's fault while the partner's other SIMs sit in
+open sessions: their verdict is "cannot tell".
 """
 
 from __future__ import annotations
@@ -27,16 +37,18 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from simwatch.core import regime
 from simwatch.core.evaluate import Evidence
 from simwatch.core.incidents import Rest
 from simwatch.core.localize import above_baseline
+from simwatch.core.state import NEVER
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     import numpy.typing as npt
 
-    from simwatch.core.evaluate import Evaluation
+    from simwatch.core.evaluate import EvalParams, Evaluation
     from simwatch.core.localize import LocalizeParams
     from simwatch.core.state import FleetState
 
@@ -59,12 +71,41 @@ def reported_by_leaf(evaluation: Evaluation) -> npt.NDArray[np.float64]:
     return out
 
 
+def exposure_thresholds(
+    state: FleetState,
+    evaluation: Evaluation,
+    rows: npt.NDArray[np.int64],
+    eval_params: EvalParams,
+) -> npt.NDArray[np.float64]:
+    """Per SIM of ``rows`` (counted in ``evaluation``): how long after a silent fault
+    begins it shows the fault, in seconds; NaN: it cannot show one now (module
+    docstring).
+
+    Its learned late threshold; for a session-level SIM: ``churn_window_s`` while it
+    churns or fails otherwise, ``session_closed_late_s`` once its session is closed,
+    NaN while its session is open."""
+    out = state.rhythm.thresholds_of(rows)[0].astype(np.float64)
+    c = state.cols
+    session = (regime.regime_of(c.regime[rows]) == regime.SESSION) & (
+        c.session_start[rows] != NEVER
+    )
+    if session.any():
+        at = rows[session]
+        by_session = np.where(c.session_open[at] != 0, np.nan, eval_params.session_closed_late_s)
+        failing = evaluation.overdue[at] | (evaluation.evidence[at] != 0)
+        by_session[failing & np.isnan(by_session)] = eval_params.churn_window_s
+        out[session] = by_session
+    return out
+
+
 def rest_verdict(
     state: FleetState,
     evaluation: Evaluation,
     whole: npt.NDArray[np.bool_],
     children: Sequence[npt.NDArray[np.bool_]],
     params: LocalizeParams,
+    *,
+    eval_params: EvalParams,
 ) -> Rest:
     """What the part of leaf set ``whole`` outside ``children`` shows (:class:`Rest`).
 
@@ -89,9 +130,15 @@ def rest_verdict(
     if reported:
         exposed_rest, exposed_child = rest_rows, child_rows
     else:
-        horizon = float(np.quantile(state.rhythm.thresholds_of(child_failing)[0], HORIZON_QUANTILE))
-        exposed_rest = rest_rows[state.rhythm.thresholds_of(rest_rows)[0] <= horizon]
-        exposed_child = child_rows[state.rhythm.thresholds_of(child_rows)[0] <= horizon]
+        horizon = float(
+            np.quantile(
+                exposure_thresholds(state, ev, child_failing, eval_params), HORIZON_QUANTILE
+            )
+        )
+        exposed_rest = rest_rows[exposure_thresholds(state, ev, rest_rows, eval_params) <= horizon]
+        exposed_child = child_rows[
+            exposure_thresholds(state, ev, child_rows, eval_params) <= horizon
+        ]
     ratio = ev.leaf_expected / np.maximum(ev.leaf_total, 1.0)
     n_c = float(exposed_child.size)
     a_c = float(failing[exposed_child].sum())

@@ -51,6 +51,7 @@ from simwatch.core.evaluate import (
 from simwatch.core.exposure import (
     EXPOSURE_BINS,
     exposure_bins,
+    exposure_thresholds,
     reported_by_leaf,
     rest_verdict_counts,
 )
@@ -436,7 +437,8 @@ def _leaf_exposure(
     failing = evaluation.failing[rows]
     leaf = member[rows].astype(np.int64)
     reported: list[float] = reported_by_leaf(evaluation).tolist()
-    bins = exposure_bins(engine.state.rhythm.thresholds_of(rows)[0].astype(np.float64))
+    config = engine.config.evaluation
+    bins = exposure_bins(exposure_thresholds(engine.state, evaluation, rows, config))
     known = bins >= 0
 
     def per_leaf(mask: np.ndarray) -> dict[int, tuple[int, ...]]:
