@@ -64,6 +64,12 @@ BAD_CONFIGS: list[tuple[str, str, dict[str, str], str]] = [
         "engine.eval_interval_s: Input should be greater than 0 (got 0)",
     ),
     (
+        "share above one",
+        "[engine]\nhold_while_failing = 1.5\n",
+        {},
+        "engine.hold_while_failing: Input should be less than or equal to 1 (got 1.5)",
+    ),
+    (
         "literal choice",
         "[http]\nauth = 'maybe'\n",
         {},

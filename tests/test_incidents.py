@@ -206,6 +206,48 @@ def test_resolves_after_close_after_missing_cycles_and_ids_are_not_reused() -> N
     assert cycle(tracker, 6, [PARTNER]) == ["opened:inc-0002"]
 
 
+@pytest.mark.parametrize(
+    ("excess", "resolves_at"),
+    [
+        (114.0, None),  # as many failing beyond the usual as when it was named: still on
+        (92.0, None),  # 80 % of it (``hold_while_failing``)
+        (91.0, 4),  # fewer: the fault is shrinking, it resolves as without the count
+        (0.0, 4),
+    ],
+)
+def test_an_unnamed_cause_whose_sims_still_fail_stays_open(
+    excess: float, resolves_at: int | None
+) -> None:
+    # the hour of day turns, the usual share of late SIMs rises, and localization stops
+    # naming the fault for a few cycles: its SIMs did not come back, so it is not over
+    # (resolving would page again minutes later, as a new incident)
+    tracker = IncidentTracker(IncidentParams(open_after=1, close_after=3))
+    seen: list[Mapping[str, str]] = []
+
+    def count(dims: Mapping[str, str]) -> float:
+        seen.append(dims)
+        return excess
+
+    resolved = None
+    for minute in range(12):
+        changes = tracker.update_groups(
+            minute * 60.0, [PARTNER] if minute < 2 else [], excess=count
+        )
+        if any(c.kind == "resolved" for c in changes):
+            resolved = minute
+            break
+    assert resolved == resolves_at
+    assert seen[0] == PARTNER.dims
+    # once its SIMs are seen coming back, it resolves whatever the count says
+    incident = tracker.open.get((("partner", "26202"),))
+    if incident is not None:
+        incident.recovery_onset = 700.0
+        kinds = [
+            [c.kind for c in tracker.update_groups(60.0 * m, [], excess=count)] for m in (12, 13)
+        ]
+        assert kinds == [[], ["resolved"]]
+
+
 def test_updates_when_affected_changes_materially() -> None:
     tracker = IncidentTracker(IncidentParams(open_after=1, update_change=0.2))
     cycle(tracker, 0, [PARTNER])

@@ -359,10 +359,17 @@ class Engine:
             counts = by_leaf[0]
             return float(counts[leaf_mask(state, dims)[: len(counts)]].sum())
 
+        def excess(dims: Mapping[str, str]) -> float:
+            # the group's failing SIMs beyond its expected count
+            leaves = leaf_mask(state, dims)[: len(evaluation.leaf_total)]
+            return float(
+                evaluation.leaf_affected[leaves].sum() - evaluation.leaf_expected[leaves].sum()
+            )
+
         merged = self.external_merged
         if self.groups_local:
             changes = self.incidents.update_groups(
-                now, evaluation.causes, rest_healthy, within, reported
+                now, evaluation.causes, rest_healthy, within, reported, excess=excess
             )
         elif self.external_causes is not None:
             causes, self.external_causes = self.external_causes, None
@@ -374,6 +381,7 @@ class Engine:
                 None if merged is None or merged.exposure is None else self._merged_rest,
                 None if merged is None else merged.within,
                 None if merged is None or merged.exposure is None else merged.reported_in,
+                excess=None if merged is None else merged.excess_in,
             )
         else:
             changes = []

@@ -57,6 +57,12 @@ class IncidentParams:
     # ... once its recovery is seen (``Incident.recovery_onset``): the cause is gone
     # because the SIMs came back, not because of one quiet cycle
     close_after_recovering: int = 2
+    # ... but not while its group still fails as when it was last named: failing SIMs
+    # beyond the usual count at least this share of the incident's, and none seen coming
+    # back. Localization can lose a fault it named for a few cycles (the hour of day
+    # turns, the usual share of late SIMs rises, 8 silent SIMs of 75 are no longer
+    # significant); resolving then pages again minutes later. 0: off
+    hold_while_failing: float = 0.8
     update_change: float = 0.2  # relative change of `affected` that counts as an update
     sibling_window_s: float = 3600.0  # a sibling group failing this soon after: same fault
     # ... unless the parent's other children are healthy: then the sibling waits this long
@@ -383,6 +389,8 @@ class IncidentTracker:
         rest_healthy: RestHealthy | None = None,
         within: Within | None = None,
         reported: Callable[[Mapping[str, str]], float] | None = None,
+        *,
+        excess: Callable[[Mapping[str, str]], float] | None = None,
     ) -> list[IncidentChange]:
         """Feed one cycle's localization result; returns what changed.
 
@@ -400,6 +408,10 @@ class IncidentTracker:
         ``reported(dims)``: of the group's failing SIMs, those the network reported
         failing; a cause mostly so reported opens at once
         (``IncidentParams.open_on_reported``).
+
+        ``excess(dims)``: the group's failing SIMs beyond its expected count this cycle;
+        an open incident whose cause is not named stays open while it holds
+        (``IncidentParams.hold_while_failing``).
         """
         self._rest_healthy = rest_healthy
         self._within = within or _key_within
@@ -465,7 +477,7 @@ class IncidentTracker:
                 changes.append(IncidentChange("opened", incident, now))
         self._held = {k: t for k, t in self._held.items() if k in seen}
         self._forget_unseen(self._pending_groups, seen.keys())
-        changes.extend(self._age_missing(now, seen.keys(), kind="group"))
+        changes.extend(self._age_missing(now, seen.keys(), kind="group", excess=excess))
         return changes
 
     def _open_inside(self, key: Key) -> list[tuple[Key, Incident]]:
@@ -737,15 +749,25 @@ class IncidentTracker:
             return True
         return False
 
-    def _age_missing(self, now: float, seen: Iterable[Key], kind: str) -> list[IncidentChange]:
+    def _age_missing(
+        self,
+        now: float,
+        seen: Iterable[Key],
+        kind: str,
+        excess: Callable[[Mapping[str, str]], float] | None = None,
+    ) -> list[IncidentChange]:
         seen_keys = set(seen)
         changes = []
+        p = self.params
         for key, incident in list(self.open.items()):
             if incident.kind != kind or key in seen_keys:
                 continue
-            incident.missing_cycles += 1
             recovering = incident.recovery_onset is not None
-            p = self.params
+            if not recovering and excess is not None and p.hold_while_failing > 0:
+                named = max(incident.affected - incident.expected, 1.0)
+                if excess(incident.dims) >= p.hold_while_failing * named:
+                    continue  # its SIMs still fail as they did: not over, not counted
+            incident.missing_cycles += 1
             if incident.missing_cycles >= (
                 p.close_after_recovering if recovering else p.close_after
             ):

@@ -571,6 +571,12 @@ class Merged:
         ex = self.exposure
         return 0.0 if ex is None else float(ex.reported[self.leaves_of(dims)].sum())
 
+    def excess_in(self, dims: Mapping[str, str]) -> float:
+        """Group ``dims``' failing SIMs beyond its expected count, over every shard
+        (``IncidentTracker.update_groups``' ``excess``, as the engine's)."""
+        leaves = self.leaves_of(dims)
+        return float(self.table.affected[leaves].sum() - self.table.expected[leaves].sum())
+
     def within(self, narrow: Mapping[str, str], wide: Mapping[str, str]) -> bool:
         """Whether group ``narrow`` lies inside group ``wide`` by the leaves every
         shard has (``IncidentTracker.update_groups``' ``within``, as the engine's)."""
@@ -926,6 +932,7 @@ class Merger:
             causes,
             rest if merged.exposure is not None else None,
             merged.within,
+            excess=merged.excess_in,
         )
         advance_recoveries(self.incidents.open.values(), merged, self.eval_params, self.interval_s)
         return MergeCycle(merged, causes, changes, decided=True)

@@ -28,6 +28,7 @@ class EngineSettings(Model):
     open_on_reported: int = Field(5, ge=0)
     close_after: int = Field(5, ge=1)
     close_after_recovering: int = Field(2, ge=1)
+    hold_while_failing: float = Field(0.8, ge=0, le=1)
     baseline_memory_days: float = Field(3.0, gt=0)
     # per-plan and per-customer expectations: [engine.expectations.plans."<plan>"] ...
     expectations: ExpectationsSettings = Field(default_factory=ExpectationsSettings)
@@ -58,6 +59,7 @@ class EngineSettings(Model):
                 open_on_reported=self.open_on_reported,
                 close_after=self.close_after,
                 close_after_recovering=self.close_after_recovering,
+                hold_while_failing=self.hold_while_failing,
             ),
             baseline=BaselineParams(memory_days=self.baseline_memory_days),
             expectations=self.expectations.tables(),
