@@ -973,6 +973,93 @@ def _residual_fleet(
     return -1
 
 
+def _own_test(
+    idx: IntArray,
+    leaves: _Leaves,
+    weighted: tuple[FloatArray | None, FloatArray | None],
+    params: LocalizeParams,
+    thresholds: tuple[float, float],
+) -> tuple[bool, float]:
+    """Whether the leaves ``idx`` are significant as a greedy pick over them would be (the
+    same floors, threshold and peak), and their score over that threshold. ``weighted``:
+    the leaves' expected counts times their own and the fleet model's dispersions."""
+    threshold, phi = thresholds
+
+    def total(w: FloatArray | None) -> FloatArray | None:
+        return None if w is None else np.asarray([float(w[idx].sum())])
+
+    a = np.asarray([float(leaves.a[idx].sum())])
+    n = np.asarray([float(leaves.n[idx].sum())])
+    e = np.asarray([float(leaves.e[idx].sum())])
+    pk = total(leaves.peak)
+    th = _thresholds(threshold, phi, e, total(weighted[0]), total(weighted[1]))
+    ok, score = _significant(a, n, e, params, th, None if pk is None else (pk, threshold))
+    return bool(ok[0]), float(score[0]) / float(np.asarray(th).reshape(-1)[0])
+
+
+def _own_parts(  # noqa: PLR0917 - private helper, called once with all of them
+    picked: list[tuple[int, npt.NDArray[np.bool_]]],
+    ok: npt.NDArray[np.bool_],
+    score: FloatArray,
+    leaves: _Leaves,
+    params: LocalizeParams,
+    thresholds: tuple[float, float],
+) -> list[tuple[int, npt.NDArray[np.bool_]]]:
+    """The causes that each explain a significant part of the anomaly of their own.
+
+    A cause's own part: its leaves outside the other causes, except those holding all of
+    its leaves (a residual fleet named beside it). The greedy explanation names a pick
+    only when its leaves not yet explained are significant, but the splits and moves that
+    follow reach groups whose leaves other causes explain already (a parent whose failing
+    part is another cause's). So the causes are chosen again as a stepwise selection does:
+    forward, in score order, a cause is kept when its own part beyond the causes kept
+    before it is significant (:func:`_own_test`: as a greedy pick over those leaves); then
+    backward, while a kept cause's own part beyond all the others is not significant, the
+    one with the lowest score over its threshold is dropped. A cause sharing no leaf with
+    another is its own part (``ok``, the first pass's verdict on its group)."""
+    held = [m.nonzero()[0] for _, m in picked]
+    # cut[i]: the causes whose leaves come off cause i's (they share leaves with it and
+    # do not hold all of them)
+    cut = [
+        [
+            k
+            for k, (_, om) in enumerate(picked)
+            if k != i and om[held[i]].any() and not om[held[i]].all()
+        ]
+        for i in range(len(picked))
+    ]
+    if not any(cut):
+        return picked
+    weighted = (
+        None if leaves.phi is None else leaves.e * leaves.phi,
+        None if leaves.fphi is None else leaves.e * leaves.fphi,
+    )
+
+    def own_test(i: int, among: list[int]) -> tuple[bool, float]:
+        others = [k for k in cut[i] if k in among]
+        if not others:
+            return bool(ok[picked[i][0]]), math.inf
+        own = picked[i][1].copy()
+        for k in others:
+            own[held[k]] = False
+        return _own_test(own.nonzero()[0], leaves, weighted, params, thresholds)
+
+    kept: list[int] = []
+    for i in sorted(range(len(picked)), key=lambda j: -float(score[picked[j][0]])):
+        if not kept or own_test(i, kept)[0]:
+            kept.append(i)
+    while len(kept) > 1:
+        worst, worst_margin = -1, math.inf
+        for i in kept:
+            passed, margin = own_test(i, kept)
+            if not passed and margin < worst_margin:
+                worst, worst_margin = i, margin
+        if worst < 0:
+            break
+        kept.remove(worst)
+    return [picked[i] for i in sorted(kept)]
+
+
 def quick_check(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> bool:
     """Cheap necessary condition for any cause: False means :func:`localize` returns ``[]``.
 
@@ -1189,7 +1276,7 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
         )
         if not covered:
             kept.append((g, m))
-    picked = kept
+    picked = _own_parts(kept, ok, score, leaves, params, (threshold, phi))
 
     causes: list[Cause] = []
     for g, members in picked:
