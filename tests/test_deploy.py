@@ -361,7 +361,8 @@ def test_dockerignore_sends_what_the_image_copies_and_nothing_secret() -> None:
         copied += [
             f.relative_to(REPO).as_posix()
             for f in files
-            if "__pycache__" not in f.parts and f.suffix not in (".pyc", ".pyo")
+            # built in place: bytecode, the optional C extension (setup.py)
+            if "__pycache__" not in f.parts and f.suffix not in (".pyc", ".pyo", ".so")
         ]
     assert "simwatch/core/data/operators.csv" in copied  # package data, needed by pip install .
     kept_out = [path for path in copied if dockerignore_excludes(path)]
@@ -374,6 +375,7 @@ def test_dockerignore_sends_what_the_image_copies_and_nothing_secret() -> None:
         "var/simwatch-deadletter.ndjson",
         "simwatch/__pycache__/api.cpython-311.pyc",
         "simwatch.egg-info/PKG-INFO",
+        "simwatch/core/_cdecode.cpython-311-x86_64-linux-gnu.so",
     ):
         assert dockerignore_excludes(path), path
 

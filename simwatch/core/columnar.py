@@ -25,6 +25,16 @@ decoder stays the reference and the one copy of the rejection rules:
    ``tests/test_columnar.py`` holds the two together on the fuzz strategies of
    ``tests/test_fuzz_records.py``.
 
+0. When the optional C extension ``simwatch.core._cdecode`` is built (``setup.py``),
+   ``decode_lines`` first hands the batch to it: the lines in the canonical FORMATS.md
+   shapes it is certain of (ASCII, no escapes, known keys once each, strings and plain
+   integers, ``YYYY-MM-DDTHH:MM:SSZ`` times, every rule of the scalar decoder met) become
+   columns in one compiled pass, without a struct per line or a Python pass per field;
+   every other line goes through steps 1-3 below, unchanged, and the two parts are
+   merged in input order. It never rejects: rejections come from the Python path only.
+   Without the extension (``COMPILED`` is False) steps 1-3 take every line, with the same
+   results (``tests/test_columnar.py`` holds the two paths together).
+
 Measured against the alternatives in ``bench/bench_columnar.py`` (docs/performance.md).
 """
 
@@ -52,7 +62,22 @@ from simwatch.core.timeutil import CachedTimeParser, TimeParseError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["KIND_CODES", "ColumnarDecoder", "DecodedBatch", "RecordColumns", "parse_utc_column"]
+__all__ = [
+    "COMPILED",
+    "KIND_CODES",
+    "ColumnarDecoder",
+    "DecodedBatch",
+    "RecordColumns",
+    "parse_utc_column",
+]
+
+try:
+    from simwatch.core._cdecode import decode_lines as _compiled_decode_lines
+except ImportError:  # the optional C extension is not built: the pure-Python path
+    _compiled_decode_lines = None  # type: ignore[assignment]
+
+# whether the C extension is there (ColumnarDecoder.compiled defaults to it)
+COMPILED: Final = _compiled_decode_lines is not None
 
 USAGE: Final = 0
 SESSION: Final = 1
@@ -448,10 +473,12 @@ class ColumnarDecoder:
     take (and owns the limits: future time, line and payload size).
     """
 
-    __slots__ = ("_array", "_lines", "_parse_time", "_time_of", "scalar", "time_memo")
+    __slots__ = ("_array", "_lines", "_parse_time", "_time_of", "compiled", "scalar", "time_memo")
 
-    def __init__(self, scalar: RecordDecoder | None = None) -> None:
+    def __init__(self, scalar: RecordDecoder | None = None, *, compiled: bool = COMPILED) -> None:
         self.scalar = scalar if scalar is not None else RecordDecoder()
+        # the C fast path of decode_lines first (when built; False: the Python path only)
+        self.compiled = compiled and COMPILED
         self._lines = msgspec.json.Decoder(_AnyRecord)
         self._array = msgspec.json.Decoder(list[_AnyRecord])
         self._parse_time = CachedTimeParser()
@@ -463,10 +490,64 @@ class ColumnarDecoder:
     def decode_lines(self, lines: Sequence[bytes | str], now: float) -> DecodedBatch:
         """NDJSON lines, one record each (a trailing newline is allowed): as
         ``[RecordDecoder.decode_line(x, now) for x in lines]``, in columns."""
-        n = len(lines)
-        if n == 0:
+        if len(lines) == 0:
             return DecodedBatch(RecordColumns.empty(), [])
+        if self.compiled:
+            return self._decode_compiled(lines, now)
+        return self._decode_python(lines, now)[0]
 
+    def _decode_compiled(self, lines: Sequence[bytes | str], now: float) -> DecodedBatch:
+        """The C pass over every line; the lines it leaves go the Python way, merged back
+        in input order."""
+        n = len(lines)
+        kind = np.empty(n, np.int8)
+        ts = np.empty(n, np.float64)
+        start = np.empty(n, np.float64)
+        up = np.empty(n, np.int64)
+        down = np.empty(n, np.int64)
+        limit = now + self.scalar.max_future_s  # as RecordDecoder._check computes it
+        fallback, rid, iccid, apn, mcc, mnc, rat, sid, status, cause_end, etype, cause, op = (
+            _compiled_decode_lines(
+                lines, self.scalar.max_line_bytes, limit, kind, ts, start, up, down
+            )
+        )
+        m = n - len(fallback)
+        cols = RecordColumns(
+            kind=kind[:m],
+            record_id=rid,
+            iccid=iccid,
+            ts=ts[:m],
+            start=start[:m],
+            bytes_up=up[:m],
+            bytes_down=down[:m],
+            apn=apn,
+            mcc=mcc,
+            mnc=mnc,
+            rat=rat,
+            session_id=sid,
+            status=status,
+            end_cause=cause_end,
+            event_type=etype,
+            cause=cause,
+            operator=op,
+        )
+        if not fallback:
+            return DecodedBatch(cols, [])
+        rest, rows = self._decode_python([lines[i] for i in fallback], now)
+        if not len(rest.records):
+            return DecodedBatch(cols, rest.rejections)
+        slow = np.asarray(fallback, np.intp)
+        fast = np.ones(n, np.bool_)
+        fast[slow] = False
+        order = np.concatenate([np.flatnonzero(fast), slow[rows]])
+        merged = concat([cols, rest.records])
+        return DecodedBatch(merged.take(np.argsort(order, kind="stable")), rest.rejections)
+
+    def _decode_python(
+        self, lines: Sequence[bytes | str], now: float
+    ) -> tuple[DecodedBatch, np.ndarray]:
+        """msgspec, columnar checks, the scalar decoder for the rest (steps 1-3); and the
+        indices of the lines that gave the records."""
         raws: list[_AnyRecord | None] | None = None
         limit = self.scalar.max_line_bytes
         all_bytes = set(map(type, lines)) == {bytes}
@@ -540,8 +621,9 @@ class ColumnarDecoder:
 
     def _finish(
         self, raws: list[_AnyRecord | None], lines: Sequence[bytes | str], now: float
-    ) -> DecodedBatch:
-        """Validate the decoded structs in columns; the rest goes to the scalar decoder."""
+    ) -> tuple[DecodedBatch, np.ndarray]:
+        """Validate the decoded structs in columns; the rest goes to the scalar decoder.
+        Also the indices of the lines that gave the records (input order)."""
         n = len(raws)
         if not all(raws):  # a struct is always true: some are None (for the scalar decoder)
             fallback = np.fromiter((r is None for r in raws), np.bool_, n)
@@ -554,7 +636,7 @@ class ColumnarDecoder:
         bad = np.ones(n, np.bool_)
         bad[good_idx[ok]] = False
         if not bad.any():
-            return DecodedBatch(cols, [])
+            return DecodedBatch(cols, []), good_idx
         keep = np.flatnonzero(ok)
         fast = cols.take(keep) if keep.size < len(structs) else cols
         rejections: list[Rejection] = []
@@ -569,11 +651,12 @@ class ColumnarDecoder:
             else:
                 rejections.append(result)  # type: ignore[arg-type]
         if not late_records:
-            return DecodedBatch(fast, rejections)
+            return DecodedBatch(fast, rejections), good_idx[keep]
         # records the fast checks sent to the scalar decoder: merged back in input order
         rows = np.concatenate([good_idx[keep], np.asarray(late_rows, np.intp)])
         merged = concat([fast, RecordColumns.from_records(late_records)])
-        return DecodedBatch(merged.take(np.argsort(rows, kind="stable")), rejections)
+        order = np.argsort(rows, kind="stable")
+        return DecodedBatch(merged.take(order), rejections), rows[order]
 
     def _validate(self, structs: list[_AnyRecord], now: float) -> tuple[RecordColumns, np.ndarray]:
         """Columns of ``structs`` and which rows pass every rule (the rest: scalar)."""
