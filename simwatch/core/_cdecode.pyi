@@ -1,4 +1,4 @@
-"""Stub of the optional C extension (simwatch/core/_cdecode.c; see its header comment)."""
+# Stub of the optional C extension (simwatch/core/_cdecode.c; see its header comment).
 
 from collections.abc import Sequence
 
