@@ -9,6 +9,7 @@ batches of ``--batch`` lines. "to columns" is bytes -> one list/array per field 
 the FORMATS.md rules; "validated" is the whole decoder (every rule, rejections). The
 baseline is today's per-record ``RecordDecoder.decode_line`` in the same run.
 pyarrow and polars are measured only when installed (they are not dependencies).
+``ColumnarDecoder`` is measured with its optional C extension (when built) and without.
 
 ``ingest``: an inventory of N SIMs, then ``--reports`` rounds of one record per SIM
 (usage, session and event records mixed, partners changing: roaming), decoded, deduplicated
@@ -33,7 +34,7 @@ import orjson
 from bench_decode import NOW, make_lines
 from benchfleet import PARTNERS, iccid, inventory
 
-from simwatch.core.columnar import ColumnarDecoder, _Raw
+from simwatch.core.columnar import COMPILED, ColumnarDecoder, _Raw
 from simwatch.core.engine import Engine, EngineConfig
 from simwatch.core.records import Record, RecordDecoder
 from simwatch.core.timeutil import format_rfc3339
@@ -125,6 +126,12 @@ def columnar_validated(chunks: list[list[bytes]]) -> int:
     return sum(len(decoder.decode_lines(chunk, NOW).records) for chunk in chunks)
 
 
+def columnar_python(chunks: list[list[bytes]]) -> int:
+    """The decoder without its optional C extension (what runs where it is not built)."""
+    decoder = ColumnarDecoder(compiled=False)
+    return sum(len(decoder.decode_lines(chunk, NOW).records) for chunk in chunks)
+
+
 def decoders(n: int, size: int) -> None:
     lines = make_lines(n, "mix")
     chunks = batches(lines, size)
@@ -136,7 +143,8 @@ def decoders(n: int, size: int) -> None:
         ("orjson + numpy arrays", orjson_numpy_columns),
         ("pyarrow.json.read_json -> columns", arrow_columns),
         ("polars.read_ndjson -> columns", polars_columns),
-        ("ColumnarDecoder (msgspec, validated)", columnar_validated),
+        ("ColumnarDecoder, pure-Python path", columnar_python),
+        (f"ColumnarDecoder ({'C extension' if COMPILED else 'not built'})", columnar_validated),
     ]
     for name, fn in candidates:
         try:
