@@ -548,3 +548,17 @@ def test_compiled_path_checks_its_buffers() -> None:
         _cdecode.decode_lines([b"{}"], 65536, NOW, *wrong)
     with pytest.raises(TypeError):
         _cdecode.decode_lines(5, 65536, NOW, *small)  # type: ignore[arg-type]
+
+
+@needs_c
+def test_a_batch_in_another_shape_is_left_to_the_python_path() -> None:
+    """After 64 lines without one taken, the C code leaves the rest of the batch untried;
+    the records and rejections are the same."""
+    lines = [orjson.dumps(rec) for rec in BASE_LINES] * 30
+    offsets = [line.replace(b'Z"', b'+00:00"') for line in lines]
+    batch = offsets[:70] + lines[:5] + offsets[70:] + lines[5:] + [b"{}"]
+    assert compiled_fallback(batch) == list(range(len(batch)))
+    assert_paths_agree(batch)
+    mixed = lines[:1] + offsets[:70] + lines[1:9] + [b"[]"] + offsets[70:75]
+    assert len(compiled_fallback(mixed)) == 76
+    assert_paths_agree(mixed)
