@@ -186,9 +186,32 @@ def test_a_wider_group_named_beside_a_fault_takes_it_only_where_its_rest_fails(
             causes = [country, partner] if order == "partner first" else [country]
         tracker.update_groups(60.0 * minute, causes, lambda _p, _c: rest, within)
     (incident,) = tracker.open.values()
-    spread = rest in (Rest.UNKNOWN, Rest.FAILING)  # the country's rest fails, or may
+    # the country's rest fails; or it may (it cannot show the fault yet) and the country
+    # is named alone; named beside the partner, which scores higher, the partner
+    # explains the fault better
+    spread = rest is Rest.FAILING or (rest is Rest.UNKNOWN and order == "then the country alone")
     assert incident.dims == ({"country": "DE"} if spread else {"partner": "26201"})
     assert incident.id == "inc-0001"
+
+
+@pytest.mark.parametrize(("country_score", "named"), [(14.5, "partner"), (30.0, "country")])
+def test_a_rest_that_cannot_tell_leaves_the_choice_to_the_stronger_cause(
+    country_score: float, named: str
+) -> None:
+    # R3: the country's other partners sit in open sessions (``Rest.UNKNOWN``)
+    country = Cause(
+        dims={"country": "DE"}, affected=14, total=600, expected=2.5, score=country_score
+    )
+    partner = Cause(dims={"partner": "26201"}, affected=10, total=70, expected=0.4, score=24.2)
+
+    def within(narrow: Mapping[str, str], wide: Mapping[str, str]) -> bool:
+        return dict(wide) == {"country": "DE"} and dict(narrow) == {"partner": "26201"}
+
+    tracker = IncidentTracker(IncidentParams(open_after=2))
+    for minute in range(4):
+        tracker.update_groups(60.0 * minute, [country, partner], lambda *_: Rest.UNKNOWN, within)
+    (incident,) = tracker.open.values()
+    assert incident.dims == {"country": {"country": "DE"}, "partner": {"partner": "26201"}}[named]
 
 
 def test_resolves_after_close_after_missing_cycles_and_ids_are_not_reused() -> None:

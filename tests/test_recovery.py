@@ -36,6 +36,8 @@ from simwatch.core.evaluate import (
     dark_rows,
     network_evidence,
 )
+from simwatch.core.incidents import Incident
+from simwatch.core.recovery import advance_recovery
 from simwatch.core.timeutil import format_rfc3339
 
 if TYPE_CHECKING:
@@ -176,6 +178,43 @@ def test_a_few_sims_coming_back_do_not_end_an_ongoing_fault() -> None:
     assert incident.recovery_onset is None
     assert sum(r[1] for r in incident.recoveries) == 0  # older than the window by now
     assert sum(len(r.changes) for r in results if r.evaluation.now > end + 2 * HOUR) == 0
+
+
+def test_a_recovery_seen_while_the_fault_still_spreads_is_void() -> None:
+    # a partner's black hole: its first 11 silent SIMs page, and in the same minutes 5 of
+    # the partner's 5,000 SIMs report again after being late (its usual turnover); then
+    # the fault reaches 537 SIMs: it was no recovery, and its real end must be awaited
+    params = EvalParams()
+    incident = Incident(
+        id="inc-0001",
+        kind="group",
+        dims={"partner": "26201"},
+        severity="page",
+        opened_at=0.0,
+        updated_at=0.0,
+        affected=11.0,
+        total=4898.0,
+        expected=17.0,
+        score=20.0,
+        peak_affected=11.0,
+    )
+
+    def cycle(minute: int, recovered: float, affected: float) -> float | None:
+        incident.affected = affected
+        incident.peak_affected = max(incident.peak_affected, affected)
+        at = 60.0 * minute
+        advance_recovery(incident, at, recovered, None, params=params, interval_s=60.0)
+        return incident.recovery_onset
+
+    assert cycle(8, 5.0, 11.0) == 420.0  # the turnover looks like a recovery ...
+    assert cycle(20, 0.0, 27.0) == 420.0  # 27 = 2 x 11 + 5: not yet past it
+    assert cycle(41, 0.0, 537.0) is None  # ... until the fault grows past it
+    assert incident.recoveries == []
+    assert cycle(42, 9.0, 540.0) is None  # a tenth of 540 has to come back now
+    assert cycle(180, 60.0, 1040.0) is None  # ... of the peak, 1,040
+    assert cycle(181, 50.0, 1100.0) == 60.0 * 179  # the fault's end
+    # the SIMs still awaited after its end (slow reporters going late) do not void it
+    assert cycle(193, 0.0, 1246.0) == 60.0 * 179
 
 
 def test_steered_devices_are_evidence_while_their_partner_stays_dark() -> None:

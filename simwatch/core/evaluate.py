@@ -131,6 +131,11 @@ class EvalParams:
     recovery_window_s: float = 900.0
     recovery_min: int = 5
     recovery_share: float = 0.1
+    # An onset is void once the incident's failing count grows past this many times its
+    # peak at the onset, plus ``recovery_min``: the fault was still spreading (5 SIMs of
+    # a 5,000-SIM partner reporting again beside the first 11 silent ones of its black
+    # hole is the group's usual turnover, not the fault's end)
+    recovery_regrowth: float = 2.0
     # ... and after the incident resolved, for this long (beyond any late threshold)
     recovery_hold_s: float = 2 * 86400.0
     # A black hole's end shows on session-level SIMs only as their churn stopping

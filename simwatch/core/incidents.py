@@ -104,6 +104,7 @@ class Incident:
     # toward it as [cycle time, SIMs] pairs
     recovery_onset: float | None = None
     recoveries: list[list[float]] = field(default_factory=list)
+    recovery_peak: float = 0.0  # ``peak_affected`` when the onset was set
 
     @property
     def state(self) -> str:
@@ -258,6 +259,7 @@ def incident_from_state(data: Mapping[str, object]) -> Incident:
             recoveries=[
                 [_number(at), _number(count)] for at, count in _pairs(data.get("recoveries", []))
             ],
+            recovery_peak=_number(data.get("recovery_peak", 0.0)),
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"malformed incident in checkpoint: {exc}") from exc
@@ -528,9 +530,21 @@ class IncidentTracker:
         ``Rest.QUIET``): those causes are the fault, the wider group only adds a few
         unrelated failing SIMs (``{country: DE}`` named beside ``{partner: 26201}``,
         14 failing SIMs of which 10 are the partner's). Without that test the wider
-        cause opened first and covered the partner."""
+        cause opened first and covered the partner. Where the rest cannot tell yet
+        (``Rest.UNKNOWN``: session-level SIMs in open sessions show no black hole), the
+        wider cause is dropped when an inner one scores higher: its rest only dilutes
+        the evidence (R3, ``{country: DE}`` at 12.7 nats beside ``{partner: 26201}`` at
+        21.1)."""
         for key in [k for k in seen if k not in self.open]:
-            if self._rest_clear(dict(key), [dict(k) for k in seen if self._inside(k, key)]):
+            inner = [k for k in seen if self._inside(k, key)]
+            if not inner or self._rest_healthy is None:
+                continue
+            verdict = self._rest_healthy(dict(key), [dict(k) for k in inner])
+            if verdict in (Rest.HEALTHY, Rest.QUIET):
+                del seen[key]
+            elif verdict is Rest.UNKNOWN and max(seen[k].score for k in inner) > seen[key].score:
+                # the rest cannot show the fault yet, and taking it in weakens the
+                # evidence: the inner cause explains it better
                 del seen[key]
 
     def _explained_inner(self, key: Key) -> Key | None:

@@ -7,6 +7,9 @@ sent data since are appended to ``Incident.recoveries``; once at least
 ``EvalParams.recovery_min`` and ``recovery_share`` of its peak of failing SIMs did within
 ``recovery_window_s``, the onset is the cycle before the first of them. Session-level
 SIMs show a black hole's end only as their churn stopping (``evaluate.churn_stop``).
+An onset is void, and counting starts again, once the incident's failing count grows
+past ``recovery_regrowth`` times its peak at the onset plus ``recovery_min``: the fault
+was still spreading.
 """
 
 from __future__ import annotations
@@ -38,18 +41,25 @@ def advance_recovery(
     recent = [r for r in incident.recoveries if r[0] > now - params.recovery_window_s]
     incident.recoveries = recent
     if incident.recovery_onset is not None:
-        return
+        grown = params.recovery_regrowth * incident.recovery_peak + params.recovery_min
+        if incident.affected <= grown:
+            return
+        # still spreading: what came back was the group's turnover, not the fault's end
+        incident.recovery_onset = None
+        incident.recoveries = recent = [r for r in recent if r[0] >= now]
     total = sum(r[1] for r in recent)
     if recent and total >= max(params.recovery_min, params.recovery_share * incident.peak_affected):
         # data that came in the first of these cycles was sent after the last cycle
         # before it
         incident.recovery_onset = recent[0][0] - interval_s
+        incident.recovery_peak = incident.peak_affected
         return
     if churn_stop_at is None:
         return
     stopped = churn_stop_at()
     if not math.isnan(stopped):
         incident.recovery_onset = stopped
+        incident.recovery_peak = incident.peak_affected
 
 
 __all__ = ["advance_recovery"]
