@@ -271,8 +271,12 @@ def test_dockerfile_parses_and_every_instruction_is_known() -> None:
     for keyword, args in instructions:
         assert keyword in KNOWN_INSTRUCTIONS, keyword  # also catches lower case
         assert args, f"{keyword} without arguments"
-    assert instructions[0] == ("FROM", "python:3.11-slim")
-    assert [k for k, _ in instructions].count("FROM") == 1
+    # two stages: wheels built where a compiler is (the optional C extension), the
+    # runtime on the slim image
+    assert [a for k, a in instructions if k == "FROM"] == [
+        "python:3.11 AS build",
+        "python:3.11-slim",
+    ]
     for keyword in ("ENTRYPOINT", "CMD", "VOLUME"):  # exec (JSON) form, no shell
         (args,) = instruction(keyword)
         assert isinstance(json.loads(args), list), keyword
@@ -284,7 +288,12 @@ def test_dockerfile_runs_simwatch_as_a_non_root_user_from_the_package() -> None:
     assert name not in ("root", "0")
     runs = " ".join(instruction("RUN"))
     assert re.search(rf"useradd\b.*\b{name}\b", runs), "the user is created"
-    assert re.search(r"\bpip install \.(\s|$)", runs), "the package is installed from the repo"
+    assert re.search(r"\bpip wheel --wheel-dir /wheels \.(\s|$)", runs), "built from the repo"
+    assert "_cdecode" in runs, "the build stage checks that the C extension was compiled"
+    assert re.search(r"\bpip install --no-index --find-links /tmp/wheels simwatch\b", runs)
+    assert ("--from=build /wheels", "/tmp/wheels") in [
+        (" ".join(a.split()[:-1]), a.split()[-1]) for a in instruction("COPY")
+    ]
     assert json.loads(instruction("ENTRYPOINT")[0]) == ["simwatch", "run"]
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
     assert pyproject["project"]["scripts"]["simwatch"] == "simwatch.cli:main"
@@ -308,9 +317,12 @@ def test_dockerfile_healthcheck_asks_healthy_with_python_only() -> None:
 
 
 def copies() -> list[tuple[list[str], str]]:
-    """Each COPY as (sources relative to the build context, destination)."""
+    """Each COPY from the build context as (sources relative to it, destination); a
+    COPY from another stage (``--from=``) takes nothing from the context."""
     out = []
     for args in instruction("COPY"):
+        if "--from=" in args:
+            continue
         parts = [p for p in args.split() if not p.startswith("--")]
         out.append((parts[:-1], parts[-1]))
     return out
