@@ -26,6 +26,19 @@ FAULT = T0 + 2 * DAY
 PARTNER = {"partner": "26202"}
 
 
+def _partner_fleet(
+    shard: tuple[int, int] | None,
+) -> tuple[Engine, Feed, list[tuple[str, str]]]:
+    """An engine with the partner's SIMs in its inventory (those of shard i of n with
+    ``shard`` = (i, n)), a feed into it, and the (APN, ICCID) of each SIM."""
+    engine = new_engine()
+    apns = [(apn, i) for apn, group in FAST.items() for i in group] + [("c.rest", i) for i in REST]
+    if shard is not None:
+        apns = [(apn, i) for apn, i in apns if shard_of(i, shard[1]) == shard[0]]
+    engine.load_inventory([inventory_row(i, apns=(apn,)) for apn, i in apns])
+    return engine, Feed(engine), apns
+
+
 def _fleet(
     rest_every: float,
     rest_fails: bool,
@@ -34,12 +47,7 @@ def _fleet(
     shard: tuple[int, int] | None = None,
 ) -> Engine:
     """The fleet, or with ``shard`` = (i, n) only the SIMs of shard i of n (``shard_of``)."""
-    engine = new_engine()
-    apns = [(apn, i) for apn, group in FAST.items() for i in group] + [("c.rest", i) for i in REST]
-    if shard is not None:
-        apns = [(apn, i) for apn, i in apns if shard_of(i, shard[1]) == shard[0]]
-    engine.load_inventory([inventory_row(i, apns=(apn,)) for apn, i in apns])
-    feed = Feed(engine)
+    engine, feed, apns = _partner_fleet(shard)
     for apn, i in apns:
         every = rest_every if apn == "c.rest" else 900.0
         stops = FAULT if apn != "c.rest" or rest_fails else FAULT + DAY
@@ -129,12 +137,7 @@ def _session_fleet(rest: str, *, shard: tuple[int, int] | None = None) -> Engine
     of the same kind of SIMs, whose sessions ``rest`` says: ``open`` (opened an hour
     before the fault, nothing since), ``churn`` (they churn too), ``closed`` (closed
     with data 20 minutes after the fault)."""
-    engine = new_engine()
-    apns = [(apn, i) for apn, group in FAST.items() for i in group] + [("c.rest", i) for i in REST]
-    if shard is not None:
-        apns = [(apn, i) for apn, i in apns if shard_of(i, shard[1]) == shard[0]]
-    engine.load_inventory([inventory_row(i, apns=(apn,)) for apn, i in apns])
-    feed = Feed(engine)
+    engine, feed, apns = _partner_fleet(shard)
     for apn, i in apns:
         start = T0 + 60.0 + (int(i[-2:]) % 10) * 30.0
         last = FAULT - 3600.0
