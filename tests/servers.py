@@ -50,6 +50,9 @@ def start_simwatch(config: Path, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
+ATTEMPT_S = 10.0  # the longest one awaited check of ``until`` may take
+
+
 async def until(
     check: Callable[[], object],
     limit_s: float = 30.0,
@@ -61,7 +64,9 @@ async def until(
     """Poll ``check`` until it returns something true, and return that. ``check`` may be
     a plain function or return an awaitable (``lambda: client.get(...)``), which is
     awaited. At ``limit_s`` fail with ``what`` and the tail of ``log`` (a daemon's
-    output), so a failure fails and never hangs.
+    output), so a failure fails and never hangs. An awaited check that does not answer
+    within ``ATTEMPT_S`` (a NATS object read racing its rewrite can wait forever) is
+    cancelled and counts as "not yet".
 
     The one polling helper of the suite (import as ``from servers import until``).
     """
@@ -69,7 +74,11 @@ async def until(
     while True:
         result = check()
         if inspect.isawaitable(result):
-            result = await result
+            attempt = min(ATTEMPT_S, max(deadline - time.monotonic(), 0.5))
+            try:
+                result = await asyncio.wait_for(result, attempt)
+            except TimeoutError:
+                result = None
         if result:
             return result
         if time.monotonic() >= deadline:
