@@ -36,7 +36,7 @@ from simwatch.core.evaluate import (
     dark_rows,
     network_evidence,
 )
-from simwatch.core.incidents import Incident
+from simwatch.core.incidents import Incident, incident_from_state, incident_state
 from simwatch.core.recovery import advance_recovery
 from simwatch.core.timeutil import format_rfc3339
 
@@ -332,3 +332,28 @@ def test_churn_in_clock_aligned_bursts_is_no_stop() -> None:
         assert np.isnan(churn_stopped(engine.state, rows, last + quiet, params))
     # half of them were due again 30 min after their burst: they stopped
     assert churn_stopped(engine.state, rows, last - 900.0 + 1.25 * 1800.0 + 60.0, params) > 0
+
+
+def test_an_onset_restored_from_an_older_checkpoint_is_not_voided() -> None:
+    # a checkpoint written before ``recovery_peak`` existed: its onset stands as long as
+    # the fault does not grow past twice its peak
+    incident = Incident(
+        id="inc-0001",
+        kind="group",
+        dims={"partner": "26201"},
+        severity="page",
+        opened_at=0.0,
+        updated_at=0.0,
+        affected=900.0,
+        total=4898.0,
+        expected=17.0,
+        score=2000.0,
+        peak_affected=1000.0,
+        recovery_onset=600.0,
+    )
+    state = incident_state(incident)
+    del state["recovery_peak"]
+    restored = incident_from_state(state)
+    assert restored.recovery_peak == 1000.0
+    advance_recovery(restored, 660.0, 0.0, None, params=EvalParams(), interval_s=60.0)
+    assert restored.recovery_onset == 600.0

@@ -92,8 +92,7 @@ def exposure_thresholds(
     if session.any():
         at = rows[session]
         by_session = np.where(c.session_open[at] != 0, np.nan, eval_params.session_closed_late_s)
-        failing = evaluation.overdue[at] | (evaluation.evidence[at] != 0)
-        by_session[failing & np.isnan(by_session)] = eval_params.churn_window_s
+        by_session[evaluation.failing[at] & np.isnan(by_session)] = eval_params.churn_window_s
         out[session] = by_session
     return out
 
@@ -130,15 +129,10 @@ def rest_verdict(
     if reported:
         exposed_rest, exposed_child = rest_rows, child_rows
     else:
-        horizon = float(
-            np.quantile(
-                exposure_thresholds(state, ev, child_failing, eval_params), HORIZON_QUANTILE
-            )
-        )
+        child_shows = exposure_thresholds(state, ev, child_rows, eval_params)
+        horizon = float(np.quantile(child_shows[failing[child_rows]], HORIZON_QUANTILE))
         exposed_rest = rest_rows[exposure_thresholds(state, ev, rest_rows, eval_params) <= horizon]
-        exposed_child = child_rows[
-            exposure_thresholds(state, ev, child_rows, eval_params) <= horizon
-        ]
+        exposed_child = child_rows[child_shows <= horizon]
     ratio = ev.leaf_expected / np.maximum(ev.leaf_total, 1.0)
     n_c = float(exposed_child.size)
     a_c = float(failing[exposed_child].sum())

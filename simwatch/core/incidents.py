@@ -259,7 +259,9 @@ def incident_from_state(data: Mapping[str, object]) -> Incident:
             recoveries=[
                 [_number(at), _number(count)] for at, count in _pairs(data.get("recoveries", []))
             ],
-            recovery_peak=_number(data.get("recovery_peak", 0.0)),
+            # a checkpoint from before the field: the peak so far, so that a restored
+            # onset is not voided by the first cycle
+            recovery_peak=_number(data.get("recovery_peak", data.get("peak_affected", 0.0))),
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"malformed incident in checkpoint: {exc}") from exc
