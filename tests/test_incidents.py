@@ -473,6 +473,76 @@ def test_a_held_sibling_joins_its_parent_when_the_parent_fails() -> None:
     assert tracker.next_id == 2
 
 
+def test_a_sibling_named_on_a_partner_of_the_country_is_still_a_sibling() -> None:
+    # France goes dark: {apn: x, country: FR} is named first; the next APN's failure is
+    # first named on France's partner 20810. By the fleet's nesting it is {apn: y,
+    # country: FR}, a sibling: held while France's rest is quiet, the country's incident
+    # (one page) once the rest fails; in another country it is a fault of its own.
+    a = Cause(dims={"apn": "x", "country": "FR"}, affected=9, total=9, expected=0.1, score=9.0)
+    b = Cause(dims={"apn": "y", "partner": "20810"}, affected=8, total=8, expected=0.1,
+              score=8.0)  # fmt: skip
+    verdicts: list[Rest] = [Rest.QUIET]
+    asked: list[tuple[dict[str, str], list[dict[str, str]]]] = []
+
+    def rest(parent: Mapping[str, str], children: Sequence[Mapping[str, str]]) -> Rest:
+        asked.append((dict(parent), [dict(c) for c in children]))
+        return verdicts[-1]
+
+    tracker = IncidentTracker(IncidentParams(open_after=1))
+    assert tracker.update_groups(0.0, [a], rest, within=nested) != []
+    assert tracker.update_groups(60.0, [a, b], rest, within=nested) == []  # held
+    assert asked[-1] == ({"country": "FR"}, [dict(a.dims), {"apn": "y", "country": "FR"}])
+    verdicts.append(Rest.FAILING)
+    changes = tracker.update_groups(120.0, [a, b], rest, within=nested)
+    assert [(c.kind, c.incident.id) for c in changes] == [("updated", "inc-0001")]
+    assert list(tracker.open) == [(("country", "FR"),)]
+    assert tracker.next_id == 2
+    # a partner of another country is no sibling of France's APN: its own incident
+    other = IncidentTracker(IncidentParams(open_after=1))
+    nl = Cause(dims={"apn": "y", "partner": "20404"}, affected=8, total=8, expected=0.1,
+               score=8.0)  # fmt: skip
+    other.update_groups(0.0, [a], rest, within=nested)
+    opened = other.update_groups(60.0, [a, nl], rest, within=nested)
+    assert [(c.kind, c.incident.id) for c in opened] == [("opened", "inc-0002")]
+
+
+@pytest.mark.parametrize(
+    ("inside", "apn_named", "expected"),
+    [
+        (5.0, False, ["updated:inc-0001"]),  # its failing SIMs are the partner's: one page
+        (3.0, False, ["opened:inc-0002"]),  # 3 of 5 only: a fault of its own beside
+        (5.0, True, ["opened:inc-0002"]),  # still named itself: two causes
+    ],
+)
+def test_an_open_incident_that_was_a_new_causes_first_sighting_takes_it(
+    inside: float, apn_named: bool, expected: list[str]
+) -> None:
+    # R3 black hole on partner 26201: 5 churning SIMs of one APN are named first, as
+    # {apn: fleet.link}; once the partner has enough failing SIMs to be named, that
+    # incident is the partner's fault, seen early: same id, dimensions corrected.
+    apn = Cause(dims={"apn": "fleet.link"}, affected=5, total=63, expected=0.2, score=11.9)
+    partner = Cause(dims={"partner": "26201"}, affected=8, total=232, expected=0.6,
+                    score=13.6)  # fmt: skip
+    failing = {
+        (("apn", "fleet.link"),): 5.0 - 0.2,
+        (("apn", "fleet.link"), ("partner", "26201")): inside - 0.1,
+        (("partner", "26201"),): 8.0 - 0.6,
+    }
+
+    def excess(dims: Mapping[str, str]) -> float:
+        return failing[tuple(sorted(dims.items()))]
+
+    tracker = IncidentTracker(IncidentParams(open_after=1))
+    tracker.update_groups(0.0, [apn], excess=excess)
+    causes = [apn, partner] if apn_named else [partner]
+    changes = tracker.update_groups(60.0, causes, excess=excess)
+    assert [f"{c.kind}:{c.incident.id}" for c in changes] == expected
+    if expected == ["updated:inc-0001"]:
+        assert list(tracker.open) == [(("partner", "26201"),)]
+        assert tracker.open[(("partner", "26201"),)].opened_at == 0.0
+        assert tracker.open[(("partner", "26201"),)].affected == 8
+
+
 def test_siblings_without_a_shared_part_are_not_merged() -> None:
     tracker = IncidentTracker(IncidentParams(open_after=1))
     other = Cause(dims={"partner": "20801"}, affected=50, total=90, expected=1, score=80.0)

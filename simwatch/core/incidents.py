@@ -296,6 +296,7 @@ class IncidentTracker:
         self._pending_sims: dict[Key, int] = {}
         self._rest_healthy: RestHealthy | None = None  # this cycle's, see update_groups
         self._within: Within = _key_within  # this cycle's, see update_groups
+        self._excess: Callable[[Mapping[str, str]], float] | None = None  # this cycle's
         self._held: dict[Key, float] = {}  # sibling causes held back: since when
         # opened at their first sighting (``open_on_reported``) in the last cycle
         self._provisional: set[Key] = set()
@@ -419,6 +420,7 @@ class IncidentTracker:
         """
         self._rest_healthy = rest_healthy
         self._within = within or _key_within
+        self._excess = excess
         seen: dict[Key, Cause] = {tuple(sorted(c.dims.items())): c for c in causes}
         changes: list[IncidentChange] = []
         self._settle_provisional(seen, now, changes)
@@ -463,6 +465,8 @@ class IncidentTracker:
             if at_once and self._pending_groups.get(key, 0) + 1 < self.params.open_after:
                 self._provisional.add(key)
             if self._confirmed(self._pending_groups, key, at_once):
+                if self._take_first_sighting(key, cause, seen, now, changes):
+                    continue
                 incident = Incident(
                     id=self._new_id(),
                     kind="group",
@@ -646,13 +650,14 @@ class IncidentTracker:
             ):
                 continue
             old = dict(old_key)
-            if old.keys() != new.keys():
+            lifted = self._lift(new, old)
+            if lifted is None:
                 continue
-            common = {k: v for k, v in old.items() if new[k] == v}
+            common = {k: v for k, v in old.items() if lifted[k] == v}
             if not common or len(common) != len(old) - 1:
                 continue
             check = self._rest_healthy
-            verdict = Rest.FAILING if check is None else check(common, [old, new])
+            verdict = Rest.FAILING if check is None else check(common, [old, lifted])
             if verdict is not Rest.FAILING:
                 # two faults that share a value, or the parent's fault still spreading
                 first = self._held.setdefault(key, now)
@@ -674,6 +679,70 @@ class IncidentTracker:
             changes.append(IncidentChange("updated", incident, now))
             return wider
         return None
+
+    def _take_first_sighting(
+        self,
+        key: Key,
+        cause: Cause,
+        seen: Mapping[Key, Cause],
+        now: float,
+        changes: list[IncidentChange],
+    ) -> bool:
+        """Re-scope to a cause about to open the open incident that was its first sighting.
+
+        A partner's black hole in session-level data shows first on the few SIMs whose
+        churn shows it; five of them on one APN named ``{apn: fleet.link}`` (5 of its 63
+        SIMs) minutes before the partner's 232 SIMs had enough failing to be named. The
+        APN's group is not inside the partner's (``_rescope``), but its failing SIMs
+        are: such an incident, no longer named itself this cycle and not recovering,
+        with at least ``hold_while_failing`` of its failing SIMs beyond their expected
+        count inside the new cause's group (``excess``), becomes the new cause's
+        incident: same id, one page, its dimensions corrected (an "updated" change).
+        Without ``excess`` (no counts) nothing is re-scoped."""
+        excess = self._excess
+        share = self.params.hold_while_failing
+        if excess is None or share <= 0:
+            return False
+        mine = dict(key)
+        best: tuple[float, Key] | None = None
+        for old_key, incident in self.open.items():
+            old = incident.dims
+            if (
+                incident.kind != "group"
+                or old_key in seen
+                or incident.recovery_onset is not None
+                or any(mine.get(d, v) != v for d, v in old.items())  # disjoint groups
+            ):
+                continue
+            whole = excess(old)
+            inside = excess({**old, **mine})
+            if whole > 0 and inside >= share * whole and (best is None or inside > best[0]):
+                best = (inside, old_key)
+        if best is None:
+            return False
+        incident = self.open.pop(best[1])
+        incident.dims = mine
+        self.open[key] = incident
+        self._refresh(incident, now, cause.affected, cause.total, cause.expected)
+        incident.score = max(incident.score, cause.score)
+        incident.reported_affected = incident.affected
+        changes.append(IncidentChange("updated", incident, now))
+        return True
+
+    def _lift(self, new: Mapping[str, str], old: Mapping[str, str]) -> dict[str, str] | None:
+        """Group ``new`` named on ``old``'s dimensions, or None when it has no such name.
+
+        Same dimensions: ``new`` itself. Otherwise the group on ``old``'s dimensions that
+        takes ``new``'s values where ``new`` has them and ``old``'s elsewhere, when
+        ``new`` lies in it by the fleet's nesting: a cause found on a partner of France,
+        ``{apn: y, partner: 20820}``, is ``{apn: y, country: FR}`` beside an open
+        ``{apn: x, country: FR}``, so a country outage seen APN by APN is recognized as
+        siblings whichever level each APN's failure was first named at.
+        """
+        if old.keys() == new.keys():
+            return dict(new)
+        lifted = {k: new.get(k, v) for k, v in old.items()}
+        return lifted if self._within(new, lifted) else None
 
     def _open_ancestor(self, key: Key) -> Key | None:
         """The key of an open group incident whose group contains the group of ``key``."""
