@@ -191,7 +191,13 @@ class Evaluation:
         return inside
 
 
-def sim_states(state: FleetState, now: float, params: EvalParams | None = None) -> np.ndarray:
+def sim_states(
+    state: FleetState,
+    now: float,
+    params: EvalParams | None = None,
+    *,
+    session_rows: np.ndarray | None = None,
+) -> np.ndarray:
     """Per-SIM state codes: the rhythm model's, with non-active inventory SIMs INACTIVE
     (and, in a cluster, the SIMs of partitions another node reads: ``Flag.AWAY``).
 
@@ -199,10 +205,11 @@ def sim_states(state: FleetState, now: float, params: EvalParams | None = None) 
     session is open, LATE once its last session has been closed for
     ``session_closed_late_s`` without a new one, SILENT after ``session_closed_silent_s``.
     Where a SIM has an expectation the user set (``set_expectations``), that judges it.
+    ``session_rows``: ``session_level_rows(state)`` when the caller has them.
     """
     n = len(state)
     states = state.rhythm.classify(now, n).astype(np.int8, copy=True)
-    rows = session_level_rows(state)
+    rows = session_level_rows(state) if session_rows is None else session_rows
     if rows.size:
         p = params or EvalParams()
         c = state.cols
@@ -369,9 +376,7 @@ def explanations(state: FleetState, now: float, params: EvalParams) -> np.ndarra
     )
     why[capped] |= Why.DATA_CAP
     ring = c.session_starts[:n]
-    starts = ((ring != NEVER) & (ring > now_rel - params.churn_window_s) & (ring <= now_rel)).sum(
-        axis=1
-    )
+    starts = recent_start_counts(ring, now_rel, params.churn_window_s)
     # Re-opened sessions are churn when the network dropped them (a failure end in the
     # window) or when they carry no data: a device that opens a session for each report
     # and sends data in it (session-level platforms) is not churning.
@@ -383,6 +388,20 @@ def explanations(state: FleetState, now: float, params: EvalParams) -> np.ndarra
         why[rows[starts[rows] >= params.churn_starts]] |= Why.CHURN
         why[rows[starts[rows] >= params.churn_group_starts]] |= Why.RESTARTING
     return why
+
+
+def recent_start_counts(ring: np.ndarray, now_rel: int, window_s: float) -> np.ndarray:
+    """Per row of session-start rings (``cols.session_starts``), its starts within
+    ``window_s`` before ``now_rel``: ``((ring != NEVER) & (ring > now_rel - window_s) &
+    (ring <= now_rel)).sum(axis=1)``, found from one pass over the flat ring (few SIMs
+    started a session lately; a sum along rows of six is slow in numpy)."""
+    n, width = ring.shape
+    flat = ring.reshape(-1)
+    slots = np.flatnonzero(flat > now_rel - window_s)
+    values = flat[slots]
+    slots = slots[(values <= now_rel) & (values != NEVER)]
+    counts: np.ndarray = np.bincount(slots // width, minlength=n)
+    return counts
 
 
 def _recent_starts(
@@ -634,7 +653,12 @@ def awaiting_report(
 
 
 def network_evidence(
-    state: FleetState, now: float, why: np.ndarray, params: EvalParams
+    state: FleetState,
+    now: float,
+    why: np.ndarray,
+    params: EvalParams,
+    *,
+    session_rows: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per-SIM ``Evidence`` flags at ``now`` (before the counted / explained filters).
 
@@ -690,15 +714,17 @@ def network_evidence(
         ev[rows[(prev >= 0) & (prev != c.leaf[rows])]] |= Evidence.MOVED
     rows = _left_dark_partner(state, now, params)
     ev[rows] |= Evidence.MOVED
-    ev[dark_rows(state, now, params)] |= Evidence.DARK
+    ev[dark_rows(state, now, params, session_rows=session_rows)] |= Evidence.DARK
     return ev
 
 
-def dark_rows(state: FleetState, now: float, params: EvalParams) -> np.ndarray:
+def dark_rows(
+    state: FleetState, now: float, params: EvalParams, *, session_rows: np.ndarray | None = None
+) -> np.ndarray:
     """Rows of session-level SIMs in a dark group (``EvalParams.dark_rate_s``): a
     country, partner or APN from which no SIM sent any record for far longer than its
-    session-level SIMs' record rate makes likely."""
-    rows = session_level_rows(state)
+    session-level SIMs' record rate makes likely (``session_rows``: as in ``sim_states``)."""
+    rows = session_level_rows(state) if session_rows is None else session_rows
     n = len(state)
     if not rows.size:
         return rows
@@ -724,8 +750,9 @@ def dark_rows(state: FleetState, now: float, params: EvalParams) -> np.ndarray:
         with np.errstate(divide="ignore"):
             span = np.maximum(params.dark_rate_s / group_rate, params.dark_min_s)
         span[0] = np.inf  # no value: not a group
-        alive = np.zeros(size, bool)
-        alive[column[heard > rel(now) - span[column]]] = True
+        # alive: a group with a SIM heard within its span (a count of them per group:
+        # cheaper than marking each one's group)
+        alive = np.bincount(column[heard > (rel(now) - span)[column]], minlength=size) > 0
         dark = ~alive & np.isfinite(span)
         if dark.any():
             out.append(rows[dark[column[rows]]])
@@ -758,8 +785,8 @@ def _left_dark_partner(state: FleetState, now: float, params: EvalParams) -> np.
         return np.zeros(0, np.int64)
     left = state.leaf_codes()[prev, state.dims.index("partner")]
     partner = c.partner[:n]
-    alive = np.zeros(len(state.partners.values) + 1, bool)
-    alive[partner[c.attrs_at[:n] > since]] = True
+    heard = np.bincount(partner[c.attrs_at[:n] > since], minlength=len(state.partners.values) + 1)
+    alive = heard > 0
     out: np.ndarray = rows[~alive[left]]
     return out
 
@@ -844,14 +871,14 @@ def evaluate(
     (``evidence_causes``)."""
     n = len(state)
     c = state.cols
-    states = sim_states(state, now, params)
+    session_rows = session_level_rows(state)  # nothing changes the state during a cycle
+    states = sim_states(state, now, params, session_rows=session_rows)
     why = explanations(state, now, params)
     learned = state.rhythm.learned(n) | (c.expect_interval[:n] > 0)  # set: known rhythm
-    session_rows = session_level_rows(state)
     if session_rows.size:  # judged by its sessions: known once one was seen
         learned[session_rows] = True
     leaf = c.leaf[:n]
-    evidence = network_evidence(state, now, why, params)
+    evidence = network_evidence(state, now, why, params, session_rows=session_rows)
     # A SIM is in its group's counts when it can be judged: by its learned rhythm, or by
     # the network dropping or refusing its session, whatever the device's rhythm (a daily
     # reporter with one gap seen is never overdue, but its session dropped with a failure
