@@ -15,7 +15,7 @@ from fuzzing import fuzz
 from hypothesis import given
 from hypothesis import strategies as st
 
-from simwatch.core.evaluate import recent_start_counts
+from simwatch.core.evaluate import alive_groups, recent_start_counts
 from simwatch.core.rhythm import RhythmModel
 from simwatch.core.state import NEVER
 
@@ -116,3 +116,29 @@ def test_recent_start_counts_is_the_sum(
     got = recent_start_counts(ring, now_rel, window)
     assert got.dtype == want.dtype
     assert np.array_equal(got, want)
+
+
+@fuzz(200)
+@given(
+    st.integers(0, 60),
+    st.integers(1, 8),
+    st.integers(0, 2**32),
+    st.sampled_from([1200.0, 0.0, 1.0]),
+)
+def test_alive_groups_is_the_whole_comparison(n: int, size: int, seed: int, floor: float) -> None:
+    rng = np.random.default_rng(seed)
+    now_rel = 10_000
+    column = rng.integers(0, size, n).astype(np.int16)
+    heard = (now_rel - rng.choice([0.0, 1.0, floor, floor + 1.0, 5000.0, 9000.0], n)).astype(
+        np.float64
+    )
+    heard -= rng.random(n) * rng.choice([0.0, 3000.0], n)
+    span = floor + rng.choice([0.0, 0.0, 1.0, 600.0, 4000.0, np.inf, np.nan], size)
+    span[0] = np.inf
+    recent = heard > now_rel - floor
+    split = (np.flatnonzero(recent), np.flatnonzero(~recent))
+    got = alive_groups(column, span, heard=heard, now_rel=now_rel, min_span=floor, split=split)
+    with np.errstate(invalid="ignore"):
+        want = np.bincount(column[heard > (now_rel - span)[column]], minlength=size) > 0
+    finite = np.isfinite(span)
+    assert np.array_equal(got[finite], want[finite])

@@ -740,6 +740,13 @@ def dark_rows(
     heard = np.fmax(last, c.attrs_at[:n])
     for column in (c.session_start, c.session_end, c.reject_at, c.fail_at):
         np.fmax(heard, column[:n], out=heard)
+    # A group is alive when a SIM of it was heard within its span. Every span is at
+    # least dark_min_s: a SIM heard within that makes its group alive in every dimension,
+    # and only the SIMs heard before need their group's own span.
+    now_rel = rel(now)
+    recent = heard > now_rel - params.dark_min_s
+    heard_rows = np.flatnonzero(recent)
+    stale_rows = np.flatnonzero(~recent)
     out = []
     for dim in _DARK_DIMS:
         if dim not in state.dims:
@@ -750,9 +757,14 @@ def dark_rows(
         with np.errstate(divide="ignore"):
             span = np.maximum(params.dark_rate_s / group_rate, params.dark_min_s)
         span[0] = np.inf  # no value: not a group
-        # alive: a group with a SIM heard within its span (a count of them per group:
-        # cheaper than marking each one's group)
-        alive = np.bincount(column[heard > (rel(now) - span)[column]], minlength=size) > 0
+        alive = alive_groups(
+            column,
+            span,
+            heard=heard,
+            now_rel=now_rel,
+            min_span=params.dark_min_s,
+            split=(heard_rows, stale_rows),
+        )
         dark = ~alive & np.isfinite(span)
         if dark.any():
             out.append(rows[dark[column[rows]]])
@@ -760,6 +772,30 @@ def dark_rows(
         return np.zeros(0, np.int64)
     found: np.ndarray = np.unique(np.concatenate(out))
     return found
+
+
+def alive_groups(
+    column: np.ndarray,
+    span: np.ndarray,
+    *,
+    heard: np.ndarray,
+    now_rel: int,
+    min_span: float,
+    split: tuple[np.ndarray, np.ndarray],
+) -> np.ndarray:
+    """Bool per group code: a SIM of it (``column``: the SIMs' codes) was heard within
+    the group's ``span`` (at least ``min_span``) before ``now_rel``; ``split``: the rows
+    heard within ``min_span`` and the others. Where the span is finite, the same as
+    ``np.bincount(column[heard > (now_rel - span)[column]], minlength=len(span)) > 0``
+    (a group with infinite or NaN span is never dark: its value here is left open)."""
+    recent, stale = split
+    alive: np.ndarray = np.bincount(column[recent], minlength=len(span)) > 0
+    wider = ~alive & np.isfinite(span) & (span > min_span)
+    if wider.any():
+        stale = stale[wider[column[stale]]]
+        group = column[stale]
+        alive[group[heard[stale] > (now_rel - span)[group]]] = True
+    return alive
 
 
 def _left_dark_partner(state: FleetState, now: float, params: EvalParams) -> np.ndarray:
