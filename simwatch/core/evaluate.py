@@ -191,7 +191,13 @@ class Evaluation:
         return inside
 
 
-def sim_states(state: FleetState, now: float, params: EvalParams | None = None) -> np.ndarray:
+def sim_states(
+    state: FleetState,
+    now: float,
+    params: EvalParams | None = None,
+    *,
+    session_rows: np.ndarray | None = None,
+) -> np.ndarray:
     """Per-SIM state codes: the rhythm model's, with non-active inventory SIMs INACTIVE
     (and, in a cluster, the SIMs of partitions another node reads: ``Flag.AWAY``).
 
@@ -199,10 +205,11 @@ def sim_states(state: FleetState, now: float, params: EvalParams | None = None) 
     session is open, LATE once its last session has been closed for
     ``session_closed_late_s`` without a new one, SILENT after ``session_closed_silent_s``.
     Where a SIM has an expectation the user set (``set_expectations``), that judges it.
+    ``session_rows``: ``session_level_rows(state)`` when the caller has them.
     """
     n = len(state)
     states = state.rhythm.classify(now, n).astype(np.int8, copy=True)
-    rows = session_level_rows(state)
+    rows = session_level_rows(state) if session_rows is None else session_rows
     if rows.size:
         p = params or EvalParams()
         c = state.cols
@@ -369,9 +376,7 @@ def explanations(state: FleetState, now: float, params: EvalParams) -> np.ndarra
     )
     why[capped] |= Why.DATA_CAP
     ring = c.session_starts[:n]
-    starts = ((ring != NEVER) & (ring > now_rel - params.churn_window_s) & (ring <= now_rel)).sum(
-        axis=1
-    )
+    starts = recent_start_counts(ring, now_rel, params.churn_window_s)
     # Re-opened sessions are churn when the network dropped them (a failure end in the
     # window) or when they carry no data: a device that opens a session for each report
     # and sends data in it (session-level platforms) is not churning.
@@ -383,6 +388,20 @@ def explanations(state: FleetState, now: float, params: EvalParams) -> np.ndarra
         why[rows[starts[rows] >= params.churn_starts]] |= Why.CHURN
         why[rows[starts[rows] >= params.churn_group_starts]] |= Why.RESTARTING
     return why
+
+
+def recent_start_counts(ring: np.ndarray, now_rel: int, window_s: float) -> np.ndarray:
+    """Per row of session-start rings (``cols.session_starts``), its starts within
+    ``window_s`` before ``now_rel``: ``((ring != NEVER) & (ring > now_rel - window_s) &
+    (ring <= now_rel)).sum(axis=1)``, found from one pass over the flat ring (few SIMs
+    started a session lately; a sum along rows of six is slow in numpy)."""
+    n, width = ring.shape
+    flat = ring.reshape(-1)
+    slots = np.flatnonzero(flat > now_rel - window_s)
+    values = flat[slots]
+    slots = slots[(values <= now_rel) & (values != NEVER)]
+    counts: np.ndarray = np.bincount(slots // width, minlength=n)
+    return counts
 
 
 def _recent_starts(
@@ -634,7 +653,12 @@ def awaiting_report(
 
 
 def network_evidence(
-    state: FleetState, now: float, why: np.ndarray, params: EvalParams
+    state: FleetState,
+    now: float,
+    why: np.ndarray,
+    params: EvalParams,
+    *,
+    session_rows: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per-SIM ``Evidence`` flags at ``now`` (before the counted / explained filters).
 
@@ -690,15 +714,17 @@ def network_evidence(
         ev[rows[(prev >= 0) & (prev != c.leaf[rows])]] |= Evidence.MOVED
     rows = _left_dark_partner(state, now, params)
     ev[rows] |= Evidence.MOVED
-    ev[dark_rows(state, now, params)] |= Evidence.DARK
+    ev[dark_rows(state, now, params, session_rows=session_rows)] |= Evidence.DARK
     return ev
 
 
-def dark_rows(state: FleetState, now: float, params: EvalParams) -> np.ndarray:
+def dark_rows(
+    state: FleetState, now: float, params: EvalParams, *, session_rows: np.ndarray | None = None
+) -> np.ndarray:
     """Rows of session-level SIMs in a dark group (``EvalParams.dark_rate_s``): a
     country, partner or APN from which no SIM sent any record for far longer than its
-    session-level SIMs' record rate makes likely."""
-    rows = session_level_rows(state)
+    session-level SIMs' record rate makes likely (``session_rows``: as in ``sim_states``)."""
+    rows = session_level_rows(state) if session_rows is None else session_rows
     n = len(state)
     if not rows.size:
         return rows
@@ -714,6 +740,13 @@ def dark_rows(state: FleetState, now: float, params: EvalParams) -> np.ndarray:
     heard = np.fmax(last, c.attrs_at[:n])
     for column in (c.session_start, c.session_end, c.reject_at, c.fail_at):
         np.fmax(heard, column[:n], out=heard)
+    # A group is alive when a SIM of it was heard within its span. Every span is at
+    # least dark_min_s: a SIM heard within that makes its group alive in every dimension,
+    # and only the SIMs heard before need their group's own span.
+    now_rel = rel(now)
+    recent = heard > now_rel - params.dark_min_s
+    heard_rows = np.flatnonzero(recent)
+    stale_rows = np.flatnonzero(~recent)
     out = []
     for dim in _DARK_DIMS:
         if dim not in state.dims:
@@ -724,8 +757,14 @@ def dark_rows(state: FleetState, now: float, params: EvalParams) -> np.ndarray:
         with np.errstate(divide="ignore"):
             span = np.maximum(params.dark_rate_s / group_rate, params.dark_min_s)
         span[0] = np.inf  # no value: not a group
-        alive = np.zeros(size, bool)
-        alive[column[heard > rel(now) - span[column]]] = True
+        alive = alive_groups(
+            column,
+            span,
+            heard=heard,
+            now_rel=now_rel,
+            min_span=params.dark_min_s,
+            split=(heard_rows, stale_rows),
+        )
         dark = ~alive & np.isfinite(span)
         if dark.any():
             out.append(rows[dark[column[rows]]])
@@ -733,6 +772,30 @@ def dark_rows(state: FleetState, now: float, params: EvalParams) -> np.ndarray:
         return np.zeros(0, np.int64)
     found: np.ndarray = np.unique(np.concatenate(out))
     return found
+
+
+def alive_groups(
+    column: np.ndarray,
+    span: np.ndarray,
+    *,
+    heard: np.ndarray,
+    now_rel: int,
+    min_span: float,
+    split: tuple[np.ndarray, np.ndarray],
+) -> np.ndarray:
+    """Bool per group code: a SIM of it (``column``: the SIMs' codes) was heard within
+    the group's ``span`` (at least ``min_span``) before ``now_rel``; ``split``: the rows
+    heard within ``min_span`` and the others. Where the span is finite, the same as
+    ``np.bincount(column[heard > (now_rel - span)[column]], minlength=len(span)) > 0``
+    (a group with infinite or NaN span is never dark: its value here is left open)."""
+    recent, stale = split
+    alive: np.ndarray = np.bincount(column[recent], minlength=len(span)) > 0
+    wider = ~alive & np.isfinite(span) & (span > min_span)
+    if wider.any():
+        stale = stale[wider[column[stale]]]
+        group = column[stale]
+        alive[group[heard[stale] > (now_rel - span)[group]]] = True
+    return alive
 
 
 def _left_dark_partner(state: FleetState, now: float, params: EvalParams) -> np.ndarray:
@@ -758,8 +821,8 @@ def _left_dark_partner(state: FleetState, now: float, params: EvalParams) -> np.
         return np.zeros(0, np.int64)
     left = state.leaf_codes()[prev, state.dims.index("partner")]
     partner = c.partner[:n]
-    alive = np.zeros(len(state.partners.values) + 1, bool)
-    alive[partner[c.attrs_at[:n] > since]] = True
+    heard = np.bincount(partner[c.attrs_at[:n] > since], minlength=len(state.partners.values) + 1)
+    alive = heard > 0
     out: np.ndarray = rows[~alive[left]]
     return out
 
@@ -844,14 +907,14 @@ def evaluate(
     (``evidence_causes``)."""
     n = len(state)
     c = state.cols
-    states = sim_states(state, now, params)
+    session_rows = session_level_rows(state)  # nothing changes the state during a cycle
+    states = sim_states(state, now, params, session_rows=session_rows)
     why = explanations(state, now, params)
     learned = state.rhythm.learned(n) | (c.expect_interval[:n] > 0)  # set: known rhythm
-    session_rows = session_level_rows(state)
     if session_rows.size:  # judged by its sessions: known once one was seen
         learned[session_rows] = True
     leaf = c.leaf[:n]
-    evidence = network_evidence(state, now, why, params)
+    evidence = network_evidence(state, now, why, params, session_rows=session_rows)
     # A SIM is in its group's counts when it can be judged: by its learned rhythm, or by
     # the network dropping or refusing its session, whatever the device's rhythm (a daily
     # reporter with one gap seen is never overdue, but its session dropped with a failure

@@ -241,12 +241,15 @@ class RhythmModel:
 
     __slots__ = (
         "_cap",
+        "_dirty",
+        "_dirty_mv",
         "_first",
         "_first_mv",
         "_gmax",
         "_gmax_mv",
         "_last",
         "_last_mv",
+        "_late_c",
         "_log_quiet",
         "_mask_cur",
         "_mask_cur_mv",
@@ -257,6 +260,7 @@ class RhythmModel:
         "_n",
         "_n_mv",
         "_params",
+        "_silent_c",
         "_var",
         "_var_mv",
     )
@@ -282,6 +286,12 @@ class RhythmModel:
         self._mask_prev: npt.NDArray[np.uint32] = np.empty(0, dtype=np.uint32)
         self._first: npt.NDArray[np.uint32] = np.empty(0, dtype=np.uint32)
         self._n: npt.NDArray[np.uint16] = np.empty(0, dtype=np.uint16)
+        # Each row's late and silent thresholds (``_thresholds`` of its mu, var, gmax and
+        # gaps), kept between cycles: they change only when the row learns, which marks
+        # it dirty (``_dirty``, 1: to compute again before the next read).
+        self._late_c: npt.NDArray[np.float32] = np.empty(0, dtype=np.float32)
+        self._silent_c: npt.NDArray[np.float32] = np.empty(0, dtype=np.float32)
+        self._dirty: npt.NDArray[np.uint8] = np.empty(0, dtype=np.uint8)
         self._alloc(capacity)
 
     # -- storage ---------------------------------------------------------------------
@@ -313,6 +323,10 @@ class RhythmModel:
         self._mask_prev = mask_prev
         self._first = first
         self._n = ngaps
+        self._late_c = np.zeros(capacity, dtype=np.float32)
+        self._silent_c = np.zeros(capacity, dtype=np.float32)
+        self._dirty = np.ones(capacity, dtype=np.uint8)
+        self._dirty_mv = self._dirty.data.cast("B")
         # Memoryviews: scalar indexing on them is several times faster than on ndarrays.
         self._last_mv = last.data.cast("B").cast("d")
         self._mu_mv = mu.data.cast("B").cast("f")
@@ -388,6 +402,7 @@ class RhythmModel:
             if given.dtype != own.dtype or given.ndim != 1:
                 raise ValueError(f"rhythm column {name}: {given.dtype}, expected {own.dtype}")
             own[:n] = given  # in place: the memoryviews stay valid
+        self._dirty[:n] = 1
 
     def take(self, rows: npt.NDArray[np.int64]) -> dict[str, np.ndarray]:
         """Copies of every column's ``rows`` (a partition's SIMs, ``core.handoff``)."""
@@ -403,6 +418,7 @@ class RhythmModel:
             if given.dtype != own.dtype or given.shape != rows.shape:
                 raise ValueError(f"rhythm column {name}: {given.dtype}{given.shape}")
             own[rows] = given
+            self._dirty[rows] = 1
 
     # -- learning --------------------------------------------------------------------
 
@@ -415,6 +431,7 @@ class RhythmModel:
             raise IndexError(f"row {row} out of range")
         last_mv = self._last_mv
         last = last_mv[row]
+        self._dirty_mv[row] = 1  # its thresholds may change
         if math.isnan(last):  # never seen: first arrival, no gap yet
             last_mv[row] = ts
             self._first_mv[row] = int(ts)
@@ -619,6 +636,7 @@ class RhythmModel:
     ) -> None:
         """``observe`` for distinct rows with a previous arrival, not diurnal, ts > last."""
         p = self._params
+        self._dirty[rows] = 1  # their thresholds may change
         self._last[rows] = ts
         wall = ts - last
         cur0 = self._mask_cur[rows].astype(np.int64)
@@ -764,10 +782,8 @@ class RhythmModel:
                 ) - workday_clock_vec(sub_last[work], masks[work], per_day[work])
             elapsed[idx] = plain
 
-        late, silent = self._thresholds(
-            self._mu[lo:hi], self._var[lo:hi], self._gmax[lo:hi], self._n[lo:hi]
-        )
-        return elapsed, late, silent, diurnal
+        self._refresh_thresholds()
+        return elapsed, self._late_c[lo:hi], self._silent_c[lo:hi], diurnal
 
     def _thresholds(
         self,
@@ -827,7 +843,20 @@ class RhythmModel:
         self, rows: npt.NDArray[np.int64]
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         """The learned late and silent thresholds of some rows (any order)."""
-        return self._thresholds(self._mu[rows], self._var[rows], self._gmax[rows], self._n[rows])
+        self._refresh_thresholds()
+        return self._late_c[rows], self._silent_c[rows]
+
+    def _refresh_thresholds(self) -> None:
+        """Compute the kept thresholds of the rows that learned since the last read
+        (``_thresholds``, elementwise: the same values as over all rows at once)."""
+        dirty = np.flatnonzero(self._dirty)
+        if dirty.size:
+            late, silent = self._thresholds(
+                self._mu[dirty], self._var[dirty], self._gmax[dirty], self._n[dirty]
+            )
+            self._late_c[dirty] = late
+            self._silent_c[dirty] = silent
+            self._dirty[dirty] = 0
 
     def classify(self, now: float, n: int) -> npt.NDArray[np.int8]:
         """``SimState`` values (int8) of rows ``[0, n)`` at time ``now``."""

@@ -109,10 +109,11 @@ REPLAY_BATCH = 5000  # lines decoded and applied together
 
 
 def _chunks(lines: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
-    """Non-blank lines in lists of ``size``."""
+    """Non-blank lines in lists of ``size`` (blank: empty or ASCII whitespace only, what
+    ``bytes.strip`` removes; ``isspace`` tells it without a copy of the line)."""
     chunk: list[bytes] = []
     for line in lines:
-        if line.strip():
+        if line and not line.isspace():
             chunk.append(line)
             if len(chunk) == size:
                 yield chunk

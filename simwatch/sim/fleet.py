@@ -9,12 +9,10 @@ and payloads are drawn with numpy per chunk; each SIM's state machine
 
 from __future__ import annotations
 
-import bisect
 import gc
 import heapq
 import math
 import random
-from itertools import repeat
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -42,7 +40,6 @@ from simwatch.sim.device import (
     INTERIM,
     R2,
     REGIME_NAMES,
-    REPORT,
     RESELECT,
     RESELECT_PER_DAY,
     RESET,
@@ -93,7 +90,6 @@ class FleetSimulator(DeviceMachine):
         self._gaps: list[dict[str, str]] = []
         self._plan(rng)
         self._static_arrays()
-        self._pending: list[tuple[float, int, str]] = []
         self._next_chunk = 0
 
     # ---------------------------------------------------------------- public API
@@ -113,6 +109,21 @@ class FleetSimulator(DeviceMachine):
 
     def advance(self, until: float) -> list[bytes]:
         """NDJSON lines (no newline) arrived by ``until`` (shifted time), in arrival order."""
+        return [line.encode() for line in self._arrived(until)]
+
+    def advance_ndjson(self, until: float) -> bytes:
+        """``advance(until)``'s lines as one NDJSON block (each line ends with a newline;
+        empty when none arrived)."""
+        lines = self._arrived(until)
+        if not lines:
+            return b""
+        lines.append("")
+        return "\n".join(lines).encode()
+
+    def _arrived(self, until: float) -> list[str]:
+        """Generate what can arrive by ``until`` (shifted time); take the lines arrived
+        by then out of the pending ones, in order of arrival (ties: in the order they
+        were written; a stable sort of the arrival times)."""
         until -= self._shift
         gc_was_enabled = gc.isenabled()
         # Generation allocates millions of short-lived tuples and dicts of atoms; the cyclic
@@ -127,11 +138,19 @@ class FleetSimulator(DeviceMachine):
         finally:
             if gc_was_enabled:
                 gc.enable()
-        pending = self._pending
-        pending.sort()
-        cut = bisect.bisect_right(pending, (until, math.inf))
-        lines = [line.encode() for _, _, line in pending[:cut]]
-        del pending[:cut]
+        at = np.array(self._out_at, np.float64)
+        pending = self._out_lines
+        due = at <= until
+        rows = np.flatnonzero(due)
+        rows = rows[np.argsort(at[rows], kind="stable")]
+        lines = [pending[i] for i in rows.tolist()]
+        if len(rows) < len(at):
+            rest = np.flatnonzero(~due)
+            self._out_at = at[rest].tolist()
+            self._out_lines = [pending[i] for i in rest.tolist()]
+        else:
+            self._out_at = []
+            self._out_lines = []
         return lines
 
     def truth(self) -> dict[str, object]:
@@ -303,24 +322,13 @@ class FleetSimulator(DeviceMachine):
         self._rnd = random.Random(seed * 1_000_003 + ci)  # noqa: S311 - synthetic data
         rnd = self._rnd
         offsets, times, ups, downs = self._reports(c0, c1, rng)
-        self._out = self._pending
         p_reselect = RESELECT_PER_DAY * (c1 - c0) / DAY
         p_detach = DETACH_PER_DAY * (c1 - c0) / DAY
         day0 = math.floor(c0 / DAY) * DAY
         for j, sim in enumerate(self._sims):
             if sim.dead:
                 continue
-            lo, hi = offsets[j], offsets[j + 1]
-            h: list[Happening] = list(
-                zip(
-                    times[lo:hi],
-                    range(lo, hi),
-                    repeat(REPORT),
-                    ups[lo:hi],
-                    downs[lo:hi],
-                    strict=False,
-                )
-            )
+            h: list[Happening] = []
             card = sim.card
             hs = self._hseq
             # Interim session updates every 8 h.
@@ -349,6 +357,6 @@ class FleetSimulator(DeviceMachine):
                     (h if item[0] < c1 else keep).append(item)
                 sim.carry = keep
             heapq.heapify(h)
-            self._run(sim, h, c1)
+            self._run(sim, h, c1, (times, ups, downs, offsets[j], offsets[j + 1]))
         for sim in self._r2_sims:  # the platform closes the windows ended by now
             self.flush_window(sim, c1)

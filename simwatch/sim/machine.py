@@ -7,7 +7,9 @@ partner tables, the fault bookkeeping of the ground truth and the happening sequ
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import math
 from itertools import count
 from typing import TYPE_CHECKING
 
@@ -25,7 +27,6 @@ from simwatch.sim.device import (
     GAP_TIMEOUT,
     INTERIM,
     REATTACH,
-    REPORT,
     RESELECT,
     RESET,
     SEQ_BASE,
@@ -110,13 +111,30 @@ class DeviceMachine(RecordWriter):
                 return False
         return True
 
-    def _run(self, sim: Device, h: list[Happening], c1: float) -> None:
-        """Run one SIM's happenings of a chunk in time order."""
+    def _run(
+        self,
+        sim: Device,
+        h: list[Happening],
+        c1: float,
+        reports: tuple[list[float], list[int], list[int], int, int] = ([], [], [], 0, 0),
+    ) -> None:
+        """Run one SIM's happenings of a chunk in time order: the heap ``h`` and its
+        reports of the chunk, ``reports`` = (times, bytes up, bytes down, lo, hi), whose
+        rows [lo, hi) are the SIM's, sorted by time.
+
+        The same order as one heap holding both (a report is the happening
+        ``(t, index, REPORT, up, down)`` and every other one's sequence number is above
+        ``SEQ_BASE``): a report goes first while its time is at most the heap's next.
+        Reports cannot change the heap but by a watchdog's reconnect, so the reports
+        before the heap's next happening go as one run (``_report_run``)."""
         rnd = self._rnd
         end = self._end
         hs = self._hseq
         heappop = heapq.heappop
         heappush = heapq.heappush
+        times, ups, downs, i, hi = reports
+        bisect_right = bisect.bisect_right
+        inf = math.inf
 
         def push(t: float, code: int, a: int = 0, b: int = 0) -> None:
             if t >= end:
@@ -131,28 +149,39 @@ class DeviceMachine(RecordWriter):
             sim.token += 1
             push(t + delay, CONNECT, sim.token, attach)
 
-        while h:
+        while True:
+            if i < hi:
+                nxt = h[0][0] if h else inf
+                if times[i] <= nxt:
+                    if sim.sending:  # the reports up to the heap's next happening
+                        k = bisect_right(times, nxt, i, hi)
+                        self._report_run(sim, (times, ups, downs), i, k)
+                        i = k
+                        continue
+                    t = times[i]
+                    a = ups[i]
+                    b = downs[i]
+                    i += 1
+                    if not sim.blackholed:  # a black hole swallows data the device thinks it sent
+                        sim.missed_up += a
+                        sim.missed_down += b
+                        if sim.missed_since is None:
+                            sim.missed_since = t - sim.window
+                    elif sim.watchdog and sim.sess_id is not None and sim.visible:
+                        # Its firmware gives up on a session after two unanswered sends and
+                        # opens a new one: session churn with next to no volume.
+                        sim.fails += 1
+                        if sim.fails >= WATCHDOG_FAILS:
+                            sim.fails = 0
+                            self._end_session(sim, t, "normal")
+                            connect_later(t, 5.0 + rnd.random() * 55.0, 0)
+                    continue
+            if not h:
+                return
             t, _, code, a, b = heappop(h)
             if sim.dead:
                 return
-            if code == REPORT:
-                if sim.sending:
-                    self._usage(sim, t, sim.window, a, b)
-                    sim.fails = 0
-                elif not sim.blackholed:  # a black hole swallows data the device thinks it sent
-                    sim.missed_up += a
-                    sim.missed_down += b
-                    if sim.missed_since is None:
-                        sim.missed_since = t - sim.window
-                elif sim.watchdog and sim.sess_id is not None and sim.visible:
-                    # Its firmware gives up on a session after two unanswered sends and
-                    # opens a new one: session churn with next to no volume.
-                    sim.fails += 1
-                    if sim.fails >= WATCHDOG_FAILS:
-                        sim.fails = 0
-                        self._end_session(sim, t, "normal")
-                        connect_later(t, 5.0 + rnd.random() * 55.0, 0)
-            elif code == INTERIM:
+            if code == INTERIM:
                 if sim.visible and sim.sess_id is not None and not sim.detached:
                     self._session(sim, t, "interim")
             elif code == RESET:

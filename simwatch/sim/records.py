@@ -49,11 +49,16 @@ class RecordWriter:
         self._cfg = config
         self._shift = shift_s  # records carry event time + this (whole minutes)
         self._record_seq = count(1)
-        self._arrival_seq = count(1)
         self._minute_prefix: dict[int, str] = {}
+        self._json_strs: dict[str, str] = {}
+        # usage records' attributes (apn, mcc, mnc, rat) -> their JSON members, closed
+        self._usage_tails: dict[tuple[str, str, str, str], str] = {}
         self._secs = [f"{s:02d}Z" for s in range(60)]
         self._rnd = random.Random(0)  # noqa: S311 - synthetic data, not crypto
-        self._out: list[tuple[float, int, str]] = []
+        # the delivered lines and their arrival times, in the order they were written
+        # (which breaks ties of arrival time)
+        self._out_at: list[float] = []
+        self._out_lines: list[str] = []
         self._records = 0
         self._late_p = config.late_fraction
         self._dup_p = config.duplicate_fraction
@@ -76,7 +81,21 @@ class RecordWriter:
         """Deliver one record of event time ``t``, ``lag`` seconds after it at the earliest
         (a platform's processing delay), late or duplicated at the configured rates."""
         # Kept as str: holding orjson's oversized bytes buffers fragments the heap badly.
-        line = orjson.dumps(obj).decode()
+        self._emit_line(t, orjson.dumps(obj).decode(), lag)
+
+    def _json_str(self, value: str) -> str:
+        """``value`` as orjson writes it (quoted, escaped); cached: SIMs and their
+        attributes repeat in every record."""
+        cache = self._json_strs
+        out = cache.get(value)
+        if out is None:
+            if len(cache) > 200_000:
+                cache.clear()
+            out = cache[value] = orjson.dumps(value).decode()
+        return out
+
+    def _emit_line(self, t: float, line: str, lag: float = 0.0) -> None:
+        """``_emit`` of a record already written as its JSON line."""
         rnd = self._rnd.random
         late = self._late_p
         self._records += 1
@@ -87,11 +106,14 @@ class RecordWriter:
             self._late += 1
         else:
             arrival = t + 0.5 + 14.5 * (u - late) / (1.0 - late)
-        out = self._out
-        out.append((arrival, next(self._arrival_seq), line))
+        out_at = self._out_at
+        out_lines = self._out_lines
+        out_at.append(arrival)
+        out_lines.append(line)
         if rnd() < self._dup_p:
             self._dups += 1
-            out.append((arrival + 30.0 + rnd() * 870.0, next(self._arrival_seq), line))
+            out_at.append(arrival + 30.0 + rnd() * 870.0)
+            out_lines.append(line)
 
     def _event(self, sim: Device, t: float, etype: str, apn: str | None, cause: str | None) -> None:
         obj: dict[str, object] = {
@@ -165,6 +187,75 @@ class RecordWriter:
             if sim.r3_up + sim.r3_down >= R3_INTERIM_BYTES and t - sim.r3_since >= R3_INTERIM_S:
                 self._flush_session_usage(sim, t)
 
+    def _report_run(
+        self, sim: Device, reports: tuple[list[float], list[int], list[int]], i: int, k: int
+    ) -> None:
+        """The reports [i, k) of ``reports`` (times, bytes up, bytes down) of a sending
+        SIM, in order: ``_usage`` of each (its own window) and its failed sends reset; for
+        R1 and R3 one loop with the SIM's counters in locals (the records written on the
+        way read none of them)."""
+        times, ups, downs = reports
+        sim.fails = 0
+        regime = sim.regime
+        window = sim.window
+        if regime == R2:
+            usage = self._usage
+            for j in range(i, k):
+                usage(sim, times[j], window, ups[j], downs[j])
+            return
+        # the month's volume of a capped SIM (``_usage``)
+        capped = sim.capped
+        month_end = sim.month_end
+        month_bytes = sim.month_bytes
+        record = self._usage_record
+        sess_up = sim.sess_up
+        sess_down = sim.sess_down
+        if regime == R1:
+            for j in range(i, k):
+                up = ups[j]
+                down = downs[j]
+                t = times[j]
+                sess_up += up
+                sess_down += down
+                if capped:
+                    if t >= month_end:
+                        month_end = next_month_start(t)
+                        month_bytes = 0
+                    month_bytes += up + down
+                record(sim, t - window, t, up, down)
+        else:
+            # R3: the usage since the last record, delivered at most every R3_INTERIM_S
+            # and only above R3_INTERIM_BYTES (``_usage``, ``_flush_session_usage``)
+            r3_up = sim.r3_up
+            r3_down = sim.r3_down
+            since = sim.r3_since
+            for j in range(i, k):
+                up = ups[j]
+                down = downs[j]
+                sess_up += up
+                sess_down += down
+                if capped:
+                    t = times[j]
+                    if t >= month_end:
+                        month_end = next_month_start(t)
+                        month_bytes = 0
+                    month_bytes += up + down
+                r3_up += up
+                r3_down += down
+                if r3_up + r3_down >= R3_INTERIM_BYTES:
+                    t = times[j]
+                    if t - since >= R3_INTERIM_S:
+                        record(sim, since, t, r3_up, r3_down)
+                        since = t
+                        r3_up = r3_down = 0
+            sim.r3_up = r3_up
+            sim.r3_down = r3_down
+            sim.r3_since = since
+        sim.sess_up = sess_up
+        sim.sess_down = sess_down
+        sim.month_end = month_end
+        sim.month_bytes = month_bytes
+
     def flush_window(self, sim: Device, until: float = math.inf) -> None:
         """R2: deliver the SIM's open usage window if it has closed by ``until``."""
         bucket = sim.acc_bucket
@@ -194,30 +285,30 @@ class RecordWriter:
         lag: float = 0.0,
         attrs: tuple[str, str, str, str] | None = None,
     ) -> None:
-        apn, mcc, mnc, rat = attrs or (sim.apn, sim.mcc, sim.mnc, sim.rat)
+        key = attrs or (sim.apn, sim.mcc, sim.mnc, sim.rat)
+        tail = self._usage_tails.get(key)
+        if tail is None:
+            js = self._json_str
+            apn, mcc, mnc, rat = key
+            tail = f'"apn":{js(apn)},"mcc":{js(mcc)},"mnc":{js(mnc)},"rat":{js(rat)}}}'
+            if len(self._usage_tails) > 200_000:
+                self._usage_tails.clear()
+            self._usage_tails[key] = tail
         prefixes = self._minute_prefix
         secs = self._secs
         m, sec = divmod(round(t), 60)
         m0, sec0 = divmod(round(t0), 60)
         end = prefixes.get(m) or self._prefix(m)
         start = prefixes.get(m0) or self._prefix(m0)
-        self._emit(
-            t,
-            {
-                "kind": "usage",
-                "record_id": f"u-{next(self._record_seq)}",
-                "iccid": sim.iccid,
-                "start": start + secs[sec0],
-                "end": end + secs[sec],
-                "bytes_up": up,
-                "bytes_down": down,
-                "apn": apn,
-                "mcc": mcc,
-                "mnc": mnc,
-                "rat": rat,
-            },
-            lag,
+        # the line orjson writes for the record's dict (keys in this order; the times and
+        # counts need no escaping): tests/test_sim_records.py holds them together
+        line = (
+            f'{{"kind":"usage","record_id":"u-{next(self._record_seq)}",'
+            f'"iccid":{self._json_str(sim.iccid)},'
+            f'"start":"{start}{secs[sec0]}","end":"{end}{secs[sec]}",'
+            f'"bytes_up":{up:d},"bytes_down":{down:d},{tail}'
         )
+        self._emit_line(t, line, lag)
 
     def _end_session(self, sim: Device, t: float, cause: str) -> None:
         if sim.sess_id is not None:

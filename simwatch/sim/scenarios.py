@@ -131,10 +131,7 @@ def write_scenario(config: SimConfig, out_dir: Path) -> dict[str, Path]:
         t = config.start
         while True:
             t += step
-            lines = sim.advance(t)
-            if lines:
-                fh.write(b"\n".join(lines))
-                fh.write(b"\n")
+            fh.write(sim.advance_ndjson(t))
             if t > config.start + config.days * DAY + DAY:
                 break
     paths["truth"].write_bytes(orjson.dumps(sim.truth(), option=orjson.OPT_INDENT_2) + b"\n")
