@@ -9,12 +9,35 @@ import orjson
 import yaml
 from fleet import DAY, ICCIDS, T0, new_engine
 
-from simwatch.core.cluster import assign, foreign_rows, leader_groups, merge_cycle, owned_by
+from simwatch.core.cluster import (
+    assign,
+    foreign_rows,
+    leader_groups,
+    members,
+    merge_cycle,
+    owned_by,
+)
 from simwatch.core.evaluate import INACTIVE, sim_states
 from simwatch.core.incidents import IncidentTracker
 from simwatch.core.localize import Cause
 from simwatch.core.merge import LeafCounts, ShardReport, shard_of
 from simwatch.shell.settings import load_settings
+
+
+def test_a_listing_that_misses_a_live_node_does_not_drop_it() -> None:
+    # leases live 3 s after their last renewal; the leader lists them every second
+    listed = members({}, ["node.n1", "node.n2", "other"], 100.0, 3.0)
+    assert sorted(listed) == ["n1", "n2"]
+    # one listing with n1 twice and no n2 (a key renewed while the bucket was listed)
+    listed = members(listed, ["node.n1", "node.n1"], 101.0, 3.0)
+    assert sorted(listed) == ["n1", "n2"]  # n2 stays: listed 1 s ago
+    # n2 really stopped: gone once its lease is older than lease_s
+    listed = members(listed, ["node.n1"], 103.0, 3.0)
+    assert sorted(listed) == ["n1", "n2"]
+    listed = members(listed, ["node.n1"], 103.5, 3.0)
+    assert sorted(listed) == ["n1"]
+    # and back when it renews
+    assert sorted(members(listed, ["node.n2", "node.n1"], 104.0, 3.0)) == ["n1", "n2"]
 
 
 def test_assignment_is_balanced_and_sticky() -> None:

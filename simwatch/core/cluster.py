@@ -61,6 +61,24 @@ def assign(partitions: int, nodes: Iterable[str], current: Mapping[int, str]) ->
         load[least] += 1
 
 
+def members(
+    listed: Mapping[str, float], keys: Iterable[str], now: float, lease_s: float
+) -> dict[str, float]:
+    """The cluster's members after one listing of the lease bucket: node -> when its lease
+    was last listed, for the nodes listed within the last ``lease_s``.
+
+    ``keys`` are the bucket's keys (``node.<name>`` for a node's lease). A lease key lives
+    ``lease_s`` after its last renewal, so a node that stopped leaves the listing within
+    ``lease_s`` and the members ``lease_s`` later. One listing that misses a live node (a
+    key renewed while the bucket was being listed: seen as "n1, n1" and no n2) no longer
+    moves every partition away and back."""
+    seen = dict(listed)
+    for key in keys:
+        if key.startswith("node."):
+            seen[key.removeprefix("node.")] = now
+    return {node: at for node, at in seen.items() if at >= now - lease_s}
+
+
 def foreign_rows(iccids: Sequence[str], partitions: int, owned: Iterable[int]) -> np.ndarray:
     """The rows (positions in ``iccids``) of SIMs whose partition is not in ``owned``."""
     mine = set(owned)

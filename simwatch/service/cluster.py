@@ -52,6 +52,7 @@ from simwatch.core.cluster import (
     assign,
     foreign_rows,
     leader_groups,
+    members,
     merge_cycle,
     owned_by,
 )
@@ -119,6 +120,7 @@ class ClusterNode:
         self._rows = handoff.PartitionRows(source.settings.partitions)
         self._published: dict[int, int] = {}  # partition -> sequence of its last snapshot
         self._left: dict[int, int] = {}  # partition moved away -> the last sequence applied
+        self._listed: dict[str, float] = {}  # node -> when its lease was last listed
         self._snapshot_every = daemon.settings.checkpoint.interval_s
         source.assign({})  # nothing until the cluster's assignment says so
         daemon.on_cycle.insert(0, self._on_cycle)
@@ -193,7 +195,8 @@ class ClusterNode:
             keys = await leases.keys()
         except nats.js.errors.NoKeysError:
             keys = []
-        nodes = sorted(k.removeprefix("node.") for k in keys if k.startswith("node."))
+        self._listed = members(self._listed, keys, now, self.settings.lease_s)
+        nodes = sorted(self._listed)
         self.stats.nodes = nodes
         current, revision = await _json_entry(state, ASSIGNMENT_KEY)
         assignment = _assignment(current)
