@@ -180,24 +180,30 @@ def test_a_few_sims_coming_back_do_not_end_an_ongoing_fault() -> None:
     assert sum(len(r.changes) for r in results if r.evaluation.now > end + 2 * HOUR) == 0
 
 
-def test_a_recovery_seen_while_the_fault_still_spreads_is_void() -> None:
-    # a partner's black hole: its first 11 silent SIMs page, and in the same minutes 5 of
-    # the partner's 5,000 SIMs report again after being late (its usual turnover); then
-    # the fault reaches 537 SIMs: it was no recovery, and its real end must be awaited
-    params = EvalParams()
-    incident = Incident(
+def _partner_incident(*, affected: float, peak: float, onset: float | None = None) -> Incident:
+    """An open page on a partner of 4,898 SIMs (17 expected failing)."""
+    return Incident(
         id="inc-0001",
         kind="group",
         dims={"partner": "26201"},
         severity="page",
         opened_at=0.0,
         updated_at=0.0,
-        affected=11.0,
+        affected=affected,
         total=4898.0,
         expected=17.0,
         score=20.0,
-        peak_affected=11.0,
+        peak_affected=peak,
+        recovery_onset=onset,
     )
+
+
+def test_a_recovery_seen_while_the_fault_still_spreads_is_void() -> None:
+    # a partner's black hole: its first 11 silent SIMs page, and in the same minutes 5 of
+    # the partner's 5,000 SIMs report again after being late (its usual turnover); then
+    # the fault reaches 537 SIMs: it was no recovery, and its real end must be awaited
+    params = EvalParams()
+    incident = _partner_incident(affected=11.0, peak=11.0)
 
     def cycle(minute: int, recovered: float, affected: float) -> float | None:
         incident.affected = affected
@@ -337,20 +343,7 @@ def test_churn_in_clock_aligned_bursts_is_no_stop() -> None:
 def test_an_onset_restored_from_an_older_checkpoint_is_not_voided() -> None:
     # a checkpoint written before ``recovery_peak`` existed: its onset stands as long as
     # the fault does not grow past twice its peak
-    incident = Incident(
-        id="inc-0001",
-        kind="group",
-        dims={"partner": "26201"},
-        severity="page",
-        opened_at=0.0,
-        updated_at=0.0,
-        affected=900.0,
-        total=4898.0,
-        expected=17.0,
-        score=2000.0,
-        peak_affected=1000.0,
-        recovery_onset=600.0,
-    )
+    incident = _partner_incident(affected=900.0, peak=1000.0, onset=600.0)
     state = incident_state(incident)
     del state["recovery_peak"]
     restored = incident_from_state(state)

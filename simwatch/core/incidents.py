@@ -522,13 +522,10 @@ class IncidentTracker:
             if not inner:
                 continue
             best = max(inner, key=lambda k: (seen[k].score, k))
-            del self.open[key]
-            incident.dims = dict(best)
-            self.open[best] = incident
+            self._rekey(key, best, now, changes)
             cause = seen[best]
             self._refresh(incident, now, cause.affected, cause.total, cause.expected)
             incident.reported_affected = cause.affected
-            changes.append(IncidentChange("updated", incident, now))
 
     def _drop_explained_by_inner(self, seen: dict[Key, Cause]) -> None:
         """Drop each new cause (no incident open on it) whose part outside the causes
@@ -601,13 +598,9 @@ class IncidentTracker:
         overdue first, so the first cause can be {apn, partner} and a few cycles later
         {partner}: that is one fault whose known extent grew, not a second incident.
         """
-        wide = dict(key)
         for old_key, incident in list(self.open.items()):
             if incident.kind == "group" and self._inside(old_key, key):
-                del self.open[old_key]
-                incident.dims = wide
-                self.open[key] = incident
-                changes.append(IncidentChange("updated", incident, now))
+                self._rekey(old_key, key, now, changes)
                 for other_key, other in list(self.open.items()):  # merge further subgroups
                     if (
                         other is not incident
@@ -672,11 +665,7 @@ class IncidentTracker:
             wider: Key = tuple(sorted(common.items()))
             if wider in self.open:
                 return wider
-            del self.open[old_key]
-            incident.dims = common
-            incident.updated_at = now
-            self.open[wider] = incident
-            changes.append(IncidentChange("updated", incident, now))
+            self._rekey(old_key, wider, now, changes)
             return wider
         return None
 
@@ -720,14 +709,20 @@ class IncidentTracker:
                 best = (inside, old_key)
         if best is None:
             return False
-        incident = self.open.pop(best[1])
-        incident.dims = mine
-        self.open[key] = incident
+        incident = self._rekey(best[1], key, now, changes)
         self._refresh(incident, now, cause.affected, cause.total, cause.expected)
         incident.score = max(incident.score, cause.score)
         incident.reported_affected = incident.affected
-        changes.append(IncidentChange("updated", incident, now))
         return True
+
+    def _rekey(self, old: Key, new: Key, now: float, changes: list[IncidentChange]) -> Incident:
+        """Move the open incident of ``old`` to group ``new`` (same id: an "updated")."""
+        incident = self.open.pop(old)
+        incident.dims = dict(new)
+        incident.updated_at = now
+        self.open[new] = incident
+        changes.append(IncidentChange("updated", incident, now))
+        return incident
 
     def _lift(self, new: Mapping[str, str], old: Mapping[str, str]) -> dict[str, str] | None:
         """Group ``new`` named on ``old``'s dimensions, or None when it has no such name.
