@@ -17,7 +17,7 @@ from fleet import DAY, T0, Feed, iccid, new_engine
 
 from simwatch.core.evaluate import EVIDENCE_NAMES, Evidence, back_on_network, evidence_causes
 from simwatch.core.incidents import evidence_text
-from simwatch.core.localize import LeafTable, LocalizeParams, localize
+from simwatch.core.localize import Cause, LeafTable, LocalizeParams, localize
 from simwatch.core.state import FleetState
 from simwatch.http.views import sim_view
 
@@ -321,6 +321,32 @@ def test_a_chance_clump_of_reselections_is_no_cause_a_fast_exodus_is() -> None:
     assert causes(6, window_s=86400.0) == [{"apn": "apn0", "partner": "00000"}]  # per cycle
     # a partner going down steers a third of its SIMs away within minutes: 7 is enough
     assert causes(7) == [{"apn": "apn0", "partner": "00000"}]
+
+
+def test_a_kind_naming_the_group_around_the_combined_causes_is_one_cause() -> None:
+    # A minute into an APN's outage at 50,000 SIMs (bench/scenarios.py, r2 apn_outage
+    # seed 1) the combined count named its largest countries one by one (the others had
+    # not shown it yet) while the failure ends named the APN: two pages for one fault
+    dims = ("apn", "country")
+    rows = []
+    for a in range(4):
+        for c in range(8):
+            n = 400.0 if c < 2 else 60.0
+            ended = (0.15 * n if c < 2 else 4.0) if a == 0 else 0.0
+            rows.append(((f"apn{a}", f"C{c}"), ended, n, 0.03 * n))
+    table = LeafTable.from_rows(dims, rows)
+    first = [
+        Cause(
+            dims={"apn": "apn0", "country": f"C{c}"}, affected=60, total=400, expected=12, score=60
+        )
+        for c in range(2)
+    ]
+    kinds = np.zeros((len(EVIDENCE_NAMES), len(rows)))
+    kinds[[name for _, name in EVIDENCE_NAMES].index("failure_end")] = table.affected
+    ratio = np.full(kinds.shape, 1e-4)
+    (cause,) = evidence_causes(table, first, kinds, ratio, LocalizeParams())
+    assert dict(cause.dims) == {"apn": "apn0"}
+    assert (cause.affected, cause.total) == (144.0, 1160.0)  # the combined counts of it
 
 
 def test_two_large_faults_on_different_attributes_are_not_the_whole_fleet() -> None:
