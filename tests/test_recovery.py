@@ -32,6 +32,7 @@ from fleet import (
 from simwatch.core.evaluate import (
     EvalParams,
     Evidence,
+    awaiting_report,
     churn_stopped,
     dark_rows,
     network_evidence,
@@ -350,3 +351,41 @@ def test_an_onset_restored_from_an_older_checkpoint_is_not_voided() -> None:
     assert restored.recovery_peak == 1000.0
     advance_recovery(restored, 660.0, 0.0, None, params=EvalParams(), interval_s=60.0)
     assert restored.recovery_onset == 600.0
+
+
+def test_a_churner_re_opening_once_after_the_onset_is_awaited_twice_is_not() -> None:
+    # At 50,000 SIMs (bench/scenarios.py, r1 partial_blackhole seed 1) 31 meters of the
+    # black hole's partner, each reporting every 15 minutes, re-opened a session once
+    # after the fault ended (their next report still to come) and counted as failing
+    # again: the incident resolved 16 min after the end, its data back at 3 min. A
+    # churner comes back by re-opening once; only a second start is churn going on.
+    sims = [iccid(k) for k in range(3)]
+    engine = new_engine(sims)
+    feed = Feed(engine)
+    t = T0
+    while t < T0 + DAY:
+        for name in sims:
+            feed.usage(name, t)
+        t += 900.0
+    dark = t  # no data from here on; sessions re-opened every half hour: churn
+    for k, name in enumerate(sims):
+        for start in (dark + 600.0, dark + 2400.0, dark + 4200.0):
+            feed.session(name, start, "started")
+        if k >= 1:  # after the onset at dark + 5000: once (SIM 1) or twice (SIM 2)
+            feed.session(name, dark + 5100.0, "started")
+        if k == 2:
+            feed.session(name, dark + 5700.0, "started")
+    state = engine.state
+    n = len(state)
+    everyone = np.ones(n, bool)
+    onset = np.full(state.n_leaves, dark + 5000.0)
+    awaited = awaiting_report(
+        state,
+        dark + 5800.0,
+        overdue=everyone,
+        churning=everyone,
+        onset_by_leaf=onset,
+        params=EvalParams(),
+    )
+    rows = [state.index.get(name) for name in sims]
+    assert awaited[rows].tolist() == [True, True, False]

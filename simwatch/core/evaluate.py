@@ -75,6 +75,8 @@ EVIDENCE_NAMES: Final = (
 _DARK_DIMS: Final = ("country", "partner", "apn")
 # per-SIM policy refusals (the diagnosis names them), never a group's network evidence
 _POLICY_CAUSES: Final = ("quota_exhausted", "blocked")
+# session starts since a recovery's onset that show a churner still churning
+_CHURN_AGAIN: Final = 2
 # ``EvalParams.evidence_window_s`` by default (a merged table is judged as a shard's)
 _EVIDENCE_WINDOW_S: Final = 3600.0
 
@@ -622,8 +624,9 @@ def awaiting_report(
 ) -> np.ndarray:
     """Bool per SIM: overdue or churning, in a leaf whose group's recovery began at
     ``onset_by_leaf[leaf]`` (epoch s; NaN: none), with no data since the onset (nor, for
-    a churning SIM, a session start: a black hole's churn goes on while it lasts),
-    and not yet late counted from the onset: its own late threshold
+    a churning SIM, a second session start: a black hole's churn goes on while it lasts,
+    but one start is how a churner comes back, its data due at its next report), and
+    not yet late counted from the onset: its own late threshold
     (``session_closed_late_s`` for a session-level SIM, the set interval's where one is
     set); a churning SIM that is not overdue, until it re-opens a session."""
     n = len(state)
@@ -637,7 +640,13 @@ def awaiting_report(
     rows, at = rows[keep], at[keep]
     last = state.rhythm.last_data[rows]
     keep = np.isnan(last) | (last < at)
-    keep &= ~churning[rows] | (state.cols.session_start[rows] <= at - EPOCH_BASE)
+    # a churner re-opens a session once when the fault ends (the data path works again,
+    # its next report is due at its own rhythm): only a second start since the onset is
+    # churn going on (at 50,000 SIMs, 31 meters of a black hole's partner that re-opened
+    # once after its end held the incident 16 min after it)
+    starts = state.cols.session_starts[rows]
+    again = (starts > (at - EPOCH_BASE)[:, None]).sum(axis=1) >= _CHURN_AGAIN
+    keep &= ~churning[rows] | ~again
     rows, at = rows[keep], at[keep]
     if not rows.size:
         return out
