@@ -389,3 +389,36 @@ def test_a_churner_re_opening_once_after_the_onset_is_awaited_twice_is_not() -> 
     )
     rows = [state.index.get(name) for name in sims]
     assert awaited[rows].tolist() == [True, True, False]
+
+
+def test_a_dark_country_that_re_attaches_over_minutes_resolves_with_its_onset() -> None:
+    # At 50,000 SIMs (bench/scenarios.py, r3 country_outage seed 1) France went dark for
+    # two hours. The first SIM heard again ended "dark" for the whole country at once;
+    # the rest re-attached over the next ten minutes, no longer failing, so none of them
+    # counted as back: the incident resolved without a recovery onset, and SIMs whose
+    # usage the outage lost paged again an hour later, overdue by their broken rhythm.
+    engine, feed, last = _session_fleet()
+    fr = [iccid(k) for k in range(40, 80)]
+    t = last + 60.0
+    dark_from = t
+    while t < dark_from + 9 * HOUR:  # DE goes on with its daily resets, FR is silent
+        k = int((t - dark_from) // 2400) % 40
+        if (t - dark_from) % 2400 < 600:
+            feed.session(iccid(k), t, "started", apn="meters.acme", mcc="262", mnc="02")
+        engine.evaluate(t)
+        t += 600.0
+    incident = next(i for i in engine.incidents.open.values() if i.dims == {"country": "FR"})
+    assert incident.recovery_onset is None
+    # FR comes back: one SIM a quarter of a minute apart, each re-attaching (the session
+    # the outage killed had no end record)
+    back = t
+    starts = [(back + 20.0 * k, name) for k, name in enumerate(fr)]
+    while t < back + 20 * 60.0:
+        t += 60.0
+        while starts and starts[0][0] <= t:
+            ts, name = starts.pop(0)
+            feed.session(name, ts, "started", apn="meters.acme", mcc="208", mnc="01")
+        engine.evaluate(t)
+    assert incident.resolved_at is not None
+    assert incident.recovery_onset is not None
+    assert back - 60.0 <= incident.recovery_onset <= back + 60.0

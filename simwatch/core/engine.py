@@ -155,10 +155,12 @@ class Engine:
         self.last_evaluation: Evaluation | None = None
         self.cycles = 0
         self._prev_states = _EMPTY_STATES  # per-SIM states of the previous cycle
-        # the SIMs failing in their group at the previous cycle and their last data
-        # times then (recovery tracking)
-        self._prev_failing: tuple[np.ndarray, np.ndarray] = (
+        # recovery tracking: the SIMs seen failing in their group within the recovery
+        # window and not back since, their last data times when last checked and when
+        # they were last seen failing (``_count_recovered``)
+        self._prev_failing: tuple[np.ndarray, np.ndarray, np.ndarray] = (
             np.zeros(0, np.int64),
+            np.zeros(0, np.float64),
             np.zeros(0, np.float64),
         )
         # maintenance windows (config and API); the shell replaces the tuple on a change
@@ -255,16 +257,21 @@ class Engine:
         return out
 
     def _count_recovered(self, now: float, evaluation: Evaluation) -> np.ndarray:
-        """Per leaf, the SIMs that were failing at the previous cycle and sent data since,
-        in the leaf they are in now (data through a partner it moved to is no recovery
-        of the one it left); remembers this cycle's failing SIMs for the next."""
+        """Per leaf, the SIMs seen failing within ``recovery_window_s`` (at an earlier
+        cycle) that sent data since, in the leaf they are in now (data through a partner
+        it moved to is no recovery of the one it left); each counts once, and this
+        cycle's failing SIMs are remembered for the next cycles.
+
+        Not the previous cycle's failing SIMs alone: a dark group (``dark_rows``) stops
+        failing as a whole the moment its first SIM is heard again, and the rest re-attach
+        over the next minutes. Counting only the first of them, a country outage at
+        50,000 SIMs resolved without a recovery onset, and its SIMs whose usage the outage
+        lost paged again an hour later, overdue by a rhythm the outage had broken."""
         failing = evaluation.counted & (
             evaluation.overdue | evaluation.awaiting | (evaluation.evidence != 0)
         )
-        prev_rows, prev_last = self._prev_failing
-        rows = np.flatnonzero(failing)
+        prev_rows, prev_last, prev_seen = self._prev_failing
         last = self.state.rhythm.last_data
-        self._prev_failing = (rows, last[rows].copy())
         # data since: the last data time moved (a windowed record's time is its window's
         # end, older than the cycle it arrives in)
         now_last = last[prev_rows]
@@ -277,6 +284,17 @@ class Engine:
         back |= started & back_on_network(self.state, prev_rows) & ~churning[prev_rows]
         member = self.state.cols.leaf[prev_rows[back]]
         member = member[member >= 0]
+        # still tracked: not back, seen failing within the window, and not failing now
+        # (those are tracked anew, with this cycle's time)
+        rows = np.flatnonzero(failing)
+        keep = ~back & (prev_seen > now - self.config.evaluation.recovery_window_s)
+        keep &= ~failing[prev_rows]
+        kept = prev_rows[keep]
+        self._prev_failing = (
+            np.concatenate([rows, kept]),
+            np.concatenate([last[rows], now_last[keep]]),
+            np.concatenate([np.full(len(rows), now), prev_seen[keep]]),
+        )
         return np.bincount(member, minlength=self.state.n_leaves).astype(np.float64)
 
     def _track_recovery(self, now: float, evaluation: Evaluation) -> None:
@@ -538,6 +556,7 @@ class Engine:
         arrays["engine.prev_states"] = self._prev_states.copy()
         arrays["engine.prev_failing_rows"] = self._prev_failing[0].copy()
         arrays["engine.prev_failing_last"] = self._prev_failing[1].copy()
+        arrays["engine.prev_failing_seen"] = self._prev_failing[2].copy()
         meta: dict[str, object] = {
             "state": state_meta,
             "ingest": ingest_meta,
@@ -582,9 +601,16 @@ class Engine:
         # (checkpoints before recovery tracking have none: it starts over)
         rows = arrays.get("engine.prev_failing_rows", np.zeros(0, np.int64))
         last = arrays.get("engine.prev_failing_last", np.zeros(0, np.float64))
-        if rows.shape != last.shape or rows.ndim != 1 or (len(rows) and rows.max() >= len(prev)):
+        # (checkpoints before the recovery window's memory: checked once, then dropped)
+        seen = arrays.get("engine.prev_failing_seen", np.full(len(rows), -np.inf))
+        shapes = {rows.shape, last.shape, seen.shape}
+        if len(shapes) != 1 or rows.ndim != 1 or (len(rows) and rows.max() >= len(prev)):
             raise ValueError("malformed recovery tracking in checkpoint")
-        self._prev_failing = (rows.astype(np.int64), last.astype(np.float64))
+        self._prev_failing = (
+            rows.astype(np.int64),
+            last.astype(np.float64),
+            seen.astype(np.float64),
+        )
         self.last_evaluation = None
 
     # ---- queries ----------------------------------------------------------------------

@@ -1017,19 +1017,6 @@ def evaluate(
     )
 
 
-def _leaves_of(table: LeafTable, dims: Mapping[str, str]) -> np.ndarray:
-    inside = np.ones(len(table.total), bool)
-    for d, value in dims.items():
-        column = table.dims.index(d)
-        inside &= table.codes[:, column] == table.labels[column].index(value)
-    return inside
-
-
-def _within(dims: Mapping[str, str], other: Mapping[str, str]) -> bool:
-    """Whether the group ``dims`` lies inside the group ``other`` (or is it)."""
-    return all(dims.get(d) == v for d, v in other.items())
-
-
 def evidence_causes(
     table: LeafTable,
     causes: list[Cause],
@@ -1052,7 +1039,8 @@ def evidence_causes(
     cause of a kind that holds causes of the combined count replaces them: a minute into
     an APN's outage at 50,000 SIMs, the combined count named its five largest countries
     apart (the others had not shown it yet) while the failure ends named the APN, and
-    two pages opened for one fault.
+    two pages opened for one fault. Nesting is by the leaves the fleet has
+    (``LeafTable.within``, as the incidents judge it): a partner lies in its country.
 
     The false-alarm rate ``alpha`` holds per kind and per day, not per cycle: a kind's
     count is over a sliding window of ``window_s`` (``EvalParams.evidence_window_s``)
@@ -1078,14 +1066,14 @@ def evidence_causes(
         )
         for cause in localize(kind_table, params_k):
             dims = dict(cause.dims)
-            if any(_within(dims, other) for other in known):
+            if any(table.within(dims, other) for other in known):
                 continue  # the same group or one inside a cause already found
             # causes inside this one are parts of it the combined count saw first (a
             # minute into an APN's outage, its largest countries): one cause, the wider
-            held = [i for i, other in enumerate(known) if _within(other, dims)]
+            held = [i for i, other in enumerate(known) if table.within(other, dims)]
             for i in reversed(held):
                 del known[i], out[i]
-            inside = _leaves_of(table, dims)
+            inside = table.leaves_of(dims)
             known.append(dims)
             out.append(
                 Cause(

@@ -136,6 +136,26 @@ class LeafTable:
             expected=np.ascontiguousarray(num[:, 2]),
         )
 
+    def leaves_of(self, dims: Mapping[str, str]) -> npt.NDArray[np.bool_]:
+        """Bool per leaf: inside the group ``dims`` (a dimension or value the table does
+        not have: none)."""
+        inside = np.ones(len(self.total), bool)
+        for dim, value in dims.items():
+            if dim not in self.dims:
+                return np.zeros(len(self.total), bool)
+            column = self.dims.index(dim)
+            labels = self.labels[column]
+            if value not in labels:
+                return np.zeros(len(self.total), bool)
+            inside &= self.codes[:, column] == labels.index(value)
+        return inside
+
+    def within(self, narrow: Mapping[str, str], wide: Mapping[str, str]) -> bool:
+        """Whether group ``narrow`` lies inside group ``wide`` by the leaves the table
+        has (a partner's leaves all lie in its country), as the incidents judge it."""
+        inner = self.leaves_of(narrow)
+        return bool(inner.any()) and not bool((inner & ~self.leaves_of(wide)).any())
+
 
 @dataclass(frozen=True, slots=True)
 class Cause:

@@ -552,17 +552,7 @@ class Merged:
     def leaves_of(self, dims: Mapping[str, str]) -> np.ndarray:
         """Bool per leaf of ``table``: inside the group ``dims`` (a dimension or value
         no shard has: none)."""
-        table = self.table
-        inside = np.ones(len(table.total), bool)
-        for dim, value in dims.items():
-            if dim not in table.dims:
-                return np.zeros(len(table.total), bool)
-            column = table.dims.index(dim)
-            labels = table.labels[column]
-            if value not in labels:
-                return np.zeros(len(table.total), bool)
-            inside &= table.codes[:, column] == labels.index(value)
-        return inside
+        return self.table.leaves_of(dims)
 
     def reported_in(self, dims: Mapping[str, str]) -> float:
         """Of group ``dims``' failing SIMs, those the network reported failing
@@ -580,8 +570,7 @@ class Merged:
     def within(self, narrow: Mapping[str, str], wide: Mapping[str, str]) -> bool:
         """Whether group ``narrow`` lies inside group ``wide`` by the leaves every
         shard has (``IncidentTracker.update_groups``' ``within``, as the engine's)."""
-        inner = self.leaves_of(narrow)
-        return bool(inner.any()) and not bool((inner & ~self.leaves_of(wide)).any())
+        return self.table.within(narrow, wide)
 
     def rest_verdict(
         self,
