@@ -21,7 +21,7 @@ import numpy as np
 
 from simwatch.core import regime
 from simwatch.core.hourmask import DAY
-from simwatch.core.localize import Cause, LeafTable, LocalizeParams, localize
+from simwatch.core.localize import Cause, LeafTable, LocalizeParams, dims_within, localize
 from simwatch.core.rhythm import SimState
 from simwatch.core.schedule import SOURCES, Schedule
 from simwatch.core.state import EPOCH_BASE, NEVER, Flag, RejectKind, Status, rel
@@ -1017,13 +1017,6 @@ def evaluate(
     )
 
 
-def _within(dims: Mapping[str, str], other: Mapping[str, str]) -> bool:
-    """Whether the group ``dims`` refines the group ``other`` (or is it): every value of
-    ``other`` is one of ``dims``'. By their dimensions, not by the leaves the fleet has
-    (see ``evidence_causes``)."""
-    return all(dims.get(d) == v for d, v in other.items())
-
-
 def evidence_causes(
     table: LeafTable,
     causes: list[Cause],
@@ -1046,7 +1039,7 @@ def evidence_causes(
     cause of a kind that holds causes of the combined count replaces them: a minute into
     an APN's outage at 50,000 SIMs, the combined count named its five largest countries
     apart (the others had not shown it yet) while the failure ends named the APN, and
-    two pages opened for one fault. Nesting here is by dimensions (``_within``), not by
+    two pages opened for one fault. Nesting here is by dimensions (``dims_within``), not by
     the leaves the fleet has: a kind's partner inside a combined country cause stays a
     cause, for the incidents to judge (the combined count names the country when a few
     SIMs of its other partners happen to be overdue beside a partner's churners; by
@@ -1077,11 +1070,11 @@ def evidence_causes(
         )
         for cause in localize(kind_table, params_k):
             dims = dict(cause.dims)
-            if any(_within(dims, other) for other in known):
+            if any(dims_within(dims, other) for other in known):
                 continue  # the same group or one inside a cause already found
             # causes inside this one are parts of it the combined count saw first (a
             # minute into an APN's outage, its largest countries): one cause, the wider
-            held = [i for i, other in enumerate(known) if _within(other, dims)]
+            held = [i for i, other in enumerate(known) if dims_within(other, dims)]
             for i in reversed(held):
                 del known[i], out[i]
             inside = table.leaves_of(dims)

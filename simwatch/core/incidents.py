@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Final, Literal
 
+from simwatch.core.localize import dims_within
 from simwatch.core.timeutil import format_rfc3339
 
 if TYPE_CHECKING:
@@ -295,7 +296,7 @@ class IncidentTracker:
         self._pending_groups: dict[Key, int] = {}
         self._pending_sims: dict[Key, int] = {}
         self._rest_healthy: RestHealthy | None = None  # this cycle's, see update_groups
-        self._within: Within = _key_within  # this cycle's, see update_groups
+        self._within: Within = dims_within  # this cycle's, see update_groups
         self._excess: Callable[[Mapping[str, str]], float] | None = None  # this cycle's
         self._held: dict[Key, float] = {}  # sibling causes held back: since when
         # opened at their first sighting (``open_on_reported``) in the last cycle
@@ -419,7 +420,7 @@ class IncidentTracker:
         (``IncidentParams.hold_while_failing``).
         """
         self._rest_healthy = rest_healthy
-        self._within = within or _key_within
+        self._within = within or dims_within
         self._excess = excess
         seen: dict[Key, Cause] = {tuple(sorted(c.dims.items())): c for c in causes}
         changes: list[IncidentChange] = []
@@ -860,12 +861,6 @@ class IncidentTracker:
         if overflow > 0:
             del self.resolved[:overflow]
         return changes
-
-
-def _key_within(narrow: Mapping[str, str], wide: Mapping[str, str]) -> bool:
-    """Group ``narrow`` lies in group ``wide`` by their dims alone: each of ``wide``'s
-    values is one of ``narrow``'s."""
-    return all(narrow.get(dim) == value for dim, value in wide.items())
 
 
 def _mapping(value: object) -> Mapping[str, object]:

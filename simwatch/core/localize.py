@@ -157,6 +157,13 @@ class LeafTable:
         return bool(inner.any()) and not bool((inner & ~self.leaves_of(wide)).any())
 
 
+def dims_within(narrow: Mapping[str, str], wide: Mapping[str, str]) -> bool:
+    """Whether group ``narrow`` refines group ``wide`` (or is it) by their dimensions
+    alone: each of ``wide``'s values is one of ``narrow``'s. ``LeafTable.within`` judges by
+    the leaves a fleet has instead (a partner lies in its country)."""
+    return all(narrow.get(dim) == value for dim, value in wide.items())
+
+
 @dataclass(frozen=True, slots=True)
 class Cause:
     """One localized group.
