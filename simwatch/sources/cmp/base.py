@@ -169,6 +169,27 @@ def network(*sources: Mapping[str, object]) -> tuple[str | None, str | None]:
     return None, None
 
 
+def whole(value: object) -> int | None:
+    """A non-negative JSON integer (a byte count, a time, an MCC; not a bool), else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def growth(
+    marks: Mapping[str, tuple[int, int]],
+    seen: dict[str, tuple[int, int]],
+    key: str,
+    up: int,
+    down: int,
+) -> tuple[int, int]:
+    """Bytes (up, down) that a period's running totals grew by since ``marks[key]``
+    (never negative), recording the totals in ``seen`` as the period's new mark."""
+    seen[key] = (up, down)
+    old_up, old_down = marks.get(key, (0, 0))
+    return max(0, up - old_up), max(0, down - old_down)
+
+
 def put(rec: Record, key: str, value: object) -> None:
     if value is not None:
         rec[key] = value

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from simwatch.core.timeutil import format_rfc3339, parse_rfc3339
-from simwatch.sources.cmp.base import AdapterError, Record, normalize_time, obj, text
+from simwatch.sources.cmp.base import AdapterError, Record, growth, normalize_time, obj, text, whole
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -51,12 +51,6 @@ def kore_sims(body: object) -> dict[str, str]:
     return out
 
 
-def _bytes(value: object) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    return None
-
-
 def kore_usage(
     body: object,
     sims: Mapping[str, str],
@@ -80,7 +74,7 @@ def kore_usage(
             normalize_time(period.get("start_time")),
             normalize_time(period.get("end_time")),
         )
-        up, down = _bytes(item.get("data_upload")), _bytes(item.get("data_download"))
+        up, down = whole(item.get("data_upload")), whole(item.get("data_download"))
         iccid = sims.get(sid) if sid is not None else None
         if iccid is None or start is None or end is None or up is None or down is None:
             skipped += 1
@@ -88,9 +82,7 @@ def kore_usage(
         if now is not None and parse_rfc3339(end) > now:
             end = format_rfc3339(max(now, parse_rfc3339(start)))
         key = f"{sid}|{start}"
-        seen[key] = (up, down)
-        old_up, old_down = marks.get(key, (0, 0))
-        d_up, d_down = max(0, up - old_up), max(0, down - old_down)
+        d_up, d_down = growth(marks, seen, key, up, down)
         if d_up + d_down == 0:
             continue
         out.append(

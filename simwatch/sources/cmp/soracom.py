@@ -27,7 +27,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 from simwatch.core.timeutil import format_rfc3339
-from simwatch.sources.cmp.base import AdapterError, Record, normalize_time, obj, put, text
+from simwatch.sources.cmp.base import (
+    AdapterError,
+    Record,
+    growth,
+    normalize_time,
+    obj,
+    put,
+    text,
+    whole,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -59,12 +68,6 @@ MAX_MNC: Final = 999
 TWO_DIGITS: Final = 100
 
 
-def _int(value: object) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    return None
-
-
 def resolve_mnc(mcc: str, mnc: int, operators: OperatorTable) -> str | None:
     """An integer MNC as 2 or 3 digits: a 3-digit MNC the table knows wins, else 2."""
     if mnc > MAX_MNC:
@@ -77,7 +80,7 @@ def resolve_mnc(mcc: str, mnc: int, operators: OperatorTable) -> str | None:
 
 def _cell(cell: Mapping[str, object], operators: OperatorTable) -> dict[str, str]:
     out: dict[str, str] = {}
-    mcc, mnc = _int(cell.get("mcc")), _int(cell.get("mnc"))
+    mcc, mnc = whole(cell.get("mcc")), whole(cell.get("mnc"))
     if mcc is not None and mcc <= MAX_MNC and mnc is not None:
         code = f"{mcc:03d}"
         resolved = resolve_mnc(code, mnc, operators)
@@ -101,7 +104,7 @@ def soracom_sessions(
     for raw in body:
         item = obj(raw)
         status = _STATUS.get(str(item.get("event")))
-        when = _int(item.get("time"))
+        when = whole(item.get("time"))
         ts = normalize_time(when) if when is not None else None
         sid = text(item.get("sessionId"))
         if status is None or ts is None or when is None or sid is None:
@@ -134,17 +137,15 @@ def soracom_air(
     seen: dict[str, tuple[int, int]] = {}
     for raw in body:
         item = obj(raw)
-        start = _int(item.get("unixtime"))
+        start = whole(item.get("unixtime"))
         if start is None:
             continue
         up = down = 0
         for stats in obj(item.get("dataTrafficStatsMap")).values():
-            up += _int(obj(stats).get("uploadByteSizeTotal")) or 0
-            down += _int(obj(stats).get("downloadByteSizeTotal")) or 0
+            up += whole(obj(stats).get("uploadByteSizeTotal")) or 0
+            down += whole(obj(stats).get("downloadByteSizeTotal")) or 0
         key = str(start)
-        seen[key] = (up, down)
-        old_up, old_down = marks.get(key, (0, 0))
-        d_up, d_down = max(0, up - old_up), max(0, down - old_down)
+        d_up, d_down = growth(marks, seen, key, up, down)
         if d_up + d_down == 0:
             continue
         out.append(
