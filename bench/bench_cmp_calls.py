@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))  # the fake platforms
 
-from cmp_fakes_more import FakeCisco, FakeSoracom, FakeTime, serve
+from cmp_fakes import FakeTime, serve_handler
+from cmp_fakes_more import FakeCisco, FakeSoracom
 
 from simwatch.core.timeutil import parse_rfc3339
 from simwatch.shell.settings import HttpSourceSettings
@@ -43,7 +44,7 @@ async def cisco(n: int) -> None:
     fake.devices = dict.fromkeys(sims, "2026-01-01T00:00:00+00:00")
     fake.session = {s: {"dateSessionStarted": None} for s in sims}
     fake.ctd = {s: {"ctdDataUsage": 0, "ctdSessionCount": 0} for s in sims}
-    async with serve(fake.handle) as url:
+    async with serve_handler(fake.handle) as url:
         auth = {"kind": "basic", "username": fake.user, "password": fake.api_key}
         settings = HttpSourceSettings.model_validate(
             {"name": "c", "adapter": "cisco", "base_url": url, "auth": auth}
@@ -59,7 +60,7 @@ async def cisco(n: int) -> None:
 async def soracom(n: int) -> None:
     fake = FakeSoracom()
     fake.sims = [f"8942310000{i:09d}" for i in range(n)]
-    async with serve(fake.handle) as url:
+    async with serve_handler(fake.handle) as url:
         auth = {"kind": "soracom", "auth_key_id": fake.auth_key_id, "auth_key": fake.auth_key}
         settings = HttpSourceSettings.model_validate(
             {"name": "s", "adapter": "soracom", "base_url": url, "auth": auth}

@@ -29,12 +29,14 @@ Each checker enforces what PLATFORMS.md documents, with the payloads of
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 import orjson
 from aiohttp import web
@@ -42,19 +44,17 @@ from aiohttp import web
 from simwatch.core.records import Record, RecordDecoder
 
 if TYPE_CHECKING:
-    import asyncio
-    from collections.abc import Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
     from simwatch.shell.source_contract import Batch
 
 DATA = Path(__file__).parent / "data" / "cmp"
 
 
-def example(name: str) -> dict[str, object]:
-    """A documented example payload (``tests/data/cmp/<name>``)."""
-    data = orjson.loads((DATA / name).read_bytes())
-    assert isinstance(data, dict)
-    return data
+def example(name: str) -> Any:
+    """A documented example payload (``tests/data/cmp/<name>``), as the platform's docs
+    give it (an object, or a list for the Data Streamer's batches)."""
+    return orjson.loads((DATA / name).read_bytes())
 
 
 async def drain(
@@ -75,8 +75,53 @@ async def drain(
     return out
 
 
-def json_response(obj: object, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(obj), content_type="application/json")
+def json_response(
+    obj: object, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(obj), status=status, content_type="application/json", headers=headers
+    )
+
+
+@contextlib.asynccontextmanager
+async def serve(app: web.Application) -> AsyncIterator[str]:
+    """Serve ``app`` on 127.0.0.1 (a free port); yields its base URL."""
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def serve_handler(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
+    """Serve ``handler`` for every method and path (``serve``); yields the base URL."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    async with serve(app) as url:
+        yield url
+
+
+class FakeTime:
+    """A fake clock for a client under test; sleeping advances it (and yields to the loop)."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, delay: float) -> None:
+        self.sleeps.append(delay)
+        self.now += delay
+        await asyncio.sleep(0)
 
 
 class Clock:
@@ -117,7 +162,7 @@ class FakePlatform:
         self.url = ""
         self.requests: list[Seen] = []  # every request, authentication calls included
         self.served = 0  # requests of ``get`` endpoints that were authenticated
-        self._runner: web.AppRunner | None = None
+        self._served = contextlib.AsyncExitStack()
         auth.install(self)
 
     def get(
@@ -155,17 +200,11 @@ class FakePlatform:
         return sum(1 for r in self.requests if r.path == path)
 
     async def __aenter__(self) -> Self:
-        self._runner = web.AppRunner(self.app, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self.url = await self._served.enter_async_context(serve(self.app))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._served.aclose()
 
 
 def _basic(request: web.Request) -> tuple[str, str] | None:

@@ -29,69 +29,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import orjson
-from aiohttp import web
+from cmp_fakes import example, json_response
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+    from collections.abc import Mapping
 
-
-DATA = Path(__file__).parent / "data" / "cmp"
-
-
-def example(name: str) -> Any:
-    """A documented example payload copied into tests/data/cmp."""
-    return orjson.loads((DATA / name).read_bytes())
+    from aiohttp import web
 
 
 def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
-def _json(obj: object, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(obj), status=status, content_type="application/json", headers=headers
-    )
-
-
-@contextlib.asynccontextmanager
-async def serve(
-    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-) -> AsyncIterator[str]:
-    """Serve ``handler`` for every path on 127.0.0.1 (free port); yields the base URL."""
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
-
-
-class FakeTime:
-    """A fake clock; sleeping advances it (and yields to the loop)."""
-
-    def __init__(self, start: float) -> None:
-        self.now = start
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, delay: float) -> None:
-        self.sleeps.append(delay)
-        self.now += delay
-        await asyncio.sleep(0)
 
 
 @dataclass
@@ -123,16 +74,18 @@ class FakeCisco:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.calls.append(Call(request.method, request.path, dict(request.query)))
         if request.headers.get("Authorization") != basic(self.user, self.api_key):
-            return _json({"errorMessage": "Invalid credentials.", "errorCode": "10000001"}, 401)
+            return json_response(
+                {"errorMessage": "Invalid credentials.", "errorCode": "10000001"}, 401
+            )
         self.in_flight += 1
         try:
             await asyncio.sleep(self.delay)
             if self.in_flight > 1:  # "one API call at a time"
                 self.overlaps += 1
-                return _json(CISCO_THROTTLE, 429)
+                return json_response(CISCO_THROTTLE, 429)
             if self.throttle:
                 self.throttle -= 1
-                return _json(CISCO_THROTTLE, 400)
+                return json_response(CISCO_THROTTLE, 400)
             return self.route(request)
         finally:
             self.in_flight -= 1
@@ -140,26 +93,26 @@ class FakeCisco:
     def route(self, request: web.Request) -> web.Response:
         parts = request.path.split("/")  # "", rws, api, v1, devices, [iccid, what]
         if parts[:5] != ["", "rws", "api", "v1", "devices"]:
-            return _json({"errorMessage": "Not found", "errorCode": "10000000"}, 404)
+            return json_response({"errorMessage": "Not found", "errorCode": "10000000"}, 404)
         if len(parts) == 5:
             return self.search(request.query)
         iccid, what = parts[5], parts[6] if len(parts) > 6 else ""
         if iccid not in self.session or what not in {"sessionInfo", "ctdUsages"}:
-            return _json({"errorMessage": "Invalid iccid", "errorCode": "10000003"}, 404)
+            return json_response({"errorMessage": "Invalid iccid", "errorCode": "10000003"}, 404)
         if what == "sessionInfo":
-            return _json({"iccid": iccid, **self.session[iccid]})
-        return _json({"iccid": iccid, **self.ctd[iccid]})
+            return json_response({"iccid": iccid, **self.session[iccid]})
+        return json_response({"iccid": iccid, **self.ctd[iccid]})
 
     def search(self, query: Mapping[str, str]) -> web.Response:
         since = query.get("modifiedSince")
         size = int(query.get("pageSize", "50"))
         number = int(query.get("pageNumber", "1"))
         if since is None:
-            return _json(
+            return json_response(
                 {"errorMessage": "modifiedSince is required", "errorCode": "10000024"}, 400
             )
         if not 1 <= size <= 50:
-            return _json({"errorMessage": "Invalid pageSize", "errorCode": "10000024"}, 400)
+            return json_response({"errorMessage": "Invalid pageSize", "errorCode": "10000024"}, 400)
         after = datetime.fromisoformat(since)
         changed = [i for i, at in self.devices.items() if datetime.fromisoformat(at) >= after]
         page = changed[(number - 1) * size : number * size]
@@ -168,7 +121,7 @@ class FakeCisco:
             for i in page
         ]
         last = number * size >= len(changed)
-        return _json({"devices": devices, "pageNumber": number, "lastPage": last})
+        return json_response({"devices": devices, "pageNumber": number, "lastPage": last})
 
 
 # ------------------------------------------------------------------ KORE Super SIM
@@ -192,16 +145,16 @@ class FakeKore:
         if request.method == "POST" and request.path == TOKEN_PATH:
             return await self.grant(request)
         if request.headers.get("Authorization") != f"Bearer {self.token}":
-            return _json({"code": 20003, "message": "Authenticate", "status": 401}, 401)
+            return json_response({"code": 20003, "message": "Authenticate", "status": 401}, 401)
         q = request.query
         size = int(q.get("PageSize", "50"))
         if not 1 <= size <= 249:
-            return _json({"code": 20001, "message": "Invalid PageSize", "status": 400}, 400)
+            return json_response({"code": 20001, "message": "Invalid PageSize", "status": 400}, 400)
         if request.path == "/v1/Sims":
             return self.page("sims", self.sims, request, size)
         if request.path == "/v1/UsageRecords":
             return self.usage_page(request, size)
-        return _json({"code": 20404, "message": "Not found", "status": 404}, 404)
+        return json_response({"code": 20404, "message": "Not found", "status": 404}, 404)
 
     async def grant(self, request: web.Request) -> web.Response:
         """OAuth2 client credentials as a form (PLATFORMS.md 4.1, the documented bodies)."""
@@ -212,17 +165,19 @@ class FakeKore:
             "client_secret": self.client_secret,
         }
         if request.content_type != "application/x-www-form-urlencoded" or dict(form) != wanted:
-            return _json(example("kore-auth-token-error-401.json"), 401)
+            return json_response(example("kore-auth-token-error-401.json"), 401)
         answer = dict(example("kore-auth-token-response.json"))
         answer.update(access_token=self.token, expires_in=3600)
-        return _json(answer)
+        return json_response(answer)
 
     def usage_page(self, request: web.Request, size: int) -> web.Response:
         q = request.query
         start = datetime.fromisoformat(q["StartTime"])
         end = datetime.fromisoformat(q["EndTime"])
         if q.get("Granularity") == "hour" and (end - start).total_seconds() > 31 * 86400:
-            return _json({"code": 83604, "message": "Invalid time window", "status": 400}, 400)
+            return json_response(
+                {"code": 83604, "message": "Invalid time window", "status": 400}, 400
+            )
         grouped = q.get("Group") == "sim"
         rows = []
         for rec in self.usage:
@@ -236,7 +191,9 @@ class FakeKore:
     ) -> web.Response:
         number = int(request.query.get("Page", "0"))
         if number and request.query.get("PageToken") != f"PT{number}":
-            return _json({"code": 20001, "message": "Invalid PageToken", "status": 400}, 400)
+            return json_response(
+                {"code": 20001, "message": "Invalid PageToken", "status": 400}, 400
+            )
         chunk = rows[number * size : (number + 1) * size]
         base = {k: v for k, v in request.query.items() if k not in {"Page", "PageToken"}}
 
@@ -255,7 +212,7 @@ class FakeKore:
             "previous_page_url": url(number - 1) if number else None,
             "url": url(number),
         }
-        return _json({key: chunk, "meta": meta})
+        return json_response({key: chunk, "meta": meta})
 
 
 # ------------------------------------------------------------------ Soracom
@@ -279,15 +236,15 @@ class FakeSoracom:
         if request.method == "POST" and request.path == "/v1/auth":
             body = await request.json()
             if (body.get("authKeyId"), body.get("authKey")) != (self.auth_key_id, self.auth_key):
-                return _json({"code": "AUM0002", "message": "Invalid AuthKey"}, 401)
+                return json_response({"code": "AUM0002", "message": "Invalid AuthKey"}, 401)
             answer = dict(example("soracom-auth-response.json"))
             answer.update(apiKey=self.api_key, token=self.token)
-            return _json(answer)
+            return json_response(answer)
         if (
             request.headers.get("X-Soracom-API-Key") != self.api_key
             or request.headers.get("X-Soracom-Token") != self.token
         ):
-            return _json({"code": "AUM0001", "message": "No API key or token"}, 401)
+            return json_response({"code": "AUM0001", "message": "No API key or token"}, 401)
         parts = request.path.split("/")
         q = request.query
         if request.path == "/v1/sims":
@@ -295,18 +252,18 @@ class FakeSoracom:
         if parts[:3] == ["", "v1", "sims"] and parts[4:] == ["events", "sessions"]:
             start, end = int(q["from"]), int(q["to"])
             if start < 10**12 or end < 10**12:
-                return _json({"code": "SEM0001", "message": "from/to: UNIX ms"}, 400)
+                return json_response({"code": "SEM0001", "message": "from/to: UNIX ms"}, 400)
             rows = [e for e in self.events.get(parts[3], []) if start <= int(str(e["time"])) <= end]
             return self.page(rows, q)
         if parts[:5] == ["", "v1", "stats", "air", "sims"] and len(parts) == 6:
             start, end = int(q["from"]), int(q["to"])
             if start > 10**11 or end > 10**11 or q.get("period") not in {"minutes", "day", "month"}:
-                return _json({"code": "STA0001", "message": "from/to: UNIX s"}, 400)
+                return json_response({"code": "STA0001", "message": "from/to: UNIX s"}, 400)
             rows = [
                 b for b in self.air.get(parts[5], []) if start <= int(str(b["unixtime"])) <= end
             ]
-            return _json(rows)
-        return _json({"code": "COM0001", "message": "Not found"}, 404)
+            return json_response(rows)
+        return json_response({"code": "COM0001", "message": "Not found"}, 404)
 
     @staticmethod
     def page(rows: list[dict[str, object]], q: Mapping[str, str]) -> web.Response:
@@ -316,7 +273,7 @@ class FakeSoracom:
         headers = {}
         if first + limit < len(rows):
             headers["x-soracom-next-key"] = str(first + limit - 1)
-        return _json(chunk, headers=headers)
+        return json_response(chunk, headers=headers)
 
 
 # ------------------------------------------------------------------ Hologram
@@ -331,9 +288,9 @@ class FakeHologram:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.calls.append(Call(request.method, request.path, dict(request.query)))
         if request.headers.get("Authorization") != basic("apikey", self.api_key):
-            return _json({"success": False, "error": "Unauthorized"}, 401)
+            return json_response({"success": False, "error": "Unauthorized"}, 401)
         if request.path != "/api/1/usage/data":
-            return _json({"success": False, "error": "Not found"}, 404)
+            return json_response({"success": False, "error": "Not found"}, 404)
         q = request.query
         limit = int(q.get("limit", "100"))
         rows = sorted(self.sessions, key=lambda s: -int(str(s["record_id"])))
@@ -355,7 +312,7 @@ class FakeHologram:
             "lastid": last,
             "data": chunk,
         }
-        return _json(body)
+        return json_response(body)
 
 
 def _epoch(text: str) -> int:

@@ -27,20 +27,17 @@ serving the documented example payloads copied into ``tests/data/cmp`` (see
 from __future__ import annotations
 
 import base64
-import contextlib
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import orjson
 from aiohttp import web
+from cmp_fakes import json_response
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import Mapping
 
-DATA = Path(__file__).parent / "data" / "cmp"
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ0ZXN0In0.c2lnbmF0dXJl"  # three segments
 EMNIFY_SORT_FIELDS = frozenset(
     [
@@ -62,23 +59,12 @@ EMNIFY_SORT_FIELDS = frozenset(
 MULTI_FILTERS = frozenset({"iccid", "iccid_with_luhn", "endpoint", "type", "network", "rat"})
 
 
-def example(name: str) -> Any:
-    """A documented example payload copied into tests/data/cmp."""
-    return orjson.loads((DATA / name).read_bytes())
-
-
 def epoch(ts: object) -> float:
     """An example's timestamp (the forms PLATFORMS.md 1.3 lists) as epoch seconds."""
     parsed = datetime.fromisoformat(str(ts))
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.timestamp()
-
-
-def _json(obj: object, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(obj), status=status, content_type="application/json", headers=headers
-    )
 
 
 @dataclass
@@ -144,23 +130,23 @@ class FakeEmnify(_Base):
         if body.get("application_token") != self.application_token:
             return web.Response(status=401)
         self.issued.add(JWT)
-        return _json({"auth_token": JWT})
+        return json_response({"auth_token": JWT})
 
     async def event_list(self, request: web.Request) -> web.Response:
         self._note(request)
         if not self._authorized(request):
-            return _json({"message": "token contains an invalid number of segments"}, 401)
+            return json_response({"message": "token contains an invalid number of segments"}, 401)
         if (refused := self._throttled()) is not None:
             return refused
         q = request.query
         sort = q.get("sort", "id")
         if any(f.lstrip("-") not in EMNIFY_SORT_FIELDS for f in sort.split(",")):
-            return _json({"message": f"bad sort {sort}"}, 400)
+            return json_response({"message": f"bad sort {sort}"}, 400)
         try:
             filters = _filters(q.get("q", ""))
             page, per_page = int(q.get("page", "1")), int(q.get("per_page", "0"))
         except ValueError as exc:
-            return _json({"message": str(exc)}, 422)
+            return json_response({"message": str(exc)}, 422)
         items = [e for e in self.events if _matches(e, filters)]
         items.sort(key=lambda e: int(str(e["id"])), reverse=sort.startswith("-"))
         if per_page < 1:
@@ -176,7 +162,7 @@ class FakeEmnify(_Base):
             "link": "",
         }
         body = items[(page - 1) * per_page : page * per_page]
-        return _json(body, headers=headers if self.paging_headers else None)
+        return json_response(body, headers=headers if self.paging_headers else None)
 
 
 def _filters(q: str) -> dict[str, list[str]]:
@@ -240,9 +226,9 @@ class FakeOnce(_Base):
         self._note(request)
         basic = f"{self.client_id}:{self.client_secret}".encode()
         if request.headers.get("Authorization") != "Basic " + base64.b64encode(basic).decode():
-            return _json({"statusCode": 400, "errorCode": "AuthValidationError"}, 400)
+            return json_response({"statusCode": 400, "errorCode": "AuthValidationError"}, 400)
         self.issued.add(JWT)
-        return _json(
+        return json_response(
             {"status_code": 200, "access_token": JWT, "token_type": "bearer", "expires_in": 3600}
         )
 
@@ -257,7 +243,7 @@ class FakeOnce(_Base):
             return refused
         page, size = int(request.query.get("page", "1")), int(request.query.get("pageSize", "10"))
         if not 1 <= size <= 100:
-            return _json({"message": "pageSize must be 1..100"}, 400)
+            return json_response({"message": "pageSize must be 1..100"}, 400)
         sims = [{"iccid": i, "iccid_with_luhn": i + "0"} for i in self.sims]
         pages = max(1, math.ceil(len(sims) / size))
         headers = {
@@ -266,7 +252,7 @@ class FakeOnce(_Base):
             "X-Total-Count": str(len(sims)),
             "X-Total-Pages": str(pages),
         }
-        return _json(sims[(page - 1) * size : page * size], headers=headers)
+        return json_response(sims[(page - 1) * size : page * size], headers=headers)
 
     def _sim(self, request: web.Request) -> OnceSim | None:
         return self.sims.get(request.match_info["iccid"])
@@ -278,12 +264,12 @@ class FakeOnce(_Base):
             return web.Response(status=404)
         start, end = request.query["start_dt"], request.query["end_dt"]
         stats = [d for d in sim.usage if start <= str(d["date"])[:10] <= end]
-        return _json({"stats": stats})
+        return json_response({"stats": stats})
 
     def _page(self, request: web.Request) -> tuple[int, int] | web.Response:
         page, size = int(request.query.get("page", "1")), int(request.query.get("pageSize", "10"))
         if not 1 <= size <= 1000:
-            return _json({"message": "pageSize must be 1..1000"}, 400)
+            return json_response({"message": "pageSize must be 1..1000"}, 400)
         return page, size
 
     async def events_v1(self, request: web.Request) -> web.Response:
@@ -300,7 +286,7 @@ class FakeOnce(_Base):
             items.sort(key=lambda e: epoch(e["timestamp"]), reverse=True)
         pages = max(1, math.ceil(len(items) / size))
         body = {"events": items[(page - 1) * size : page * size], "totalEvents": len(items)}
-        return _json({**body, "totalPages": pages})
+        return json_response({**body, "totalPages": pages})
 
     async def events_v2(self, request: web.Request) -> web.Response:
         if (refused := self._check(request)) is not None:
@@ -312,18 +298,4 @@ class FakeOnce(_Base):
             return paging
         page, size = paging
         items = sorted(sim.events_v2, key=lambda e: int(str(e["id"])), reverse=self.v2_newest_first)
-        return _json(items[(page - 1) * size : page * size])
-
-
-@contextlib.asynccontextmanager
-async def serve(app: web.Application) -> AsyncIterator[str]:
-    """Serve ``app`` on 127.0.0.1 (a free port); yields its base URL."""
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
+        return json_response(items[(page - 1) * size : page * size])

@@ -7,8 +7,9 @@ import copy
 from typing import TYPE_CHECKING
 
 import pytest
+from cmp_fakes import FakeTime, example, serve
 from cmp_fakes import drain as drain_handed_over
-from cmp_fakes_platforms import FakeOnce, OnceSim, epoch, example, serve
+from cmp_fakes_platforms import FakeOnce, OnceSim, epoch
 from fleet import ICCIDS, Feed, new_engine
 
 from simwatch.core.timeutil import format_rfc3339, parse_rfc3339
@@ -23,19 +24,6 @@ if TYPE_CHECKING:
 
 TOKEN = "s3cret"
 SIM = "8988228066605682328"  # 19 digits, as 1NCE gives them (kept so)
-
-
-class FakeTime:
-    def __init__(self, start: float) -> None:
-        self.now = start
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, delay: float) -> None:
-        self.sleeps.append(delay)
-        self.now += delay
 
 
 @pytest.fixture

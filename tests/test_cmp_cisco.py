@@ -13,8 +13,9 @@ import math
 from typing import TYPE_CHECKING
 
 import pytest
+from cmp_fakes import FakeTime, serve_handler
 from cmp_fakes import drain as drain_handed_over
-from cmp_fakes_more import FakeCisco, FakeTime, serve
+from cmp_fakes_more import FakeCisco
 
 from simwatch.core.timeutil import parse_rfc3339
 from simwatch.shell.settings import HttpSourceSettings
@@ -32,7 +33,7 @@ A, B = "8988216716970004975", "89302720396911992571"  # the documented 19/20-dig
 @pytest.fixture
 async def cisco() -> AsyncIterator[tuple[FakeCisco, str]]:
     fake = FakeCisco()
-    async with serve(fake.handle) as url:
+    async with serve_handler(fake.handle) as url:
         yield fake, url
 
 

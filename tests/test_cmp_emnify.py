@@ -6,8 +6,9 @@ import asyncio
 from typing import TYPE_CHECKING
 
 import pytest
+from cmp_fakes import FakeTime, example, serve
 from cmp_fakes import drain as drain_handed_over
-from cmp_fakes_platforms import FakeEmnify, epoch, example, serve
+from cmp_fakes_platforms import FakeEmnify, epoch
 from fleet import ICCIDS, Feed, new_engine
 
 from simwatch.core.records import Record, RecordDecoder
@@ -22,19 +23,6 @@ if TYPE_CHECKING:
     from simwatch.shell.source_contract import Batch
 
 TOKEN = "s3cret"
-
-
-class FakeTime:
-    def __init__(self, start: float) -> None:
-        self.now = start
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, delay: float) -> None:
-        self.sleeps.append(delay)
-        self.now += delay
 
 
 @pytest.fixture

@@ -11,8 +11,9 @@ import asyncio
 from typing import TYPE_CHECKING
 
 import pytest
+from cmp_fakes import FakeTime, example, serve_handler
 from cmp_fakes import drain as drain_handed_over
-from cmp_fakes_more import FakeHologram, FakeTime, example, serve
+from cmp_fakes_more import FakeHologram
 
 from simwatch.core.timeutil import parse_rfc3339
 from simwatch.shell.settings import HttpSourceSettings
@@ -58,7 +59,7 @@ def usage(rid: int, iccid: str, **extra: object) -> dict[str, object]:
 @pytest.fixture
 async def hologram() -> AsyncIterator[tuple[FakeHologram, str]]:
     fake = FakeHologram()
-    async with serve(fake.handle) as url:
+    async with serve_handler(fake.handle) as url:
         yield fake, url
 
 

@@ -11,8 +11,9 @@ import copy
 from typing import TYPE_CHECKING
 
 import pytest
+from cmp_fakes import FakeTime, example, serve_handler
 from cmp_fakes import drain as drain_handed_over
-from cmp_fakes_more import TOKEN_PATH, FakeKore, FakeTime, example, serve
+from cmp_fakes_more import TOKEN_PATH, FakeKore
 
 from simwatch.core.timeutil import format_rfc3339, parse_rfc3339
 from simwatch.shell.settings import HttpSourceSettings
@@ -48,7 +49,7 @@ def record(sid: str, hour: float, up: int, down: int) -> dict[str, object]:
 @pytest.fixture
 async def kore() -> AsyncIterator[tuple[FakeKore, str]]:
     fake = FakeKore()
-    async with serve(fake.handle) as url:
+    async with serve_handler(fake.handle) as url:
         fake.url = url
         yield fake, url
 

@@ -12,8 +12,9 @@ import asyncio
 from typing import TYPE_CHECKING
 
 import pytest
+from cmp_fakes import FakeTime, example, serve_handler
 from cmp_fakes import drain as drain_handed_over
-from cmp_fakes_more import FakeSoracom, FakeTime, example, serve
+from cmp_fakes_more import FakeSoracom
 
 from simwatch.core.operators import OperatorTable
 from simwatch.core.timeutil import parse_rfc3339
@@ -36,7 +37,7 @@ MS = 1000
 @pytest.fixture
 async def soracom() -> AsyncIterator[tuple[FakeSoracom, str]]:
     fake = FakeSoracom()
-    async with serve(fake.handle) as url:
+    async with serve_handler(fake.handle) as url:
         yield fake, url
 
 

@@ -26,7 +26,8 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from cmp_fakes_platforms import JWT, FakeOnce, OnceSim, example, serve
+from cmp_fakes import example, serve
+from cmp_fakes_platforms import JWT, FakeOnce, OnceSim
 from e2e_support import (
     api,
     assert_partner_scenario,

@@ -25,7 +25,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from cmp_fakes_more import FakeCisco, serve
+from cmp_fakes import serve_handler
+from cmp_fakes_more import FakeCisco
 from e2e_support import api, group_incidents, inventory_file, ready_token, secret_file, write_config
 from mosquitto import free_port, stop_process
 from servers import start_simwatch, until
@@ -104,7 +105,7 @@ async def test_cisco_polled_sessions_to_states(tmp_path: Path) -> None:
     fake = build_fake(fake_now)
     port = free_port()
     log = tmp_path / "simwatch.log"
-    async with serve(fake.handle) as base_url:
+    async with serve_handler(fake.handle) as base_url:
         process = start_simwatch(config(tmp_path, port, base_url, fake), log)
         try:
             token = await ready_token(tmp_path, log)

@@ -37,7 +37,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from cmp_fakes_more import TOKEN_PATH, FakeKore, example, serve
+from cmp_fakes import example, serve_handler
+from cmp_fakes_more import TOKEN_PATH, FakeKore
 from e2e_support import (
     api,
     group_incidents,
@@ -186,7 +187,7 @@ async def test_kore_hourly_usage_to_states_and_customers(tmp_path: Path) -> None
     last = build(fake, now, newest_first=True)  # the documented example's order
     port = free_port()
     log = tmp_path / "simwatch.log"
-    async with serve(fake.handle) as base_url:
+    async with serve_handler(fake.handle) as base_url:
         fake.url = base_url
         process = start_simwatch(config(tmp_path, port, base_url, fake), log)
         try:

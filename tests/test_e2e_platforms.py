@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import orjson
 import pytest
-from cmp_fakes_platforms import JWT, FakeEmnify, example, serve
+from cmp_fakes import example, serve
+from cmp_fakes_platforms import JWT, FakeEmnify
 from e2e_support import (
     api,
     assert_partner_scenario,

@@ -33,7 +33,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from cmp_fakes_more import FakeSoracom, example, serve
+from cmp_fakes import example, serve_handler
+from cmp_fakes_more import FakeSoracom
 from e2e_support import api, half_failed_incidents, ready_token, secret_file, write_config
 from mosquitto import free_port, stop_process
 from servers import start_simwatch, until
@@ -166,7 +167,7 @@ async def test_soracom_history_to_states_partners_and_incident(tmp_path: Path) -
     build(fake, time.time())
     port = free_port()
     log = tmp_path / "simwatch.log"
-    async with serve(fake.handle) as base_url:
+    async with serve_handler(fake.handle) as base_url:
         process = start_simwatch(config(tmp_path, port, base_url, fake), log)
         try:
             await assert_verdicts(port, await ready_token(tmp_path, log), log)
