@@ -33,7 +33,7 @@ from simwatch.core.iccid_index import IccidIndex
 from simwatch.core.timeutil import format_rfc3339, month_of
 from simwatch.service import checkpoint as ckpt
 from simwatch.shell.settings import MqttSourceSettings
-from simwatch.sources.journal import HEADER, Journal, encode_frame
+from simwatch.sources.journal import HEADER, Journal, cursor_of, encode_frame, position_of
 from simwatch.sources.mqtt import MqttSource, journal_dir
 
 if TYPE_CHECKING:
@@ -899,3 +899,27 @@ async def test_kill_9_mid_ingest_without_the_journal_loses_records(tmp_path: Pat
     # acknowledged on receipt, applied after the checkpoint, gone with the process
     assert applied <= feed.records - ahead
     assert not (tmp_path / "journal").exists()
+
+
+@pytest.mark.parametrize(
+    ("cursor", "error"),
+    [
+        ([1], TypeError),  # not an object
+        ({"position": 5}, KeyError),  # no version
+        ({"version": 2, "position": 5}, ValueError),  # a version this daemon does not know
+        ({"version": 1}, KeyError),  # no position
+        ({"version": 1, "position": -1}, ValueError),
+        ({"version": 1, "position": True}, ValueError),  # a bool is not a position
+        ({"version": 1, "position": "5"}, ValueError),
+    ],
+)
+def test_a_malformed_cursor_is_refused_by_name(cursor: object, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        position_of(cursor)
+
+
+def test_a_cursor_round_trips_and_a_missing_position_is_refused_where_one_is_required() -> None:
+    assert position_of(cursor_of(4096)) == 4096
+    assert position_of(cursor_of(None)) is None  # the MQTT source with its journal off
+    with pytest.raises(ValueError, match="bad position None"):
+        position_of(cursor_of(None), optional=False)  # the webhook source always journals

@@ -44,7 +44,7 @@ import threading
 import zlib
 from bisect import bisect_right
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Literal, overload
 
 from simwatch.shell.files import fsync_dir
 
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 __all__ = [
+    "CURSOR_VERSION",
     "HEADER",
     "MAX_PAYLOAD",
     "DropReport",
@@ -60,7 +61,9 @@ __all__ = [
     "Journal",
     "JournalStats",
     "OpenReport",
+    "cursor_of",
     "encode_frame",
+    "position_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -71,6 +74,7 @@ MAX_PAYLOAD: Final = 268_435_455  # MQTT's largest payload; a bigger length is c
 SUFFIX: Final = ".seg"
 _DIGITS: Final = 20
 _CHUNK: Final = 1 << 20  # bytes read from a segment at a time
+CURSOR_VERSION: Final = 1  # of a source's checkpointed cursor, ``cursor_of``
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +128,31 @@ class _Segment:
     @property
     def end(self) -> int:
         return self.base + self.size
+
+
+def cursor_of(position: int | None) -> dict[str, object]:
+    """A journaling source's checkpoint cursor: the position ingest has applied (None: the
+    source journals nothing)."""
+    return {"version": CURSOR_VERSION, "position": position}
+
+
+@overload
+def position_of(cursor: object, *, optional: Literal[False]) -> int: ...
+@overload
+def position_of(cursor: object, *, optional: bool = True) -> int | None: ...
+def position_of(cursor: object, *, optional: bool = True) -> int | None:
+    """The journal position of a ``cursor_of`` value (``TypeError``, ``KeyError`` or
+    ``ValueError`` if malformed; a None position too unless ``optional``)."""
+    if not isinstance(cursor, dict):
+        raise TypeError("the journal position is not an object")
+    if cursor["version"] != CURSOR_VERSION:
+        raise ValueError(f"unknown version {cursor['version']!r}")
+    position = cursor["position"]
+    if position is None and optional:
+        return None
+    if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+        raise ValueError(f"bad position {position!r}")
+    return position
 
 
 def encode_frame(topic: str, payload: bytes) -> bytes:

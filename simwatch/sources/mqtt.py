@@ -88,7 +88,7 @@ import aiomqtt
 from simwatch.shell.logs import FailureLog
 from simwatch.shell.mqtt import Reconnector, load_tls, make_client
 from simwatch.shell.source_contract import Batch, SourceStats
-from simwatch.sources.journal import Journal
+from simwatch.sources.journal import Journal, cursor_of, position_of
 
 if TYPE_CHECKING:
     import random
@@ -116,7 +116,6 @@ MAX_BATCH_PAYLOADS: Final = 100  # payloads gathered into one Batch when already
 JOURNAL_BATCH: Final = 1000  # messages appended (one write + fdatasync) at most at once
 READ_BYTES: Final = 4 << 20  # journal bytes read into one Batch at most (one frame at least)
 SUBACK_FAILURE: Final = 0x80  # a SUBACK reason code at or above this refuses the subscription
-CURSOR_VERSION: Final = 1
 JOURNAL_FOLDER: Final = "mqtt-journal"  # under the daemon's state_dir
 
 
@@ -180,17 +179,17 @@ class MqttSource:
         """The journal position ingest has applied (``{"version", "position"}``); the
         position is None without a journal. None while not known yet."""
         if self.journal_dir is None:
-            return {"version": CURSOR_VERSION, "position": None}
+            return cursor_of(None)
         if self._applied is None:
             return None
-        return {"version": CURSOR_VERSION, "position": self._applied}
+        return cursor_of(self._applied)
 
     def restore(self, cursor: object) -> None:
         """Resume from a checkpoint's ``cursor()`` (before ``run``)."""
         if self.journal_dir is None:
             return
         try:
-            position = _position(cursor)
+            position = position_of(cursor)
         except (KeyError, TypeError, ValueError) as exc:
             log.warning(
                 "mqtt source %s: ignoring the checkpoint's unreadable journal position: %s",
@@ -207,7 +206,7 @@ class MqttSource:
         """``cursor`` (an earlier ``cursor()``) is in a checkpoint on disk now: delete the
         journal segments it has passed."""
         try:
-            position = _position(cursor)
+            position = position_of(cursor)
         except (KeyError, TypeError, ValueError):
             return
         if position is None or self.journal_dir is None:
@@ -473,20 +472,6 @@ class _ShedCounter(logging.Filter):
             self.source._shed()  # noqa: SLF001 - the filter is the source's own helper
             return False
         return True
-
-
-def _position(cursor: object) -> int | None:
-    """The journal position of a ``cursor()`` value (``ValueError`` etc. if malformed)."""
-    if not isinstance(cursor, dict):
-        raise TypeError("the journal position is not an object")
-    if cursor["version"] != CURSOR_VERSION:
-        raise ValueError(f"unknown version {cursor['version']!r}")
-    position = cursor["position"]
-    if position is None:
-        return None
-    if isinstance(position, bool) or not isinstance(position, int) or position < 0:
-        raise ValueError(f"bad position {position!r}")
-    return position
 
 
 def _refused(code: object) -> bool:

@@ -49,7 +49,7 @@ from simwatch.core.records import Rejection, RejectReason
 from simwatch.shell.logs import FailureLog
 from simwatch.shell.push import PushReply
 from simwatch.shell.source_contract import Batch, SourceStats
-from simwatch.sources.journal import HEADER, Journal
+from simwatch.sources.journal import HEADER, Journal, cursor_of, position_of
 from simwatch.sources.webhook.errors import BodyError, SignatureError
 from simwatch.sources.webhook.formats import decode_body
 
@@ -65,7 +65,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JOURNAL_FOLDER: Final = "webhook-journal"  # under the daemon's state_dir
-CURSOR_VERSION: Final = 1
 MAX_BATCH_PAYLOADS: Final = 100  # journal frames handed to ingest in one Batch at most
 READ_BYTES: Final = 4 << 20  # journal bytes read into one Batch at most (one frame at least)
 RAW_KEPT: Final = 65536  # characters of a refused body kept in its dead letter
@@ -321,12 +320,12 @@ class WebhookSource:
         """The journal position ingest has applied; None while not known yet."""
         if self._applied is None:
             return None
-        return {"version": CURSOR_VERSION, "position": self._applied}
+        return cursor_of(self._applied)
 
     def restore(self, cursor: object) -> None:
         """Resume from a checkpoint's ``cursor()`` (before ``run``)."""
         try:
-            position = _position(cursor)
+            position = position_of(cursor, optional=False)
         except (KeyError, TypeError, ValueError) as exc:
             log.warning(
                 "webhook source %s: ignoring the checkpoint's unreadable journal position: %s",
@@ -339,7 +338,7 @@ class WebhookSource:
     async def checkpointed(self, cursor: object) -> None:
         """``cursor`` is in a checkpoint on disk now: delete the segments it has passed."""
         try:
-            position = _position(cursor)
+            position = position_of(cursor, optional=False)
         except (KeyError, TypeError, ValueError):
             return
         if self._checkpointed is None or position > self._checkpointed:
@@ -430,15 +429,3 @@ class WebhookSource:
                 await asyncio.to_thread(journal.release, end)
 
         return on_applied
-
-
-def _position(cursor: object) -> int:
-    """The journal position of a ``cursor()`` value (``ValueError`` etc. if malformed)."""
-    if not isinstance(cursor, dict):
-        raise TypeError("the journal position is not an object")
-    if cursor["version"] != CURSOR_VERSION:
-        raise ValueError(f"unknown version {cursor['version']!r}")
-    position = cursor["position"]
-    if isinstance(position, bool) or not isinstance(position, int) or position < 0:
-        raise ValueError(f"bad position {position!r}")
-    return position
