@@ -7,8 +7,7 @@ import copy
 from typing import TYPE_CHECKING
 
 import pytest
-from cmp_fakes import FakeTime, example, serve
-from cmp_fakes import drain as drain_handed_over
+from cmp_fakes import FakeTime, drain, example, serve
 from cmp_fakes_platforms import FakeOnce, OnceSim, epoch
 from fleet import ICCIDS, Feed, new_engine
 
@@ -45,10 +44,6 @@ def make(fake: FakeOnce, ftime: FakeTime, **kw: object) -> CmpSource:
         }
     )
     return CmpSource(settings, token=TOKEN, clock=ftime.clock, sleep=ftime.sleep)
-
-
-async def drain(sink: asyncio.Queue[Batch]) -> list[dict[str, object]]:
-    return await drain_handed_over(sink)
 
 
 def for_sim(event: dict[str, object], iccid: str = SIM) -> dict[str, object]:

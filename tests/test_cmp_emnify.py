@@ -6,8 +6,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 import pytest
-from cmp_fakes import FakeTime, example, serve
-from cmp_fakes import drain as drain_handed_over
+from cmp_fakes import FakeTime, drain, example, serve
 from cmp_fakes_platforms import FakeEmnify, epoch
 from fleet import ICCIDS, Feed, new_engine
 
@@ -44,10 +43,6 @@ def make(fake: FakeEmnify, ftime: FakeTime, **kw: object) -> CmpSource:
         }
     )
     return CmpSource(settings, token=TOKEN, clock=ftime.clock, sleep=ftime.sleep)
-
-
-async def drain(sink: asyncio.Queue[Batch]) -> list[dict[str, object]]:
-    return await drain_handed_over(sink)
 
 
 # the exact FORMATS.md record each documented event example gives (None: nothing)
