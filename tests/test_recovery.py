@@ -341,6 +341,27 @@ def test_churn_in_clock_aligned_bursts_is_no_stop() -> None:
     assert churn_stopped(engine.state, rows, last - 900.0 + 1.25 * 1800.0 + 60.0, params) > 0
 
 
+def test_the_onset_is_dated_from_the_come_backs_that_show_the_end_not_earlier_strays() -> None:
+    # a mixed fleet's black hole of a partner at 50,000 SIMs, ended at 17:00 (minute 0
+    # here): while it lasted, single SIMs came back now and then; from its end, 18 to 37 a
+    # minute. Dated from the strays (16:50), the SIMs with 15-minute windows were late
+    # again before their first window after the end arrived, and paged again.
+    params = EvalParams()
+    incident = _partner_incident(affected=1031.0, peak=1031.0)
+    seen = []
+    for minute, recovered in ((-9, 1.0), (-4, 1.0), (-3, 1.0), (1, 18.0), (2, 36.0), (3, 28.0)):
+        advance_recovery(incident, 60.0 * minute, recovered, None, params=params, interval_s=60.0)
+        seen.append(incident.recovery_onset)
+    assert seen == [None] * 6  # 85 of the 104 a tenth of the peak needs
+    advance_recovery(incident, 240.0, 31.0, None, params=params, interval_s=60.0)
+    assert incident.recovery_onset == 0.0  # the cycle before the first of 18, 36, 28, 31
+    # strays that are needed to reach the count still date it
+    again = _partner_incident(affected=50.0, peak=50.0)  # 5 to come back
+    for minute, recovered in ((1, 3.0), (5, 1.0), (6, 1.0)):
+        advance_recovery(again, 60.0 * minute, recovered, None, params=params, interval_s=60.0)
+    assert again.recovery_onset == 0.0
+
+
 def test_an_onset_restored_from_an_older_checkpoint_is_not_voided() -> None:
     # a checkpoint written before ``recovery_peak`` existed: its onset stands as long as
     # the fault does not grow past twice its peak
