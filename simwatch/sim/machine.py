@@ -64,6 +64,15 @@ class DeviceMachine(RecordWriter):
         self._steered: list[set[str]] = [set() for _ in config.faults]
         self._matched: list[int] = [0 for _ in config.faults]
 
+    def end_at_horizon(self) -> None:
+        """Deliver no record of event time past the run's end (``start + days``): a
+        scored run's world ends there for every SIM. Without it, reports due before the
+        end but sent a little after it (their jitter) carried the replay's clock past the
+        end while the other SIMs' data had stopped, and a 50,000-SIM fleet's one-minute
+        trackers all went late in the run's last minutes. A live window (the simulator
+        source) does not cut: the next window goes on from there."""
+        self._horizon = self._end
+
     def _new_session_id(self) -> str:
         return f"{next(self._session_seq):08x}"
 

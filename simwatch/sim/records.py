@@ -64,6 +64,8 @@ class RecordWriter:
         self._dup_p = config.duplicate_fraction
         self._late = 0
         self._dups = 0
+        # records of event time past this are simulated but not delivered (``end_at``)
+        self._horizon = math.inf
 
     def _prefix(self, minute: int) -> str:
         """``2026-11-02T10:15:`` for an epoch minute (cached: records repeat minutes a lot)."""
@@ -98,6 +100,13 @@ class RecordWriter:
         """``_emit`` of a record already written as its JSON line."""
         rnd = self._rnd.random
         late = self._late_p
+        if t > self._horizon:
+            # past the run's horizon: not delivered, its draws taken all the same so that
+            # every record before it is the one an endless run would have written
+            rnd()
+            if rnd() < self._dup_p:
+                rnd()
+            return
         self._records += 1
         u = rnd()
         t += lag

@@ -120,6 +120,7 @@ def write_scenario(config: SimConfig, out_dir: Path) -> dict[str, Path]:
     """Generate the whole run into ``out_dir``: inventory.csv, records.ndjson, truth.json."""
     out_dir.mkdir(parents=True, exist_ok=True)
     sim = FleetSimulator(config)
+    sim.end_at_horizon()
     paths = {
         "inventory": out_dir / "inventory.csv",
         "records": out_dir / "records.ndjson",
