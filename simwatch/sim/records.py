@@ -64,7 +64,7 @@ class RecordWriter:
         self._dup_p = config.duplicate_fraction
         self._late = 0
         self._dups = 0
-        # records of event time past this are simulated but not delivered (``end_at``)
+        # records of event time past this are simulated but not delivered (``end_at_horizon``)
         self._horizon = math.inf
 
     def _prefix(self, minute: int) -> str:
