@@ -46,3 +46,12 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
         yield server
     finally:
         server.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Test files with ``slow`` tests first, each file's tests in their order: under
+    ``scripts/test``'s two workers (``--dist loadfile``) the scenario module, minutes of
+    simulated fleets, starts at once and overlaps the rest instead of ending the run
+    alone."""
+    slow = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: item.path not in slow)
