@@ -443,3 +443,67 @@ def test_a_dark_country_that_re_attaches_over_minutes_resolves_with_its_onset() 
     assert incident.resolved_at is not None
     assert incident.recovery_onset is not None
     assert back - 60.0 <= incident.recovery_onset <= back + 60.0
+
+
+def test_windows_closed_before_the_network_dropped_the_sims_are_no_recovery() -> None:
+    # A windowed feed (15-minute clock windows delivered 2-10 min after they close) and
+    # a partner whose sessions the network ends with a failure cause at the fault's start.
+    # The window that closed at the start arrives minutes into the fault: it moves each
+    # SIM's last data, but it was sent before the network dropped the SIM. Counted as a
+    # come-back, it dated the recovery at the fault's second minute (50,000 SIMs, R2 APN
+    # outage: `recovering_since` 09:02 through a 3-hour outage). The recovery begins at
+    # the fault's end, when the devices are back on the network.
+    window = 900.0
+    sims = 60
+    engine = new_engine([iccid(k) for k in range(sims)], warmup_s=DAY)
+    feed = Feed(engine)
+    lag = {k: 120.0 + (k * 53) % 480 for k in range(sims)}
+
+    def net(k: int) -> str:
+        return "02" if k % 2 == 0 else "01"
+
+    fault_start = T0 + 2 * DAY
+    fault_end = fault_start + 2 * HOUR
+    down = [k for k in range(sims) if net(k) == "02"]
+    arrivals = sorted(
+        (w + lag[k], k, w)
+        for k in range(sims)
+        for w in np.arange(T0 + window, fault_start + 6 * HOUR, window)
+        if net(k) == "01" or not fault_start < w <= fault_end
+    )
+    for k in range(sims):
+        feed.session(iccid(k), T0 - 60, "started", mcc="262", mnc=net(k), apn="meters.acme")
+    onsets: list[float | None] = []
+    results = []
+    t, i = T0 + 600.0, 0
+    while t <= fault_start + 5 * HOUR:
+        while i < len(arrivals) and arrivals[i][0] <= t:
+            _, k, w = arrivals[i]
+            feed.usage(iccid(k), float(w), start=format_rfc3339(w - window), mnc=net(k))
+            i += 1
+        if fault_start <= t < fault_start + 60:  # the network drops the partner's sessions
+            for n, k in enumerate(down):
+                feed.session(iccid(k), t + n, "ended", end_cause="network_failure", mnc="02")
+        if fault_end <= t < fault_end + 60:  # back on the network, no data yet
+            for k in down:
+                feed.session(iccid(k), t, "started", mcc="262", mnc="02", apn="meters.acme")
+        result = engine.evaluate(t)
+        if t >= fault_start:
+            results.append(result)
+        if fault_start <= t < fault_end:
+            onsets += [i.recovery_onset for i in engine.incidents.open.values()]
+        t += 600.0 if t < fault_start - HOUR else 60.0
+    changes = [
+        (r.evaluation.now, c) for r in results for c in r.changes if c.incident.kind == "group"
+    ]
+    opened = [c.incident for _, c in changes if c.kind == "opened"]
+    assert [incident.dims for incident in opened] == [{"partner": "26202"}]
+    # the pre-fault windows came in while it lasted (a SIM's at 2-10 min), none a recovery
+    assert onsets
+    assert set(onsets) == {None}
+    incident = opened[0]
+    assert incident.recovery_onset is not None
+    assert fault_end - 60 <= incident.recovery_onset <= fault_end + 180
+    resolved = [at for at, c in changes if c.kind == "resolved"]
+    assert len(resolved) == 1
+    assert resolved[0] - fault_end <= 3 * 60

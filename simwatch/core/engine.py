@@ -49,7 +49,7 @@ from simwatch.core.operators import OperatorTable
 from simwatch.core.recovery import advance_recovery
 from simwatch.core.rhythm import RhythmParams, SimState
 from simwatch.core.schedule import ExpectationTables
-from simwatch.core.state import FleetState, rel
+from simwatch.core.state import EPOCH_BASE, NEVER, FleetState, rel
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -276,6 +276,14 @@ class Engine:
         # end, older than the cycle it arrives in)
         now_last = last[prev_rows]
         back = (now_last > prev_last) | (np.isnan(prev_last) & ~np.isnan(now_last))
+        # ... sent after the network last dropped or refused the SIM: the window that
+        # closed as a fault began arrives minutes into it (its time, the window's end,
+        # not after the failure end), and dated a 3-hour APN outage's recovery at its
+        # second minute (50,000 SIMs, R2)
+        cols = self.state.cols
+        refused = np.maximum(cols.fail_at[prev_rows], cols.reject_at[prev_rows])
+        refused_at = np.where(refused != NEVER, refused.astype(np.float64) + EPOCH_BASE, -np.inf)
+        back &= now_last > refused_at
         # or back on the network (``back_on_network``) with a session started since the
         # last cycle, while not churning: a windowed or session-level SIM's data shows
         # its recovery only a window or a session later
