@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from simwatch.core.engine import CycleResult, Engine
+    from simwatch.core.incidents import IncidentChange
 
 HOUR = 3600.0
 SIMS = 80
@@ -107,13 +108,16 @@ def test_a_black_hole_resolves_when_the_fast_reporters_are_back() -> None:
     assert "recovering_since" not in reported  # resolved
 
 
-def test_sims_back_on_the_network_start_the_recovery_before_their_data() -> None:
-    # A windowed feed (usage summed over 15-minute clock windows, delivered 2-10 min after
-    # each window closes) and a partner outage: the partner's sessions die without an
-    # end record. When it is back, its devices attach and open sessions at once, but
-    # their data shows only when the first window after the end closes and arrives
-    # (17-25 min on). The new sessions are the recovery: the incident resolves within
-    # minutes of the end, and no page follows while the windows are awaited.
+def _windowed_partner_outage(
+    *, ended_by_network: bool
+) -> tuple[list[CycleResult], list[float | None], float]:
+    """A windowed feed (usage summed over 15-minute clock windows, delivered 2-10 min after
+    each window closes), 60 SIMs on two partners, 26202 down for two hours: its windows
+    of the outage carry nothing, and its devices are back on the network (a session each,
+    no data yet) at the end. ``ended_by_network``: the network ends their sessions with a
+    failure cause at the start (else they die without an end record). Returns the cycles
+    from the fault's start, the open incidents' recovery onsets at each cycle while it
+    lasts, and the fault's end."""
     window = 900.0
     sims = 60
     engine = new_engine([iccid(k) for k in range(sims)], warmup_s=DAY)
@@ -136,22 +140,40 @@ def test_sims_back_on_the_network_start_the_recovery_before_their_data() -> None
     for k in range(sims):  # each has a session open since the start
         feed.session(iccid(k), T0 - 60, "started", mcc="262", mnc=net(k), apn="meters.acme")
     results = []
+    onsets: list[float | None] = []
     t, i = T0 + 600.0, 0
     while t <= fault_start + 5 * HOUR:
         while i < len(arrivals) and arrivals[i][0] <= t:
             _, k, w = arrivals[i]
             feed.usage(iccid(k), float(w), start=format_rfc3339(w - window), mnc=net(k))
             i += 1
+        if ended_by_network and fault_start <= t < fault_start + 60:
+            for n, k in enumerate(down):
+                feed.session(iccid(k), t + n, "ended", end_cause="network_failure", mnc="02")
         if fault_end <= t < fault_end + 60:  # back on the network, no data yet
             for k in down:
                 feed.session(iccid(k), t, "started", mcc="262", mnc="02", apn="meters.acme")
         result = engine.evaluate(t)
-        if t > fault_start:
+        if t >= fault_start:
             results.append(result)
+        if fault_start <= t < fault_end:
+            onsets += [incident.recovery_onset for incident in engine.incidents.open.values()]
         t += 600.0 if t < fault_start - HOUR else 60.0
-    changes = [
-        (r.evaluation.now, c) for r in results for c in r.changes if c.incident.kind == "group"
-    ]
+    return results, onsets, fault_end
+
+
+def _group_changes(results: list[CycleResult]) -> list[tuple[float, IncidentChange]]:
+    return [(r.evaluation.now, c) for r in results for c in r.changes if c.incident.kind == "group"]
+
+
+def test_sims_back_on_the_network_start_the_recovery_before_their_data() -> None:
+    # A partner outage on a windowed feed: the partner's sessions die without an end
+    # record. When it is back, its devices attach and open sessions at once, but their
+    # data shows only when the first window after the end closes and arrives (17-25 min
+    # on). The new sessions are the recovery: the incident resolves within minutes of
+    # the end, and no page follows while the windows are awaited.
+    results, _, fault_end = _windowed_partner_outage(ended_by_network=False)
+    changes = _group_changes(results)
     opened = [(at, c.incident) for at, c in changes if c.kind == "opened"]
     assert [incident.dims for _, incident in opened] == [{"partner": "26202"}]
     incident = opened[0][1]
@@ -446,56 +468,14 @@ def test_a_dark_country_that_re_attaches_over_minutes_resolves_with_its_onset() 
 
 
 def test_windows_closed_before_the_network_dropped_the_sims_are_no_recovery() -> None:
-    # A windowed feed (15-minute clock windows delivered 2-10 min after they close) and
-    # a partner whose sessions the network ends with a failure cause at the fault's start.
+    # The network ends the partner's sessions with a failure cause at the fault's start.
     # The window that closed at the start arrives minutes into the fault: it moves each
     # SIM's last data, but it was sent before the network dropped the SIM. Counted as a
     # come-back, it dated the recovery at the fault's second minute (50,000 SIMs, R2 APN
     # outage: `recovering_since` 09:02 through a 3-hour outage). The recovery begins at
     # the fault's end, when the devices are back on the network.
-    window = 900.0
-    sims = 60
-    engine = new_engine([iccid(k) for k in range(sims)], warmup_s=DAY)
-    feed = Feed(engine)
-    lag = {k: 120.0 + (k * 53) % 480 for k in range(sims)}
-
-    def net(k: int) -> str:
-        return "02" if k % 2 == 0 else "01"
-
-    fault_start = T0 + 2 * DAY
-    fault_end = fault_start + 2 * HOUR
-    down = [k for k in range(sims) if net(k) == "02"]
-    arrivals = sorted(
-        (w + lag[k], k, w)
-        for k in range(sims)
-        for w in np.arange(T0 + window, fault_start + 6 * HOUR, window)
-        if net(k) == "01" or not fault_start < w <= fault_end
-    )
-    for k in range(sims):
-        feed.session(iccid(k), T0 - 60, "started", mcc="262", mnc=net(k), apn="meters.acme")
-    onsets: list[float | None] = []
-    results = []
-    t, i = T0 + 600.0, 0
-    while t <= fault_start + 5 * HOUR:
-        while i < len(arrivals) and arrivals[i][0] <= t:
-            _, k, w = arrivals[i]
-            feed.usage(iccid(k), float(w), start=format_rfc3339(w - window), mnc=net(k))
-            i += 1
-        if fault_start <= t < fault_start + 60:  # the network drops the partner's sessions
-            for n, k in enumerate(down):
-                feed.session(iccid(k), t + n, "ended", end_cause="network_failure", mnc="02")
-        if fault_end <= t < fault_end + 60:  # back on the network, no data yet
-            for k in down:
-                feed.session(iccid(k), t, "started", mcc="262", mnc="02", apn="meters.acme")
-        result = engine.evaluate(t)
-        if t >= fault_start:
-            results.append(result)
-        if fault_start <= t < fault_end:
-            onsets += [i.recovery_onset for i in engine.incidents.open.values()]
-        t += 600.0 if t < fault_start - HOUR else 60.0
-    changes = [
-        (r.evaluation.now, c) for r in results for c in r.changes if c.incident.kind == "group"
-    ]
+    results, onsets, fault_end = _windowed_partner_outage(ended_by_network=True)
+    changes = _group_changes(results)
     opened = [c.incident for _, c in changes if c.kind == "opened"]
     assert [incident.dims for incident in opened] == [{"partner": "26202"}]
     # the pre-fault windows came in while it lasted (a SIM's at 2-10 min), none a recovery
