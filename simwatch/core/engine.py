@@ -28,6 +28,7 @@ from simwatch.core.evaluate import (
     churn_stopped,
     evaluate,
     evidence_summary,
+    last_refusal,
     leaf_mask,
     reason_codes,
     vip_rows,
@@ -280,9 +281,8 @@ class Engine:
         # closed as a fault began arrives minutes into it (its time, the window's end,
         # not after the failure end), and dated a 3-hour APN outage's recovery at its
         # second minute (50,000 SIMs, R2)
-        cols = self.state.cols
-        refused = np.maximum(cols.fail_at[prev_rows], cols.reject_at[prev_rows])
-        refused_at = np.where(refused != NEVER, refused.astype(np.float64) + EPOCH_BASE, -np.inf)
+        refused = last_refusal(self.state, prev_rows)
+        refused_at = np.where(refused != NEVER, refused + float(EPOCH_BASE), -np.inf)
         back &= now_last > refused_at
         # or back on the network (``back_on_network``) with a session started since the
         # last cycle, while not churning: a windowed or session-level SIM's data shows

@@ -593,6 +593,14 @@ def windowed_recovering(
     return out
 
 
+def last_refusal(state: FleetState, rows: np.ndarray) -> np.ndarray:
+    """Per row, when the network last ended the SIM's session with a failure cause or
+    refused it (relative s; ``NEVER``: never)."""
+    c = state.cols
+    refused: np.ndarray = np.maximum(c.fail_at[rows], c.reject_at[rows])
+    return refused
+
+
 def back_on_network(state: FleetState, rows: np.ndarray) -> np.ndarray:
     """Bool per row: the SIM's open session started after its last data, replacing one
     that died without an end record (the network it was on went away) or following a
@@ -606,7 +614,7 @@ def back_on_network(state: FleetState, rows: np.ndarray) -> np.ndarray:
     ring = c.session_starts[rows]
     previous = np.where(ring < start[:, None], ring, NEVER).max(axis=1)
     died = c.session_end[rows] < previous  # the session before had no end record
-    refused_at = np.maximum(c.fail_at[rows], c.reject_at[rows])
+    refused_at = last_refusal(state, rows)
     # at the last data's second too: a session's closing usage record and its end
     refused = (refused_at != NEVER) & (refused_at >= last_rel) & (refused_at <= start)
     back: np.ndarray = (c.session_open[rows] == 1) & (start > last_rel) & (died | refused)
