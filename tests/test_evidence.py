@@ -10,7 +10,7 @@ say what it rests on, and never page the partner the SIMs went to.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from fleet import DAY, T0, Feed, iccid, new_engine
@@ -20,6 +20,9 @@ from simwatch.core.incidents import evidence_text
 from simwatch.core.localize import Cause, LeafTable, LocalizeParams, localize
 from simwatch.core.state import FleetState
 from simwatch.http.views import sim_view
+from simwatch.shell.settings import AlertmanagerSinkSettings
+from simwatch.shell.sink_contract import Cycle
+from simwatch.sinks.alertmanager import AlertmanagerSink
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -119,6 +122,39 @@ def test_failure_ends_open_the_partner_incident_in_minutes() -> None:
     engine.evaluate(end + 720.0)
     assert engine.last_evaluation is not None
     assert int(engine.last_evaluation.evidence.sum()) == 0
+
+
+def test_the_page_and_the_log_name_the_network_s_evidence_before_any_sim_is_overdue() -> None:
+    # The on-call page says what the count rests on, and counts the customers of the
+    # SIMs the network dropped (none is overdue yet: "top customers" of the overdue SIMs
+    # named nobody when a page opened on the network's evidence).
+    engine, feed, end = learned_fleet()
+    for n, sim in enumerate(FAILING):
+        feed.session(sim, end + 5.0 + n, "ended", end_cause="network_failure")
+    minute = 0
+    while not group_incidents(engine):
+        minute += 1
+        assert minute <= 5, "no page within 5 minutes"
+        result = engine.evaluate(end + 60.0 * minute)
+    (incident,) = engine.incidents.open.values()
+    assert incident.to_json()["evidence"]["overdue"] == 0  # type: ignore[index]
+    sink = AlertmanagerSink(
+        AlertmanagerSinkSettings(urls=["http://127.0.0.1:1"]),
+        simwatch_url="http://simwatch.test",
+        clock=lambda: end + 60.0 * minute,
+    )
+    sink.on_cycle(Cycle(engine, result, end + 60.0 * minute, live=True))
+    alerts: Any = sink.payload()  # JSON as sent
+    (page,) = [a for a in alerts if a["labels"]["severity"] == "page"]
+    notes = page["annotations"]
+    assert notes["evidence"].startswith(
+        "60 of 60 SIMs failing: 60 had sessions ended by the network (network_failure)"
+    )
+    assert f"Evidence: {notes['evidence']}. " in notes["description"]
+    assert notes["top_customers"] == "acme=60"
+    assert "Top customers of the affected SIMs: acme 60." in notes["description"]
+    # the daemon's log line: the group, the count and the same evidence
+    assert incident.headline() == f"partner=26202 affected 60/60; {notes['evidence']}"
 
 
 def test_a_session_s_closing_usage_record_is_no_data_after_its_failure_end() -> None:

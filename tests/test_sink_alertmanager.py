@@ -256,7 +256,10 @@ def test_payload_of_a_page_and_its_tickets(at_b: Scenario) -> None:
     assert notes["affected"] == "10"
     assert notes["total"] == "10"
     assert notes["top_customers"] == "acme=6, beta=4"
-    assert "Top customers of the overdue SIMs: acme 6, beta 4." in notes["description"]
+    assert "Top customers of the affected SIMs: acme 6, beta 4." in notes["description"]
+    # what the count rests on: here silence alone (the network said nothing)
+    assert notes["evidence"] == "10 of 10 SIMs failing: 10 overdue by their own rhythm"
+    assert f"Evidence: {notes['evidence']}. " in notes["description"]
     assert f"incident {page_id}" in notes["description"]
     assert format_rfc3339(incident.opened_at)[:16].replace("T", " ") in notes["description"]
     assert f"{SIMWATCH}/api/v1/sims?partner=26203&state=silent" in notes["description"]

@@ -859,6 +859,13 @@ def leaf_mask(state: FleetState, dims: Mapping[str, str]) -> np.ndarray:
     return mask
 
 
+def group_failing(state: FleetState, evaluation: Evaluation, dims: Mapping[str, str]) -> np.ndarray:
+    """Bool per SIM of ``evaluation``: counted in the group ``dims`` and failing there (a
+    SIM that moved, in the group it left): the SIMs a group incident's ``affected`` counts."""
+    failing: np.ndarray = evaluation.members(leaf_mask(state, dims)) & evaluation.failing
+    return failing
+
+
 def evidence_summary(
     state: FleetState,
     evaluation: Evaluation,

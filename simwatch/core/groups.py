@@ -264,3 +264,14 @@ def by_leaf(state: FleetState, sims: SimFigures) -> Groups:
             if code
         })  # fmt: skip
     return _groups(None, dims, present.astype(np.int64), per_key[present], used[present])
+
+
+def top_customers(state: FleetState, rows: np.ndarray, limit: int) -> list[tuple[str, int]]:
+    """The ``limit`` customers with the most SIMs among ``rows``, most first (ties: the
+    customer known first); SIMs without a customer count as ``(no customer)``."""
+    if not rows.size:
+        return []
+    counts = np.bincount(state.cols.customer[rows].astype(np.int64))
+    names = state.customers.values
+    order = np.argsort(-counts, kind="stable")[:limit]
+    return [(names[c] or "(no customer)", int(counts[c])) for c in order.tolist() if counts[c]]

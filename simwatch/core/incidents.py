@@ -164,6 +164,19 @@ class Incident:
         by the network (network_failure), 11 left for another partner"), or ``""``."""
         return evidence_text(self.evidence, self.total)
 
+    def headline(self) -> str:
+        """The group, affected of total and the evidence, for a log line:
+        ``partner=26202 affected 41/101; 41 of 101 SIMs failing: 30 had sessions ...``."""
+        evidence = self.evidence_text()
+        return f"{dims_text(self.dims)} affected {round(self.affected)}/{round(self.total)}" + (
+            f"; {evidence}" if evidence else ""
+        )
+
+
+def dims_text(dims: Mapping[str, str]) -> str:
+    """A group as ``apn=meters.acme, partner=26202``; ``fleet-wide`` without dimensions."""
+    return ", ".join(f"{dim}={value}" for dim, value in dims.items()) or "fleet-wide"
+
 
 _EVIDENCE_PHRASES: Final = (
     ("overdue", "overdue by their own rhythm"),

@@ -34,6 +34,7 @@ import jinja2
 from aiohttp import web
 
 from simwatch.core.diagnosis import format_bytes, human_duration
+from simwatch.core.groups import top_customers
 from simwatch.core.iccid import alternate_form
 from simwatch.core.incidents import evidence_text
 from simwatch.core.timeutil import format_rfc3339, parse_rfc3339
@@ -51,6 +52,7 @@ PREFIX: Final = "/ui/"
 COOKIE: Final = "simwatch_console"
 _HERE: Final = Path(__file__).parent / "console"
 SIMS_PAGE: Final = 50  # SIMs per page of an incident
+TOP_CUSTOMERS: Final = 5  # customers named on an incident page
 STRIP_S: Final = 48 * 3600.0  # the SIM page's strip of ticks
 CHART_BEFORE_S: Final = 3 * 3600.0  # an incident's chart starts this long before it
 _RECENT: Final = 20  # sessions and rejects listed on a SIM page
@@ -493,7 +495,7 @@ class Console:
             incident=data,
             evidence=evidence_text(incident.evidence, incident.total),
             sims=sims,
-            customers=console_views.top_customers(engine, rows),
+            customers=top_customers(engine.state, rows, TOP_CUSTOMERS),
             chart=chart,
             history=self.history is not None,
             maintenance=data.get("maintenance"),

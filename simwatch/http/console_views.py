@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
-from simwatch.core.evaluate import leaf_mask
+from simwatch.core.evaluate import group_failing
 from simwatch.http import views
 from simwatch.shell.history import series_key
 
@@ -97,27 +97,16 @@ def series_points(engine: Engine) -> list[tuple[str, int, float, float, float]]:
     return out
 
 
-def _failing_mask(engine: Engine, incident: Incident) -> np.ndarray:
-    """Bool per SIM of the last evaluation: in the incident's group and failing there."""
-    evaluation = engine.last_evaluation
-    if evaluation is None or incident.kind != "group":
-        return np.zeros(0, bool)
-    n = evaluation.n
-    leaves = leaf_mask(engine.state, incident.dims)
-    member = evaluation.member_leaf[:n]
-    inside = evaluation.counted[:n] & (member >= 0)
-    inside[inside] = leaves[member[inside]]
-    failing: np.ndarray = inside & (evaluation.overdue[:n] | (evaluation.evidence[:n] != 0))
-    return failing
-
-
 def failing_rows(engine: Engine, incident: Incident) -> np.ndarray:
     """Rows of the SIMs failing in the incident's group in the last evaluation (its one
     SIM for a SIM incident), ascending."""
     if incident.kind == "sim" and incident.iccid is not None:
         row = engine.state.row(incident.iccid)
         return np.asarray([row] if row >= 0 else [], np.int64)
-    return np.flatnonzero(_failing_mask(engine, incident))
+    evaluation = engine.last_evaluation
+    if evaluation is None or incident.kind != "group":
+        return np.zeros(0, np.int64)
+    return np.flatnonzero(group_failing(engine.state, evaluation, incident.dims))
 
 
 def incident_sims(
@@ -131,16 +120,6 @@ def incident_sims(
     items = views.sim_shorts(engine, page[:limit], states, now)
     following = views.encode_cursor(int(page[limit])) if len(page) > limit else None
     return {"items": items, "next_cursor": following, "count": len(rows)}
-
-
-def top_customers(engine: Engine, rows: np.ndarray, k: int = 5) -> list[tuple[str, int]]:
-    """The customers with the most SIMs among ``rows``."""
-    if not rows.size:
-        return []
-    counts = np.bincount(engine.state.cols.customer[rows])
-    names = engine.state.customers.values
-    order = np.argsort(-counts, kind="stable")[:k]
-    return [(names[c] or "(no customer)", int(counts[c])) for c in order.tolist() if counts[c]]
 
 
 def normalize_query(text: str) -> str:
@@ -178,5 +157,4 @@ __all__ = [
     "normalize_query",
     "resolve_sim",
     "series_points",
-    "top_customers",
 ]

@@ -592,11 +592,4 @@ class Daemon:
             incident = change.incident
             if incident.kind != "group":
                 continue
-            log.warning(
-                "incident %s %s: %s affected %d/%d",
-                incident.id,
-                change.kind,
-                incident.dims or "fleet-wide",
-                round(incident.affected),
-                round(incident.total),
-            )
+            log.warning("incident %s %s: %s", incident.id, change.kind, incident.headline())

@@ -52,7 +52,8 @@ import aiohttp
 import numpy as np
 import orjson
 
-from simwatch.core.evaluate import leaf_mask
+from simwatch.core import groups
+from simwatch.core.evaluate import group_failing
 from simwatch.shell.backoff import Backoff
 from simwatch.shell.logs import FailureLog
 from simwatch.shell.sink_contract import Cycle, SinkStats
@@ -386,17 +387,19 @@ class AlertmanagerSink:
         top_text = ", ".join(f"{name} {count}" for name, count in top) or "none known"
         sims_query = {k: v for k, v in incident.dims.items() if k in _LIST_FILTERS}
         sims_link = f"{self.simwatch_url}/api/v1/sims?{urlencode(sims_query | {'state': 'silent'})}"
+        evidence = incident.evidence_text()
         description = (
             f"{affected} of {total} SIMs ({_percent(affected, total)}) in {scope} stopped "
             f"sending data; normally about {usual} ({_percent(expected, total)}) "
-            f"at this hour. Since {_when(incident.opened_at)} (incident {incident.id}, "
+            f"at this hour. {f'Evidence: {evidence}. ' if evidence else ''}"
+            f"Since {_when(incident.opened_at)} (incident {incident.id}, "
             f"peak {round(incident.peak_affected)}). "
-            f"Top customers of the overdue SIMs: {top_text}. "
+            f"Top customers of the affected SIMs: {top_text}. "
             f"Tickets of single SIMs in this group carry group_incident={incident.id}. "
             f"{_maintenance_text(incident)}"
             f"Silent SIMs: {sims_link}"
         )
-        return {
+        notes = {
             "summary": f"{scope}: {affected} of {total} SIMs stopped sending data "
             f"(normally about {usual})",
             "description": description,
@@ -407,6 +410,9 @@ class AlertmanagerSink:
             "runbook_url": self.runbook_url,
             "dashboard_url": self._dashboard(DASHBOARD_GROUP, incident.opened_at, incident.dims),
         }
+        if evidence:
+            notes["evidence"] = evidence
+        return notes
 
     def _ticket_annotations(
         self, engine: Engine, incident: Incident, labels: Mapping[str, str]
@@ -587,17 +593,7 @@ class _RefusedError(Exception):
 def top_customers(
     engine: Engine, evaluation: Evaluation, dims: Mapping[str, str], limit: int = TOP_CUSTOMERS
 ) -> list[tuple[str, int]]:
-    """Customers with the most overdue SIMs in the group ``dims``, most first."""
-    state = engine.state
-    n = min(evaluation.n, len(state))
-    leaf = state.cols.leaf[:n]
-    in_leaf = leaf_mask(state, dims)
-    inside = np.zeros(n, bool)
-    known = leaf >= 0
-    inside[known] = in_leaf[leaf[known]]
-    codes = state.cols.customer[:n][inside & evaluation.overdue[:n]]
-    counts = np.bincount(codes.astype(np.int64), minlength=len(state.customers))
-    names = state.customers.values
-    order = np.lexsort((np.arange(len(counts)), -counts))
-    top = [(names[c] or "(no customer)", int(counts[c])) for c in order if counts[c] > 0]
-    return top[:limit]
+    """Customers with the most affected SIMs in the group ``dims`` (failing: overdue, or
+    on the network's evidence, as the incident's ``affected`` counts them), most first."""
+    rows = np.flatnonzero(group_failing(engine.state, evaluation, dims))
+    return groups.top_customers(engine.state, rows, limit)
