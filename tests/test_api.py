@@ -470,6 +470,36 @@ async def test_incidents(client: Client, engine: Engine) -> None:
     assert B_END < parse_rfc3339(nl["resolved_at"]) <= C_END
 
 
+async def test_an_incident_s_sims_are_the_sims_it_counts(client: Client, engine: Engine) -> None:
+    # the page's link: the Telefonica SIMs that stopped, page by page, in a stable order
+    page_id = next(i.id for i in engine.incidents.open.values() if i.dims == {"partner": "26203"})
+    incident = engine.incidents.get(page_id)
+    assert incident is not None
+    seen: list[str] = []
+    url = f"/api/v1/incidents/{page_id}/sims?limit=3"
+    pages = 0
+    while True:
+        body = await get_json(client, url)
+        pages += 1
+        assert body["count"] == round(incident.affected) == 10
+        items = body["items"]
+        assert isinstance(items, list)
+        assert len(items) <= 3
+        seen += [item["iccid"] for item in items]
+        assert all(item["partner"] == "26203" for item in items)
+        if body["next_cursor"] is None:
+            break
+        url = f"/api/v1/incidents/{page_id}/sims?limit=3&cursor={body['next_cursor']}"
+    assert (pages, seen) == (4, DE3)
+    # a SIM incident: its one SIM; an unknown one: 404 naming it
+    ticket = next(i.id for i in engine.incidents.open.values() if i.iccid == VIP)
+    body = await get_json(client, f"/api/v1/incidents/{ticket}/sims")
+    items = body["items"]
+    assert isinstance(items, list)
+    assert [item["iccid"] for item in items] == [VIP]
+    assert "inc-9999" in await error_of(client, "/api/v1/incidents/inc-9999/sims", 404)
+
+
 async def test_status_landing_and_probes(engine: Engine) -> None:
     state = {"ready": False}
     app = app_of(engine, ready=lambda: state["ready"])
@@ -704,6 +734,9 @@ async def test_every_endpoint_matches_the_openapi_document(client: Client, engin
         ("/api/v1/incidents", "/api/v1/incidents?state=x", 400),
         ("/api/v1/incidents/{id}", f"/api/v1/incidents/{open_id}", 200),
         ("/api/v1/incidents/{id}", "/api/v1/incidents/inc-0000", 404),
+        ("/api/v1/incidents/{id}/sims", f"/api/v1/incidents/{open_id}/sims?limit=2", 200),
+        ("/api/v1/incidents/{id}/sims", f"/api/v1/incidents/{open_id}/sims?limit=x", 400),
+        ("/api/v1/incidents/{id}/sims", "/api/v1/incidents/inc-0000/sims", 404),
     ]
     for path, url, status in calls:
         response = await client.get(url)
@@ -723,7 +756,8 @@ async def test_every_endpoint_matches_the_openapi_document(client: Client, engin
             schema = param["schema"]
             if param["in"] == "query" and ("enum" in schema or schema.get("type") == "integer"):
                 name = param["name"]
-                assert name in await error_of(client, f"{path}?{name}=bogus", 400), (path, name)
+                url = path.replace("{id}", open_id)
+                assert name in await error_of(client, f"{url}?{name}=bogus", 400), (path, name)
 
 
 # ---- the list scan stops early, and finds what a full scan finds --------------------------

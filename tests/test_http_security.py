@@ -171,8 +171,11 @@ async def test_auth_on_each_configured_token_opens_every_api_route(engine: Engin
     app = app_for(engine, HttpSettings(auth="on"))
     async with serve(app) as client:
         urls = api_urls(app, engine)
-        # without an incident, the one-incident route asks for one that does not exist
-        absent = {"/api/v1/incidents/inc-0001"} if not list(engine.incidents.all()) else set()
+        # without an incident, the one-incident routes ask for one that does not exist
+        absent = {
+            "/api/v1/incidents/inc-0001",
+            "/api/v1/incidents/inc-0001/sims",
+        } if not list(engine.incidents.all()) else set()  # fmt: skip
         assert absent <= set(urls)
         for token in TOKENS:
             for header in (f"Bearer {token}", f"bearer {token}", f"Bearer  {token} "):

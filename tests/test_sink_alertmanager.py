@@ -262,7 +262,7 @@ def test_payload_of_a_page_and_its_tickets(at_b: Scenario) -> None:
     assert f"Evidence: {notes['evidence']}. " in notes["description"]
     assert f"incident {page_id}" in notes["description"]
     assert format_rfc3339(incident.opened_at)[:16].replace("T", " ") in notes["description"]
-    assert f"{SIMWATCH}/api/v1/sims?partner=26203&state=silent" in notes["description"]
+    assert f"Affected SIMs: {SIMWATCH}/api/v1/incidents/{page_id}/sims" in notes["description"]
     assert notes["runbook_url"] == "https://runbook.test/simwatch#incidents"
     assert notes["dashboard_url"].startswith("http://grafana.test:3000/d/")
     assert "var-partner=26203" in notes["dashboard_url"]

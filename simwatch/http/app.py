@@ -59,6 +59,7 @@ customer; limit, cursor)</li>
 <li>/api/v1/sims/{iccid} one SIM: state, rhythm, session, diagnosis</li>
 <li><a href="/api/v1/groups">/api/v1/groups</a> counts per group and state (dim=partner, ...)</li>
 <li><a href="/api/v1/incidents">/api/v1/incidents</a> incidents (state=open|resolved)</li>
+<li>/api/v1/incidents/{id}/sims an incident's affected SIMs (limit, cursor)</li>
 <li><a href="/api/v1/openapi.json">/api/v1/openapi.json</a> OpenAPI 3.1 description</li>
 <li><a href="/-/healthy">/-/healthy</a>, <a href="/-/ready">/-/ready</a>,
 <a href="/metrics">/metrics</a></li>
@@ -230,6 +231,17 @@ class _Api:
     async def incident(self, request: web.Request) -> web.Response:
         return json_response(views.incident_view(self.engine, request.match_info["id"]))
 
+    async def incident_sims(self, request: web.Request) -> web.Response:
+        query = _query(request, "limit", "cursor")
+        limit = views.parse_limit(query.get("limit"), self.settings.max_page_size)
+        engine = self.engine
+        incident = views.known_incident(engine, request.match_info["id"])
+        rows = views.failing_rows(engine, incident)
+        page = views.incident_sims(
+            engine, rows, self.now(), limit=limit, cursor=query.get("cursor") or None
+        )
+        return json_response(page)
+
 
 class _Ingest:
     """``POST /api/v1/ingest/{name}``: a pushed body handed to the receiver of that name.
@@ -330,6 +342,7 @@ def make_app(
     app.router.add_get("/api/v1/groups", api.groups)
     app.router.add_get("/api/v1/incidents", api.incidents)
     app.router.add_get("/api/v1/incidents/{id}", api.incident)
+    app.router.add_get("/api/v1/incidents/{id}/sims", api.incident_sims)
     if receivers:  # with webhook sources only (bearer token or the source's Basic)
         ingest = _Ingest(receivers, tokens if settings.auth_required() else None)
         app.router.add_post("/api/v1/ingest/{name}", ingest.handle, name=INGEST_ROUTE)

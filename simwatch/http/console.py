@@ -466,13 +466,10 @@ class Console:
     async def incident(self, request: web.Request) -> web.Response:
         engine = self.engine()
         now = self.now()
-        incident_id = request.match_info["id"]
-        incident = engine.incidents.get(incident_id)
-        if incident is None:
-            raise views.not_found(f"unknown incident {incident_id[:40]!r}")
+        incident = views.known_incident(engine, request.match_info["id"])
         data = self._incident_line(engine, incident)
-        rows = console_views.failing_rows(engine, incident)
-        sims = console_views.incident_sims(
+        rows = views.failing_rows(engine, incident)
+        sims = views.incident_sims(
             engine, rows, now, limit=SIMS_PAGE, cursor=request.query.get("cursor") or None
         )
         until = now if incident.resolved_at is None else min(now, incident.resolved_at + 3600)

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
-from simwatch.core.evaluate import group_failing
 from simwatch.http import views
 from simwatch.shell.history import series_key
 
@@ -22,7 +21,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from simwatch.core.engine import Engine
-    from simwatch.core.incidents import Incident
 
 Json = dict[str, object]
 LEVEL_DIMS: Final = ("partner", "country", "apn")  # the fleet page's bars
@@ -97,31 +95,6 @@ def series_points(engine: Engine) -> list[tuple[str, int, float, float, float]]:
     return out
 
 
-def failing_rows(engine: Engine, incident: Incident) -> np.ndarray:
-    """Rows of the SIMs failing in the incident's group in the last evaluation (its one
-    SIM for a SIM incident), ascending."""
-    if incident.kind == "sim" and incident.iccid is not None:
-        row = engine.state.row(incident.iccid)
-        return np.asarray([row] if row >= 0 else [], np.int64)
-    evaluation = engine.last_evaluation
-    if evaluation is None or incident.kind != "group":
-        return np.zeros(0, np.int64)
-    return np.flatnonzero(group_failing(engine.state, evaluation, incident.dims))
-
-
-def incident_sims(
-    engine: Engine, rows: np.ndarray, now: float, *, limit: int, cursor: str | None
-) -> Json:
-    """One page of ``rows`` (``failing_rows``) in the SIM list form, from ``cursor``;
-    ``count`` is all of them."""
-    start = 0 if not cursor else views.decode_cursor(cursor, len(engine.state))
-    page = rows[rows >= start][: limit + 1]
-    states = views.current_states(engine, now)
-    items = views.sim_shorts(engine, page[:limit], states, now)
-    following = views.encode_cursor(int(page[limit])) if len(page) > limit else None
-    return {"items": items, "next_cursor": following, "count": len(rows)}
-
-
 def normalize_query(text: str) -> str:
     """The search box's text without spaces, dashes, dots, brackets and a leading ``+``."""
     return _SEPARATORS.sub("", text.strip()).removeprefix("+")
@@ -152,8 +125,6 @@ def resolve_sim(
 __all__ = [
     "LEVEL_DIMS",
     "dimension_levels",
-    "failing_rows",
-    "incident_sims",
     "normalize_query",
     "resolve_sim",
     "series_points",

@@ -365,6 +365,19 @@ SCHEMAS: Final[dict[str, Schema]] = {
             },
         }
     ),
+    "IncidentSims": _object(
+        {
+            "items": {"type": "array", "items": _ref("SimShort")},
+            "next_cursor": {
+                "type": ["string", "null"],
+                "description": "pass as cursor for the next page; null on the last page",
+            },
+            "count": {"type": "integer", "minimum": 0, "description": "SIMs in all pages"},
+        },
+        "the SIMs a group incident counts as affected at the last evaluation (failing in "
+        "its group: overdue, or on the network's evidence; a SIM that moved, in the group "
+        "it left), in a stable order; a SIM incident: its one SIM",
+    ),
     "Group": _object(
         {
             "dims": {
@@ -574,6 +587,19 @@ def openapi_document(
     ``ingest``: webhook sources are configured, ``POST /api/v1/ingest/{name}`` exists;
     ``maintenance``: the maintenance windows' endpoints exist)."""
     text: Schema = {"type": "string"}
+    page = [
+        _query(
+            "limit",
+            {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": max_page_size,
+                "default": min(DEFAULT_PAGE_SIZE, max_page_size),
+            },
+            "page size",
+        ),
+        _query("cursor", text, "next_cursor of the previous page"),
+    ]
     paths: dict[str, Schema] = {
         "/": {
             "get": {
@@ -625,17 +651,7 @@ def openapi_document(
                 _query("country", text, "ISO 3166-1 alpha-2 country last seen"),
                 _query("partner", text, "the visited network last seen (MCC+MNC)"),
                 _query("customer", text, "the inventory customer"),
-                _query(
-                    "limit",
-                    {
-                        "type": "integer",
-                        "minimum": 1,
-                        "maximum": max_page_size,
-                        "default": min(DEFAULT_PAGE_SIZE, max_page_size),
-                    },
-                    "page size",
-                ),
-                _query("cursor", text, "next_cursor of the previous page"),
+                *page,
             ],
         ),
         "/api/v1/sims/{iccid}": _get(
@@ -675,6 +691,15 @@ def openapi_document(
             "one incident",
             {"200": _json("Incident", "the incident"), "404": _error("unknown incident")},
             [{"name": "id", "in": "path", "required": True, "schema": text}],
+        ),
+        "/api/v1/incidents/{id}/sims": _get(
+            "the incident's affected SIMs, paginated",
+            {
+                "200": _json("IncidentSims", "one page"),
+                "400": _error("a bad parameter, named"),
+                "404": _error("unknown incident"),
+            },
+            [{"name": "id", "in": "path", "required": True, "schema": text}, *page],
         ),
     }
     schemes: dict[str, Schema] = {"bearer": {"type": "http", "scheme": "bearer"}}

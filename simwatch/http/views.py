@@ -25,6 +25,7 @@ from simwatch.core.evaluate import (
     INACTIVE,
     STATE_NAMES,
     expectation_of,
+    group_failing,
     sim_states,
 )
 from simwatch.core.groups import Group, by_dimension, by_leaf, fleet_figures
@@ -493,11 +494,42 @@ def incidents_view(engine: Engine, state: str | None = None) -> Json:
     return {"incidents": [i.to_json() for i in items]}
 
 
-def incident_view(engine: Engine, incident_id: str) -> Json:
+def known_incident(engine: Engine, incident_id: str) -> Incident:
+    """The incident of that id; 404 naming it when there is none."""
     incident = engine.incidents.get(incident_id)
     if incident is None:
         raise not_found(f"unknown incident {incident_id[:40]!r}")
-    return incident.to_json()
+    return incident
+
+
+def incident_view(engine: Engine, incident_id: str) -> Json:
+    return known_incident(engine, incident_id).to_json()
+
+
+def failing_rows(engine: Engine, incident: Incident) -> np.ndarray:
+    """Rows of the SIMs failing in the incident's group in the last evaluation (its one
+    SIM for a SIM incident), ascending."""
+    if incident.kind == "sim" and incident.iccid is not None:
+        row = engine.state.row(incident.iccid)
+        return np.asarray([row] if row >= 0 else [], np.int64)
+    evaluation = engine.last_evaluation
+    if evaluation is None or incident.kind != "group":
+        return np.zeros(0, np.int64)
+    return np.flatnonzero(group_failing(engine.state, evaluation, incident.dims))
+
+
+def incident_sims(
+    engine: Engine, rows: np.ndarray, now: float, *, limit: int, cursor: str | None
+) -> Json:
+    """One page of ``rows`` (``failing_rows``) in the SIM list form, from ``cursor``;
+    ``count`` is all of them (``GET /api/v1/incidents/{id}/sims``, the console's
+    incident page)."""
+    start = 0 if not cursor else decode_cursor(cursor, len(engine.state))
+    page = rows[rows >= start][: limit + 1]
+    states = current_states(engine, now)
+    items = sim_shorts(engine, page[:limit], states, now)
+    following = encode_cursor(int(page[limit])) if len(page) > limit else None
+    return {"items": items, "next_cursor": following, "count": len(rows)}
 
 
 def maintenance_view(windows: Iterable[Window], now: float, active_only: bool = False) -> Json:
@@ -550,10 +582,13 @@ __all__ = [
     "current_states",
     "decode_cursor",
     "encode_cursor",
+    "failing_rows",
     "group_dims",
     "groups_view",
+    "incident_sims",
     "incident_view",
     "incidents_view",
+    "known_incident",
     "list_sims",
     "maintenance_view",
     "parse_limit",

@@ -101,7 +101,6 @@ _REASONS: Final = {
     "data_cap": "monthly data cap reached",
     "session_churn": "sessions dropping again and again",
 }
-_LIST_FILTERS: Final = ("apn", "country", "partner", "customer")
 
 Fingerprint = tuple[tuple[str, str], ...]
 Json = dict[str, object]
@@ -385,8 +384,7 @@ class AlertmanagerSink:
         usual = f"{expected:.1f}" if expected < 10 else f"{expected:.0f}"
         top = top_customers(engine, evaluation, incident.dims)
         top_text = ", ".join(f"{name} {count}" for name, count in top) or "none known"
-        sims_query = {k: v for k, v in incident.dims.items() if k in _LIST_FILTERS}
-        sims_link = f"{self.simwatch_url}/api/v1/sims?{urlencode(sims_query | {'state': 'silent'})}"
+        sims_link = f"{self.simwatch_url}/api/v1/incidents/{quote(incident.id)}/sims"
         evidence = incident.evidence_text()
         description = (
             f"{affected} of {total} SIMs ({_percent(affected, total)}) in {scope} stopped "
@@ -397,7 +395,7 @@ class AlertmanagerSink:
             f"Top customers of the affected SIMs: {top_text}. "
             f"Tickets of single SIMs in this group carry group_incident={incident.id}. "
             f"{_maintenance_text(incident)}"
-            f"Silent SIMs: {sims_link}"
+            f"Affected SIMs: {sims_link}"
         )
         notes = {
             "summary": f"{scope}: {affected} of {total} SIMs stopped sending data "
