@@ -41,6 +41,7 @@ from simwatch.core.merge import (
     shard_of,
     shard_report,
 )
+from simwatch.http.views import sim_view
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -214,6 +215,49 @@ def test_failure_ends_open_the_incident_with_the_same_evidence_as_on_one_node() 
         compared += 1
     assert compared >= 4
     assert seen["led"][max(seen["led"])]["failure_end"] == len(failing)
+
+
+def test_a_sim_of_another_node_names_the_leader_s_incident_as_on_one_node() -> None:
+    # Only the leader holds group incidents. A SIM read by another node must still say
+    # it is part of one (its view, its diagnosis, its ticket's group_incident label, the
+    # inhibit rule's key: all through Engine.incident_of), or every ticket of an outage
+    # on that node pages on its own.
+    twin, feed, end, nxt = learned_twin()
+    other = twin.nodes[1]
+    failing = [k for k in range(SIMS) if k % 2 == 0]
+    mine = [k for k in failing if shard_of(iccid(k), len(NODES)) == 1]
+    assert mine
+    for n, k in enumerate(failing):
+        feed.session(iccid(k), end + 5.0 + n, "ended", end_cause="network_failure")
+    t = end
+    for _ in range(8):
+        t += 60.0
+        twin.evaluate(t)
+    (led,) = [i for i in twin.leader.incidents.open.values() if i.kind == "group"]
+    (ref,) = [i for i in twin.ref.incidents.open.values() if i.kind == "group"]
+    assert led.dims == ref.dims == {"partner": "26202"}
+    assert not [i for i in other.incidents.open.values() if i.kind == "group"]
+    for k in mine:
+        row = other.state.row(iccid(k))
+        named = other.incident_of(row)
+        assert named is not None
+        assert (named.id, named.dims) == (led.id, led.dims)
+        ref_named = twin.ref.incident_of(twin.ref.state.row(iccid(k)))
+        assert ref_named is not None
+        assert ref_named.dims == named.dims
+        view = sim_view(other, iccid(k), t)["incident"]
+        assert isinstance(view, dict)
+        assert view["id"] == led.id
+        findings = other.diagnose(iccid(k), t) or []
+        (group,) = [f for f in findings if f.code == "group_incident"]
+        assert group.hint.startswith(f"Part of incident {led.id}: ")
+    # a SIM of that node outside the group: none
+    healthy = next(k for k in range(1, SIMS, 2) if shard_of(iccid(k), len(NODES)) == 1)
+    assert other.incident_of(other.state.row(iccid(healthy))) is None
+    # the partner comes back: once the leader resolves it, no SIM names it any more
+    run(twin, feed, nxt, t, t + 3 * HOUR, up=lambda _k, _ts: True)
+    assert not [i for i in twin.leader.incidents.open.values() if i.kind == "group"]
+    assert all(other.incident_of(other.state.row(iccid(k))) is None for k in mine)
 
 
 # ---- how groups nest: the leader widens an incident as one node does -------------------

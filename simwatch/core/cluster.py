@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from simwatch.core.incidents import Incident, incident_from_state
 from simwatch.core.localize import LocalizeParams
 from simwatch.core.merge import Merged, ShardReport, merge_reports, merged_causes, shard_of
 
@@ -126,12 +127,15 @@ def merge_cycle(
 class LeaderGroup:
     """What a node that is not the leader knows of one of the leader's group incidents
     (``Engine.leader_groups``): its group, whether it is open (the group's baselines do
-    not learn the fault meanwhile) and its recovery onset (SIMs silent since before the
-    fault's end wait for their report)."""
+    not learn the fault meanwhile), its recovery onset (SIMs silent since before the
+    fault's end wait for their report), and the incident as the leader last wrote it
+    (None when unreadable): the node's SIM views, diagnoses and tickets name it
+    (``Engine.incident_of``), so the inhibit rule mutes tickets on every node."""
 
     dims: Mapping[str, str]
     open: bool
     recovery_onset: float | None
+    incident: Incident | None = None
 
 
 def leader_groups(data: object) -> tuple[LeaderGroup, ...]:
@@ -154,11 +158,16 @@ def leader_groups(data: object) -> tuple[LeaderGroup, ...]:
             if not isinstance(dims, dict):
                 continue
             number = isinstance(onset, int | float) and not isinstance(onset, bool)
+            try:
+                incident: Incident | None = incident_from_state(state)
+            except ValueError:
+                incident = None
             out.append(
                 LeaderGroup(
                     dims={str(k): str(v) for k, v in dims.items()},
                     open=name == "open",
                     recovery_onset=float(onset) if number else None,  # type: ignore[arg-type]
+                    incident=incident,
                 )
             )
     return tuple(out)

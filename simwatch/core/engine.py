@@ -633,8 +633,11 @@ class Engine:
         }
 
     def incident_of(self, row: int) -> Incident | None:
-        """The open group incident whose group contains the SIM, if any."""
+        """The open group incident whose group contains the SIM, if any: this engine's,
+        or in a cluster (``groups_local`` False) the leader's (``leader_groups``)."""
         groups = [i for i in self.incidents.open.values() if i.kind == "group"]
+        if not self.groups_local:
+            groups += [g.incident for g in self.leader_groups if g.open and g.incident]
         if not groups:  # the usual case: no need for the SIM's dimensions
             return None
         dims = self.sim_dims(row)

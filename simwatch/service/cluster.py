@@ -232,8 +232,10 @@ class ClusterNode:
 
     async def _follow_incidents(self, state: KeyValue) -> None:
         """The leader's group incidents, for this node's next cycles: its groups' baselines
-        do not learn an open one's fault, and its SIMs silent since before a fault's end
-        wait for their report (as on one node)."""
+        do not learn an open one's fault, its SIMs silent since before a fault's end wait
+        for their report (as on one node), and its SIM views and tickets name the open
+        one that covers them (the tickets are relabelled at the next cycle when the open
+        ones change, so the inhibit rule mutes them)."""
         try:
             entry = await state.get(INCIDENTS_KEY)
         except nats.js.errors.KeyNotFoundError:
@@ -246,8 +248,13 @@ class ClusterNode:
             data = orjson.loads(entry.value or b"null")
         except orjson.JSONDecodeError:
             return
+        before = _open_ids(self._groups)
         self._groups = leader_groups(data)
         self.daemon.engine.leader_groups = self._groups
+        if _open_ids(self._groups) != before:
+            for sink in self.daemon.sinks:
+                if isinstance(sink, AlertmanagerSink):
+                    sink.refresh()
 
     async def _set_aside_foreign(self, mine: list[int]) -> None:
         """SIMs of partitions another node reads are away here (inactive, never counted):
@@ -571,6 +578,11 @@ def cluster_node(daemon: Daemon, api_url: str) -> ClusterNode | None:
     if source is None:  # the settings check this; a guard for code that builds its own
         raise ValueError(f"cluster.source: no [[sources.nats]] named {cfg.source!r}")
     return ClusterNode(cfg, daemon, source, api=api_url)
+
+
+def _open_ids(groups: tuple[LeaderGroup, ...]) -> frozenset[str]:
+    """The ids of the leader's open group incidents (what a ticket's labels name)."""
+    return frozenset(g.incident.id for g in groups if g.open and g.incident)
 
 
 __all__ = ["ClusterNode", "ClusterStats", "cluster_node"]
