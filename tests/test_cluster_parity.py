@@ -90,7 +90,16 @@ class Twin:
             [replace(r, shard=i, shards=len(NODES)) for i, r in enumerate(reports.values())],
             at=now,
         )
-        merge = merge_cycle(reports, NODES, now, self.leader.config.localize)
+        leader = self.leader
+        merge = merge_cycle(
+            reports,
+            NODES,
+            now,
+            leader.config.localize,
+            noise=leader.merged_noise,
+            frozen=[i.dims for i in leader.incidents.open.values() if i.kind == "group"],
+            interval_s=leader.config.eval_interval_s,
+        )
         if merge.causes is not None:
             self.leader.apply_merge(merge.merged, merge.causes)
         entry = orjson.loads(orjson.dumps(self.leader.incidents.export_groups()))

@@ -14,11 +14,14 @@ import orjson
 import pytest
 from fleet import ICCIDS, Feed, new_engine
 
+from simwatch.core.baseline import GroupBaseline
+from simwatch.core.cluster import merge_cycle
 from simwatch.core.evaluate import ChurnPart
 from simwatch.core.incidents import IncidentParams
 from simwatch.core.localize import localize
 from simwatch.core.merge import (
     LeafCounts,
+    MergedNoise,
     Merger,
     OutlierParams,
     ShardReport,
@@ -356,6 +359,90 @@ def test_the_optional_fields_round_trip_and_a_previous_versions_report_still_mer
     assert both.evidence is not None
     assert both.evidence.kinds[0].tolist() == [12.0]
     assert both.evidence_of({"partner": "26201"})["failure_end_cause"] == "network_failure"
+
+
+NOISY_DIMS = ("apn", "partner")
+NOISY_LEAVES = [(apn, p) for apn in "abcd" for p in ("p1", "p2", "p3", "p4", "p5")]
+BURSTY = ("a", "p1")
+
+
+def noisy_reports(at: float, bursty: float, rng: np.random.Generator) -> dict[str, ShardReport]:
+    """Two nodes' halves of 20 leaves of 100 SIMs expecting 3 overdue (1.5 a node):
+    Poisson counts, but ``bursty`` overdue on each node's half of leaf (a, p1)."""
+    out = {}
+    for shard, name in enumerate(("n1", "n2")):
+        leaves = tuple(
+            LeafCounts(v, 50.0, bursty if v == BURSTY else float(rng.poisson(1.5)), 1.5)
+            for v in NOISY_LEAVES
+        )
+        out[name] = replace(report(shard, [], shards=2, at=at), dims=NOISY_DIMS, leaves=leaves)
+    return out
+
+
+def test_the_leader_learns_each_leaf_s_noise_on_the_sums() -> None:
+    # One node tests a bursty leaf's count against its learned over-dispersion and
+    # history peak (issue 15's noise); the leader had the counts alone and named every
+    # burst of a bursty leaf. It now learns each leaf's noise on the merged counts, as
+    # one node learns on its own (a shard's learning does not add up: a node's half of
+    # a leaf scatters unlike the whole, and its peaks come at other times).
+    nodes = ["n1", "n2"]
+    noise, one_node = MergedNoise(), GroupBaseline()
+    rng = np.random.default_rng(1)
+    at = AT
+    for k in range(3 * 144):  # three days every 10 minutes; (a, p1) 18 every 4th cycle
+        at = AT + 600.0 * k
+        reports = noisy_reports(at, 9.0 if k % 4 == 0 else float(rng.poisson(1.5)), rng)
+        merged = merge_cycle(reports, nodes, at, noise=noise, interval_s=600.0).merged
+        one_node.update(
+            at,
+            600.0,
+            affected=merged.table.affected,
+            total=merged.table.total,
+            expected=merged.table.expected,
+        )
+    at += 600.0
+    burst = noisy_reports(at, 9.0, np.random.default_rng(5))
+    plain = merge_cycle(burst, nodes, at)
+    assert [c.dims for c in plain.causes or []] == [{"apn": "a", "partner": "p1"}]
+    learned = merge_cycle(burst, nodes, at, noise=noise, interval_s=600.0)
+    table = learned.merged.table
+    assert table.dispersion is not None
+    assert table.peak is not None
+    # what one node learns on the same counts (the leaves in the same order here)
+    n = len(table.total)
+    assert table.dispersion.tolist() == pytest.approx(one_node.dispersion(n).tolist())
+    assert table.peak.tolist() == pytest.approx((one_node.peak_share(n) * table.total).tolist())
+    assert table.dispersion[0] > 2.0, table.dispersion[0]  # the bursty leaf
+    assert learned.causes == []
+    # a real fault on that leaf is still named, and on a quiet leaf too
+    for leaf in (BURSTY, ("c", "p3")):
+        fault = {
+            name: replace(r, leaves=tuple(
+                replace(x, overdue=25.0) if x.values == leaf else x for x in r.leaves
+            ))
+            for name, r in burst.items()
+        }  # fmt: skip
+        found = merge_cycle(fault, nodes, at, noise=noise, interval_s=600.0)
+        assert [c.dims for c in found.causes or []] == [{"apn": leaf[0], "partner": leaf[1]}]
+    # the leader's engine keeps what it learned in its checkpoint
+    engine = new_engine()
+    engine.merged_noise = noise
+    arrays, meta = engine.export_state()
+    restored = new_engine()
+    restored.restore_state(arrays, orjson.loads(orjson.dumps(meta)))
+    before, again = noise.apply(table), restored.merged_noise.apply(table)
+    assert before.dispersion is not None
+    assert again.dispersion is not None
+    assert again.dispersion.tolist() == before.dispersion.tolist()
+    # what an open incident's leaves show is not learned as their noise
+    frozen = MergedNoise()
+    for k in range(3 * 144):
+        at = AT + 600.0 * k
+        merge_cycle(
+            noisy_reports(at, 9.0 if k % 4 == 0 else 1.5, rng), nodes, at,
+            noise=frozen, frozen=[{"apn": "a"}], interval_s=600.0,
+        )  # fmt: skip
+    assert frozen.apply(table).dispersion.tolist()[0] == 1.0  # type: ignore[union-attr]
 
 
 def test_the_merged_leaves_say_how_groups_nest() -> None:

@@ -24,7 +24,14 @@ import numpy as np
 
 from simwatch.core.incidents import Incident, incident_from_state
 from simwatch.core.localize import LocalizeParams
-from simwatch.core.merge import Merged, ShardReport, merge_reports, merged_causes, shard_of
+from simwatch.core.merge import (
+    Merged,
+    MergedNoise,
+    ShardReport,
+    merge_reports,
+    merged_causes,
+    shard_of,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -107,10 +114,18 @@ def merge_cycle(
     nodes: Sequence[str],
     at: float,
     params: LocalizeParams | None = None,
+    *,
+    noise: MergedNoise | None = None,
+    frozen: Iterable[Mapping[str, str]] = (),
+    interval_s: float = 60.0,
 ) -> LeaderMerge:
     """Merge the reports of ``nodes`` (shard index = position in sorted ``nodes``) at
     ``at`` and localize when every one of them is usable; a report of a node not in
-    ``nodes`` is ignored (it owns no partition now)."""
+    ``nodes`` is ignored (it owns no partition now).
+
+    ``noise``: the leader's learning of each leaf's noise on the sums (``MergedNoise``):
+    localization tests each leaf against it, and a complete merge teaches it, except in
+    the groups ``frozen`` (the open group incidents' dims), every ``interval_s``."""
     order = tuple(sorted(nodes))
     shards = max(len(order), 1)
     renumbered = [
@@ -119,7 +134,14 @@ def merge_cycle(
     merged = merge_reports(renumbered, shards, at=at)
     if not order or not merged.complete:
         return LeaderMerge(merged, None, order)
+    if noise is not None:
+        merged = replace(merged, table=noise.apply(merged.table))
     causes = merged_causes(merged, params if params is not None else LocalizeParams())
+    if noise is not None:
+        still = np.zeros(len(merged.table.total), bool)
+        for dims in frozen:
+            still |= merged.leaves_of(dims)
+        noise.learn(at, interval_s, merged.table, still)
     return LeaderMerge(merged, causes, order)
 
 

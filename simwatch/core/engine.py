@@ -45,7 +45,7 @@ from simwatch.core.incidents import (
 from simwatch.core.ingest import Ingestor
 from simwatch.core.localize import Cause, LocalizeParams
 from simwatch.core.maintenance import Window, active_windows
-from simwatch.core.merge import advance_recoveries
+from simwatch.core.merge import MergedNoise, advance_recoveries
 from simwatch.core.operators import OperatorTable
 from simwatch.core.recovery import advance_recovery
 from simwatch.core.rhythm import RhythmParams, SimState
@@ -146,6 +146,9 @@ class Engine:
         # open one's fault and its SIMs silent since before a fault's end wait for their
         # report, as on one node
         self.leader_groups: tuple[LeaderGroup, ...] = ()
+        # as a cluster's leader: each leaf's noise learned on the merged counts
+        # (``core.merge.MergedNoise``, ``core.cluster.merge_cycle``)
+        self.merged_noise = MergedNoise(self.config.baseline)
         # this node's part of the recovery counts, per leaf, after each cycle: SIMs
         # failing at the previous cycle that sent data since (by their leaf now), and,
         # on a cluster node, its churners' ``ChurnPart`` by leaf (``core.merge``)
@@ -561,6 +564,8 @@ class Engine:
         for (_, name), baseline in zip(EVIDENCE_NAMES, self.evidence_baselines, strict=True):
             kind_arrays, _ = baseline.export()
             arrays.update({f"evidence_baseline.{name}.{k}": v for k, v in kind_arrays.items()})
+        noise_arrays, noise_meta = self.merged_noise.export()
+        arrays.update({f"merged_noise.{k}": v for k, v in noise_arrays.items()})
         arrays["engine.prev_states"] = self._prev_states.copy()
         arrays["engine.prev_failing_rows"] = self._prev_failing[0].copy()
         arrays["engine.prev_failing_last"] = self._prev_failing[1].copy()
@@ -570,6 +575,7 @@ class Engine:
             "ingest": ingest_meta,
             "baseline": base_meta,
             "incidents": self.incidents.export(),
+            "merged_noise": noise_meta,
             "rejected": dict(self.rejected),
             "first_record_at": self.first_record_at,
             "cycles": self.cycles,
@@ -594,6 +600,13 @@ class Engine:
             if kind_arrays:
                 baseline.restore(kind_arrays, {})
         self.incidents.restore(_section(meta, "incidents"))
+        # (checkpoints before the leader learned the noise on the sums: it learns anew)
+        if "merged_noise" in meta:
+            prefix = "merged_noise."
+            self.merged_noise.restore(
+                {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)},
+                _section(meta, "merged_noise"),
+            )
         rejected = meta.get("rejected", {})
         if not isinstance(rejected, dict):
             raise TypeError("malformed rejection counts in checkpoint")

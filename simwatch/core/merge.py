@@ -35,11 +35,12 @@ from __future__ import annotations
 import math
 import zlib
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
+from simwatch.core.baseline import BaselineParams, GroupBaseline
 from simwatch.core.evaluate import (
     EVIDENCE_NAMES,
     ChurnPart,
@@ -856,6 +857,81 @@ def _merge_extras(
     return recovered, churn, MergedEvidence(late, awaiting, kinds, usual, causes)
 
 
+class MergedNoise:
+    """Each leaf's noise learned on the merged counts, as one node learns it on its own
+    (``GroupBaseline``: over-dispersion and history peak, from every cycle outside an
+    open incident). A shard's own learning does not add up: a node holds a part of each
+    leaf, and a small part's counts scatter unlike the whole's (its residuals at a tiny
+    expected count are heavy-tailed; its peaks come at other times). So whoever merges
+    learns on the sums: its ``localize`` then tests a bursty leaf's count against that
+    leaf's noise, as one node's does. Leaves are kept by their values (a merge's table
+    orders them as the reports come); another set of dimensions starts afresh."""
+
+    def __init__(self, params: BaselineParams | None = None) -> None:
+        self.params = params
+        self.baseline = GroupBaseline(params)
+        self.dims: tuple[str, ...] = ()
+        self.index: dict[tuple[str, ...], int] = {}
+
+    def _rows(self, table: LeafTable) -> np.ndarray:
+        """The learner's row of each leaf of ``table`` (new leaves appended)."""
+        if table.dims != self.dims:
+            self.baseline = GroupBaseline(self.params)
+            self.dims = table.dims
+            self.index = {}
+        index = self.index
+        return np.fromiter(
+            (index.setdefault(key, len(index)) for key in _leaf_index(table)),
+            dtype=np.int64,
+            count=len(table.total),
+        )
+
+    def apply(self, table: LeafTable) -> LeafTable:
+        """``table`` with each leaf's learned over-dispersion and history peak."""
+        rows = self._rows(table)
+        n = len(self.index)
+        dispersion = self.baseline.dispersion(n)[rows]
+        peak = self.baseline.peak_share(n)[rows] * table.total
+        return replace(table, dispersion=dispersion, peak=peak)
+
+    def learn(
+        self, now: float, interval_s: float, table: LeafTable, frozen: np.ndarray | None = None
+    ) -> None:
+        """Learn one merged cycle (a complete one: a sum missing a shard is no level);
+        ``frozen`` (bool per leaf of ``table``): leaves inside an open group incident."""
+        rows = self._rows(table)
+        n = len(self.index)
+        affected, total, expected = np.zeros(n), np.zeros(n), np.zeros(n)
+        affected[rows] = table.affected
+        total[rows] = table.total
+        expected[rows] = table.expected
+        still = np.zeros(n, bool)
+        if frozen is not None:
+            still[rows] = frozen
+        self.baseline.update(
+            now, interval_s, affected=affected, total=total, expected=expected, frozen=still
+        )
+
+    def export(self) -> tuple[dict[str, np.ndarray], dict[str, object]]:
+        """Copies of what it learned (a checkpoint of the leader's engine)."""
+        arrays, meta = self.baseline.export()
+        return arrays, {**meta, "dims": list(self.dims), "leaves": [list(k) for k in self.index]}
+
+    def restore(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, object]) -> None:
+        """Load ``export()``'s output; ``ValueError`` when malformed."""
+        dims, leaves = meta.get("dims"), meta.get("leaves")
+        if not isinstance(dims, list) or not all(isinstance(d, str) for d in dims):
+            raise ValueError("merged noise: dims must be a list of names")
+        if not isinstance(leaves, list) or not all(
+            isinstance(v, list) and len(v) == len(dims) and all(isinstance(x, str) for x in v)
+            for v in leaves
+        ):
+            raise ValueError("merged noise: leaves must be lists of one value per dim")
+        self.baseline.restore(arrays, meta)
+        self.dims = tuple(dims)
+        self.index = {tuple(v): i for i, v in enumerate(leaves)}
+
+
 @dataclass(frozen=True, slots=True)
 class MergeCycle:
     """One merged cycle: what was merged, the causes, the incident changes.
@@ -906,12 +982,19 @@ class Merger:
         # the shards' evaluation parameters and cycle: the incidents' recovery onsets
         self.eval_params = eval_params if eval_params is not None else EvalParams()
         self.interval_s = interval_s
+        self.noise = MergedNoise()  # each leaf's noise, learned on the sums
 
     def cycle(self, reports: Iterable[ShardReport], *, at: float | None = None) -> MergeCycle:
         merged = merge_reports(reports, self.shards, at=at, outlier_params=self.outlier_params)
         if len(merged.included) < self.min_shards:
             return MergeCycle(merged, [], [], decided=False)
+        merged = replace(merged, table=self.noise.apply(merged.table))
         causes = merged_causes(merged, self.localize_params)
+        if merged.complete:
+            frozen = np.zeros(len(merged.table.total), bool)
+            for incident in self.incidents.open.values():
+                frozen |= merged.leaves_of(incident.dims)
+            self.noise.learn(merged.evaluated_at, self.interval_s, merged.table, frozen)
 
         def rest(parent: Mapping[str, str], children: Sequence[Mapping[str, str]]) -> Rest:
             return merged.rest_verdict(parent, children, self.localize_params)
@@ -962,6 +1045,7 @@ __all__ = [
     "Merged",
     "MergedEvidence",
     "MergedExposure",
+    "MergedNoise",
     "Merger",
     "OutlierParams",
     "ShardOutlier",

@@ -460,7 +460,16 @@ class ClusterNode:
                 break
             await asyncio.sleep(min(0.1, self._interval / 20))
         started_merge = time.perf_counter()
-        result = merge_cycle(reports, nodes, at, self.daemon.engine.config.localize)
+        engine = self.daemon.engine
+        result = merge_cycle(
+            reports,
+            nodes,
+            at,
+            engine.config.localize,
+            noise=engine.merged_noise,
+            frozen=[i.dims for i in engine.incidents.open.values() if i.kind == "group"],
+            interval_s=self._interval,
+        )
         if not self.stats.leader:
             return
         self.stats.last_merge_s = time.perf_counter() - started_merge
