@@ -10,7 +10,8 @@ Run:
       same run: one process reading all 12 partitions.
   ``python bench/bench_cluster.py merge``: the leader's merge per cycle (parse three
       nodes' reports from JSON, ``core.cluster.merge_cycle``: sum and localize) for
-      1k to 100k leaves per node.
+      1k to 100k leaves per node; then the same merge with the leaves' noise learned
+      on the sums (``MergedNoise``), the version without it as the baseline.
   ``python bench/bench_cluster.py node [SIMS ...]`` (10000 100000): one node's cycle,
       ``shard_report`` and its JSON size on a real engine, the leader's parse and merge
       of three such reports.
@@ -34,7 +35,7 @@ from benchfleet import inventory, usage_lines
 
 from simwatch.core.cluster import merge_cycle
 from simwatch.core.engine import Engine, EngineConfig
-from simwatch.core.merge import LeafCounts, ShardReport, shard_report
+from simwatch.core.merge import LeafCounts, MergedNoise, ShardReport, shard_report
 from simwatch.core.records import Record, RecordDecoder
 from simwatch.sources.nats import partition_of
 
@@ -170,7 +171,8 @@ def report_json(leaves: int, node: int) -> bytes:
 def merge(runs: int = 5) -> None:
     for leaves in (1_000, 10_000, 100_000):
         payloads = {f"n{k}": report_json(leaves, k) for k in range(3)}
-        parse_s, merge_s = [], []
+        parse_s, merge_s, noise_s = [], [], []
+        noise = MergedNoise()  # the leader's learning of each leaf's noise on the sums
         for _ in range(runs if leaves < 100_000 else 2):
             t0 = time.perf_counter()
             reports = {n: ShardReport.from_json(orjson.loads(p)) for n, p in payloads.items()}
@@ -178,13 +180,20 @@ def merge(runs: int = 5) -> None:
             result = merge_cycle(reports, sorted(payloads), 1_794_960_000.0)
             t2 = time.perf_counter()
             assert result.causes is not None
+            noisy = merge_cycle(
+                reports, sorted(payloads), 1_794_960_000.0, noise=noise, interval_s=60.0
+            )
+            t3 = time.perf_counter()
+            assert noisy.causes is not None
             parse_s.append(t1 - t0)
             merge_s.append(t2 - t1)
+            noise_s.append(t3 - t2)
         size = sum(len(p) for p in payloads.values())
         print(
             f"{leaves:>7} leaves x 3 nodes ({size / 1e6:.1f} MB JSON): parse "
             f"{1000 * statistics.median(parse_s):.0f} ms, merge+localize "
-            f"{1000 * statistics.median(merge_s):.0f} ms"
+            f"{1000 * statistics.median(merge_s):.0f} ms; with the leaves' noise learned "
+            f"on the sums (apply + learn) {1000 * statistics.median(noise_s):.0f} ms"
         )
 
 
