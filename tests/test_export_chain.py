@@ -162,6 +162,8 @@ def test_alertmanager_holds_the_page_of_the_open_incident(stack: Stack) -> None:
     annotations = alert["annotations"]
     assert summary_pattern(incident["dims"]).fullmatch(annotations["summary"]), annotations
     assert {"description", "runbook_url", "dashboard_url", "affected", "total"} <= set(annotations)
+    # the console is on by default: the page links the incident's page there
+    assert annotations["console_url"].endswith(f"/ui/incidents/{incident['id']}")
     assert int(annotations["affected"]) <= int(annotations["total"])
 
 

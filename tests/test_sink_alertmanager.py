@@ -227,7 +227,7 @@ def at_b() -> Scenario:
 def test_payload_of_a_page_and_its_tickets(at_b: Scenario) -> None:
     clock = FakeClock(WALL)
     sink = AlertmanagerSink(
-        am_settings(["http://127.0.0.1:1"]), simwatch_url=SIMWATCH + "/", clock=clock
+        am_settings(["http://127.0.0.1:1"]), simwatch_url=SIMWATCH + "/", console=True, clock=clock
     )
     assert (sink.stats.name, sink.stats.kind) == ("alertmanager", "alertmanager")
     sink.on_cycle(at_b.live_cycle())
@@ -266,6 +266,7 @@ def test_payload_of_a_page_and_its_tickets(at_b: Scenario) -> None:
     assert notes["runbook_url"] == "https://runbook.test/simwatch#incidents"
     assert notes["dashboard_url"].startswith("http://grafana.test:3000/d/")
     assert "var-partner=26203" in notes["dashboard_url"]
+    assert notes["console_url"] == f"{SIMWATCH}/ui/incidents/{page_id}"
 
     covered, alone = alerts[f"ticket:{VIP_IN}"], alerts[f"ticket:{VIP_OUT}"]
     assert covered["labels"] == {
@@ -293,6 +294,7 @@ def test_payload_of_a_page_and_its_tickets(at_b: Scenario) -> None:
         f"SIM {VIP_OUT} of customer gamma: silent beyond its usual rhythm"
     )
     assert f"{SIMWATCH}/api/v1/sims/{VIP_OUT}" in alone["annotations"]["description"]
+    assert alone["annotations"]["console_url"] == f"{SIMWATCH}/ui/sims/{VIP_OUT}"
     assert sink.pending_resolved() == []
     assert sink.stats.buffered == 3  # three firing alerts the replica has not taken
 
@@ -301,9 +303,11 @@ def test_payload_of_a_page_and_its_tickets(at_b: Scenario) -> None:
     )
     no_tickets.on_cycle(at_b.live_cycle())
     assert list(by_name(no_tickets.payload())) == ["page"]
+    # without the console ([console] enabled = false), no link to it
+    assert "console_url" not in by_name(no_tickets.payload())["page"]["annotations"]
 
 
-def test_top_customers_counts_overdue_sims_of_the_group(at_b: Scenario) -> None:
+def test_top_customers_counts_affected_sims_of_the_group(at_b: Scenario) -> None:
     engine = at_b.engine
     evaluation = engine.last_evaluation
     assert evaluation is not None

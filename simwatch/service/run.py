@@ -193,7 +193,13 @@ def build_sinks(settings: Settings) -> list[Sink]:
     cfg = settings.sinks
     sinks: list[Sink] = []
     if cfg.alertmanager is not None:
-        sinks.append(AlertmanagerSink(cfg.alertmanager, simwatch_url=api_url(settings.http)))
+        sinks.append(
+            AlertmanagerSink(
+                cfg.alertmanager,
+                simwatch_url=api_url(settings.http),
+                console=settings.console.enabled,
+            )
+        )
     if cfg.influxdb is not None:
         sinks.append(InfluxSink(cfg.influxdb, token=cfg.influxdb.resolved_token()))
     if cfg.mqtt is not None:

@@ -184,16 +184,19 @@ class AlertmanagerSink:
         settings: AlertmanagerSinkSettings,
         *,
         simwatch_url: str,
+        console: bool = False,
         clock: Callable[[], float] = time.time,
         session: aiohttp.ClientSession | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        """``rng``: the retry jitter (seeded in tests)."""
+        """``console``: the console is served (``/ui/``): each alert links its page there
+        (``console_url``). ``rng``: the retry jitter (seeded in tests)."""
         self.settings = settings
         self.stats = SinkStats(name="alertmanager", kind="alertmanager")
         self.clock = clock
         base = str(settings.external_url) if settings.external_url is not None else simwatch_url
         self.simwatch_url = base.rstrip("/")
+        self.console_url = f"{self.simwatch_url}/ui" if console else None
         self.grafana_url = str(settings.grafana_url).rstrip("/")
         self.runbook_url = str(settings.runbook_url)
         self.static_labels = {label_name(k): v for k, v in settings.labels.items() if v}
@@ -410,6 +413,8 @@ class AlertmanagerSink:
         }
         if evidence:
             notes["evidence"] = evidence
+        if self.console_url is not None:  # the incident's chart, evidence and SIMs
+            notes["console_url"] = f"{self.console_url}/incidents/{quote(incident.id)}"
         return notes
 
     def _ticket_annotations(
@@ -443,12 +448,15 @@ class AlertmanagerSink:
             f"SIM {iccid}{owner} (tagged vip): {reasons}; {last_text}. {seen} {cover} "
             f"Diagnosis: {self.simwatch_url}/api/v1/sims/{iccid}"
         )
-        return {
+        notes = {
             "summary": f"SIM {iccid}{owner}: {reasons}",
             "description": description,
             "runbook_url": self.runbook_url,
             "dashboard_url": self._dashboard(DASHBOARD_SIM, incident.opened_at, {"iccid": iccid}),
         }
+        if self.console_url is not None:  # the SIM's diagnosis and history
+            notes["console_url"] = f"{self.console_url}/sims/{quote(iccid)}"
+        return notes
 
     # ---- delivery --------------------------------------------------------------------------
 
