@@ -29,7 +29,7 @@ from fleet import (
     two_partner_run,
 )
 
-from simwatch.core.cluster import leader_groups, merge_cycle
+from simwatch.core.cluster import leader_groups, leader_merge
 from simwatch.core.evaluate import ChurnPart, EvalParams, churn_parts, churn_stop, churn_stopped
 from simwatch.core.incidents import evidence_text
 from simwatch.core.localize import Cause
@@ -90,16 +90,7 @@ class Twin:
             [replace(r, shard=i, shards=len(NODES)) for i, r in enumerate(reports.values())],
             at=now,
         )
-        leader = self.leader
-        merge = merge_cycle(
-            reports,
-            NODES,
-            now,
-            leader.config.localize,
-            noise=leader.merged_noise,
-            frozen=[i.dims for i in leader.incidents.open.values() if i.kind == "group"],
-            interval_s=leader.config.eval_interval_s,
-        )
+        merge = leader_merge(self.leader, reports, NODES, now)  # as service.cluster
         if merge.causes is not None:
             self.leader.apply_merge(merge.merged, merge.causes)
         entry = orjson.loads(orjson.dumps(self.leader.incidents.export_groups()))

@@ -36,6 +36,7 @@ from simwatch.core.merge import (
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
+    from simwatch.core.engine import Engine
     from simwatch.core.localize import Cause
 
 
@@ -145,6 +146,23 @@ def merge_cycle(
     return LeaderMerge(merged, causes, order)
 
 
+def leader_merge(
+    engine: Engine, reports: Mapping[str, ShardReport], nodes: Sequence[str], at: float
+) -> LeaderMerge:
+    """``merge_cycle`` as a leader's ``engine`` runs it: with its localization
+    parameters, its learning of the leaves' noise on the sums (``Engine.merged_noise``),
+    its open group incidents' leaves frozen, at its evaluation interval."""
+    return merge_cycle(
+        reports,
+        nodes,
+        at,
+        engine.config.localize,
+        noise=engine.merged_noise,
+        frozen=[i.dims for i in engine.incidents.open.values() if i.kind == "group"],
+        interval_s=engine.config.eval_interval_s,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class LeaderGroup:
     """What a node that is not the leader knows of one of the leader's group incidents
@@ -201,6 +219,7 @@ __all__ = [
     "assign",
     "foreign_rows",
     "leader_groups",
+    "leader_merge",
     "merge_cycle",
     "owned_by",
 ]

@@ -52,8 +52,8 @@ from simwatch.core.cluster import (
     assign,
     foreign_rows,
     leader_groups,
+    leader_merge,
     members,
-    merge_cycle,
     owned_by,
 )
 from simwatch.core.merge import ShardReport, shard_report
@@ -460,16 +460,7 @@ class ClusterNode:
                 break
             await asyncio.sleep(min(0.1, self._interval / 20))
         started_merge = time.perf_counter()
-        engine = self.daemon.engine
-        result = merge_cycle(
-            reports,
-            nodes,
-            at,
-            engine.config.localize,
-            noise=engine.merged_noise,
-            frozen=[i.dims for i in engine.incidents.open.values() if i.kind == "group"],
-            interval_s=self._interval,
-        )
+        result = leader_merge(self.daemon.engine, reports, nodes, at)
         if not self.stats.leader:
             return
         self.stats.last_merge_s = time.perf_counter() - started_merge
