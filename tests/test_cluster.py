@@ -7,7 +7,8 @@ Documented behaviour (docs/scaling.md, "The cluster"; simwatch/service/cluster.p
    share the partitions (every partition read by exactly one node), the leader merges
    their per-leaf counts and pages the outage once: the group and affected count of a
    single node's replay of the same records.
-   Any node answers ``/api/v1/sims/{iccid}`` for any SIM (the owner's view).
+   Any node answers ``/api/v1/sims/{iccid}`` for any SIM (the owner's view); a SIM
+   of the outage names the leader's incident whichever node reads it.
 2. ``kill -9`` of the leader: another node leads within two cycles (plus the lease),
    the open incident keeps its id, Alertmanager notifies nothing new.
 3. ``kill -9`` of a shard: its partitions move to the survivors, which rebuild its SIMs
@@ -217,6 +218,17 @@ async def test_three_shards_one_leader_fail_over(tmp_path: Path) -> None:
                 for iccid in FLEET[::50]:
                     check = functools.partial(answered_everywhere, iccid)
                     await until(check, 20, f"{iccid} answered by every node")
+
+                # a SIM of the outage names the leader's incident whichever node reads it
+                # (its view, as its diagnosis and its ticket's group_incident label: the
+                # followers hold no group incident of their own)
+                outage = [i for k, i in enumerate(FLEET) if partner(k) == ("204", "04")][:12]
+
+                def named_by_its_owner() -> bool:
+                    views = [get(ports[leader], f"/api/v1/sims/{iccid}") for iccid in outage]
+                    return all(v and (v.get("incident") or {}).get("id") == incident for v in views)
+
+                await until(named_by_its_owner, 20, "the outage's SIMs name the incident")
 
                 # every record read: the merged affected count is the single node's (its
                 # incident follows the merged counts each cycle, one step behind)
