@@ -139,10 +139,7 @@ def merge_cycle(
         merged = replace(merged, table=noise.apply(merged.table))
     causes = merged_causes(merged, params if params is not None else LocalizeParams())
     if noise is not None:
-        still = np.zeros(len(merged.table.total), bool)
-        for dims in frozen:
-            still |= merged.leaves_of(dims)
-        noise.learn(at, interval_s, merged.table, still)
+        noise.learn(at, interval_s, merged.table, frozen)
     return LeaderMerge(merged, causes, order)
 
 
@@ -198,10 +195,12 @@ def leader_groups(data: object) -> tuple[LeaderGroup, ...]:
             if not isinstance(dims, dict):
                 continue
             number = isinstance(onset, int | float) and not isinstance(onset, bool)
-            try:
-                incident: Incident | None = incident_from_state(state)
-            except ValueError:
-                incident = None
+            incident: Incident | None = None
+            if name == "open":  # what a SIM's view and ticket name (resolved: not read)
+                try:
+                    incident = incident_from_state(state)
+                except ValueError:
+                    incident = None
             out.append(
                 LeaderGroup(
                     dims={str(k): str(v) for k, v in dims.items()},

@@ -895,19 +895,25 @@ class MergedNoise:
         return replace(table, dispersion=dispersion, peak=peak)
 
     def learn(
-        self, now: float, interval_s: float, table: LeafTable, frozen: np.ndarray | None = None
+        self,
+        now: float,
+        interval_s: float,
+        table: LeafTable,
+        frozen: Iterable[Mapping[str, str]] = (),
     ) -> None:
-        """Learn one merged cycle (a complete one: a sum missing a shard is no level);
-        ``frozen`` (bool per leaf of ``table``): leaves inside an open group incident."""
+        """Learn one merged cycle (a complete one: a sum missing a shard is no level),
+        except the leaves of the groups ``frozen`` (the open group incidents' dims)."""
         rows = self._rows(table)
         n = len(self.index)
         affected, total, expected = np.zeros(n), np.zeros(n), np.zeros(n)
         affected[rows] = table.affected
         total[rows] = table.total
         expected[rows] = table.expected
+        inside = np.zeros(len(rows), bool)
+        for dims in frozen:
+            inside |= table.leaves_of(dims)
         still = np.zeros(n, bool)
-        if frozen is not None:
-            still[rows] = frozen
+        still[rows] = inside
         self.baseline.update(
             now, interval_s, affected=affected, total=total, expected=expected, frozen=still
         )
@@ -991,9 +997,7 @@ class Merger:
         merged = replace(merged, table=self.noise.apply(merged.table))
         causes = merged_causes(merged, self.localize_params)
         if merged.complete:
-            frozen = np.zeros(len(merged.table.total), bool)
-            for incident in self.incidents.open.values():
-                frozen |= merged.leaves_of(incident.dims)
+            frozen = [i.dims for i in self.incidents.open.values()]
             self.noise.learn(merged.evaluated_at, self.interval_s, merged.table, frozen)
 
         def rest(parent: Mapping[str, str], children: Sequence[Mapping[str, str]]) -> Rest:
