@@ -19,6 +19,7 @@ from simwatch.core.evaluate import EVIDENCE_NAMES, Evidence, back_on_network, ev
 from simwatch.core.incidents import evidence_text
 from simwatch.core.localize import Cause, LeafTable, LocalizeParams, localize
 from simwatch.core.state import FleetState
+from simwatch.core.timeutil import format_rfc3339
 from simwatch.http.views import sim_view
 from simwatch.shell.settings import AlertmanagerSinkSettings
 from simwatch.shell.sink_contract import Cycle
@@ -235,6 +236,31 @@ def test_devices_leaving_a_partner_page_that_partner_never_the_one_they_join() -
                 feed.usage(sim, end + 60.0 * m, mnc="03")
         engine.evaluate(end + 60.0 * m)
         assert {"partner": "26203"} not in group_incidents(engine)
+
+
+def test_a_usage_window_does_not_move_back_a_sim_that_moved_within_it() -> None:
+    """A windowed usage record says the SIM sent data somewhere in ``[start, end]``
+    (FORMATS.md), on the network it was on then; a location update and a session inside
+    the window are the later word. The window's record delivered after the move must not
+    move the SIM back (a false "left 26203") and then forward again (a false "left
+    26202"): on a windowed fleet that was a page on a partner nothing happened to."""
+    engine, feed, end = learned_fleet()
+    sim = FAILING[0]
+    row = engine.state.row(sim)
+    feed.event(sim, end + 300.0, "location_update", mcc="262", mnc="03")
+    feed.session(sim, end + 310.0, "started", apn="meters.acme", mcc="262", mnc="03")
+    moved_at = int(engine.state.cols.moved_at[row])
+    # the window [end, end + 15 min], sent from 26202 before the move, arrives after it
+    feed.usage(sim, end + 900.0, start=format_rfc3339(end), mnc="02")
+    assert engine.sim_dims(row)["partner"] == "26203"
+    assert int(engine.state.cols.moved_at[row]) == moved_at
+    # the next window, on 26203: no move either
+    feed.usage(sim, end + 1800.0, start=format_rfc3339(end + 900.0), mnc="03")
+    assert engine.sim_dims(row)["partner"] == "26203"
+    assert int(engine.state.cols.moved_at[row]) == moved_at
+    # a window that starts after the session is the later word: the SIM moved on
+    feed.usage(sim, end + 2700.0, start=format_rfc3339(end + 1800.0), mnc="01")
+    assert engine.sim_dims(row)["partner"] == "26201"
 
 
 def test_sessions_re_opened_without_data_are_churn_evidence() -> None:

@@ -61,7 +61,7 @@ def records(
         return Record(
             "usage",
             ts=ts,
-            start=ts - 900,
+            start=draw(st.sampled_from([ts - 900, ts - 3600, ts - 0.5, None])),
             bytes_up=draw(st.integers(0, 3)) * 500,
             bytes_down=draw(st.integers(0, 1)) * 100,
             **common,

@@ -841,7 +841,11 @@ def _left_dark_partner(state: FleetState, now: float, params: EvalParams) -> np.
         return np.zeros(0, np.int64)
     left = state.leaf_codes()[prev, state.dims.index("partner")]
     partner = c.partner[:n]
-    heard = np.bincount(partner[c.attrs_at[:n] > since], minlength=len(state.partners.values) + 1)
+    # heard: attributes seen, or data received (a usage window's attributes are seen at
+    # its start, an hour before it arrives)
+    last = state.rhythm.last_data[:n] - EPOCH_BASE
+    recent = (c.attrs_at[:n] > since) | (last > since)
+    heard = np.bincount(partner[recent], minlength=len(state.partners.values) + 1)
     alive = heard > 0
     out: np.ndarray = rows[~alive[left]]
     return out

@@ -49,7 +49,7 @@ _EVENT_NONE, _EVENT_AUTH, _EVENT_PDP, _EVENT_CLOSE = 0, 1, 2, 3
 SMALL_BATCH = 128  # crossover ~96 records on bench_api's live feed (docs/performance.md)
 MIN_ROUND = 32
 # the codes (Ingestor._vectorizable) each part of Ingestor._apply_vector reads
-_ATTRIBUTE_CODES = ("apn", "partner", "country", "rat", "t", "seen", "leaf")
+_ATTRIBUTE_CODES = ("apn", "partner", "country", "rat", "t", "at", "seen", "leaf")
 _SESSION_CODES = ("t", "status", "cause")
 _EVENT_CODES = ("t", "event", "cause", "reject_apn")
 _ABSENT = -2  # vectorized apply: the record has no such attribute
@@ -161,7 +161,9 @@ class Ingestor:
         status_all, end_cause_all = column(cols.status), column(cols.end_cause)
         event_all, cause_all = column(cols.event_type), column(cols.cause)
         extra = self._kind_codes(kinds, status_all, end_cause_all, event_all, cause_all, apn_all)
-        static = self._static_codes(ts_all, apn_all, mcc_all, mnc_all, rat_all, op_all, extra)
+        static = self._static_codes(
+            ts_all, start_all, apn_all, mcc_all, mnc_all, rat_all, op_all, extra
+        )
         done = np.zeros(fresh.size, np.bool_)
         alive = static["ok"]
         if alive.any():
@@ -251,6 +253,7 @@ class Ingestor:
     def _static_codes(  # noqa: PLR0917 - the batch's columns, positional
         self,
         ts: np.ndarray,
+        start: np.ndarray,
         apn: list[str | None],
         mcc: list[str | None],
         mnc: list[str | None],
@@ -263,7 +266,8 @@ class Ingestor:
         new to register: every APN, partner, RAT and country it names exists; for
         sessions and events every cause and reject APN, ``_kind_codes``), the codes
         ``apn``, ``partner``, ``country``, ``rat`` (ABSENT: not in the record),
-        ``has_attr`` and ``t`` (relative time), and the kind's own (``_kind_codes``)."""
+        ``has_attr``, ``t`` (relative time), ``at`` (when the attributes were seen: a usage
+        window's start, else the record's time) and the kind's own (``_kind_codes``)."""
         state = self.state
         ok = extra["eligible"] & (ts == np.floor(ts))
         if operator.count(None) != len(operator):
@@ -276,6 +280,10 @@ class Ingestor:
         unknown |= country_c == _UNKNOWN
         ok &= ~(has_attr & unknown)
         t = np.where(ok, ts, 0.0).astype(np.int64) - EPOCH_BASE
+        windowed = ok & ~np.isnan(start)
+        at = t.copy()
+        opened = np.floor(start[windowed]).astype(np.int64) - EPOCH_BASE
+        at[windowed] = np.minimum(opened, t[windowed])
         return {
             **extra,
             "ok": ok,
@@ -285,6 +293,7 @@ class Ingestor:
             "rat": rat_c,
             "has_attr": has_attr,
             "t": t,
+            "at": at,
         }
 
     def _vectorizable(
@@ -306,8 +315,9 @@ class Ingestor:
         partner_c, country_c = static["partner"][pos], static["country"][pos]
         has_attr = static["has_attr"][pos]
         t = static["t"][pos]
+        attr_t = static["at"][pos]
         seen = cols.attrs_at[r]
-        applies = has_attr & (t >= seen)
+        applies = has_attr & (attr_t >= seen)
         keep = np.ones(pos.size, np.bool_)
         # the leaf each record leads to must exist already
         dims = state.dims
@@ -342,6 +352,7 @@ class Ingestor:
             "country": country_c[sel],
             "rat": rat_c[sel],
             "t": t[sel],
+            "at": attr_t[sel],
             "seen": seen[sel],
             "applies": applies[sel],
             "bare": bare[sel],
@@ -548,7 +559,7 @@ class Ingestor:
         cols = state.cols
         t = codes["t"]
         changed = codes["seen"] == NEVER
-        cols.attrs_at[r] = t
+        cols.attrs_at[r] = codes["at"]
         apn = codes["apn"]
         differs = (apn >= 0) & (apn != cols.apn[r])
         cols.apn[r[differs]] = apn[differs]
@@ -624,7 +635,8 @@ class Ingestor:
         state = self.state
         t = int(ts) - EPOCH_BASE
         if mcc is not None or apn is not None or rat is not None:
-            self._attributes(row, t, apn, mcc, mnc, rat, operator)
+            at = t if start is None else min(t, math.floor(start) - EPOCH_BASE)
+            self._attributes(row, t, at, apn, mcc, mnc, rat, operator)
         elif state.mv["attrs_at"][row] == NEVER and state.cols.leaf[row] < 0:
             # no network attributes yet (usage-only feeds: KORE, Cisco): grouped by its
             # inventory values (customer, plan...), the record dimensions unknown
@@ -681,20 +693,25 @@ class Ingestor:
         self,
         row: int,
         t: int,
+        at: int,
         apn: str | None,
         mcc: str | None,
         mnc: str | None,
         rat: str | None,
         operator: str | None,
     ) -> None:
+        """A record's attributes, seen at ``at``, the record's time ``t``. A usage window's
+        attributes hold somewhere in the window, so they are seen at its start: a session
+        or event inside the window is the later word (a device that moved within an
+        hour's window is not moved back by that window's record)."""
         state = self.state
         mv = state.mv
         attrs_at = mv["attrs_at"]
         seen_at = attrs_at[row]
-        if t < seen_at:
+        if at < seen_at:
             return  # a late record: newer attributes are already known
         changed = seen_at == NEVER
-        attrs_at[row] = t
+        attrs_at[row] = at
         moved = False
         if apn is not None:
             code = state.apns.code(apn)

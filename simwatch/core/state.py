@@ -112,7 +112,9 @@ class Columns:
     partner: np.ndarray
     country: np.ndarray
     rat: np.ndarray
-    attrs_at: np.ndarray  # event time of the attributes above (late records don't override)
+    # when the attributes above were seen (late records don't override): a record's time,
+    # a usage window's start (the window's attributes hold somewhere within it)
+    attrs_at: np.ndarray
     session_open: np.ndarray
     session_start: np.ndarray
     session_bytes: np.ndarray  # running total of the open session
