@@ -3,12 +3,15 @@
 Documented behaviour (docs/scaling.md, "The cluster"; simwatch/service/cluster.py):
 
 1. A fleet's records (400 SIMs on four partners, every 15 minutes for 8 hours, partner
-   20404 silent for the last 75 minutes) are published across 4 partitions. Three nodes
-   share the partitions (every partition read by exactly one node), the leader merges
-   their per-leaf counts and pages the outage once: the group and affected count of a
-   single node's replay of the same records.
+   20404 silent for the last 105 minutes: its SIMs silent, not only late) are published
+   across 4 partitions. Three nodes share the partitions (every partition read by
+   exactly one node), the leader merges their per-leaf counts and pages the outage
+   once: the group and affected count of a single node's replay of the same records.
    Any node answers ``/api/v1/sims/{iccid}`` for any SIM (the owner's view); a SIM
-   of the outage names the leader's incident whichever node reads it.
+   of the outage names the leader's incident whichever node reads it, and the tickets
+   of its ``vip`` SIMs, sent by the nodes that read them, carry the page's
+   ``group_incident``: Alertmanager's inhibit rule (deploy/alertmanager) mutes every
+   one, those of the nodes that are not the leader too.
 2. ``kill -9`` of the leader: another node leads within two cycles (plus the lease),
    the open incident keeps its id, Alertmanager notifies nothing new.
 3. ``kill -9`` of a shard: its partitions move to the survivors, which rebuild its SIMs
@@ -23,10 +26,12 @@ import functools
 import os
 import signal
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
+import yaml
 from mosquitto import free_port
 from nats_feed import Publisher, sims
 from nats_server import NatsServer
@@ -36,10 +41,12 @@ from test_kill9 import am_config, webhook
 from simwatch.core.engine import Engine, EngineConfig
 from simwatch.core.operators import OperatorTable
 from simwatch.shell.replay import replay_lines
+from simwatch.sources.nats import partition_of
 
 if TYPE_CHECKING:
     import subprocess
-    from pathlib import Path
+
+    from test_kill9 import Webhook
 
 pytestmark = [
     pytest.mark.real_server,
@@ -56,6 +63,9 @@ FLEET = sims(400)
 PARTNERS = [("262", "01"), ("262", "02"), ("204", "08"), ("204", "04")]
 SILENT = "20404"
 NODES = ("n1", "n2", "n3")
+DEPLOYED_AM = Path(__file__).parent.parent / "deploy" / "alertmanager" / "alertmanager.yml"
+OUTAGE = [i for k, i in enumerate(FLEET) if PARTNERS[k % 4] == ("204", "04")]
+VIP = OUTAGE[:24]  # tagged vip: a ticket each, from the node that reads it
 
 
 def partner(k: int) -> tuple[str, str]:
@@ -68,12 +78,28 @@ def history(pub: Publisher, now: float) -> list[tuple[str, bytes]]:
     while t < now - 60:
         for k, iccid in enumerate(FLEET):
             end = t + (k % 600)
-            silent = partner(k) == ("204", "04") and end > now - 4500
+            silent = partner(k) == ("204", "04") and end > now - 6300
             if end < now - 30 and not silent:
                 mcc, mnc = partner(k)
                 lines.append((iccid, pub.record(iccid, end, mcc=mcc, mnc=mnc)))
         t += 900.0
     return lines
+
+
+def write_inventory(tmp: Path) -> Path:
+    path = tmp / "inventory.csv"
+    rows = [f"{i},{'vip' if i in VIP else ''}" for i in FLEET]
+    path.write_text("iccid,tags\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def inhibiting_am_config(hook: Webhook) -> str:
+    """``am_config`` with deploy/alertmanager's inhibit rule: a page mutes the tickets
+    of its group (``equal: [group_incident]``)."""
+    config = yaml.safe_load(am_config(hook))
+    deployed = yaml.safe_load(DEPLOYED_AM.read_text(encoding="utf-8"))
+    config["inhibit_rules"] = deployed["inhibit_rules"]
+    return str(yaml.safe_dump(config))
 
 
 def write_config(tmp: Path, node: str, url: str, am: str, port: int) -> Path:
@@ -85,6 +111,7 @@ event_loop = "asyncio"
 [checkpoint]
 interval_s = 2.0
 [engine]
+inventory_file = "{tmp / "inventory.csv"}"
 eval_interval_s = {INTERVAL}
 warmup_s = {WARMUP}
 dead_letter_file = "{tmp / node / "dl.ndjson"}"
@@ -132,6 +159,14 @@ def metrics(port: int) -> dict[str, float]:
     return out
 
 
+def tickets(am: Alertmanager) -> list[dict[str, Any]]:
+    """The ticket alerts Alertmanager holds now (muted ones too; resolved ones are gone)."""
+    status, body = http_get(f"{am.url}/api/v2/alerts?active=true", timeout=2.0)
+    assert status == 200
+    alerts: list[dict[str, Any]] = orjson.loads(body)
+    return [a for a in alerts if a["labels"].get("alertname") == "SimwatchSimSilent"]
+
+
 def group_incidents(port: int) -> list[dict[str, Any]]:
     doc = get(port, "/api/v1/incidents?state=open")
     items = doc["incidents"] if doc else []
@@ -164,7 +199,8 @@ async def test_three_shards_one_leader_fail_over(tmp_path: Path) -> None:
     now = time.time()
     with NatsServer(tmp_path / "nats") as server:
         async with webhook() as hook, Publisher(server.client_url, PARTITIONS) as pub:
-            am = Alertmanager(tmp_path / "am", config=am_config(hook))
+            am = Alertmanager(tmp_path / "am", config=inhibiting_am_config(hook))
+            write_inventory(tmp_path)
             await asyncio.to_thread(am.start)
             try:
                 lines = history(pub, now)
@@ -229,6 +265,21 @@ async def test_three_shards_one_leader_fail_over(tmp_path: Path) -> None:
                     return all(v and (v.get("incident") or {}).get("id") == incident for v in views)
 
                 await until(named_by_its_owner, 20, "the outage's SIMs name the incident")
+
+                # their tickets, each from the node that reads it (the vip SIMs span every
+                # partition: some are read by the nodes that are not the leader), carry the
+                # page's group_incident, and Alertmanager mutes every one of them
+                assert {partition_of(i, PARTITIONS) for i in VIP} == set(range(PARTITIONS))
+
+                def muted() -> bool:
+                    held = [t for t in tickets(am) if t["labels"].get("iccid") in VIP]
+                    return sorted(t["labels"]["iccid"] for t in held) == sorted(VIP) and all(
+                        t["labels"].get("group_incident") == incident
+                        and t["status"]["state"] == "suppressed"
+                        for t in held
+                    )
+
+                await until(muted, 30, "every vip ticket muted by the page", logs[others[0]])
 
                 # every record read: the merged affected count is the single node's (its
                 # incident follows the merged counts each cycle, one step behind)
