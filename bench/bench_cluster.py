@@ -13,8 +13,9 @@ Run:
       1k to 100k leaves per node; then the same merge with the leaves' noise learned
       on the sums (``MergedNoise``), the version without it as the baseline.
   ``python bench/bench_cluster.py node [SIMS ...]`` (10000 100000): one node's cycle,
-      ``shard_report`` and its JSON size on a real engine, the leader's parse and merge
-      of three such reports.
+      ``shard_report`` and its JSON size on a real engine (the cycle's ``groups_heard``,
+      what it heard of each group, timed alone), the leader's parse and merge of three
+      such reports.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from benchfleet import inventory, usage_lines
 
 from simwatch.core.cluster import merge_cycle
 from simwatch.core.engine import Engine, EngineConfig
+from simwatch.core.evaluate import groups_heard
 from simwatch.core.merge import LeafCounts, MergedNoise, ShardReport, shard_report
 from simwatch.core.records import Record, RecordDecoder
 from simwatch.sources.nats import partition_of
@@ -213,7 +215,7 @@ def node_report(sims: int, runs: int = 5) -> None:
             if isinstance(rec, Record):
                 engine.ingest_record(rec)
     now = t0 + 8 * 900.0 + 1800
-    cycle_s, report_s, payload, leaves = [], [], b"", 0
+    cycle_s, report_s, heard_s, payload, leaves = [], [], [], b"", 0
     for c in range(runs):
         started = time.perf_counter()
         engine.evaluate(now + c * 60)
@@ -224,6 +226,10 @@ def node_report(sims: int, runs: int = 5) -> None:
         payload = orjson.dumps(report.to_json())
         leaves = len(report.leaves)
         report_s.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        groups_heard(engine.state)
+        heard_s.append(time.perf_counter() - started)
+    heard = len(orjson.dumps(orjson.loads(payload)["heard"]))
     parse_s, merge_s = [], []
     for _ in range(runs):
         started = time.perf_counter()
@@ -234,9 +240,11 @@ def node_report(sims: int, runs: int = 5) -> None:
         merge_s.append(time.perf_counter() - parsed)
     print(
         f"{sims:>9,} SIMs, {leaves} leaves: cycle "
-        f"{1000 * statistics.median(cycle_s):.1f} ms, shard_report + JSON "
+        f"{1000 * statistics.median(cycle_s):.1f} ms (of which what it heard of each group "
+        f"{1000 * statistics.median(heard_s):.1f} ms), shard_report + JSON "
         f"{1000 * statistics.median(report_s):.1f} ms, {len(payload) / 1000:.1f} kB "
-        f"({len(payload) / max(leaves, 1):.0f} B per leaf); leader, 3 such "
+        f"({len(payload) / max(leaves, 1):.0f} B per leaf, {heard / 1000:.1f} kB of it what it "
+        f"heard of each group); leader, 3 such "
         f"reports: parse {1000 * statistics.median(parse_s):.1f} ms, merge+localize "
         f"{1000 * statistics.median(merge_s):.1f} ms"
     )

@@ -17,7 +17,7 @@ from simwatch.core.records import Record, RecordDecoder
 from simwatch.core.timeutil import format_rfc3339
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Sequence
 
 T0: Final = 1_794_960_000.0  # 2026-11-18T00:00:00Z, a UTC midnight: the tests' fleet starts
 DAY: Final = 86_400.0
@@ -183,3 +183,34 @@ def two_partner_run(
                 nxt[k] += two_partner_period(k)
         results.append(target.evaluate(t))
     return results
+
+
+def daily_sessions(feed: Feed, sims: Sequence[str], days: int = 6) -> float:
+    """Session-level history: SIMs ``0..39`` of ``sims`` in DE (26202), the rest in FR
+    (20801), a session a day each (a usage record at its close, a scheduled reset) at
+    hours spread over the day, for ``days`` days; returns the last session's start."""
+    rng = np.random.default_rng(5)
+    plan = []
+    for k, sim in enumerate(sims):
+        mcc, net = ("262", "02") if k < 40 else ("208", "01")
+        first = T0 + rng.uniform(0, DAY)
+        plan += [(first + d * DAY, sim, mcc, net, d) for d in range(days)]
+    for ts, sim, mcc, net, d in sorted(plan):
+        if d:
+            feed.send(
+                {
+                    "kind": "usage",
+                    "iccid": sim,
+                    "start": format_rfc3339(ts - DAY + 5),
+                    "end": format_rfc3339(ts),
+                    "bytes_up": 40_000,
+                    "bytes_down": 9_000,
+                    "apn": "meters.acme",
+                    "mcc": mcc,
+                    "mnc": net,
+                },
+                ts,
+            )
+            feed.session(sim, ts, "ended", end_cause="scheduled_reset")
+        feed.session(sim, ts + 5, "started", apn="meters.acme", mcc=mcc, mnc=net)
+    return float(max(p[0] for p in plan))

@@ -11,7 +11,9 @@ from fleet import DAY, ICCIDS, T0, new_engine
 
 from simwatch.core.cluster import (
     assign,
+    fleet_heard,
     foreign_rows,
+    leader_entry,
     leader_groups,
     members,
     merge_cycle,
@@ -167,3 +169,20 @@ def test_other_nodes_read_the_leaders_group_incidents_leniently() -> None:
     assert leader_groups(None) == ()
     assert leader_groups({"open": "x"}) == ()
     assert leader_groups({"open": [[[], {"kind": "group", "dims": "x"}]]}) == ()
+
+
+def test_other_nodes_read_what_the_fleet_heard_while_the_leader_merges() -> None:
+    engine = new_engine()
+    engine.heard_elsewhere = {"country": {"FR": (0.002, 1000.0)}}
+    entry = orjson.loads(orjson.dumps(leader_entry(engine, 5000.0)))
+    assert fleet_heard(entry, 5600.0, 1800.0) == {"country": {"FR": (0.002, 1000.0)}}
+    # the leader stopped merging (no entry for three intervals): each node alone again
+    assert fleet_heard(entry, 7000.0, 1800.0) is None
+    # a merge without every node's report, an older leader's entry, junk: none
+    engine.heard_elsewhere = None
+    assert fleet_heard(orjson.loads(orjson.dumps(leader_entry(engine, 5000.0))), 5000.0, 60) is None
+    assert fleet_heard(engine.incidents.export_groups(), 5000.0, 60.0) is None
+    assert fleet_heard({"heard": {"country": "x"}, "heard_at": 5000.0}, 5000.0, 60.0) is None
+    assert fleet_heard({"heard": {}, "heard_at": True}, 5000.0, 60.0) is None
+    # the entry is still the leader's group incidents for the new leader to carry on
+    assert leader_groups(entry) == ()

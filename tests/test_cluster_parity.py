@@ -22,6 +22,7 @@ from fleet import (
     DAY,
     T0,
     Feed,
+    daily_sessions,
     iccid,
     inventory_row,
     new_engine,
@@ -29,8 +30,15 @@ from fleet import (
     two_partner_run,
 )
 
-from simwatch.core.cluster import leader_groups, leader_merge
-from simwatch.core.evaluate import ChurnPart, EvalParams, churn_parts, churn_stop, churn_stopped
+from simwatch.core.cluster import fleet_heard, leader_entry, leader_groups, leader_merge
+from simwatch.core.evaluate import (
+    ChurnPart,
+    EvalParams,
+    Evidence,
+    churn_parts,
+    churn_stop,
+    churn_stopped,
+)
 from simwatch.core.incidents import evidence_text
 from simwatch.core.localize import Cause
 from simwatch.core.merge import (
@@ -91,11 +99,14 @@ class Twin:
             at=now,
         )
         merge = leader_merge(self.leader, reports, NODES, now)  # as service.cluster
+        self.leader.heard_elsewhere = merge.merged.heard
         if merge.causes is not None:
             self.leader.apply_merge(merge.merged, merge.causes)
-        entry = orjson.loads(orjson.dumps(self.leader.incidents.export_groups()))
+        entry = orjson.loads(orjson.dumps(leader_entry(self.leader, now)))
+        interval = self.leader.config.eval_interval_s
         for engine in self.nodes[1:]:
             engine.leader_groups = leader_groups(entry)
+            engine.heard_elsewhere = fleet_heard(entry, now, 3 * interval)
         return ref, results[0]
 
 
@@ -398,3 +409,56 @@ def test_the_churn_stop_of_every_nodes_churners_summed_is_one_nodes(
         assert (np.isnan(one) and np.isnan(merged)) or one == merged, quiet
         decided += not np.isnan(one)
     assert 0 < decided < 240  # both answers occur
+
+
+# ---- a session-level country goes dark: judged on the fleet's record rate ----------
+
+
+def dark_of(engine: Engine, sims: Sequence[str]) -> list[bool]:
+    """Of ``sims`` the engine holds and counts, whether each shows ``dark`` evidence."""
+    evaluation = engine.last_evaluation
+    assert evaluation is not None
+    rows = [engine.state.row(s) for s in sims]
+    return [
+        bool(evaluation.evidence[r] & Evidence.DARK)
+        for r in rows
+        if r >= 0 and evaluation.counted[r]
+    ]
+
+
+def test_a_session_level_country_goes_dark_in_a_cluster_when_it_does_on_one_node() -> None:
+    # 40 session-level SIMs in DE and 40 in FR, a session a day each; then FR sends
+    # nothing (its sessions stay open: nothing closes them when the network goes away)
+    # while DE keeps its resets. One node holding them all finds FR dark once no FR
+    # record came for 6 times its SIMs' summed record rate; a node holding half of them
+    # judged its half on its own rate, half of the fleet's, and took twice as long
+    sims = [iccid(k) for k in range(80)]
+    twin = Twin(sims, warmup_s=DAY, eval_interval_s=600.0)
+    feed = TwinFeed(twin)
+    last = daily_sessions(feed, sims)
+    de, fr = sims[:40], sims[40:]
+    engines = [twin.ref, *twin.nodes]
+    first_dark: list[float | None] = [None] * len(engines)
+    start = last + 60.0
+    de_next = start
+    for step in range(1, 16 * 6 + 1):
+        now = start + 600.0 * step
+        while de_next <= now:  # DE: a reset every 40 min somewhere
+            k = int((de_next - start) // 2400) % 40
+            feed.session(iccid(k), de_next, "started", apn="meters.acme", mcc="262", mnc="02")
+            de_next += 2400.0
+        twin.evaluate(now)
+        for i, engine in enumerate(engines):
+            dark_fr = dark_of(engine, fr)
+            assert not any(dark_of(engine, de))  # DE is never dark
+            if first_dark[i] is None and dark_fr and all(dark_fr):
+                first_dark[i] = now - last
+    ref, *nodes = first_dark
+    print(f"FR dark after {first_dark} s of silence (one node, then the cluster's nodes)")
+    assert ref is not None
+    assert 4 * HOUR <= ref <= 10 * HOUR, ref
+    # every node finds its FR SIMs dark a cycle after one node does at most (the leader
+    # shares what the fleet heard after its merge, the others read it for their next)
+    for node in nodes:
+        assert node is not None
+        assert ref <= node <= ref + 2 * 600.0, (ref, nodes)

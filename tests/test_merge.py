@@ -20,6 +20,7 @@ from simwatch.core.evaluate import ChurnPart
 from simwatch.core.incidents import IncidentParams
 from simwatch.core.localize import localize
 from simwatch.core.merge import (
+    CARRIES_HEARD,
     LeafCounts,
     MergedNoise,
     Merger,
@@ -132,6 +133,56 @@ def test_bad_report_json_names_the_field(
 ) -> None:
     data = fleet_part(1).to_json()
     data.update(change)
+    with pytest.raises(error, match=message):
+        ShardReport.from_json(data)
+
+
+HEARD = {
+    "country": {"DE": (0.004, AT - 600.0), "FR": (0.002, -float("inf"))},
+    "partner": {"26201": (0.001, AT - 60.0)},
+}
+
+
+def test_what_a_shard_heard_of_each_group_round_trips_and_merges() -> None:
+    # per group: the shard's session-level record rate and when it last heard of it
+    # (never: null on the wire); merged: rates summed, the latest time
+    first = replace(fleet_part(0, shards=2), heard=HEARD, carries=(CARRIES_HEARD,))
+    wire = orjson.loads(orjson.dumps(first.to_json()))
+    assert wire["heard"]["country"]["FR"] == [0.002, None]
+    assert ShardReport.from_json(wire) == first
+    other = {"country": {"FR": (0.003, AT - 1200.0)}, "apn": {"meters.acme": (0.0, AT)}}
+    second = replace(fleet_part(1, shards=2), heard=other, carries=(CARRIES_HEARD,))
+    merged = merge_reports([first, second], 2, at=AT)
+    assert merged.heard == {
+        "country": {"DE": (0.004, AT - 600.0), "FR": (0.005, AT - 1200.0)},
+        "partner": {"26201": (0.001, AT - 60.0)},
+        "apn": {"meters.acme": (0.0, AT)},
+    }
+    # a shard missing, stale, or of a version without it: no fleet figure at all (each
+    # node then judges its groups' darkness on its own SIMs)
+    assert merge_reports([first], 2, at=AT).heard is None
+    assert merge_reports([first, replace(second, evaluated_at=AT - 60)], 2, at=AT).heard is None
+    assert merge_reports([first, replace(second, carries=())], 2, at=AT).heard is None
+    # a shard in its warm-up still says what it heard
+    warming = replace(second, warmed_up=False)
+    assert merge_reports([first, warming], 2, at=AT).heard == merged.heard
+
+
+@pytest.mark.parametrize(
+    ("heard", "error", "message"),
+    [
+        ([], TypeError, "heard: expected an object"),
+        ({"country": []}, TypeError, "heard.country: expected an object"),
+        ({"country": {"DE": [1.0]}}, TypeError, r"heard.country.DE: expected \[rate, last heard\]"),
+        ({"country": {"DE": ["x", 1.0]}}, TypeError, "heard.country.DE: expected a number"),
+        ({"country": {"DE": [-1.0, 1.0]}}, ValueError, "heard.country.DE: rate must be >= 0"),
+    ],
+)
+def test_bad_heard_json_names_the_group(
+    heard: object, error: type[Exception], message: str
+) -> None:
+    data = fleet_part(1).to_json()
+    data["heard"] = heard
     with pytest.raises(error, match=message):
         ShardReport.from_json(data)
 

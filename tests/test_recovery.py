@@ -23,6 +23,7 @@ from fleet import (
     DAY,
     T0,
     Feed,
+    daily_sessions,
     iccid,
     new_engine,
     two_partner_history,
@@ -274,31 +275,7 @@ def _session_fleet() -> tuple[Engine, Feed, float]:
     sims = [iccid(k) for k in range(80)]
     engine = new_engine(sims, warmup_s=DAY)
     feed = Feed(engine)
-    rng = np.random.default_rng(5)
-    plan = []
-    for k, sim in enumerate(sims):
-        mcc, net = ("262", "02") if k < 40 else ("208", "01")
-        first = T0 + rng.uniform(0, DAY)
-        plan += [(first + d * DAY, sim, mcc, net, d) for d in range(6)]
-    for ts, sim, mcc, net, d in sorted(plan):
-        if d:
-            feed.send(
-                {
-                    "kind": "usage",
-                    "iccid": sim,
-                    "start": format_rfc3339(ts - DAY + 5),
-                    "end": format_rfc3339(ts),
-                    "bytes_up": 40_000,
-                    "bytes_down": 9_000,
-                    "apn": "meters.acme",
-                    "mcc": mcc,
-                    "mnc": net,
-                },
-                ts,
-            )
-            feed.session(sim, ts, "ended", end_cause="scheduled_reset")
-        feed.session(sim, ts + 5, "started", apn="meters.acme", mcc=mcc, mnc=net)
-    return engine, feed, max(p[0] for p in plan)
+    return engine, feed, daily_sessions(feed, sims)
 
 
 def test_a_session_level_country_that_went_dark_counts_as_failing() -> None:

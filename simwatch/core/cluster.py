@@ -13,6 +13,9 @@ leader's loop); docs/scaling.md describes the whole.
   last report for instant ``at`` (``core.merge``): the causes when every assigned node
   reported for ``at``, warmed up and not an outlier; None otherwise (no decision: the
   incidents stay as they are).
+- ``leader_entry`` / ``leader_groups`` / ``fleet_heard``: what the leader writes after
+  each merge and what the other nodes read of it (its group incidents, what the fleet
+  heard of each group).
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ from simwatch.core.merge import (
     Merged,
     MergedNoise,
     ShardReport,
+    heard_json,
     merge_reports,
     merged_causes,
+    parse_heard,
     shard_of,
 )
 
@@ -37,6 +42,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
     from simwatch.core.engine import Engine
+    from simwatch.core.evaluate import HeardElsewhere
     from simwatch.core.localize import Cause
 
 
@@ -175,6 +181,34 @@ class LeaderGroup:
     incident: Incident | None = None
 
 
+def leader_entry(engine: Engine, at: float) -> dict[str, object]:
+    """What a leader writes after its merge for instant ``at`` (the ``incidents``
+    entry): its group incidents (``IncidentTracker.export_groups``) and what the fleet
+    heard of each group at the merge (``Engine.heard_elsewhere``; null when the merge
+    lacked a node's report)."""
+    heard = engine.heard_elsewhere
+    return {
+        **engine.incidents.export_groups(),
+        "heard": None if heard is None else heard_json(heard),
+        "heard_at": at,
+    }
+
+
+def fleet_heard(data: object, now: float, max_age_s: float) -> HeardElsewhere | None:
+    """The ``heard`` of a leader's ``incidents`` entry (``leader_entry``) at ``now``;
+    None when it has none, is unreadable or is older than ``max_age_s`` (no leader
+    merges: a node then judges darkness on its own SIMs, as it did alone)."""
+    if not isinstance(data, dict) or data.get("heard") is None:
+        return None
+    at = data.get("heard_at")
+    if not isinstance(at, int | float) or isinstance(at, bool) or now - at > max_age_s:
+        return None
+    try:
+        return parse_heard(data["heard"])
+    except (TypeError, ValueError):
+        return None
+
+
 def leader_groups(data: object) -> tuple[LeaderGroup, ...]:
     """The group incidents of a leader's ``incidents`` entry
     (``IncidentTracker.export_groups``), open and resolved, with what the other nodes
@@ -216,7 +250,9 @@ __all__ = [
     "LeaderGroup",
     "LeaderMerge",
     "assign",
+    "fleet_heard",
     "foreign_rows",
+    "leader_entry",
     "leader_groups",
     "leader_merge",
     "merge_cycle",

@@ -23,11 +23,13 @@ from simwatch.core.evaluate import (
     EvalParams,
     Evaluation,
     Evidence,
+    HeardElsewhere,
     back_on_network,
     churn_parts,
     churn_stopped,
     evaluate,
     evidence_summary,
+    groups_heard,
     last_refusal,
     leaf_mask,
     reason_codes,
@@ -146,6 +148,10 @@ class Engine:
         # open one's fault and its SIMs silent since before a fault's end wait for their
         # report, as on one node
         self.leader_groups: tuple[LeaderGroup, ...] = ()
+        # a cluster node: what the whole fleet heard of each group at the leader's last
+        # complete merge (``evaluate.HeardElsewhere``), so that a session-level group is
+        # judged dark on the fleet's record rate, as on one node (None: this node's own)
+        self.heard_elsewhere: HeardElsewhere | None = None
         # as a cluster's leader: each leaf's noise learned on the merged counts
         # (``core.merge.MergedNoise``, ``core.cluster.merge_cycle``)
         self.merged_noise = MergedNoise(self.config.baseline)
@@ -212,7 +218,7 @@ class Engine:
         ``finish_cycle`` then updates incidents and baselines on the caller's thread."""
         cfg = self.config
         expected_ratio = self.baseline.expected_ratio(now, self.state.n_leaves)
-        return evaluate(
+        evaluation = evaluate(
             self.state,
             now,
             expected_ratio,
@@ -224,7 +230,11 @@ class Engine:
             # each leaf's over-dispersion and history peak, as the baseline learned them
             dispersion=self.baseline.dispersion(self.state.n_leaves),
             peak_share=self.baseline.peak_share(self.state.n_leaves),
+            heard_elsewhere=self.heard_elsewhere,
         )
+        if not self.groups_local:  # a cluster node: its part of what the fleet heard
+            evaluation.heard = groups_heard(self.state)
+        return evaluation
 
     def kind_ratio(self, now: float, n_leaves: int) -> np.ndarray:
         """Per kind of evidence and leaf, its learned usual share at ``now``."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 import numpy as np
 
@@ -79,6 +79,13 @@ _POLICY_CAUSES: Final = ("quota_exhausted", "blocked")
 _CHURN_AGAIN: Final = 2
 # ``EvalParams.evidence_window_s`` by default (a merged table is judged as a shard's)
 _EVIDENCE_WINDOW_S: Final = 3600.0
+
+# What other nodes of a cluster heard of each group a session-level fleet's darkness is
+# looked for in: per dimension, per value, (the summed record rate of its session-level
+# SIMs, per second; the last time any of its SIMs was heard, epoch s). The leader sums
+# the nodes' rates and keeps the latest time (``core.merge``); every node judges its own
+# SIMs' groups on the fleet's figures (``dark_rows``), as one node holding them all would.
+HeardElsewhere: TypeAlias = "Mapping[str, Mapping[str, tuple[float, float]]]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +182,9 @@ class Evaluation:
     # leaf showing it (counted where they count: a SIM that moved, in the leaf it left)
     leaf_kinds: np.ndarray
     causes: list[Cause]
+    # a cluster node's: what it heard of each group (``groups_heard``) at this cycle, for
+    # its report (``core.merge.shard_report``); None on one node
+    heard: HeardElsewhere | None = None
 
     def state_counts(self) -> dict[str, int]:
         counts = np.bincount(self.states.astype(np.int64), minlength=len(STATE_NAMES))
@@ -679,8 +689,10 @@ def network_evidence(
     params: EvalParams,
     *,
     session_rows: np.ndarray | None = None,
+    elsewhere: HeardElsewhere | None = None,
 ) -> np.ndarray:
-    """Per-SIM ``Evidence`` flags at ``now`` (before the counted / explained filters).
+    """Per-SIM ``Evidence`` flags at ``now`` (before the counted / explained filters);
+    ``elsewhere``: as in ``dark_rows``.
 
     Evidence is sparse: one comparison over a column finds the few candidate SIMs, and
     only those are checked further (a few ms at a million SIMs).
@@ -734,20 +746,16 @@ def network_evidence(
         ev[rows[(prev >= 0) & (prev != c.leaf[rows])]] |= Evidence.MOVED
     rows = _left_dark_partner(state, now, params)
     ev[rows] |= Evidence.MOVED
-    ev[dark_rows(state, now, params, session_rows=session_rows)] |= Evidence.DARK
+    ev[dark_rows(state, now, params, session_rows=session_rows, elsewhere=elsewhere)] |= (
+        Evidence.DARK
+    )
     return ev
 
 
-def dark_rows(
-    state: FleetState, now: float, params: EvalParams, *, session_rows: np.ndarray | None = None
-) -> np.ndarray:
-    """Rows of session-level SIMs in a dark group (``EvalParams.dark_rate_s``): a
-    country, partner or APN from which no SIM sent any record for far longer than its
-    session-level SIMs' record rate makes likely (``session_rows``: as in ``sim_states``)."""
-    rows = session_level_rows(state) if session_rows is None else session_rows
+def _heard_and_rate(state: FleetState, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per SIM, when it was last heard (relative s; NaN: never): its last record of any
+    kind; per row of ``rows`` (session-level SIMs), its record rate (1/s; 0: not learned)."""
     n = len(state)
-    if not rows.size:
-        return rows
     c = state.cols
     # each SIM's late threshold (about two of its usual gaps, the spread of its gaps
     # included) stands for its gap: a rate on the low side, never one a burst inflates
@@ -760,6 +768,61 @@ def dark_rows(
     heard = np.fmax(last, c.attrs_at[:n])
     for column in (c.session_start, c.session_end, c.reject_at, c.fail_at):
         np.fmax(heard, column[:n], out=heard)
+    return heard, rate
+
+
+def groups_heard(
+    state: FleetState, *, session_rows: np.ndarray | None = None
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """This fleet's part of ``HeardElsewhere``: per dimension ``dark_rows`` looks in, per
+    value any SIM has, its session-level SIMs' summed record rate and when any of its
+    SIMs was last heard (epoch s; -inf: never)."""
+    rows = session_level_rows(state) if session_rows is None else session_rows
+    n = len(state)
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    if not n:
+        return out
+    heard, rate = _heard_and_rate(state, rows)
+    heard = np.where(np.isnan(heard), -np.inf, heard)
+    c = state.cols
+    for dim in _DARK_DIMS:
+        if dim not in state.dims:
+            continue
+        column = getattr(c, dim)[:n]
+        size = int(column.max(initial=0)) + 1
+        group_rate = np.bincount(column[rows], weights=rate, minlength=size)
+        latest = np.full(size, -np.inf)
+        np.maximum.at(latest, column, heard)
+        present = np.bincount(column, minlength=size) > 0
+        present[0] = False  # no value: not a group
+        values = state.dim_values(dim)
+        out[dim] = {
+            values[code]: (float(group_rate[code]), float(latest[code]) + EPOCH_BASE)
+            for code in np.flatnonzero(present).tolist()
+        }
+    return out
+
+
+def dark_rows(
+    state: FleetState,
+    now: float,
+    params: EvalParams,
+    *,
+    session_rows: np.ndarray | None = None,
+    elsewhere: HeardElsewhere | None = None,
+) -> np.ndarray:
+    """Rows of session-level SIMs in a dark group (``EvalParams.dark_rate_s``): a
+    country, partner or APN from which no SIM sent any record for far longer than its
+    session-level SIMs' record rate makes likely (``session_rows``: as in ``sim_states``).
+    ``elsewhere``: what the cluster's other nodes heard of each group (``HeardElsewhere``,
+    this node's part included): the group's rate is the fleet's, and a SIM heard on
+    another node keeps it alive."""
+    rows = session_level_rows(state) if session_rows is None else session_rows
+    n = len(state)
+    if not rows.size:
+        return rows
+    c = state.cols
+    heard, rate = _heard_and_rate(state, rows)
     # A group is alive when a SIM of it was heard within its span. Every span is at
     # least dark_min_s: a SIM heard within that makes its group alive in every dimension,
     # and only the SIMs heard before need their group's own span.
@@ -774,6 +837,7 @@ def dark_rows(
         column = getattr(c, dim)[:n]
         size = int(column.max(initial=0)) + 1
         group_rate = np.bincount(column[rows], weights=rate, minlength=size)
+        heard_there = _heard_elsewhere(state, dim, size, elsewhere, group_rate)
         with np.errstate(divide="ignore"):
             span = np.maximum(params.dark_rate_s / group_rate, params.dark_min_s)
         span[0] = np.inf  # no value: not a group
@@ -785,6 +849,8 @@ def dark_rows(
             min_span=params.dark_min_s,
             split=(heard_rows, stale_rows),
         )
+        if heard_there is not None:
+            alive |= heard_there > now_rel - span
         dark = ~alive & np.isfinite(span)
         if dark.any():
             out.append(rows[dark[column[rows]]])
@@ -792,6 +858,27 @@ def dark_rows(
         return np.zeros(0, np.int64)
     found: np.ndarray = np.unique(np.concatenate(out))
     return found
+
+
+def _heard_elsewhere(
+    state: FleetState,
+    dim: str,
+    size: int,
+    elsewhere: HeardElsewhere | None,
+    group_rate: np.ndarray,
+) -> np.ndarray | None:
+    """Per code of ``dim`` (up to ``size``), when the cluster last heard of the group
+    (relative s; -inf: not known); ``group_rate`` raised to the fleet's rate in place."""
+    values = elsewhere.get(dim) if elsewhere is not None else None
+    if not values:
+        return None
+    heard = np.full(size, -np.inf)
+    for value, (rate, at) in values.items():
+        code = state.find_code(dim, value)
+        if 0 < code < size:
+            group_rate[code] = max(group_rate[code], rate)
+            heard[code] = at - EPOCH_BASE
+    return heard
 
 
 def alive_groups(
@@ -928,6 +1015,7 @@ def evaluate(
     kind_ratio: Callable[[int], np.ndarray] | None = None,
     dispersion: np.ndarray | None = None,
     peak_share: np.ndarray | None = None,
+    heard_elsewhere: HeardElsewhere | None = None,
 ) -> Evaluation:
     """Run one cycle at ``now``; ``expected_ratio`` is the learned overdue ratio per leaf,
     ``dispersion`` its learned over-dispersion (``GroupBaseline.dispersion``; None: the
@@ -935,7 +1023,8 @@ def evaluate(
     peak failing share (``GroupBaseline.peak_share``; None: none); ``recovery_onset``: per leaf,
     when its open incident's recovery began (NaN: none; see ``awaiting_report``);
     ``kind_ratio(n_leaves)``: per kind of evidence and leaf, its learned usual share
-    (``evidence_causes``)."""
+    (``evidence_causes``); ``heard_elsewhere``: in a cluster, what the fleet heard of each
+    group (``dark_rows``)."""
     n = len(state)
     c = state.cols
     session_rows = session_level_rows(state)  # nothing changes the state during a cycle
@@ -945,7 +1034,9 @@ def evaluate(
     if session_rows.size:  # judged by its sessions: known once one was seen
         learned[session_rows] = True
     leaf = c.leaf[:n]
-    evidence = network_evidence(state, now, why, params, session_rows=session_rows)
+    evidence = network_evidence(
+        state, now, why, params, session_rows=session_rows, elsewhere=heard_elsewhere
+    )
     # A SIM is in its group's counts when it can be judged: by its learned rhythm, or by
     # the network dropping or refusing its session, whatever the device's rhythm (a daily
     # reporter with one gap seen is never overdue, but its session dropped with a failure

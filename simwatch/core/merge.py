@@ -46,8 +46,10 @@ from simwatch.core.evaluate import (
     ChurnPart,
     EvalParams,
     Evidence,
+    HeardElsewhere,
     churn_stop,
     evidence_causes,
+    groups_heard,
 )
 from simwatch.core.exposure import (
     EXPOSURE_BINS,
@@ -73,6 +75,7 @@ REPORT_VERSION: Final = 1  # later fields are optional: a report without them st
 CARRIES_RECOVERY: Final = "recovery"  # LeafCounts.recovered and .churn
 CARRIES_EVIDENCE: Final = "evidence"  # LeafCounts.late, .awaiting, .kinds, .usual, .causes
 CARRIES_EXPOSURE: Final = "exposure"  # LeafCounts.reported, .exposure, .failing_exposure
+CARRIES_HEARD: Final = "heard"  # ShardReport.heard
 KIND_NAMES: Final = tuple(name for _, name in EVIDENCE_NAMES)
 _CAUSE_KINDS: Final = ("failure_end", "reject")  # kinds whose leading cause is named
 _DEFAULT_LOCALIZE: Final = LocalizeParams()
@@ -150,6 +153,10 @@ class ShardReport:
     dims: tuple[str, ...]
     leaves: tuple[LeafCounts, ...]
     carries: tuple[str, ...] = ()  # CARRIES_RECOVERY, CARRIES_EVIDENCE
+    # per dimension and value, the shard's session-level record rate and when it last
+    # heard of the group (``evaluate.groups_heard``): a session-level group's darkness is
+    # judged on the fleet's (``Merged.heard``)
+    heard: HeardElsewhere = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 0 <= self.shard < self.shards:
@@ -182,6 +189,7 @@ class ShardReport:
             "carries": list(self.carries),
             "kinds": list(KIND_NAMES),  # the order of each leaf's "usual"
             "leaves": [_leaf_json(leaf) for leaf in self.leaves],
+            "heard": heard_json(self.heard),
         }
 
     @classmethod
@@ -238,6 +246,7 @@ class ShardReport:
             dims=dims,
             leaves=tuple(leaves),
             carries=tuple(_strings(obj.get("carries", []), "carries")),
+            heard=parse_heard(obj.get("heard", {})),
         )
 
 
@@ -276,6 +285,34 @@ def _leaf_json(leaf: LeafCounts) -> Json:
         out["exposure"] = list(leaf.exposure)
     if leaf.failing_exposure:
         out["failing_exposure"] = list(leaf.failing_exposure)
+    return out
+
+
+def heard_json(heard: HeardElsewhere) -> Json:
+    """The wire form of ``ShardReport.heard`` (and of ``Merged.heard``): per dimension,
+    per value, ``[rate, last heard]`` (null: never heard)."""
+    out: Json = {}
+    for dim, values in heard.items():
+        out[dim] = {v: [r, at if math.isfinite(at) else None] for v, (r, at) in values.items()}
+    return out
+
+
+def parse_heard(value: object) -> dict[str, dict[str, tuple[float, float]]]:
+    """Parse ``heard_json``'s output; ``TypeError`` or ``ValueError`` naming the first bad
+    field."""
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for dim, values in _object(value, "heard").items():
+        group: dict[str, tuple[float, float]] = {}
+        for name, pair in _object(values, f"heard.{dim}").items():
+            where = f"heard.{dim}.{name}"
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise TypeError(f"{where}: expected [rate, last heard]")
+            rate = _number(pair[0], where)
+            if rate < 0:
+                raise ValueError(f"{where}: rate must be >= 0, got {rate}")
+            at = -math.inf if pair[1] is None else _number(pair[1], where)
+            group[name] = (rate, at)
+        out[dim] = group
     return out
 
 
@@ -422,7 +459,8 @@ def shard_report(engine: Engine, shard: int, shards: int) -> ShardReport | None:
         warmed_up=engine.warmed_up(evaluation.now),
         dims=state.dims,
         leaves=leaves,
-        carries=(CARRIES_RECOVERY, CARRIES_EVIDENCE, CARRIES_EXPOSURE),
+        carries=(CARRIES_RECOVERY, CARRIES_EVIDENCE, CARRIES_EXPOSURE, CARRIES_HEARD),
+        heard=evaluation.heard if evaluation.heard is not None else groups_heard(state),
     )
 
 
@@ -545,6 +583,10 @@ class Merged:
     churn: Mapping[int, ChurnPart] = field(default_factory=dict)  # leaf -> its churners
     evidence: MergedEvidence | None = None  # None unless every included shard carries it
     exposure: MergedExposure | None = None  # the same
+    # what the whole fleet heard of each group (``ShardReport.heard``: rates summed, the
+    # latest time), from every shard's report for this instant, warming or outlier too;
+    # None unless every shard reported for it and carries it
+    heard: HeardElsewhere | None = None
 
     @property
     def complete(self) -> bool:
@@ -765,6 +807,9 @@ def merge_reports(
     index = _leaf_index(table)
     recovered, churn, evidence = _merge_extras(table, index, included)
     exposure = _merge_exposure(table, index, included)
+    heard = None
+    if len(ordered) == shards and all(CARRIES_HEARD in r.carries for r in ordered):
+        heard = merge_heard(r.heard for r in ordered)
     return Merged(
         evaluated_at=at,
         shards=shards,
@@ -778,7 +823,22 @@ def merge_reports(
         churn=churn,
         evidence=evidence,
         exposure=exposure,
+        heard=heard,
     )
+
+
+def merge_heard(parts: Iterable[HeardElsewhere]) -> dict[str, dict[str, tuple[float, float]]]:
+    """The shards' ``heard`` as one: per group, the rates summed and the latest time."""
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for part in parts:
+        for dim, values in part.items():
+            group = out.setdefault(dim, {})
+            for value, (rate, at) in values.items():
+                before = group.get(value)
+                group[value] = (
+                    (rate, at) if before is None else (before[0] + rate, max(before[1], at))
+                )
+    return out
 
 
 def _leaf_index(table: LeafTable) -> dict[tuple[str, ...], int]:
@@ -1055,8 +1115,11 @@ __all__ = [
     "ShardOutlier",
     "ShardReport",
     "advance_recoveries",
+    "heard_json",
+    "merge_heard",
     "merge_reports",
     "merged_causes",
+    "parse_heard",
     "shard_of",
     "shard_outliers",
     "shard_report",

@@ -50,7 +50,9 @@ from nats.js import api
 from simwatch.core.cluster import (
     LeaderGroup,
     assign,
+    fleet_heard,
     foreign_rows,
+    leader_entry,
     leader_groups,
     leader_merge,
     members,
@@ -111,6 +113,7 @@ class ClusterNode:
         # of the ``incidents`` entry they come from
         self._groups: tuple[LeaderGroup, ...] = ()
         self._incidents_revision = 0
+        self._incidents_entry: object = None  # the leader's last entry read (``leader_entry``)
         self._reported = asyncio.Event()
         self._failure = FailureLog(log, "cluster")
         self._interval = daemon.settings.engine.eval_interval_s
@@ -132,10 +135,14 @@ class ClusterNode:
     # ---- after every cycle (on the loop, synchronous) ---------------------------------------
 
     def _on_cycle(self, result: CycleResult) -> None:
-        del result
         engine = self.daemon.engine  # replaced by a checkpoint restore: read it each time
         engine.groups_local = False
         engine.leader_groups = () if self.stats.leader else self._groups
+        if not self.stats.leader:  # the leader sets its own at each merge
+            # what the fleet heard of each group at the leader's last merge, for the next
+            # cycle; none once the leader stopped merging for three intervals
+            now = result.evaluation.now
+            engine.heard_elsewhere = fleet_heard(self._incidents_entry, now, 3 * self._interval)
         self._report = shard_report(engine, 0, 1)
         self._reported.set()
 
@@ -235,7 +242,8 @@ class ClusterNode:
         do not learn an open one's fault, its SIMs silent since before a fault's end wait
         for their report (as on one node), and its SIM views and tickets name the open
         one that covers them (the tickets are relabelled at the next cycle when the open
-        ones change, so the inhibit rule mutes them)."""
+        ones change, so the inhibit rule mutes them); what the fleet heard of each group
+        judges its session-level groups' darkness (``_on_cycle``)."""
         try:
             entry = await state.get(INCIDENTS_KEY)
         except nats.js.errors.KeyNotFoundError:
@@ -251,6 +259,7 @@ class ClusterNode:
         before = _open_ids(self._groups)
         self._groups = leader_groups(data)
         self.daemon.engine.leader_groups = self._groups
+        self._incidents_entry = data
         if _open_ids(self._groups) != before:
             for sink in self.daemon.sinks:
                 if isinstance(sink, AlertmanagerSink):
@@ -437,8 +446,8 @@ class ClusterNode:
                     # after the merge: with the recovery onsets it set, which the other
                     # nodes apply at their next cycle
                     if self.stats.leader:
-                        groups = self.daemon.engine.incidents.export_groups()
-                        await state.put(INCIDENTS_KEY, orjson.dumps(groups))
+                        entry = leader_entry(self.daemon.engine, report.evaluated_at)
+                        await state.put(INCIDENTS_KEY, orjson.dumps(entry))
             except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
                 self._failure.failed(f"{type(exc).__name__}: {exc}", hint="retrying")
 
@@ -463,6 +472,9 @@ class ClusterNode:
         result = leader_merge(self.daemon.engine, reports, nodes, at)
         if not self.stats.leader:
             return
+        # what the fleet heard of each group, for every node's next cycle (null unless
+        # every node reported for this instant)
+        self.daemon.engine.heard_elsewhere = result.merged.heard
         self.stats.last_merge_s = time.perf_counter() - started_merge
         if result.causes is None:
             self.stats.merges_incomplete += 1
