@@ -13,7 +13,8 @@ Documented behaviour (docs/scaling.md, "The cluster"; simwatch/service/cluster.p
    ``group_incident``: Alertmanager's inhibit rule (deploy/alertmanager) mutes every
    one, those of the nodes that are not the leader too.
 2. ``kill -9`` of the leader: another node leads within two cycles (plus the lease),
-   the open incident keeps its id, Alertmanager notifies nothing new.
+   the open incident keeps its id, Alertmanager notifies nothing new, and it carries on
+   what the old leader learned of each leaf's noise.
 3. ``kill -9`` of a shard: its partitions move to the survivors, which rebuild its SIMs
    from its snapshots and the stream after them (each SIM known on exactly one live
    node, with its last data time; test_cluster_handoff.py checks the boundary).
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -301,6 +303,10 @@ async def test_three_shards_one_leader_fail_over(tmp_path: Path) -> None:
                     logs[others[0]],
                 )
                 failover_s = time.monotonic() - killed_at
+                # it carries on the noise the old leader learned of each leaf on the merged
+                # counts (put in the object store every checkpoint interval)
+                carried = r"carrying on the noise of [1-9][0-9]* leaves the last leader learned"
+                assert re.search(carried, logs[new_leader].read_text()), "noise not carried on"
                 assert [i["id"] for i in group_incidents(ports[new_leader])] == [incident]
                 await asyncio.sleep(INTERVAL + LEASE)  # its first cycle re-sent the page
                 assert [i["id"] for i in group_incidents(ports[new_leader])] == [incident]

@@ -31,6 +31,7 @@ from simwatch.core.merge import (
     shard_outliers,
     shard_report,
 )
+from simwatch.service import handoff
 
 DIMS = ("apn", "country", "partner")
 AT = 1_794_960_000.0  # 2026-11-18T00:00:00Z
@@ -485,6 +486,20 @@ def test_the_leader_learns_each_leaf_s_noise_on_the_sums() -> None:
     assert before.dispersion is not None
     assert again.dispersion is not None
     assert again.dispersion.tolist() == before.dispersion.tolist()
+    # ... and puts it in the cluster's object store for the next leader (a fail-over
+    # does not start the new one at counting noise)
+    data = handoff.encode_noise(noise, node="n1", at=at)
+    carried, put_at = handoff.decode_noise(data, None)
+    assert put_at == at
+    next_leader = carried.apply(table)
+    assert next_leader.dispersion is not None
+    assert next_leader.peak is not None
+    assert next_leader.dispersion.tolist() == before.dispersion.tolist()
+    assert before.peak is not None
+    assert next_leader.peak.tolist() == before.peak.tolist()
+    for junk in (b"", b"not a zip", handoff.pack({"at": at}, {}), handoff.pack({}, {})):
+        with pytest.raises(ValueError, match="merged noise"):
+            handoff.decode_noise(junk, None)
     # what an open incident's leaves show is not learned as their noise
     frozen = MergedNoise()
     for k in range(3 * 144):

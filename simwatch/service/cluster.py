@@ -287,8 +287,49 @@ class ClusterNode:
             await asyncio.sleep(self._snapshot_every)
             try:
                 await self.publish_snapshots()
+                if self.stats.leader:
+                    await self.publish_noise()
             except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
                 self._failure.failed(f"partition snapshot: {exc}", hint="retrying")
+
+    async def publish_noise(self) -> bool:
+        """As the leader: put what it learned of each leaf's noise on the merged counts
+        (``handoff.NOISE_OBJECT``) for the next leader; whether it was put."""
+        store = self._store
+        if store is None:
+            return False
+        noise = self.daemon.engine.merged_noise
+        data = await asyncio.to_thread(handoff.encode_noise, noise, node=self.name, at=self.clock())
+        await store.put(handoff.NOISE_OBJECT, data)
+        return True
+
+    async def _adopt_noise(self) -> None:
+        """As the new leader: carry on the last leader's learning of each leaf's noise
+        (none stored, or unusable: this node's own, from its checkpoint or afresh)."""
+        store = self._store
+        if store is None:
+            return
+        try:
+            found = await store.get(handoff.NOISE_OBJECT)
+        except nats.js.errors.ObjectNotFoundError:
+            return
+        except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+            log.warning("cluster: the last leader's noise learning is unreadable: %s", exc)
+            return
+        engine = self.daemon.engine
+        try:
+            noise, at = await asyncio.to_thread(
+                handoff.decode_noise, found.data or b"", engine.config.baseline
+            )
+        except ValueError as exc:
+            log.warning("cluster: the last leader's noise learning is unusable: %s", exc)
+            return
+        engine.merged_noise = noise
+        log.info(
+            "cluster: carrying on the noise of %d leaves the last leader learned (%.0f s old)",
+            len(noise.index),
+            self.clock() - at,
+        )
 
     async def publish_snapshots(self) -> int:
         """Put the snapshot of every partition read whose position moved since its last
@@ -402,6 +443,7 @@ class ClusterNode:
                 engine.incidents.adopt_groups(data)
             except ValueError:
                 log.exception("cluster: the stored incidents are unreadable; starting afresh")
+        await self._adopt_noise()
         engine.external_causes = None
         engine.external_merged = None
         engine.leader_groups = self._groups = ()  # its own incidents are them now

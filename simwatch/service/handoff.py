@@ -16,6 +16,9 @@ up to it is in the rows, every message after it is replayed, none twice.
 
 The object: a ``.npz`` (deflate, ``np.savez_compressed``) whose member ``header`` is the
 JSON metadata (``core.handoff`` meta plus ``partition``, ``sequence``, ``node``, ``at``).
+
+The same store holds the leader's learning of each leaf's noise (``NOISE_OBJECT``), for
+the next leader after a fail-over.
 """
 
 from __future__ import annotations
@@ -29,11 +32,13 @@ import numpy as np
 import orjson
 
 from simwatch.core.handoff import export_rows, iccid_bytes, merge_rows
+from simwatch.core.merge import MergedNoise
 from simwatch.sources.nats import partition_of
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from simwatch.core.baseline import BaselineParams
     from simwatch.core.state import FleetState
 
 _HEADER: Final = "header"
@@ -60,26 +65,63 @@ class PartitionSnapshot:
             "node": node,
             "at": at,
         }
-        out = io.BytesIO()
-        members = {_HEADER: np.frombuffer(orjson.dumps(header), np.uint8), **self.arrays}
-        np.savez_compressed(out, allow_pickle=False, **members)
-        return out.getvalue()
+        return pack(header, self.arrays)
 
     @classmethod
     def decode(cls, data: bytes) -> PartitionSnapshot:
         """``ValueError`` for anything that is not such a snapshot."""
-        try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-                arrays = {name: npz[name] for name in npz.files}
-            header = orjson.loads(arrays.pop(_HEADER).tobytes())
-        except (OSError, KeyError, EOFError, zipfile.BadZipFile, orjson.JSONDecodeError) as exc:
-            raise ValueError(f"unreadable partition snapshot: {exc}") from exc
-        if not isinstance(header, dict):
-            raise ValueError("partition snapshot without a header")  # noqa: TRY004 - bad data
+        header, arrays = unpack(data, "partition snapshot")
         partition, sequence = header.get("partition"), header.get("sequence")
         if type(partition) is not int or type(sequence) is not int or sequence < 0:
             raise ValueError("partition snapshot without its partition and sequence")
         return cls(partition, sequence, arrays, header)
+
+
+def pack(header: Mapping[str, object], arrays: Mapping[str, np.ndarray]) -> bytes:
+    """An object of the store: a deflated ``.npz`` of ``arrays`` and the JSON ``header``."""
+    out = io.BytesIO()
+    members = {_HEADER: np.frombuffer(orjson.dumps(header), np.uint8), **arrays}
+    np.savez_compressed(out, allow_pickle=False, **members)
+    return out.getvalue()
+
+
+def unpack(data: bytes, what: str) -> tuple[dict[str, object], dict[str, np.ndarray]]:
+    """``pack``'s header and arrays; ``ValueError`` naming ``what`` for anything else."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        header = orjson.loads(arrays.pop(_HEADER).tobytes())
+    except (OSError, KeyError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+        # ValueError: not an .npz (numpy takes it for a pickle) or a header not JSON
+        raise ValueError(f"unreadable {what}: {exc}") from exc
+    if not isinstance(header, dict):
+        raise ValueError(f"{what} without a header")  # noqa: TRY004 - bad data
+    return header, arrays
+
+
+# The cluster leader's learning of each leaf's noise on the merged counts
+# (``core.merge.MergedNoise``), put by the leader every ``checkpoint.interval_s`` and
+# taken by the next leader: a fail-over does not start it at counting noise again.
+NOISE_OBJECT: Final = "merged-noise"
+
+
+def encode_noise(noise: MergedNoise, *, node: str, at: float) -> bytes:
+    arrays, meta = noise.export()
+    return pack({**meta, "node": node, "at": at}, arrays)
+
+
+def decode_noise(data: bytes, params: BaselineParams | None) -> tuple[MergedNoise, float]:
+    """The learning ``encode_noise`` put and when; ``ValueError`` when unusable."""
+    header, arrays = unpack(data, "merged noise")
+    at = header.get("at")
+    if not isinstance(at, int | float) or isinstance(at, bool):
+        raise ValueError("merged noise without its time")  # noqa: TRY004 - bad data
+    noise = MergedNoise(params)
+    try:
+        noise.restore(arrays, header)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"merged noise does not fit: {exc}") from exc
+    return noise, float(at)
 
 
 class PartitionRows:
