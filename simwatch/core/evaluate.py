@@ -28,7 +28,7 @@ from simwatch.core.state import EPOCH_BASE, NEVER, Flag, RejectKind, Status, rel
 from simwatch.core.timeutil import month_of
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Iterable, Iterator, Mapping
 
     from simwatch.core.state import FleetState
 
@@ -771,6 +771,19 @@ def _heard_and_rate(state: FleetState, rows: np.ndarray) -> tuple[np.ndarray, np
     return heard, rate
 
 
+def _group_rates(
+    state: FleetState, rows: np.ndarray, rate: np.ndarray
+) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """Per dimension a session-level fleet's darkness is looked for in: the dimension,
+    every SIM's code in it, and per code the summed ``rate`` of ``rows``."""
+    n = len(state)
+    for dim in _DARK_DIMS:
+        if dim in state.dims:
+            column = getattr(state.cols, dim)[:n]
+            size = int(column.max(initial=0)) + 1
+            yield dim, column, np.bincount(column[rows], weights=rate, minlength=size)
+
+
 def groups_heard(
     state: FleetState, *, session_rows: np.ndarray | None = None
 ) -> dict[str, dict[str, tuple[float, float]]]:
@@ -784,13 +797,8 @@ def groups_heard(
         return out
     heard, rate = _heard_and_rate(state, rows)
     heard = np.where(np.isnan(heard), -np.inf, heard)
-    c = state.cols
-    for dim in _DARK_DIMS:
-        if dim not in state.dims:
-            continue
-        column = getattr(c, dim)[:n]
-        size = int(column.max(initial=0)) + 1
-        group_rate = np.bincount(column[rows], weights=rate, minlength=size)
+    for dim, column, group_rate in _group_rates(state, rows, rate):
+        size = len(group_rate)
         latest = np.full(size, -np.inf)
         np.maximum.at(latest, column, heard)
         present = np.bincount(column, minlength=size) > 0
@@ -818,10 +826,8 @@ def dark_rows(
     this node's part included): the group's rate is the fleet's, and a SIM heard on
     another node keeps it alive."""
     rows = session_level_rows(state) if session_rows is None else session_rows
-    n = len(state)
     if not rows.size:
         return rows
-    c = state.cols
     heard, rate = _heard_and_rate(state, rows)
     # A group is alive when a SIM of it was heard within its span. Every span is at
     # least dark_min_s: a SIM heard within that makes its group alive in every dimension,
@@ -831,13 +837,8 @@ def dark_rows(
     heard_rows = np.flatnonzero(recent)
     stale_rows = np.flatnonzero(~recent)
     out = []
-    for dim in _DARK_DIMS:
-        if dim not in state.dims:
-            continue
-        column = getattr(c, dim)[:n]
-        size = int(column.max(initial=0)) + 1
-        group_rate = np.bincount(column[rows], weights=rate, minlength=size)
-        heard_there = _heard_elsewhere(state, dim, size, elsewhere, group_rate)
+    for dim, column, group_rate in _group_rates(state, rows, rate):
+        heard_there = _heard_elsewhere(state, dim, len(group_rate), elsewhere, group_rate)
         with np.errstate(divide="ignore"):
             span = np.maximum(params.dark_rate_s / group_rate, params.dark_min_s)
         span[0] = np.inf  # no value: not a group
