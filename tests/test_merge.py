@@ -488,7 +488,7 @@ def test_the_leader_learns_each_leaf_s_noise_on_the_sums() -> None:
     assert again.dispersion.tolist() == before.dispersion.tolist()
     # ... and puts it in the cluster's object store for the next leader (a fail-over
     # does not start the new one at counting noise)
-    data = handoff.encode_noise(noise, node="n1", at=at)
+    data = handoff.encode_noise(noise.export(), node="n1", at=at)
     carried, put_at = handoff.decode_noise(data, None)
     assert put_at == at
     next_leader = carried.apply(table)

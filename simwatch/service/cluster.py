@@ -298,8 +298,10 @@ class ClusterNode:
         store = self._store
         if store is None:
             return False
-        noise = self.daemon.engine.merged_noise
-        data = await asyncio.to_thread(handoff.encode_noise, noise, node=self.name, at=self.clock())
+        exported = self.daemon.engine.merged_noise.export()  # on the loop, where it learns
+        data = await asyncio.to_thread(
+            handoff.encode_noise, exported, node=self.name, at=self.clock()
+        )
         await store.put(handoff.NOISE_OBJECT, data)
         return True
 

@@ -105,8 +105,12 @@ def unpack(data: bytes, what: str) -> tuple[dict[str, object], dict[str, np.ndar
 NOISE_OBJECT: Final = "merged-noise"
 
 
-def encode_noise(noise: MergedNoise, *, node: str, at: float) -> bytes:
-    arrays, meta = noise.export()
+def encode_noise(
+    exported: tuple[Mapping[str, np.ndarray], Mapping[str, object]], *, node: str, at: float
+) -> bytes:
+    """The object of ``MergedNoise.export()``'s output (taken where the learning runs:
+    the copy is of one instant)."""
+    arrays, meta = exported
     return pack({**meta, "node": node, "at": at}, arrays)
 
 
