@@ -49,7 +49,6 @@ from simwatch.core.evaluate import (
     HeardElsewhere,
     churn_stop,
     evidence_causes,
-    groups_heard,
 )
 from simwatch.core.exposure import (
     EXPOSURE_BINS,
@@ -459,8 +458,10 @@ def shard_report(engine: Engine, shard: int, shards: int) -> ShardReport | None:
         warmed_up=engine.warmed_up(evaluation.now),
         dims=state.dims,
         leaves=leaves,
-        carries=(CARRIES_RECOVERY, CARRIES_EVIDENCE, CARRIES_EXPOSURE, CARRIES_HEARD),
-        heard=evaluation.heard if evaluation.heard is not None else groups_heard(state),
+        # what it heard of each group: a cluster node's cycle has it (``Engine.assess``)
+        carries=(CARRIES_RECOVERY, CARRIES_EVIDENCE, CARRIES_EXPOSURE)
+        + ((CARRIES_HEARD,) if evaluation.heard is not None else ()),
+        heard=evaluation.heard if evaluation.heard is not None else {},
     )
 
 
