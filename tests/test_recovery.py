@@ -110,15 +110,21 @@ def test_a_black_hole_resolves_when_the_fast_reporters_are_back() -> None:
 
 
 def _windowed_partner_outage(
-    *, ended_by_network: bool
+    *,
+    ended_by_network: bool,
+    retry_late: frozenset[int] = frozenset(),
+    refused_again: bool = False,
 ) -> tuple[list[CycleResult], list[float | None], float]:
     """A windowed feed (usage summed over 15-minute clock windows, delivered 2-10 min after
     each window closes), 60 SIMs on two partners, 26202 down for two hours: its windows
     of the outage carry nothing, and its devices are back on the network (a session each,
     no data yet) at the end. ``ended_by_network``: the network ends their sessions with a
-    failure cause at the start (else they die without an end record). Returns the cycles
-    from the fault's start, the open incidents' recovery onsets at each cycle while it
-    lasts, and the fault's end."""
+    failure cause at the start (else they die without an end record). ``retry_late``:
+    SIMs of 26202 whose devices retry a session every 10 min through the fault, each
+    refused, and come back 12 min after the end (or, ``refused_again``, are refused once
+    more 2 min after it, and never come back in the run). Returns the cycles from the fault's
+    start, the open incidents' recovery onsets at each cycle while it lasts, and the
+    fault's end."""
     window = 900.0
     sims = 60
     engine = new_engine([iccid(k) for k in range(sims)], warmup_s=DAY)
@@ -131,12 +137,14 @@ def _windowed_partner_outage(
     fault_start = T0 + 2 * DAY
     fault_end = fault_start + 2 * HOUR
     down = [k for k in range(sims) if net(k) == "02"]
+    retry = fault_end + (120 if refused_again else 720)
+    back = {k: (np.inf if refused_again else retry) if k in retry_late else fault_end for k in down}
     # (arrival, k, window end): the outage's windows and its sessions carry nothing
     arrivals = sorted(
         (w + lag[k], k, w)
         for k in range(sims)
         for w in np.arange(T0 + window, fault_start + 6 * HOUR, window)
-        if net(k) == "01" or not fault_start < w <= fault_end
+        if net(k) == "01" or not fault_start < w <= back[k]
     )
     for k in range(sims):  # each has a session open since the start
         feed.session(iccid(k), T0 - 60, "started", mcc="262", mnc=net(k), apn="meters.acme")
@@ -151,9 +159,19 @@ def _windowed_partner_outage(
         if ended_by_network and fault_start <= t < fault_start + 60:
             for n, k in enumerate(down):
                 feed.session(iccid(k), t + n, "ended", end_cause="network_failure", mnc="02")
+        if fault_start < t < fault_end and t % 600 < 60:  # the late retriers' attempts
+            for n, k in enumerate(sorted(retry_late)):
+                feed.event(iccid(k), t + n, "pdp_reject", cause="network_failure", mnc="02")
         if fault_end <= t < fault_end + 60:  # back on the network, no data yet
             for k in down:
-                feed.session(iccid(k), t, "started", mcc="262", mnc="02", apn="meters.acme")
+                if k not in retry_late:
+                    feed.session(iccid(k), t, "started", mcc="262", mnc="02", apn="meters.acme")
+        if retry <= t < retry + 60:  # the late retriers' next attempt
+            for n, k in enumerate(sorted(retry_late)):
+                if refused_again:
+                    feed.event(iccid(k), t + n, "pdp_reject", cause="network_failure", mnc="02")
+                else:
+                    feed.session(iccid(k), t, "started", mcc="262", mnc="02", apn="meters.acme")
         result = engine.evaluate(t)
         if t >= fault_start:
             results.append(result)
@@ -185,6 +203,38 @@ def test_sims_back_on_the_network_start_the_recovery_before_their_data() -> None
     # two cycles without the cause once the recovery is seen (``close_after_recovering``),
     # not the five of a cause that merely went quiet
     assert resolved[0] - fault_end <= 3 * 60
+
+
+def test_sims_refused_before_the_end_await_their_next_attempt() -> None:
+    # At 50,000 SIMs (bench/scenarios.py, r2 apn_outage seed 1) the page resolved 11 min
+    # after the end: SIMs the network refused through the fault and that retry at their
+    # own pace (46 at 12:09 of 12,446) counted as failing on their refusals from before
+    # the end until the evidence named the group no more. Once the recovery is seen, a
+    # SIM refused before it awaits its next attempt, as a silent SIM awaits its report.
+    late = frozenset(range(0, 20, 2))  # 10 of 26202's 30 SIMs
+    results, _, fault_end = _windowed_partner_outage(ended_by_network=True, retry_late=late)
+    changes = _group_changes(results)
+    opened = [c.incident for _, c in changes if c.kind == "opened"]
+    assert [incident.dims for incident in opened] == [{"partner": "26202"}]
+    assert opened[0].recovery_onset is not None
+    resolved = [at for at, c in changes if c.kind == "resolved"]
+    assert len(resolved) == 1  # not held by the refusals, nor paged again after them
+    assert resolved[0] - fault_end <= 5 * 60  # their next attempt is 12 min on
+
+
+def test_sims_refused_again_after_the_recovery_began_hold_the_page() -> None:
+    # ... but a SIM refused again once the recovery began shows the fault going on for
+    # it: 10 of 30 refused again 2 min after the end keep the page open.
+    late = frozenset(range(0, 20, 2))
+    results, _, fault_end = _windowed_partner_outage(
+        ended_by_network=True, retry_late=late, refused_again=True
+    )
+    changes = _group_changes(results)
+    opened = [c.incident for _, c in changes if c.kind == "opened"]
+    assert [incident.dims for incident in opened] == [{"partner": "26202"}]
+    resolved = [at for at, c in changes if c.kind == "resolved"]
+    # they stay evidence for the hour a refusal does
+    assert not resolved or resolved[0] - fault_end >= 60 * 60
 
 
 def test_a_few_sims_coming_back_do_not_end_an_ongoing_fault() -> None:
