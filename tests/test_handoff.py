@@ -19,7 +19,7 @@ from simwatch.core.engine import Engine, EngineConfig
 from simwatch.core.handoff import export_rows, merge_rows
 from simwatch.core.inventory import InventoryRow
 from simwatch.core.operators import OperatorTable
-from simwatch.core.state import Flag
+from simwatch.core.state import NEVER, Flag
 from simwatch.core.timeutil import format_rfc3339
 from simwatch.http.views import sim_view
 from simwatch.shell.replay import replay_lines
@@ -164,3 +164,20 @@ def test_an_export_of_other_dims_or_a_torn_column_is_refused() -> None:
     with pytest.raises(ValueError, match="month_bytes"):
         merge_rows(fresh.state, torn, meta)
     assert len(fresh.state) == 0  # refused before any row was written
+
+
+def test_an_export_from_an_older_node_without_a_newer_column_is_taken() -> None:
+    # A rolling upgrade: a node of the version before ``data_from`` hands over its
+    # partitions. Its SIMs are taken with that column empty (the state a checkpoint
+    # without it restores to); a column every version has is still required.
+    old = engine_with(fleet(8931440000, 5), apn_prefix="m", seed=4)
+    arrays, meta = export_rows(old.state, np.arange(5, dtype=np.int64))
+    older = {k: v for k, v in arrays.items() if k != "col.data_from"}
+    fresh = Engine(EngineConfig(), OperatorTable.load(None))
+    written = merge_rows(fresh.state, older, meta)
+    assert (written >= 0).all()
+    assert (fresh.state.cols.data_from[:5] == NEVER).all()
+    assert np.array_equal(fresh.state.cols.apn[:5] > 0, old.state.cols.apn[:5] > 0)
+    without = {k: v for k, v in arrays.items() if k != "col.month_bytes"}
+    with pytest.raises(ValueError, match="month_bytes"):
+        merge_rows(Engine(EngineConfig(), OperatorTable.load(None)).state, without, meta)

@@ -114,6 +114,7 @@ def _windowed_partner_outage(
     ended_by_network: bool,
     retry_late: frozenset[int] = frozenset(),
     refused_again: bool = False,
+    into_window: float = 0.0,
 ) -> tuple[list[CycleResult], list[float | None], float]:
     """A windowed feed (usage summed over 15-minute clock windows, delivered 2-10 min after
     each window closes), 60 SIMs on two partners, 26202 down for two hours: its windows
@@ -122,9 +123,10 @@ def _windowed_partner_outage(
     failure cause at the start (else they die without an end record). ``retry_late``:
     SIMs of 26202 whose devices retry a session every 10 min through the fault, each
     refused, and come back 12 min after the end (or, ``refused_again``, are refused once
-    more 2 min after it, and never come back in the run). Returns the cycles from the fault's
-    start, the open incidents' recovery onsets at each cycle while it lasts, and the
-    fault's end."""
+    more 2 min after it, and never come back in the run). ``into_window``: the fault
+    starts this long into a window (that window carries the data sent before it).
+    Returns the cycles from the fault's start, the open incidents' recovery onsets at
+    each cycle while it lasts, and the fault's end."""
     window = 900.0
     sims = 60
     engine = new_engine([iccid(k) for k in range(sims)], warmup_s=DAY)
@@ -134,8 +136,8 @@ def _windowed_partner_outage(
     def net(k: int) -> str:
         return "02" if k % 2 == 0 else "01"
 
-    fault_start = T0 + 2 * DAY
-    fault_end = fault_start + 2 * HOUR
+    fault_start = T0 + 2 * DAY + into_window
+    fault_end = T0 + 2 * DAY + 2 * HOUR
     down = [k for k in range(sims) if net(k) == "02"]
     retry = fault_end + (120 if refused_again else 720)
     back = {k: (np.inf if refused_again else retry) if k in retry_late else fault_end for k in down}
@@ -144,7 +146,7 @@ def _windowed_partner_outage(
         (w + lag[k], k, w)
         for k in range(sims)
         for w in np.arange(T0 + window, fault_start + 6 * HOUR, window)
-        if net(k) == "01" or not fault_start < w <= back[k]
+        if net(k) == "01" or not (w - window >= fault_start and w <= back[k])
     )
     for k in range(sims):  # each has a session open since the start
         feed.session(iccid(k), T0 - 60, "started", mcc="262", mnc=net(k), apn="meters.acme")
@@ -202,6 +204,29 @@ def test_sims_back_on_the_network_start_the_recovery_before_their_data() -> None
     assert len(resolved) == 1  # and no page again while the windows are awaited
     # two cycles without the cause once the recovery is seen (``close_after_recovering``),
     # not the five of a cause that merely went quiet
+    assert resolved[0] - fault_end <= 3 * 60
+
+
+def test_a_window_begun_before_the_network_dropped_the_sims_is_no_recovery() -> None:
+    # The fault starts 7 min into a 15-minute window: that window, delivered minutes
+    # later, holds the data sent before the network dropped the SIMs, and closes after
+    # the drop. Taken as data since the drop (its end is later), it took 14 SIMs out of
+    # an APN's fault at 2,000 SIMs (R2 ``apn_country`` seed 1) and dated its recovery
+    # in the middle of it. Every SIM stays failing until the fault ends.
+    results, onsets, fault_end = _windowed_partner_outage(ended_by_network=True, into_window=420)
+    changes = _group_changes(results)
+    opened = [c.incident for _, c in changes if c.kind == "opened"]
+    assert [incident.dims for incident in opened] == [{"partner": "26202"}]
+    assert set(onsets) == {None}
+    counts = {
+        cause.affected
+        for r in results
+        if r.evaluation.now < fault_end and r.evaluation.now >= fault_end - HOUR
+        for cause in r.evaluation.causes
+    }
+    assert counts == {30}  # all of 26202, through the windows that span the drop
+    resolved = [at for at, c in changes if c.kind == "resolved"]
+    assert len(resolved) == 1
     assert resolved[0] - fault_end <= 3 * 60
 
 

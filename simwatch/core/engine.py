@@ -33,6 +33,7 @@ from simwatch.core.evaluate import (
     last_refusal,
     leaf_mask,
     reason_codes,
+    sent_after,
     vip_rows,
 )
 from simwatch.core.exposure import reported_by_leaf, rest_verdict
@@ -52,7 +53,7 @@ from simwatch.core.operators import OperatorTable
 from simwatch.core.recovery import advance_recovery
 from simwatch.core.rhythm import RhythmParams, SimState
 from simwatch.core.schedule import ExpectationTables
-from simwatch.core.state import EPOCH_BASE, NEVER, FleetState, rel
+from simwatch.core.state import FleetState, rel
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -290,13 +291,11 @@ class Engine:
         # end, older than the cycle it arrives in)
         now_last = last[prev_rows]
         back = (now_last > prev_last) | (np.isnan(prev_last) & ~np.isnan(now_last))
-        # ... sent after the network last dropped or refused the SIM: the window that
-        # closed as a fault began arrives minutes into it (its time, the window's end,
-        # not after the failure end), and dated a 3-hour APN outage's recovery at its
-        # second minute (50,000 SIMs, R2)
-        refused = last_refusal(self.state, prev_rows)
-        refused_at = np.where(refused != NEVER, refused + float(EPOCH_BASE), -np.inf)
-        back &= now_last > refused_at
+        # ... sent after the network last dropped or refused the SIM (``sent_after``: its
+        # window began after it): the window that closed as a fault began arrives minutes
+        # into it, and dated a 3-hour APN outage's recovery at its second minute (50,000
+        # SIMs, R2); so did one that began before the refusal and closed after it
+        back &= sent_after(self.state, prev_rows, last_refusal(self.state, prev_rows))
         # or back on the network (``back_on_network``) with a session started since the
         # last cycle, while not churning: a windowed or session-level SIM's data shows
         # its recovery only a window or a session later

@@ -372,7 +372,8 @@ def explanations(state: FleetState, now: float, params: EvalParams) -> np.ndarra
     last_rel = np.where(np.isnan(last), float(NEVER), last - EPOCH_BASE)
     reject_at = c.reject_at[:n]
     recent = (reject_at != NEVER) & (reject_at > now_rel - params.reject_window_s)
-    recent &= reject_at >= last_rel  # no data since the reject
+    rows = np.flatnonzero(recent)
+    recent[rows[sent_after(state, rows, reject_at[rows])]] = False  # data since the reject
     kinds = c.reject_kind[:n]
     why[recent & (kinds == RejectKind.PDP_REJECT)] |= Why.PDP_REJECT
     for row in np.flatnonzero(recent & (kinds == RejectKind.AUTH_FAILURE)):
@@ -603,6 +604,24 @@ def windowed_recovering(
     return out
 
 
+def sent_after(state: FleetState, rows: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Bool per row: the SIM's latest data was sent after ``at`` (relative s), so its
+    window began after it. A window that began before ``at`` may hold only data sent
+    before: at 2,000 SIMs (R2 ``apn_country`` seed 1) the 08:00-08:15 windows of SIMs
+    the network refused at 08:02-08:10 arrived at 08:17-08:20 and took 14 of them out of
+    the fault as if back (and, once its recovery was dated by them, every SIM). Data
+    stamped ``at`` itself is none since: a session-level feed reports a session's volume
+    when it closes, at its end's very second."""
+    c = state.cols
+    last = state.rhythm.last_data[rows]
+    began = c.data_from[rows]
+    # a state restored from a checkpoint without ``data_from``: the data's time
+    known = np.where(np.isnan(last), float(NEVER), last - EPOCH_BASE)
+    began = np.where(began == NEVER, known, began)
+    out: np.ndarray = ~np.isnan(last) & (began > at)
+    return out
+
+
 def last_refusal(state: FleetState, rows: np.ndarray) -> np.ndarray:
     """Per row, when the network last ended the SIM's session with a failure cause or
     refused it (relative s; ``NEVER``: never)."""
@@ -625,8 +644,8 @@ def back_on_network(state: FleetState, rows: np.ndarray) -> np.ndarray:
     previous = np.where(ring < start[:, None], ring, NEVER).max(axis=1)
     died = c.session_end[rows] < previous  # the session before had no end record
     refused_at = last_refusal(state, rows)
-    # at the last data's second too: a session's closing usage record and its end
-    refused = (refused_at != NEVER) & (refused_at >= last_rel) & (refused_at <= start)
+    # after the last data was sent (``sent_after``)
+    refused = (refused_at != NEVER) & ~sent_after(state, rows, refused_at) & (refused_at <= start)
     back: np.ndarray = (c.session_open[rows] == 1) & (start > last_rel) & (died | refused)
     return back
 
@@ -718,12 +737,9 @@ def network_evidence(
     ev = np.zeros(n, np.uint8)
 
     def quiet_since(rows: np.ndarray, at: np.ndarray) -> np.ndarray:
-        """No data and no session accepted since ``at``: a new session means the
-        network is back. Data stamped ``at`` itself is none since: a session-level
-        feed reports a session's volume when it closes, at its end's very second."""
-        data = last[rows]
-        no_data = np.isnan(data) | (data - EPOCH_BASE <= at)
-        quiet: np.ndarray = no_data & (c.session_start[rows] <= at)
+        """No data sent (``sent_after``) and no session accepted since ``at``: a new
+        session means the network is back."""
+        quiet: np.ndarray = ~sent_after(state, rows, at) & (c.session_start[rows] <= at)
         return quiet
 
     rows = np.flatnonzero(c.fail_at[:n] > since)

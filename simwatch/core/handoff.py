@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Final
 import numpy as np
 
 from simwatch.core.rhythm import RhythmModel
-from simwatch.core.state import INTERNER_OF, Columns, Flag
+from simwatch.core.state import ADDED_COLUMNS, INTERNER_OF, Columns, Flag
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -151,6 +151,8 @@ def merge_rows(
     names = list(_COLUMNS) + [f"extra.{name}" for name in state.extra_dims]
     for name in names:
         column = arrays.get(f"col.{name}")
+        if column is None and name in ADDED_COLUMNS:
+            continue  # from a node of an older version: the SIMs keep the empty value
         like: np.ndarray = own.extra[name[6:]] if name.startswith("extra.") else getattr(own, name)
         if column is None or column.dtype != like.dtype or column.shape[:1] != (size,):
             raise ValueError(f"export column {name}: missing or mistyped")

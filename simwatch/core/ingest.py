@@ -453,7 +453,7 @@ class Ingestor:
             self._attributes_vector(rows[applies], picked(applies, _ATTRIBUTE_CODES))
         at = np.flatnonzero(kinds == 0)
         if at.size:  # the attributes are applied already: no codes needed
-            self._usage_vector(rows[at], ts[at], total[at])
+            self._usage_vector(rows[at], ts[at], total[at], codes["at"][at])
         at = np.flatnonzero(kinds == 1)
         if at.size:
             self._sessions_vector(rows[at], ts[at], total[at], picked(at, _SESSION_CODES))
@@ -529,13 +529,18 @@ class Ingestor:
             cols.session_open[rc] = 0
             cols.session_end[rc] = np.maximum(cols.session_end[rc], tc)
 
-    def _usage_vector(self, rows: np.ndarray, ts: np.ndarray, total: np.ndarray) -> None:
-        """The usage part of ``_apply_row`` for usage records of distinct rows."""
+    def _usage_vector(
+        self, rows: np.ndarray, ts: np.ndarray, total: np.ndarray, began: np.ndarray
+    ) -> None:
+        """The usage part of ``_apply_row`` for usage records of distinct rows (``began``:
+        each window's start, else its time; relative s)."""
         state = self.state
         cols = state.cols
         data = np.flatnonzero(total > 0)
         if data.size:
             dr = rows[data]
+            latest = state.rhythm.advances_many(dr, ts[data])
+            cols.data_from[dr[latest]] = began[data][latest]
             state.rhythm.observe_distinct(dr, ts[data])
             cols.flags[dr] |= np.uint8(HAS_USAGE)
             self._month_bytes_vector(dr, ts[data], np.minimum(total[data], MAX_COUNT))
@@ -646,6 +651,9 @@ class Ingestor:
             if start is not None:
                 self._regime(row, t, start)
             if total > 0:
+                if state.rhythm.advances(row, ts):
+                    began = t if start is None else min(t, math.floor(start) - EPOCH_BASE)
+                    state.mv["data_from"][row] = began
                 state.rhythm.observe(row, ts)
                 flags = state.mv["flags"]
                 flags[row] |= HAS_USAGE
@@ -815,6 +823,8 @@ class Ingestor:
                 # not at `ts`; usage records say when. So session totals are the data
                 # evidence only of SIMs whose feed has no usage records.
                 if not mv["flags"][row] & HAS_USAGE:
+                    if state.rhythm.advances(row, ts):  # sent within this session
+                        mv["data_from"][row] = session_start[row]
                     state.rhythm.observe(row, ts)
                     self._add_month_bytes(row, ts, total - previous)
                 session_bytes[row] = total

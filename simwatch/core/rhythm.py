@@ -422,6 +422,20 @@ class RhythmModel:
 
     # -- learning --------------------------------------------------------------------
 
+    def advances(self, row: int, ts: float) -> bool:
+        """Whether data at ``ts`` would be the SIM's latest (``observe`` moves its last
+        data time): a valid time after its last data, or its first."""
+        last = self._last_mv[row]
+        return 0.0 <= ts < _TS_MAX and (math.isnan(last) or ts > last)
+
+    def advances_many(
+        self, rows: npt.NDArray[np.int64], ts: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.bool_]:
+        """``advances`` per element (for distinct rows)."""
+        last = self._last[rows]
+        out: npt.NDArray[np.bool_] = (ts >= 0.0) & (ts < _TS_MAX) & (np.isnan(last) | (ts > last))
+        return out
+
     def observe(self, row: int, ts: float) -> None:
         """One data arrival at ``ts`` for the SIM in ``row``."""
         # One flat function with locals: this runs once per record.

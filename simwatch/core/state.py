@@ -130,6 +130,9 @@ class Columns:
     prev_leaf: np.ndarray  # the leaf the SIM left when its partner last changed, -1 = none
     moved_at: np.ndarray  # when its partner last changed (from a known partner)
     regime: np.ndarray  # its data regime, learned from its usage records (core.regime)
+    # when the SIM's latest data began: its usage window's start (the window's data was
+    # sent somewhere within it), else the data's time (``sent_after``)
+    data_from: np.ndarray
     month: np.ndarray  # year*12+month-1 of month_bytes, -1 = none
     month_bytes: np.ndarray
     leaf: np.ndarray  # code of the SIM's leaf group (combination of its dimension values)
@@ -168,6 +171,7 @@ class Columns:
             prev_leaf=np.full(capacity, -1, i32),
             moved_at=np.full(capacity, NEVER, i32),
             regime=np.zeros(capacity, np.uint8),
+            data_from=np.full(capacity, NEVER, i32),
             month=np.full(capacity, -1, np.int16),
             month_bytes=np.zeros(capacity, np.int64),
             leaf=np.full(capacity, -1, i32),
@@ -199,6 +203,7 @@ _FILL = {
     "prev_leaf": -1,
     "moved_at": NEVER,
     "session_end": NEVER,
+    "data_from": NEVER,
     "data_cap": -1,
     "month": -1,
     "leaf": -1,
@@ -209,7 +214,7 @@ _FILL = {
 # with their empty values (the evidence they hold is minutes old anyway).
 ADDED_COLUMNS: Final = frozenset({
     "fail_at", "fail_cause", "prev_leaf", "moved_at", "session_end", "regime",
-    "expect_interval", "expect_hours", "expect_from",
+    "expect_interval", "expect_hours", "expect_from", "data_from",
 })  # fmt: skip
 ADDED_TABLES: Final = frozenset({"schedules"})  # value tables added since, restored empty
 _MAX_SCHEDULES: Final = 32767  # distinct (active hours, zone) pairs: the int16 column's range
@@ -251,6 +256,7 @@ HOT_COLUMNS = (
     "session_bytes",
     "month",
     "month_bytes",
+    "data_from",
 )
 
 
