@@ -440,12 +440,13 @@ class ClusterNode:
     async def _become_leader(self, state: KeyValue) -> None:
         engine = self.daemon.engine
         data, _revision = await _json_entry(state, INCIDENTS_KEY)
+        # everything read before the incidents show: the API answers between two awaits
+        await self._adopt_noise()
         if isinstance(data, dict):
             try:
                 engine.incidents.adopt_groups(data)
             except ValueError:
                 log.exception("cluster: the stored incidents are unreadable; starting afresh")
-        await self._adopt_noise()
         engine.external_causes = None
         engine.external_merged = None
         engine.leader_groups = self._groups = ()  # its own incidents are them now
