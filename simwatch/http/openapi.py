@@ -219,7 +219,8 @@ SCHEMAS: Final[dict[str, Schema]] = {
                     "SIMs of a country, partner or APN that went dark), as SIM counts, "
                     "with `failure_end_cause` and `reject_cause`, the leading causes; "
                     "`awaiting`: once recovery began, overdue SIMs whose next report is "
-                    "not due yet (not counted as failing)"
+                    "not due yet, and SIMs refused before it that have not tried again "
+                    "(not counted as failing)"
                 ),
                 "properties": {
                     "failing": _COUNT,
