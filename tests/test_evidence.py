@@ -15,10 +15,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from fleet import DAY, T0, Feed, iccid, new_engine
 
-from simwatch.core.evaluate import EVIDENCE_NAMES, Evidence, back_on_network, evidence_causes
+from simwatch.core.evaluate import (
+    EVIDENCE_NAMES,
+    Evidence,
+    back_on_network,
+    evidence_causes,
+    sent_after,
+)
 from simwatch.core.incidents import evidence_text
 from simwatch.core.localize import Cause, LeafTable, LocalizeParams, localize
-from simwatch.core.state import FleetState
+from simwatch.core.state import EPOCH_BASE, FleetState
 from simwatch.core.timeutil import format_rfc3339
 from simwatch.http.views import sim_view
 from simwatch.shell.settings import AlertmanagerSinkSettings
@@ -453,3 +459,31 @@ def test_two_large_faults_on_different_attributes_are_not_the_whole_fleet() -> N
     ]
     # the rest of the fleet failing too: it is the whole fleet
     assert [dict(c.dims) for c in localize(table(10.0))] == [{}]
+
+
+def test_data_sent_after_a_refusal_by_the_shape_of_its_records() -> None:
+    # Refused at 08:07. A per-report device's record covers its measuring interval, but
+    # it is sent at its time: its 08:10 report (measured from 07:55) is data since. A
+    # 15-minute window 08:00-08:15 holds data sent anywhere in it, maybe all before the
+    # refusal: it is no data since; the next window, 08:15-08:30, is.
+    sims = [iccid(k) for k in range(2)]
+    engine = new_engine(sims)
+    feed = Feed(engine)
+    t0 = T0 + 8 * 3600.0
+    report, windowed = sims
+    for k in range(12):  # their shapes learned (two records agree)
+        end = t0 - (12 - k) * 900.0
+        feed.usage(report, end + 17.0, start=format_rfc3339(end + 17.0 - 900.0))
+        feed.usage(windowed, end, start=format_rfc3339(end - 900.0))
+    refused = t0 + 420.0
+    for name in sims:
+        feed.event(name, refused, "pdp_reject", cause="apn_unavailable")
+    state = engine.state
+    rows = np.array([state.index.get(name) for name in sims])
+    at = np.full(2, int(refused) - EPOCH_BASE)
+    assert not sent_after(state, rows, at).any()
+    feed.usage(report, t0 + 600.0, start=format_rfc3339(t0 - 300.0))
+    feed.usage(windowed, t0 + 900.0, start=format_rfc3339(t0))
+    assert sent_after(state, rows, at).tolist() == [True, False]
+    feed.usage(windowed, t0 + 1800.0, start=format_rfc3339(t0 + 900.0))
+    assert sent_after(state, rows, at).tolist() == [True, True]

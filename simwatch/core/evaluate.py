@@ -605,19 +605,23 @@ def windowed_recovering(
 
 
 def sent_after(state: FleetState, rows: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """Bool per row: the SIM's latest data was sent after ``at`` (relative s), so its
-    window began after it. A window that began before ``at`` may hold only data sent
-    before: at 2,000 SIMs (R2 ``apn_country`` seed 1) the 08:00-08:15 windows of SIMs
-    the network refused at 08:02-08:10 arrived at 08:17-08:20 and took 14 of them out of
-    the fault as if back (and, once its recovery was dated by them, every SIM). Data
-    stamped ``at`` itself is none since: a session-level feed reports a session's volume
-    when it closes, at its end's very second."""
+    """Bool per row: the SIM's latest data was sent after ``at`` (relative s). A
+    per-report record is sent at its time (its start is when the device began to
+    measure); a usage window or a session's record holds data sent anywhere in it, so
+    its start must be after ``at``. A window that began before ``at`` may hold only data
+    sent before: at 2,000 SIMs (R2 ``apn_country`` seed 1) the 08:00-08:15 windows of
+    SIMs the network refused at 08:02-08:10 arrived at 08:17-08:20 and took 14 of them
+    out of the fault as if back (and, once its recovery was dated by them, every SIM).
+    Data stamped ``at`` itself is none since: a session-level feed reports a session's
+    volume when it closes, at its end's very second."""
     c = state.cols
     last = state.rhythm.last_data[rows]
     began = c.data_from[rows]
-    # a state restored from a checkpoint without ``data_from``: the data's time
     known = np.where(np.isnan(last), float(NEVER), last - EPOCH_BASE)
-    began = np.where(began == NEVER, known, began)
+    # a per-report SIM, or a state restored from a checkpoint without ``data_from``:
+    # the data's time
+    per_report = regime.regime_of(c.regime[rows]) == regime.PER_REPORT
+    began = np.where(per_report | (began == NEVER), known, began)
     out: np.ndarray = ~np.isnan(last) & (began > at)
     return out
 
