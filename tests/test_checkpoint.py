@@ -25,7 +25,7 @@ from servers import until
 
 from simwatch.core.dedup import Deduplicator, fingerprint
 from simwatch.core.engine import Engine
-from simwatch.core.state import Flag, Status
+from simwatch.core.state import ADDED_COLUMNS, NEVER, Flag, Status
 from simwatch.core.timeutil import format_rfc3339
 from simwatch.http.metrics import EngineCollector, make_registry
 from simwatch.service import checkpoint as ckpt
@@ -506,3 +506,27 @@ async def test_the_copy_runs_off_the_loop_while_writers_wait(
     snapshot = ckpt.read_file(settings.state_dir)
     assert snapshot is not None
     assert snapshot.arrays["index.hi"].size == 0  # the copy is of the state before the batch
+
+
+def test_a_checkpoint_written_before_a_column_was_added_restores() -> None:
+    # A checkpoint of an older version lacks the columns added since: the state restores
+    # with those columns empty and every other one as written; a column every version
+    # writes is still required.
+    engine = new_engine(ICCIDS[:3])
+    feed = Feed(engine)
+    for k, name in enumerate(ICCIDS[:3]):
+        feed.usage(name, T0 + 900.0 * (k + 1), start=format_rfc3339(T0 + 900.0 * k))
+        feed.event(name, T0 + 4000.0, "pdp_reject", cause="apn_unavailable")
+    arrays, meta = engine.state.export()
+    assert (arrays["col.data_from"][:3] != NEVER).all()
+    older = {k: v for k, v in arrays.items() if k.removeprefix("col.") not in ADDED_COLUMNS}
+    fresh = new_engine([])
+    fresh.state.restore(older, meta)
+    n = len(fresh.state)
+    assert n == 3
+    assert (fresh.state.cols.data_from[:n] == NEVER).all()
+    assert (fresh.state.cols.fail_at[:n] == NEVER).all()
+    assert np.array_equal(fresh.state.cols.reject_at[:n], engine.state.cols.reject_at[:n])
+    without = {k: v for k, v in arrays.items() if k != "col.reject_at"}
+    with pytest.raises(KeyError, match="reject_at"):
+        new_engine([]).state.restore(without, meta)
