@@ -517,8 +517,10 @@ def test_a_checkpoint_written_before_a_column_was_added_restores() -> None:
     for k, name in enumerate(ICCIDS[:3]):
         feed.usage(name, T0 + 900.0 * (k + 1), start=format_rfc3339(T0 + 900.0 * k))
         feed.event(name, T0 + 4000.0, "pdp_reject", cause="apn_unavailable")
+        feed.session(name, T0 + 4100.0, "ended", end_cause="network_failure")
     arrays, meta = engine.state.export()
     assert (arrays["col.data_from"][:3] != NEVER).all()
+    assert (arrays["col.fail_at"][:3] != NEVER).all()
     older = {k: v for k, v in arrays.items() if k.removeprefix("col.") not in ADDED_COLUMNS}
     fresh = new_engine([])
     fresh.state.restore(older, meta)

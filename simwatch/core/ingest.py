@@ -639,8 +639,9 @@ class Ingestor:
         """The one per-record apply (after dedup and the row lookup)."""
         state = self.state
         t = int(ts) - EPOCH_BASE
+        # when the record's data and attributes began: a usage window's start, else its time
+        at = t if start is None else min(t, math.floor(start) - EPOCH_BASE)
         if mcc is not None or apn is not None or rat is not None:
-            at = t if start is None else min(t, math.floor(start) - EPOCH_BASE)
             self._attributes(row, t, at, apn, mcc, mnc, rat, operator)
         elif state.mv["attrs_at"][row] == NEVER and state.cols.leaf[row] < 0:
             # no network attributes yet (usage-only feeds: KORE, Cisco): grouped by its
@@ -652,8 +653,7 @@ class Ingestor:
                 self._regime(row, t, start)
             if total > 0:
                 if state.rhythm.advances(row, ts):
-                    began = t if start is None else min(t, math.floor(start) - EPOCH_BASE)
-                    state.mv["data_from"][row] = began
+                    state.mv["data_from"][row] = at
                 state.rhythm.observe(row, ts)
                 flags = state.mv["flags"]
                 flags[row] |= HAS_USAGE
