@@ -2,7 +2,7 @@
 
     python bench/scenarios.py [--seeds 7 8 9] [--regimes r1 r2 r3 mixed] [--sims 2000]
                               [--jobs 2] [--markdown] [--per-seed]
-                              [--results FILE [--report]] [SCENARIO ...]
+                              [--results FILE [--also FILE ...] [--report]] [SCENARIO ...]
 
 Runs each named scenario (default: all presets) per data regime and seed through
 simulate -> replay -> score, and prints a row per fault: incident, detection delay and
@@ -47,28 +47,37 @@ def _cell(values: list[float]) -> str:
     return f"{statistics.median(values) / 60:.0f} / {max(values) / 60:.0f}"
 
 
-def _run(job: tuple[str, str, int, int | None]) -> ScenarioScore:
+def _run(job: tuple[str, str, int, int | None]) -> tuple[ScenarioScore, float]:
+    """One run and its wall time (s): simulating, replaying and scoring."""
     regime, name, seed, sims = job
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         result, _ = run_scenario(name, seed, Path(tmp), regime=regime, sims=sims)
-    return result
+    return result, time.perf_counter() - started
 
 
-def _load(path: Path | None, sims: int | None) -> dict[tuple[str, str, int], ScenarioScore]:
-    """Runs kept in a results file (JSON lines) by an earlier, possibly stopped, sweep at
-    the same fleet size; the last line of a run wins."""
+def _load(
+    paths: list[Path], sims: int | None
+) -> tuple[dict[tuple[str, str, int], ScenarioScore], list[float]]:
+    """Runs kept in results files (JSON lines) by earlier, possibly stopped, sweeps at
+    the same fleet size (the last line of a run wins, files in order), and the wall
+    times the runs recorded (``seconds``; rows of older sweeps have none)."""
     kept: dict[tuple[str, str, int], ScenarioScore] = {}
-    if path is None or not path.exists():
-        return kept
-    for line in path.read_bytes().splitlines():
-        row = orjson.loads(line)
-        if row.get("sims") != sims:
+    seconds: list[float] = []
+    for path in paths:
+        if not path.exists():
             continue
-        result = ScenarioScore(
-            faults=[FaultScore(**f) for f in row["faults"]], false_pages=row["false_pages"]
-        )
-        kept[row["regime"], row["scenario"], int(row["seed"])] = result
-    return kept
+        for line in path.read_bytes().splitlines():
+            row = orjson.loads(line)
+            if row.get("sims") != sims:
+                continue
+            result = ScenarioScore(
+                faults=[FaultScore(**f) for f in row["faults"]], false_pages=row["false_pages"]
+            )
+            kept[row["regime"], row["scenario"], int(row["seed"])] = result
+            if row.get("seconds") is not None:
+                seconds.append(float(row["seconds"]))
+    return kept, seconds
 
 
 def _commit() -> str:
@@ -231,8 +240,16 @@ def main() -> None:
         "--results",
         type=Path,
         default=None,
-        help="JSON lines file: each finished run is appended; runs already in it are "
-        "not run again (a long sweep can be stopped and resumed)",
+        help="JSON lines file: each finished run is appended (with its wall time); runs "
+        "already in it are not run again (a long sweep can be stopped and resumed)",
+    )
+    parser.add_argument(
+        "--also",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="more results files, read before --results and never written: runs of "
+        "earlier commits that count (and are not run again)",
     )
     parser.add_argument(
         "--report",
@@ -241,7 +258,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     sweep = Sweep()
-    kept = _load(args.results, args.sims)
+    sources = [*args.also, *([args.results] if args.results is not None else [])]
+    kept, seconds = _load(sources, args.sims)
     commit = _commit()
     started = time.perf_counter()
     # seed by seed: a sweep stopped early still has every regime and scenario of the
@@ -259,11 +277,14 @@ def main() -> None:
     pool = ProcessPoolExecutor(max_workers=max(args.jobs, 1))
     done = 0
     try:
-        for (regime, name, seed, _), result in zip(jobs, pool.map(_run, jobs), strict=False):
+        for (regime, name, seed, _), (result, wall) in zip(
+            jobs, pool.map(_run, jobs), strict=False
+        ):
             done += 1
+            seconds.append(wall)
             if args.results is not None:
                 row = {"regime": regime, "scenario": name, "seed": seed, "sims": args.sims}
-                row |= {"commit": commit, **asdict(result)}
+                row |= {"commit": commit, "seconds": round(wall, 1), **asdict(result)}
                 with args.results.open("ab") as fh:
                     fh.write(orjson.dumps(row) + b"\n")
             sweep.add(regime, name, seed, result)
@@ -275,11 +296,16 @@ def main() -> None:
     elapsed = time.perf_counter() - started
     seeds = " ".join(str(s) for s in args.seeds)
     print()
+    from_files = ", ".join(str(p) for p in sources)
     print(
         f"seeds {seeds}; fleet {args.sims or 'preset (2000)'} SIMs; {elapsed:.0f} s"
-        f" ({len(kept)} runs from {args.results})"
-        if kept
-        else f"seeds {seeds}; fleet {args.sims or 'preset (2000)'} SIMs; {elapsed:.0f} s"
+        + (f" ({len(kept)} runs from {from_files})" if kept else "")
+        + (
+            f"; a run took {statistics.median(seconds):.0f} s median, "
+            f"{max(seconds):.0f} s at most ({len(seconds)} runs timed)"
+            if seconds
+            else ""
+        )
     )
     sweep.summary(args.markdown)
     if args.per_seed:
