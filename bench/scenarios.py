@@ -12,7 +12,8 @@ that missed the detection issue's target: 5 min for a fault the network reports,
 intervals for a silent one (R3: the churn window), resolved 0-15 min after the end).
 The bound the test suite asserts on is printed beside it, and beside the resolution the
 "data back" delay: when a tenth of the fault's SIMs had sent data again after its end,
-the earliest the data could tell anyone that it ended.
+the earliest the data could tell anyone that it ended, and (runs that kept it) "recovery
+seen": the incident's recovery onset (``recovered_at``) against the end.
 """
 
 from __future__ import annotations
@@ -45,6 +46,15 @@ def _cell(values: list[float]) -> str:
     if not values:
         return "-"
     return f"{statistics.median(values) / 60:.0f} / {max(values) / 60:.0f}"
+
+
+def _signed_cell(values: list[float]) -> str:
+    """Median / the one farthest from zero, signed (a recovery seen before the end is
+    negative)."""
+    if not values:
+        return "-"
+    far = max(values, key=abs)
+    return f"{statistics.median(values) / 60:+.0f} / {far / 60:+.0f}"
 
 
 def _run(job: tuple[str, str, int, int | None]) -> tuple[ScenarioScore, float]:
@@ -107,6 +117,7 @@ class Sweep:
         self.resolve: dict[tuple[str, str, str], list[float]] = defaultdict(list)
         self.back: dict[tuple[str, str, str], list[float]] = defaultdict(list)
         self.evidence: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+        self.seen: dict[tuple[str, str, str], list[float]] = defaultdict(list)
         self.missed: dict[tuple[str, str, str], list[int]] = defaultdict(list)
         self.false_pages: dict[tuple[str, str], list[int]] = defaultdict(list)
         # (regime, scenario, kind) -> seed -> one cell of the per-seed table
@@ -140,6 +151,8 @@ class Sweep:
                 self.back[key].append(f.data_back_s)
             if f.evidence_s is not None:
                 self.evidence[key].append(f.evidence_s)
+            if f.recovery_seen_s is not None:
+                self.seen[key].append(f.recovery_seen_s)
             mark = "" if f.meets_target else "*"
             shown = "" if f.evidence_s is None else f"({_mins(f.evidence_s)})"
             cell = (
@@ -150,13 +163,15 @@ class Sweep:
             # two faults of one kind in a run (shared_value): both, in order
             before = self.cells[key].get(seed)
             self.cells[key][seed] = cell if before is None else f"{before}, {cell}"
+            seen = f.recovery_seen_s
             print(
                 f"  {f.kind:<18} {dims}  {f.incident_id or 'NOT FOUND'}  "
                 f"detect {minutes(f.detect_s)} (bound {minutes(f.detect_bound_s)}, "
                 f"target {minutes(f.target_s)}, "
                 f"{EVIDENCE_SIMS} SIMs showed it {minutes(f.evidence_s)})  "
                 f"resolve {minutes(f.resolve_s)} after the end "
-                f"(data back {minutes(f.data_back_s)})"
+                f"(data back {minutes(f.data_back_s)}"
+                f"{'' if seen is None else f', recovery seen {seen / 60:+.0f} min'})"
                 f"{'' if f.meets_target else '  MISSES TARGET'}"
             )
         for page in result.false_pages:
@@ -178,15 +193,18 @@ class Sweep:
         ]
 
     def summary(self, markdown: bool) -> None:
+        # when the incidents saw their faults' ends (runs of older sweeps did not keep it)
+        dated = bool(self.seen)
         head = (
             "| regime | scenario | fault | detect median / worst (min) | "
             f"{EVIDENCE_SIMS} SIMs showed it (min) | "
             "resolve median / worst (min) | data back median / worst (min) | "
-            "seeds missing the target | false pages |"
+            + ("recovery seen median / worst (min) | " if dated else "")
+            + "seeds missing the target | false pages |"
         )
         if markdown:
             print(head)
-            print("|---|---|---|---|---|---|---|---|---|")
+            print("|" + "---|" * (10 if dated else 9))
         for regime, name, kind in self.keys():
             key = (regime, name, kind)
             cells = [
@@ -197,6 +215,7 @@ class Sweep:
                 _cell(self.evidence.get(key, [])),
                 _cell(self.resolve.get(key, [])),
                 _cell(self.back.get(key, [])),
+                *([_signed_cell(self.seen.get(key, []))] if dated else []),
                 ",".join(str(s) for s in self.missed.get(key, [])) or "none",
                 str(sum(self.false_pages.get((regime, name), []))),
             ]

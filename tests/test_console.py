@@ -18,6 +18,7 @@ from fleet import DAY
 
 from simwatch.core.iccid import luhn_check_digit
 from simwatch.core.records import Record
+from simwatch.core.timeutil import format_rfc3339
 from simwatch.http.app import make_app
 from simwatch.http.console import COOKIE, Sessions
 from simwatch.shell.history import DAY_S, HistoryStore, HistoryWriter, row_of
@@ -302,6 +303,24 @@ async def test_incident_page_pages_through_its_sims(client: Client) -> None:
     assert len(rest) == 30
     assert sorted(first + rest) == sorted(KPN)
     assert 'id="next-page"' not in rest_html
+
+
+async def test_incident_page_says_when_its_recovery_began(
+    client: Client, fleet: tuple[Engine, HistoryStore]
+) -> None:
+    engine, _ = fleet
+    incident = engine.incidents.get("inc-0001")
+    assert incident is not None
+    await sign_in(client)
+    assert 'id="recovery"' not in await page(client, "/ui/incidents/inc-0001")
+    incident.recovery_onset = NOW - 300.0
+    try:
+        html = await page(client, "/ui/incidents/inc-0001")
+    finally:
+        incident.recovery_onset = None
+    since = format_rfc3339(NOW - 300.0)
+    assert re.search(rf'Recovering since</dt><dd id="recovery">{since.replace("T", " ")}', html)
+    assert f"recovering since {since}" in html  # the evidence says it too
 
 
 async def test_an_unknown_incident_is_a_404_page(client: Client) -> None:

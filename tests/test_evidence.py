@@ -320,6 +320,19 @@ def test_evidence_text_of_an_empty_mapping_is_empty() -> None:
     )
 
 
+def test_evidence_text_of_a_recovering_group_says_since_when_and_how_many_are_awaited() -> None:
+    at = 1_793_000_000.0
+    since = format_rfc3339(at)
+    assert evidence_text({"failing": 0, "awaiting": 40}, 100, recovering_since=at) == (
+        f"recovering since {since}, 40 SIMs awaited (quiet since before then, not due yet)"
+        "; none failing"
+    )
+    assert evidence_text({"failing": 3, "overdue": 3}, 100, recovering_since=at) == (
+        f"3 of 100 SIMs failing: 3 overdue by their own rhythm; recovering since {since}"
+    )
+    assert evidence_text({}, 100, recovering_since=at) == f"recovering since {since}; none failing"
+
+
 def test_a_checkpoint_without_the_evidence_columns_restores() -> None:
     state = FleetState()
     state.ensure_row(iccid(1))

@@ -107,6 +107,42 @@ def test_a_black_hole_resolves_when_the_fast_reporters_are_back() -> None:
     assert not any(c.kind == "opened" for r in after for c in r.changes)
     reported = incident.to_json()
     assert "recovering_since" not in reported  # resolved
+    assert reported["recovered_at"] == format_rfc3339(incident.recovery_onset)
+
+
+def test_a_recovering_page_says_so_and_a_resolved_one_when_its_recovery_began() -> None:
+    # Between a fault's end and the page's resolution its failing count falls to a few
+    # or none while most SIMs are awaited; the page's evidence said nothing then (the
+    # console: "No network evidence"). Now it says the group is recovering since when,
+    # and the resolved incident keeps when that was.
+    engine, feed, end, nxt = learned_fleet()
+    fault_end = end + 3 * HOUR
+
+    def up(k: int, t: float) -> bool:
+        return k % 2 == 1 or not end <= t < fault_end
+
+    run(engine, feed, nxt, end, fault_end, up=up)
+    (incident,) = engine.incidents.open.values()
+    assert "recovering" not in incident.evidence_text()
+    t = fault_end
+    while incident.recovery_onset is None:
+        run(engine, feed, nxt, t, t + 60.0, up=up)
+        t += 60.0
+        assert t < fault_end + HOUR
+    assert incident.resolved_at is None
+    onset = format_rfc3339(incident.recovery_onset)
+    text = incident.evidence_text()
+    assert f"recovering since {onset}" in text
+    awaiting = incident.evidence.get("awaiting")
+    if isinstance(awaiting, int) and awaiting:
+        assert f"{awaiting} SIMs awaited" in text
+    assert incident.to_json()["recovering_since"] == onset
+    run(engine, feed, nxt, t, t + 3 * HOUR, up=up)
+    assert incident.resolved_at is not None
+    reported = incident.to_json()
+    assert reported["recovered_at"] == onset
+    assert "recovering_since" not in reported
+    assert "recovering" not in incident.evidence_text()
 
 
 def _windowed_partner_outage(

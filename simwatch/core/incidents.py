@@ -146,8 +146,11 @@ class Incident:
             out["reasons"] = list(self.reasons)
         if self.evidence:
             out["evidence"] = dict(self.evidence)
-        if self.recovery_onset is not None and self.resolved_at is None:
-            out["recovering_since"] = format_rfc3339(self.recovery_onset)
+        if self.recovery_onset is not None:
+            # open: the SIMs are coming back; resolved: when they were seen to (before
+            # the resolution, which waited to be sure)
+            key = "recovering_since" if self.resolved_at is None else "recovered_at"
+            out[key] = format_rfc3339(self.recovery_onset)
         out["maintenance"] = bool(self.maintenance)
         out["maintenance_windows"] = [
             {
@@ -161,8 +164,10 @@ class Incident:
 
     def evidence_text(self) -> str:
         """The evidence as one sentence ("41 of 101 SIMs failing: 30 had sessions ended
-        by the network (network_failure), 11 left for another partner"), or ``""``."""
-        return evidence_text(self.evidence, self.total)
+        by the network (network_failure), 11 left for another partner"), or ``""``; an
+        open incident whose recovery began says so ("...; recovering since ...")."""
+        onset = self.recovery_onset if self.resolved_at is None else None
+        return evidence_text(self.evidence, self.total, recovering_since=onset)
 
     def headline(self) -> str:
         """The group, affected of total and the evidence, for a log line:
@@ -188,11 +193,27 @@ _EVIDENCE_PHRASES: Final = (
 )
 
 
-def evidence_text(evidence: Mapping[str, object], total: float) -> str:
-    """One sentence from an ``evidence`` mapping (see ``Incident.evidence``)."""
+def evidence_text(
+    evidence: Mapping[str, object], total: float, *, recovering_since: float | None = None
+) -> str:
+    """One sentence from an ``evidence`` mapping (see ``Incident.evidence``). With
+    ``recovering_since`` (an open incident's recovery onset) it also says that the group's
+    SIMs are coming back and how many are awaited: between the fault's end and the
+    incident's resolution the failing count falls to a few or none, and without it the
+    page would read as a fault that lost its evidence."""
     failing = evidence.get("failing")
     if not isinstance(failing, int | float) or failing <= 0:
-        return ""
+        failing = 0
+    recovery = ""
+    if recovering_since is not None:
+        awaiting = evidence.get("awaiting")
+        recovery = f"recovering since {format_rfc3339(recovering_since)}" + (
+            f", {round(awaiting)} SIMs awaited (quiet since before then, not due yet)"
+            if isinstance(awaiting, int | float) and awaiting > 0
+            else ""
+        )
+    if not failing:
+        return f"{recovery}; none failing" if recovery else ""
     parts = []
     usual = evidence.get("usual")
     for key, phrase in _EVIDENCE_PHRASES:
@@ -206,7 +227,8 @@ def evidence_text(evidence: Mapping[str, object], total: float) -> str:
             + phrase.format(cause=f" ({cause})" if isinstance(cause, str) else "")
             + (f" (usually {normal:g})" if isinstance(normal, int | float) else "")
         )
-    return f"{round(failing)} of {round(total)} SIMs failing: " + ", ".join(parts)
+    text = f"{round(failing)} of {round(total)} SIMs failing: " + ", ".join(parts)
+    return f"{text}; {recovery}" if recovery else text
 
 
 def _time_or_none(value: object) -> str | None:

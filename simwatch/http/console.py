@@ -36,7 +36,6 @@ from aiohttp import web
 from simwatch.core.diagnosis import format_bytes, human_duration
 from simwatch.core.groups import top_customers
 from simwatch.core.iccid import alternate_form
-from simwatch.core.incidents import evidence_text
 from simwatch.core.timeutil import format_rfc3339, parse_rfc3339
 from simwatch.http import console_views, views
 from simwatch.shell.history import series_key
@@ -490,7 +489,7 @@ class Console:
             request,
             "incident.html",
             incident=data,
-            evidence=evidence_text(incident.evidence, incident.total),
+            evidence=incident.evidence_text(),
             sims=sims,
             customers=top_customers(engine.state, rows, TOP_CUSTOMERS),
             chart=chart,

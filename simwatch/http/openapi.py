@@ -197,6 +197,13 @@ SCHEMAS: Final[dict[str, Schema]] = {
                 "description": "open group incidents: when SIMs of the group began to send "
                 "data again (the fault may have ended; SIMs not due since are awaited)",
             },
+            "recovered_at": {
+                "type": "string",
+                "format": "date-time",
+                "description": "resolved group incidents whose recovery was seen: when the "
+                "group's SIMs were seen coming back (``recovering_since`` while it was "
+                "open; ``resolved_at`` is later: the incident waited to be sure)",
+            },
             "maintenance": {
                 "type": "boolean",
                 "description": "a maintenance window under way covers the incident: it is "

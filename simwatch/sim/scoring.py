@@ -75,6 +75,9 @@ class FaultScore:
     # fault start -> the first cycle at which EVIDENCE_SIMS of its SIMs had shown it in
     # the network's records (network-reported kinds only; None: never)
     evidence_s: float | None = None
+    # fault end -> the matched incident's recovery onset (``recovered_at``: when its SIMs
+    # were seen coming back; None: resolved without a recovery seen, or not resolved)
+    recovery_seen_s: float | None = None
 
     @property
     def meets_target(self) -> bool:
@@ -249,6 +252,8 @@ def score(
         result.detect_s = incident.opened_at - start
         if incident.resolved_at is not None:
             result.resolve_s = incident.resolved_at - end
+            if incident.recovery_onset is not None:
+                result.recovery_seen_s = incident.recovery_onset - end
     false_pages = [i.to_json() for i in pages if i.id not in matched]
     return ScenarioScore(faults=faults, false_pages=false_pages)
 
