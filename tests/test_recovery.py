@@ -133,10 +133,22 @@ def test_a_recovering_page_says_so_and_a_resolved_one_when_its_recovery_began() 
     onset = format_rfc3339(incident.recovery_onset)
     text = incident.evidence_text()
     assert f"recovering since {onset}" in text
-    awaiting = incident.evidence.get("awaiting")
-    if isinstance(awaiting, int) and awaiting:
-        assert f"{awaiting} SIMs awaited" in text
     assert incident.to_json()["recovering_since"] == onset
+    run(engine, feed, nxt, t, t + 60.0, up=up)  # the awaiting applies from the next cycle
+    t += 60.0
+    assert incident.resolved_at is None
+    text = incident.evidence_text()
+    evaluation = engine.last_evaluation
+    assert evaluation is not None
+    awaited = np.flatnonzero(evaluation.awaiting)
+    assert awaited.size  # the hourly SIMs
+    assert f"{awaited.size} SIMs awaited" in text
+    # what support reads of a SIM awaited
+    sim = engine.state.index.iccid(int(awaited[0]))
+    findings = engine.diagnose(sim, evaluation.now) or []
+    hint = next(f.hint for f in findings if f.code == "group_incident")
+    assert f"recovering since {onset}" in hint
+    assert "This SIM: it has been quiet since before its group began to recover" in hint
     run(engine, feed, nxt, t, t + 3 * HOUR, up=up)
     assert incident.resolved_at is not None
     reported = incident.to_json()

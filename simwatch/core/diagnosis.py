@@ -73,6 +73,12 @@ def _own_evidence(evaluation: Evaluation, row: int) -> str:
     parts = [text for bit, text in _OWN_EVIDENCE if bits & bit]
     if not parts and evaluation.overdue[row]:
         parts.append("it is overdue by its own rhythm")
+    if not parts and evaluation.awaiting[row]:
+        # the group's recovery began: what support tells a customer calling about it
+        parts.append(
+            "it has been quiet since before its group began to recover and is not due to "
+            "report yet: it is expected back by its own rhythm"
+        )
     return "; ".join(parts)
 
 
