@@ -62,6 +62,11 @@ HOUR = 3600.0
 NODES = ("n1", "n2")  # n1 leads
 
 
+def _never(node: str, now: float) -> bool:
+    del node, now
+    return False
+
+
 class Twin:
     """The reference engine and the cluster's node engines, fed the same records."""
 
@@ -79,6 +84,8 @@ class Twin:
         self.leader = self.nodes[0]
         # the by-hand path (docs/scaling.md): one merger process fed the same reports
         self.merger = Merger(len(NODES), interval_s=self.leader.config.eval_interval_s)
+        # (node, instant) -> True: that node's report never reaches the merge (down)
+        self.lost: Callable[[str, float], bool] = _never
 
     def ingest(self, record: Record) -> None:
         self.ref.ingest_record(record)
@@ -93,15 +100,18 @@ class Twin:
             report = shard_report(engine, 0, 1)
             assert report is not None
             wire = orjson.loads(orjson.dumps(report.to_json()))
-            reports[name] = ShardReport.from_json(wire)
+            if not self.lost(name, now):
+                reports[name] = ShardReport.from_json(wire)
         self.merger.cycle(
-            [replace(r, shard=i, shards=len(NODES)) for i, r in enumerate(reports.values())],
+            [replace(r, shard=NODES.index(name), shards=len(NODES)) for name, r in reports.items()],
             at=now,
         )
         merge = leader_merge(self.leader, reports, NODES, now)  # as service.cluster
         self.leader.heard_elsewhere = merge.merged.heard
         if merge.causes is not None:
             self.leader.apply_merge(merge.merged, merge.causes)
+        else:
+            self.leader.apply_partial_merge(merge.merged)
         entry = orjson.loads(orjson.dumps(leader_entry(self.leader, now)))
         interval = self.leader.config.eval_interval_s
         for engine in self.nodes[1:]:
@@ -177,6 +187,36 @@ def test_a_black_hole_recovers_and_resolves_in_a_cluster_as_on_one_node() -> Non
     assert led.resolved_at == ref.resolved_at + step
     assert led.resolved_at - fault_end <= 15 * 60
     # ... and nothing paged again on either
+    assert [i.id for i in groups(twin.leader)] == [i.id for i in groups(twin.ref)]
+
+
+def test_a_fault_s_end_while_a_node_is_down_still_counts_its_recovery() -> None:
+    # The second node's reports are lost for the ten minutes after the black hole's
+    # end, when the five-minute devices came back. Each node counts a SIM once, in the
+    # cycle it came back, so the leader, deciding nothing without every node, never
+    # counted them: its onset came from the hourly devices trickling back after the
+    # gap, and the page resolved later than on one node. Now the SIMs the usable node
+    # saw come back count in a merge without a decision.
+    twin, feed, end, nxt = learned_twin()
+    fault_end = end + 3 * HOUR
+    twin.lost = lambda node, now: node == "n2" and fault_end < now <= fault_end + 600.0
+
+    def up(k: int, t: float) -> bool:
+        return k % 2 == 1 or not end <= t < fault_end
+
+    run(twin, feed, nxt, end, fault_end + 3 * HOUR, up=up)
+    (ref,) = groups(twin.ref)
+    (led,) = groups(twin.leader)
+    (merger,) = [i for i in twin.merger.incidents.all() if i.kind == "group"]
+    assert ref.recovery_onset is not None
+    assert led.recovery_onset is not None
+    assert merger.recovery_onset is not None
+    # the first node's half of the five-minute devices sets it, as one node's all do
+    assert led.recovery_onset - ref.recovery_onset <= 60.0
+    assert merger.recovery_onset - ref.recovery_onset <= 60.0
+    assert ref.resolved_at is not None
+    assert led.resolved_at is not None
+    assert led.resolved_at - fault_end <= 15 * 60
     assert [i.id for i in groups(twin.leader)] == [i.id for i in groups(twin.ref)]
 
 

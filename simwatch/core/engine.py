@@ -317,6 +317,19 @@ class Engine:
         )
         return np.bincount(member, minlength=self.state.n_leaves).astype(np.float64)
 
+    def apply_partial_merge(self, merged: Merged) -> None:
+        """A cluster leader's merge without a decision (a node missing, stale, warming or
+        an outlier: ``core.cluster.merge_cycle`` found no causes): the incidents stay as
+        they are, but the SIMs the usable nodes saw come back count toward the open
+        incidents' recovery (``core.merge.advance_recoveries``, ``churn=False``)."""
+        advance_recoveries(
+            self.incidents.open.values(),
+            merged,
+            self.config.evaluation,
+            self.config.eval_interval_s,
+            churn=False,
+        )
+
     def _track_recovery(self, now: float, evaluation: Evaluation) -> None:
         """Count, per open group incident, its SIMs that were failing at the previous
         cycle and sent data since (or are back on the network), in the group (not

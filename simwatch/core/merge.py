@@ -1054,6 +1054,14 @@ class Merger:
     def cycle(self, reports: Iterable[ShardReport], *, at: float | None = None) -> MergeCycle:
         merged = merge_reports(reports, self.shards, at=at, outlier_params=self.outlier_params)
         if len(merged.included) < self.min_shards:
+            # no decision, but the SIMs the usable shards saw come back did come back
+            advance_recoveries(
+                self.incidents.open.values(),
+                merged,
+                self.eval_params,
+                self.interval_s,
+                churn=False,
+            )
             return MergeCycle(merged, [], [], decided=False)
         merged = replace(merged, table=self.noise.apply(merged.table))
         causes = merged_causes(merged, self.localize_params)
@@ -1076,11 +1084,24 @@ class Merger:
 
 
 def advance_recoveries(
-    incidents: Iterable[Incident], merged: Merged, params: EvalParams, interval_s: float
+    incidents: Iterable[Incident],
+    merged: Merged,
+    params: EvalParams,
+    interval_s: float,
+    *,
+    churn: bool = True,
 ) -> None:
     """The recovery of the open group ``incidents`` (``core.recovery``) from the shards'
     summed recovery counts and churners, at the merged instant; nothing when no shard
-    counts them (an older version)."""
+    counts them (an older version).
+
+    A merge without a decision (a shard missing, stale, warming or an outlier) still
+    counts the SIMs its usable shards saw come back (``churn=False``): they came back
+    whoever else reported, and a fault's end that fell in a shard's outage was otherwise
+    never counted (each shard counts a SIM once, in the cycle it came back). Fewer
+    shards count fewer SIMs, so such a cycle can only set an onset later than a complete
+    one would, never sooner. The churn stop waits for a complete merge: it judges the
+    quiet between every churner's restarts, which a part of them would overstate."""
     recovered = merged.recovered
     if recovered is None:
         return
@@ -1089,16 +1110,16 @@ def advance_recoveries(
         if incident.kind != "group" or incident.resolved_at is not None:
             continue
         leaves = merged.leaves_of(incident.dims)
-        churn = merged.churn_of(leaves)
+        part = merged.churn_of(leaves)
 
-        def stop_at(part: ChurnPart = churn) -> float:
+        def stop_at(part: ChurnPart = part) -> float:
             return churn_stop(part, at, params)
 
         advance_recovery(
             incident,
             at,
             float(recovered[leaves].sum()),
-            stop_at if churn.sims else None,
+            stop_at if churn and part.sims else None,
             params=params,
             interval_s=interval_s,
         )

@@ -524,6 +524,8 @@ class ClusterNode:
         if result.causes is None:
             self.stats.merges_incomplete += 1
             merged = result.merged
+            # no decision; the SIMs the usable nodes saw come back still count
+            self.daemon.engine.apply_partial_merge(merged)
             log.info(
                 "cluster: no decision at %.0f (missing %s, stale %s, warming %s, outliers %s)",
                 at,
