@@ -323,6 +323,26 @@ async def test_incident_page_says_when_its_recovery_began(
     assert f"recovering since {since}" in html  # the evidence says it too
 
 
+async def test_a_resolved_incident_page_shows_its_evidence_at_its_worst(
+    client: Client, fleet: tuple[Engine, HistoryStore]
+) -> None:
+    engine, _ = fleet
+    incident = engine.incidents.get("inc-0001")
+    assert incident is not None
+    await sign_in(client)
+    last = incident.evidence
+    incident.evidence = {"failing": 2, "overdue": 2}  # the few left at its end
+    incident.resolved_at = NOW - 60.0
+    try:
+        html = await page(client, "/ui/incidents/inc-0001")
+    finally:
+        incident.evidence = last
+        incident.resolved_at = None
+    assert "Evidence at its worst" in html
+    assert "80 of 80 SIMs failing: 80 overdue by their own rhythm" in html
+    assert "2 of 80 SIMs failing" not in html
+
+
 async def test_an_unknown_incident_is_a_404_page(client: Client) -> None:
     await sign_in(client)
     assert "unknown incident" in await page(client, "/ui/incidents/inc-9999", 404)

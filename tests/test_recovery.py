@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+import orjson
 from fleet import (
     DAY,
     T0,
@@ -124,6 +125,9 @@ def test_a_recovering_page_says_so_and_a_resolved_one_when_its_recovery_began() 
     run(engine, feed, nxt, end, fault_end, up=up)
     (incident,) = engine.incidents.open.values()
     assert "recovering" not in incident.evidence_text()
+    worst = incident.peak_evidence["failing"]
+    assert isinstance(worst, int)
+    assert worst >= 30
     t = fault_end
     while incident.recovery_onset is None:
         run(engine, feed, nxt, t, t + 60.0, up=up)
@@ -155,6 +159,12 @@ def test_a_recovering_page_says_so_and_a_resolved_one_when_its_recovery_began() 
     assert reported["recovered_at"] == onset
     assert "recovering_since" not in reported
     assert "recovering" not in incident.evidence_text()
+    # what it rested on at its worst, not the few SIMs left at its end
+    assert incident.peak_evidence["failing"] == worst
+    assert reported["peak_evidence"] == incident.peak_evidence
+    assert incident.peak_evidence_text().startswith(f"{worst} of ")
+    restored = incident_from_state(orjson.loads(orjson.dumps(incident_state(incident))))
+    assert restored.peak_evidence == incident.peak_evidence
 
 
 def _windowed_partner_outage(

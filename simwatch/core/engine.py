@@ -443,9 +443,11 @@ class Engine:
             for incident in groups:
                 if not self.groups_local and merged is not None and merged.evidence is not None:
                     # a cluster leader: what every shard's SIMs show, summed
-                    incident.evidence = merged.evidence_of(incident.dims)
+                    incident.note_evidence(merged.evidence_of(incident.dims))
                 else:
-                    incident.evidence = evidence_summary(state, evaluation, incident.dims, usual)
+                    incident.note_evidence(
+                        evidence_summary(state, evaluation, incident.dims, usual)
+                    )
         self._track_recovery(now, evaluation)
         # Tickets wait for the warm-up too: before a daytime-only device's second
         # morning its first night cannot be told from silence.

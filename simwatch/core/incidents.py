@@ -97,6 +97,9 @@ class Incident:
     # what the failing count rests on, per kind (``overdue``, ``failure_end``, ``reject``,
     # ``churn``, ``moved``), with the leading causes: see ``evidence_summary``
     evidence: dict[str, object] = field(default_factory=dict)
+    # ``evidence`` at the cycle the most SIMs failed (``note_evidence``): what a resolved
+    # incident rested on, where its last ``evidence`` is the few SIMs left at its end
+    peak_evidence: dict[str, object] = field(default_factory=dict)
     # the maintenance windows covering it at the last evaluation: {"id", "name", "ends_at"
     # (epoch seconds, the end of the window's current occurrence)}; see core.maintenance
     maintenance: list[dict[str, object]] = field(default_factory=list)
@@ -146,6 +149,8 @@ class Incident:
             out["reasons"] = list(self.reasons)
         if self.evidence:
             out["evidence"] = dict(self.evidence)
+        if self.peak_evidence:
+            out["peak_evidence"] = dict(self.peak_evidence)
         if self.recovery_onset is not None:
             # open: the SIMs are coming back; resolved: when they were seen to (before
             # the resolution, which waited to be sure)
@@ -168,6 +173,21 @@ class Incident:
         open incident whose recovery began says so ("...; recovering since ...")."""
         onset = self.recovery_onset if self.resolved_at is None else None
         return evidence_text(self.evidence, self.total, recovering_since=onset)
+
+    def peak_evidence_text(self) -> str:
+        """``evidence_text`` of the evidence at the incident's worst (``peak_evidence``)."""
+        return evidence_text(self.peak_evidence, self.total)
+
+    def note_evidence(self, evidence: dict[str, object]) -> None:
+        """This cycle's evidence; kept as ``peak_evidence`` too when no earlier cycle had
+        more SIMs failing."""
+        self.evidence = evidence
+        failing = evidence.get("failing")
+        peak = self.peak_evidence.get("failing")
+        if isinstance(failing, int | float) and (
+            not isinstance(peak, int | float) or failing >= peak
+        ):
+            self.peak_evidence = evidence
 
     def headline(self) -> str:
         """The group, affected of total and the evidence, for a log line:
@@ -290,6 +310,7 @@ def incident_from_state(data: Mapping[str, object]) -> Incident:
             missing_cycles=int(_number(data.get("missing_cycles", 0))),
             reported_affected=_number(data.get("reported_affected", 0.0)),
             evidence=dict(_mapping(data.get("evidence", {}))),
+            peak_evidence=dict(_mapping(data.get("peak_evidence", {}))),
             maintenance=[dict(_mapping(m)) for m in _list(data.get("maintenance", []))],
             recovery_onset=None if onset is None else _number(onset),
             recoveries=[

@@ -42,6 +42,41 @@ _TEXT = _nullable("string")
 _COUNT: Final[Schema] = {"type": "integer", "minimum": 0}
 _STATE: Final[Schema] = {"type": "string", "enum": list(STATE_NAMES)}
 
+_EVIDENCE: Final[Schema] = {
+    "type": "object",
+    "description": (
+        "group incidents: what the failing SIMs show this cycle: `failing`, "
+        "`overdue` (by their own rhythm) and the network's evidence, "
+        "`failure_end` (sessions ended with a failure cause), `reject`, "
+        "`churn`, `moved` (left for another partner), `dark` (session-level "
+        "SIMs of a country, partner or APN that went dark), as SIM counts, "
+        "with `failure_end_cause` and `reject_cause`, the leading causes; "
+        "`awaiting`: once recovery began, overdue SIMs whose next report is "
+        "not due yet, and SIMs refused before it that have not tried again "
+        "(not counted as failing)"
+    ),
+    "properties": {
+        "failing": _COUNT,
+        "overdue": _COUNT,
+        "failure_end": _COUNT,
+        "reject": _COUNT,
+        "churn": _COUNT,
+        "moved": _COUNT,
+        "dark": _COUNT,
+        "awaiting": _COUNT,
+        "usual": {
+            "type": "object",
+            "description": "per kind of evidence, how many of the group's "
+            "SIMs show it on a normal day at this hour (learned per leaf and "
+            "hour of day)",
+            "additionalProperties": {"type": "number", "minimum": 0},
+        },
+        "failure_end_cause": {"type": "string"},
+        "reject_cause": {"type": "string"},
+    },
+    "additionalProperties": False,
+}
+
 SCHEMAS: Final[dict[str, Schema]] = {
     "Error": _object(
         {
@@ -197,6 +232,12 @@ SCHEMAS: Final[dict[str, Schema]] = {
                 "description": "open group incidents: when SIMs of the group began to send "
                 "data again (the fault may have ended; SIMs not due since are awaited)",
             },
+            "peak_evidence": {
+                **_EVIDENCE,
+                "description": "group incidents: `evidence` at the cycle the most SIMs "
+                "failed (what a resolved incident rested on; its last `evidence` is the "
+                "few SIMs left at its end)",
+            },
             "recovered_at": {
                 "type": "string",
                 "format": "date-time",
@@ -216,40 +257,7 @@ SCHEMAS: Final[dict[str, Schema]] = {
                     "a window covering the incident; ends_at: the end of its occurrence",
                 ),
             },
-            "evidence": {
-                "type": "object",
-                "description": (
-                    "group incidents: what the failing SIMs show this cycle: `failing`, "
-                    "`overdue` (by their own rhythm) and the network's evidence, "
-                    "`failure_end` (sessions ended with a failure cause), `reject`, "
-                    "`churn`, `moved` (left for another partner), `dark` (session-level "
-                    "SIMs of a country, partner or APN that went dark), as SIM counts, "
-                    "with `failure_end_cause` and `reject_cause`, the leading causes; "
-                    "`awaiting`: once recovery began, overdue SIMs whose next report is "
-                    "not due yet, and SIMs refused before it that have not tried again "
-                    "(not counted as failing)"
-                ),
-                "properties": {
-                    "failing": _COUNT,
-                    "overdue": _COUNT,
-                    "failure_end": _COUNT,
-                    "reject": _COUNT,
-                    "churn": _COUNT,
-                    "moved": _COUNT,
-                    "dark": _COUNT,
-                    "awaiting": _COUNT,
-                    "usual": {
-                        "type": "object",
-                        "description": "per kind of evidence, how many of the group's "
-                        "SIMs show it on a normal day at this hour (learned per leaf and "
-                        "hour of day)",
-                        "additionalProperties": {"type": "number", "minimum": 0},
-                    },
-                    "failure_end_cause": {"type": "string"},
-                    "reject_cause": {"type": "string"},
-                },
-                "additionalProperties": False,
-            },
+            "evidence": _EVIDENCE,
         },
         "required": [
             "id",
