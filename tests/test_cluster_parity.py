@@ -228,6 +228,8 @@ def test_failure_ends_open_the_incident_with_the_same_evidence_as_on_one_node() 
     failing = [k for k in range(SIMS) if k % 2 == 0]
     for n, k in enumerate(failing):  # the network tears 26202's sessions down
         feed.session(iccid(k), end + 5.0 + n, "ended", end_cause="network_failure")
+    for n, k in enumerate(failing[:12]):  # ... and some devices steer to 26203
+        feed.event(iccid(k), end + 30.0 + n, "location_update", mcc="262", mnc="03")
     seen: dict[str, dict[float, dict[str, object]]] = {"ref": {}, "led": {}}
     t = end
     for _ in range(8):
@@ -251,8 +253,16 @@ def test_failure_ends_open_the_incident_with_the_same_evidence_as_on_one_node() 
         if led is None:
             continue
         assert led["_dims"] == ref["_dims"] == {"partner": "26202"}
-        for key in ("failing", "overdue", "failure_end", "failure_end_cause", "reject", "moved"):
-            assert led[key] == ref[key], (at, key)
+        for key in (
+            "failing",
+            "overdue",
+            "failure_end",
+            "failure_end_cause",
+            "reject",
+            "moved",
+            "moved_to",
+        ):
+            assert led.get(key) == ref.get(key), (at, key)
         assert led["_text"] == ref["_text"]
         led_usual, ref_usual = led["usual"], ref["usual"]
         assert isinstance(led_usual, dict)
@@ -265,7 +275,9 @@ def test_failure_ends_open_the_incident_with_the_same_evidence_as_on_one_node() 
             assert abs(led_usual[kind] - value) <= max(1.0, 0.2 * value), kind
         compared += 1
     assert compared >= 4
-    assert seen["led"][max(seen["led"])]["failure_end"] == len(failing)
+    last = seen["led"][max(seen["led"])]
+    assert last["failure_end"] == len(failing)
+    assert last["moved_to"] == "26203"  # where the steered devices went, summed
 
 
 def test_a_sim_of_another_node_names_the_leader_s_incident_as_on_one_node() -> None:

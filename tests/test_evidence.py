@@ -236,6 +236,9 @@ def test_devices_leaving_a_partner_page_that_partner_never_the_one_they_join() -
     assert group_incidents(engine) == [{"partner": "26202"}]
     (incident,) = engine.incidents.open.values()
     assert incident.evidence["moved"] == len(FAILING)
+    # where they went, named: the sibling that now carries the traffic
+    assert incident.evidence["moved_to"] == "26203"
+    assert f"{len(FAILING)} left for another partner (most to 26203)" in (incident.evidence_text())
     for m in range(11, 70):  # they report on 26203 now: never a page there
         if m % 10 == 0:
             for sim in FAILING:

@@ -998,7 +998,8 @@ def evidence_summary(
     usual_ratio: np.ndarray | None = None,
 ) -> dict[str, object]:
     """What the failing SIMs of the group ``dims`` show this cycle: counts per kind of
-    evidence (a SIM may show several) and the leading cause of failure ends and rejects;
+    evidence (a SIM may show several), the leading cause of failure ends and rejects and
+    the partner most of the SIMs that left went to (``moved_to``);
     with ``usual_ratio`` (per kind and leaf, the learned share of SIMs showing it at
     this hour of day), ``usual``: how many of the group's SIMs show each kind on a
     normal day at this hour."""
@@ -1034,6 +1035,12 @@ def evidence_summary(
             top = int(codes.argmax())
             if top > 0:
                 out[f"{name}_cause"] = state.causes.values[top]
+    moved = inside & ((ev & Evidence.MOVED) != 0)
+    if moved.any():  # where they went: the partner most of them are on now
+        codes = np.bincount(c.partner[:n][moved])
+        top = int(codes.argmax())
+        if top > 0:
+            out["moved_to"] = state.partners.values[top]
     return out
 
 

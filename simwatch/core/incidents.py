@@ -208,7 +208,7 @@ _EVIDENCE_PHRASES: Final = (
     ("failure_end", "had sessions ended by the network{cause}"),
     ("reject", "were refused{cause}"),
     ("churn", "re-opened sessions again and again"),
-    ("moved", "left for another partner"),
+    ("moved", "left for another partner{cause}"),
     ("dark", "sent nothing while no device of their group sent anything for far longer than usual"),
 )
 
@@ -240,11 +240,13 @@ def evidence_text(
         count = evidence.get(key)
         if not isinstance(count, int | float) or count <= 0:
             continue
-        cause = evidence.get(f"{key}_cause")
+        cause = evidence.get("moved_to" if key == "moved" else f"{key}_cause")
+        if isinstance(cause, str):
+            cause = f" (most to {cause})" if key == "moved" else f" ({cause})"
         normal = usual.get(key) if isinstance(usual, Mapping) else None
         parts.append(
             f"{round(count)} "
-            + phrase.format(cause=f" ({cause})" if isinstance(cause, str) else "")
+            + phrase.format(cause=cause if isinstance(cause, str) else "")
             + (f" (usually {normal:g})" if isinstance(normal, int | float) else "")
         )
     text = f"{round(failing)} of {round(total)} SIMs failing: " + ", ".join(parts)

@@ -76,7 +76,14 @@ CARRIES_EVIDENCE: Final = "evidence"  # LeafCounts.late, .awaiting, .kinds, .usu
 CARRIES_EXPOSURE: Final = "exposure"  # LeafCounts.reported, .exposure, .failing_exposure
 CARRIES_HEARD: Final = "heard"  # ShardReport.heard
 KIND_NAMES: Final = tuple(name for _, name in EVIDENCE_NAMES)
-_CAUSE_KINDS: Final = ("failure_end", "reject")  # kinds whose leading cause is named
+# kinds whose leading cause is named, and the evidence key that names it (for SIMs that
+# left for another partner: the partner most of them went to)
+_CAUSE_KEYS: Final = {
+    "failure_end": "failure_end_cause",
+    "reject": "reject_cause",
+    "moved": "moved_to",
+}
+_CAUSE_KINDS: Final = tuple(_CAUSE_KEYS)
 _DEFAULT_LOCALIZE: Final = LocalizeParams()
 
 Json = dict[str, object]
@@ -508,22 +515,24 @@ def _leaf_exposure(
 
 def _leaf_causes(engine: Engine, evaluation: Evaluation) -> dict[int, dict[str, dict[str, float]]]:
     """Per leaf, per kind of ``_CAUSE_KINDS``, how many of its SIMs showing it had each
-    cause (``evaluate.evidence_summary`` names the leading one)."""
+    cause, or for SIMs that left, went to each partner (``evaluate.evidence_summary``
+    names the leading one)."""
     state = engine.state
     n = evaluation.n
     ev = evaluation.evidence[:n]
     member = evaluation.member_leaf[:n]
     out: dict[int, dict[str, dict[str, float]]] = {}
-    for name, bit, column in (
-        ("failure_end", Evidence.FAILURE_END, state.cols.fail_cause),
-        ("reject", Evidence.REJECT, state.cols.reject_cause),
+    for name, bit, column, values in (
+        ("failure_end", Evidence.FAILURE_END, state.cols.fail_cause, state.causes.values),
+        ("reject", Evidence.REJECT, state.cols.reject_cause, state.causes.values),
+        ("moved", Evidence.MOVED, state.cols.partner, state.partners.values),
     ):
         rows = np.flatnonzero(((ev & bit) != 0) & evaluation.counted[:n] & (member >= 0))
         if not rows.size:
             continue
         pairs = Counter(zip(member[rows].tolist(), column[rows].tolist(), strict=True))
         for (leaf, code), count in pairs.items():
-            cause = state.causes.values[code] if code > 0 else ""  # "": none given
+            cause = values[code] if code > 0 else ""  # "": none given
             out.setdefault(leaf, {}).setdefault(name, {})[cause] = float(count)
     return out
 
@@ -673,7 +682,7 @@ class Merged:
             if counts:
                 top = max(counts.items(), key=lambda item: (item[1], item[0] == ""))[0]
                 if top:
-                    out[f"{kind}_cause"] = top
+                    out[_CAUSE_KEYS[kind]] = top
         return out
 
 

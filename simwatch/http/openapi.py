@@ -50,7 +50,8 @@ _EVIDENCE: Final[Schema] = {
         "`failure_end` (sessions ended with a failure cause), `reject`, "
         "`churn`, `moved` (left for another partner), `dark` (session-level "
         "SIMs of a country, partner or APN that went dark), as SIM counts, "
-        "with `failure_end_cause` and `reject_cause`, the leading causes; "
+        "with `failure_end_cause` and `reject_cause`, the leading causes, and "
+        "`moved_to`, where most of the SIMs that left went; "
         "`awaiting`: once recovery began, overdue SIMs whose next report is "
         "not due yet, and SIMs refused before it that have not tried again "
         "(not counted as failing)"
@@ -73,6 +74,10 @@ _EVIDENCE: Final[Schema] = {
         },
         "failure_end_cause": {"type": "string"},
         "reject_cause": {"type": "string"},
+        "moved_to": {
+            "type": "string",
+            "description": "the partner (MCC+MNC) most of the SIMs that left went to",
+        },
     },
     "additionalProperties": False,
 }
