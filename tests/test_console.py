@@ -305,19 +305,28 @@ async def test_incident_page_pages_through_its_sims(client: Client) -> None:
     assert 'id="next-page"' not in rest_html
 
 
+@contextlib.contextmanager
+def altered(engine: Engine, incident_id: str, **fields: object) -> Iterator[None]:
+    """The fleet's incident with ``fields`` set for the block (the fixture is shared)."""
+    incident = engine.incidents.get(incident_id)
+    assert incident is not None
+    before = {name: getattr(incident, name) for name in fields}
+    for name, value in fields.items():
+        setattr(incident, name, value)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            setattr(incident, name, value)
+
+
 async def test_incident_page_says_when_its_recovery_began(
     client: Client, fleet: tuple[Engine, HistoryStore]
 ) -> None:
-    engine, _ = fleet
-    incident = engine.incidents.get("inc-0001")
-    assert incident is not None
     await sign_in(client)
     assert 'id="recovery"' not in await page(client, "/ui/incidents/inc-0001")
-    incident.recovery_onset = NOW - 300.0
-    try:
+    with altered(fleet[0], "inc-0001", recovery_onset=NOW - 300.0):
         html = await page(client, "/ui/incidents/inc-0001")
-    finally:
-        incident.recovery_onset = None
     since = format_rfc3339(NOW - 300.0)
     assert re.search(rf'Recovering since</dt><dd id="recovery">{since.replace("T", " ")}', html)
     assert f"recovering since {since}" in html  # the evidence says it too
@@ -326,18 +335,11 @@ async def test_incident_page_says_when_its_recovery_began(
 async def test_a_resolved_incident_page_shows_its_evidence_at_its_worst(
     client: Client, fleet: tuple[Engine, HistoryStore]
 ) -> None:
-    engine, _ = fleet
-    incident = engine.incidents.get("inc-0001")
-    assert incident is not None
     await sign_in(client)
-    last = incident.evidence
-    incident.evidence = {"failing": 2, "overdue": 2}  # the few left at its end
-    incident.resolved_at = NOW - 60.0
-    try:
+    # resolved, its last evidence the few SIMs left at its end
+    end = {"evidence": {"failing": 2, "overdue": 2}, "resolved_at": NOW - 60.0}
+    with altered(fleet[0], "inc-0001", **end):
         html = await page(client, "/ui/incidents/inc-0001")
-    finally:
-        incident.evidence = last
-        incident.resolved_at = None
     assert "Evidence at its worst" in html
     assert "80 of 80 SIMs failing: 80 overdue by their own rhythm" in html
     assert "2 of 80 SIMs failing" not in html
