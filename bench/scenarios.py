@@ -194,17 +194,17 @@ class Sweep:
 
     def summary(self, markdown: bool) -> None:
         # when the incidents saw their faults' ends (runs of older sweeps did not keep it)
-        dated = bool(self.seen)
+        seen = bool(self.seen)
         head = (
             "| regime | scenario | fault | detect median / worst (min) | "
             f"{EVIDENCE_SIMS} SIMs showed it (min) | "
             "resolve median / worst (min) | data back median / worst (min) | "
-            + ("recovery seen median / worst (min) | " if dated else "")
+            + ("recovery seen median / worst (min) | " if seen else "")
             + "seeds missing the target | false pages |"
         )
         if markdown:
             print(head)
-            print("|" + "---|" * (10 if dated else 9))
+            print("|" + "---|" * (10 if seen else 9))
         for regime, name, kind in self.keys():
             key = (regime, name, kind)
             cells = [
@@ -215,7 +215,7 @@ class Sweep:
                 _cell(self.evidence.get(key, [])),
                 _cell(self.resolve.get(key, [])),
                 _cell(self.back.get(key, [])),
-                *([_signed_cell(self.seen.get(key, []))] if dated else []),
+                *([_signed_cell(self.seen.get(key, []))] if seen else []),
                 ",".join(str(s) for s in self.missed.get(key, [])) or "none",
                 str(sum(self.false_pages.get((regime, name), []))),
             ]

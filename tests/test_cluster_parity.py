@@ -108,10 +108,7 @@ class Twin:
         )
         merge = leader_merge(self.leader, reports, NODES, now)  # as service.cluster
         self.leader.heard_elsewhere = merge.merged.heard
-        if merge.causes is not None:
-            self.leader.apply_merge(merge.merged, merge.causes)
-        else:
-            self.leader.apply_partial_merge(merge.merged)
+        self.leader.apply_merge(merge.merged, merge.causes)
         entry = orjson.loads(orjson.dumps(leader_entry(self.leader, now)))
         interval = self.leader.config.eval_interval_s
         for engine in self.nodes[1:]:

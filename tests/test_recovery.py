@@ -83,7 +83,9 @@ def run(
     return two_partner_run(engine, feed, nxt, start, end, up=up)
 
 
-def test_a_black_hole_resolves_when_the_fast_reporters_are_back() -> None:
+def black_hole_run() -> tuple[Engine, Feed, np.ndarray, float, Callable[[int, float], bool]]:
+    """The fleet with the even SIMs (partner 26202) silent for 3 h, run to the fault's
+    end; the engine, feed, next reports, the fault's end and who sends (``up``)."""
     engine, feed, end, nxt = learned_fleet()
     fault_end = end + 3 * HOUR
 
@@ -91,6 +93,11 @@ def test_a_black_hole_resolves_when_the_fast_reporters_are_back() -> None:
         return k % 2 == 1 or not end <= t < fault_end
 
     run(engine, feed, nxt, end, fault_end, up=up)
+    return engine, feed, nxt, fault_end, up
+
+
+def test_a_black_hole_resolves_when_the_fast_reporters_are_back() -> None:
+    engine, feed, nxt, fault_end, up = black_hole_run()
     assert open_groups(engine) == [{"partner": "26202"}]
     (incident,) = engine.incidents.open.values()
     assert incident.recovery_onset is None  # nobody came back while it lasted
@@ -116,13 +123,7 @@ def test_a_recovering_page_says_so_and_a_resolved_one_when_its_recovery_began() 
     # or none while most SIMs are awaited; the page's evidence said nothing then (the
     # console: "No network evidence"). Now it says the group is recovering since when,
     # and the resolved incident keeps when that was.
-    engine, feed, end, nxt = learned_fleet()
-    fault_end = end + 3 * HOUR
-
-    def up(k: int, t: float) -> bool:
-        return k % 2 == 1 or not end <= t < fault_end
-
-    run(engine, feed, nxt, end, fault_end, up=up)
+    engine, feed, nxt, fault_end, up = black_hole_run()
     (incident,) = engine.incidents.open.values()
     assert "recovering" not in incident.evidence_text()
     worst = incident.peak_evidence["failing"]
@@ -162,7 +163,7 @@ def test_a_recovering_page_says_so_and_a_resolved_one_when_its_recovery_began() 
     # what it rested on at its worst, not the few SIMs left at its end
     assert incident.peak_evidence["failing"] == worst
     assert reported["peak_evidence"] == incident.peak_evidence
-    assert incident.peak_evidence_text().startswith(f"{worst} of ")
+    assert incident.evidence_text().startswith(f"{worst} of ")
     restored = incident_from_state(orjson.loads(orjson.dumps(incident_state(incident))))
     assert restored.peak_evidence == incident.peak_evidence
 

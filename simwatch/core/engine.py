@@ -317,19 +317,6 @@ class Engine:
         )
         return np.bincount(member, minlength=self.state.n_leaves).astype(np.float64)
 
-    def apply_partial_merge(self, merged: Merged) -> None:
-        """A cluster leader's merge without a decision (a node missing, stale, warming or
-        an outlier: ``core.cluster.merge_cycle`` found no causes): the incidents stay as
-        they are, but the SIMs the usable nodes saw come back count toward the open
-        incidents' recovery (``core.merge.advance_recoveries``, ``churn=False``)."""
-        advance_recoveries(
-            self.incidents.open.values(),
-            merged,
-            self.config.evaluation,
-            self.config.eval_interval_s,
-            churn=False,
-        )
-
     def _track_recovery(self, now: float, evaluation: Evaluation) -> None:
         """Count, per open group incident, its SIMs that were failing at the previous
         cycle and sent data since (or are back on the network), in the group (not
@@ -368,19 +355,25 @@ class Engine:
                 interval_s=self.config.eval_interval_s,
             )
 
-    def apply_merge(self, merged: Merged, causes: list[Cause]) -> None:
+    def apply_merge(self, merged: Merged, causes: list[Cause] | None) -> None:
         """A cluster leader's merge of every shard's report (``core.cluster.merge_cycle``):
         the causes for the next cycle's group incidents, and, at once, the recovery of
         the open ones from the summed recovery counts (as ``_track_recovery`` on one
-        node), so that the onsets reach the other nodes before their next cycle."""
+        node), so that the onsets reach the other nodes before their next cycle.
 
-        self.external_causes = causes
-        self.external_merged = merged
+        A merge without a decision (``causes`` None: a node missing, stale, warming or an
+        outlier) leaves the incidents and the last merged counts as they are; the SIMs
+        the usable nodes saw come back still count toward the recovery
+        (``core.merge.advance_recoveries``, ``churn=False``)."""
+        if causes is not None:
+            self.external_causes = causes
+            self.external_merged = merged
         advance_recoveries(
             self.incidents.open.values(),
             merged,
             self.config.evaluation,
             self.config.eval_interval_s,
+            churn=causes is not None,
         )
 
     def finish_cycle(self, now: float, evaluation: Evaluation, started: float) -> CycleResult:

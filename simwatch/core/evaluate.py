@@ -71,6 +71,13 @@ EVIDENCE_NAMES: Final = (
     (Evidence.MOVED, "moved"),
     (Evidence.DARK, "dark"),
 )
+# kinds of evidence whose leading value an incident's evidence names, and its key there:
+# the leading cause of failure ends and refusals, the partner most SIMs that left went to
+NAMED_EVIDENCE: Final = {
+    "failure_end": "failure_end_cause",
+    "reject": "reject_cause",
+    "moved": "moved_to",
+}
 # dimensions a session-level fleet's darkness is looked for in (``dark_rows``)
 _DARK_DIMS: Final = ("country", "partner", "apn")
 # per-SIM policy refusals (the diagnosis names them), never a group's network evidence
@@ -991,6 +998,19 @@ def group_failing(state: FleetState, evaluation: Evaluation, dims: Mapping[str, 
     return failing
 
 
+def named_evidence_columns(
+    state: FleetState,
+) -> tuple[tuple[str, int, np.ndarray, list[str]], ...]:
+    """Per kind of ``NAMED_EVIDENCE``: its evidence bit, the per-SIM column that names it
+    (codes) and the values of those codes."""
+    c = state.cols
+    return (
+        ("failure_end", Evidence.FAILURE_END, c.fail_cause, state.causes.values),
+        ("reject", Evidence.REJECT, c.reject_cause, state.causes.values),
+        ("moved", Evidence.MOVED, c.partner, state.partners.values),
+    )
+
+
 def evidence_summary(
     state: FleetState,
     evaluation: Evaluation,
@@ -1024,23 +1044,13 @@ def evidence_summary(
             name: round(float(value), 1)
             for (_, name), value in zip(EVIDENCE_NAMES, usual, strict=True)
         }
-    c = state.cols
-    for name, bit, column in (
-        ("failure_end", Evidence.FAILURE_END, c.fail_cause),
-        ("reject", Evidence.REJECT, c.reject_cause),
-    ):
+    for name, bit, column, values in named_evidence_columns(state):
         rows = inside & ((ev & bit) != 0)
         if rows.any():
             codes = np.bincount(column[:n][rows])
             top = int(codes.argmax())
             if top > 0:
-                out[f"{name}_cause"] = state.causes.values[top]
-    moved = inside & ((ev & Evidence.MOVED) != 0)
-    if moved.any():  # where they went: the partner most of them are on now
-        codes = np.bincount(c.partner[:n][moved])
-        top = int(codes.argmax())
-        if top > 0:
-            out["moved_to"] = state.partners.values[top]
+                out[NAMED_EVIDENCE[name]] = values[top]
     return out
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Final, Literal
 
+from simwatch.core.evaluate import NAMED_EVIDENCE
 from simwatch.core.localize import dims_within
 from simwatch.core.timeutil import format_rfc3339
 
@@ -170,13 +171,13 @@ class Incident:
     def evidence_text(self) -> str:
         """The evidence as one sentence ("41 of 101 SIMs failing: 30 had sessions ended
         by the network (network_failure), 11 left for another partner"), or ``""``; an
-        open incident whose recovery began says so ("...; recovering since ...")."""
-        onset = self.recovery_onset if self.resolved_at is None else None
-        return evidence_text(self.evidence, self.total, recovering_since=onset)
-
-    def peak_evidence_text(self) -> str:
-        """``evidence_text`` of the evidence at the incident's worst (``peak_evidence``)."""
-        return evidence_text(self.peak_evidence, self.total)
+        open incident whose recovery began says so ("...; recovering since ..."); a
+        resolved one says what it rested on at its worst (``peak_evidence``), not the
+        few SIMs left at its end."""
+        if self.resolved_at is not None:
+            # (an incident from a checkpoint before the field has none: its last)
+            return evidence_text(self.peak_evidence or self.evidence, self.total)
+        return evidence_text(self.evidence, self.total, recovering_since=self.recovery_onset)
 
     def note_evidence(self, evidence: dict[str, object]) -> None:
         """This cycle's evidence; kept as ``peak_evidence`` too when no earlier cycle had
@@ -203,13 +204,18 @@ def dims_text(dims: Mapping[str, str]) -> str:
     return ", ".join(f"{dim}={value}" for dim, value in dims.items()) or "fleet-wide"
 
 
+# per kind: its phrase, and how the value ``NAMED_EVIDENCE`` names for it is said
 _EVIDENCE_PHRASES: Final = (
-    ("overdue", "overdue by their own rhythm"),
-    ("failure_end", "had sessions ended by the network{cause}"),
-    ("reject", "were refused{cause}"),
-    ("churn", "re-opened sessions again and again"),
-    ("moved", "left for another partner{cause}"),
-    ("dark", "sent nothing while no device of their group sent anything for far longer than usual"),
+    ("overdue", "overdue by their own rhythm", ""),
+    ("failure_end", "had sessions ended by the network", " ({})"),
+    ("reject", "were refused", " ({})"),
+    ("churn", "re-opened sessions again and again", ""),
+    ("moved", "left for another partner", " (most to {})"),
+    (
+        "dark",
+        "sent nothing while no device of their group sent anything for far longer than usual",
+        "",
+    ),
 )
 
 
@@ -236,17 +242,15 @@ def evidence_text(
         return f"{recovery}; none failing" if recovery else ""
     parts = []
     usual = evidence.get("usual")
-    for key, phrase in _EVIDENCE_PHRASES:
+    for key, phrase, said in _EVIDENCE_PHRASES:
         count = evidence.get(key)
         if not isinstance(count, int | float) or count <= 0:
             continue
-        cause = evidence.get("moved_to" if key == "moved" else f"{key}_cause")
-        if isinstance(cause, str):
-            cause = f" (most to {cause})" if key == "moved" else f" ({cause})"
+        named = evidence.get(NAMED_EVIDENCE[key]) if key in NAMED_EVIDENCE else None
         normal = usual.get(key) if isinstance(usual, Mapping) else None
         parts.append(
-            f"{round(count)} "
-            + phrase.format(cause=cause if isinstance(cause, str) else "")
+            f"{round(count)} {phrase}"
+            + (said.format(named) if isinstance(named, str) else "")
             + (f" (usually {normal:g})" if isinstance(normal, int | float) else "")
         )
     text = f"{round(failing)} of {round(total)} SIMs failing: " + ", ".join(parts)

@@ -43,12 +43,13 @@ import numpy as np
 from simwatch.core.baseline import BaselineParams, GroupBaseline
 from simwatch.core.evaluate import (
     EVIDENCE_NAMES,
+    NAMED_EVIDENCE,
     ChurnPart,
     EvalParams,
-    Evidence,
     HeardElsewhere,
     churn_stop,
     evidence_causes,
+    named_evidence_columns,
 )
 from simwatch.core.exposure import (
     EXPOSURE_BINS,
@@ -76,14 +77,6 @@ CARRIES_EVIDENCE: Final = "evidence"  # LeafCounts.late, .awaiting, .kinds, .usu
 CARRIES_EXPOSURE: Final = "exposure"  # LeafCounts.reported, .exposure, .failing_exposure
 CARRIES_HEARD: Final = "heard"  # ShardReport.heard
 KIND_NAMES: Final = tuple(name for _, name in EVIDENCE_NAMES)
-# kinds whose leading cause is named, and the evidence key that names it (for SIMs that
-# left for another partner: the partner most of them went to)
-_CAUSE_KEYS: Final = {
-    "failure_end": "failure_end_cause",
-    "reject": "reject_cause",
-    "moved": "moved_to",
-}
-_CAUSE_KINDS: Final = tuple(_CAUSE_KEYS)
 _DEFAULT_LOCALIZE: Final = LocalizeParams()
 
 Json = dict[str, object]
@@ -129,7 +122,7 @@ class LeafCounts:
     awaiting: float = 0.0  # overdue, but awaited after their group's recovery began
     kinds: tuple[float, ...] = ()  # per ``KIND_NAMES``, SIMs showing that evidence
     usual: tuple[float, ...] = ()  # per ``KIND_NAMES``, the shard's learned usual count
-    # per kind of ``_CAUSE_KINDS``, how many of its SIMs showed each cause
+    # per kind of ``NAMED_EVIDENCE``, how many of its SIMs showed each cause
     causes: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     # of ``overdue``, those showing evidence the network reports (``exposure.REPORTED``)
     reported: float = 0.0
@@ -232,7 +225,7 @@ class ShardReport:
                     causes={
                         kind: _counts(c, f"{where}.causes.{kind}")
                         for kind, c in _object(leaf.get("causes", {}), f"{where}.causes").items()
-                        if kind in _CAUSE_KINDS
+                        if kind in NAMED_EVIDENCE
                     },
                     reported=_number(leaf.get("reported", 0.0), f"{where}.reported"),
                     exposure=_bins(leaf.get("exposure"), f"{where}.exposure"),
@@ -514,7 +507,7 @@ def _leaf_exposure(
 
 
 def _leaf_causes(engine: Engine, evaluation: Evaluation) -> dict[int, dict[str, dict[str, float]]]:
-    """Per leaf, per kind of ``_CAUSE_KINDS``, how many of its SIMs showing it had each
+    """Per leaf, per kind of ``NAMED_EVIDENCE``, how many of its SIMs showing it had each
     cause, or for SIMs that left, went to each partner (``evaluate.evidence_summary``
     names the leading one)."""
     state = engine.state
@@ -522,11 +515,7 @@ def _leaf_causes(engine: Engine, evaluation: Evaluation) -> dict[int, dict[str, 
     ev = evaluation.evidence[:n]
     member = evaluation.member_leaf[:n]
     out: dict[int, dict[str, dict[str, float]]] = {}
-    for name, bit, column, values in (
-        ("failure_end", Evidence.FAILURE_END, state.cols.fail_cause, state.causes.values),
-        ("reject", Evidence.REJECT, state.cols.reject_cause, state.causes.values),
-        ("moved", Evidence.MOVED, state.cols.partner, state.partners.values),
-    ):
+    for name, bit, column, values in named_evidence_columns(state):
         rows = np.flatnonzero(((ev & bit) != 0) & evaluation.counted[:n] & (member >= 0))
         if not rows.size:
             continue
@@ -675,14 +664,14 @@ class Merged:
         out["usual"] = {
             name: round(float(ev.usual[k][leaves].sum()), 1) for k, name in enumerate(KIND_NAMES)
         }
-        for kind in _CAUSE_KINDS:
+        for kind, key in NAMED_EVIDENCE.items():
             counts: Counter[str] = Counter()
             for leaf in np.flatnonzero(leaves).tolist():
                 counts.update(ev.causes.get(leaf, {}).get(kind, {}))
             if counts:
                 top = max(counts.items(), key=lambda item: (item[1], item[0] == ""))[0]
                 if top:
-                    out[_CAUSE_KEYS[kind]] = top
+                    out[key] = top
         return out
 
 

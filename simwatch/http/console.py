@@ -489,10 +489,7 @@ class Console:
             request,
             "incident.html",
             incident=data,
-            # a resolved incident: what it rested on at its worst, not the few SIMs left
-            evidence=incident.evidence_text()
-            if incident.resolved_at is None
-            else incident.peak_evidence_text(),
+            evidence=incident.evidence_text(),
             sims=sims,
             customers=top_customers(engine.state, rows, TOP_CUSTOMERS),
             chart=chart,

@@ -521,11 +521,12 @@ class ClusterNode:
         # every node reported for this instant)
         self.daemon.engine.heard_elsewhere = result.merged.heard
         self.stats.last_merge_s = time.perf_counter() - started_merge
+        # the causes for the next cycle (none without a decision); the open incidents'
+        # recovery at once
+        self.daemon.engine.apply_merge(result.merged, result.causes)
         if result.causes is None:
             self.stats.merges_incomplete += 1
             merged = result.merged
-            # no decision; the SIMs the usable nodes saw come back still count
-            self.daemon.engine.apply_partial_merge(merged)
             log.info(
                 "cluster: no decision at %.0f (missing %s, stale %s, warming %s, outliers %s)",
                 at,
@@ -536,8 +537,6 @@ class ClusterNode:
             )
             return
         self.stats.merges += 1
-        # the causes for the next cycle; the open incidents' recovery at once
-        self.daemon.engine.apply_merge(result.merged, result.causes)
         log.debug(
             "cluster: merged %d nodes in %.1f ms",
             len(nodes),
