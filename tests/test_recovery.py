@@ -164,6 +164,8 @@ def test_a_recovering_page_says_so_and_a_resolved_one_when_its_recovery_began() 
     assert incident.peak_evidence["failing"] == worst
     assert reported["peak_evidence"] == incident.peak_evidence
     assert incident.evidence_text().startswith(f"{worst} of ")
+    # the daemon's log line says so beside the count left at its end
+    assert f"; at its worst {worst} of " in incident.headline()
     restored = incident_from_state(orjson.loads(orjson.dumps(incident_state(incident))))
     assert restored.peak_evidence == incident.peak_evidence
 

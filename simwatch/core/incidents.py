@@ -192,8 +192,12 @@ class Incident:
 
     def headline(self) -> str:
         """The group, affected of total and the evidence, for a log line:
-        ``partner=26202 affected 41/101; 41 of 101 SIMs failing: 30 had sessions ...``."""
+        ``partner=26202 affected 41/101; 41 of 101 SIMs failing: 30 had sessions ...``;
+        a resolved incident's evidence is its worst, and says so (its affected count is
+        the few SIMs left at its end)."""
         evidence = self.evidence_text()
+        if evidence and self.resolved_at is not None:
+            evidence = f"at its worst {evidence}"
         return f"{dims_text(self.dims)} affected {round(self.affected)}/{round(self.total)}" + (
             f"; {evidence}" if evidence else ""
         )
