@@ -4,7 +4,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from simwatch.core.incidents import IncidentParams, IncidentTracker, Rest, SimAlarm
+from simwatch.core.incidents import (
+    IncidentParams,
+    IncidentTracker,
+    Rest,
+    SimAlarm,
+    incident_from_state,
+    incident_state,
+)
 from simwatch.core.localize import Cause
 
 if TYPE_CHECKING:
@@ -281,6 +288,27 @@ def test_updates_when_affected_changes_materially() -> None:
     incident = tracker.open[(("partner", "26202"),)]
     assert incident.peak_affected == 200
     assert incident.score == 90.0
+
+
+def test_the_peak_is_told_against_the_total_it_had_then() -> None:
+    # A partner's devices leave for a sibling while it fails: its total falls, and the
+    # peak against the last total read "172 of 133" (the demo's table: 129 %).
+    tracker = IncidentTracker(IncidentParams(open_after=1))
+    cycle(tracker, 0, [PARTNER])
+    worst = Cause(dims=PARTNER.dims, affected=172, total=280, expected=6, score=90.0)
+    after = Cause(dims=PARTNER.dims, affected=110, total=133, expected=3, score=60.0)
+    cycle(tracker, 1, [worst])
+    cycle(tracker, 2, [after])
+    incident = tracker.open[(("partner", "26202"),)]
+    assert (incident.affected, incident.total) == (110, 133)
+    assert (incident.peak_affected, incident.peak_total) == (172, 280)
+    doc = incident.to_json()
+    assert (doc["peak_affected"], doc["peak_total"]) == (172, 280)
+    restored = incident_from_state(incident_state(incident))
+    assert restored.peak_total == 280
+    # a checkpoint from before the field: the total it kept
+    older = {k: v for k, v in incident_state(incident).items() if k != "peak_total"}
+    assert incident_from_state(older).peak_total == 133
 
 
 def test_two_causes_are_two_incidents_and_json_matches_formats() -> None:

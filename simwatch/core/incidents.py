@@ -92,6 +92,10 @@ class Incident:
     resolved_at: float | None = None
     iccid: str | None = None
     peak_affected: float = 0.0
+    # ``total`` at the cycle of ``peak_affected``: a group's total changes while it is
+    # open (a partner's devices leave for a sibling), and the peak against the total at
+    # the end read "172 of 133"
+    peak_total: float = 0.0
     reasons: list[str] = field(default_factory=list)
     missing_cycles: int = 0
     reported_affected: float = 0.0  # `affected` at the last opened/updated change
@@ -144,6 +148,7 @@ class Incident:
             "kind": self.kind,
             "updated_at": format_rfc3339(self.updated_at),
             "peak_affected": round(self.peak_affected),
+            "peak_total": round(self.peak_total),
         }
         if self.iccid is not None:
             out["iccid"] = self.iccid
@@ -316,6 +321,8 @@ def incident_from_state(data: Mapping[str, object]) -> Incident:
             resolved_at=None if resolved is None else _number(resolved),
             iccid=None if iccid is None else str(iccid),
             peak_affected=_number(data.get("peak_affected", 0.0)),
+            # a checkpoint from before the field: the total then (the best it knew)
+            peak_total=_number(data.get("peak_total", data["total"])),
             reasons=[str(r) for r in reasons],
             missing_cycles=int(_number(data.get("missing_cycles", 0))),
             reported_affected=_number(data.get("reported_affected", 0.0)),
@@ -546,6 +553,7 @@ class IncidentTracker:
                     expected=cause.expected,
                     score=cause.score,
                     peak_affected=cause.affected,
+                    peak_total=cause.total,
                     reported_affected=cause.affected,
                 )
                 self.open[key] = incident
@@ -844,6 +852,7 @@ class IncidentTracker:
                     score=0,
                     iccid=alarm.iccid,
                     peak_affected=1,
+                    peak_total=1,
                     reasons=list(alarm.reasons),
                     reported_affected=1,
                 )
@@ -886,7 +895,9 @@ class IncidentTracker:
         incident.affected = affected
         incident.total = total
         incident.expected = expected
-        incident.peak_affected = max(incident.peak_affected, affected)
+        if affected >= incident.peak_affected:
+            incident.peak_affected = affected
+            incident.peak_total = total
         incident.updated_at = now
 
     def _is_update(self, incident: Incident) -> bool:

@@ -229,6 +229,11 @@ SCHEMAS: Final[dict[str, Schema]] = {
             "kind": {"type": "string", "enum": ["group", "sim"]},
             "updated_at": {"type": "string", "format": "date-time"},
             "peak_affected": _COUNT,
+            "peak_total": {
+                **_COUNT,
+                "description": "total at the cycle of peak_affected (a group's total "
+                "changes while it is open: devices leave a failing partner)",
+            },
             "iccid": {"type": "string"},
             "reasons": {"type": "array", "items": {"type": "string"}},
             "recovering_since": {
@@ -279,6 +284,7 @@ SCHEMAS: Final[dict[str, Schema]] = {
             "kind",
             "updated_at",
             "peak_affected",
+            "peak_total",
             "maintenance",
             "maintenance_windows",
         ],

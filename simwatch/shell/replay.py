@@ -237,8 +237,8 @@ def incident_table(engine: Engine, incidents: Sequence[Incident]) -> str:
                 "-" if inc.resolved_at is None else format_rfc3339(inc.resolved_at),
                 human_duration(end - inc.opened_at),
                 group or "(fleet-wide)",
-                f"{round(inc.peak_affected)}/{round(inc.total)}",
-                f"{inc.peak_affected / inc.total:.0%}" if inc.total else "-",
+                f"{round(inc.peak_affected)}/{round(inc.peak_total)}",
+                f"{inc.peak_affected / inc.peak_total:.0%}" if inc.peak_total else "-",
                 f"{inc.baseline_ratio:.1%}",
                 f"{inc.score:.1f}",
             )

@@ -394,7 +394,7 @@ class AlertmanagerSink:
             f"sending data; normally about {usual} ({_percent(expected, total)}) "
             f"at this hour. {f'Evidence: {evidence}. ' if evidence else ''}"
             f"Since {_when(incident.opened_at)} (incident {incident.id}, "
-            f"peak {round(incident.peak_affected)}). "
+            f"peak {round(incident.peak_affected)} of {round(incident.peak_total)}). "
             f"Top customers of the affected SIMs: {top_text}. "
             f"Tickets of single SIMs in this group carry group_incident={incident.id}. "
             f"{_maintenance_text(incident)}"
