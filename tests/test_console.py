@@ -345,6 +345,17 @@ async def test_a_resolved_incident_page_shows_its_evidence_at_its_worst(
     assert "2 of 80 SIMs failing" not in html
 
 
+async def test_an_incident_page_tells_the_peak_against_the_total_it_had_then(
+    client: Client, fleet: tuple[Engine, HistoryStore]
+) -> None:
+    # devices left the group while it failed: fewer SIMs now than failed at its peak
+    await sign_in(client)
+    with altered(fleet[0], "inc-0001", affected=30, total=50, peak_affected=80, peak_total=80):
+        html = await page(client, "/ui/incidents/inc-0001")
+    assert "30 of 50 SIMs" in html
+    assert "peak 80 of 80)" in html
+
+
 async def test_an_unknown_incident_is_a_404_page(client: Client) -> None:
     await sign_in(client)
     assert "unknown incident" in await page(client, "/ui/incidents/inc-9999", 404)
