@@ -252,9 +252,9 @@ async def test_kill_9_mid_ingest_loses_nothing_and_pages_once(tmp_path: Path) ->
         process = start_simwatch(config, log)
         appender = Appender(spool)
         try:
-            # 1. caught up: the incident is open and Alertmanager notified it (about 10 s
-            # alone; the wait is long because catching up on 40 hours of 1000 SIMs beside
-            # a loaded machine's other work once took over 90 s)
+            # 1. caught up: the incident is open and Alertmanager notified it (the whole
+            # test took 13-15 s beside a two-job benchmark; the wait is long because
+            # catching up on 40 hours of 1000 SIMs once took over 90 s under heavier load)
             pages = await until(
                 lambda: hook.firing("SimwatchGroupIncident"), 240, "the first page", log
             )

@@ -20,7 +20,7 @@ import orjson
 from simwatch.core.engine import Engine
 from simwatch.shell.replay import incident_table, replay_files, summary, text_summary, tune_gc
 from simwatch.sim.scenarios import SCENARIOS, write_scenario
-from simwatch.sim.scoring import probe_times
+from simwatch.sim.scoring import due_probes, probe_times
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -51,10 +51,7 @@ def main(argv: Sequence[str]) -> int:
         engine = Engine()
 
         def on_cycle(result: CycleResult) -> None:
-            now = result.evaluation.now
-            while probes and probes[0][0] <= now:
-                for iccid in probes.pop(0)[1]:
-                    read[iccid] = engine.diagnose(iccid, now) or []
+            read.update(due_probes(probes, engine, result.evaluation.now))
 
         engine, stats = replay_files(
             paths["inventory"], paths["records"], on_cycle=on_cycle, engine=engine

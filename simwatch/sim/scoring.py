@@ -25,6 +25,7 @@ from simwatch.sim.scenarios import SCENARIOS, write_scenario
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from simwatch.core.diagnosis import Finding
     from simwatch.core.incidents import Incident
 
 DETECT_FLOOR_S = 45 * 60.0
@@ -127,6 +128,17 @@ def probe_times(truth: dict[str, Any]) -> list[tuple[float, list[str]]]:
             start, end = parse_rfc3339(fault["start"]), parse_rfc3339(fault["end"])
             probes.append((start + (end - start) / 2, list(fault["iccids"])))
     return sorted(probes)
+
+
+def due_probes(
+    probes: list[tuple[float, list[str]]], engine: Engine, now: float
+) -> list[tuple[str, list[Finding]]]:
+    """The probes of ``probe_times`` due by ``now``, taken off the list: each of their SIMs
+    with what the engine diagnoses of it now."""
+    out: list[tuple[str, list[Finding]]] = []
+    while probes and probes[0][0] <= now:
+        out.extend((iccid, engine.diagnose(iccid, now) or []) for iccid in probes.pop(0)[1])
+    return out
 
 
 def typical_interval(engine: Engine, iccids: list[str], at: float) -> float:
@@ -287,10 +299,8 @@ def run_scenario(
         now = result.evaluation.now
         data_back.observe(engine, now)
         evidence.observe(engine, now)
-        while probes and probes[0][0] <= now:
-            for iccid in probes.pop(0)[1]:
-                found = engine.diagnose(iccid, now) or []
-                findings.setdefault(iccid, set()).update(f.code for f in found)
+        for iccid, found in due_probes(probes, engine, now):
+            findings.setdefault(iccid, set()).update(f.code for f in found)
 
     replay_files(
         paths["inventory"], paths["records"], wall_now=wall_now, on_cycle=on_cycle, engine=engine
