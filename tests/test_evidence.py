@@ -20,6 +20,7 @@ from simwatch.core.evaluate import (
     Evidence,
     back_on_network,
     evidence_causes,
+    net_moves,
     sent_after,
 )
 from simwatch.core.incidents import evidence_text
@@ -245,6 +246,63 @@ def test_devices_leaving_a_partner_page_that_partner_never_the_one_they_join() -
                 feed.usage(sim, end + 60.0 * m, mnc="03")
         engine.evaluate(end + 60.0 * m)
         assert {"partner": "26203"} not in group_incidents(engine)
+
+
+def test_reselections_both_ways_between_a_country_s_partners_page_no_one() -> None:
+    # Devices reselect between a country's partners both ways all the time, and now and
+    # then a dozen do within the hour: no partner failed (at 50,000 SIMs, R1
+    # fault_free_week seed 4, 10 left 23201 for 23203 and 6 went the other way, and
+    # Austria paged). Only a partner that loses its devices and gains none is blamed.
+    engine, feed, end = learned_fleet()
+    for n in range(10):  # even SIMs: 26202 -> 26201; odd ones: 26201 -> 26202
+        feed.event(iccid(2 * n), end + 30.0 + 60 * n, "location_update", mcc="262", mnc="01")
+        if n < 8:
+            feed.event(
+                iccid(2 * n + 1), end + 50.0 + 60 * n, "location_update", mcc="262", mnc="02"
+            )
+    assert run_minutes(engine, end, 20) is None
+    evaluation = engine.last_evaluation
+    assert evaluation is not None
+    moved = (evaluation.evidence & Evidence.MOVED) != 0
+    assert int(moved.sum()) == 18  # each still shows its move (the per-SIM view says so)
+    assert evaluation.leaf_arrived.sum() == 18
+
+
+def test_a_partner_s_moves_are_judged_on_its_net_loss() -> None:
+    # The Austrian burst above, as counts: 23201 lost 10 and gained 6 (net 4), 23203
+    # lost 6 and gained 10 (none), where 1.7 of the country's SIMs leave in that hour;
+    # the moves are all those SIMs show (nothing else fails)
+    dims = ("apn", "country", "partner")
+    labels = [("iot", "AT", "23201"), ("iot", "AT", "23203"), ("pos", "AT", "23201")]
+    labels += [("iot", "DE", "26201"), ("iot", "DE", "26202")]
+    table = LeafTable.from_rows(dims, [(leaf, 0.0, 1000.0, 1.0) for leaf in labels])
+    moved = [name for _, name in EVIDENCE_NAMES].index("moved")
+    # of Austria's 3,000 SIMs, 1.7 leave in that hour
+    ratio = np.full((len(EVIDENCE_NAMES), len(labels)), 1.7 / 3000)
+
+    def judged(departed: list[float], arrived: list[float]) -> tuple[LeafTable, np.ndarray]:
+        kinds = np.zeros((len(EVIDENCE_NAMES), len(labels)))
+        kinds[moved] = departed
+        table.affected[:] = departed
+        return net_moves(table, kinds, only_moved=np.array(departed), arrived=np.array(arrived))
+
+    def causes(table: LeafTable, kinds: np.ndarray) -> list[dict[str, str]]:
+        found = evidence_causes(
+            table, localize(table, LocalizeParams()), kinds, ratio, LocalizeParams()
+        )
+        return [dict(c.dims) for c in found]
+
+    burst = judged([7.0, 6.0, 3.0, 0.0, 0.0], [4.0, 10.0, 2.0, 0.0, 0.0])
+    assert burst[1][moved].tolist() == [7 * 0.4, 0.0, 3 * 0.4, 0.0, 0.0]
+    assert np.allclose(burst[0].affected, [7 * 0.4, 0.0, 3 * 0.4, 0.0, 0.0])  # net failing: 4 of 16
+    assert causes(*burst) == []
+    # the departures alone (nothing arrived): the false page, on both counts
+    assert causes(*judged([7.0, 6.0, 3.0, 0.0, 0.0], [0.0] * 5)) == [{"country": "AT"}]
+    # a partner that fails loses its devices and gains none: its departures stand whole,
+    # and the sibling they went to is not blamed
+    steered = judged([10.0, 0.0, 6.0, 0.0, 0.0], [0.0, 16.0, 0.0, 0.0, 0.0])
+    assert steered[0].affected.tolist() == [10.0, 0.0, 6.0, 0.0, 0.0]
+    assert causes(*steered) == [{"partner": "23201"}]
 
 
 def test_a_usage_window_does_not_move_back_a_sim_that_moved_within_it() -> None:

@@ -20,13 +20,16 @@ from simwatch.core.evaluate import ChurnPart
 from simwatch.core.incidents import IncidentParams
 from simwatch.core.localize import localize
 from simwatch.core.merge import (
+    CARRIES_EVIDENCE,
     CARRIES_HEARD,
+    KIND_NAMES,
     LeafCounts,
     MergedNoise,
     Merger,
     OutlierParams,
     ShardReport,
     merge_reports,
+    merged_causes,
     shard_of,
     shard_outliers,
     shard_report,
@@ -391,7 +394,7 @@ def test_the_optional_fields_round_trip_and_a_previous_versions_report_still_mer
     leaf = LeafCounts(
         FAULTY, 20.0, 8.0, 0.2, recovered=3.0, churn=churn, late=2.0, awaiting=1.0,
         kinds=(6.0, 0.0, 0.0, 0.0, 0.0), usual=(0.1, 0.0, 0.0, 0.0, 0.0),
-        causes={"failure_end": {"network_failure": 5.0, "": 1.0}},
+        causes={"failure_end": {"network_failure": 5.0, "": 1.0}}, arrived=4.0,
     )  # fmt: skip
     new = replace(report(0, []), leaves=(leaf,), carries=("recovery", "evidence"))
     assert ShardReport.from_json(orjson.loads(orjson.dumps(new.to_json()))) == new
@@ -532,6 +535,7 @@ def test_the_merged_leaves_say_how_groups_nest() -> None:
         ("exposure", [3, -1], TypeError, "expected a list of counts"),
         ("usual", [1.0], TypeError, "expected a list of 5 numbers"),
         ("churn", {"sims": 1, "starts": []}, TypeError, "churn.rate: expected a number"),
+        ("arrived", "4", TypeError, "expected a number"),
     ],
 )
 def test_bad_optional_leaf_fields_name_the_leaf(
@@ -543,3 +547,31 @@ def test_bad_optional_leaf_fields_name_the_leaf(
     leaves[0] = {**leaves[0], field: value}
     with pytest.raises(error, match=rf"leaves\[0\]\.{field}.*{message}|{message}"):
         ShardReport.from_json(data)
+
+
+def test_the_leader_judges_a_partner_s_moves_on_its_net_loss_over_every_shard() -> None:
+    # 10 SIMs left 26201 for 26202 on one node while 8 came the other way on the other:
+    # reselection both ways, no partner's failure, as one node holding them all judges it
+    # (``evaluate.net_departures``); the same 10 with nothing coming back is a fault.
+    moved = KIND_NAMES.index("moved")
+    on_26201, on_26202 = ("meters.acme", "DE", "26201"), ("meters.acme", "DE", "26202")
+
+    def leaf(values: tuple[str, ...], left: float, came: float) -> LeafCounts:
+        kinds = tuple(left if k == moved else 0.0 for k in range(len(KIND_NAMES)))
+        usual = tuple(0.05 if k == moved else 0.0 for k in range(len(KIND_NAMES)))
+        return LeafCounts(values, 100.0, left, 3.0, kinds=kinds, usual=usual, arrived=came)
+
+    def merged(came_back: float) -> list[dict[str, str]]:
+        parts = [
+            (leaf(on_26201, 10.0, 0.0), leaf(on_26202, 0.0, 10.0)),
+            (leaf(on_26201, 0.0, came_back), leaf(on_26202, came_back, 0.0)),
+        ]
+        reports = [
+            replace(report(shard, [], shards=2), leaves=leaves, carries=(CARRIES_EVIDENCE,))
+            for shard, leaves in enumerate(parts)
+        ]
+        reports = [ShardReport.from_json(orjson.loads(orjson.dumps(r.to_json()))) for r in reports]
+        return [dict(c.dims) for c in merged_causes(merge_reports(reports, 2))]
+
+    assert merged(came_back=0.0) == [{"partner": "26201"}]
+    assert merged(came_back=8.0) == []

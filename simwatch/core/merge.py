@@ -50,6 +50,7 @@ from simwatch.core.evaluate import (
     churn_stop,
     evidence_causes,
     named_evidence_columns,
+    net_moves,
 )
 from simwatch.core.exposure import (
     EXPOSURE_BINS,
@@ -73,7 +74,8 @@ if TYPE_CHECKING:
 REPORT_VERSION: Final = 1  # later fields are optional: a report without them still merges
 # what a report carries beyond the counts (``ShardReport.carries``)
 CARRIES_RECOVERY: Final = "recovery"  # LeafCounts.recovered and .churn
-CARRIES_EVIDENCE: Final = "evidence"  # LeafCounts.late, .awaiting, .kinds, .usual, .causes
+# LeafCounts.late, .awaiting, .kinds, .usual, .causes, .arrived
+CARRIES_EVIDENCE: Final = "evidence"
 CARRIES_EXPOSURE: Final = "exposure"  # LeafCounts.reported, .exposure, .failing_exposure
 CARRIES_HEARD: Final = "heard"  # ShardReport.heard
 KIND_NAMES: Final = tuple(name for _, name in EVIDENCE_NAMES)
@@ -130,6 +132,11 @@ class LeafCounts:
     # (the first bin with any, its count, the next bin's, ... up to the last with any)
     exposure: tuple[int, ...] = ()
     failing_exposure: tuple[int, ...] = ()
+    # SIMs that moved into this leaf from another within the evidence window, and of
+    # ``overdue`` those whose move from it is all they show: a partner's moves are judged
+    # on its net loss (``evaluate.net_moves``)
+    arrived: float = 0.0
+    only_moved: float = 0.0
 
     def __post_init__(self) -> None:
         counts = (self.total, self.overdue, self.expected)
@@ -232,6 +239,8 @@ class ShardReport:
                     failing_exposure=_bins(
                         leaf.get("failing_exposure"), f"{where}.failing_exposure"
                     ),
+                    arrived=_number(leaf.get("arrived", 0.0), f"{where}.arrived"),
+                    only_moved=_number(leaf.get("only_moved", 0.0), f"{where}.only_moved"),
                 )
             )
         warmed_up = obj.get("warmed_up")
@@ -284,6 +293,10 @@ def _leaf_json(leaf: LeafCounts) -> Json:
         out["exposure"] = list(leaf.exposure)
     if leaf.failing_exposure:
         out["failing_exposure"] = list(leaf.failing_exposure)
+    if leaf.arrived:
+        out["arrived"] = leaf.arrived
+    if leaf.only_moved:
+        out["only_moved"] = leaf.only_moved
     return out
 
 
@@ -427,6 +440,8 @@ def shard_report(engine: Engine, shard: int, shards: int) -> ShardReport | None:
     late = per_leaf(evaluation.overdue[:n])
     awaiting = per_leaf(evaluation.awaiting[:n])
     kinds = evaluation.leaf_kinds.T.tolist()
+    arrived = evaluation.leaf_arrived.tolist()
+    only_moved = evaluation.leaf_only_moved.tolist()
     usual = (engine.kind_ratio(evaluation.now, n_leaves) * evaluation.leaf_total).T.tolist()
     causes = _leaf_causes(engine, evaluation)
     churn = engine.leaf_churn
@@ -447,9 +462,11 @@ def shard_report(engine: Engine, shard: int, shards: int) -> ShardReport | None:
             reported=reported[i] if i < n_leaves else 0.0,
             exposure=exposure.get(i, ()),
             failing_exposure=failing_exposure.get(i, ()),
+            arrived=arrived[i] if i < n_leaves else 0.0,
+            only_moved=only_moved[i] if i < n_leaves else 0.0,
         )
         for i in range(n_all)
-        if totals[i] > 0 or recovered[i] > 0
+        if totals[i] > 0 or recovered[i] > 0 or (i < n_leaves and arrived[i] > 0)
     )
     return ShardReport(
         shard=shard,
@@ -693,6 +710,8 @@ class MergedEvidence:
     kinds: np.ndarray  # (len(KIND_NAMES), leaves)
     usual: np.ndarray  # (len(KIND_NAMES), leaves): the usual count per kind
     causes: Mapping[int, Mapping[str, Counter[str]]]  # leaf -> kind -> cause -> SIMs
+    arrived: np.ndarray  # SIMs that moved into each leaf (``LeafCounts.arrived``)
+    only_moved: np.ndarray  # ... and the failing ones that show only their move from it
 
 
 def merged_causes(merged: Merged, params: LocalizeParams = _DEFAULT_LOCALIZE) -> list[Cause]:
@@ -700,11 +719,15 @@ def merged_causes(merged: Merged, params: LocalizeParams = _DEFAULT_LOCALIZE) ->
     count, and, when the shards carry their evidence per kind, each kind against its
     usual level (``evaluate.evidence_causes``)."""
     table = merged.table
-    causes = localize(table, params)
     ev = merged.evidence
-    if ev is not None and len(table.total) and (ev.kinds.sum(axis=1) >= params.min_affected).any():
+    if ev is None or not len(table.total):
+        return localize(table, params)
+    # each partner's moves netted on the fleet's sums, as one node nets its own
+    table, kinds = net_moves(table, ev.kinds, only_moved=ev.only_moved, arrived=ev.arrived)
+    causes = localize(table, params)
+    if (ev.kinds.sum(axis=1) >= params.min_affected).any():
         ratio = ev.usual / np.maximum(table.total, 1e-12)
-        causes = evidence_causes(table, causes, ev.kinds, ratio, params)
+        causes = evidence_causes(table, causes, kinds, ratio, params)
     return causes
 
 
@@ -898,6 +921,7 @@ def _merge_extras(
         return recovered, churn, None
     k = len(KIND_NAMES)
     late, awaiting = np.zeros(n_leaves), np.zeros(n_leaves)
+    arrived, only_moved = np.zeros(n_leaves), np.zeros(n_leaves)
     kinds, usual = np.zeros((k, n_leaves)), np.zeros((k, n_leaves))
     causes: dict[int, dict[str, Counter[str]]] = {}
     for report in reports:
@@ -907,13 +931,19 @@ def _merge_extras(
                 continue
             late[i] += leaf.late
             awaiting[i] += leaf.awaiting
+            arrived[i] += leaf.arrived
+            only_moved[i] += leaf.only_moved
             if leaf.kinds:
                 kinds[:, i] += leaf.kinds
             if leaf.usual:
                 usual[:, i] += leaf.usual
             for kind, counts in leaf.causes.items():
                 causes.setdefault(i, {}).setdefault(kind, Counter()).update(counts)
-    return recovered, churn, MergedEvidence(late, awaiting, kinds, usual, causes)
+    return (
+        recovered,
+        churn,
+        MergedEvidence(late, awaiting, kinds, usual, causes, arrived, only_moved),
+    )
 
 
 class MergedNoise:
