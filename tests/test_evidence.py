@@ -248,6 +248,41 @@ def test_devices_leaving_a_partner_page_that_partner_never_the_one_they_join() -
         assert {"partner": "26203"} not in group_incidents(engine)
 
 
+def test_steered_devices_going_home_page_neither_partner() -> None:
+    # 26202 fails and its SIMs go to 26203 for three hours; once it is back they return
+    # to it within a minute. Leaving 26203 is no fault of 26203, which carried them (the
+    # return wave paged it: 60 SIMs leaving in a minute, where none do).
+    engine, feed, end = learned_fleet()
+    for n, sim in enumerate(FAILING):
+        feed.event(sim, end + 5.0 + n, "location_update", mcc="262", mnc="03")
+    back = 3 * 3600.0
+    opened: set[tuple[tuple[str, str], ...]] = set()
+    for m in range(1, 6 * 60):
+        now = end + 60.0 * m
+        if 60.0 * m == back:
+            for n, sim in enumerate(FAILING):
+                feed.event(sim, now + n, "location_update", mcc="262", mnc="02")
+        if m % 10 == 0:  # every SIM reports, where it is
+            for sim in FAILING:
+                feed.usage(sim, now - 30.0, mnc="03" if 60.0 * m < back else "02")
+            for k in range(1, SIMS, 2):
+                feed.usage(iccid(k), now - 20.0, mnc="01")
+        engine.evaluate(now)
+        opened |= {i.key for i in engine.incidents.all() if i.kind == "group"}
+    assert opened == {(("partner", "26202"),)}
+    (incident,) = engine.incidents.all()
+    assert incident.state == "resolved"
+    # each SIM's move home is still told (when it last changed partner), with no evidence
+    row = engine.state.row(FAILING[0])
+    assert int(engine.state.cols.moved_at[row]) == round(end + back - EPOCH_BASE)
+    assert int(engine.state.cols.prev_leaf[row]) == -1
+    # a move on from there is a departure again
+    feed.event(FAILING[0], end + 7 * 3600.0, "location_update", mcc="262", mnc="01")
+    state = engine.state
+    left = state.leaf_codes()[int(state.cols.prev_leaf[row]), state.dims.index("partner")]
+    assert state.partners.values[left] == "26202"
+
+
 def test_reselections_both_ways_between_a_country_s_partners_page_no_one() -> None:
     # Devices reselect between a country's partners both ways all the time, and now and
     # then a dozen do within the hour: no partner failed (at 50,000 SIMs, R1

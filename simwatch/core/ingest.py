@@ -586,8 +586,8 @@ class Ingestor:
             left = cols.leaf[cr].copy()
             cols.leaf[cr] = codes["leaf"][idx]  # existing leaves, found by _vectorizable
             went = moved[idx] & (left >= 0)
-            cols.prev_leaf[cr[went]] = left[went]
-            cols.moved_at[cr[went]] = t[idx][went]
+            if went.any():
+                state.note_moves(cr[went], left[went], t[idx][went])
 
     def _rows_of_new(self, iccids: list[str]) -> np.ndarray:
         """``_row`` of each ICCID not in the index, in order: found by the other form of
@@ -749,8 +749,7 @@ class Ingestor:
             left = int(cols.leaf[row])
             state.refresh_leaf(row)
             if moved and left >= 0:
-                cols.prev_leaf[row] = left
-                cols.moved_at[row] = t
+                state.note_moves(np.array([row]), np.array([left], np.int32), t)
 
     def _regime_vector(self, rows: np.ndarray, t: np.ndarray, start: np.ndarray) -> None:
         """``_regime`` over usage records of distinct rows (NaN start: no window)."""

@@ -491,6 +491,22 @@ class FleetState:
     def n_leaves(self) -> int:
         return len(self.leaf_keys)
 
+    def note_moves(self, rows: np.ndarray, left: np.ndarray, t: np.ndarray | int) -> None:
+        """SIMs ``rows`` left the leaves ``left`` at ``t`` (their partner changed). The
+        move counts against the partner left (``prev_leaf``, ``evaluate.Evidence.MOVED``)
+        unless the SIM went back to the partner it had last left: devices steered away
+        return to their partner once it is back, and a device at a border goes to and
+        fro; neither is the failure of the partner they leave (a partner's steered
+        devices going home paged the sibling that had carried them)."""
+        c = self.cols
+        if "partner" in self.dims:
+            prev = c.prev_leaf[rows]
+            came_from = self.leaf_codes()[np.maximum(prev, 0), self.dims.index("partner")]
+            back = (prev >= 0) & (came_from == c.partner[rows])
+            left = np.where(back, -1, left)
+        c.prev_leaf[rows] = left
+        c.moved_at[rows] = t
+
     def leaf_codes(self) -> np.ndarray:
         """(n_leaves, n_dims) int32 codes of every leaf (cached until a leaf is added)."""
         cached = self._leaf_codes
