@@ -246,6 +246,49 @@ def _row(cells: list[str], markdown: bool) -> None:
         print("  ".join(f"{c:<18}" for c in cells))
 
 
+def _outcome(result: ScenarioScore) -> list[tuple[object, ...]]:
+    """What a run-for-run comparison looks at: per fault its page, dimensions, detection
+    and resolution; the false pages."""
+    faults = [
+        (f.kind, sorted(f.dims.items()), f.incident_id is not None, f.detect_s, f.resolve_s)
+        for f in result.faults
+    ]
+    return [*faults, *(("false page", str(p)) for p in result.false_pages)]
+
+
+def compare(old_path: Path, new_path: Path, sims: int | None) -> None:
+    """Print, run for run, the runs two results files both have that differ, and how
+    many are equal (a detection change's effect on the same simulated fleets)."""
+    old, _ = _load([old_path], sims)
+    new, _ = _load([new_path], sims)
+    common = sorted(old.keys() & new.keys())
+    differ = 0
+    for key in common:
+        before, after = old[key], new[key]
+        if _outcome(before) == _outcome(after):
+            continue
+        differ += 1
+        print(" ".join(str(k) for k in key))
+        for a, b in zip(before.faults, after.faults, strict=False):
+            if _outcome(ScenarioScore(faults=[a], false_pages=[])) != _outcome(
+                ScenarioScore(faults=[b], false_pages=[])
+            ):
+                dims = str(a.dims) if a.dims == b.dims else f"{a.dims} -> {b.dims}"
+                print(
+                    f"  {a.kind:<18} {dims}  detect {minutes(a.detect_s)} -> "
+                    f"{minutes(b.detect_s)}  resolve {minutes(a.resolve_s)} -> "
+                    f"{minutes(b.resolve_s)}"
+                )
+        if before.false_pages != after.false_pages:
+            print(f"  false pages {before.false_pages} -> {after.false_pages}")
+    old_pages = sum(len(old[k].false_pages) for k in common)
+    new_pages = sum(len(new[k].false_pages) for k in common)
+    print(
+        f"{len(common)} runs in both: {len(common) - differ} equal, {differ} different; "
+        f"false pages {old_pages} -> {new_pages}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("scenarios", nargs="*", default=sorted(SCENARIOS))
@@ -275,7 +318,19 @@ def main() -> None:
         action="store_true",
         help="with --results: print the tables of the runs kept there, run nothing",
     )
+    parser.add_argument(
+        "--against",
+        type=Path,
+        default=None,
+        help="with --results: compare its runs, run for run, with this older results "
+        "file (the runs both have; detection, resolution, dimensions and false pages)",
+    )
     args = parser.parse_args()
+    if args.against is not None:
+        if args.results is None:
+            parser.error("--against needs --results")
+        compare(args.against, args.results, args.sims)
+        return
     sweep = Sweep()
     sources = [*args.also, *([args.results] if args.results is not None else [])]
     kept, seconds = _load(sources, args.sims)

@@ -100,3 +100,35 @@ def test_a_report_without_recovery_figures_keeps_the_older_columns(tmp_path: Pat
     head = next(line for line in text.splitlines() if line.startswith("| regime |"))
     assert "recovery seen" not in head
     assert head.count("|") == 10  # nine columns
+
+
+def test_against_compares_two_commits_runs_run_for_run(tmp_path: Path) -> None:
+    # a detection change is judged on the same simulated fleets: which runs differ, how
+    older = write(
+        tmp_path / "older.jsonl",
+        [
+            row("r1", "partner_outage", 1, detect_s=120.0),
+            row("r1", "partner_outage", 2, detect_s=120.0),
+            row("r1", "fault_free_week", 1) | {"false_pages": [{"dims": {"country": "AT"}}]},
+            row("r1", "partner_outage", 3, detect_s=120.0),  # only in the older file
+        ],
+    )
+    newer = write(
+        tmp_path / "newer.jsonl",
+        [
+            row("r1", "partner_outage", 1, recovery_seen_s=60.0),  # not compared: equal
+            row("r1", "partner_outage", 2, detect_s=180.0),
+            row("r1", "fault_free_week", 1),
+        ],
+    )
+    out = subprocess.run(
+        [sys.executable, str(BENCH), "--sims", str(SIMS), "--results", str(newer),
+         "--against", str(older)],
+        capture_output=True, text=True, check=True, timeout=120,
+    ).stdout  # fmt: skip
+    lines = out.splitlines()
+    assert lines[-1] == "3 runs in both: 1 equal, 2 different; false pages 1 -> 0"
+    at = lines.index("r1 partner_outage 2")
+    assert "detect 2 min -> 3 min  resolve 4 min -> 4 min" in lines[at + 1]
+    assert "false pages [{'dims': {'country': 'AT'}}] -> []" in out
+    assert "r1 partner_outage 1" not in lines

@@ -191,7 +191,7 @@ class Evaluation:
     # leaf showing it (counted where they count: a SIM that moved, in the leaf it left)
     leaf_kinds: np.ndarray
     # float64 per leaf: SIMs that moved into it within ``evidence_window_s`` (their
-    # departures count as ``moved`` in the leaf they left): ``net_departures``
+    # departures count as ``moved`` in the leaf they left): ``net_moves``
     leaf_arrived: np.ndarray
     # float64 per leaf: of ``leaf_affected``, the SIMs failing only because they left it
     # (not overdue, no other evidence): what ``net_moves`` takes back

@@ -74,7 +74,7 @@ if TYPE_CHECKING:
 REPORT_VERSION: Final = 1  # later fields are optional: a report without them still merges
 # what a report carries beyond the counts (``ShardReport.carries``)
 CARRIES_RECOVERY: Final = "recovery"  # LeafCounts.recovered and .churn
-# LeafCounts.late, .awaiting, .kinds, .usual, .causes, .arrived
+# LeafCounts.late, .awaiting, .kinds, .usual, .causes, .arrived, .only_moved
 CARRIES_EVIDENCE: Final = "evidence"
 CARRIES_EXPOSURE: Final = "exposure"  # LeafCounts.reported, .exposure, .failing_exposure
 CARRIES_HEARD: Final = "heard"  # ShardReport.heard
