@@ -118,6 +118,7 @@ class Sweep:
         self.back: dict[tuple[str, str, str], list[float]] = defaultdict(list)
         self.evidence: dict[tuple[str, str, str], list[float]] = defaultdict(list)
         self.seen: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+        self.named: dict[tuple[str, str, str], list[float]] = defaultdict(list)
         self.missed: dict[tuple[str, str, str], list[int]] = defaultdict(list)
         self.false_pages: dict[tuple[str, str], list[int]] = defaultdict(list)
         # (regime, scenario, kind) -> seed -> one cell of the per-seed table
@@ -153,8 +154,12 @@ class Sweep:
                 self.evidence[key].append(f.evidence_s)
             if f.recovery_seen_s is not None:
                 self.seen[key].append(f.recovery_seen_s)
+            if f.named_s is not None:
+                self.named[key].append(f.named_s)
             mark = "" if f.meets_target else "*"
             shown = "" if f.evidence_s is None else f"({_mins(f.evidence_s)})"
+            if _renamed(f):
+                shown += f"[{_mins(f.named_s)}]"
             cell = (
                 f"{_mins(f.detect_s)}{shown}/{_mins(f.resolve_s)}{mark}{fp}"
                 if f.incident_id
@@ -164,9 +169,10 @@ class Sweep:
             before = self.cells[key].get(seed)
             self.cells[key][seed] = cell if before is None else f"{before}, {cell}"
             seen = f.recovery_seen_s
+            named = f", exact dims at {minutes(f.named_s)}" if _renamed(f) else ""
             print(
                 f"  {f.kind:<18} {dims}  {f.incident_id or 'NOT FOUND'}  "
-                f"detect {minutes(f.detect_s)} (bound {minutes(f.detect_bound_s)}, "
+                f"detect {minutes(f.detect_s)}{named} (bound {minutes(f.detect_bound_s)}, "
                 f"target {minutes(f.target_s)}, "
                 f"{EVIDENCE_SIMS} SIMs showed it {minutes(f.evidence_s)})  "
                 f"resolve {minutes(f.resolve_s)} after the end "
@@ -195,16 +201,18 @@ class Sweep:
     def summary(self, markdown: bool) -> None:
         # when the incidents saw their faults' ends (runs of older sweeps did not keep it)
         seen = bool(self.seen)
+        named = bool(self.named)  # likewise, when the page got the exact dims
         head = (
             "| regime | scenario | fault | detect median / worst (min) | "
-            f"{EVIDENCE_SIMS} SIMs showed it (min) | "
+            + ("exact dims median / worst (min) | " if named else "")
+            + f"{EVIDENCE_SIMS} SIMs showed it (min) | "
             "resolve median / worst (min) | data back median / worst (min) | "
             + ("recovery seen median / worst (min) | " if seen else "")
             + "seeds missing the target | false pages |"
         )
         if markdown:
             print(head)
-            print("|" + "---|" * (10 if seen else 9))
+            print("|" + "---|" * (9 + seen + named))
         for regime, name, kind in self.keys():
             key = (regime, name, kind)
             cells = [
@@ -212,6 +220,7 @@ class Sweep:
                 name,
                 kind or "(none)",
                 _cell(self.detect.get(key, [])),
+                *([_cell(self.named.get(key, []))] if named else []),
                 _cell(self.evidence.get(key, [])),
                 _cell(self.resolve.get(key, [])),
                 _cell(self.back.get(key, [])),
@@ -223,7 +232,8 @@ class Sweep:
 
     def per_seed(self, seeds: list[int], markdown: bool) -> None:
         """One row per regime, scenario and fault, one column per seed: detection
-        (when EVIDENCE_SIMS of its SIMs had shown a fault the network reports) /
+        (when EVIDENCE_SIMS of its SIMs had shown a fault the network reports) [when the
+        page got the fault's exact dims, where that was later than its opening] /
         resolution in minutes, * when the run missed the issue's target, +N FP for false
         pages in that run."""
         cells = ["regime", "scenario", "fault", *[f"seed {s}" for s in seeds]]
@@ -233,6 +243,16 @@ class Sweep:
         for regime, name, kind in self.keys():
             got = self.cells.get((regime, name, kind), {})
             _row([regime, name, kind or "(none)", *[got.get(s, "") for s in seeds]], markdown)
+
+
+def _renamed(fault: FaultScore) -> bool:
+    """The page opened on other dims and got the fault's exact ones a minute or more
+    later (a part of the group first: the fault's known extent grew)."""
+    return (
+        fault.named_s is not None
+        and fault.detect_s is not None
+        and fault.named_s - fault.detect_s >= 60.0
+    )
 
 
 def _mins(seconds: float | None) -> str:

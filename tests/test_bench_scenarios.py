@@ -132,3 +132,32 @@ def test_against_compares_two_commits_runs_run_for_run(tmp_path: Path) -> None:
     assert "detect 2 min -> 3 min  resolve 4 min -> 4 min" in lines[at + 1]
     assert "false pages [{'dims': {'country': 'AT'}}] -> []" in out
     assert "r1 partner_outage 1" not in lines
+
+
+SILENT: dict[str, object] = {"evidence_s": None, "target_s": 1800.0}  # a black hole's
+
+
+def test_a_page_that_named_a_part_of_the_fault_first_says_when_it_was_exact(
+    tmp_path: Path,
+) -> None:
+    # R1's black hole at 2,000 SIMs, seed 5: the page opened at 23 min on
+    # {apn: meters.acme, partner: 26201} and named {partner: 26201} only at 112 min
+    results = write(
+        tmp_path / "named.jsonl",
+        [
+            row("r1", "partial_blackhole", 1, detect_s=1380.0, named_s=6720.0, **SILENT),
+            row("r1", "partial_blackhole", 2, detect_s=1200.0, named_s=1200.0, **SILENT),
+        ],
+    )
+    text = report(
+        "--sims", str(SIMS), "--regimes", "r1", "--seeds", "1", "2",
+        "--results", str(results), "partial_blackhole",
+    )  # fmt: skip
+    lines = text.splitlines()
+    head = next(line for line in lines if line.startswith("| regime |"))
+    assert "| detect median / worst (min) | exact dims median / worst (min) |" in head
+    rows = [line for line in lines if line.startswith("| r1 | partial_blackhole |")]
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert cells[3:5] == ["22 / 23", "66 / 112"]
+    assert [c.strip() for c in rows[-1].strip("|").split("|")][3:] == ["23[112]/4", "20/4"]
+    assert "detect 23 min, exact dims at 112 min" in text

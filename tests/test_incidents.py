@@ -364,6 +364,13 @@ def test_a_widening_cause_rescopes_the_open_incident() -> None:
     incident = tracker.open[(("partner", "26201"),)]
     assert incident.id == "inc-0001"
     assert incident.dims == {"partner": "26201"}
+    # when it got these dims (a scenario's score: when the page named the fault exactly),
+    # kept across a restart; an incident never widened has none
+    assert incident.named_at == 60.0
+    assert incident_from_state(incident_state(incident)).named_at == 60.0
+    assert tracker.open[(("partner", "26201"),)].opened_at == 0.0
+    older = {k: v for k, v in incident_state(incident).items() if k != "named_at"}
+    assert incident_from_state(older).named_at is None
     # the subgroup again, while the partner incident is open: covered, nothing new
     assert cycle(tracker, 2, [trackers]) == []
     assert len(tracker.open) == 1

@@ -114,6 +114,9 @@ class Incident:
     recovery_onset: float | None = None
     recoveries: list[list[float]] = field(default_factory=list)
     recovery_peak: float = 0.0  # ``peak_affected`` when the onset was set
+    # group incidents: when it was last given other dims (``_rekey``: a fault's known
+    # extent grew, or a provisional name settled); None: its dims are those it opened on
+    named_at: float | None = None
 
     @property
     def state(self) -> str:
@@ -336,6 +339,7 @@ def incident_from_state(data: Mapping[str, object]) -> Incident:
             # a checkpoint from before the field: the peak so far, so that a restored
             # onset is not voided by the first cycle
             recovery_peak=_number(data.get("recovery_peak", data.get("peak_affected", 0.0))),
+            named_at=None if data.get("named_at") is None else _number(data["named_at"]),
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"malformed incident in checkpoint: {exc}") from exc
@@ -795,6 +799,7 @@ class IncidentTracker:
         incident = self.open.pop(old)
         incident.dims = dict(new)
         incident.updated_at = now
+        incident.named_at = now
         self.open[new] = incident
         changes.append(IncidentChange("updated", incident, now))
         return incident

@@ -79,6 +79,10 @@ class FaultScore:
     # fault end -> the matched incident's recovery onset (``recovered_at``: when its SIMs
     # were seen coming back; None: resolved without a recovery seen, or not resolved)
     recovery_seen_s: float | None = None
+    # fault start -> when the matched page got the fault's exact dims: its opening, or
+    # the later widening (``Incident.named_at``) of a page that opened on a part of the
+    # group (None: runs of older sweeps did not keep it)
+    named_s: float | None = None
 
     @property
     def meets_target(self) -> bool:
@@ -262,6 +266,8 @@ def score(
         matched.add(incident.id)
         result.incident_id = incident.id
         result.detect_s = incident.opened_at - start
+        named = incident.opened_at if incident.named_at is None else incident.named_at
+        result.named_s = named - start
         if incident.resolved_at is not None:
             result.resolve_s = incident.resolved_at - end
             if incident.recovery_onset is not None:
