@@ -141,11 +141,11 @@ def test_a_page_that_named_a_part_of_the_fault_first_says_when_it_was_exact(
     tmp_path: Path,
 ) -> None:
     # R1's black hole at 2,000 SIMs, seed 5: the page opened at 23 min on
-    # {apn: meters.acme, partner: 26201} and named {partner: 26201} only at 112 min
+    # {apn: meters.acme, partner: 26201} and named {partner: 26201} only at 135 min
     results = write(
         tmp_path / "named.jsonl",
         [
-            row("r1", "partial_blackhole", 1, detect_s=1380.0, named_s=6720.0, **SILENT),
+            row("r1", "partial_blackhole", 1, detect_s=1380.0, named_s=8100.0, **SILENT),
             row("r1", "partial_blackhole", 2, detect_s=1200.0, named_s=1200.0, **SILENT),
         ],
     )
@@ -158,6 +158,6 @@ def test_a_page_that_named_a_part_of_the_fault_first_says_when_it_was_exact(
     assert "| detect median / worst (min) | exact dims median / worst (min) |" in head
     rows = [line for line in lines if line.startswith("| r1 | partial_blackhole |")]
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
-    assert cells[3:5] == ["22 / 23", "66 / 112"]
-    assert [c.strip() for c in rows[-1].strip("|").split("|")][3:] == ["23[112]/4", "20/4"]
-    assert "detect 23 min, exact dims at 112 min" in text
+    assert cells[3:5] == ["22 / 23", "78 / 135"]
+    assert [c.strip() for c in rows[-1].strip("|").split("|")][3:] == ["23[135]/4", "20/4"]
+    assert "detect 23 min, exact dims at 135 min" in text
