@@ -266,13 +266,15 @@ def _row(cells: list[str], markdown: bool) -> None:
         print("  ".join(f"{c:<18}" for c in cells))
 
 
+def _fault_outcome(f: FaultScore) -> tuple[object, ...]:
+    """What a run-for-run comparison looks at of a fault: its page, dimensions,
+    detection and resolution."""
+    return (f.kind, sorted(f.dims.items()), f.incident_id is not None, f.detect_s, f.resolve_s)
+
+
 def _outcome(result: ScenarioScore) -> list[tuple[object, ...]]:
-    """What a run-for-run comparison looks at: per fault its page, dimensions, detection
-    and resolution; the false pages."""
-    faults = [
-        (f.kind, sorted(f.dims.items()), f.incident_id is not None, f.detect_s, f.resolve_s)
-        for f in result.faults
-    ]
+    """... and of a run: each fault's, and the false pages."""
+    faults = [_fault_outcome(f) for f in result.faults]
     return [*faults, *(("false page", str(p)) for p in result.false_pages)]
 
 
@@ -290,9 +292,7 @@ def compare(old_path: Path, new_path: Path, sims: int | None) -> None:
         differ += 1
         print(" ".join(str(k) for k in key))
         for a, b in zip(before.faults, after.faults, strict=False):
-            if _outcome(ScenarioScore(faults=[a], false_pages=[])) != _outcome(
-                ScenarioScore(faults=[b], false_pages=[])
-            ):
+            if _fault_outcome(a) != _fault_outcome(b):
                 dims = str(a.dims) if a.dims == b.dims else f"{a.dims} -> {b.dims}"
                 print(
                     f"  {a.kind:<18} {dims}  detect {minutes(a.detect_s)} -> "

@@ -1275,8 +1275,9 @@ def net_moves(
     a partner counts against it (``Evidence.MOVED``, in the leaf it left) only as far as
     that partner lost more SIMs than it gained in the window.
 
-    Per leaf (``Evaluation``): ``kinds`` per kind of evidence, ``only_moved`` the failing
-    SIMs whose move is all they show, ``arrived`` the SIMs that moved into it. Each
+    Per leaf of ``table`` (``Evaluation``): ``kinds`` per kind of evidence,
+    ``only_moved`` the failing SIMs whose move is all they show, ``arrived`` the SIMs
+    that moved into it. Each
     partner keeps the share ``max(lost - gained, 0) / lost`` of its departures, on every
     leaf of it; the departures it does not keep leave the ``moved`` count and, where the
     move was all a SIM showed, the failing count. Sums of leaves, so a cluster's leader
@@ -1293,18 +1294,16 @@ def net_moves(
     departed = kinds[_MOVED]
     if "partner" not in table.dims or not arrived.any() or not departed.any():
         return table, kinds
-    size = len(departed)
-    partner = table.codes[:size, table.dims.index("partner")].astype(np.int64)
+    partner = table.codes[:, table.dims.index("partner")].astype(np.int64)
     width = int(partner.max(initial=0)) + 1
     lost = np.bincount(partner, weights=departed, minlength=width)
-    gained = np.bincount(partner, weights=arrived[:size], minlength=width)
+    gained = np.bincount(partner, weights=arrived, minlength=width)
     share = np.divide(np.maximum(lost - gained, 0.0), lost, out=np.ones(width), where=lost > 0)
     keep = share[partner]
     kinds = kinds.copy()
     kinds[_MOVED] = departed * keep
-    affected = table.affected.copy()
-    affected[:size] -= only_moved[:size] * (1.0 - keep)
-    return replace(table, affected=np.maximum(affected, 0.0)), kinds
+    affected = np.maximum(table.affected - only_moved * (1.0 - keep), 0.0)
+    return replace(table, affected=affected), kinds
 
 
 _WHY_CODES = (
