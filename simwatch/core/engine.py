@@ -36,7 +36,7 @@ from simwatch.core.evaluate import (
     sent_after,
     vip_rows,
 )
-from simwatch.core.exposure import reported_by_leaf, rest_verdict
+from simwatch.core.exposure import leaf_exposure, reported_by_leaf, rest_verdict, widen_silent
 from simwatch.core.incidents import (
     Incident,
     IncidentChange,
@@ -233,6 +233,12 @@ class Engine:
             peak_share=self.baseline.peak_share(self.state.n_leaves),
             heard_elsewhere=self.heard_elsewhere,
         )
+        if evaluation.causes and evaluation.table is not None:
+            # a silent cause named as wide as its exposed SIMs show
+            exposure = leaf_exposure(self.state, evaluation, cfg.evaluation)
+            evaluation.causes = widen_silent(
+                evaluation.causes, evaluation.table, exposure, cfg.localize
+            )
         if not self.groups_local:  # a cluster node: its part of what the fleet heard
             evaluation.heard = groups_heard(self.state)
         return evaluation

@@ -197,6 +197,8 @@ class Evaluation:
     # (not overdue, no other evidence): what ``net_moves`` takes back
     leaf_only_moved: np.ndarray
     causes: list[Cause]
+    # the per-leaf counts ``causes`` were localized on (moves netted); None: not localized
+    table: LeafTable | None = None
     # a cluster node's: what it heard of each group (``groups_heard``) at this cycle, for
     # its report (``core.merge.shard_report``); None on one node
     heard: HeardElsewhere | None = None
@@ -1152,6 +1154,7 @@ def evaluate(
     only = moved[(evidence[moved] == Evidence.MOVED) & ~overdue[moved]]
     only_moved = np.bincount(member_leaf[only], minlength=n_leaves).astype(np.float64)
     causes: list[Cause] = []
+    table = None
     if localize_groups and n_leaves:
         table = LeafTable(
             dims=state.dims,
@@ -1191,6 +1194,7 @@ def evaluate(
         leaf_arrived=arrived,
         leaf_only_moved=only_moved,
         causes=causes,
+        table=table,
     )
 
 

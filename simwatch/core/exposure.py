@@ -33,6 +33,7 @@ open sessions: their verdict is "cannot tell".
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -40,11 +41,11 @@ import numpy as np
 from simwatch.core import regime
 from simwatch.core.evaluate import Evidence
 from simwatch.core.incidents import Rest
-from simwatch.core.localize import above_baseline
+from simwatch.core.localize import Cause, LeafTable, above_baseline, share_evidence
 from simwatch.core.state import NEVER
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     import numpy.typing as npt
 
@@ -57,6 +58,10 @@ REPORTED = int(Evidence.FAILURE_END | Evidence.REJECT | Evidence.MOVED)
 # the children's failing SIMs that set the exposure horizon: this quantile of their late
 # thresholds (a fault's extent so far is what its slower failing SIMs show)
 HORIZON_QUANTILE = 0.9
+# ... and no shorter than the fault's age: this quantile of the silence of the children's
+# overdue SIMs (a SIM the fault hit last reported before it began, so a low quantile of
+# their silence is just over its age; a high one would count long-dead devices)
+AGE_QUANTILE = 0.25
 
 
 def reported_by_leaf(evaluation: Evaluation) -> npt.NDArray[np.float64]:
@@ -86,14 +91,32 @@ def exposure_thresholds(
     NaN while its session is open."""
     out = state.rhythm.thresholds_of(rows)[0].astype(np.float64)
     c = state.cols
-    session = (regime.regime_of(c.regime[rows]) == regime.SESSION) & (
-        c.session_start[rows] != NEVER
-    )
+    session = _session_level(state, rows)
     if session.any():
         at = rows[session]
         by_session = np.where(c.session_open[at] != 0, np.nan, eval_params.session_closed_late_s)
         by_session[evaluation.failing[at] & np.isnan(by_session)] = eval_params.churn_window_s
         out[session] = by_session
+    return out
+
+
+def _session_level(state: FleetState, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+    """Bool per SIM of ``rows``: judged by its sessions (``exposure_thresholds``)."""
+    c = state.cols
+    out: npt.NDArray[np.bool_] = (regime.regime_of(c.regime[rows]) == regime.SESSION) & (
+        c.session_start[rows] != NEVER
+    )
+    return out
+
+
+def silence_of(
+    state: FleetState, evaluation: Evaluation, rows: npt.NDArray[np.int64]
+) -> npt.NDArray[np.float64]:
+    """Per SIM of ``rows``: how long it has been silent (s) if it is overdue by its report
+    rhythm, NaN otherwise (not overdue, or judged by its sessions): what dates a silent
+    fault (``AGE_QUANTILE``)."""
+    out = evaluation.now - state.rhythm.last_data[rows]
+    out[~evaluation.overdue[rows] | _session_level(state, rows)] = np.nan
     return out
 
 
@@ -131,6 +154,9 @@ def rest_verdict(
     else:
         child_shows = exposure_thresholds(state, ev, child_rows, eval_params)
         horizon = float(np.quantile(child_shows[failing[child_rows]], HORIZON_QUANTILE))
+        silence = silence_of(state, ev, child_failing)
+        if not np.isnan(silence).all():
+            horizon = max(horizon, float(np.nanquantile(silence, AGE_QUANTILE)))
         exposed_rest = rest_rows[exposure_thresholds(state, ev, rest_rows, eval_params) <= horizon]
         exposed_child = child_rows[child_shows <= horizon]
     ratio = ev.leaf_expected / np.maximum(ev.leaf_total, 1.0)
@@ -169,58 +195,225 @@ def exposure_bins(thresholds: npt.NDArray[np.floating]) -> npt.NDArray[np.int64]
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class LeafExposure:
+    """Per leaf of a table, what a silent fault's exposure is judged on: its failing SIMs
+    showing reported evidence; its counted and failing SIMs per bin of late threshold
+    (``exposure_bins``; shape (leaves, ``EXPOSURE_BINS``)); its SIMs overdue by their
+    report rhythm per bin of silence (the fault's age: ``AGE_QUANTILE``; None: not known,
+    a cluster shard of an older version). Summable over a cluster's shards."""
+
+    reported: npt.NDArray[np.float64]
+    counted_bins: npt.NDArray[np.float64]
+    failing_bins: npt.NDArray[np.float64]
+    silence_bins: npt.NDArray[np.float64] | None = None
+
+
+def leaf_exposure(
+    state: FleetState, evaluation: Evaluation, eval_params: EvalParams
+) -> LeafExposure:
+    """``evaluation``'s :class:`LeafExposure` (one node's)."""
+    ev = evaluation
+    n = ev.n
+    n_leaves = len(ev.leaf_total)
+    member = ev.member_leaf[:n]
+    rows = np.flatnonzero(ev.counted[:n] & (member >= 0))
+    leaf = member[rows].astype(np.int64)
+    bins = exposure_bins(exposure_thresholds(state, ev, rows, eval_params))
+    silence = exposure_bins(silence_of(state, ev, rows))
+
+    def per_leaf(binned: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+        keys = leaf[binned >= 0] * EXPOSURE_BINS + binned[binned >= 0]
+        out = np.bincount(keys, minlength=n_leaves * EXPOSURE_BINS).astype(np.float64)
+        return out.reshape(n_leaves, EXPOSURE_BINS)
+
+    failing = ev.failing[rows]
+    return LeafExposure(
+        reported=reported_by_leaf(ev),
+        counted_bins=per_leaf(bins),
+        failing_bins=per_leaf(np.where(failing, bins, -1)),
+        silence_bins=per_leaf(silence),
+    )
+
+
+def _quantile_bin(counts: npt.NDArray[np.float64], q: float) -> int:
+    """The bin holding quantile ``q`` of SIMs counted per bin (``np.quantile``'s upper
+    neighbour: the SIM at ``ceil(q (N - 1))`` in order); -1 when there are none."""
+    cum = np.cumsum(counts)
+    known = float(cum[-1]) if len(cum) else 0.0
+    if known <= 0:
+        return -1
+    return int(np.searchsorted(cum, math.ceil(q * (known - 1)) + 1))
+
+
+def exposed_counts(
+    table: LeafTable,
+    exposure: LeafExposure,
+    children: npt.NDArray[np.bool_],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
+    """Per leaf of ``table``: its failing, counted and expected SIMs among those exposed
+    to the silent fault of the leaves ``children`` (a bool mask): those whose late
+    threshold's bin is no later than the horizon, the bin of the children's failing SIMs'
+    ``HORIZON_QUANTILE``, or of their fault's age (their overdue SIMs' silence at
+    ``AGE_QUANTILE``) when later. None: the children fail mostly by the network's own
+    evidence (``REPORTED``), which every SIM with a session shows at once."""
+    child_failing = float(table.affected[children].sum())
+    if child_failing <= 0:
+        return None
+    if float(exposure.reported[children].sum()) / child_failing >= 0.5:
+        return None
+    ratio = table.expected / np.maximum(table.total, 1.0)
+    horizon = _quantile_bin(exposure.failing_bins[children].sum(axis=0), HORIZON_QUANTILE)
+    if exposure.silence_bins is not None:
+        age = _quantile_bin(exposure.silence_bins[children].sum(axis=0), AGE_QUANTILE)
+        horizon = max(horizon, age)
+    n_l = exposure.counted_bins[:, : horizon + 1].sum(axis=1)
+    a_l = exposure.failing_bins[:, : horizon + 1].sum(axis=1)
+    return a_l, n_l, ratio * n_l
+
+
 def rest_verdict_counts(
-    *,
-    total: npt.NDArray[np.float64],
-    failing: npt.NDArray[np.float64],
-    expected: npt.NDArray[np.float64],
-    reported: npt.NDArray[np.float64],
-    counted_bins: npt.NDArray[np.float64],
-    failing_bins: npt.NDArray[np.float64],
+    table: LeafTable,
+    exposure: LeafExposure,
     whole: npt.NDArray[np.bool_],
     children: Sequence[npt.NDArray[np.bool_]],
     params: LocalizeParams,
 ) -> Rest:
-    """``rest_verdict`` from per-leaf counts summed over a cluster's shards: per leaf its
-    counted and failing SIMs, their expected failing count, its failing SIMs showing
-    reported evidence, and its counted and failing SIMs per bin of late threshold
-    (``exposure_bins``; shape (leaves, ``EXPOSURE_BINS``)). The horizon is the bin of
-    the children's failing SIMs' ``HORIZON_QUANTILE``, and the exposed SIMs those of the
-    bins up to it: SIMs within a bin of the horizon count as exposed (one node compares
-    each SIM's own threshold). Otherwise the same decision."""
+    """``rest_verdict`` from per-leaf counts summed over a cluster's shards (``table``:
+    counted, failing and expected SIMs per leaf; ``exposure``: their exposure), on the
+    SIMs :func:`exposed_counts` finds exposed: SIMs within a bin of the horizon count as
+    exposed (one node compares each SIM's own threshold). Otherwise the same decision."""
     in_children = np.zeros_like(whole)
     for mask in children:
         in_children |= mask
     rest = whole & ~in_children
+    total = table.total
     if total[rest].sum() <= 0 or total[in_children].sum() <= 0:
         return Rest.QUIET
-    child_failing = float(failing[in_children].sum())
-    if child_failing <= 0:
+    if float(table.affected[in_children].sum()) <= 0:
         return Rest.QUIET
-    is_reported = float(reported[in_children].sum()) / child_failing >= 0.5
-    ratio = expected / np.maximum(total, 1.0)
-    if is_reported:
-        n_l, a_l = total, failing
+    exposed = exposed_counts(table, exposure, in_children)
+    is_reported = exposed is None
+    if exposed is None:
+        a_l, n_l = table.affected, total
+        e_l = table.expected / np.maximum(total, 1.0) * total
     else:
-        cum = np.cumsum(failing_bins[in_children].sum(axis=0))
-        known = float(cum[-1]) if len(cum) else 0.0
-        if known <= 0:  # no failing SIM with a learned threshold: none exposed
-            n_l = a_l = np.zeros_like(total)
-        else:
-            # np.quantile's upper neighbour: the SIM at ceil(q (N - 1)) in order
-            rank = math.ceil(HORIZON_QUANTILE * (known - 1))
-            horizon = int(np.searchsorted(cum, rank + 1))
-            n_l = counted_bins[:, : horizon + 1].sum(axis=1)
-            a_l = failing_bins[:, : horizon + 1].sum(axis=1)
+        a_l, n_l, e_l = exposed
     n_c = float(n_l[in_children].sum())
     a_c = float(a_l[in_children].sum())
-    e_c = float((ratio * n_l)[in_children].sum())
+    e_c = float(e_l[in_children].sum())
     share = max(a_c - max(e_c, params.min_baseline_ratio * n_c), 0.0) / max(n_c, 1.0)
     n_r = float(n_l[rest].sum())
     if n_r < params.split_min_share * (n_r + n_c) or share * n_r < params.min_affected:
         return Rest.QUIET if is_reported else Rest.UNKNOWN
     a_r = float(a_l[rest].sum())
-    e_r = float((ratio * n_l)[rest].sum())
+    e_r = float(e_l[rest].sum())
     if above_baseline(a_r, e_r, n_r, params):
         return Rest.FAILING
     return Rest.HEALTHY if is_reported else Rest.QUIET
+
+
+# ---- a silent cause named wider when its parent's exposed SIMs fail alike --------------
+
+
+def widen_silent(
+    causes: Sequence[Cause],
+    table: LeafTable,
+    exposure: LeafExposure,
+    params: LocalizeParams,
+) -> list[Cause]:
+    """``causes`` (``localize``'s, on ``table``), each silent one moved to its parent
+    while the parent's other SIMs exposed to the fault fail like it.
+
+    A silent fault shows first on its fast reporters: a partner's black hole is at first
+    the failing share of its one APN of 15-minute meters, its other APNs' hourly and
+    daily reporters not yet due. Localization judges the parent's other leaves on all
+    their SIMs and keeps naming the APN until enough of the slow reporters are overdue,
+    as long as an hour past the fault's start. Here the parent (one attribute fewer, or
+    one swapped for another holding more leaves, all of the cause's: a partner's
+    country) replaces the cause when its other leaves, the other causes' left out, fail
+    on their exposed SIMs (:func:`exposed_counts`) above their baseline and like the
+    cause (``localize.share_evidence`` by more than ``generalize_margin`` nats). A cause
+    the network reports is never moved (its exposure is all its SIMs: localization
+    judged it). A cause another covers after the moves is dropped."""
+    out: list[Cause] = []
+    moved = False
+    masks = [table.leaves_of(c.dims) for c in causes]
+    for i, cause in enumerate(causes):
+        named = cause
+        others = np.zeros(len(table.total), bool)
+        for j, mask in enumerate(masks):
+            if j != i:
+                others |= mask
+        for _ in range(len(table.dims)):
+            wider = _wider(named, others, table, exposure, params)
+            if wider is None:
+                break
+            named, moved = wider, True
+        out.append(named)
+    if not moved:
+        return out
+    held = [table.leaves_of(c.dims) for c in out]
+    kept = [
+        cause
+        for i, cause in enumerate(out)
+        if not any(
+            j != i
+            and bool(held[j][held[i]].all())
+            and (int(held[j].sum()) > int(held[i].sum()) or (j < i and out[j].dims == cause.dims))
+            for j in range(len(out))
+        )
+    ]
+    return sorted(kept, key=lambda c: -c.score)
+
+
+def _parents(dims: Mapping[str, str], table: LeafTable) -> list[dict[str, str]]:
+    """The groups with one of ``dims``' attributes fewer, or swapped for another whose
+    group holds all of ``dims``' leaves and more (never the whole fleet)."""
+    inside = table.leaves_of(dims)
+    out = [{k: v for k, v in dims.items() if k != d} for d in dims if len(dims) > 1]
+    for column, dim in enumerate(table.dims):
+        if dim in dims:
+            continue
+        values = np.unique(table.codes[inside, column])
+        if len(values) != 1:
+            continue
+        value = table.labels[column][int(values[0])]
+        for d in dims:
+            swapped = {k: v for k, v in dims.items() if k != d} | {dim: value}
+            if int(table.leaves_of(swapped).sum()) > int(inside.sum()):
+                out.append(swapped)
+    return out
+
+
+def _wider(
+    cause: Cause,
+    others: npt.NDArray[np.bool_],
+    table: LeafTable,
+    exposure: LeafExposure,
+    params: LocalizeParams,
+) -> Cause | None:
+    """The parent of ``cause`` that :func:`widen_silent` moves it to, or None."""
+    inside = table.leaves_of(cause.dims)
+    exposed = exposed_counts(table, exposure, inside)
+    if exposed is None:
+        return None
+    a_l, n_l, e_l = exposed
+    c_part = (float(a_l[inside].sum()), float(n_l[inside].sum()), float(e_l[inside].sum()))
+    best: tuple[float, dict[str, str]] | None = None
+    for parent in _parents(cause.dims, table):
+        rest = table.leaves_of(parent) & ~inside & ~others
+        r_part = (float(a_l[rest].sum()), float(n_l[rest].sum()), float(e_l[rest].sum()))
+        if not above_baseline(r_part[0], r_part[2], r_part[1], params):
+            continue
+        gain = share_evidence(c_part, r_part, params.min_baseline_ratio)
+        if gain > params.generalize_margin and (best is None or gain > best[0]):
+            best = (gain, parent)
+    if best is None:
+        return None
+    leaves = table.leaves_of(best[1])
+    a = float(table.affected[leaves].sum())
+    n = float(table.total[leaves].sum())
+    e = max(float(table.expected[leaves].sum()), params.min_baseline_ratio * n)
+    score = a * math.log(a / e) - (a - e) if a > e else 0.0
+    return Cause(dims=best[1], affected=a, total=n, expected=e, score=score)

@@ -34,7 +34,7 @@ Method (see docs/localization.md for the long form):
    those children: one APN failing in two countries is two causes, not the APN.
 5. Move (:func:`_refine`): a pick is replaced by the parent (one attribute fewer)
    or the child (one more) that explains its leaves better under the fault model of
-   :func:`_share_evidence` (a fault takes one share of its group's members on top of
+   :func:`share_evidence` (a fault takes one share of its group's members on top of
    their baseline), by more than ``generalize_margin`` quasi-likelihood nats; a child
    only while the rest of the pick is not elevated itself (else the fault is the
    pick's, uneven). A sibling cause never carries the climb over the parent's
@@ -509,12 +509,12 @@ def _apart(  # noqa: PLR0917 - private helper, called twice with all of them
     ``rest`` healthy, is worth ``extra`` more causes than naming the parent.
 
     The log-likelihood gain of the children failing at their share and the rest at its
-    baseline, over the whole parent failing at one share (:func:`_share_evidence`), must
+    baseline, over the whole parent failing at one share (:func:`share_evidence`), must
     exceed ``extra`` times ``penalty``, the cost of naming one more cause (the
     significance threshold, in nats).
     """
     f_stats, r_stats = _part(failing, leaf_stats), _part(rest, leaf_stats)
-    return -_share_evidence(f_stats, r_stats, params.min_baseline_ratio) > extra * penalty
+    return -share_evidence(f_stats, r_stats, params.min_baseline_ratio) > extra * penalty
 
 
 def _split(  # noqa: PLR0917 - private helper, called once with all of them
@@ -628,7 +628,7 @@ def _one_child_holds(  # noqa: PLR0917 - private helper
     return False
 
 
-def _share_evidence(
+def share_evidence(
     c: tuple[float, float, float], r: tuple[float, float, float], floor: float
 ) -> float:
     """Evidence (nats) that a fault covers the leaves ``c`` and ``r`` rather than ``c`` only.
@@ -690,7 +690,7 @@ def _refine(  # noqa: PLR0917 - private helper, called once with all of them
     more (children K), and those with one attribute swapped for another that hold more
     leaves, all of C's (parents), or fewer, all inside C (children): ``sizes`` is each
     group's number of leaves. A parent replaces the group C when its other leaves R = P - C
-    fail like C (the fault model of :func:`_share_evidence`: one share of the members
+    fail like C (the fault model of :func:`share_evidence`: one share of the members
     on top of their baseline) by more than ``generalize_margin`` quasi-likelihood nats
     (nats divided by the over-dispersion ``scale``); a child replaces C when C's other
     leaves C - K are healthier than C's fault would make them by more than that. R leaves
@@ -750,7 +750,7 @@ def _refine(  # noqa: PLR0917 - private helper, called once with all of them
                     siblings |= o_ci == ci
             if siblings and healthy_part(remaining, p_mask, leaf_stats, params, scale):
                 continue  # ... but siblings never carry the climb over healthy children
-            ev = _share_evidence(c_stats, _part(rest, leaf_stats), floor)
+            ev = share_evidence(c_stats, _part(rest, leaf_stats), floor)
             if ev > best_ev:
                 best_g, best_ev = pg, ev
         free = c_mask.copy()  # C's leaves no other cause holds
@@ -794,7 +794,7 @@ def _refine(  # noqa: PLR0917 - private helper, called once with all of them
                     c_free[1] - k_stats[1],
                     c_free[2] - k_stats[2],
                 )
-                ev = -_share_evidence(k_stats, r_stats, floor)
+                ev = -share_evidence(k_stats, r_stats, floor)
                 if ev > best_ev and above_baseline(
                     r_stats[0], r_stats[2], r_stats[1], params, scale
                 ):

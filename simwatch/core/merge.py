@@ -54,10 +54,13 @@ from simwatch.core.evaluate import (
 )
 from simwatch.core.exposure import (
     EXPOSURE_BINS,
+    LeafExposure,
     exposure_bins,
     exposure_thresholds,
     reported_by_leaf,
     rest_verdict_counts,
+    silence_of,
+    widen_silent,
 )
 from simwatch.core.iccid import alternate_form
 from simwatch.core.incidents import IncidentParams, IncidentTracker, Rest
@@ -132,6 +135,9 @@ class LeafCounts:
     # (the first bin with any, its count, the next bin's, ... up to the last with any)
     exposure: tuple[int, ...] = ()
     failing_exposure: tuple[int, ...] = ()
+    # SIMs overdue by their report rhythm per bin of silence (``exposure.silence_of``):
+    # the age of a silent fault
+    silence_exposure: tuple[int, ...] = ()
     # SIMs that moved into this leaf from another within the evidence window, and of
     # ``overdue`` those whose move from it is all they show: a partner's moves are judged
     # on its net loss (``evaluate.net_moves``)
@@ -239,6 +245,9 @@ class ShardReport:
                     failing_exposure=_bins(
                         leaf.get("failing_exposure"), f"{where}.failing_exposure"
                     ),
+                    silence_exposure=_bins(
+                        leaf.get("silence_exposure"), f"{where}.silence_exposure"
+                    ),
                     arrived=_number(leaf.get("arrived", 0.0), f"{where}.arrived"),
                     only_moved=_number(leaf.get("only_moved", 0.0), f"{where}.only_moved"),
                 )
@@ -293,6 +302,8 @@ def _leaf_json(leaf: LeafCounts) -> Json:
         out["exposure"] = list(leaf.exposure)
     if leaf.failing_exposure:
         out["failing_exposure"] = list(leaf.failing_exposure)
+    if leaf.silence_exposure:
+        out["silence_exposure"] = list(leaf.silence_exposure)
     if leaf.arrived:
         out["arrived"] = leaf.arrived
     if leaf.only_moved:
@@ -445,7 +456,7 @@ def shard_report(engine: Engine, shard: int, shards: int) -> ShardReport | None:
     usual = (engine.kind_ratio(evaluation.now, n_leaves) * evaluation.leaf_total).T.tolist()
     causes = _leaf_causes(engine, evaluation)
     churn = engine.leaf_churn
-    reported, exposure, failing_exposure = _leaf_exposure(engine, evaluation)
+    reported, exposure, failing_exposure, silence = _leaf_exposure(engine, evaluation)
     leaves = tuple(
         LeafCounts(
             values=tuple(labels[d][c] for d, c in enumerate(codes[i])),
@@ -462,6 +473,7 @@ def shard_report(engine: Engine, shard: int, shards: int) -> ShardReport | None:
             reported=reported[i] if i < n_leaves else 0.0,
             exposure=exposure.get(i, ()),
             failing_exposure=failing_exposure.get(i, ()),
+            silence_exposure=silence.get(i, ()),
             arrived=arrived[i] if i < n_leaves else 0.0,
             only_moved=only_moved[i] if i < n_leaves else 0.0,
         )
@@ -484,9 +496,15 @@ def shard_report(engine: Engine, shard: int, shards: int) -> ShardReport | None:
 
 def _leaf_exposure(
     engine: Engine, evaluation: Evaluation
-) -> tuple[list[float], dict[int, tuple[int, ...]], dict[int, tuple[int, ...]]]:
-    """Per leaf: its failing SIMs showing reported evidence, and its counted and failing
-    SIMs per bin of late threshold (what ``exposure.rest_verdict`` needs, summable)."""
+) -> tuple[
+    list[float],
+    dict[int, tuple[int, ...]],
+    dict[int, tuple[int, ...]],
+    dict[int, tuple[int, ...]],
+]:
+    """Per leaf: its failing SIMs showing reported evidence, its counted and failing SIMs
+    per bin of late threshold, and its SIMs overdue by their rhythm per bin of silence
+    (``exposure.LeafExposure``, in the report's sparse form)."""
     n = evaluation.n
     n_leaves = len(evaluation.leaf_total)
     member = evaluation.member_leaf[:n]
@@ -497,8 +515,9 @@ def _leaf_exposure(
     config = engine.config.evaluation
     bins = exposure_bins(exposure_thresholds(engine.state, evaluation, rows, config))
     known = bins >= 0
+    silence = exposure_bins(silence_of(engine.state, evaluation, rows))
 
-    def per_leaf(mask: np.ndarray) -> dict[int, tuple[int, ...]]:
+    def per_leaf(mask: np.ndarray, bins: np.ndarray = bins) -> dict[int, tuple[int, ...]]:
         keys = leaf[mask] * EXPOSURE_BINS + bins[mask]
         if n_leaves * EXPOSURE_BINS <= 4 * len(keys) + 65_536:  # linear, not a sort
             ids = np.arange(n_leaves)
@@ -520,7 +539,7 @@ def _leaf_exposure(
             )
         }
 
-    return reported, per_leaf(known), per_leaf(known & failing)
+    return reported, per_leaf(known), per_leaf(known & failing), per_leaf(silence >= 0, silence)
 
 
 def _leaf_causes(engine: Engine, evaluation: Evaluation) -> dict[int, dict[str, dict[str, float]]]:
@@ -598,7 +617,7 @@ class Merged:
     recovered: np.ndarray | None = None
     churn: Mapping[int, ChurnPart] = field(default_factory=dict)  # leaf -> its churners
     evidence: MergedEvidence | None = None  # None unless every included shard carries it
-    exposure: MergedExposure | None = None  # the same
+    exposure: LeafExposure | None = None  # the same
     # what the whole fleet heard of each group (``ShardReport.heard``: rates summed, the
     # latest time), from every shard's report for this instant, warming or outlier too;
     # None unless every shard reported for it and carries it
@@ -644,17 +663,12 @@ class Merged:
         ex = self.exposure
         if ex is None:
             return Rest.FAILING
-        table = self.table
         return rest_verdict_counts(
-            total=table.total,
-            failing=table.affected,
-            expected=table.expected,
-            reported=ex.reported,
-            counted_bins=ex.counted_bins,
-            failing_bins=ex.failing_bins,
-            whole=self.leaves_of(parent),
-            children=[self.leaves_of(child) for child in children],
-            params=params,
+            self.table,
+            ex,
+            self.leaves_of(parent),
+            [self.leaves_of(child) for child in children],
+            params,
         )
 
     def churn_of(self, leaves: np.ndarray) -> ChurnPart:
@@ -693,15 +707,6 @@ class Merged:
 
 
 @dataclass(frozen=True, slots=True)
-class MergedExposure:
-    """Per leaf of a merged table, what ``exposure.rest_verdict_counts`` needs."""
-
-    reported: np.ndarray
-    counted_bins: np.ndarray  # (leaves, EXPOSURE_BINS)
-    failing_bins: np.ndarray
-
-
-@dataclass(frozen=True, slots=True)
 class MergedEvidence:
     """Per leaf of a merged table, the evidence counts summed over the shards."""
 
@@ -717,17 +722,21 @@ class MergedEvidence:
 def merged_causes(merged: Merged, params: LocalizeParams = _DEFAULT_LOCALIZE) -> list[Cause]:
     """Localization on the merged counts, as the engine's: on the combined failing
     count, and, when the shards carry their evidence per kind, each kind against its
-    usual level (``evaluate.evidence_causes``)."""
+    usual level (``evaluate.evidence_causes``); silent causes named as wide as their
+    exposed SIMs show (``exposure.widen_silent``)."""
     table = merged.table
     ev = merged.evidence
     if ev is None or not len(table.total):
-        return localize(table, params)
-    # each partner's moves netted on the fleet's sums, as one node nets its own
-    table, kinds = net_moves(table, ev.kinds, only_moved=ev.only_moved, arrived=ev.arrived)
-    causes = localize(table, params)
-    if (ev.kinds.sum(axis=1) >= params.min_affected).any():
+        causes = localize(table, params)
+    else:
+        # each partner's moves netted on the fleet's sums, as one node nets its own
+        table, kinds = net_moves(table, ev.kinds, only_moved=ev.only_moved, arrived=ev.arrived)
+        causes = localize(table, params)
+    if ev is not None and (ev.kinds.sum(axis=1) >= params.min_affected).any():
         ratio = ev.usual / np.maximum(table.total, 1e-12)
         causes = evidence_causes(table, causes, kinds, ratio, params)
+    if causes and merged.exposure is not None:
+        causes = widen_silent(causes, table, merged.exposure, params)
     return causes
 
 
@@ -873,28 +882,28 @@ def _leaf_index(table: LeafTable) -> dict[tuple[str, ...], int]:
 
 def _merge_exposure(
     table: LeafTable, index: Mapping[tuple[str, ...], int], reports: Sequence[ShardReport]
-) -> MergedExposure | None:
+) -> LeafExposure | None:
     if not reports or any(CARRIES_EXPOSURE not in r.carries for r in reports):
         return None
     n_leaves = len(table.total)
     reported = np.zeros(n_leaves)
     counted = np.zeros((n_leaves, EXPOSURE_BINS))
     failing = np.zeros((n_leaves, EXPOSURE_BINS))
+    silence = np.zeros((n_leaves, EXPOSURE_BINS))  # none from a shard of an older version
     for report in reports:
         for leaf in report.leaves:
             i = index.get(leaf.values)
             if i is None:
                 continue
             reported[i] += leaf.reported
-            if leaf.exposure:
-                first = leaf.exposure[0]
-                counted[i, first : first + len(leaf.exposure) - 1] += leaf.exposure[1:]
-            if leaf.failing_exposure:
-                first = leaf.failing_exposure[0]
-                failing[i, first : first + len(leaf.failing_exposure) - 1] += leaf.failing_exposure[
-                    1:
-                ]
-    return MergedExposure(reported, counted, failing)
+            for out, bins in (
+                (counted, leaf.exposure),
+                (failing, leaf.failing_exposure),
+                (silence, leaf.silence_exposure),
+            ):
+                if bins:
+                    out[i, bins[0] : bins[0] + len(bins) - 1] += bins[1:]
+    return LeafExposure(reported, counted, failing, silence)
 
 
 def _merge_extras(
@@ -1158,7 +1167,6 @@ __all__ = [
     "MergeCycle",
     "Merged",
     "MergedEvidence",
-    "MergedExposure",
     "MergedNoise",
     "Merger",
     "OutlierParams",
