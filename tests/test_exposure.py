@@ -45,14 +45,16 @@ def _fleet(
     *,
     rejected: bool = False,
     shard: tuple[int, int] | None = None,
+    until: float = FAULT + 3600.0,
 ) -> Engine:
-    """The fleet, or with ``shard`` = (i, n) only the SIMs of shard i of n (``shard_of``)."""
+    """The fleet, or with ``shard`` = (i, n) only the SIMs of shard i of n (``shard_of``),
+    fed until ``until``."""
     engine, feed, apns = _partner_fleet(shard)
     for apn, i in apns:
         every = rest_every if apn == "c.rest" else 900.0
         stops = FAULT if apn != "c.rest" or rest_fails else FAULT + DAY
         t = T0 + 60.0 + (int(i[-2:]) % 10) * 30.0
-        while t < min(stops, FAULT + 3600.0):
+        while t < min(stops, until):
             feed.usage(i, t, apn=apn)
             t += every
         if rejected and apn != "c.rest":  # the network refuses their data sessions
@@ -88,6 +90,23 @@ def test_rest_judged_by_the_sims_that_could_show_it(
 ) -> None:
     engine = _fleet(rest_every, rest_fails)
     assert _verdict(engine, FAULT + 2700.0) is expected
+
+
+@pytest.mark.parametrize(("rest_fails", "expected"), [(True, Rest.FAILING), (False, Rest.QUIET)])
+def test_slower_sims_are_exposed_once_the_fault_is_older_than_their_threshold(
+    rest_fails: bool, expected: Rest
+) -> None:
+    # hourly reporters in the rest: their late threshold is past every one of the fast
+    # APNs' (so the thresholds alone never expose them), but the fast SIMs have been
+    # silent for three hours: a fault that old shows on the hourly SIMs too
+    at = FAULT + 3 * 3600.0
+    engine = _fleet(3600.0, rest_fails, until=at)
+    assert _verdict(engine, at) is expected
+    state = engine.state
+    fast = state.rhythm.thresholds_of(np.array([state.row(i) for g in FAST.values() for i in g]))
+    rest = state.rhythm.thresholds_of(np.array([state.row(i) for i in REST]))
+    assert fast[0].max() < rest[0].min()
+    assert rest[0].max() < 3 * 3600.0
 
 
 def test_a_rest_the_networks_evidence_shows_healthy_is_judged_at_once() -> None:
