@@ -159,5 +159,8 @@ def test_a_page_that_named_a_part_of_the_fault_first_says_when_it_was_exact(
     rows = [line for line in lines if line.startswith("| r1 | partial_blackhole |")]
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
     assert cells[3:5] == ["22 / 23", "78 / 135"]
-    assert [c.strip() for c in rows[-1].strip("|").split("|")][3:] == ["23[135]/4", "20/4"]
+    # found in time, but named exactly past the 30-min target: a miss (the "*")
+    assert [c.strip() for c in rows[-1].strip("|").split("|")][3:] == ["23[135]/4*", "20/4"]
     assert "detect 23 min, exact dims at 135 min" in text
+    (seed_1,) = [line for line in lines if "exact dims at 135 min" in line]
+    assert seed_1.endswith("MISSES TARGET")

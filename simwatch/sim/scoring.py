@@ -86,13 +86,17 @@ class FaultScore:
 
     @property
     def meets_target(self) -> bool:
-        """Found within the target, resolved within 15 min of the end (never before)."""
+        """Paged with the fault's exact dims within the target (a page that opened on a
+        part of the group counts from when it named the whole: ``named_s``), resolved
+        within 15 min of the end (never before)."""
         if self.kind in FINDING_OF_FAULT:
             return not self.missing_findings
+        named = self.detect_s if self.named_s is None else self.named_s
         return (
             self.detect_s is not None
+            and named is not None
             and self.target_s is not None
-            and 0 <= self.detect_s <= self.target_s
+            and 0 <= self.detect_s <= named <= self.target_s
             and self.resolve_s is not None
             and 0 <= self.resolve_s <= TARGET_RESOLVE_S
         )
