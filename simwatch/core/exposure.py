@@ -160,16 +160,52 @@ def rest_verdict(
         exposed_rest = rest_rows[exposure_thresholds(state, ev, rest_rows, eval_params) <= horizon]
         exposed_child = child_rows[child_shows <= horizon]
     ratio = ev.leaf_expected / np.maximum(ev.leaf_total, 1.0)
-    n_c = float(exposed_child.size)
-    a_c = float(failing[exposed_child].sum())
-    e_c = float(ratio[leaf[exposed_child]].sum())
+    child = (
+        float(failing[exposed_child].sum()),
+        float(exposed_child.size),
+        float(ratio[leaf[exposed_child]].sum()),
+    )
+    rest = (
+        float(failing[exposed_rest].sum()),
+        float(exposed_rest.size),
+        float(ratio[leaf[exposed_rest]].sum()),
+    )
+    return _verdict(child, rest, reported=reported, params=params)
+
+
+# a rest with at least this many failing SIMs that fail like the children fails with them,
+# however few SIMs it has (``_verdict``)
+MIN_ALIKE = 2.0
+
+
+def _verdict(
+    child: tuple[float, float, float],
+    rest: tuple[float, float, float],
+    *,
+    reported: bool,
+    params: LocalizeParams,
+) -> Rest:
+    """The rest's verdict from the children's and the rest's (failing, counted, expected)
+    SIMs (exposed ones for a silent fault).
+
+    ``FAILING`` when the rest fails like the children (one share of the members on top of
+    their baseline: ``localize.share_evidence`` above ``generalize_margin``) with at least
+    ``MIN_ALIKE`` failing SIMs, or above its baseline (``above_baseline``: at least
+    ``min_affected``). A rest too small to show ``min_affected`` failing at the children's
+    share cannot tell otherwise (a silent fault: ``UNKNOWN``, waiting shows more; a
+    reported one: ``QUIET``); else ``HEALTHY`` (reported) or ``QUIET`` (silent). Before
+    the first rule, 3 of a country's 8 other SIMs refused alike were "healthy" (fewer
+    than 5), and a page named one partner for 4 minutes of the country's APN fault."""
+    a_c, n_c, e_c = child
+    a_r, n_r, e_r = rest
+    if a_r >= MIN_ALIKE and (
+        share_evidence(child, rest, params.min_baseline_ratio) > params.generalize_margin
+    ):
+        return Rest.FAILING
     share = max(a_c - max(e_c, params.min_baseline_ratio * n_c), 0.0) / max(n_c, 1.0)
-    n_r = float(exposed_rest.size)
     if n_r < params.split_min_share * (n_r + n_c) or share * n_r < params.min_affected:
         # waiting shows more of a silent fault, never more of a reported one
         return Rest.QUIET if reported else Rest.UNKNOWN
-    a_r = float(failing[exposed_rest].sum())
-    e_r = float(ratio[leaf[exposed_rest]].sum())
     if above_baseline(a_r, e_r, n_r, params):
         return Rest.FAILING
     return Rest.HEALTHY if reported else Rest.QUIET
@@ -299,18 +335,13 @@ def rest_verdict_counts(
         e_l = table.expected / np.maximum(total, 1.0) * total
     else:
         a_l, n_l, e_l = exposed
-    n_c = float(n_l[in_children].sum())
-    a_c = float(a_l[in_children].sum())
-    e_c = float(e_l[in_children].sum())
-    share = max(a_c - max(e_c, params.min_baseline_ratio * n_c), 0.0) / max(n_c, 1.0)
-    n_r = float(n_l[rest].sum())
-    if n_r < params.split_min_share * (n_r + n_c) or share * n_r < params.min_affected:
-        return Rest.QUIET if is_reported else Rest.UNKNOWN
-    a_r = float(a_l[rest].sum())
-    e_r = float(e_l[rest].sum())
-    if above_baseline(a_r, e_r, n_r, params):
-        return Rest.FAILING
-    return Rest.HEALTHY if is_reported else Rest.QUIET
+    child = (
+        float(a_l[in_children].sum()),
+        float(n_l[in_children].sum()),
+        float(e_l[in_children].sum()),
+    )
+    part = (float(a_l[rest].sum()), float(n_l[rest].sum()), float(e_l[rest].sum()))
+    return _verdict(child, part, reported=is_reported, params=params)
 
 
 # ---- a silent cause named wider when its parent's exposed SIMs fail alike --------------
