@@ -20,8 +20,10 @@ from simwatch.core.exposure import (
     LeafExposure,
     exposed_counts,
     exposure_bins,
+    rest_verdict_counts,
     widen_silent,
 )
+from simwatch.core.incidents import Rest
 from simwatch.core.localize import LeafTable, LocalizeParams, above_baseline, localize
 from simwatch.core.merge import (
     CARRIES_EXPOSURE,
@@ -320,3 +322,36 @@ def test_exposure_bins_are_quarter_octaves_from_a_minute() -> None:
     # bin 19, 38 minutes of silence in 20, nine hours in 36
     got = exposure_bins(np.array([1913.0, 38 * 60.0, 9 * 3600.0, np.nan]))
     assert got.tolist() == [FAST, SILENT_FOR, SLOW, -1]
+
+
+# ---- a small rest failing like the children (exposure.rest_verdict_counts) -------------
+
+
+@pytest.mark.parametrize(
+    ("rest_failing", "rest_total", "expected"),
+    [
+        (3.0, 8.0, Rest.FAILING),  # 3 of 8 refused like the partner's: the country's
+        (1.0, 8.0, Rest.QUIET),  # one: too few to tell
+        (3.0, 200.0, Rest.HEALTHY),  # 3 of 200: the usual few, the partner's alone
+    ],
+)
+def test_a_small_rest_failing_like_the_children_fails_with_them(
+    rest_failing: float, rest_total: float, expected: Rest
+) -> None:
+    # an APN refused in France (the mixed fleet's shared_value, seed 6, 4 min in): 9 of
+    # its 16 SIMs on 20801 and 3 of the 8 on 20810, all by the network's own word; 3 was
+    # under the 5 SIMs a cause needs, and the 8 read "healthy": the page named 20801
+    dims = ("apn", "partner")
+    rows = [
+        (("internet.iot", "20801"), 9.0, 16.0, 0.02),
+        (("internet.iot", "20810"), rest_failing, rest_total, 0.01 * rest_total / 8),
+    ]
+    table = LeafTable.from_rows(dims, rows)
+    exposure = LeafExposure(
+        reported=np.array([9.0, rest_failing]),
+        counted_bins=np.stack([_bins({FAST: 16.0}), _bins({FAST: rest_total})]),
+        failing_bins=np.stack([_bins({FAST: 9.0}), _bins({FAST: rest_failing})]),
+    )
+    whole = table.leaves_of({"apn": "internet.iot"})
+    child = table.leaves_of({"apn": "internet.iot", "partner": "20801"})
+    assert rest_verdict_counts(table, exposure, whole, [child], PARAMS) is expected
