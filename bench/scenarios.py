@@ -266,10 +266,23 @@ def _row(cells: list[str], markdown: bool) -> None:
         print("  ".join(f"{c:<18}" for c in cells))
 
 
+def _named(f: FaultScore) -> float | None:
+    """When the fault's page named it exactly (a run of a sweep older than ``named_s``:
+    its opening, as ``FaultScore.meets_target`` reads it)."""
+    return f.detect_s if f.named_s is None else f.named_s
+
+
 def _fault_outcome(f: FaultScore) -> tuple[object, ...]:
     """What a run-for-run comparison looks at of a fault: its page, dimensions,
-    detection and resolution."""
-    return (f.kind, sorted(f.dims.items()), f.incident_id is not None, f.detect_s, f.resolve_s)
+    detection, when it named the fault exactly, and resolution."""
+    return (
+        f.kind,
+        sorted(f.dims.items()),
+        f.incident_id is not None,
+        f.detect_s,
+        _named(f),
+        f.resolve_s,
+    )
 
 
 def _outcome(result: ScenarioScore) -> list[tuple[object, ...]]:
@@ -294,10 +307,16 @@ def compare(old_path: Path, new_path: Path, sims: int | None) -> None:
         for a, b in zip(before.faults, after.faults, strict=False):
             if _fault_outcome(a) != _fault_outcome(b):
                 dims = str(a.dims) if a.dims == b.dims else f"{a.dims} -> {b.dims}"
+                renamed = _named(a) != a.detect_s or _named(b) != b.detect_s
+                named = (
+                    f"  exact dims {minutes(_named(a))} -> {minutes(_named(b))}"
+                    if renamed and _named(a) != _named(b)
+                    else ""
+                )
                 print(
                     f"  {a.kind:<18} {dims}  detect {minutes(a.detect_s)} -> "
                     f"{minutes(b.detect_s)}  resolve {minutes(a.resolve_s)} -> "
-                    f"{minutes(b.resolve_s)}"
+                    f"{minutes(b.resolve_s)}{named}"
                 )
         if before.false_pages != after.false_pages:
             print(f"  false pages {before.false_pages} -> {after.false_pages}")

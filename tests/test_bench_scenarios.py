@@ -111,6 +111,7 @@ def test_against_compares_two_commits_runs_run_for_run(tmp_path: Path) -> None:
             row("r1", "partner_outage", 2, detect_s=120.0),
             row("r1", "fault_free_week", 1) | {"false_pages": [{"dims": {"country": "AT"}}]},
             row("r1", "partner_outage", 3, detect_s=120.0),  # only in the older file
+            row("r1", "partial_blackhole", 1, detect_s=1260.0, named_s=2220.0),
         ],
     )
     newer = write(
@@ -119,6 +120,7 @@ def test_against_compares_two_commits_runs_run_for_run(tmp_path: Path) -> None:
             row("r1", "partner_outage", 1, recovery_seen_s=60.0),  # not compared: equal
             row("r1", "partner_outage", 2, detect_s=180.0),
             row("r1", "fault_free_week", 1),
+            row("r1", "partial_blackhole", 1, detect_s=1260.0, named_s=1740.0),
         ],
     )
     out = subprocess.run(
@@ -127,9 +129,15 @@ def test_against_compares_two_commits_runs_run_for_run(tmp_path: Path) -> None:
         capture_output=True, text=True, check=True, timeout=120,
     ).stdout  # fmt: skip
     lines = out.splitlines()
-    assert lines[-1] == "3 runs in both: 1 equal, 2 different; false pages 1 -> 0"
+    assert lines[-1] == "4 runs in both: 1 equal, 3 different; false pages 1 -> 0"
     at = lines.index("r1 partner_outage 2")
-    assert "detect 2 min -> 3 min  resolve 4 min -> 4 min" in lines[at + 1]
+    assert lines[at + 1].endswith("detect 2 min -> 3 min  resolve 4 min -> 4 min")
+    # the same detection, its page named the fault exactly sooner (the run of an older
+    # sweep without named_s counts from its opening)
+    at = lines.index("r1 partial_blackhole 1")
+    assert lines[at + 1].endswith(
+        "detect 21 min -> 21 min  resolve 4 min -> 4 min  exact dims 37 min -> 29 min"
+    )
     assert "false pages [{'dims': {'country': 'AT'}}] -> []" in out
     assert "r1 partner_outage 1" not in lines
 
