@@ -181,6 +181,16 @@ def test_the_horizon_grows_with_the_fault_s_age() -> None:
     assert counts[1].tolist() == [59.0, 44.0, 60.0, 40.0]  # the 9-hourly not exposed
 
 
+def test_a_fault_that_shows_mostly_otherwise_has_no_age_in_silence() -> None:
+    # 3 of the meters' 20 failing SIMs overdue by their rhythm (the rest churning, say),
+    # silent for 37 h: long-dead devices, not the fault's age (R3's black hole, seed 9,
+    # held on the APN 37 min longer by them)
+    old = fleet(alarms_bin=FAST + 2, silent_for=FAST + 2)
+    dead = [{**old[0], "silence": {33: 3.0}}, *old[1:]]
+    assert named(old) == [PARTNER]
+    assert named(dead) == [METERS]
+
+
 def test_another_fault_s_leaves_are_not_the_rest() -> None:
     # one APN dark on two partners, each its own fault (as two countries would be): the
     # other's SIMs are not the rest of the APN, and neither names the APN fleet-wide

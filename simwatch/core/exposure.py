@@ -62,6 +62,10 @@ HORIZON_QUANTILE = 0.9
 # overdue SIMs (a SIM the fault hit last reported before it began, so a low quantile of
 # their silence is just over its age; a high one would count long-dead devices)
 AGE_QUANTILE = 0.25
+# ... when at least this share of the children's failing SIMs are overdue by their rhythm
+# (a fault that shows mostly as churn has no age in silence; its few overdue SIMs may be
+# long-dead devices: one silent 37 h set a session-level black hole's horizon)
+AGE_MIN_SHARE = 0.5
 
 
 def reported_by_leaf(evaluation: Evaluation) -> npt.NDArray[np.float64]:
@@ -155,7 +159,8 @@ def rest_verdict(
         child_shows = exposure_thresholds(state, ev, child_rows, eval_params)
         horizon = float(np.quantile(child_shows[failing[child_rows]], HORIZON_QUANTILE))
         silence = silence_of(state, ev, child_failing)
-        if not np.isnan(silence).all():
+        silent = ~np.isnan(silence)
+        if silent.sum() >= AGE_MIN_SHARE * silence.size:
             horizon = max(horizon, float(np.nanquantile(silence, AGE_QUANTILE)))
         exposed_rest = rest_rows[exposure_thresholds(state, ev, rest_rows, eval_params) <= horizon]
         exposed_child = child_rows[child_shows <= horizon]
@@ -291,8 +296,9 @@ def exposed_counts(
     to the silent fault of the leaves ``children`` (a bool mask): those whose late
     threshold's bin is no later than the horizon, the bin of the children's failing SIMs'
     ``HORIZON_QUANTILE``, or of their fault's age (their overdue SIMs' silence at
-    ``AGE_QUANTILE``) when later. None: the children fail mostly by the network's own
-    evidence (``REPORTED``), which every SIM with a session shows at once."""
+    ``AGE_QUANTILE``, when they are ``AGE_MIN_SHARE`` of the failing) when later.
+    None: the children fail mostly by the network's own evidence (``REPORTED``), which
+    every SIM with a session shows at once."""
     child_failing = float(table.affected[children].sum())
     if child_failing <= 0:
         return None
@@ -301,8 +307,9 @@ def exposed_counts(
     ratio = table.expected / np.maximum(table.total, 1.0)
     horizon = _quantile_bin(exposure.failing_bins[children].sum(axis=0), HORIZON_QUANTILE)
     if exposure.silence_bins is not None:
-        age = _quantile_bin(exposure.silence_bins[children].sum(axis=0), AGE_QUANTILE)
-        horizon = max(horizon, age)
+        silent = exposure.silence_bins[children].sum(axis=0)
+        if float(silent.sum()) >= AGE_MIN_SHARE * child_failing:
+            horizon = max(horizon, _quantile_bin(silent, AGE_QUANTILE))
     n_l = exposure.counted_bins[:, : horizon + 1].sum(axis=1)
     a_l = exposure.failing_bins[:, : horizon + 1].sum(axis=1)
     return a_l, n_l, ratio * n_l
