@@ -79,7 +79,8 @@ REPORT_VERSION: Final = 1  # later fields are optional: a report without them st
 CARRIES_RECOVERY: Final = "recovery"  # LeafCounts.recovered and .churn
 # LeafCounts.late, .awaiting, .kinds, .usual, .causes, .arrived, .only_moved
 CARRIES_EVIDENCE: Final = "evidence"
-CARRIES_EXPOSURE: Final = "exposure"  # LeafCounts.reported, .exposure, .failing_exposure
+CARRIES_EXPOSURE: Final = "exposure"  # LeafCounts.reported, .exposure, .failing_exposure, ...
+# ... and .silence_exposure (optional within it: absent from an older version)
 CARRIES_HEARD: Final = "heard"  # ShardReport.heard
 KIND_NAMES: Final = tuple(name for _, name in EVIDENCE_NAMES)
 _DEFAULT_LOCALIZE: Final = LocalizeParams()
