@@ -339,7 +339,7 @@ def rest_verdict_counts(
     is_reported = exposed is None
     if exposed is None:
         a_l, n_l = table.affected, total
-        e_l = table.expected / np.maximum(total, 1.0) * total
+        e_l = table.expected
     else:
         a_l, n_l, e_l = exposed
     child = (
