@@ -165,13 +165,13 @@ async def test_records_flow_bad_ones_are_dead_lettered_acks_follow_checkpoints(
     assert {d["raw"] for d in dead} >= {"not json at all"}
 
 
-def write_config(tmp_path: Path, url: str, port: int) -> Path:
-    config = tmp_path / "simwatch.toml"
+def write_config(tmp_path: Path, url: str, port: int, checkpoint_s: float = 5.0) -> Path:
+    config = tmp_path / f"simwatch-{checkpoint_s:g}.toml"
     config.write_text(
         f"""
 state_dir = "{tmp_path / "state"}"
 [checkpoint]
-interval_s = 5.0
+interval_s = {checkpoint_s}
 [engine]
 eval_interval_s = 300.0
 dead_letter_file = "{tmp_path / "dl.ndjson"}"
@@ -184,7 +184,7 @@ level = "info"
 servers = ["{url}"]
 partitions = {PARTITIONS}
 fetch_timeout_s = 0.2
-ack_wait_s = 30.0
+ack_wait_s = {max(30.0, 2 * checkpoint_s)}
 """,
         encoding="utf-8",
     )
@@ -224,6 +224,10 @@ async def test_kill_9_then_restart_applies_every_record_once(
 ) -> None:
     port = free_port()
     config = write_config(tmp_path, server.client_url, port)
+    # the kill must land while applied records are past the last checkpoint: the daemon
+    # it kills runs with checkpoints an hour apart (the first is written after that
+    # hour, the loop sleeping first), so no timer decides where the kill falls
+    no_checkpoint = write_config(tmp_path, server.client_url, port, checkpoint_s=3600.0)
     log = tmp_path / "simwatch.log"
     state_dir = tmp_path / "state"
     process = start_simwatch(config, log)
@@ -234,19 +238,20 @@ async def test_kill_9_then_restart_applies_every_record_once(
             await until(
                 lambda: checkpointed_seqs(state_dir) == first, 30, "a checkpoint of it all", log
             )
-            # right after the next checkpoint (5 s apart), records applied past it, then
-            # kill -9 well before the one after
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(30) == 0
             covered = checkpoint_of(state_dir)
             assert covered is not None
-            await until(
-                lambda: _written_at(state_dir) != covered.written_at, 30, "the next checkpoint"
-            )
+            # records applied past that checkpoint, then kill -9
+            process = start_simwatch(no_checkpoint, log)
+            await until(lambda: received(port) >= 0, 30, "the daemon's API", log)
             before = received(port)
             lines = history(pub, T0 + 6 * 3600, 2)
             await pub.publish(lines, shape=1)
             await until(lambda: received(port) - before >= len(lines), 20, "read", log)
             os.kill(process.pid, signal.SIGKILL)
             process.wait(10)
+            assert _written_at(state_dir) == covered.written_at  # no checkpoint since
             ahead = checkpointed_seqs(state_dir) != pub.last_seq
             assert ahead, "the kill came after the checkpoint that covered everything"
             # restart: the stream replays from the checkpoint's cursor
