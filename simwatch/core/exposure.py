@@ -41,7 +41,14 @@ import numpy as np
 from simwatch.core import regime
 from simwatch.core.evaluate import Evidence
 from simwatch.core.incidents import Rest
-from simwatch.core.localize import Cause, LeafTable, above_baseline, share_evidence
+from simwatch.core.localize import (
+    Cause,
+    LeafTable,
+    above_baseline,
+    llr,
+    share_evidence,
+    uncovered,
+)
 from simwatch.core.state import NEVER
 
 if TYPE_CHECKING:
@@ -250,30 +257,49 @@ class LeafExposure:
     silence_bins: npt.NDArray[np.float64] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SimBins:
+    """Per SIM counted in a leaf of an evaluation, in row order: its leaf, the bin of its
+    late threshold and of its silence (``exposure_bins``; -1: none), whether it fails.
+    What :class:`LeafExposure` sums, one node's dense table or a shard report's sparse
+    leaves (``merge``)."""
+
+    leaf: npt.NDArray[np.int64]
+    threshold: npt.NDArray[np.int64]
+    silence: npt.NDArray[np.int64]
+    failing: npt.NDArray[np.bool_]
+
+
+def sim_bins(state: FleetState, evaluation: Evaluation, eval_params: EvalParams) -> SimBins:
+    """``evaluation``'s :class:`SimBins`."""
+    ev = evaluation
+    member = ev.member_leaf[: ev.n]
+    rows = np.flatnonzero(ev.counted[: ev.n] & (member >= 0))
+    return SimBins(
+        leaf=member[rows].astype(np.int64),
+        threshold=exposure_bins(exposure_thresholds(state, ev, rows, eval_params)),
+        silence=exposure_bins(silence_of(state, ev, rows)),
+        failing=ev.failing[rows],
+    )
+
+
 def leaf_exposure(
     state: FleetState, evaluation: Evaluation, eval_params: EvalParams
 ) -> LeafExposure:
     """``evaluation``'s :class:`LeafExposure` (one node's)."""
-    ev = evaluation
-    n = ev.n
-    n_leaves = len(ev.leaf_total)
-    member = ev.member_leaf[:n]
-    rows = np.flatnonzero(ev.counted[:n] & (member >= 0))
-    leaf = member[rows].astype(np.int64)
-    bins = exposure_bins(exposure_thresholds(state, ev, rows, eval_params))
-    silence = exposure_bins(silence_of(state, ev, rows))
+    n_leaves = len(evaluation.leaf_total)
+    sims = sim_bins(state, evaluation, eval_params)
 
     def per_leaf(binned: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
-        keys = leaf[binned >= 0] * EXPOSURE_BINS + binned[binned >= 0]
+        keys = sims.leaf[binned >= 0] * EXPOSURE_BINS + binned[binned >= 0]
         out = np.bincount(keys, minlength=n_leaves * EXPOSURE_BINS).astype(np.float64)
         return out.reshape(n_leaves, EXPOSURE_BINS)
 
-    failing = ev.failing[rows]
     return LeafExposure(
-        reported=reported_by_leaf(ev),
-        counted_bins=per_leaf(bins),
-        failing_bins=per_leaf(np.where(failing, bins, -1)),
-        silence_bins=per_leaf(silence),
+        reported=reported_by_leaf(evaluation),
+        counted_bins=per_leaf(sims.threshold),
+        failing_bins=per_leaf(np.where(sims.failing, sims.threshold, -1)),
+        silence_bins=per_leaf(sims.silence),
     )
 
 
@@ -391,18 +417,8 @@ def widen_silent(
         out.append(named)
     if not moved:
         return out
-    held = [table.leaves_of(c.dims) for c in out]
-    kept = [
-        cause
-        for i, cause in enumerate(out)
-        if not any(
-            j != i
-            and bool(held[j][held[i]].all())
-            and (int(held[j].sum()) > int(held[i].sum()) or (j < i and out[j].dims == cause.dims))
-            for j in range(len(out))
-        )
-    ]
-    return sorted(kept, key=lambda c: -c.score)
+    kept = uncovered([table.leaves_of(c.dims) for c in out])
+    return sorted((out[i] for i in kept), key=lambda c: -c.score)
 
 
 def _parents(dims: Mapping[str, str], table: LeafTable) -> list[dict[str, str]]:
@@ -453,5 +469,4 @@ def _wider(
     a = float(table.affected[leaves].sum())
     n = float(table.total[leaves].sum())
     e = max(float(table.expected[leaves].sum()), params.min_baseline_ratio * n)
-    score = a * math.log(a / e) - (a - e) if a > e else 0.0
-    return Cause(dims=best[1], affected=a, total=n, expected=e, score=score)
+    return Cause(dims=best[1], affected=a, total=n, expected=e, score=llr(a, e))

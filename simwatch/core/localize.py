@@ -245,6 +245,28 @@ def _llr(a: FloatArray, e: FloatArray) -> FloatArray:
     return np.where(a > e, out, 0.0)
 
 
+def llr(a: float, e: float) -> float:
+    """:func:`_llr` of one group."""
+    return a * math.log(a / e) - (a - e) if a > e else 0.0
+
+
+def uncovered(masks: Sequence[npt.NDArray[np.bool_]], skip: int | None = None) -> list[int]:
+    """The indices of the groups (bool masks over one table's leaves) that no other
+    covers: group k covers group i when all of i's leaves are k's and k has more, or as
+    many and comes first. The group ``skip`` covers nothing (step 6's residual fleet)."""
+    held = [m.nonzero()[0] for m in masks]
+    return [
+        i
+        for i in range(len(masks))
+        if not any(
+            k not in {i, skip}
+            and bool(masks[k][held[i]].all())
+            and (k < i or held[k].size > held[i].size)
+            for k in range(len(masks))
+        )
+    ]
+
+
 def llr_threshold(alpha: float, n_tests: int) -> float:
     """LLR a group needs for a one-sided p-value below ``alpha / n_tests``."""
     p = alpha / max(n_tests, 1)
@@ -444,7 +466,7 @@ def above_baseline(
     e = max(e, params.min_baseline_ratio * n)
     if a < params.min_affected or a - e < params.min_excess:
         return False
-    return a * math.log(a / e) - (a - e) >= params.generalize_margin * scale
+    return llr(a, e) >= params.generalize_margin * scale
 
 
 def _alike_llr(
@@ -1291,18 +1313,7 @@ def localize(table: LeafTable, params: LocalizeParams = LocalizeParams()) -> lis
             parted.extend([(g, members)] if kids == [g] else [(k, _mask(groups, k)) for k in kids])
         picked = parted
     residual = _residual_fleet(picked, leaf_stats, params)  # covers no cause
-    kept: list[tuple[int, npt.NDArray[np.bool_]]] = []
-    held = [m.nonzero()[0] for _, m in picked]  # each pick's leaves, as indices
-    for i, (g, m) in enumerate(picked):
-        # pick k covers pick i: all i's leaves are k's, and k has more (or is earlier)
-        covered = any(
-            k not in {i, residual}
-            and bool(om[held[i]].all())
-            and (k < i or held[k].size > held[i].size)
-            for k, (_, om) in enumerate(picked)
-        )
-        if not covered:
-            kept.append((g, m))
+    kept = [picked[i] for i in uncovered([m for _, m in picked], skip=residual)]
     picked = _own_parts(kept, ok, score, leaves, params, (threshold, phi))
 
     causes: list[Cause] = []

@@ -55,11 +55,9 @@ from simwatch.core.evaluate import (
 from simwatch.core.exposure import (
     EXPOSURE_BINS,
     LeafExposure,
-    exposure_bins,
-    exposure_thresholds,
     reported_by_leaf,
     rest_verdict_counts,
-    silence_of,
+    sim_bins,
     widen_silent,
 )
 from simwatch.core.iccid import alternate_form
@@ -506,19 +504,13 @@ def _leaf_exposure(
     """Per leaf: its failing SIMs showing reported evidence, its counted and failing SIMs
     per bin of late threshold, and its SIMs overdue by their rhythm per bin of silence
     (``exposure.LeafExposure``, in the report's sparse form)."""
-    n = evaluation.n
     n_leaves = len(evaluation.leaf_total)
-    member = evaluation.member_leaf[:n]
-    rows = np.flatnonzero(evaluation.counted[:n] & (member >= 0))
-    failing = evaluation.failing[rows]
-    leaf = member[rows].astype(np.int64)
+    sims = sim_bins(engine.state, evaluation, engine.config.evaluation)
+    leaf = sims.leaf
     reported: list[float] = reported_by_leaf(evaluation).tolist()
-    config = engine.config.evaluation
-    bins = exposure_bins(exposure_thresholds(engine.state, evaluation, rows, config))
-    known = bins >= 0
-    silence = exposure_bins(silence_of(engine.state, evaluation, rows))
+    known = sims.threshold >= 0
 
-    def per_leaf(mask: np.ndarray, bins: np.ndarray = bins) -> dict[int, tuple[int, ...]]:
+    def per_leaf(mask: np.ndarray, bins: np.ndarray) -> dict[int, tuple[int, ...]]:
         keys = leaf[mask] * EXPOSURE_BINS + bins[mask]
         if n_leaves * EXPOSURE_BINS <= 4 * len(keys) + 65_536:  # linear, not a sort
             ids = np.arange(n_leaves)
@@ -540,7 +532,12 @@ def _leaf_exposure(
             )
         }
 
-    return reported, per_leaf(known), per_leaf(known & failing), per_leaf(silence >= 0, silence)
+    return (
+        reported,
+        per_leaf(known, sims.threshold),
+        per_leaf(known & sims.failing, sims.threshold),
+        per_leaf(sims.silence >= 0, sims.silence),
+    )
 
 
 def _leaf_causes(engine: Engine, evaluation: Evaluation) -> dict[int, dict[str, dict[str, float]]]:
