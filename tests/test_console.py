@@ -332,6 +332,17 @@ async def test_incident_page_says_when_its_recovery_began(
     assert f"recovering since {since}" in html  # the evidence says it too
 
 
+async def test_incident_page_says_since_when_it_names_its_group(
+    client: Client, fleet: tuple[Engine, HistoryStore]
+) -> None:
+    await sign_in(client)
+    assert 'id="named"' not in await page(client, "/ui/incidents/inc-0001")
+    with altered(fleet[0], "inc-0001", named_at=NOW - 600.0):
+        html = await page(client, "/ui/incidents/inc-0001")
+    since = format_rfc3339(NOW - 600.0).replace("T", " ")
+    assert re.search(rf'Named so since</dt><dd id="named">{since}:', html)
+
+
 async def test_a_resolved_incident_page_shows_its_evidence_at_its_worst(
     client: Client, fleet: tuple[Engine, HistoryStore]
 ) -> None:

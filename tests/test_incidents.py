@@ -371,6 +371,9 @@ def test_a_widening_cause_rescopes_the_open_incident() -> None:
     assert tracker.open[(("partner", "26201"),)].opened_at == 0.0
     older = {k: v for k, v in incident_state(incident).items() if k != "named_at"}
     assert incident_from_state(older).named_at is None
+    # the API says so (an extension field of FORMATS.md's incident); never-renamed: absent
+    assert incident.to_json()["named_at"] == "1970-01-01T00:01:00Z"
+    assert "named_at" not in incident_from_state(older).to_json()
     # the subgroup again, while the partner incident is open: covered, nothing new
     assert cycle(tracker, 2, [trackers]) == []
     assert len(tracker.open) == 1

@@ -160,6 +160,8 @@ class Incident:
             out["evidence"] = dict(self.evidence)
         if self.peak_evidence:
             out["peak_evidence"] = dict(self.peak_evidence)
+        if self.named_at is not None:
+            out["named_at"] = format_rfc3339(self.named_at)
         if self.recovery_onset is not None:
             # open: the SIMs are coming back; resolved: when they were seen to (before
             # the resolution, which waited to be sure)

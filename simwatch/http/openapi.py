@@ -236,6 +236,13 @@ SCHEMAS: Final[dict[str, Schema]] = {
             },
             "iccid": {"type": "string"},
             "reasons": {"type": "array", "items": {"type": "string"}},
+            "named_at": {
+                "type": "string",
+                "format": "date-time",
+                "description": "group incidents whose dims changed after they opened: when "
+                "they were last given other dims (a fault's known extent grew, or a "
+                "provisional name settled); absent: the dims are those it opened on",
+            },
             "recovering_since": {
                 "type": "string",
                 "format": "date-time",
