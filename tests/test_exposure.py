@@ -11,7 +11,7 @@ import pytest
 from fleet import DAY, ICCIDS, T0, Feed, inventory_row, new_engine
 
 from simwatch.core.evaluate import Evidence, leaf_mask
-from simwatch.core.exposure import rest_verdict
+from simwatch.core.exposure import exposure_bins, leaf_exposure, rest_verdict
 from simwatch.core.incidents import Rest
 from simwatch.core.merge import merge_reports, shard_of, shard_report
 from simwatch.core.regime import SESSION, regime_of
@@ -218,3 +218,24 @@ def test_a_cluster_leader_judges_a_session_level_rest_alike(rest: str, expected:
     merged = merge_reports(reports, 2)
     children = [{"apn": apn, **PARTNER} for apn in FAST]
     assert merged.rest_verdict(PARTNER, children) is expected
+
+
+@pytest.mark.parametrize(("rest", "healthy_open"), [("open", 20), ("churn", 0), ("closed", 0)])
+def test_healthy_open_sessions_are_counted_apart(rest: str, healthy_open: int) -> None:
+    # what widening compares shares on: the rest's healthy SIMs in open sessions, which
+    # the exposed counts leave out (only a failing one shows by its state), on one node
+    # and in the shards' reports alike
+    engine = _session_fleet(rest)
+    evaluation = engine.evaluate(FAULT + 2700.0).evaluation
+    exposure = leaf_exposure(engine.state, evaluation, engine.config.evaluation)
+    assert exposure.open_bins is not None
+    rest_leaf = leaf_mask(engine.state, {"apn": "c.rest", **PARTNER})
+    churn_bin = int(exposure_bins(np.array([engine.config.evaluation.churn_window_s]))[0])
+    assert exposure.open_bins[rest_leaf].sum() == healthy_open
+    assert exposure.open_bins[rest_leaf, churn_bin].sum() == healthy_open
+    fast = leaf_mask(engine.state, {"apn": "a.fast", **PARTNER})
+    assert exposure.open_bins[fast].sum() == 0  # churning: failing, exposed by it
+    report = shard_report(engine, 0, 1)
+    assert report is not None
+    opened = [sum(leaf.open_exposure[1:]) for leaf in report.leaves if "c.rest" in leaf.values]
+    assert opened == [healthy_open]

@@ -365,3 +365,103 @@ def test_a_small_rest_failing_like_the_children_fails_with_them(
     whole = table.leaves_of({"apn": "internet.iot"})
     child = table.leaves_of({"apn": "internet.iot", "partner": "20801"})
     assert rest_verdict_counts(table, exposure, whole, [child], PARAMS) is expected
+
+
+# ---- session-level SIMs in open sessions (exposure.open_sessions) ----------------------
+
+CHURN = 27  # the bin of churn_window_s (2 h): when a session-level SIM shows a fault
+
+
+def _open_fleet(rest_failing: float) -> tuple[LeafTable, LeafExposure]:
+    """Germany's partner 26201 (R3: session-level SIMs in open sessions) with 1,700 of its
+    5,700 SIMs failing (churn, dark); its two other partners with ``rest_failing`` of
+    their 6,200 failing alike; France healthy. Only failing open-session SIMs are exposed
+    by their own state; the healthy ones are ``open_bins``."""
+    dims = ("country", "partner")
+    rest = [float(round(rest_failing * 0.55)), rest_failing - round(rest_failing * 0.55)]
+    rows = [
+        (("DE", "26201"), 1700.0, 5700.0, 12.8),
+        (("DE", "26202"), rest[0], 3400.0, 7.6),
+        (("DE", "26203"), rest[1], 2800.0, 6.3),
+        (("FR", "20801"), 2.0, 3000.0, 6.7),
+    ]
+    table = LeafTable.from_rows(dims, rows)
+    failing = [1700.0, *rest, 2.0]
+    totals = [5700.0, 3400.0, 2800.0, 3000.0]
+    exposure = LeafExposure(
+        reported=np.zeros(4),
+        counted_bins=np.stack([_bins({CHURN: a}) for a in failing]),
+        failing_bins=np.stack([_bins({CHURN: a}) for a in failing]),
+        silence_bins=np.zeros((4, EXPOSURE_BINS)),
+        open_bins=np.stack([_bins({CHURN: n - a}) for a, n in zip(failing, totals, strict=True)]),
+    )
+    return table, exposure
+
+
+def test_a_partner_s_healthy_open_sessions_keep_its_country_out_of_its_page() -> None:
+    # 50,000 SIMs, R3 partner_outage seed 1: 7 SIMs of Germany's other partners failing
+    # (devices that had moved between them), all 7 of their SIMs exposed by their own
+    # failing; the page was widened to the country
+    table, exposure = _open_fleet(rest_failing=7.0)
+    causes = localize(table, PARAMS)
+    assert [dict(c.dims) for c in causes] == [{"partner": "26201"}]
+    assert widen_silent(causes, table, exposure, PARAMS) == causes
+    counts = exposed_counts(
+        table, exposure, table.leaves_of({"partner": "26201"}), open_sessions=True
+    )
+    assert counts is not None
+    assert counts[1].tolist() == [5700.0, 3400.0, 2800.0, 3000.0]  # failing or not
+    # the failing ones alone (what a shard of an older version reports): the country
+    older = replace(exposure, open_bins=None)
+    assert [dict(c.dims) for c in widen_silent(causes, table, older, PARAMS)] == [{"country": "DE"}]
+
+
+def test_open_sessions_failing_alike_widen_the_page() -> None:
+    # the other partners' open sessions fail at the partner's share: the country's fault
+    table, exposure = _open_fleet(rest_failing=1850.0)
+    causes = localize(table, PARAMS)
+    widened = widen_silent(causes, table, exposure, PARAMS)
+    assert [dict(c.dims) for c in widened] == [{"country": "DE"}]
+
+
+def test_the_leader_counts_the_shards_open_sessions() -> None:
+    table, exposure = _open_fleet(rest_failing=7.0)
+    open_bins = exposure.open_bins
+    assert open_bins is not None
+    values = [tuple(table.labels[d][int(c)] for d, c in enumerate(codes)) for codes in table.codes]
+
+    def half(count: float, i: int) -> int:  # shard 0 the larger half
+        return int(count) // 2 + (int(count) % 2 if i == 0 else 0)
+
+    def report(i: int) -> ShardReport:
+        return ShardReport(
+            shard=i,
+            shards=2,
+            evaluated_at=AT,
+            warmed_up=True,
+            dims=table.dims,
+            leaves=tuple(
+                LeafCounts(
+                    values=values[j],
+                    total=half(table.total[j], i),
+                    overdue=half(table.affected[j], i),
+                    expected=float(table.expected[j]) / 2,
+                    exposure=(CHURN, half(exposure.counted_bins[j, CHURN], i)),
+                    failing_exposure=(CHURN, half(exposure.failing_bins[j, CHURN], i)),
+                    open_exposure=(CHURN, half(open_bins[j, CHURN], i)),
+                )
+                for j in range(len(values))
+            ),
+            carries=(CARRIES_EXPOSURE,),
+        )
+
+    wire = [ShardReport.from_json(orjson.loads(orjson.dumps(report(i).to_json()))) for i in (0, 1)]
+    assert [dict(c.dims) for c in merged_causes(merge_reports(wire, 2, at=AT), PARAMS)] == [
+        {"partner": "26201"}
+    ]
+    older = [
+        replace(r, leaves=tuple(replace(leaf, open_exposure=()) for leaf in r.leaves)) for r in wire
+    ]
+    assert [dict(c.dims) for c in merged_causes(merge_reports(older, 2, at=AT), PARAMS)] == [
+        {"country": "DE"}
+    ]

@@ -111,6 +111,32 @@ def exposure_thresholds(
     return out
 
 
+def open_sessions(
+    state: FleetState,
+    evaluation: Evaluation,
+    rows: npt.NDArray[np.int64],
+    eval_params: EvalParams,
+) -> npt.NDArray[np.float64]:
+    """Per SIM of ``rows``: ``churn_window_s`` for a session-level SIM in an open session
+    that is not failing, NaN for the others.
+
+    :func:`exposure_thresholds` exposes a session-level SIM in an open session only while
+    it fails (churns, or its group is dark): whether a healthy one would churn if its
+    data path broke is its firmware's, unknown until it does. Counting only the failing
+    ones makes any open-session part look wholly failing: at 50,000 SIMs (R3,
+    ``partner_outage`` seed 1) Germany's other partners showed 7 failing of 7 exposed
+    (devices that had moved between them; 6,199 SIMs in all) and the partner's page was
+    widened to the country. A share compared between two parts (``widen_silent``) needs
+    both parts' open sessions, failing or not: these are the healthy ones."""
+    out = np.full(rows.size, np.nan)
+    session = _session_level(state, rows)
+    if session.any():
+        at = rows[session]
+        healthy_open = (state.cols.session_open[at] != 0) & ~evaluation.failing[at]
+        out[np.flatnonzero(session)[healthy_open]] = eval_params.churn_window_s
+    return out
+
+
 def _session_level(state: FleetState, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
     """Bool per SIM of ``rows``: judged by its sessions (``exposure_thresholds``)."""
     c = state.cols
@@ -255,6 +281,9 @@ class LeafExposure:
     counted_bins: npt.NDArray[np.float64]
     failing_bins: npt.NDArray[np.float64]
     silence_bins: npt.NDArray[np.float64] | None = None
+    # healthy session-level SIMs in open sessions per bin (``open_sessions``), which
+    # ``counted_bins`` leaves out; None: not known (a cluster shard of an older version)
+    open_bins: npt.NDArray[np.float64] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +297,9 @@ class SimBins:
     threshold: npt.NDArray[np.int64]
     silence: npt.NDArray[np.int64]
     failing: npt.NDArray[np.bool_]
+    # healthy session-level SIMs in an open session: the bin they would show a silent
+    # fault by churn in (``churn_window_s``), -1 for the others (``open_sessions``)
+    open: npt.NDArray[np.int64]
 
 
 def sim_bins(state: FleetState, evaluation: Evaluation, eval_params: EvalParams) -> SimBins:
@@ -280,6 +312,7 @@ def sim_bins(state: FleetState, evaluation: Evaluation, eval_params: EvalParams)
         threshold=exposure_bins(exposure_thresholds(state, ev, rows, eval_params)),
         silence=exposure_bins(silence_of(state, ev, rows)),
         failing=ev.failing[rows],
+        open=exposure_bins(open_sessions(state, ev, rows, eval_params)),
     )
 
 
@@ -300,6 +333,7 @@ def leaf_exposure(
         counted_bins=per_leaf(sims.threshold),
         failing_bins=per_leaf(np.where(sims.failing, sims.threshold, -1)),
         silence_bins=per_leaf(sims.silence),
+        open_bins=per_leaf(sims.open),
     )
 
 
@@ -317,6 +351,8 @@ def exposed_counts(
     table: LeafTable,
     exposure: LeafExposure,
     children: npt.NDArray[np.bool_],
+    *,
+    open_sessions: bool = False,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
     """Per leaf of ``table``: its failing, counted and expected SIMs among those exposed
     to the silent fault of the leaves ``children`` (a bool mask): those whose late
@@ -324,7 +360,9 @@ def exposed_counts(
     ``HORIZON_QUANTILE``, or of their fault's age (their overdue SIMs' silence at
     ``AGE_QUANTILE``, when they are ``AGE_MIN_SHARE`` of the failing) when later.
     None: the children fail mostly by the network's own evidence (``REPORTED``), which
-    every SIM with a session shows at once."""
+    every SIM with a session shows at once. ``open_sessions``: healthy session-level SIMs
+    in open sessions count as exposed too, as their failing ones do (``open_bins``;
+    a share compared between two parts)."""
     child_failing = float(table.affected[children].sum())
     if child_failing <= 0:
         return None
@@ -337,6 +375,8 @@ def exposed_counts(
         if float(silent.sum()) >= AGE_MIN_SHARE * child_failing:
             horizon = max(horizon, _quantile_bin(silent, AGE_QUANTILE))
     n_l = exposure.counted_bins[:, : horizon + 1].sum(axis=1)
+    if open_sessions and exposure.open_bins is not None:
+        n_l = n_l + exposure.open_bins[:, : horizon + 1].sum(axis=1)
     a_l = exposure.failing_bins[:, : horizon + 1].sum(axis=1)
     return a_l, n_l, ratio * n_l
 
@@ -396,8 +436,9 @@ def widen_silent(
     as long as an hour past the fault's start. Here the parent (one attribute fewer, or
     one swapped for another holding more leaves, all of the cause's: a partner's
     country) replaces the cause when its other leaves, the other causes' left out, fail
-    on their exposed SIMs (:func:`exposed_counts`) above their baseline and like the
-    cause (``localize.share_evidence`` by more than ``generalize_margin`` nats). A cause
+    on their exposed SIMs (:func:`exposed_counts`, healthy open sessions included) above
+    their baseline and like the cause (``localize.share_evidence`` by more than
+    ``generalize_margin`` nats). A cause
     the network reports is never moved (its exposure is all its SIMs: localization
     judged it). A cause another covers after the moves is dropped."""
     out: list[Cause] = []
@@ -449,7 +490,7 @@ def _wider(
 ) -> Cause | None:
     """The parent of ``cause`` that :func:`widen_silent` moves it to, or None."""
     inside = table.leaves_of(cause.dims)
-    exposed = exposed_counts(table, exposure, inside)
+    exposed = exposed_counts(table, exposure, inside, open_sessions=True)
     if exposed is None:
         return None
     a_l, n_l, e_l = exposed

@@ -78,7 +78,8 @@ CARRIES_RECOVERY: Final = "recovery"  # LeafCounts.recovered and .churn
 # LeafCounts.late, .awaiting, .kinds, .usual, .causes, .arrived, .only_moved
 CARRIES_EVIDENCE: Final = "evidence"
 CARRIES_EXPOSURE: Final = "exposure"  # LeafCounts.reported, .exposure, .failing_exposure, ...
-# ... and .silence_exposure (optional within it: absent from an older version)
+# ... and .silence_exposure, .open_exposure (optional within it: absent from an older
+# version)
 CARRIES_HEARD: Final = "heard"  # ShardReport.heard
 KIND_NAMES: Final = tuple(name for _, name in EVIDENCE_NAMES)
 _DEFAULT_LOCALIZE: Final = LocalizeParams()
@@ -137,6 +138,8 @@ class LeafCounts:
     # SIMs overdue by their report rhythm per bin of silence (``exposure.silence_of``):
     # the age of a silent fault
     silence_exposure: tuple[int, ...] = ()
+    # healthy session-level SIMs in open sessions per bin (``exposure.open_sessions``)
+    open_exposure: tuple[int, ...] = ()
     # SIMs that moved into this leaf from another within the evidence window, and of
     # ``overdue`` those whose move from it is all they show: a partner's moves are judged
     # on its net loss (``evaluate.net_moves``)
@@ -247,6 +250,7 @@ class ShardReport:
                     silence_exposure=_bins(
                         leaf.get("silence_exposure"), f"{where}.silence_exposure"
                     ),
+                    open_exposure=_bins(leaf.get("open_exposure"), f"{where}.open_exposure"),
                     arrived=_number(leaf.get("arrived", 0.0), f"{where}.arrived"),
                     only_moved=_number(leaf.get("only_moved", 0.0), f"{where}.only_moved"),
                 )
@@ -303,6 +307,8 @@ def _leaf_json(leaf: LeafCounts) -> Json:
         out["failing_exposure"] = list(leaf.failing_exposure)
     if leaf.silence_exposure:
         out["silence_exposure"] = list(leaf.silence_exposure)
+    if leaf.open_exposure:
+        out["open_exposure"] = list(leaf.open_exposure)
     if leaf.arrived:
         out["arrived"] = leaf.arrived
     if leaf.only_moved:
@@ -455,7 +461,7 @@ def shard_report(engine: Engine, shard: int, shards: int) -> ShardReport | None:
     usual = (engine.kind_ratio(evaluation.now, n_leaves) * evaluation.leaf_total).T.tolist()
     causes = _leaf_causes(engine, evaluation)
     churn = engine.leaf_churn
-    reported, exposure, failing_exposure, silence = _leaf_exposure(engine, evaluation)
+    reported, exposure, failing_exposure, silence, open_ = _leaf_exposure(engine, evaluation)
     leaves = tuple(
         LeafCounts(
             values=tuple(labels[d][c] for d, c in enumerate(codes[i])),
@@ -473,6 +479,7 @@ def shard_report(engine: Engine, shard: int, shards: int) -> ShardReport | None:
             exposure=exposure.get(i, ()),
             failing_exposure=failing_exposure.get(i, ()),
             silence_exposure=silence.get(i, ()),
+            open_exposure=open_.get(i, ()),
             arrived=arrived[i] if i < n_leaves else 0.0,
             only_moved=only_moved[i] if i < n_leaves else 0.0,
         )
@@ -500,10 +507,12 @@ def _leaf_exposure(
     dict[int, tuple[int, ...]],
     dict[int, tuple[int, ...]],
     dict[int, tuple[int, ...]],
+    dict[int, tuple[int, ...]],
 ]:
     """Per leaf: its failing SIMs showing reported evidence, its counted and failing SIMs
-    per bin of late threshold, and its SIMs overdue by their rhythm per bin of silence
-    (``exposure.LeafExposure``, in the report's sparse form)."""
+    per bin of late threshold, its SIMs overdue by their rhythm per bin of silence, and
+    its healthy open sessions per bin (``exposure.LeafExposure``, in the report's sparse
+    form)."""
     n_leaves = len(evaluation.leaf_total)
     sims = sim_bins(engine.state, evaluation, engine.config.evaluation)
     leaf = sims.leaf
@@ -537,6 +546,7 @@ def _leaf_exposure(
         per_leaf(known, sims.threshold),
         per_leaf(known & sims.failing, sims.threshold),
         per_leaf(sims.silence >= 0, sims.silence),
+        per_leaf(sims.open >= 0, sims.open),
     )
 
 
@@ -888,6 +898,7 @@ def _merge_exposure(
     counted = np.zeros((n_leaves, EXPOSURE_BINS))
     failing = np.zeros((n_leaves, EXPOSURE_BINS))
     silence = np.zeros((n_leaves, EXPOSURE_BINS))  # none from a shard of an older version
+    open_ = np.zeros((n_leaves, EXPOSURE_BINS))  # likewise
     for report in reports:
         for leaf in report.leaves:
             i = index.get(leaf.values)
@@ -898,10 +909,11 @@ def _merge_exposure(
                 (counted, leaf.exposure),
                 (failing, leaf.failing_exposure),
                 (silence, leaf.silence_exposure),
+                (open_, leaf.open_exposure),
             ):
                 if bins:
                     out[i, bins[0] : bins[0] + len(bins) - 1] += bins[1:]
-    return LeafExposure(reported, counted, failing, silence)
+    return LeafExposure(reported, counted, failing, silence, open_)
 
 
 def _merge_extras(
