@@ -27,7 +27,9 @@ shows it as churn within ``churn_window_s``; one whose session stays open shows 
 until it closes (whether a device's firmware churns on a broken data path is the
 device's own: meters re-open, alarm panels wait). A partner's black hole that only one
 APN's churning meters show is not that APN's fault while the partner's other SIMs sit in
-open sessions: their verdict is "cannot tell".
+open sessions: their verdict is "cannot tell". Widening (:func:`widen_silent`) compares
+two parts' shares instead, so there a part's healthy SIMs in open sessions count as
+exposed beside its failing ones (:func:`open_sessions`).
 """
 
 from __future__ import annotations
