@@ -195,6 +195,24 @@ def test_write_atomically_bytes_and_callback(tmp_path: Path) -> None:
     assert sorted(p.name for p in path.parent.iterdir()) == ["state.json"]  # no tmp left
 
 
+def test_write_atomically_a_secret_is_never_readable_by_others(tmp_path: Path) -> None:
+    # the API token: a reader sees the old file or the whole new one, never an empty one,
+    # and the file is the owner's from its first byte
+    path = tmp_path / "api-token"
+    path.write_bytes(b"old\n")
+    seen: list[bytes] = []
+
+    def writer(out: BinaryIO) -> None:
+        seen.append(path.read_bytes())  # while the new one is being written
+        assert os.fstat(out.fileno()).st_mode & 0o077 == 0
+        out.write(b"new\n")
+
+    write_atomically(path, writer, mode=0o600)
+    assert seen == [b"old\n"]
+    assert path.read_bytes() == b"new\n"
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
 def test_write_atomically_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> None:
     path = tmp_path / "checkpoint.npz"
     tmp = tmp_path / "checkpoint.tmp"

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
 import socket
 import sqlite3
@@ -23,6 +22,7 @@ from simwatch.http.console_views import normalize_query, series_points
 from simwatch.http.metrics import CachedMetrics, EngineCollector, HistoryCollector
 from simwatch.service.cluster import cluster_node
 from simwatch.service.daemon import Daemon
+from simwatch.shell.files import write_atomically
 from simwatch.shell.health import DaemonHealth
 from simwatch.shell.history import HistoryStore, HistoryWriter
 from simwatch.shell.maintenance import FILE_NAME as MAINTENANCE_FILE
@@ -222,11 +222,10 @@ def api_tokens(settings: Settings) -> frozenset[str]:
     path = api_token_file(settings)
     tokens = read_tokens(path) if path.is_file() else frozenset()
     if not tokens:
-        path.parent.mkdir(parents=True, exist_ok=True)
         token = secrets.token_urlsafe(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(f"# the simwatch API token: 'Authorization: Bearer <token>'\n{token}\n")
+        # atomically: a reader (a client, ``tail -n1``) never sees the file empty
+        text = f"# the simwatch API token: 'Authorization: Bearer <token>'\n{token}\n"
+        write_atomically(path, text.encode(), mode=0o600)
         tokens = frozenset({token})
         log.warning("http: generated an API token in %s (set http.tokens_file to choose)", path)
     else:

@@ -21,7 +21,11 @@ def fsync_dir(directory: Path) -> None:
 
 
 def write_atomically(
-    path: Path, data: bytes | Callable[[BinaryIO], None], *, tmp: Path | None = None
+    path: Path,
+    data: bytes | Callable[[BinaryIO], None],
+    *,
+    tmp: Path | None = None,
+    mode: int = 0o666,
 ) -> int:
     """Replace ``path`` with ``data`` (bytes, or a callback writing to the open file) so
     that a crash at any point leaves the old file or the new one, never a mix.
@@ -29,13 +33,14 @@ def write_atomically(
     Written to ``tmp`` (default ``.<name>.tmp`` beside it), flushed and fsync'ed, then
     ``os.replace``d onto ``path``, then the folder is fsync'ed (the rename itself is
     durable). The folder is created if missing; the temporary file is removed when
-    anything fails. Returns the size written."""
+    anything fails; ``mode``: the new file's permissions (less the umask; 0o600 for a
+    secret: never readable by others, not even for a moment). Returns the size written."""
     directory = path.parent
     directory.mkdir(parents=True, exist_ok=True)
     if tmp is None:
         tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with tmp.open("wb") as out:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "wb") as out:
             if isinstance(data, bytes):
                 out.write(data)
             else:
