@@ -200,6 +200,9 @@ def test_write_atomically_a_secret_is_never_readable_by_others(tmp_path: Path) -
     # and the file is the owner's from its first byte
     path = tmp_path / "api-token"
     path.write_bytes(b"old\n")
+    stale = tmp_path / ".api-token.tmp"  # left by a crash, readable by all
+    stale.write_bytes(b"half")
+    stale.chmod(0o644)
     seen: list[bytes] = []
 
     def writer(out: BinaryIO) -> None:

@@ -115,28 +115,24 @@ def exposure_thresholds(
 
 def open_sessions(
     state: FleetState,
-    evaluation: Evaluation,
     rows: npt.NDArray[np.int64],
+    thresholds: npt.NDArray[np.float64],
     eval_params: EvalParams,
 ) -> npt.NDArray[np.float64]:
-    """Per SIM of ``rows``: ``churn_window_s`` for a session-level SIM in an open session
-    that is not failing, NaN for the others.
+    """Per SIM of ``rows``: ``churn_window_s`` for a session-level SIM that
+    :func:`exposure_thresholds` (``thresholds``, of the same rows) cannot expose, a
+    healthy one in an open session; NaN for the others.
 
-    :func:`exposure_thresholds` exposes a session-level SIM in an open session only while
-    it fails (churns, or its group is dark): whether a healthy one would churn if its
-    data path broke is its firmware's, unknown until it does. Counting only the failing
-    ones makes any open-session part look wholly failing: at 50,000 SIMs (R3,
-    ``partner_outage`` seed 1) Germany's other partners showed 7 failing of 7 exposed
-    (devices that had moved between them; 6,199 SIMs in all) and the partner's page was
-    widened to the country. A share compared between two parts (``widen_silent``) needs
-    both parts' open sessions, failing or not: these are the healthy ones."""
-    out = np.full(rows.size, np.nan)
-    session = _session_level(state, rows)
-    if session.any():
-        at = rows[session]
-        healthy_open = (state.cols.session_open[at] != 0) & ~evaluation.failing[at]
-        out[np.flatnonzero(session)[healthy_open]] = eval_params.churn_window_s
-    return out
+    A session-level SIM in an open session is exposed only while it fails (churns, or
+    its group is dark): whether a healthy one would churn if its data path broke is its
+    firmware's, unknown until it does. Counting only the failing ones makes any
+    open-session part look wholly failing: at 50,000 SIMs (R3, ``partner_outage`` seed
+    1) Germany's other partners showed 7 failing of 7 exposed (devices that had moved
+    between them; 6,199 SIMs in all) and the partner's page was widened to the country.
+    A share compared between two parts (``widen_silent``) needs both parts' open
+    sessions, failing or not: these are the healthy ones."""
+    unexposed = _session_level(state, rows) & np.isnan(thresholds)
+    return np.where(unexposed, eval_params.churn_window_s, np.nan)
 
 
 def _session_level(state: FleetState, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
@@ -309,12 +305,13 @@ def sim_bins(state: FleetState, evaluation: Evaluation, eval_params: EvalParams)
     ev = evaluation
     member = ev.member_leaf[: ev.n]
     rows = np.flatnonzero(ev.counted[: ev.n] & (member >= 0))
+    thresholds = exposure_thresholds(state, ev, rows, eval_params)
     return SimBins(
         leaf=member[rows].astype(np.int64),
-        threshold=exposure_bins(exposure_thresholds(state, ev, rows, eval_params)),
+        threshold=exposure_bins(thresholds),
         silence=exposure_bins(silence_of(state, ev, rows)),
         failing=ev.failing[rows],
-        open=exposure_bins(open_sessions(state, ev, rows, eval_params)),
+        open=exposure_bins(open_sessions(state, rows, thresholds, eval_params)),
     )
 
 

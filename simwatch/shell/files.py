@@ -39,8 +39,11 @@ def write_atomically(
     directory.mkdir(parents=True, exist_ok=True)
     if tmp is None:
         tmp = path.with_name(f".{path.name}.tmp")
+    # a temporary file left by a crash keeps its old mode: made anew, it gets ``mode``
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
     try:
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "wb") as out:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as out:
             if isinstance(data, bytes):
                 out.write(data)
             else:
