@@ -18,6 +18,7 @@ import itertools
 import logging
 import os
 import signal
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -504,6 +505,43 @@ async def test_only_messages_of_this_connection_are_acknowledged(tmp_path: Path)
     with pytest.raises(aiomqtt.MqttError):
         await source._journal_pump(cast("aiomqtt.Client", client), j)
     assert client._client.acked == [(105, 1), (107, 1), (109, 1)]
+    assert [f.payload for f in j.read(100, 1 << 20)] == [m.payload for m in items]
+    j.close()
+
+
+async def test_a_stop_during_the_journal_write_still_acknowledges_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Cancelled while the batch is written in its thread (ingest can already read it: the
+    # journal's end moves before the thread returns): the write ends and the batch is
+    # acknowledged before the cancellation goes on, so the broker does not send it again.
+    items = [
+        aiomqtt.Message(TOPIC, b'{"n":%d}' % i, qos=1, retain=False, mid=200 + i,
+                        properties=None)
+        for i in range(4)
+    ]  # fmt: skip
+    source = MqttSource(source_settings(1883, tmp_path / "journal"))
+    j = await source._open_journal(tmp_path / "journal")
+    writing, release = threading.Event(), threading.Event()
+    append = j.append
+
+    def slow_append(records: list[tuple[str, bytes]]) -> object:
+        writing.set()
+        release.wait(WAIT)
+        return append(records)
+
+    monkeypatch.setattr(j, "append", slow_append)
+    client = FakeClient(list(items))
+    source._stale = 1  # the first came over a closed connection: never acknowledged
+    pump = asyncio.create_task(source._journal_pump(cast("aiomqtt.Client", client), j))
+    assert await asyncio.to_thread(writing.wait, WAIT)
+    pump.cancel()
+    await asyncio.sleep(0.05)
+    assert not pump.done()  # waits for the write
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await pump
+    assert client._client.acked == [(201, 1), (202, 1), (203, 1)]
     assert [f.payload for f in j.read(100, 1 << 20)] == [m.payload for m in items]
     j.close()
 

@@ -37,7 +37,9 @@ in the journal, and replayed if the checkpoint does not cover it; a message rece
 not yet journaled was not acknowledged, so the broker sends it again; a message
 journaled but not yet acknowledged comes twice (from the journal and again from the
 broker), and the second copy is dropped by the engine's dedup (same ``record_id``,
-counted in ``duplicates``). Journal segments are deleted once a checkpoint on disk has
+counted in ``duplicates``). A clean stop (the task cancelled) while a batch is being
+written lets the write end and acknowledges it before disconnecting: ingest may already
+have read it, and the broker would otherwise send it again. Journal segments are deleted once a checkpoint on disk has
 passed them (``checkpointed``, called by the daemon after it wrote one, and ``restore``).
 
 The broker's in-flight window (Mosquitto ``max_inflight_messages``, default 20) bounds
@@ -78,6 +80,7 @@ its own queue, bounded by ``max_queued_messages``: beyond it, new messages are d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import urllib.parse
@@ -94,6 +97,8 @@ if TYPE_CHECKING:
     import random
     from collections.abc import AsyncIterator, Awaitable, Callable
     from pathlib import Path
+
+    import paho.mqtt.client as paho_mqtt
 
     from simwatch.shell.settings import MqttSourceSettings
     from simwatch.shell.source_contract import Sink
@@ -396,12 +401,18 @@ class MqttSource:
             except aiomqtt.MqttError:
                 await self._append(journal, batch)  # received: kept, but not acknowledged
                 raise
-            await self._append(journal, batch)
-            for sent in batch:
-                if stale > 0:  # came over a closed connection: the broker sends it again
-                    stale -= 1
-                elif sent.qos > 0:
-                    paho.ack(sent.mid, sent.qos)
+            write = asyncio.ensure_future(self._append(journal, batch))
+            try:
+                await asyncio.shield(write)
+            except asyncio.CancelledError:
+                # Stopped while the batch is written in its thread (ingest may already have
+                # read it): let the write end and acknowledge what it synced, so a clean
+                # stop leaves the broker nothing to send again.
+                with contextlib.suppress(JournalWriteError):
+                    await write
+                    _acknowledge(paho, batch, stale)
+                raise
+            stale = _acknowledge(paho, batch, stale)
             self.stats.last_success = time.time()
             if self._shedding.failing and len(messages) == 0:
                 self._shedding.recovered(
@@ -472,6 +483,17 @@ class _ShedCounter(logging.Filter):
             self.source._shed()  # noqa: SLF001 - the filter is the source's own helper
             return False
         return True
+
+
+def _acknowledge(paho: paho_mqtt.Client, batch: list[aiomqtt.Message], stale: int) -> int:
+    """Acknowledge the batch's QoS 1 messages but the first ``stale`` (they came over a
+    closed connection: the broker sends them again); the stale ones left."""
+    for sent in batch:
+        if stale > 0:
+            stale -= 1
+        elif sent.qos > 0:
+            paho.ack(sent.mid, sent.qos)
+    return stale
 
 
 def _refused(code: object) -> bool:
