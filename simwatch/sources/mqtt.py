@@ -39,8 +39,9 @@ journaled but not yet acknowledged comes twice (from the journal and again from 
 broker), and the second copy is dropped by the engine's dedup (same ``record_id``,
 counted in ``duplicates``). A clean stop (the task cancelled) while a batch is being
 written lets the write end and acknowledges it before disconnecting: ingest may already
-have read it, and the broker would otherwise send it again. Journal segments are deleted once a checkpoint on disk has
-passed them (``checkpointed``, called by the daemon after it wrote one, and ``restore``).
+have read it, and the broker would otherwise send it again. Journal segments are deleted
+once a checkpoint on disk has passed them (``checkpointed``, called by the daemon after
+it wrote one, and ``restore``).
 
 The broker's in-flight window (Mosquitto ``max_inflight_messages``, default 20) bounds
 what waits unacknowledged, so the receive loop never waits for ingest: a backlog goes to
