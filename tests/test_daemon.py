@@ -257,6 +257,46 @@ async def test_a_failing_sink_is_logged_once_and_never_stops_the_others(
     assert good.closed
 
 
+class SlowToStopSource(ListSource):
+    """Takes ``stop_s`` to stop once cancelled (a connection closing slowly)."""
+
+    def __init__(self, stop_s: float) -> None:
+        super().__init__("slow-stop", [])
+        self.stop_s = stop_s
+
+    async def run(self, sink: Sink) -> None:
+        try:
+            await super().run(sink)
+        finally:
+            await asyncio.sleep(self.stop_s)  # the line the report names
+
+
+async def test_a_slow_shutdown_says_once_what_it_waits_for(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = SlowToStopSource(stop_s=0.4)
+    bad = RecordingSink("bad", hang_close=True)
+    daemon = Daemon(settings(tmp_path), [source], sinks=[bad])
+    daemon.sink_close_s = 0.4
+    daemon.slow_stop_s = 0.2
+    with caplog.at_level(logging.INFO, logger="simwatch"):
+        await run_until(daemon, lambda: bad.running)
+    reports = [r.getMessage() for r in caplog.records if "shutdown still going" in r.getMessage()]
+    assert len(reports) == 1, reports
+    (report,) = reports
+    assert "at: stopping the sources, ingest and sinks" in report
+    assert "source:slow-stop at " in report
+    assert "test_daemon.py" in report.split("source:slow-stop at ", 1)[1].split(";")[0]
+    assert any("last flush timed out" in r.getMessage() for r in caplog.records)
+    # a shutdown within the limit says nothing
+    caplog.clear()
+    quick = Daemon(settings(tmp_path / "quick"), [ListSource("quick", [])])
+    with caplog.at_level(logging.INFO, logger="simwatch"):
+        await run_until(quick, lambda: quick.health.started_at > 0)
+        await asyncio.sleep(0.05)
+    assert not any("shutdown still going" in r.getMessage() for r in caplog.records)
+
+
 class SlowBacklogSource:
     """Hands over an old backlog in batches with pauses, like a big file being read."""
 

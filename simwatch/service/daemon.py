@@ -33,9 +33,11 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -74,12 +76,34 @@ CHUNK_MIN, CHUNK_MAX = 20, 500
 RESTART_MIN_S = 1.0
 RESTART_MAX_S = 60.0
 SINK_CLOSE_S = 5.0  # at shutdown, each sink's last flush gets at most this long
+# a shutdown still going after this long logs what it waits for, once (systemd's
+# TimeoutStopSec in deploy/ is 30 s: the log says why before the SIGKILL)
+SLOW_STOP_S = 10.0
 
 
 def _adapt(size: int, spent: float) -> int:
     """The next chunk's size: about CHUNK_S of work at the rate of the last one."""
     target = size * CHUNK_S / max(spent, 1e-6)
     return int(min(max(target, CHUNK_MIN), 2 * size, CHUNK_MAX))
+
+
+_ASYNCIO_DIR = f"{Path(asyncio.__file__).parent}{os.sep}"
+
+
+def _waits_at(task: asyncio.Task[object]) -> str:
+    """Where a task waits: the innermost line of its chain of awaited coroutines that is
+    not asyncio's own (``asyncio.sleep`` names its caller)."""
+    where = "?"
+    coro: object = task.get_coro()
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        code = frame.f_code
+        if not code.co_filename.startswith(_ASYNCIO_DIR):
+            where = f"{code.co_filename}:{frame.f_lineno} {code.co_name}"
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return where
 
 
 class _Stop(Exception):  # noqa: N818 - a control-flow signal, not an error
@@ -121,6 +145,9 @@ class Daemon:
         self.sources = list(sources)
         self.sinks = list(sinks)
         self.sink_close_s = SINK_CLOSE_S
+        self.slow_stop_s = SLOW_STOP_S
+        self._stopping = ""  # the shutdown's step, for the slow-stop report
+        self._slow_stop: asyncio.TimerHandle | None = None
         operators = OperatorTable.load(settings.engine.operators_file)
         self.engine = Engine(settings.engine.engine_config(), operators)
         self.health = Health(started_at=clock())
@@ -204,14 +231,22 @@ class Daemon:
             # The sources and ingest have stopped: the last state goes to disk. A batch cut
             # short by the shutdown is in the dedup memory, so re-reading it from the
             # cursor (which is before it) applies only what it had not applied.
-            if started and self.checkpoints is not None and await self.checkpoint():
-                log.info("checkpoint written at shutdown")
-            await self._close_sinks()
-            await asyncio.to_thread(self.dead_letter.close)
+            try:
+                if started and self.checkpoints is not None:
+                    self._stopping = "writing the last checkpoint"
+                    if await self.checkpoint():
+                        log.info("checkpoint written at shutdown")
+                await self._close_sinks()
+                self._stopping = "closing the dead-letter file"
+                await asyncio.to_thread(self.dead_letter.close)
+            finally:
+                if self._slow_stop is not None:
+                    self._slow_stop.cancel()
             log.info("simwatch stopped")
 
     async def _close_sinks(self) -> None:
         for sink in self.sinks:
+            self._stopping = f"the last flush of sink {sink.stats.name}"
             try:
                 async with asyncio.timeout(self.sink_close_s):
                     await sink.close()
@@ -223,7 +258,21 @@ class Daemon:
     async def _wait_stop(self) -> None:
         await self._stop.wait()
         log.info("shutting down")
+        self._stopping = "stopping the sources, ingest and sinks"
+        loop = asyncio.get_running_loop()
+        self._slow_stop = loop.call_later(self.slow_stop_s, self._report_slow_stop)
         raise _Stop
+
+    def _report_slow_stop(self) -> None:
+        """Log, once, which step of the shutdown is still going and what each task left
+        waits at (its name and innermost line): a hang at stop names itself."""
+        waiting = [f"{task.get_name()} at {_waits_at(task)}" for task in asyncio.all_tasks()]
+        log.warning(
+            "shutdown still going after %.0f s, at: %s; tasks waiting: %s",
+            self.slow_stop_s,
+            self._stopping or "starting",
+            "; ".join(sorted(waiting)),
+        )
 
     async def _load_inventory(self, *, merge: bool = False) -> None:
         """Load the inventory; ``merge``: onto a restored state (the file may have changed
