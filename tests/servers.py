@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -48,6 +49,20 @@ def start_simwatch(config: Path, log: Path) -> subprocess.Popen[bytes]:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+
+async def stop_simwatch(process: subprocess.Popen[bytes], log: Path, limit_s: float = 30.0) -> int:
+    """SIGTERM a ``start_simwatch`` process and its exit code once it ended; fails with the
+    tail of ``log`` (where a slow shutdown says what it waits for) when it has not ended
+    in ``limit_s``, after killing it."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        return await asyncio.to_thread(process.wait, limit_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        await asyncio.to_thread(process.wait, 10)
+        text = await asyncio.to_thread(log.read_text, errors="replace")
+        raise AssertionError(f"simwatch did not stop in {limit_s} s\n{text[-3000:]}") from None
 
 
 ATTEMPT_S = 10.0  # the longest one awaited check of ``until`` may take

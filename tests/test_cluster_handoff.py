@@ -24,7 +24,7 @@ from fleet import T0
 from mosquitto import free_port
 from nats_feed import STREAM, Publisher, sims
 from nats_server import NatsServer
-from servers import http_get, start_simwatch, until
+from servers import http_get, start_simwatch, stop_simwatch, until
 from test_source_nats import checkpoint_of, checkpointed_seqs, received
 
 from simwatch.core.iccid_index import IccidIndex
@@ -187,8 +187,7 @@ async def test_kill_9_survivor_takes_over_from_the_snapshot_and_replays_the_tail
                 starts = await start_sequences(url)
                 assert all(starts[p] >= first[p] + 1 > 1 for p in taken)
                 assert takeovers(ports["n1"]) - took_before == len(taken)
-                processes["n1"].send_signal(signal.SIGTERM)
-                assert processes["n1"].wait(30) == 0
+                assert await stop_simwatch(processes["n1"], logs["n1"]) == 0
             finally:
                 for process in processes.values():
                     if process.poll() is None:

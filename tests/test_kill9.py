@@ -34,7 +34,7 @@ import pytest
 import yaml
 from aiohttp import web
 from mosquitto import free_port
-from servers import Alertmanager, api_token, http_get, start_simwatch, until
+from servers import Alertmanager, api_token, http_get, start_simwatch, stop_simwatch, until
 
 from simwatch.core.iccid_index import IccidIndex
 from simwatch.core.timeutil import format_rfc3339, month_of
@@ -284,8 +284,7 @@ async def test_kill_9_mid_ingest_loses_nothing_and_pages_once(tmp_path: Path) ->
             size = spool.path.stat().st_size
             await until(lambda: applied_offset(tmp_path) == size, 60, "the whole file applied")
             await asyncio.sleep(2.0)  # a second page would come within group_interval (1 s)
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(30) == 0
+            assert await stop_simwatch(process, log) == 0
         finally:
             appender.stop.set()
             if process.poll() is None:

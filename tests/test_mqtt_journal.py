@@ -28,7 +28,7 @@ import aiomqtt
 import orjson
 import pytest
 from mosquitto import Mosquitto, available, free_port
-from servers import http_get, start_simwatch, until
+from servers import http_get, start_simwatch, stop_simwatch, until
 
 from simwatch.core.iccid_index import IccidIndex
 from simwatch.core.timeutil import format_rfc3339, month_of
@@ -875,8 +875,7 @@ async def kill_mid_ingest_and_restart(tmp_path: Path, *, journal: bool) -> tuple
         await publisher.finish()
         # everything published is applied (or, without the journal, nothing more comes)
         await until(Settled(port, state_dir, feed, journal=journal), 60, "ingest to settle")
-        process.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(process.wait, 30) == 0
+        assert await stop_simwatch(process, log) == 0
     finally:
         publisher.stop.set()
         if process.poll() is None:

@@ -29,7 +29,7 @@ from fleet import T0
 from mosquitto import free_port
 from nats_feed import STREAM, Publisher, sims
 from nats_server import NatsServer
-from servers import http_get, start_simwatch, until
+from servers import http_get, start_simwatch, stop_simwatch, until
 
 from simwatch.core.iccid_index import IccidIndex
 from simwatch.service import checkpoint as ckpt
@@ -238,8 +238,7 @@ async def test_kill_9_then_restart_applies_every_record_once(
             await until(
                 lambda: checkpointed_seqs(state_dir) == first, 30, "a checkpoint of it all", log
             )
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(30) == 0
+            assert await stop_simwatch(process, log) == 0
             covered = checkpoint_of(state_dir)
             assert covered is not None
             # records applied past that checkpoint, then kill -9
@@ -260,8 +259,7 @@ async def test_kill_9_then_restart_applies_every_record_once(
             await until(lambda: received(port) > 0, 30, "the restarted daemon's API", log)
             last = dict(pub.last_seq)
             await until(lambda: checkpointed_seqs(state_dir) == last, 30, "everything again", log)
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(30) == 0
+            assert await stop_simwatch(process, log) == 0
             floors = await ack_floors(server.client_url)
             assert floors == last  # acknowledged by the final checkpoint
     finally:
