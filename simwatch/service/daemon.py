@@ -24,7 +24,10 @@ The evaluation clock: a backlog (history from the simulator, a file's backlog, a
 platform catching up) is evaluated on its own event time exactly like ``simwatch
 replay``, cycle by cycle as the watermark passes each boundary; once the records are
 live, cycles run on the wall clock. ``_advance_to`` is the one place that runs cycles,
-so a boundary is never evaluated twice or skipped.
+so a boundary is never evaluated twice or skipped. Ingest runs a backlog's cycles up to
+an interval before now; the ``clock`` task runs those after, and until the first record
+starts the evaluation clock it looks again every second (a backlog whose newest record
+is a little over two intervals old leaves it the first live cycle, at once).
 """
 
 from __future__ import annotations
@@ -543,8 +546,12 @@ class Daemon:
                     clock.start_at(clock.boundary_at_or_before(now))
                 await self._advance_to(now)
             upcoming = self.evaluation_clock.next_boundary
-            boundary = upcoming if upcoming is not None else now + self._interval
-            await asyncio.sleep(min(self._interval, max(0.05, boundary - self.clock())))
+            if upcoming is None:
+                # not started (no record yet): look again soon, a backlog may start it
+                # and leave the cycles near the present to this task
+                await asyncio.sleep(min(self._interval, 1.0))
+            else:
+                await asyncio.sleep(min(self._interval, max(0.05, upcoming - self.clock())))
 
     def _in_backlog(self, now: float) -> bool:
         """Whether ingest is working through old records (then it runs the cycles).
