@@ -61,6 +61,7 @@ from simwatch.core.cluster import (
 from simwatch.core.merge import ShardReport, shard_report
 from simwatch.http.views import ViewError, sim_view
 from simwatch.service import handoff
+from simwatch.shell import nats as natsconn
 from simwatch.shell.health import ClusterStats
 from simwatch.shell.logs import FailureLog
 from simwatch.sinks.alertmanager import AlertmanagerSink
@@ -150,12 +151,8 @@ class ClusterNode:
 
     async def run(self) -> None:
         cfg = self.settings
-        nc = await nats.connect(
-            servers=cfg.servers,
-            name=f"simwatch cluster {cfg.node}",
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=1,
-            error_cb=self._on_error,
+        nc = await natsconn.connect(
+            cfg.servers, f"simwatch cluster {cfg.node}", error_cb=self._on_error
         )
         self._nc = nc
         try:
@@ -176,8 +173,7 @@ class ClusterNode:
             self._nc = None
             if self.stats.leader:
                 self._step_down("shutting down")
-            with contextlib.suppress(Exception):  # closing a broken connection
-                await nc.close()
+            await natsconn.close(nc, "cluster")
 
     async def _on_error(self, exc: Exception) -> None:
         self._failure.failed(f"NATS error: {exc or type(exc).__name__}", hint="reconnecting")

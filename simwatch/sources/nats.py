@@ -41,6 +41,7 @@ import nats.js.errors
 from nats.js import api
 
 from simwatch.core.merge import shard_of
+from simwatch.shell import nats as natsconn
 from simwatch.shell.logs import FailureLog
 from simwatch.shell.source_contract import Batch, SourceStats
 
@@ -151,11 +152,9 @@ class NatsSource:
 
     async def run(self, sink: Sink) -> None:
         cfg = self.settings
-        nc = await nats.connect(
-            servers=cfg.servers,
-            name=f"simwatch {cfg.name}",
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=1,
+        nc = await natsconn.connect(
+            cfg.servers,
+            f"simwatch {cfg.name}",
             error_cb=self._on_error,
             disconnected_cb=self._on_disconnected,
             reconnected_cb=self._on_reconnected,
@@ -180,8 +179,7 @@ class NatsSource:
             self._readers.clear()
             self._nc = None
             self.stats.connected = False
-            with contextlib.suppress(Exception):  # closing a broken connection
-                await nc.close()
+            await natsconn.close(nc, f"source {cfg.name}")
 
     async def _ensure_stream(self, js: JetStreamContext) -> None:
         cfg = self.settings
