@@ -298,6 +298,39 @@ async def test_a_slow_shutdown_says_once_what_it_waits_for(
     assert not any("shutdown still going" in r.getMessage() for r in caplog.records)
 
 
+class SwallowingAckSource(ListSource):
+    """Its one batch's acknowledgement blocks and, when cancelled, returns normally: what
+    nats-py's publish does while it waits for a flush the server does not take."""
+
+    def __init__(self, lines: list[bytes]) -> None:
+        super().__init__("swallowing", [lines])
+        self.acking = asyncio.Event()
+        self.swallowed = 0
+
+    async def _ack(self) -> None:
+        self.acking.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            self.swallowed += 1  # and no raise: the cancellation is lost here
+
+
+async def test_a_cancellation_a_source_swallowed_still_stops_ingest(tmp_path: Path) -> None:
+    """The ingest task runs each batch's acknowledgement (a NATS ack). One that eats the
+    shutdown's cancellation must not leave ingest waiting for the next batch for ever
+    (nor the daemon's task group for it: a second cancellation of the daemon's task
+    does not reach its tasks again)."""
+    source = SwallowingAckSource([usage(1, time.time() - 30)])
+    daemon = Daemon(settings(tmp_path), [source])
+    task = asyncio.create_task(daemon.run())
+    await until(source.acking.is_set, 10, "the acknowledgement", interval_s=0.02)
+    daemon.request_stop()
+    done, _ = await asyncio.wait({task}, timeout=10)
+    assert done, "the daemon did not stop"
+    task.result()
+    assert source.swallowed == 1
+
+
 class SlowBacklogSource:
     """Hands over an old backlog in batches with pauses, like a big file being read."""
 

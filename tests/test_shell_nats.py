@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING
 import nats
 
 from simwatch.shell import nats as natsconn
+from simwatch.shell.tasks import raise_if_cancelled
 
 if TYPE_CHECKING:
     import pytest
+    from nats.aio.client import Client
 
 INFO = (
     b'INFO {"server_id":"deaf","version":"2.10.0","proto":1,"headers":true,'
@@ -89,3 +91,38 @@ async def test_a_close_that_ends_in_time_says_nothing(caplog: pytest.LogCaptureF
             await natsconn.close(nc, "cluster", limit_s=5.0)
     assert nc.is_closed
     assert caplog.records == []
+
+
+async def test_a_publish_loop_stops_although_nats_py_swallows_its_cancellation() -> None:
+    """Against a server that stopped reading, nats-py's publish waits for a flush that
+    never comes (its pending bytes over ``pending_size``) and, cancelled, returns as if
+    published. A loop that checks ``raise_if_cancelled`` at each turn ends there; without
+    it the next publish waits again, for ever."""
+    published = 0
+    blocked = asyncio.Event()
+    gave_up = False
+
+    async def loop(nc: Client) -> None:
+        nonlocal published
+        payload = b"x" * 512 * 1024
+        while not gave_up:  # only for a failing test to end (see below)
+            raise_if_cancelled()
+            publishing = asyncio.get_running_loop().call_later(1.0, blocked.set)
+            await nc.publish("records.0", payload)
+            publishing.cancel()
+            published += 1
+
+    async with DeafServer() as url:
+        nc = await nats.connect(url, error_cb=_errors)
+        task = asyncio.create_task(loop(nc))
+        await asyncio.wait_for(blocked.wait(), 60)  # a publish has waited a second
+        at = published
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=10)
+        gave_up = not done
+        await natsconn.close(nc, "test", limit_s=1.0)  # a loop still going: publish fails
+    if gave_up:
+        await asyncio.wait({task}, timeout=10)
+    assert done, "the loop did not stop"
+    assert task.cancelled()
+    assert published in (at, at + 1)  # the blocked publish returned (or raised)

@@ -64,6 +64,7 @@ from simwatch.service import handoff
 from simwatch.shell import nats as natsconn
 from simwatch.shell.health import ClusterStats
 from simwatch.shell.logs import FailureLog
+from simwatch.shell.tasks import raise_if_cancelled
 from simwatch.sinks.alertmanager import AlertmanagerSink
 from simwatch.sources.nats import NatsSource, partition_of
 
@@ -181,6 +182,7 @@ class ClusterNode:
     async def _lease_loop(self, leases: KeyValue, state: KeyValue) -> None:
         tick = self.settings.lease_s / 3
         while True:
+            raise_if_cancelled()  # a publish may have swallowed a cancellation (shell.tasks)
             try:
                 await self._tick(leases, state)
             except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
@@ -280,6 +282,7 @@ class ClusterNode:
 
     async def _snapshot_loop(self) -> None:
         while True:
+            raise_if_cancelled()  # a publish may have swallowed a cancellation (shell.tasks)
             await asyncio.sleep(self._snapshot_every)
             try:
                 await self.publish_snapshots()
@@ -472,6 +475,7 @@ class ClusterNode:
 
     async def _report_loop(self, state: KeyValue) -> None:
         while True:
+            raise_if_cancelled()  # a publish may have swallowed a cancellation (shell.tasks)
             await self._reported.wait()
             self._reported.clear()
             report = self._report

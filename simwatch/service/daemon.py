@@ -58,6 +58,7 @@ from simwatch.shell.inventory import iter_inventory
 from simwatch.shell.logs import FailureLog
 from simwatch.shell.sink_contract import Cycle
 from simwatch.shell.source_contract import Checkpointed, Resumable
+from simwatch.shell.tasks import raise_if_cancelled
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -323,6 +324,7 @@ class Daemon:
 
     async def _ingest(self) -> None:
         while True:
+            raise_if_cancelled()  # a source's on_applied (a NATS ack) may have swallowed one
             batch = await self.queue.get()
             try:
                 await self.apply_batch(batch)

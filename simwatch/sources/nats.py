@@ -44,6 +44,7 @@ from simwatch.core.merge import shard_of
 from simwatch.shell import nats as natsconn
 from simwatch.shell.logs import FailureLog
 from simwatch.shell.source_contract import Batch, SourceStats
+from simwatch.shell.tasks import raise_if_cancelled
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -233,6 +234,7 @@ class NatsSource:
         )
         try:
             while True:
+                raise_if_cancelled()  # a publish may have swallowed a cancellation (shell.tasks)
                 try:
                     messages = await sub.fetch(cfg.fetch_batch, timeout=cfg.fetch_timeout_s)
                 except TimeoutError:  # nats-py's, or a plain one when the deadline ran out
