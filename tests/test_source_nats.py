@@ -34,7 +34,13 @@ from servers import http_get, start_simwatch, stop_simwatch, until
 from simwatch.core.iccid_index import IccidIndex
 from simwatch.service import checkpoint as ckpt
 from simwatch.service.daemon import Daemon
-from simwatch.shell.settings import ConfigError, EngineSettings, Settings, load_settings
+from simwatch.shell.settings import (
+    CheckpointSettings,
+    ConfigError,
+    EngineSettings,
+    Settings,
+    load_settings,
+)
 from simwatch.shell.settings.nats import NatsSourceSettings
 from simwatch.shell.settings.sources import SourcesSettings
 from simwatch.sources.nats import NatsSource, partition_of
@@ -217,6 +223,41 @@ def received(port: int) -> int:
         if line.startswith("simwatch_source_records_received_total{"):
             return int(float(line.rsplit(" ", 1)[1]))
     return 0
+
+
+async def test_a_clean_stop_acknowledges_what_its_last_checkpoint_covers(
+    tmp_path: Path, server: NatsServer
+) -> None:
+    """No checkpoint before the stop (the interval is 5 min): the shutdown's own
+    checkpoint covers every record, and its acknowledgements go out on the connection
+    the stopped source left open, before it is closed."""
+    settings = Settings(
+        state_dir=tmp_path / "state",
+        engine=EngineSettings(eval_interval_s=300.0, dead_letter_file=tmp_path / "dl.ndjson"),
+        checkpoint=CheckpointSettings(interval_s=300.0),
+        sources=SourcesSettings(
+            nats=[
+                NatsSourceSettings(
+                    servers=[server.client_url], partitions=PARTITIONS, fetch_timeout_s=0.2
+                )
+            ]
+        ),
+    )
+    source = NatsSource(settings.sources.nats[0])
+    daemon = Daemon(settings, [source], checkpoints=True)
+    task = asyncio.create_task(daemon.run())
+    try:
+        async with Publisher(server.client_url, PARTITIONS) as pub:
+            await pub.publish(history(pub, T0, 2), shape=1)
+            await until(lambda: source.stats.received == pub.records, 30, "every record read")
+            assert set((await ack_floors(server.client_url)).values()) == {0}
+    finally:
+        daemon.request_stop()
+        await asyncio.wait_for(task, 20)
+    snapshot = ckpt.read_file(tmp_path / "state")
+    assert snapshot is not None
+    assert snapshot.sources["nats"] == {str(p): s for p, s in pub.last_seq.items()}
+    assert await ack_floors(server.client_url) == pub.last_seq
 
 
 async def test_kill_9_then_restart_applies_every_record_once(

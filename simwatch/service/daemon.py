@@ -57,7 +57,7 @@ from simwatch.shell.deadletter import DeadLetterFile
 from simwatch.shell.inventory import iter_inventory
 from simwatch.shell.logs import FailureLog
 from simwatch.shell.sink_contract import Cycle
-from simwatch.shell.source_contract import Checkpointed, Resumable
+from simwatch.shell.source_contract import Checkpointed, Closable, Resumable
 from simwatch.shell.tasks import raise_if_cancelled
 
 if TYPE_CHECKING:
@@ -240,6 +240,7 @@ class Daemon:
                     self._stopping = "writing the last checkpoint"
                     if await self.checkpoint():
                         log.info("checkpoint written at shutdown")
+                await self._close_sources()
                 await self._close_sinks()
                 self._stopping = "closing the dead-letter file"
                 await asyncio.to_thread(self.dead_letter.close)
@@ -247,6 +248,21 @@ class Daemon:
                 if self._slow_stop is not None:
                     self._slow_stop.cancel()
             log.info("simwatch stopped")
+
+    async def _close_sources(self) -> None:
+        """After the last checkpoint (acknowledged by ``checkpointed``): what the sources
+        kept open for it."""
+        for source in self.sources:
+            if not isinstance(source, Closable):
+                continue
+            self._stopping = f"closing source {source.stats.name}"
+            try:
+                async with asyncio.timeout(self.sink_close_s):
+                    await source.close()
+            except TimeoutError:
+                log.warning("source %s: closing timed out at shutdown", source.stats.name)
+            except Exception:  # shutdown goes on whatever one source does
+                log.exception("source %s: closing failed at shutdown", source.stats.name)
 
     async def _close_sinks(self) -> None:
         for sink in self.sinks:

@@ -19,6 +19,11 @@ the source's own state file (which is ahead of the checkpoint after a crash).
 A source that keeps data until a checkpoint covers it (the MQTT journal) also implements
 ``Checkpointed``: after a checkpoint is on disk the daemon calls ``checkpointed(cursor)``
 with the cursor that checkpoint holds, and the source may free what lies before it.
+
+A source whose ``checkpointed`` needs something ``run`` opened (the NATS source
+acknowledges on its connection) implements ``Closable``: a ``run`` stopped by the
+shutdown may leave it open, and the daemon calls ``close()`` after the last checkpoint
+and its ``checkpointed``, so what that checkpoint covers is acknowledged too.
 """
 
 from __future__ import annotations
@@ -89,4 +94,14 @@ class Checkpointed(Protocol):
 
     async def checkpointed(self, cursor: object) -> None:
         """``cursor`` (an earlier ``cursor()``) is in a checkpoint on disk now."""
+        ...
+
+
+@runtime_checkable
+class Closable(Protocol):
+    """A source that keeps what ``checkpointed`` needs open past ``run`` (its connection)
+    until the daemon's last checkpoint at shutdown has been acknowledged."""
+
+    async def close(self) -> None:
+        """Release what ``run`` left open for the last checkpoint (nothing: a no-op)."""
         ...

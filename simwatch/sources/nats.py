@@ -17,6 +17,9 @@ Nothing lost, nothing applied twice (docs/scaling.md):
   the consumer's ack floor never passes what a checkpoint holds, so a node without its
   checkpoint file (or a node taking a partition over) still finds every message after
   the ack floor in the stream. Without checkpoints, a batch is acknowledged once applied.
+  The shutdown's last checkpoint too: a ``run`` stopped by the shutdown leaves the
+  connection open for its acknowledgements and the daemon closes it afterwards
+  (``close``, the ``Closable`` contract).
 - A redelivery (``ack_wait_s`` passed before the checkpoint) of a message this process
   already handed to ingest is skipped by its stream sequence.
 
@@ -162,6 +165,7 @@ class NatsSource:
         )
         self._nc = nc
         self.stats.connected = True
+        stopped = False
         try:
             js = nc.jetstream()
             await self._ensure_stream(js)
@@ -176,11 +180,23 @@ class NatsSource:
                     for partition in sorted(self._readers.keys() - self._wanted):
                         self._readers.pop(partition).cancel()
                     await self._changed.wait()
+        except asyncio.CancelledError:
+            stopped = True
+            raise
         finally:
             self._readers.clear()
-            self._nc = None
             self.stats.connected = False
-            await natsconn.close(nc, f"source {cfg.name}")
+            if not (stopped and self.ack_on_checkpoint):
+                self._nc = None
+                await natsconn.close(nc, f"source {cfg.name}")
+            # else the shutdown's last checkpoint acknowledges on it, then ``close``
+
+    async def close(self) -> None:
+        """After the daemon's last checkpoint, whose acknowledgements went out on the
+        connection a stopped ``run`` left open: close it (``Closable``)."""
+        nc, self._nc = self._nc, None
+        if nc is not None:
+            await natsconn.close(nc, f"source {self.settings.name}")
 
     async def _ensure_stream(self, js: JetStreamContext) -> None:
         cfg = self.settings
