@@ -245,7 +245,7 @@ async def test_a_failing_sink_is_logged_once_and_never_stops_the_others(
     bad = RecordingSink("bad", fail_cycles=5, hang_close=True)
     good = RecordingSink("good")
     daemon = Daemon(settings(tmp_path), [source], sinks=[bad, good])
-    daemon.sink_close_s = 0.3
+    daemon.close_s = 0.3
     with caplog.at_level(logging.INFO, logger="simwatch"):
         await run_until(daemon, lambda: source.applied == 1, limit_s=15)
     assert bad.stats.errors == 5
@@ -277,7 +277,7 @@ async def test_a_slow_shutdown_says_once_what_it_waits_for(
     source = SlowToStopSource(stop_s=0.4)
     bad = RecordingSink("bad", hang_close=True)
     daemon = Daemon(settings(tmp_path), [source], sinks=[bad])
-    daemon.sink_close_s = 0.4
+    daemon.close_s = 0.4
     daemon.slow_stop_s = 0.2
     with caplog.at_level(logging.INFO, logger="simwatch"):
         await run_until(daemon, lambda: bad.running)

@@ -79,7 +79,7 @@ CHUNK_S = 0.0015
 CHUNK_MIN, CHUNK_MAX = 20, 500
 RESTART_MIN_S = 1.0
 RESTART_MAX_S = 60.0
-SINK_CLOSE_S = 5.0  # at shutdown, each sink's last flush gets at most this long
+CLOSE_S = 5.0  # at shutdown, each sink's last flush gets at most this long (a source's close twice)
 # a shutdown still going after this long logs what it waits for, once (systemd's
 # TimeoutStopSec in deploy/ is 30 s: the log says why before the SIGKILL)
 SLOW_STOP_S = 10.0
@@ -148,7 +148,7 @@ class Daemon:
         self.clock = clock
         self.sources = list(sources)
         self.sinks = list(sinks)
-        self.sink_close_s = SINK_CLOSE_S
+        self.close_s = CLOSE_S
         self.slow_stop_s = SLOW_STOP_S
         self._stopping = ""  # the shutdown's step, for the slow-stop report
         self._slow_stop: asyncio.TimerHandle | None = None
@@ -256,8 +256,8 @@ class Daemon:
             if not isinstance(source, Closable):
                 continue
             self._stopping = f"closing source {source.stats.name}"
-            try:
-                async with asyncio.timeout(self.sink_close_s):
+            try:  # its own close is bounded (NATS: 5 s): this is the daemon's backstop
+                async with asyncio.timeout(2 * self.close_s):
                     await source.close()
             except TimeoutError:
                 log.warning("source %s: closing timed out at shutdown", source.stats.name)
@@ -268,7 +268,7 @@ class Daemon:
         for sink in self.sinks:
             self._stopping = f"the last flush of sink {sink.stats.name}"
             try:
-                async with asyncio.timeout(self.sink_close_s):
+                async with asyncio.timeout(self.close_s):
                     await sink.close()
             except TimeoutError:
                 log.warning("sink %s: last flush timed out at shutdown", sink.stats.name)
