@@ -16,6 +16,7 @@ import time
 from typing import TYPE_CHECKING
 
 import nats
+import nats.errors
 
 from simwatch.shell import nats as natsconn
 from simwatch.shell.tasks import raise_if_cancelled
@@ -126,3 +127,22 @@ async def test_a_publish_loop_stops_although_nats_py_swallows_its_cancellation()
     assert done, "the loop did not stop"
     assert task.cancelled()
     assert published in (at, at + 1)  # the blocked publish returned (or raised)
+
+
+async def test_a_publish_to_a_server_that_stopped_reading_returns_after_its_flush_limit() -> None:
+    """nats-py's publish past 2 MB unsent waits for the flush, by default for ever; the
+    connections simwatch makes wait ``flush_s`` and report ``FlushTimeoutError``."""
+    heard: list[Exception] = []
+
+    async def errors(exc: Exception) -> None:
+        heard.append(exc)
+
+    async with DeafServer() as url:
+        nc = await natsconn.connect([url], "test", error_cb=errors, flush_s=0.5)
+        payload = b"x" * 512 * 1024
+        async with asyncio.timeout(60):  # without the limit: the first stuck publish hangs
+            while not heard:
+                raise_if_cancelled()  # nats-py swallows the timeout's cancellation
+                await nc.publish("records.0", payload)
+        await natsconn.close(nc, "test", limit_s=1.0)
+    assert isinstance(heard[0], nats.errors.FlushTimeoutError)

@@ -1,7 +1,12 @@
 """NATS connection pieces shared by the NATS source and the cluster node.
 
 - ``connect``: a client that reconnects for ever, a second between attempts (the
-  callers log a failure and its recovery once, ``simwatch.shell.logs``);
+  callers log a failure and its recovery once, ``simwatch.shell.logs``), and whose
+  publish waits at most ``FLUSH_S`` for a flush. Past 2 MB unsent, nats-py's publish
+  waits for the flush, by default for ever: against a server that stopped reading, an
+  acknowledgement would hold ingest or the checkpoints of every source. It returns after
+  ``FLUSH_S`` instead, the data still queued, and the error callback hears
+  ``FlushTimeoutError``;
 - ``close``: closes it within ``CLOSE_S`` seconds. nats-py's ``close`` writes what is
   still pending and waits for the socket to close; a server that stops reading holds
   it, and with it the daemon's shutdown. Past the limit the connection is left to the
@@ -24,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("simwatch")
 
 CLOSE_S: Final = 5.0
+FLUSH_S: Final = 10.0
 
 
 async def connect(
@@ -33,13 +39,16 @@ async def connect(
     error_cb: Callable[[Exception], Awaitable[None]],
     disconnected_cb: Callable[[], Awaitable[None]] | None = None,
     reconnected_cb: Callable[[], Awaitable[None]] | None = None,
+    flush_s: float = FLUSH_S,
 ) -> Client:
-    """A connection to ``servers`` that reconnects for ever, one second apart."""
+    """A connection to ``servers`` that reconnects for ever, one second apart, whose
+    publish waits at most ``flush_s`` for a flush."""
     return await nats.connect(
         servers=servers,
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
+        flush_timeout=flush_s,
         error_cb=error_cb,
         disconnected_cb=disconnected_cb,
         reconnected_cb=reconnected_cb,
