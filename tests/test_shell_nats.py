@@ -69,10 +69,13 @@ async def test_a_close_against_a_server_that_stopped_reading_ends_within_its_lim
 ) -> None:
     async with DeafServer() as url:
         nc = await nats.connect(url, error_cb=_errors, pending_size=256 * 1024 * 1024)
-        payload = b"x" * 512 * 1024
-        for _ in range(60):  # 30 MB: more than the loopback socket's buffers take
+        payload, unsent = b"x" * 512 * 1024, 2 * 1024 * 1024
+        for _ in range(400):  # until the socket's buffers are full and 2 MB stay unsent
             await nc.publish("records.0", payload)
             await asyncio.sleep(0.005)
+            if nc.pending_data_size >= unsent:
+                break
+        assert nc.pending_data_size >= unsent, "the server took 200 MB"
         started = time.monotonic()
         with caplog.at_level(logging.WARNING, logger="simwatch"):
             async with asyncio.timeout(30):  # without the limit: hangs until this fails
