@@ -331,6 +331,42 @@ async def test_a_cancellation_a_source_swallowed_still_stops_ingest(tmp_path: Pa
     assert source.swallowed == 1
 
 
+class StubbornSink(RecordingSink):
+    """Its run loses the shutdown's cancellation in a call (as nats-py's publish can)
+    and goes on waiting for its next piece of work."""
+
+    def __init__(self) -> None:
+        super().__init__("stubborn")
+        self.swallowed = 0
+
+    async def run(self) -> None:
+        self.running = True
+        try:
+            await asyncio.sleep(3600)  # the library call
+        except asyncio.CancelledError:
+            self.swallowed += 1  # lost
+        await asyncio.Event().wait()  # the loop's next wait
+
+
+async def test_a_task_that_lost_its_cancellation_is_cancelled_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = StubbornSink()
+    daemon = Daemon(settings(tmp_path), [ListSource("quiet", [])], sinks=[sink])
+    daemon.slow_stop_s = 0.2
+    task = asyncio.create_task(daemon.run())
+    with caplog.at_level(logging.INFO, logger="simwatch"):
+        await until(lambda: sink.running, 10, "the sink's run", interval_s=0.02)
+        daemon.request_stop()
+        done, _ = await asyncio.wait({task}, timeout=10)
+    assert done, "the daemon did not stop"
+    task.result()
+    assert sink.swallowed == 1
+    reports = [r.getMessage() for r in caplog.records if "shutdown still going" in r.getMessage()]
+    assert len(reports) == 1, reports
+    assert reports[0].endswith("; cancelled again: sink:stubborn")
+
+
 class SlowBacklogSource:
     """Hands over an old backlog in batches with pauses, like a big file being read."""
 

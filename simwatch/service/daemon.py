@@ -41,7 +41,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -61,7 +61,14 @@ from simwatch.shell.source_contract import Checkpointed, Closable, Resumable
 from simwatch.shell.tasks import raise_if_cancelled
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+    from collections.abc import (
+        AsyncIterator,
+        Callable,
+        Coroutine,
+        Iterable,
+        Mapping,
+        Sequence,
+    )
 
     from simwatch.core.inventory import InventoryRow
     from simwatch.shell.settings import Settings
@@ -152,6 +159,7 @@ class Daemon:
         self.slow_stop_s = SLOW_STOP_S
         self._stopping = ""  # the shutdown's step, for the slow-stop report
         self._slow_stop: asyncio.TimerHandle | None = None
+        self._tasks: list[asyncio.Task[object]] = []  # the task group's, for that report
         operators = OperatorTable.load(settings.engine.operators_file)
         self.engine = Engine(settings.engine.engine_config(), operators)
         self.health = Health(started_at=clock())
@@ -215,17 +223,18 @@ class Daemon:
         try:
             async with asyncio.TaskGroup() as tg:
                 started = True
+                spawn = self._spawner(tg)
                 for source in self.sources:
-                    tg.create_task(self._supervise(source), name=f"source:{source.stats.name}")
-                tg.create_task(self._ingest(), name="ingest")
-                tg.create_task(self._clock(), name="clock")
+                    spawn(self._supervise(source), f"source:{source.stats.name}")
+                spawn(self._ingest(), "ingest")
+                spawn(self._clock(), "clock")
                 for sink in self.sinks:
-                    tg.create_task(sink.run(), name=f"sink:{sink.stats.name}")
+                    spawn(sink.run(), f"sink:{sink.stats.name}")
                 for name, factory in extra_tasks:
-                    tg.create_task(factory(), name=name)  # type: ignore[arg-type]
+                    spawn(cast("Coroutine[object, object, object]", factory()), name)
                 if self.checkpoints is not None:
-                    tg.create_task(self._checkpoint_loop(), name="checkpoint")
-                tg.create_task(self._wait_stop(), name="shutdown")
+                    spawn(self._checkpoint_loop(), "checkpoint")
+                spawn(self._wait_stop(), "shutdown")
         except* _Stop:
             pass
         finally:
@@ -248,6 +257,17 @@ class Daemon:
                 if self._slow_stop is not None:
                     self._slow_stop.cancel()
             log.info("simwatch stopped")
+
+    def _spawner(
+        self, tg: asyncio.TaskGroup
+    ) -> Callable[[Coroutine[object, object, object], str], None]:
+        """Start a named task in ``tg`` and keep it for the slow-stop report."""
+        self._tasks = []
+
+        def spawn(coro: Coroutine[object, object, object], name: str) -> None:
+            self._tasks.append(tg.create_task(coro, name=name))
+
+        return spawn
 
     async def _close_sources(self) -> None:
         """After the last checkpoint (acknowledged by ``checkpointed``): what the sources
@@ -285,14 +305,20 @@ class Daemon:
 
     def _report_slow_stop(self) -> None:
         """Log, once, which step of the shutdown is still going and what each task left
-        waits at (its name and innermost line): a hang at stop names itself."""
+        waits at (its name and innermost line): a hang at stop names itself. A task of
+        the group still running is cancelled again: one that lost its cancellation in a
+        library (``shell.tasks``) and went on gets a second one at its next ``await``."""
         waiting = [f"{task.get_name()} at {_waits_at(task)}" for task in asyncio.all_tasks()]
+        again = [task for task in self._tasks if not task.done()]
         log.warning(
-            "shutdown still going after %.0f s, at: %s; tasks waiting: %s",
+            "shutdown still going after %.0f s, at: %s; tasks waiting: %s%s",
             self.slow_stop_s,
             self._stopping or "starting",
             "; ".join(sorted(waiting)),
+            f"; cancelled again: {', '.join(t.get_name() for t in again)}" if again else "",
         )
+        for task in again:
+            task.cancel()
 
     async def _load_inventory(self, *, merge: bool = False) -> None:
         """Load the inventory; ``merge``: onto a restored state (the file may have changed
