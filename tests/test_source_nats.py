@@ -117,12 +117,13 @@ def test_partition_is_crc32_of_the_iccid() -> None:
     assert partition_of("8931440000000000011", 16) == 452906813 % 16
 
 
-async def test_records_flow_bad_ones_are_dead_lettered_acks_follow_checkpoints(
-    tmp_path: Path, server: NatsServer
-) -> None:
+def _daemon(tmp_path: Path, server: NatsServer) -> tuple[NatsSource, Daemon]:
+    """A daemon reading the test stream, its checkpoints in ``tmp_path / "state"`` every
+    5 min (none within a test; below the default ``ack_wait_s``, as settings require)."""
     settings = Settings(
         state_dir=tmp_path / "state",
         engine=EngineSettings(eval_interval_s=300.0, dead_letter_file=tmp_path / "dl.ndjson"),
+        checkpoint=CheckpointSettings(interval_s=300.0),
         sources=SourcesSettings(
             nats=[
                 NatsSourceSettings(
@@ -132,7 +133,13 @@ async def test_records_flow_bad_ones_are_dead_lettered_acks_follow_checkpoints(
         ),
     )
     source = NatsSource(settings.sources.nats[0])
-    daemon = Daemon(settings, [source], checkpoints=True)
+    return source, Daemon(settings, [source], checkpoints=True)
+
+
+async def test_records_flow_bad_ones_are_dead_lettered_acks_follow_checkpoints(
+    tmp_path: Path, server: NatsServer
+) -> None:
+    source, daemon = _daemon(tmp_path, server)
     task = asyncio.create_task(daemon.run())
     try:
         async with Publisher(server.client_url, PARTITIONS) as pub:
@@ -231,20 +238,7 @@ async def test_a_clean_stop_acknowledges_what_its_last_checkpoint_covers(
     """No checkpoint before the stop (the interval is 5 min): the shutdown's own
     checkpoint covers every record, and its acknowledgements go out on the connection
     the stopped source left open, before it is closed."""
-    settings = Settings(
-        state_dir=tmp_path / "state",
-        engine=EngineSettings(eval_interval_s=300.0, dead_letter_file=tmp_path / "dl.ndjson"),
-        checkpoint=CheckpointSettings(interval_s=300.0),
-        sources=SourcesSettings(
-            nats=[
-                NatsSourceSettings(
-                    servers=[server.client_url], partitions=PARTITIONS, fetch_timeout_s=0.2
-                )
-            ]
-        ),
-    )
-    source = NatsSource(settings.sources.nats[0])
-    daemon = Daemon(settings, [source], checkpoints=True)
+    source, daemon = _daemon(tmp_path, server)
     task = asyncio.create_task(daemon.run())
     try:
         async with Publisher(server.client_url, PARTITIONS) as pub:
