@@ -322,6 +322,7 @@ async def test_a_cancellation_a_source_swallowed_still_stops_ingest(tmp_path: Pa
     does not reach its tasks again)."""
     source = SwallowingAckSource([usage(1, time.time() - 30)])
     daemon = Daemon(settings(tmp_path), [source])
+    daemon.slow_stop_s = 60.0  # its second cancellation (10 s in) would hide a missing check
     task = asyncio.create_task(daemon.run())
     await until(source.acking.is_set, 10, "the acknowledgement", interval_s=0.02)
     daemon.request_stop()
