@@ -26,6 +26,7 @@ from fleet import (
     Feed,
     daily_sessions,
     iccid,
+    inventory_row,
     new_engine,
     two_partner_history,
     two_partner_run,
@@ -600,3 +601,79 @@ def test_windows_closed_before_the_network_dropped_the_sims_are_no_recovery() ->
     resolved = [at for at, c in changes if c.kind == "resolved"]
     assert len(resolved) == 1
     assert resolved[0] - fault_end <= 3 * 60
+
+
+def _steered_trackers_outage() -> tuple[Engine, list[CycleResult], float, list[int]]:
+    """Germany, two partners: meters and trackers (``iot.trackr``, hourly) on each.
+    26201 goes down for 150 minutes. In its first minutes two thirds of its meters
+    (every 10 min) and 7 of its 12 trackers are steered to 26202 (a location update):
+    the meters report through it, the trackers send nothing more. Its other meters
+    (every 30 min) report again from its end, the first of them seconds after it; its
+    trackers stay quiet for the 30 minutes shown (the R3 trace's, whose data shows only
+    when their sessions close). Returns the engine, each minute's result from the
+    fault's start, its end and the steered trackers' rows."""
+    steered = set(range(40)) | set(range(90, 97))
+    quiet = set(range(90, 102))  # 26201's trackers
+    mnc = {k: ("01" if k < 60 or 90 <= k < 102 else "02") for k in range(180)}
+    period = {k: (HOUR if k >= 90 else 1800.0 if 40 <= k < 60 else 600.0) for k in mnc}
+    engine = new_engine(warmup_s=DAY)
+    engine.load_inventory(
+        [inventory_row(iccid(k)) for k in range(90)]
+        + [inventory_row(iccid(k), apns=("iot.trackr",)) for k in range(90, 180)]
+    )
+    feed = Feed(engine)
+    offsets = np.random.default_rng(11).uniform(0, 1, 180)
+    nxt = {k: T0 + offsets[k] * period[k] for k in period}
+
+    def send_due(t: float, silent: set[int]) -> None:
+        for k in sorted(nxt, key=nxt.__getitem__):
+            while nxt[k] <= t:
+                if k not in silent:
+                    apn = "iot.trackr" if k >= 90 else "meters.acme"
+                    feed.usage(iccid(k), nxt[k], apn=apn, mnc=mnc[k])
+                nxt[k] += period[k]
+
+    t = T0
+    while t < T0 + 2 * DAY:  # two days of history
+        t += 600.0
+        send_due(t, set())
+        engine.evaluate(t)
+    start, end = t, t + 150 * 60.0
+    for n, k in enumerate(sorted(steered)):
+        feed.event(iccid(k), start + 60.0 + 5 * n, "location_update", mcc="262", mnc="02")
+        mnc[k] = "02"
+    down = {k for k, net in mnc.items() if net == "01"}  # 26201's own meters
+    nxt[40] = end + 10.0  # the first of them back
+    results = []
+    while t < end + 30 * 60.0:
+        t += 60.0
+        send_due(t, quiet | (down if t <= end else set()))
+        results.append(engine.evaluate(t))
+    rows = [engine.state.row(iccid(k)) for k in range(90, 97)]
+    return engine, results, end, rows
+
+
+def test_sims_steered_away_by_an_outage_stay_its_own_after_it_ends() -> None:
+    # At 50,000 SIMs (bench/scenarios.py, r3 partner_outage seed 6) trackers steered
+    # from 26201 to its siblings by its outage counted against it while it was dark
+    # ("moved"). At its end 26201 showed life again: 7 of them, still quiet, fell back
+    # to their new partner's leaves, joined 5 late trackers on 26201 and paged
+    # {apn: iot.trackr, country: DE} (12 of 91 failing, 0.18 expected) at the second
+    # minute, before the partner's recovery (dated its first minute) was known. An
+    # overdue SIM that has sent nothing since it left its partner counts where it fell
+    # silent, and is awaited there once that partner's recovery begins.
+    engine, results, end, movers = _steered_trackers_outage()
+    opened = [c.incident.dims for _, c in _group_changes(results) if c.kind == "opened"]
+    assert opened == [{"partner": "26201"}]
+    incident = next(i for i in engine.incidents.all() if i.dims == {"partner": "26201"})
+    assert incident.resolved_at is not None
+    assert incident.resolved_at - end <= 15 * 60.0
+    # the cycle after the end: the movers are overdue, and count in 26201's leaf
+    after = next(r.evaluation for r in results if r.evaluation.now == end + 60.0)
+    state = engine.state
+    left = {int(state.cols.prev_leaf[row]) for row in movers}
+    assert after.overdue[movers].all()
+    assert set(after.member_leaf[movers].tolist()) == left
+    partner = state.dims.index("partner")
+    names = state.leaf_labels()[partner]
+    assert {names[state.leaf_codes()[leaf, partner]] for leaf in left} == {"26201"}

@@ -703,7 +703,10 @@ def awaiting_report(
     rows = np.flatnonzero(candidates & (leaf >= 0))
     if not rows.size or not onset_by_leaf.size:
         return out
-    at = onset_by_leaf[leaf[rows]]
+    member = leaf[rows]
+    away = overdue[rows] & left_silent(state, rows, now, params)
+    member[away] = state.cols.prev_leaf[rows[away]]  # where it counts (``left_silent``)
+    at = onset_by_leaf[member]
     keep = ~np.isnan(at)
     rows, at = rows[keep], at[keep]
     last = state.rhythm.last_data[rows]
@@ -732,6 +735,26 @@ def awaiting_report(
     # a churning SIM that is not overdue stays awaited until it re-opens a session: its
     # churn evidence outlives the churn by up to 1.5 of its rhythms of re-opening
     out[rows[churning[rows] & ~overdue[rows]]] = True
+    return out
+
+
+def left_silent(state: FleetState, rows: np.ndarray, now: float, params: EvalParams) -> np.ndarray:
+    """Bool per row: the SIM left its leaf (its partner changed, ``prev_leaf``) within
+    ``evidence_window_s`` plus ``moved_dark_hold_s`` before ``now`` and sent no data
+    since. Such a SIM, when overdue, counts in the leaf it left: it fell silent there.
+    Steered away by a partner's outage, its silence is that outage's, after the partner
+    shows life again too (a session-level device's data on its new partner shows only
+    when that session closes). Counted in its new leaf, at 50,000 SIMs (R3 partner
+    outage, seed 6) 7 trackers steered to the partner's siblings joined 5 late ones of
+    their APN at the outage's end and paged ``{apn: iot.trackr, country: DE}`` (12 of
+    91) for 3 minutes."""
+    c = state.cols
+    prev = c.prev_leaf[rows]
+    moved_at = c.moved_at[rows]
+    since = rel(now) - params.evidence_window_s - params.moved_dark_hold_s
+    last = state.rhythm.last_data[rows]
+    silent = np.isnan(last) | (last - EPOCH_BASE < moved_at)
+    out: np.ndarray = (prev >= 0) & (prev != c.leaf[rows]) & (moved_at > since) & silent
     return out
 
 
@@ -1133,10 +1156,13 @@ def evaluate(
     # a SIM that just left its partner counts, failing, where it left (the evidence is
     # against the partner it left, never the one it went to)
     moved = shown[(evidence[shown] & Evidence.MOVED) != 0]
+    # and so does an overdue SIM silent since it left (``left_silent``)
+    silent = np.flatnonzero(overdue & (c.moved_at[:n] > NEVER))
+    away = np.union1d(moved, silent[left_silent(state, silent, now, params)])
     member_leaf = leaf
-    if moved.size:
+    if away.size:
         member_leaf = leaf.copy()
-        member_leaf[moved] = c.prev_leaf[moved]
+        member_leaf[away] = c.prev_leaf[away]
     failing = overdue
     if shown.size:
         failing = overdue.copy()
