@@ -43,6 +43,7 @@ from simwatch.core.evaluate import (
 from simwatch.core.incidents import Incident, incident_from_state, incident_state
 from simwatch.core.recovery import advance_recovery
 from simwatch.core.timeutil import format_rfc3339
+from simwatch.http.views import sim_view
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -603,15 +604,18 @@ def test_windows_closed_before_the_network_dropped_the_sims_are_no_recovery() ->
     assert resolved[0] - fault_end <= 3 * 60
 
 
-def _steered_trackers_outage() -> tuple[Engine, list[CycleResult], float, list[int]]:
+def _steered_trackers_outage(
+    after_s: float = 30 * 60.0,
+) -> tuple[Engine, list[CycleResult], float, list[int]]:
     """Germany, two partners: meters and trackers (``iot.trackr``, hourly) on each.
     26201 goes down for 150 minutes. In its first minutes two thirds of its meters
     (every 10 min) and 7 of its 12 trackers are steered to 26202 (a location update):
     the meters report through it, the trackers send nothing more. Its other meters
     (every 30 min) report again from its end, the first of them seconds after it; its
-    trackers stay quiet for the 30 minutes shown (the R3 trace's, whose data shows only
-    when their sessions close). Returns the engine, each minute's result from the
-    fault's start, its end and the steered trackers' rows."""
+    trackers stay quiet (the R3 trace's, whose data shows only when their sessions
+    close). Runs until ``after_s`` past the end (negative: before it); returns the
+    engine, each minute's result from the fault's start, its end and the steered
+    trackers' rows."""
     steered = set(range(40)) | set(range(90, 97))
     quiet = set(range(90, 102))  # 26201's trackers
     mnc = {k: ("01" if k < 60 or 90 <= k < 102 else "02") for k in range(180)}
@@ -645,7 +649,7 @@ def _steered_trackers_outage() -> tuple[Engine, list[CycleResult], float, list[i
     down = {k for k, net in mnc.items() if net == "01"}  # 26201's own meters
     nxt[40] = end + 10.0  # the first of them back
     results = []
-    while t < end + 30 * 60.0:
+    while t < end + after_s:
         t += 60.0
         send_due(t, quiet | (down if t <= end else set()))
         results.append(engine.evaluate(t))
@@ -677,3 +681,26 @@ def test_sims_steered_away_by_an_outage_stay_its_own_after_it_ends() -> None:
     partner = state.dims.index("partner")
     names = state.leaf_labels()[partner]
     assert {names[state.leaf_codes()[leaf, partner]] for leaf in left} == {"26201"}
+
+
+def test_a_sim_steered_away_names_the_page_it_counts_in() -> None:
+    # A SIM counted in the partner it left (moved, or silent since it left) is part of
+    # that partner's page: its view and diagnosis name it, and its ticket carries it
+    # (``group_incident``) so the inhibit rule mutes it under the page. By its own
+    # dimensions (its new partner) it was in no incident: a ticket per steered device.
+    for after_s, why in ((-3600.0, "moved"), (60.0, "silent since it left")):
+        engine, results, _, movers = _steered_trackers_outage(after_s)
+        (page,) = [i for i in engine.incidents.open.values() if i.kind == "group"]
+        assert page.dims == {"partner": "26201"}, why
+        now = results[-1].evaluation.now
+        for row in movers:
+            assert engine.sim_dims(row)["partner"] == "26202"
+            assert engine.incident_of(row) is page, why
+        name = iccid(90)
+        view = sim_view(engine, name, now)["incident"]
+        assert isinstance(view, dict)
+        assert view["id"] == page.id
+        findings = engine.diagnose(name, now) or []
+        assert [f.code for f in findings if f.code == "group_incident"] == ["group_incident"]
+        # a tracker that was always on 26202: no part of it
+        assert engine.incident_of(engine.state.row(iccid(150))) is None

@@ -670,12 +670,23 @@ class Engine:
 
     def incident_of(self, row: int) -> Incident | None:
         """The open group incident whose group contains the SIM, if any: this engine's,
-        or in a cluster (``groups_local`` False) the leader's (``leader_groups``)."""
+        or in a cluster (``groups_local`` False) the leader's (``leader_groups``). A SIM
+        that left its partner and counts where it left (``Evidence.MOVED``,
+        ``evaluate.left_silent``: the last evaluation's ``member_leaf``) is part of the
+        incident it counts in: its view and diagnosis name it, and its ticket's
+        ``group_incident`` label lets the inhibit rule mute it under that page."""
         groups = [i for i in self.incidents.open.values() if i.kind == "group"]
         if not self.groups_local:
             groups += [g.incident for g in self.leader_groups if g.open and g.incident]
         if not groups:  # the usual case: no need for the SIM's dimensions
             return None
+        evaluation = self.last_evaluation
+        if evaluation is not None and row < evaluation.n:
+            member = int(evaluation.member_leaf[row])
+            if member >= 0 and member != int(self.state.cols.leaf[row]):
+                for incident in groups:
+                    if leaf_mask(self.state, incident.dims)[member]:
+                        return incident
         dims = self.sim_dims(row)
         for incident in groups:
             if all(dims.get(k) == v for k, v in incident.dims.items()):
